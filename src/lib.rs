@@ -1,7 +1,59 @@
 //! leasecron: a singleton cron runner for Kubernetes.
-#![forbid(unsafe_code)]
+//!
+//! Every replica loads the same jobs file, but only the replica that holds the lease runs the jobs. Each
+//! leadership term carries a cancellation token: when the lease is lost, every run of the term is
+//! terminated (SIGTERM to its process group, SIGKILL after its grace) *before* any other replica can
+//! acquire the lease; `docs/operations.md` gives the timing argument.
+//!
+//! # Layout
+//!
+//! The modules, in the order data flows through them:
+//!
+//! - [`config`] reads the jobs file (serde-saphyr, strict) and validates it into [`config::Job`]s, reporting
+//!   every problem at once as `FILE:LINE:COL`.
+//! - [`schedule`] parses cron expressions (croner + chrono-tz) and runs one [`schedule::Timer`] per job:
+//!   it sleeps until the next wall-clock slot, computes the following one from the slot (not from "now"),
+//!   and after a stall yields at most one tick for the latest missed slot.
+//! - [`election`] is client-go's leader-election algorithm over the [`lease_store::LeaseStore`] trait
+//!   (get / create / version-checked update / change notification). It publishes [`term::Leadership`] on a
+//!   `watch` channel; a [`term::Term`] owns the cancellation token, task tracker, fencing token and
+//!   deadline of one leadership term.
+//! - [`lease_store`] holds the stores: [`lease_store::file`] (a JSON record under `flock`, for running
+//!   without a cluster).
+//! - [`dispatch`] turns each timer tick into a run, only under a live term (checked again at spawn).
+//! - [`runner`] executes a run: its own process group, environment, output into the log, timeout and
+//!   cancellation escalation (SIGTERM, then SIGKILL after the grace), concurrency policy and retries. Every
+//!   run ends with exactly one [`runner::Outcome`].
+//! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`http`] serves
+//!   `/healthz` and `/readyz`.
+//! - [`app`] wires them into the `run`, `validate` and `next` commands; `main.rs` only parses flags.
+//! - [`clock`] makes the wall clock injectable, so timing logic is tested under paused tokio time.
+//!
+//! ```text
+//!   jobs.yaml ─► config ─► Jobs ─► schedule::Timer (one per job)
+//!                                        │ Tick::Fire(job, scheduled)
+//!                                        ▼
+//!   election ──watch<Leadership>──► dispatch ── live term? ──► runner ──► process group
+//!      │ LeaseStore                                               │ Outcome
+//!      └─ file (flock + JSON)                                     ▼
+//!                                                               logs
+//! ```
+//!
+//! # Shutdown order
+//!
+//! Timers stop first (no new runs), then the elector ends the term (cancel, escalate, wait for every run),
+//! and only then releases the lease: a follower can never acquire while a run of ours is alive.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod app;
 pub mod clock;
 pub mod config;
+pub mod dispatch;
+pub mod election;
+pub mod http;
+pub mod lease_store;
+pub mod runner;
 pub mod schedule;
+pub mod shutdown;
 pub mod term;

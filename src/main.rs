@@ -1,1 +1,165 @@
-fn main() {}
+//! The `leasecron` command: parses flags and calls the library. See the crate docs for the layout.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use leasecron::app::{self, RunOptions, Timings};
+use leasecron::clock::SystemClock;
+use leasecron::config::parse_duration;
+
+/// A singleton cron runner: every replica loads the jobs, only the holder of the lease runs them.
+#[derive(Debug, Parser)]
+#[command(name = "leasecron", version, about, max_term_width = 110)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Elect a leader and run the jobs while leading, until SIGTERM/SIGINT.
+    Run(RunArgs),
+    /// Check jobs files: exit 0 if valid, else print every error as FILE:LINE:COL: message and exit 2.
+    Validate {
+        /// Jobs files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        timings: TimingArgs,
+    },
+    /// Print the next fire times of each job, in the job's time zone.
+    Next {
+        /// The jobs file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// How many fire times per job.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+        count: u16,
+        /// Only this job.
+        #[arg(long, value_name = "NAME")]
+        job: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The jobs file (YAML).
+    #[arg(long, value_name = "FILE")]
+    jobs: PathBuf,
+    /// Name of the coordination.k8s.io/v1 Lease.
+    #[arg(long, env = "LEASECRON_LEASE_NAME", default_value = "leasecron", value_name = "NAME")]
+    lease_name: String,
+    /// Namespace of the Lease [default: POD_NAMESPACE, else the kubeconfig's or in-cluster namespace, else default].
+    #[arg(long, env = "LEASECRON_LEASE_NAMESPACE", value_name = "NS")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the lease [default: POD_NAME, else the hostname; with --lease-file, hostname-PID].
+    #[arg(long, env = "LEASECRON_IDENTITY", value_name = "ID")]
+    identity: Option<String>,
+    #[command(flatten)]
+    timings: TimingArgs,
+    /// Elect through a lease record in this local file instead of the Kubernetes API.
+    #[arg(long, value_name = "PATH")]
+    lease_file: Option<PathBuf>,
+    /// Address for /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9090", value_name = "ADDR")]
+    http_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+struct TimingArgs {
+    /// How long a lease stays valid after its holder's last renew was observed (e.g. 15s, 1m30s).
+    #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DUR")]
+    lease_duration: Duration,
+    /// How long the leader keeps running jobs without a successful renew.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
+    renew_deadline: Duration,
+    /// Interval between renews, and between a follower's attempts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DUR")]
+    retry_period: Duration,
+}
+
+impl From<&TimingArgs> for Timings {
+    fn from(args: &TimingArgs) -> Self {
+        Timings {
+            lease_duration: args.lease_duration,
+            renew_deadline: args.renew_deadline,
+            retry_period: args.retry_period,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = err
+                .downcast_ref::<app::Error>()
+                .map_or(app::EXIT_FAILURE, app::Error::exit_code);
+            eprintln!("leasecron: {err:#}");
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Validate { files, timings } => {
+            for line in app::validate(&files, &Timings::from(&timings))? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Next { file, count, job } => {
+            print!("{}", app::next(&file, usize::from(count), job.as_deref())?);
+            Ok(())
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let opts = RunOptions {
+        jobs: args.jobs,
+        lease_name: args.lease_name,
+        lease_namespace: args.lease_namespace,
+        identity: args.identity,
+        timings: Timings::from(&args.timings),
+        lease_file: args.lease_file,
+        http_addr: args.http_addr,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(app::run(opts, Arc::new(SystemClock)))?;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
+}

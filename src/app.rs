@@ -1,0 +1,315 @@
+//! `run`, `validate` and `next`: the commands, wired from the modules.
+//!
+//! `main.rs` parses the flags into [`RunOptions`] and calls [`run`]; nothing else knows about the CLI.
+//! Everything that can be checked before the lease is touched is checked first (lease timings, the jobs
+//! file, the lease store, the HTTP address), so a bad input exits 2 without side effects.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::config::{self, JobSet, LoadOptions};
+use crate::dispatch::Dispatcher;
+use crate::election::{self, Elector};
+use crate::http::{self, Health};
+use crate::lease_store::{self, file::FileStore, LeaseStore};
+use crate::runner::Runner;
+use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
+
+/// Exit code for a usage or configuration error.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code for a failure at run time.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Errors of the commands. [`Error::exit_code`] maps them to the CLI's exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The jobs file is unreadable or invalid.
+    #[error("{0}")]
+    Config(#[from] config::Error),
+    /// The lease timings are inconsistent, or the elector failed.
+    #[error("{0}")]
+    Election(#[from] election::Error),
+    /// The lease store is unusable (e.g. a corrupt lease file) or failed.
+    #[error("{0}")]
+    LeaseStore(#[from] lease_store::Error),
+    /// `run` without `--lease-file` needs the Kubernetes Lease store.
+    #[error("run without --lease-file elects through a Kubernetes Lease, which this build cannot do yet; pass --lease-file PATH to elect through a local file")]
+    NoKubernetes,
+    /// No identity could be determined.
+    #[error("--identity: cannot determine an identity (LEASECRON_IDENTITY, POD_NAME and the hostname are all unset): {0}")]
+    Identity(String),
+    /// `next --job NAME` names no job.
+    #[error("--job {0}: no such job in the file")]
+    UnknownJob(String),
+    /// The HTTP endpoint failed.
+    #[error("{0}")]
+    Http(#[from] http::Error),
+    /// Signal handlers could not be installed.
+    #[error("{0}")]
+    Signals(#[from] shutdown::Error),
+    /// `validate` found problems in one or more files.
+    #[error("{}", display_all(.0))]
+    Invalid(Vec<config::Error>),
+    /// A task of ours panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn display_all(errors: &[config::Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for bad input, 1 for failures at run time.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_)
+            | Error::Invalid(_)
+            | Error::NoKubernetes
+            | Error::Identity(_)
+            | Error::UnknownJob(_) => EXIT_USAGE,
+            Error::Election(e) if e.is_config() => EXIT_USAGE,
+            Error::LeaseStore(e) if e.is_corrupt() => EXIT_USAGE,
+            Error::Http(http::Error::Bind { .. }) => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+/// The lease timings shared by `run` and `validate` (which checks `terminationGrace` against them).
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// LD: how long a lease is valid after its holder's last observed renew.
+    pub lease_duration: Duration,
+    /// RD: how long the leader keeps its term without a successful renew.
+    pub renew_deadline: Duration,
+    /// RP: the interval between renews and between a follower's retries.
+    pub retry_period: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Timings {
+    fn election_config(&self, identity: String, max_termination_grace: Duration) -> election::Config {
+        election::Config {
+            identity,
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+            max_termination_grace,
+        }
+    }
+
+    /// Checks the timings on their own and returns the largest `terminationGrace` they allow:
+    /// LD − margin − RD (DESIGN.md §2).
+    pub fn grace_bound(&self) -> Result<Duration, election::Error> {
+        let config = self.election_config("-".to_owned(), Duration::ZERO);
+        config.validate()?;
+        Ok(self
+            .lease_duration
+            .saturating_sub(config.margin())
+            .saturating_sub(self.renew_deadline))
+    }
+}
+
+/// What `leasecron run` needs, as parsed from flags and environment.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The jobs file.
+    pub jobs: PathBuf,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// The Lease's namespace, if given.
+    pub lease_namespace: Option<String>,
+    /// This replica's identity, if given.
+    pub identity: Option<String>,
+    /// Lease timings.
+    pub timings: Timings,
+    /// Elect through this local file instead of the Kubernetes API.
+    pub lease_file: Option<PathBuf>,
+    /// Where to serve `/healthz` and `/readyz`.
+    pub http_addr: SocketAddr,
+}
+
+/// `leasecron run`: elect, fire, run, until SIGTERM/SIGINT; then end the runs, release, return `Ok`.
+pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
+    let grace_bound = opts.timings.grace_bound()?;
+    let jobs = config::load_file(
+        &opts.jobs,
+        &LoadOptions {
+            max_termination_grace: grace_bound,
+        },
+    )?;
+    let Some(lease_file) = &opts.lease_file else {
+        return Err(Error::NoKubernetes);
+    };
+    let identity = resolve_identity(opts.identity.clone(), true)?;
+    let store = FileStore::open(lease_file, opts.timings.retry_period)?;
+    // A corrupt lease file is a configuration error: find out before anything runs.
+    store.get().await?;
+    let listener = http::bind(opts.http_addr).await?;
+    let signals = Signals::install()?;
+
+    let max_grace = jobs
+        .jobs
+        .iter()
+        .map(|job| job.termination_grace)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    let config = opts.timings.election_config(identity.clone(), max_grace);
+    tracing::info!(
+        %identity,
+        lease = %store.describe(),
+        jobs = jobs.jobs.len(),
+        lease_duration = %humantime::format_duration(opts.timings.lease_duration),
+        renew_deadline = %humantime::format_duration(opts.timings.renew_deadline),
+        retry_period = %humantime::format_duration(opts.timings.retry_period),
+        "leasecron starting"
+    );
+    let (elector, leadership) = Elector::new(store, config, Arc::clone(&clock))?;
+    let runner = Runner::new(identity, Arc::clone(&clock), None);
+    let health = Health::new(leadership.clone());
+    health.set_ready();
+
+    let shutdown = CancellationToken::new();
+    let force = {
+        let runner = Arc::clone(&runner);
+        move || {
+            runner.kill_all();
+            std::process::exit(FORCED_EXIT_CODE);
+        }
+    };
+    tokio::spawn(signals.watch(shutdown.clone(), force));
+    serve_until_shutdown(jobs, elector, Dispatcher::new(runner, leadership, clock), listener, health, shutdown).await
+}
+
+/// Runs the elector, the timers and the HTTP endpoint until `shutdown` (or until the elector fails), then
+/// stops them in the safe order: timers first (no new runs), then the elector (which ends the term, waits
+/// for its runs, and only then releases the lease), then HTTP.
+async fn serve_until_shutdown<S: LeaseStore>(
+    jobs: JobSet,
+    elector: Elector<S>,
+    dispatcher: Dispatcher,
+    listener: tokio::net::TcpListener,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let http_stop = CancellationToken::new();
+    let http_task = tokio::spawn(http::serve(listener, health, http_stop.clone()));
+    let elector_stop = CancellationToken::new();
+    let mut elector_task = tokio::spawn(elector.run(elector_stop.clone()));
+    let dispatch_stop = shutdown.clone();
+    let dispatch_task = tokio::spawn(async move { dispatcher.run(&jobs, dispatch_stop).await });
+
+    let elector_result = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        result = &mut elector_task => Some(result),
+    };
+    shutdown.cancel();
+    let _ = dispatch_task.await;
+    let elector_result = match elector_result {
+        Some(result) => result,
+        None => {
+            elector_stop.cancel();
+            elector_task.await
+        }
+    };
+    http_stop.cancel();
+    let _ = http_task.await;
+    match elector_result {
+        Ok(result) => result.map_err(Error::from),
+        Err(join) => Err(Error::Internal(format!("the elector task failed: {join}"))),
+    }
+}
+
+/// The identity: the flag (or `LEASECRON_IDENTITY`), else `POD_NAME`, else the hostname. On a local file
+/// lease several processes usually share one hostname, so there the hostname gets the process id appended.
+pub fn resolve_identity(flag: Option<String>, local: bool) -> Result<String, Error> {
+    if let Some(id) = flag.filter(|id| !id.is_empty()) {
+        return Ok(id);
+    }
+    if let Some(pod) = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()) {
+        return Ok(pod);
+    }
+    let host = nix::unistd::gethostname()
+        .map_err(|e| Error::Identity(e.to_string()))?
+        .to_string_lossy()
+        .into_owned();
+    if host.is_empty() {
+        return Err(Error::Identity("the hostname is empty".to_owned()));
+    }
+    Ok(if local {
+        format!("{host}-{}", std::process::id())
+    } else {
+        host
+    })
+}
+
+/// `leasecron validate`: checks every file and reports every problem of every file.
+///
+/// Returns the per-file summaries on success; on failure, the diagnostics of all invalid files.
+pub fn validate(files: &[PathBuf], timings: &Timings) -> Result<Vec<String>, Error> {
+    let opts = LoadOptions {
+        max_termination_grace: timings.grace_bound()?,
+    };
+    let mut summaries = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match config::load_file(file, &opts) {
+            Ok(set) => summaries.push(format!("{}: ok ({} jobs)", file.display(), set.jobs.len())),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(summaries)
+    } else {
+        Err(Error::Invalid(errors))
+    }
+}
+
+/// `leasecron next`: the next `count` fire times of each job (or of `job`), in each job's zone.
+pub fn next(file: &Path, count: usize, job: Option<&str>) -> Result<String, Error> {
+    // `next` shows when jobs fire; whether their grace fits some lease timings is `validate`'s business.
+    let opts = LoadOptions {
+        max_termination_grace: Duration::MAX,
+    };
+    let set = config::load_file(file, &opts)?;
+    let now = Utc::now();
+    let mut out = String::new();
+    let mut found = false;
+    for j in set.jobs.iter().filter(|j| job.is_none_or(|name| name == j.name)) {
+        found = true;
+        out.push_str(&format!(
+            "{}  \"{}\"  {}{}\n",
+            j.name,
+            j.schedule.expression(),
+            j.schedule.zone(),
+            if j.suspend { "  (suspended)" } else { "" }
+        ));
+        for at in j.schedule.upcoming(now, count) {
+            out.push_str(&format!("  {}\n", at.to_rfc3339()));
+        }
+    }
+    match job {
+        Some(name) if !found => Err(Error::UnknownJob(name.to_owned())),
+        _ => Ok(out),
+    }
+}

@@ -1,0 +1,141 @@
+//! The dispatcher: one timer task per job, and the rule that decides whether a fire starts a run.
+//!
+//! Every replica runs every job's timer (followers too, so `/status` and the metrics know the next fire),
+//! but a fire starts a run only when this replica holds a **live** term: the term has not been ended and
+//! the monotonic clock is before its deadline. The check happens here, at the fire, and again inside the
+//! runner right before it spawns a process (DESIGN.md §2, rule 5), so a leader frozen past its deadline
+//! starts nothing when it wakes.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::SharedClock;
+use crate::config::{Job, JobSet};
+use crate::runner::{Runner, Start};
+use crate::schedule::{Tick, Timer};
+use crate::term::Leadership;
+
+/// Why a fire did not start a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The job is suspended.
+    Suspended,
+    /// The slot was missed (stall, restart, clock jump) and is past its `startingDeadline`.
+    MissedDeadline,
+}
+
+impl Skip {
+    /// The metric label of this reason.
+    pub fn label(self) -> &'static str {
+        match self {
+            Skip::Suspended => "suspended",
+            Skip::MissedDeadline => "missed_deadline",
+        }
+    }
+}
+
+/// Starts runs for fires, under a live term.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    runner: Arc<Runner>,
+    leadership: watch::Receiver<Leadership>,
+    clock: SharedClock,
+}
+
+// === impl Dispatcher ===
+
+impl Dispatcher {
+    /// A dispatcher that starts runs on `runner` while `leadership` says this replica leads.
+    pub fn new(
+        runner: Arc<Runner>,
+        leadership: watch::Receiver<Leadership>,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            runner,
+            leadership,
+            clock,
+        }
+    }
+
+    /// Runs one timer per job until `stop` is cancelled; returns once every timer has stopped.
+    ///
+    /// Stopping the timers does not touch runs in flight: they belong to their term, which the elector
+    /// ends (and waits for) at shutdown.
+    pub async fn run(&self, jobs: &JobSet, stop: CancellationToken) {
+        let timers = TaskTracker::new();
+        for job in &jobs.jobs {
+            let this = self.clone();
+            let job = Arc::clone(job);
+            let stop = stop.clone();
+            timers.spawn(async move { this.run_job(job, stop).await });
+        }
+        timers.close();
+        timers.wait().await;
+    }
+
+    async fn run_job(&self, job: Arc<Job>, stop: CancellationToken) {
+        let mut timer = Timer::new(
+            job.schedule.clone(),
+            job.starting_deadline,
+            Arc::clone(&self.clock),
+        );
+        loop {
+            let tick = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                tick = timer.next_tick() => tick,
+            };
+            match tick {
+                Some(Tick::Fire { scheduled, .. }) => self.fire(&job, scheduled),
+                Some(Tick::Missed {
+                    scheduled,
+                    lateness,
+                }) => self.skip(&job, scheduled, Skip::MissedDeadline, Some(lateness)),
+                None => {
+                    tracing::info!(job = %job.name, "schedule has no future fire; timer stops");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles one on-time (or within-deadline) fire.
+    pub fn fire(&self, job: &Arc<Job>, scheduled: DateTime<Utc>) {
+        if job.suspend {
+            self.skip(job, scheduled, Skip::Suspended, None);
+            return;
+        }
+        let leadership = self.leadership.borrow().clone();
+        let Some(term) = leadership.live_term() else {
+            tracing::debug!(job = %job.name, %scheduled, "not the leader: not starting");
+            return;
+        };
+        match self.runner.start(Arc::clone(job), scheduled, term) {
+            Start::Spawned => {}
+            Start::Skipped(reason) => {
+                tracing::info!(job = %job.name, %scheduled, reason = reason.label(), "run skipped");
+            }
+        }
+    }
+
+    fn skip(
+        &self,
+        job: &Job,
+        scheduled: DateTime<Utc>,
+        reason: Skip,
+        lateness: Option<std::time::Duration>,
+    ) {
+        let leads = self.leadership.borrow().is_leader();
+        let lateness = lateness.map(|l| humantime::format_duration(l).to_string());
+        if leads {
+            tracing::warn!(job = %job.name, %scheduled, reason = reason.label(), lateness, "fire skipped");
+        } else {
+            tracing::debug!(job = %job.name, %scheduled, reason = reason.label(), lateness, "fire skipped");
+        }
+    }
+}

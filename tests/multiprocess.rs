@@ -1,0 +1,243 @@
+//! Several real `leasecron run` processes sharing one lease file.
+//!
+//! The job appends `start`/`end` lines with its identity, fencing token, slot and the child's own clock to a
+//! shared file, so the tests can check who ran, under which term, and that no two runs overlapped.
+
+#[path = "support/replica.rs"]
+mod replica;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+use replica::{alive, wait_for, Replica, FAST_TIMINGS};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A job every second that runs for ~400 ms and records itself in `runs`.
+fn every_second_jobs(dir: &Path, runs: &Path) -> PathBuf {
+    let jobs = dir.join("jobs.yaml");
+    let record = |what: &str| {
+        format!(
+            r#"echo "{what} $LEASECRON_IDENTITY $LEASECRON_FENCING_TOKEN $LEASECRON_SCHEDULED_TIME $(date +%s%N)" >> {}"#,
+            runs.display()
+        )
+    };
+    fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: tick\n    schedule: \"* * * * * *\"\n    terminationGrace: 500ms\n    shell: '{}; sleep 0.4; {}'\n",
+            record("start"),
+            record("end")
+        ),
+    )
+    .unwrap();
+    jobs
+}
+
+/// One run as recorded by the job.
+#[derive(Debug, Clone)]
+struct Run {
+    identity: String,
+    token: u64,
+    start_ns: u128,
+    end_ns: Option<u128>,
+}
+
+fn read_runs(path: &Path) -> Vec<Run> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let mut runs: BTreeMap<(String, u64, String), Run> = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [what, identity, token, slot, ns] = f[..] else {
+            panic!("malformed run line {line:?}");
+        };
+        let token: u64 = token.parse().expect("LEASECRON_FENCING_TOKEN is a number");
+        let ns: u128 = ns.parse().expect("clock");
+        let key = (identity.to_owned(), token, slot.to_owned());
+        match what {
+            "start" => {
+                runs.insert(
+                    key,
+                    Run {
+                        identity: identity.to_owned(),
+                        token,
+                        start_ns: ns,
+                        end_ns: None,
+                    },
+                );
+            }
+            "end" => runs.get_mut(&key).expect("end after start").end_ns = Some(ns),
+            other => panic!("unexpected record {other}"),
+        }
+    }
+    let mut runs: Vec<Run> = runs.into_values().collect();
+    runs.sort_by_key(|r| r.start_ns);
+    runs
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+}
+
+fn lease_holder(lease: &Path) -> Option<String> {
+    let text = fs::read_to_string(lease).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value
+        .get("holderIdentity")
+        .and_then(|h| h.as_str())
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+}
+
+#[test]
+fn three_replicas_elect_one_leader_whose_runs_carry_identity_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let jobs = every_second_jobs(dir.path(), &runs);
+    let lease = dir.path().join("lease.json");
+    let mut replicas: Vec<Replica> = ["r0", "r1", "r2"]
+        .iter()
+        .map(|id| Replica::start(dir.path(), id, &jobs, &lease, &FAST_TIMINGS))
+        .collect();
+
+    let seen = wait_for(WAIT, || {
+        let r = read_runs(&runs);
+        (r.iter().filter(|r| r.end_ns.is_some()).count() >= 4).then_some(r)
+    })
+    .expect("the leader ran the job at least four times");
+
+    let leader = &seen[0].identity;
+    assert!(
+        seen.iter().all(|r| &r.identity == leader && r.token == seen[0].token),
+        "one leader, one term: {seen:?}"
+    );
+    assert!(seen[0].token >= 1, "fencing tokens start at 1");
+    assert_eq!(lease_holder(&lease).as_deref(), Some(leader.as_str()));
+    for pair in seen.windows(2) {
+        if let Some(end) = pair[0].end_ns {
+            assert!(end <= pair[1].start_ns, "runs of a Forbid job never overlap: {pair:?}");
+        }
+    }
+    for replica in &mut replicas {
+        replica.signal(Signal::SIGTERM);
+    }
+    for replica in &mut replicas {
+        let status = replica.wait_exit(WAIT).expect("exits after SIGTERM");
+        assert!(status.success(), "{} exited with {status}: {}", replica.identity, replica.log_text());
+    }
+}
+
+#[test]
+fn killing_the_leader_hands_over_without_overlapping_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let jobs = every_second_jobs(dir.path(), &runs);
+    let lease = dir.path().join("lease.json");
+    let mut replicas: Vec<Replica> = ["k0", "k1", "k2"]
+        .iter()
+        .map(|id| Replica::start(dir.path(), id, &jobs, &lease, &FAST_TIMINGS))
+        .collect();
+
+    let first = wait_for(WAIT, || read_runs(&runs).first().cloned()).expect("a first run");
+    let old = replicas
+        .iter()
+        .position(|r| r.identity == first.identity)
+        .expect("the leader is one of ours");
+    replicas[old].signal(Signal::SIGKILL);
+    let killed_at = now_ns();
+    replicas[old].wait_exit(WAIT).expect("SIGKILL ends it");
+
+    let successor = wait_for(WAIT, || {
+        read_runs(&runs)
+            .into_iter()
+            .find(|r| r.identity != first.identity)
+    })
+    .expect("another replica takes over");
+    assert!(
+        successor.token > first.token,
+        "the new term has a larger fencing token: {successor:?} after {first:?}"
+    );
+    assert!(successor.start_ns > killed_at, "no take-over before the kill");
+
+    // Let the new leader run a few times, then check every pair of runs for overlap. A run of the killed
+    // leader has no end record: its process died with it (PR_SET_PDEATHSIG), at the kill at the latest.
+    std::thread::sleep(Duration::from_secs(3));
+    let all = read_runs(&runs);
+    for (i, a) in all.iter().enumerate() {
+        let a_end = a.end_ns.unwrap_or(killed_at);
+        for b in &all[i + 1..] {
+            if a.identity != b.identity {
+                assert!(a_end <= b.start_ns, "runs overlap: {a:?} and {b:?}");
+            }
+        }
+    }
+    for (i, replica) in replicas.iter_mut().enumerate() {
+        if i != old {
+            replica.signal(Signal::SIGTERM);
+            assert!(replica.wait_exit(WAIT).expect("exits").success());
+        }
+    }
+}
+
+#[test]
+fn sigterm_ends_the_runs_then_releases_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("job.pid");
+    let jobs = dir.path().join("jobs.yaml");
+    fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: long\n    schedule: \"* * * * * *\"\n    terminationGrace: 500ms\n    shell: 'echo $$ > {}; exec sleep 60'\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    let lease = dir.path().join("lease.json");
+    let mut leader = Replica::start(dir.path(), "first", &jobs, &lease, &FAST_TIMINGS);
+    let job_pid: i32 = wait_for(WAIT, || fs::read_to_string(&pidfile).ok()?.trim().parse().ok())
+        .expect("the job started");
+    assert!(alive(job_pid));
+    assert_eq!(lease_holder(&lease).as_deref(), Some("first"));
+
+    leader.signal(Signal::SIGTERM);
+    let status = leader.wait_exit(WAIT).expect("exits after SIGTERM");
+    assert!(status.success(), "clean shutdown exits 0: {}", leader.log_text());
+    assert!(!alive(job_pid), "the run was terminated before exit");
+    assert_eq!(lease_holder(&lease), None, "the lease was released");
+    assert!(
+        leader.log_text().contains("cancelled"),
+        "the run is reported as cancelled: {}",
+        leader.log_text()
+    );
+}
+
+#[test]
+fn a_released_lease_is_taken_at_once_not_after_the_lease_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let jobs = every_second_jobs(dir.path(), &runs);
+    let lease = dir.path().join("lease.json");
+    // A long lease: a follower that waited for expiry would need 60 s.
+    let slow = [
+        "--lease-duration",
+        "60s",
+        "--renew-deadline",
+        "10s",
+        "--retry-period",
+        "500ms",
+    ];
+    let mut first = Replica::start(dir.path(), "a", &jobs, &lease, &slow);
+    wait_for(WAIT, || read_runs(&runs).first().cloned()).expect("a leads and runs");
+    let mut second = Replica::start(dir.path(), "b", &jobs, &lease, &slow);
+    std::thread::sleep(Duration::from_secs(1));
+    first.signal(Signal::SIGTERM);
+    assert!(first.wait_exit(WAIT).expect("a exits").success());
+
+    let taken = wait_for(WAIT, || (lease_holder(&lease).as_deref() == Some("b")).then_some(()));
+    assert!(taken.is_some(), "b acquired the released lease well within LD");
+    second.signal(Signal::SIGTERM);
+    assert!(second.wait_exit(WAIT).expect("b exits").success());
+}

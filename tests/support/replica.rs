@@ -1,0 +1,121 @@
+//! Spawning the real `leasecron` binary: replicas for multi-process tests, and one-shot commands.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The binary under test.
+pub fn leasecron() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_leasecron"))
+}
+
+/// Runs `leasecron ARGS` to completion.
+pub fn output(args: &[&str]) -> Output {
+    leasecron().args(args).output().expect("spawn leasecron")
+}
+
+/// Fast lease timings for tests: LD 3s, RD 1.5s, RP 500ms (a grace of up to 500ms fits).
+pub const FAST_TIMINGS: [&str; 6] = [
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "1500ms",
+    "--retry-period",
+    "500ms",
+];
+
+/// One `leasecron run` process, its log in a file; killed with SIGKILL on drop if still running.
+pub struct Replica {
+    pub identity: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Replica {
+    /// Starts `leasecron run --jobs JOBS --lease-file LEASE --identity ID` with `extra` flags.
+    pub fn start(dir: &Path, identity: &str, jobs: &Path, lease: &Path, extra: &[&str]) -> Replica {
+        let log = dir.join(format!("{identity}.log"));
+        let file = fs::File::create(&log).expect("create log");
+        let child = leasecron()
+            .args(["run", "--jobs"])
+            .arg(jobs)
+            .arg("--lease-file")
+            .arg(lease)
+            .args(["--identity", identity, "--http-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn leasecron run");
+        Replica {
+            identity: identity.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal replica");
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, up to `limit`.
+pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// True if a process with this pid exists (and is not a zombie of ours).
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
