@@ -1,7 +1,10 @@
 //! leasecron: a singleton cron runner for Kubernetes.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the one `pre_exec` in `runner::command` needs a local `allow(unsafe_code)`.
+#![deny(unsafe_code)]
 
 pub mod clock;
 pub mod config;
+pub mod reaper;
+pub mod runner;
 pub mod schedule;
 pub mod term;
