@@ -273,6 +273,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::zombie_processes)] // the zombie is the point; `reap` waits for it
     fn finds_and_reaps_a_real_untracked_zombie() {
         let child = std::process::Command::new("true")
             .spawn()

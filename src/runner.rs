@@ -350,7 +350,7 @@ impl Run {
                 tracing::info!(job, %scheduled, attempts, outcome = label, ?duration, "run finished")
             }
             Outcome::Failed(_) | Outcome::TimedOut => {
-                tracing::warn!(job, %scheduled, attempts, outcome = label, %outcome, ?duration, "run finished")
+                tracing::warn!(job, %scheduled, attempts, outcome = label, detail = %outcome, ?duration, "run finished")
             }
         }
         // Leave the running set before reporting, so a listener that sees Finished also sees running() drop;
