@@ -272,25 +272,38 @@ mod tests {
         false
     }
 
-    #[test]
-    #[allow(clippy::zombie_processes)] // the zombie is the point; `reap` waits for it
-    fn finds_and_reaps_a_real_untracked_zombie() {
-        let child = std::process::Command::new("true")
+    /// One test, not two: a reaper pass would reap the other test's untracked zombie.
+    #[tokio::test]
+    #[allow(clippy::zombie_processes)] // the zombie is the point; the reaper waits for it
+    async fn reaps_untracked_zombies_and_spares_tokios_children() {
+        let orphan = std::process::Command::new("true")
             .spawn()
             .expect("spawn true");
-        let pid = i32::try_from(child.id()).expect("pid fits i32");
+        let orphan = i32::try_from(orphan.id()).expect("pid fits i32");
+        let mut ours = spawn_tracked(Command::new("true").arg("tracked")).expect("spawn true");
+        let tracked_pid = ours.pid.expect("a fresh child has a pid");
         assert!(
-            wait_until_zombie(pid),
-            "the child exited and was not reaped"
+            wait_until_zombie(orphan),
+            "the orphan exited and stayed unreaped"
         );
+        assert!(wait_until_zombie(tracked_pid), "the tracked child exited");
+
         let me = getpid().as_raw();
-        let scan = scan_proc().expect("scan /proc");
-        assert!(orphan_zombies(scan.clone(), me, &BTreeSet::new()).contains(&pid));
-        assert!(!orphan_zombies(scan, me, &BTreeSet::from([pid])).contains(&pid));
-        assert_eq!(reap(&[pid]), 1);
-        assert!(!scan_proc()
-            .expect("scan /proc")
-            .iter()
-            .any(|s| s.pid == pid));
+        let found = orphan_zombies(scan_proc().expect("scan /proc"), me, &tracked());
+        assert!(found.contains(&orphan));
+        assert!(!found.contains(&tracked_pid));
+
+        assert!(reap_orphans().expect("reaper pass") >= 1);
+        let left = scan_proc().expect("scan /proc");
+        assert!(
+            !left.iter().any(|s| s.pid == orphan),
+            "the orphan was reaped"
+        );
+        let status = ours
+            .child
+            .wait()
+            .await
+            .expect("tokio still owns its child's status");
+        assert!(status.success());
     }
 }

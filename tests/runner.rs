@@ -474,3 +474,35 @@ async fn kill_all_kills_at_once_without_grace() {
         "nothing is spawned after kill_all"
     );
 }
+
+// === crash safety ===
+
+/// PR_SET_PDEATHSIG fires when the thread that spawned the child exits. A runtime on a thread of its own,
+/// leaked so that nothing kills the child on drop, stands in for a crashed runner.
+#[tokio::test]
+async fn a_run_dies_when_its_spawning_thread_goes_away() {
+    let crashed = std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let pid = rt.block_on(async {
+            let (runner, mut events) = runner();
+            let term = live_term();
+            let job = shell_job("orphaned", "exec sleep 1000");
+            runner.start(Arc::new(job), slot(0), term.term());
+            let pid = events.started().await;
+            // The term must stay alive: ending it would terminate the run the orderly way.
+            std::mem::forget(term);
+            pid
+        });
+        std::mem::forget(rt);
+        pid
+    });
+    let pid = crashed.join().expect("the thread returned the pid");
+    let pid = i32::try_from(pid).expect("pid");
+    assert!(
+        wait_until_gone(pid).await,
+        "process {pid} outlived its spawning thread"
+    );
+}
