@@ -269,6 +269,7 @@ impl Run {
                 break Outcome::Cancelled;
             }
             attempts += 1;
+            // No await between the liveness check (above, or in should_retry) and the spawn.
             let attempt = self.attempt(attempts).await;
             first.get_or_insert((attempt.started_wall, attempt.started));
             if !self.should_retry(&attempt.outcome, attempts).await {

@@ -95,6 +95,26 @@ async fn argv_is_executed_directly_without_a_shell() {
     assert_eq!(out, "$HOME; not expanded");
 }
 
+#[tokio::test]
+async fn the_report_measures_the_start_delay_from_the_scheduled_slot() {
+    let (runner, mut events) = runner();
+    let term = live_term();
+    let an_hour = chrono::TimeDelta::hours(1);
+    let scheduled = chrono::Utc::now() - an_hour;
+    runner.start(
+        Arc::new(shell_job("late", "exit 0")),
+        scheduled,
+        term.term(),
+    );
+    let report = events.finished().await;
+    assert!(report.started_at >= scheduled + an_hour);
+    assert!(report.start_delay >= Duration::from_secs(3600));
+    assert_eq!(
+        report.start_delay,
+        (report.started_at - scheduled).to_std().expect("positive")
+    );
+}
+
 // === timeouts and escalation ===
 
 #[tokio::test]
