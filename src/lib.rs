@@ -24,6 +24,8 @@
 //! - [`runner`] executes a run: its own process group, environment, output into the log, timeout and
 //!   cancellation escalation (SIGTERM, then SIGKILL after the grace), concurrency policy and retries. Every
 //!   run ends with exactly one [`runner::Outcome`].
+//! - [`reaper`] reaps orphaned grandchildren when leasecron is PID 1 in a container, without stealing the
+//!   exit status of the runner's own children.
 //! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`http`] serves
 //!   `/healthz` and `/readyz`.
 //! - [`app`] wires them into the `run`, `validate` and `next` commands; `main.rs` only parses flags.
@@ -53,6 +55,7 @@ pub mod dispatch;
 pub mod election;
 pub mod http;
 pub mod lease_store;
+pub mod reaper;
 pub mod runner;
 pub mod schedule;
 pub mod shutdown;

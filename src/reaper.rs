@@ -1,0 +1,309 @@
+//! Reaps orphaned zombies when leasecron is PID 1.
+//!
+//! In a container leasecron is often PID 1, so every orphaned grandchild of a job (a daemonised helper, a
+//! process that escaped its group) is reparented to it, and nobody else will ever `wait` for it. The
+//! [`Reaper`] does: on every SIGCHLD, and every [`REAP_INTERVAL`] in case a signal was coalesced, it scans
+//! `/proc/*/stat` for zombies whose parent is this process and `waitpid`s them.
+//!
+//! It must never steal an exit status from tokio, which waits for the runner's own children by pid. So the
+//! runner spawns through [`spawn_tracked`], which records the child's pid under the same lock the reaper
+//! holds for a whole scan-and-reap pass, and forgets it (through [`TrackedChild`]'s drop) only after tokio
+//! has reaped it. A pid the reaper sees is therefore either tracked (skipped) or not the runner's.
+//!
+//! Children spawned by other code through `std::process` (none in leasecron itself) are not tracked and
+//! could lose their exit status to the reaper when leasecron is PID 1.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::{getpid, Pid};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How often the reaper scans even without a SIGCHLD (signals of exiting children can coalesce).
+pub const REAP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Where the kernel lists processes.
+const PROC_ROOT: &str = "/proc";
+
+/// Errors of a reaper pass.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `/proc` could not be listed.
+    #[error("cannot list {path}: {source}")]
+    ListProc {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// The fields of `/proc/PID/stat` the reaper needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Process id.
+    pub pid: i32,
+    /// State letter (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// Parent's process id.
+    pub ppid: i32,
+}
+
+/// A running reaper task.
+#[derive(Debug)]
+pub struct Reaper {
+    task: JoinHandle<()>,
+}
+
+/// A child spawned through [`spawn_tracked`]; its pid stays tracked until this guard is dropped, which the
+/// runner does only after tokio reaped the child (or gave it to tokio's orphan queue).
+#[derive(Debug)]
+pub struct TrackedChild {
+    /// The child.
+    pub child: Child,
+    pid: Option<i32>,
+}
+
+/// Pids whose exit status belongs to tokio. One set per process, like the zombies it guards.
+static TRACKED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn tracked() -> MutexGuard<'static, BTreeSet<i32>> {
+    // Every update is a single insert or remove: the set is consistent even after a panic elsewhere.
+    TRACKED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Spawns `command`, tracking the child's pid so the reaper never reaps it.
+pub fn spawn_tracked(command: &mut Command) -> io::Result<TrackedChild> {
+    let mut set = tracked();
+    let child = command.spawn()?;
+    let pid = child.id().and_then(|id| i32::try_from(id).ok());
+    if let Some(pid) = pid {
+        set.insert(pid);
+    }
+    Ok(TrackedChild { child, pid })
+}
+
+impl Drop for TrackedChild {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            tracked().remove(&pid);
+        }
+    }
+}
+
+// === impl Reaper ===
+
+impl Reaper {
+    /// Starts the reaper if this process is PID 1; otherwise orphans go to the real init and this returns
+    /// `None`. The reaper stops when `shutdown` is cancelled.
+    pub fn spawn_if_pid1(shutdown: CancellationToken) -> Option<Self> {
+        (getpid().as_raw() == 1).then(|| Self::spawn(shutdown))
+    }
+
+    /// Starts the reaper regardless of this process's pid.
+    pub fn spawn(shutdown: CancellationToken) -> Self {
+        Self {
+            task: tokio::spawn(reap_loop(shutdown)),
+        }
+    }
+
+    /// Waits until the reaper stopped.
+    pub async fn join(self) {
+        // The loop has no panicking path; a join error could only be a cancelled runtime.
+        let _ = self.task.await;
+    }
+}
+
+async fn reap_loop(shutdown: CancellationToken) {
+    let mut sigchld = match signal(SignalKind::child()) {
+        Ok(stream) => Some(stream),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGCHLD; reaping every {REAP_INTERVAL:?} only");
+            None
+        }
+    };
+    let mut interval = tokio::time::interval(REAP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = interval.tick() => {}
+            _ = recv_or_never(&mut sigchld) => {}
+        }
+        match reap_orphans() {
+            Ok(0) => {}
+            Ok(reaped) => tracing::debug!(reaped, "reaped orphaned zombies"),
+            Err(error) => tracing::warn!(%error, "reaping orphans failed"),
+        }
+    }
+}
+
+async fn recv_or_never(stream: &mut Option<tokio::signal::unix::Signal>) {
+    // A closed signal stream never yields again; the interval keeps the reaper going.
+    let signalled = match stream {
+        Some(stream) => stream.recv().await.is_some(),
+        None => false,
+    };
+    if !signalled {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// One pass: reaps every zombie child of this process that the runner does not track. Returns how many.
+pub fn reap_orphans() -> Result<usize, Error> {
+    let set = tracked();
+    let zombies = orphan_zombies(scan_proc()?, getpid().as_raw(), &set);
+    Ok(reap(&zombies))
+}
+
+/// The pids in `stats` that are zombies, children of `parent`, and not in `tracked`.
+pub fn orphan_zombies(
+    stats: impl IntoIterator<Item = ProcStat>,
+    parent: i32,
+    tracked: &BTreeSet<i32>,
+) -> Vec<i32> {
+    stats
+        .into_iter()
+        .filter(|s| s.state == 'Z' && s.ppid == parent && !tracked.contains(&s.pid))
+        .map(|s| s.pid)
+        .collect()
+}
+
+/// `waitpid(WNOHANG)`s each pid; returns how many were reaped.
+pub fn reap(pids: &[i32]) -> usize {
+    pids.iter()
+        .filter(
+            |&&pid| match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(status) => status.pid().is_some(),
+                Err(Errno::ECHILD) => false,
+                Err(error) => {
+                    tracing::warn!(pid, %error, "waitpid failed");
+                    false
+                }
+            },
+        )
+        .count()
+}
+
+/// Reads `/proc/*/stat` of every process. Processes that vanish mid-scan are skipped.
+pub fn scan_proc() -> Result<Vec<ProcStat>, Error> {
+    let entries = std::fs::read_dir(PROC_ROOT).map_err(|source| Error::ListProc {
+        path: PROC_ROOT.into(),
+        source,
+    })?;
+    let stats = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_str().is_some_and(is_pid))
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter_map(|text| parse_stat(&text))
+        .collect();
+    Ok(stats)
+}
+
+fn is_pid(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Parses the start of `/proc/PID/stat`: `pid (comm) state ppid ...`. The command name may itself contain
+/// spaces and parentheses, so the fields after it are found from the *last* `)`.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let open = text.find(" (")?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(ProcStat { pid, state, ppid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(pid: i32, state: char, ppid: i32) -> ProcStat {
+        ProcStat { pid, state, ppid }
+    }
+
+    #[test]
+    fn parses_stat_lines_with_awkward_command_names() {
+        let line = "4242 (my (odd) prog) Z 1 4242 4242 0 -1 4194564 0 0 0 0";
+        assert_eq!(parse_stat(line), Some(stat(4242, 'Z', 1)));
+        assert_eq!(parse_stat("7 (sh) S 6 7 7 0"), Some(stat(7, 'S', 6)));
+    }
+
+    #[test]
+    fn rejects_malformed_stat_lines() {
+        assert_eq!(parse_stat(""), None);
+        assert_eq!(parse_stat("x (sh) S 1"), None);
+        assert_eq!(parse_stat("7 (sh)"), None);
+        assert_eq!(parse_stat("7 (sh) S notanumber"), None);
+    }
+
+    #[test]
+    fn only_untracked_zombie_children_are_orphans() {
+        let stats = [
+            stat(10, 'Z', 1),  // orphaned zombie: reap
+            stat(11, 'Z', 1),  // tokio's child: keep
+            stat(12, 'S', 1),  // alive
+            stat(13, 'Z', 99), // someone else's zombie
+        ];
+        let tracked = BTreeSet::from([11]);
+        assert_eq!(orphan_zombies(stats, 1, &tracked), vec![10]);
+    }
+
+    fn wait_until_zombie(pid: i32) -> bool {
+        for _ in 0..1000 {
+            let zombie = scan_proc()
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s.pid == pid && s.state == 'Z');
+            if zombie {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// One test, not two: a reaper pass would reap the other test's untracked zombie.
+    #[tokio::test]
+    #[allow(clippy::zombie_processes)] // the zombie is the point; the reaper waits for it
+    async fn reaps_untracked_zombies_and_spares_tokios_children() {
+        let orphan = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let orphan = i32::try_from(orphan.id()).expect("pid fits i32");
+        let mut ours = spawn_tracked(Command::new("true").arg("tracked")).expect("spawn true");
+        let tracked_pid = ours.pid.expect("a fresh child has a pid");
+        assert!(
+            wait_until_zombie(orphan),
+            "the orphan exited and stayed unreaped"
+        );
+        assert!(wait_until_zombie(tracked_pid), "the tracked child exited");
+
+        let me = getpid().as_raw();
+        let found = orphan_zombies(scan_proc().expect("scan /proc"), me, &tracked());
+        assert!(found.contains(&orphan));
+        assert!(!found.contains(&tracked_pid));
+
+        assert!(reap_orphans().expect("reaper pass") >= 1);
+        let left = scan_proc().expect("scan /proc");
+        assert!(
+            !left.iter().any(|s| s.pid == orphan),
+            "the orphan was reaped"
+        );
+        let status = ours
+            .child
+            .wait()
+            .await
+            .expect("tokio still owns its child's status");
+        assert!(status.success());
+    }
+}

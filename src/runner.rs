@@ -1,0 +1,391 @@
+//! Runs jobs as processes: one process group per attempt, timeouts with TERM→KILL escalation, the
+//! concurrency policy, retries with backoff, and one [`Outcome`] per run.
+//!
+//! The dispatcher calls [`Runner::start`] when a job fires. The run executes on the term's tracker with a
+//! child of the term's token, so ending the term terminates every run and [`crate::term::TermHandle::end`]
+//! returns only once they are all gone. A process is spawned only while the term is live, checked right
+//! before the first attempt and again before every retry.
+//!
+//! Layout: `command` builds the process (environment, process group, parent-death signal), `attempt`
+//! supervises one process to its end, `output` streams its pipes into `tracing`, `group` remembers
+//! the live process groups for [`Runner::kill_all`], `report` holds the public result types.
+
+mod attempt;
+mod command;
+mod group;
+mod output;
+mod report;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::config::{ConcurrencyPolicy, Job, MAX_RETRY_BACKOFF};
+use crate::term::Term;
+
+pub use attempt::OUTPUT_DRAIN_TIMEOUT;
+pub use output::MAX_LINE_BYTES;
+pub use report::{Failure, Outcome, RunEvent, RunReport, SkipReason};
+
+use attempt::{Attempt, AttemptSpec};
+use command::RunEnv;
+use group::ProcessGroups;
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `command:` was an empty list (the config validator should have refused it).
+    #[error("job {job}: the command is empty")]
+    EmptyCommand {
+        /// The job's name.
+        job: String,
+    },
+    /// The operating system refused to start the program.
+    #[error("job {job}: cannot start {program}: {source}")]
+    Spawn {
+        /// The job's name.
+        job: String,
+        /// The program that was to be executed.
+        program: String,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// What [`Runner::start`] did with a fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A run was started (it may still end up skipped as [`SkipReason::NotLeader`] if, under `Replace`,
+    /// the term ended while it waited for its predecessors).
+    Spawned,
+    /// Nothing was started.
+    Skipped(SkipReason),
+}
+
+/// Starts and supervises every run of this replica. One per process, shared as `Arc`.
+#[derive(Debug)]
+pub struct Runner {
+    identity: String,
+    clock: SharedClock,
+    events: Option<UnboundedSender<RunEvent>>,
+    runs: Mutex<HashMap<String, Vec<RunSlot>>>,
+    groups: ProcessGroups,
+    next_run_id: AtomicU64,
+}
+
+/// A run in flight, as the concurrency policy sees it.
+#[derive(Debug)]
+struct RunSlot {
+    id: u64,
+    cancel: CancellationToken,
+    /// Cancelled once the run has fully ended, to wake a `Replace` waiting for it.
+    finished: CancellationToken,
+}
+
+/// Removes a run from [`Runner::runs`] and signals `finished` when the run's task ends, however it ends.
+#[derive(Debug)]
+struct SlotGuard {
+    runner: Arc<Runner>,
+    job: String,
+    id: u64,
+    finished: CancellationToken,
+}
+
+/// One run: the fire of one job at one scheduled time, with all its attempts.
+#[derive(Debug)]
+struct Run {
+    runner: Arc<Runner>,
+    job: Arc<Job>,
+    scheduled: DateTime<Utc>,
+    term: Term,
+    cancel: CancellationToken,
+    slot: SlotGuard,
+}
+
+// === impl Runner ===
+
+impl Runner {
+    /// A runner that passes `identity` to its runs as `LEASECRON_IDENTITY`, reads wall time from `clock`,
+    /// and reports to `events` if given.
+    pub fn new(
+        identity: String,
+        clock: SharedClock,
+        events: Option<UnboundedSender<RunEvent>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            identity,
+            clock,
+            events,
+            runs: Mutex::new(HashMap::new()),
+            groups: ProcessGroups::default(),
+            next_run_id: AtomicU64::new(0),
+        })
+    }
+
+    /// Applies the job's `concurrencyPolicy` and starts the run on `term.tracker()`; returns at once.
+    ///
+    /// Under `Replace` the running runs of the job are cancelled here, and the new run waits (in its own
+    /// task) until they have ended before it spawns anything. Must be called within a tokio runtime.
+    pub fn start(self: &Arc<Self>, job: Arc<Job>, scheduled: DateTime<Utc>, term: &Term) -> Start {
+        if !term.is_live() {
+            self.skip(&job.name, scheduled, SkipReason::NotLeader);
+            return Start::Skipped(SkipReason::NotLeader);
+        }
+        let cancel = term.child_token();
+        let Some((slot, predecessors)) = self.claim(&job, &cancel) else {
+            self.skip(&job.name, scheduled, SkipReason::Overlap);
+            return Start::Skipped(SkipReason::Overlap);
+        };
+        let run = Run {
+            runner: Arc::clone(self),
+            job,
+            scheduled,
+            term: term.clone(),
+            cancel,
+            slot,
+        };
+        term.tracker().spawn(run.execute(predecessors));
+        Start::Spawned
+    }
+
+    /// Number of runs of `job` in flight (including a `Replace` run waiting for its predecessors).
+    pub fn running(&self, job: &str) -> usize {
+        self.lock_runs().get(job).map_or(0, Vec::len)
+    }
+
+    /// Second signal at shutdown: SIGKILLs every process group now, without grace, cancels every run, and
+    /// spawns nothing from then on. Runs end as [`Outcome::Cancelled`].
+    pub fn kill_all(&self) {
+        self.groups.kill_all();
+        for slot in self.lock_runs().values().flatten() {
+            slot.cancel.cancel();
+        }
+    }
+
+    /// Registers a run under the job's policy. Returns `None` if `Forbid` refuses it; otherwise the slot and
+    /// the `finished` tokens of the runs it must wait for (`Replace`, which also cancels them).
+    fn claim(
+        self: &Arc<Self>,
+        job: &Job,
+        cancel: &CancellationToken,
+    ) -> Option<(SlotGuard, Vec<CancellationToken>)> {
+        let mut runs = self.lock_runs();
+        let slots = runs.entry(job.name.clone()).or_default();
+        let predecessors = match job.concurrency_policy {
+            ConcurrencyPolicy::Forbid if !slots.is_empty() => return None,
+            ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Allow => Vec::new(),
+            ConcurrencyPolicy::Replace => slots
+                .iter()
+                .map(|slot| {
+                    slot.cancel.cancel();
+                    slot.finished.clone()
+                })
+                .collect(),
+        };
+        let id = self.next_run_id.fetch_add(1, Ordering::Relaxed);
+        let finished = CancellationToken::new();
+        slots.push(RunSlot {
+            id,
+            cancel: cancel.clone(),
+            finished: finished.clone(),
+        });
+        let guard = SlotGuard {
+            runner: Arc::clone(self),
+            job: job.name.clone(),
+            id,
+            finished,
+        };
+        Some((guard, predecessors))
+    }
+
+    fn skip(&self, job: &str, scheduled: DateTime<Utc>, reason: SkipReason) {
+        tracing::info!(job, %scheduled, reason = reason.label(), "run skipped");
+        self.send(RunEvent::Skipped {
+            job: job.to_owned(),
+            scheduled,
+            reason,
+        });
+    }
+
+    fn send(&self, event: RunEvent) {
+        if let Some(events) = &self.events {
+            // A closed channel means nobody listens any more (shutdown); the run itself is unaffected.
+            let _ = events.send(event);
+        }
+    }
+
+    fn lock_runs(&self) -> MutexGuard<'_, HashMap<String, Vec<RunSlot>>> {
+        // Every update is a single push or remove: the map is consistent even after a panic elsewhere.
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// === impl SlotGuard ===
+
+impl SlotGuard {
+    /// Removes the run from the running set (idempotent).
+    fn release(&self) {
+        let mut runs = self.runner.lock_runs();
+        if let Some(slots) = runs.get_mut(&self.job) {
+            slots.retain(|slot| slot.id != self.id);
+            if slots.is_empty() {
+                runs.remove(&self.job);
+            }
+        }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.release();
+        self.finished.cancel();
+    }
+}
+
+// === impl Run ===
+
+impl Run {
+    async fn execute(self, predecessors: Vec<CancellationToken>) {
+        for finished in &predecessors {
+            finished.cancelled().await;
+        }
+        if !self.term.is_live() {
+            self.runner
+                .skip(&self.job.name, self.scheduled, SkipReason::NotLeader);
+            return;
+        }
+        let mut attempts = 0;
+        let mut first = None;
+        let outcome = loop {
+            if self.cancel.is_cancelled() || self.runner.groups.is_killed() {
+                break Outcome::Cancelled;
+            }
+            attempts += 1;
+            // No await between the liveness check (above, or in should_retry) and the spawn.
+            let attempt = self.attempt(attempts).await;
+            first.get_or_insert((attempt.started_wall, attempt.started));
+            if !self.should_retry(&attempt.outcome, attempts).await {
+                break attempt.outcome;
+            }
+        };
+        let (started_at, started) =
+            first.unwrap_or_else(|| (self.runner.clock.now(), Instant::now()));
+        self.finish(RunReport {
+            job: self.job.name.clone(),
+            scheduled: self.scheduled,
+            attempts,
+            outcome,
+            started_at,
+            duration: started.elapsed(),
+            start_delay: (started_at - self.scheduled).to_std().unwrap_or_default(),
+        });
+    }
+
+    async fn attempt(&self, number: u32) -> Attempt {
+        let spec = AttemptSpec {
+            job: &self.job,
+            env: RunEnv {
+                scheduled: self.scheduled,
+                identity: &self.runner.identity,
+                fencing_token: self.term.fencing_token(),
+                attempt: number,
+            },
+            cancel: &self.cancel,
+            groups: &self.runner.groups,
+            clock: self.runner.clock.as_ref(),
+        };
+        attempt::run(spec, |pid| {
+            self.runner.send(RunEvent::Started {
+                job: self.job.name.clone(),
+                scheduled: self.scheduled,
+                attempt: number,
+                pid,
+            });
+        })
+        .await
+    }
+
+    /// After attempt `attempts` ended with `outcome`: waits out the backoff and says whether to try again.
+    async fn should_retry(&self, outcome: &Outcome, attempts: u32) -> bool {
+        if !outcome.is_retryable() || attempts > self.job.retries {
+            return false;
+        }
+        let backoff = retry_backoff(self.job.retry_backoff, attempts);
+        let job = &self.job.name;
+        tracing::info!(job, attempt = attempts, %outcome, ?backoff, "attempt failed; retrying after backoff");
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = self.cancel.cancelled() => return false,
+        }
+        if !self.term.is_live() {
+            tracing::warn!(
+                job,
+                attempt = attempts,
+                "not retrying: the term is no longer live"
+            );
+            return false;
+        }
+        true
+    }
+
+    fn finish(&self, report: RunReport) {
+        let RunReport {
+            job,
+            scheduled,
+            attempts,
+            outcome,
+            duration,
+            ..
+        } = &report;
+        let label = outcome.label();
+        match outcome {
+            Outcome::Succeeded | Outcome::Cancelled => {
+                tracing::info!(job, %scheduled, attempts, outcome = label, ?duration, "run finished")
+            }
+            Outcome::Failed(_) | Outcome::TimedOut => {
+                tracing::warn!(job, %scheduled, attempts, outcome = label, detail = %outcome, ?duration, "run finished")
+            }
+        }
+        // Leave the running set before reporting, so a listener that sees Finished also sees running() drop;
+        // the `finished` token (which lets a Replace successor start) fires only when the task ends.
+        self.slot.release();
+        self.runner.send(RunEvent::Finished(report));
+    }
+}
+
+/// The delay before retry number `retry` (1-based): `base` doubled per earlier retry, capped at
+/// [`MAX_RETRY_BACKOFF`].
+pub fn retry_backoff(base: Duration, retry: u32) -> Duration {
+    let factor = 2u32.checked_pow(retry.saturating_sub(1));
+    factor
+        .and_then(|factor| base.checked_mul(factor))
+        .map_or(MAX_RETRY_BACKOFF, |delay| delay.min(MAX_RETRY_BACKOFF))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_retry_and_is_capped() {
+        let base = Duration::from_secs(10);
+        assert_eq!(retry_backoff(base, 1), Duration::from_secs(10));
+        assert_eq!(retry_backoff(base, 2), Duration::from_secs(20));
+        assert_eq!(retry_backoff(base, 3), Duration::from_secs(40));
+        assert_eq!(retry_backoff(base, 6), MAX_RETRY_BACKOFF);
+        assert_eq!(retry_backoff(base, 40), MAX_RETRY_BACKOFF);
+        assert_eq!(retry_backoff(Duration::ZERO, 5), Duration::ZERO);
+        assert_eq!(
+            retry_backoff(Duration::from_secs(600), 1),
+            MAX_RETRY_BACKOFF
+        );
+    }
+}

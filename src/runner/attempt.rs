@@ -1,0 +1,208 @@
+//! One attempt: spawn, stream output, wait, escalate on timeout or cancellation, clean up the group.
+//!
+//! Escalation is SIGTERM to the whole process group, then SIGKILL to the group after the job's
+//! `terminationGrace`, then reaping the leader. After the leader has exited, for whatever reason, the rest
+//! of its group is SIGKILLed: a job's background processes must not outlive its run (they would run
+//! unsupervised, possibly on a replica that is no longer the leader).
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use nix::sys::signal::Signal;
+use tokio::process::Child;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::command::{self, RunEnv};
+use super::group::{signal_group, ProcessGroups};
+use super::output::{OutputContext, Pumps};
+use super::report::{Failure, Outcome};
+use crate::clock::WallClock;
+use crate::config::Job;
+use crate::reaper;
+
+/// How long the pipes may stay open after the process group is gone. Only a process that left the group
+/// (e.g. `setsid`) can hold them that long; the runner stops reading rather than hang the run.
+pub const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the attempt needs besides the job.
+#[derive(Debug)]
+pub(crate) struct AttemptSpec<'a> {
+    pub(crate) job: &'a Job,
+    pub(crate) env: RunEnv<'a>,
+    pub(crate) cancel: &'a CancellationToken,
+    pub(crate) groups: &'a ProcessGroups,
+    pub(crate) clock: &'a dyn WallClock,
+}
+
+/// The result of one attempt.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub(crate) outcome: Outcome,
+    /// Wall clock when the attempt was spawned (or failed to be).
+    pub(crate) started_wall: DateTime<Utc>,
+    /// Monotonic instant of the same moment.
+    pub(crate) started: Instant,
+}
+
+/// Why supervision stopped waiting.
+enum Ending {
+    Exited(io::Result<ExitStatus>),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs one attempt to its end; `on_spawn` is called with the pid once the process exists.
+pub(crate) async fn run(spec: AttemptSpec<'_>, on_spawn: impl FnOnce(u32)) -> Attempt {
+    let started = Instant::now();
+    let started_wall = spec.clock.now();
+    let outcome = match spawn(&spec) {
+        Ok(tracked) => supervise(&spec, tracked, on_spawn).await,
+        Err(error) => {
+            tracing::warn!(job = %spec.job.name, attempt = spec.env.attempt, %error, "spawn failed");
+            Outcome::Failed(Failure::Spawn(error.to_string()))
+        }
+    };
+    Attempt {
+        outcome,
+        started_wall,
+        started,
+    }
+}
+
+fn spawn(spec: &AttemptSpec<'_>) -> Result<reaper::TrackedChild, super::Error> {
+    let mut command = command::build(spec.job, &spec.env)?;
+    reaper::spawn_tracked(&mut command).map_err(|source| super::Error::Spawn {
+        job: spec.job.name.clone(),
+        program: command
+            .as_std()
+            .get_program()
+            .to_string_lossy()
+            .into_owned(),
+        source,
+    })
+}
+
+async fn supervise(
+    spec: &AttemptSpec<'_>,
+    mut tracked: reaper::TrackedChild,
+    on_spawn: impl FnOnce(u32),
+) -> Outcome {
+    let child = &mut tracked.child;
+    let Some(pid) = child.id() else {
+        // Only a child already reaped has no id, and nothing has waited for it yet.
+        return Outcome::Failed(Failure::Lost("the process has no pid".into()));
+    };
+    let pgid = i32::try_from(pid).unwrap_or(0);
+    let job = &spec.job.name;
+    let attempt = spec.env.attempt;
+    let admitted = spec.groups.admit(pgid);
+    on_spawn(pid);
+    tracing::info!(job = %job, attempt, pid, "started");
+    let ctx = OutputContext {
+        job: job.clone(),
+        attempt,
+        pid,
+    };
+    let pumps = Pumps::start(child.stdout.take(), child.stderr.take(), ctx);
+
+    let ending = if admitted {
+        wait_or_escalate(spec, child, pgid).await
+    } else {
+        Ending::Exited(child.wait().await)
+    };
+    signal_group(pgid, Signal::SIGKILL);
+    spec.groups.release(pgid);
+    if !pumps.drain(OUTPUT_DRAIN_TIMEOUT).await {
+        tracing::warn!(job = %job, attempt, pid, "output pipes still open after the process group ended; stopped reading");
+    }
+    drop(tracked);
+    classify(
+        ending,
+        spec.cancel.is_cancelled() || spec.groups.is_killed(),
+    )
+}
+
+async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Child, pgid: i32) -> Ending {
+    let ending = tokio::select! {
+        status = child.wait() => return Ending::Exited(status),
+        () = sleep_opt(spec.job.timeout) => Ending::TimedOut,
+        () = spec.cancel.cancelled() => Ending::Cancelled,
+    };
+    let why = match ending {
+        Ending::TimedOut => "timed out",
+        _ => "cancelled",
+    };
+    let grace = spec.job.termination_grace;
+    tracing::info!(job = %spec.job.name, attempt = spec.env.attempt, pgid, ?grace, "{why}: sending SIGTERM to the process group");
+    signal_group(pgid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        tracing::warn!(job = %spec.job.name, attempt = spec.env.attempt, pgid, "still running after the grace: sending SIGKILL");
+        signal_group(pgid, Signal::SIGKILL);
+        if let Err(error) = child.wait().await {
+            tracing::warn!(job = %spec.job.name, pgid, %error, "waiting for the killed process failed");
+        }
+    }
+    ending
+}
+
+async fn sleep_opt(timeout: Option<Duration>) {
+    match timeout {
+        Some(timeout) => tokio::time::sleep(timeout).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Maps how supervision ended to the attempt's outcome. A death by signal after the run was cancelled
+/// (e.g. [`super::Runner::kill_all`]'s SIGKILL racing the escalation) counts as cancelled.
+fn classify(ending: Ending, cancelled: bool) -> Outcome {
+    match ending {
+        Ending::TimedOut => Outcome::TimedOut,
+        Ending::Cancelled => Outcome::Cancelled,
+        Ending::Exited(Err(error)) => Outcome::Failed(Failure::Lost(error.to_string())),
+        Ending::Exited(Ok(status)) => match (status.code(), status.signal()) {
+            (Some(0), _) => Outcome::Succeeded,
+            (_, Some(_)) if cancelled => Outcome::Cancelled,
+            (Some(code), _) => Outcome::Failed(Failure::ExitCode(code)),
+            (None, Some(signal)) => Outcome::Failed(Failure::Signal(signal)),
+            (None, None) => Outcome::Failed(Failure::Lost(status.to_string())),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(raw: i32) -> Ending {
+        Ending::Exited(Ok(ExitStatus::from_raw(raw)))
+    }
+
+    #[test]
+    fn exit_statuses_map_to_outcomes() {
+        assert_eq!(classify(exited(0), false), Outcome::Succeeded);
+        assert_eq!(
+            classify(exited(3 << 8), false),
+            Outcome::Failed(Failure::ExitCode(3))
+        );
+        assert_eq!(
+            classify(exited(9), false),
+            Outcome::Failed(Failure::Signal(9))
+        );
+    }
+
+    #[test]
+    fn a_signal_death_after_cancellation_is_a_cancellation() {
+        assert_eq!(classify(exited(9), true), Outcome::Cancelled);
+        assert_eq!(classify(exited(0), true), Outcome::Succeeded);
+    }
+
+    #[test]
+    fn escalations_keep_their_reason() {
+        assert_eq!(classify(Ending::TimedOut, true), Outcome::TimedOut);
+        assert_eq!(classify(Ending::Cancelled, false), Outcome::Cancelled);
+    }
+}
