@@ -18,6 +18,7 @@ use crate::dispatch::Dispatcher;
 use crate::election::{self, Elector};
 use crate::http::{self, Health};
 use crate::lease_store::{self, file::FileStore, LeaseStore};
+use crate::reaper::Reaper;
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 
@@ -198,7 +199,17 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
         }
     };
     tokio::spawn(signals.watch(shutdown.clone(), force));
-    serve_until_shutdown(jobs, elector, Dispatcher::new(runner, leadership, clock), listener, health, shutdown).await
+    // As PID 1 in a container, orphaned grandchildren of jobs become ours to reap; it runs until the very
+    // end, after the last run has ended.
+    let reaper_stop = CancellationToken::new();
+    let reaper = Reaper::spawn_if_pid1(reaper_stop.clone());
+    let dispatcher = Dispatcher::new(runner, leadership, clock);
+    let result = serve_until_shutdown(jobs, elector, dispatcher, listener, health, shutdown).await;
+    reaper_stop.cancel();
+    if let Some(reaper) = reaper {
+        reaper.join().await;
+    }
+    result
 }
 
 /// Runs the elector, the timers and the HTTP endpoint until `shutdown` (or until the elector fails), then
