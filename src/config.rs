@@ -3,7 +3,7 @@
 //! Loading happens in two steps. [`raw`] deserializes the YAML into structs that reject unknown fields and
 //! keep the line and column of every value; a YAML syntax error, an unknown field or a value of the wrong
 //! shape stops there, with serde-saphyr's position. [`validate`] then checks every value and reports
-//! **all** problems at once, each as `FILE:LINE:COL: job NAME: message` (a job without a usable name is
+//! **all** problems at once, ordered by position, each as `FILE:LINE:COL: job NAME: message` (a job without a usable name is
 //! called `jobs[INDEX]`).
 //!
 //! `defaults:` may set any job field except `name`, `schedule`, `command` and `shell`. A job's own value
@@ -155,7 +155,7 @@ pub enum Error {
     Invalid(Diagnostics),
 }
 
-/// Every problem found in one file, in the order found.
+/// Every problem found in one file, ordered by position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostics(Vec<Diagnostic>);
 
@@ -177,7 +177,7 @@ pub struct Diagnostic {
 // === impl Diagnostics ===
 
 impl Diagnostics {
-    /// The problems, in the order found.
+    /// The problems, ordered by position.
     pub fn as_slice(&self) -> &[Diagnostic] {
         &self.0
     }
@@ -320,8 +320,12 @@ mod tests {
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert_eq!(parse_duration(" 1m30s "), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("0s").unwrap_err().contains("greater than zero"));
-        assert!(parse_duration("30").unwrap_err().contains("invalid duration `30`"));
+        assert!(parse_duration("0s")
+            .unwrap_err()
+            .contains("greater than zero"));
+        assert!(parse_duration("30")
+            .unwrap_err()
+            .contains("invalid duration `30`"));
         assert!(parse_duration("-5s").is_err());
         assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
     }

@@ -195,7 +195,11 @@ impl Schedule {
     ///
     /// This misses only the second occurrences of times *before* `wall` in an overlap that `t` is in the
     /// first half of; [`Self::first_repeat_after`] covers those.
-    fn first_fire_after_wall(&self, t: DateTime<Utc>, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
+    fn first_fire_after_wall(
+        &self,
+        t: DateTime<Utc>,
+        wall: NaiveDateTime,
+    ) -> Option<DateTime<Utc>> {
         let mut cursor = wall;
         loop {
             let matched = self.cron.find_next_occurrence(&cursor, false).ok()?;
@@ -235,7 +239,10 @@ impl Schedule {
             return None;
         }
         let change = self.offset_change(t, second.to_utc())?;
-        let matched = self.cron.find_next_occurrence(&self.wall(change), true).ok()?;
+        let matched = self
+            .cron
+            .find_next_occurrence(&self.wall(change), true)
+            .ok()?;
         if matched > wall {
             return None;
         }
@@ -299,10 +306,7 @@ impl Schedule {
         }
         let change = self.offset_change(first.to_utc(), t)?;
         let range_end = self.wall(change - ONE_SECOND) + ONE_SECOND;
-        let matched = self
-            .cron
-            .find_previous_occurrence(&range_end, false)
-            .ok()?;
+        let matched = self.cron.find_previous_occurrence(&range_end, false).ok()?;
         if matched <= wall {
             return None;
         }
@@ -418,7 +422,13 @@ mod tests {
     fn field_errors_name_the_field() {
         let err = Schedule::parse("60 * * * *", Tz::UTC).unwrap_err();
         assert!(
-            matches!(err, Error::InvalidField { field: "minute", .. }),
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "minute",
+                    ..
+                }
+            ),
             "{err:?}"
         );
         let err = Schedule::parse("0 0 * 13 *", Tz::UTC).unwrap_err();
@@ -428,7 +438,13 @@ mod tests {
         );
         let err = Schedule::parse("0/10 * * * *", Tz::UTC).unwrap_err();
         assert!(
-            matches!(err, Error::InvalidField { field: "minute", .. }),
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "minute",
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }

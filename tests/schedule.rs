@@ -542,7 +542,10 @@ fn timer(expr: &str, deadline: Option<Duration>, clock: &Arc<SteppableClock>) ->
 }
 
 async fn tick(timer: &mut Timer) -> Tick {
-    timer.next_tick().await.expect("the schedule has a future fire")
+    timer
+        .next_tick()
+        .await
+        .expect("the schedule has a future fire")
 }
 
 #[tokio::test(start_paused = true)]
@@ -572,7 +575,10 @@ async fn ticks_follow_the_schedule_without_drift() {
 async fn a_clock_stepped_back_never_fires_a_slot_twice() {
     let clock = SteppableClock::starting_at("2024-05-01T10:00:30Z");
     let mut timer = timer("* * * * *", None, &clock);
-    assert_eq!(tick(&mut timer).await.scheduled(), utc("2024-05-01T10:01:00Z"));
+    assert_eq!(
+        tick(&mut timer).await.scheduled(),
+        utc("2024-05-01T10:01:00Z")
+    );
     clock.step(-TimeDelta::minutes(5));
     let next = tick(&mut timer).await;
     assert!(matches!(next, Tick::Fire { .. }), "{next:?}");
@@ -587,7 +593,10 @@ async fn a_clock_stepped_back_never_fires_a_slot_twice() {
 async fn a_stall_fires_once_for_the_latest_slot_within_the_starting_deadline() {
     let clock = SteppableClock::starting_at("2024-05-01T10:00:30Z");
     let mut timer = timer("*/5 * * * *", Some(Duration::from_secs(600)), &clock);
-    assert_eq!(tick(&mut timer).await.scheduled(), utc("2024-05-01T10:05:00Z"));
+    assert_eq!(
+        tick(&mut timer).await.scheduled(),
+        utc("2024-05-01T10:05:00Z")
+    );
     // While the timer sleeps towards 10:10, the host is suspended for an hour.
     let stepper = async {
         tokio::time::sleep(Duration::from_secs(45)).await;
@@ -599,7 +608,11 @@ async fn a_stall_fires_once_for_the_latest_slot_within_the_starting_deadline() {
             scheduled,
             lateness,
         } => {
-            assert_eq!(scheduled, utc("2024-05-01T11:05:00Z"), "only the latest slot");
+            assert_eq!(
+                scheduled,
+                utc("2024-05-01T11:05:00Z"),
+                "only the latest slot"
+            );
             assert!(lateness > ON_TIME_TOLERANCE && lateness <= Duration::from_secs(600));
         }
         missed => panic!("within the starting deadline: {missed:?}"),

@@ -48,10 +48,13 @@ pub(super) fn validate(
         }
     }
     if report.problems.is_empty() {
-        Ok(JobSet { jobs })
-    } else {
-        Err(Diagnostics(report.problems))
+        return Ok(JobSet { jobs });
     }
+    // Checks run field by field, not in file order; report top to bottom like a compiler.
+    report
+        .problems
+        .sort_by_key(|problem| (problem.line, problem.column));
+    Err(Diagnostics(report.problems))
 }
 
 /// The problems found so far in one file.
@@ -135,7 +138,10 @@ fn check_defaults(
     ];
     for (field, at) in per_job {
         if let Some(at) = at {
-            scope.error(at, format!("`{field}` cannot be set in defaults, only per job"));
+            scope.error(
+                at,
+                format!("`{field}` cannot be set in defaults, only per job"),
+            );
         }
     }
     check_settings(raw, &mut scope, opts)
@@ -211,7 +217,10 @@ fn check_name(
     };
     let at = Position::at(&name);
     if let Err(why) = check_dns_label(&name.value) {
-        scope.error(at, format!("invalid name `{}`: {why}", escape_controls(&name.value)));
+        scope.error(
+            at,
+            format!("invalid name `{}`: {why}", escape_controls(&name.value)),
+        );
         return None;
     }
     if let Some(first) = names.get(&name.value) {
@@ -290,7 +299,10 @@ fn check_command(
     }
     for (i, arg) in command.value.iter().enumerate() {
         if arg.value.contains('\0') {
-            scope.error(Position::at(arg), format!("`command[{i}]` contains a NUL byte"));
+            scope.error(
+                Position::at(arg),
+                format!("`command[{i}]` contains a NUL byte"),
+            );
             valid = false;
         }
     }
@@ -336,23 +348,21 @@ fn check_settings(raw: RawJob, scope: &mut Scope<'_, '_>, opts: &LoadOptions) ->
     Settings {
         zone: raw.time_zone.and_then(|z| check_zone(z, scope)),
         env: raw.env.map(|env| check_env(env, scope)),
-        working_dir: raw.working_dir.and_then(|dir| check_working_dir(dir, scope)),
+        working_dir: raw
+            .working_dir
+            .and_then(|dir| check_working_dir(dir, scope)),
         timeout: raw
             .timeout
             .and_then(|d| check_duration("timeout", d, scope)),
         termination_grace: raw
             .termination_grace
             .and_then(|d| check_grace(d, scope, opts)),
-        concurrency_policy: raw
-            .concurrency_policy
-            .and_then(|p| check_policy(p, scope)),
+        concurrency_policy: raw.concurrency_policy.and_then(|p| check_policy(p, scope)),
         starting_deadline: raw
             .starting_deadline
             .and_then(|d| check_duration("startingDeadline", d, scope)),
         retries: raw.retries.and_then(|r| check_retries(r, scope)),
-        retry_backoff: raw
-            .retry_backoff
-            .and_then(|d| check_backoff(d, scope)),
+        retry_backoff: raw.retry_backoff.and_then(|d| check_backoff(d, scope)),
         suspend: raw.suspend.map(|s| s.value),
     }
 }

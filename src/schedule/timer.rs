@@ -76,7 +76,11 @@ pub struct Timer {
 
 impl Timer {
     /// Starts from `clock.now()`: the first tick is the first fire strictly after now.
-    pub fn new(schedule: Schedule, starting_deadline: Option<Duration>, clock: SharedClock) -> Timer {
+    pub fn new(
+        schedule: Schedule,
+        starting_deadline: Option<Duration>,
+        clock: SharedClock,
+    ) -> Timer {
         let next = schedule.next_after(clock.now());
         Timer {
             schedule,
