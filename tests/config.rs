@@ -99,7 +99,12 @@ fn unknown_top_level_field_is_rejected() {
 #[test]
 fn unknown_job_field_is_rejected() {
     let source = "jobs:\n  - name: a\n    schedule: \"@daily\"\n    comand: [/bin/true]\n";
-    assert_one(source, 4, 5, None, "unknown field `comand`");
+    assert_one(source, 4, 5, Some("a"), "unknown field `comand`");
+    let unnamed =
+        "jobs:\n  - name: a\n    shell: \"true\"\n  - schedule: \"@daily\"\n    shel: \"true\"\n";
+    assert_one(unnamed, 5, 5, Some("jobs[1]"), "unknown field `shel`");
+    let in_defaults = "jobs:\n  - name: a\n    shell: \"true\"\ndefaults:\n  nmae: x\n";
+    assert_one(in_defaults, 5, 3, None, "unknown field `nmae`");
 }
 
 #[test]
@@ -109,6 +114,7 @@ fn a_value_of_the_wrong_type_is_reported_at_the_value() {
     let found = problems(source);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!((found[0].line, found[0].column), (5, 14), "{}", found[0]);
+    assert_eq!(found[0].job.as_deref(), Some("a"));
 }
 
 // === validation ===

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use serde::de::{MapAccess, Visitor};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::{Location, Spanned};
 
@@ -67,8 +67,66 @@ impl<'de> Visitor<'de> for EnvVisitor {
     }
 }
 
-/// A 1-based line and column (0:0 when unknown).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Just enough of a file to tell which job a serde error is in; ignores unknown fields and odd values.
+#[derive(Debug, Deserialize)]
+pub(super) struct Outline {
+    #[serde(default)]
+    defaults: Option<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    jobs: Option<Vec<Spanned<OutlineJob>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutlineJob {
+    #[serde(default)]
+    name: Option<OutlineName>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OutlineName {
+    Text(String),
+    Other(IgnoredAny),
+}
+
+impl Outline {
+    /// The label of the job that a serde error at `at` is in, if `source` parses leniently.
+    ///
+    /// serde-saphyr records where a node starts but not where it ends, so this picks the last job
+    /// starting at or before `at`. Errors in column 1 belong to the top-level mapping (in block style),
+    /// and a `defaults:` block between that job and `at` means the error is in the defaults.
+    pub fn job_at(source: &str, at: Position) -> Option<String> {
+        let outline: Outline = serde_saphyr::from_str(source).ok()?;
+        let jobs = outline.jobs?;
+        if at.column <= 1 {
+            return None;
+        }
+        let index = jobs.iter().rposition(|job| Position::at(job) <= at)?;
+        let job_start = Position::at(&jobs[index]);
+        if let Some(defaults) = &outline.defaults {
+            let defaults_start = Position::at(defaults);
+            if job_start < defaults_start && defaults_start <= at {
+                return None;
+            }
+        }
+        let name = match &jobs[index].value.name {
+            Some(OutlineName::Text(name)) => Some(name.as_str()),
+            _ => None,
+        };
+        Some(job_label(name, index))
+    }
+}
+
+/// How diagnostics call a job: its name as written, or `jobs[INDEX]` without a usable one.
+pub(super) fn job_label(name: Option<&str>, index: usize) -> String {
+    match name.map(str::trim) {
+        Some(name) if !name.is_empty() => super::escape_controls(name),
+        _ => format!("jobs[{index}]"),
+    }
+}
+
+/// A 1-based line and column (0:0 when unknown), ordered by line, then column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Position {
     pub line: usize,
     pub column: usize,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde_saphyr::Spanned;
 
-use super::raw::{Position, RawEnv, RawFile, RawJob};
+use super::raw::{job_label, Position, RawEnv, RawFile, RawJob};
 use super::{
     escape_controls, parse_duration, parse_duration_or_zero, ConcurrencyPolicy, Diagnostic,
     Diagnostics, Job, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
@@ -85,13 +85,10 @@ struct Scope<'r, 'a> {
 impl<'r, 'a> Scope<'r, 'a> {
     /// A job is named by its `name:` as written, or `jobs[INDEX]` without one.
     fn for_job(report: &'r mut Report<'a>, index: usize, raw: &RawJob) -> Self {
-        let label = match &raw.name {
-            Some(name) if !name.value.trim().is_empty() => escape_controls(name.value.trim()),
-            _ => format!("jobs[{index}]"),
-        };
+        let name = raw.name.as_ref().map(|name| name.value.as_str());
         Scope {
             report,
-            job: Some(label),
+            job: Some(job_label(name, index)),
             prefix: "",
         }
     }
