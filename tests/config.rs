@@ -103,6 +103,8 @@ fn unknown_job_field_is_rejected() {
     let unnamed =
         "jobs:\n  - name: a\n    shell: \"true\"\n  - schedule: \"@daily\"\n    shel: \"true\"\n";
     assert_one(unnamed, 5, 5, Some("jobs[1]"), "unknown field `shel`");
+    let duplicate_key = "jobs:\n  - name: a\n    shell: \"true\"\n    shell: \"false\"\n";
+    assert_one(duplicate_key, 4, 5, Some("a"), "duplicate mapping key");
     let in_defaults = "jobs:\n  - name: a\n    shell: \"true\"\ndefaults:\n  nmae: x\n";
     assert_one(in_defaults, 5, 3, None, "unknown field `nmae`");
 }

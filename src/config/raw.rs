@@ -96,7 +96,11 @@ impl Outline {
     /// starting at or before `at`. Errors in column 1 belong to the top-level mapping (in block style),
     /// and a `defaults:` block between that job and `at` means the error is in the defaults.
     pub fn job_at(source: &str, at: Position) -> Option<String> {
-        let outline: Outline = serde_saphyr::from_str(source).ok()?;
+        // A duplicate key is one of the errors being located: let the outline read past it.
+        let lenient = serde_saphyr::options! {
+            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
+        };
+        let outline: Outline = serde_saphyr::from_str_with_options(source, lenient).ok()?;
         let jobs = outline.jobs?;
         if at.column <= 1 {
             return None;
