@@ -1,18 +1,51 @@
 //! The jobs file: parsing (serde-saphyr, strict) and validation into [`Job`]s.
 //!
-//! SKELETON — owned by the config/schedule helper. The public types below are the contract other modules
-//! build against: keep their names and fields (adding is fine).
+//! Loading happens in two steps. `raw` deserializes the YAML into structs that reject unknown fields and
+//! keep the line and column of every value; a YAML syntax error, an unknown field or a value of the wrong
+//! shape stops there, with serde-saphyr's position (and the job it is in, found by a lenient second parse).
+//! `validate` then checks every value and reports
+//! **all** problems at once, ordered by position, each as `FILE:LINE:COL: job NAME: message` (a job without a usable name is
+//! called `jobs[INDEX]`).
+//!
+//! `defaults:` may set any job field except `name`, `schedule`, `command` and `shell`. A job's own value
+//! wins; `env` is merged key by key (the job's keys win).
+
+mod raw;
+mod validate;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde_saphyr::MessageFormatter;
+
 use crate::schedule::Schedule;
+use raw::Position;
 
 /// Default `terminationGrace`.
 pub const DEFAULT_TERMINATION_GRACE: Duration = Duration::from_secs(3);
 /// Cap on the doubling `retryBackoff`.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
+/// Default `retryBackoff`.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(10);
+/// Largest accepted `retries`: more attempts than this is a retry loop, not a cron job.
+pub const MAX_RETRIES: u32 = 100;
+/// Prefix of the variables leasecron sets for every run; jobs may not set them.
+pub const RESERVED_ENV_PREFIX: &str = "LEASECRON_";
+/// Longest job name: a DNS-1123 label.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// The default lease duration (DESIGN.md §2), used for [`LoadOptions::default`].
+const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+/// The default renew deadline (DESIGN.md §2), used for [`LoadOptions::default`].
+const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// The smallest safety margin between renew deadline + grace and the lease duration.
+const MIN_LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// The margin is at least a tenth of the lease duration.
+const LEASE_MARGIN_DIVISOR: u32 = 10;
 
 /// What a job executes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +69,7 @@ pub enum ConcurrencyPolicy {
 }
 
 /// One validated job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     /// Unique DNS-1123 label.
     pub name: String,
@@ -50,7 +83,7 @@ pub struct Job {
     pub working_dir: Option<PathBuf>,
     /// Per-attempt timeout, if set.
     pub timeout: Option<Duration>,
-    /// Time between SIGTERM and SIGKILL.
+    /// Time between SIGTERM and SIGKILL (may be zero: SIGKILL right after SIGTERM).
     pub termination_grace: Duration,
     /// Overlap policy.
     pub concurrency_policy: ConcurrencyPolicy,
@@ -62,4 +95,261 @@ pub struct Job {
     pub retry_backoff: Duration,
     /// A suspended job fires (for metrics) but starts nothing.
     pub suspend: bool,
+}
+
+/// Caller-supplied bounds for validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Largest accepted `terminationGrace`: LD − margin − RD (DESIGN.md §2), so that a run stopped at the
+    /// term deadline is dead before any other replica can acquire the lease.
+    pub max_termination_grace: Duration,
+}
+
+impl LoadOptions {
+    /// The grace bound for the given lease duration and renew deadline: LD − max(1 s, LD/10) − RD,
+    /// zero if the timings leave no room.
+    pub fn for_lease_timings(lease_duration: Duration, renew_deadline: Duration) -> LoadOptions {
+        let margin = MIN_LEASE_MARGIN.max(lease_duration / LEASE_MARGIN_DIVISOR);
+        LoadOptions {
+            max_termination_grace: lease_duration
+                .saturating_sub(margin)
+                .saturating_sub(renew_deadline),
+        }
+    }
+}
+
+impl Default for LoadOptions {
+    /// The bound for the default timings (LD 15 s, RD 10 s): 15 − 1.5 − 10 = 3.5 s.
+    fn default() -> Self {
+        LoadOptions::for_lease_timings(DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE)
+    }
+}
+
+/// The validated jobs of one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobSet {
+    /// In file order.
+    pub jobs: Vec<Arc<Job>>,
+}
+
+impl JobSet {
+    /// The job called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Job>> {
+        self.jobs.iter().find(|job| job.name == name)
+    }
+}
+
+/// Why a jobs file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{}: cannot read the jobs file: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file was read but is not valid; every problem found is listed.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// Every problem found in one file, ordered by position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostics(Vec<Diagnostic>);
+
+/// One problem, at a place in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file (or other origin) the source came from.
+    pub origin: String,
+    /// 1-based line; 0 when the position is unknown.
+    pub line: usize,
+    /// 1-based column; 0 when the position is unknown.
+    pub column: usize,
+    /// The job concerned: its name, or `jobs[INDEX]` if it has no usable name.
+    pub job: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+// === impl Diagnostics ===
+
+impl Diagnostics {
+    /// The problems, ordered by position.
+    pub fn as_slice(&self) -> &[Diagnostic] {
+        &self.0
+    }
+
+    /// Iterates over the problems.
+    pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic> {
+        self.0.iter()
+    }
+
+    /// How many problems there are (never zero in an [`Error::Invalid`]).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The problems, owned.
+    pub fn into_vec(self) -> Vec<Diagnostic> {
+        self.0
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, diagnostic) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{diagnostic}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.origin)?;
+        if self.line > 0 {
+            write!(f, "{}:{}:", self.line, self.column)?;
+        }
+        if let Some(job) = &self.job {
+            write!(f, " job {job}:")?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+// === loading ===
+
+/// Reads and validates the jobs file at `path`.
+pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<JobSet, Error> {
+    let source = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_str(&source, &path.display().to_string(), opts)
+}
+
+/// Parses and validates a jobs file held in memory; `origin` names it in diagnostics.
+pub fn parse_str(source: &str, origin: &str, opts: &LoadOptions) -> Result<JobSet, Error> {
+    let raw: raw::RawFile = serde_saphyr::from_str(source).map_err(|err| {
+        Error::Invalid(Diagnostics(vec![syntax_diagnostic(source, origin, &err)]))
+    })?;
+    validate::validate(raw, origin, opts).map_err(Error::Invalid)
+}
+
+/// Parses a duration as humantime does (`500ms`, `30s`, `1m30s`, `2h`) and requires it to be positive.
+///
+/// The error is a message without position, for the caller to place (a flag name, a file position).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration_or_zero(s)? {
+        Duration::ZERO => Err(format!("duration `{}` must be greater than zero", s.trim())),
+        duration => Ok(duration),
+    }
+}
+
+/// Like [`parse_duration`], but zero is accepted.
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    humantime::parse_duration(s).map_err(|err| {
+        format!("invalid duration `{s}`: {err} (write e.g. 500ms, 30s, 1m30s or 2h)")
+    })
+}
+
+/// A serde-saphyr error (syntax, unknown field, wrong type) as a diagnostic at its own position.
+fn syntax_diagnostic(source: &str, origin: &str, err: &serde_saphyr::Error) -> Diagnostic {
+    let position = err
+        .location()
+        .map_or(Position { line: 0, column: 0 }, Position::of);
+    let job = raw::Outline::job_at(source, position);
+    let message = serde_saphyr::UserMessageFormatter.format_message(err.without_snippet());
+    Diagnostic {
+        origin: origin.to_string(),
+        line: position.line,
+        column: position.column,
+        job,
+        // The message may quote the input; keep control characters out of terminals and logs.
+        message: escape_controls(&message),
+    }
+}
+
+/// `s` with control characters escaped (`\n`, `\u{1b}`), for one-line messages.
+pub(crate) fn escape_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_grace_bound_follows_the_default_lease_timings() {
+        assert_eq!(
+            LoadOptions::default().max_termination_grace,
+            Duration::from_millis(3500)
+        );
+        assert_eq!(
+            LoadOptions::for_lease_timings(Duration::from_secs(60), Duration::from_secs(40))
+                .max_termination_grace,
+            Duration::from_secs(14)
+        );
+        assert_eq!(
+            LoadOptions::for_lease_timings(Duration::from_secs(5), Duration::from_secs(5))
+                .max_termination_grace,
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn parse_duration_accepts_humantime_and_rejects_zero_and_junk() {
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration(" 1m30s "), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("0s")
+            .unwrap_err()
+            .contains("greater than zero"));
+        assert!(parse_duration("30")
+            .unwrap_err()
+            .contains("invalid duration `30`"));
+        assert!(parse_duration("-5s").is_err());
+        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn diagnostics_print_one_line_each() {
+        let at = |line, job: Option<&str>, message: &str| Diagnostic {
+            origin: "jobs.yaml".into(),
+            line,
+            column: 7,
+            job: job.map(str::to_string),
+            message: message.into(),
+        };
+        let all = Diagnostics(vec![
+            at(3, Some("nightly"), "bad zone"),
+            at(1, None, "missing jobs"),
+            at(0, None, "unknown place"),
+        ]);
+        assert_eq!(
+            all.to_string(),
+            "jobs.yaml:3:7: job nightly: bad zone\njobs.yaml:1:7: missing jobs\njobs.yaml: unknown place"
+        );
+    }
 }

@@ -1,0 +1,552 @@
+//! Checks every value of a [`RawFile`] and builds the [`Job`]s, collecting all problems.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde_saphyr::Spanned;
+
+use super::raw::{job_label, Position, RawEnv, RawFile, RawJob};
+use super::{
+    escape_controls, parse_duration, parse_duration_or_zero, ConcurrencyPolicy, Diagnostic,
+    Diagnostics, Job, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_TERMINATION_GRACE, MAX_NAME_LEN, MAX_RETRIES, MAX_RETRY_BACKOFF, RESERVED_ENV_PREFIX,
+};
+use crate::schedule::Schedule;
+
+/// Validates `raw` (from `origin`) into a [`JobSet`], or returns every problem found.
+pub(super) fn validate(
+    raw: RawFile,
+    origin: &str,
+    opts: &LoadOptions,
+) -> Result<JobSet, Diagnostics> {
+    let mut report = Report {
+        origin,
+        problems: Vec::new(),
+    };
+    let defaults = match raw.defaults {
+        Some(defaults) => check_defaults(defaults, &mut report, opts),
+        None => Settings::default(),
+    };
+    let mut jobs = Vec::new();
+    match raw.jobs {
+        None => report.add(
+            Position::START,
+            None,
+            "missing `jobs:` (write `jobs: []` for a replica with nothing to do)".to_string(),
+        ),
+        Some(raw_jobs) => {
+            let mut names = HashMap::new();
+            for (index, raw_job) in raw_jobs.value.into_iter().enumerate() {
+                let mut scope = Scope::for_job(&mut report, index, &raw_job.value);
+                if let Some(job) = check_job(raw_job, &defaults, &mut names, &mut scope, opts) {
+                    jobs.push(Arc::new(job));
+                }
+            }
+        }
+    }
+    if report.problems.is_empty() {
+        return Ok(JobSet { jobs });
+    }
+    // Checks run field by field, not in file order; report top to bottom like a compiler.
+    report
+        .problems
+        .sort_by_key(|problem| (problem.line, problem.column));
+    Err(Diagnostics(report.problems))
+}
+
+/// The problems found so far in one file.
+struct Report<'a> {
+    origin: &'a str,
+    problems: Vec<Diagnostic>,
+}
+
+impl Report<'_> {
+    fn add(&mut self, at: Position, job: Option<&str>, message: String) {
+        self.problems.push(Diagnostic {
+            origin: self.origin.to_string(),
+            line: at.line,
+            column: at.column,
+            job: job.map(str::to_string),
+            message,
+        });
+    }
+}
+
+/// Where problems are being reported: one job, or the `defaults:` block.
+struct Scope<'r, 'a> {
+    report: &'r mut Report<'a>,
+    job: Option<String>,
+    prefix: &'static str,
+}
+
+impl<'r, 'a> Scope<'r, 'a> {
+    /// A job is named by its `name:` as written, or `jobs[INDEX]` without one.
+    fn for_job(report: &'r mut Report<'a>, index: usize, raw: &RawJob) -> Self {
+        let name = raw.name.as_ref().map(|name| name.value.as_str());
+        Scope {
+            report,
+            job: Some(job_label(name, index)),
+            prefix: "",
+        }
+    }
+
+    fn error(&mut self, at: Position, message: impl Into<String>) {
+        let message = format!("{}{}", self.prefix, message.into());
+        self.report.add(at, self.job.as_deref(), message);
+    }
+}
+
+/// The job fields `defaults:` may also set, parsed; `None` where unset or invalid.
+#[derive(Debug, Default, Clone)]
+struct Settings {
+    zone: Option<Tz>,
+    env: Option<BTreeMap<String, String>>,
+    working_dir: Option<PathBuf>,
+    timeout: Option<Duration>,
+    termination_grace: Option<Duration>,
+    concurrency_policy: Option<ConcurrencyPolicy>,
+    starting_deadline: Option<Duration>,
+    retries: Option<u32>,
+    retry_backoff: Option<Duration>,
+    suspend: Option<bool>,
+}
+
+// === defaults ===
+
+fn check_defaults(
+    defaults: Spanned<RawJob>,
+    report: &mut Report<'_>,
+    opts: &LoadOptions,
+) -> Settings {
+    let mut scope = Scope {
+        report,
+        job: None,
+        prefix: "defaults: ",
+    };
+    let raw = defaults.value;
+    let per_job = [
+        ("name", raw.name.as_ref().map(Position::at)),
+        ("schedule", raw.schedule.as_ref().map(Position::at)),
+        ("command", raw.command.as_ref().map(Position::at)),
+        ("shell", raw.shell.as_ref().map(Position::at)),
+    ];
+    for (field, at) in per_job {
+        if let Some(at) = at {
+            scope.error(
+                at,
+                format!("`{field}` cannot be set in defaults, only per job"),
+            );
+        }
+    }
+    check_settings(raw, &mut scope, opts)
+}
+
+// === jobs ===
+
+fn check_job(
+    raw: Spanned<RawJob>,
+    defaults: &Settings,
+    names: &mut HashMap<String, Position>,
+    scope: &mut Scope<'_, '_>,
+    opts: &LoadOptions,
+) -> Option<Job> {
+    let job_at = Position::at(&raw);
+    let mut raw = raw.value;
+    let name = check_name(raw.name.take(), job_at, names, scope);
+    let program = check_program(raw.command.take(), raw.shell.take(), job_at, scope);
+    let schedule_source = raw.schedule.take();
+    let own = check_settings(raw, scope, opts);
+    let zone = own.zone.or(defaults.zone).unwrap_or(Tz::UTC);
+    let schedule = check_schedule(schedule_source, zone, job_at, scope);
+    let termination_grace = own
+        .termination_grace
+        .or(defaults.termination_grace)
+        .unwrap_or(DEFAULT_TERMINATION_GRACE);
+    if own.termination_grace.is_none()
+        && defaults.termination_grace.is_none()
+        && termination_grace > opts.max_termination_grace
+    {
+        scope.error(
+            job_at,
+            format!(
+                "terminationGrace defaults to {}, more than the {} the lease timings allow: set it in the job or in defaults",
+                fmt_duration(termination_grace),
+                fmt_duration(opts.max_termination_grace)
+            ),
+        );
+    }
+    let mut env = defaults.env.clone().unwrap_or_default();
+    env.extend(own.env.unwrap_or_default());
+    Some(Job {
+        name: name?,
+        schedule: schedule?,
+        program: program?,
+        env,
+        working_dir: own.working_dir.or_else(|| defaults.working_dir.clone()),
+        timeout: own.timeout.or(defaults.timeout),
+        termination_grace,
+        concurrency_policy: own
+            .concurrency_policy
+            .or(defaults.concurrency_policy)
+            .unwrap_or_default(),
+        starting_deadline: own.starting_deadline.or(defaults.starting_deadline),
+        retries: own.retries.or(defaults.retries).unwrap_or(0),
+        retry_backoff: own
+            .retry_backoff
+            .or(defaults.retry_backoff)
+            .unwrap_or(DEFAULT_RETRY_BACKOFF),
+        suspend: own.suspend.or(defaults.suspend).unwrap_or(false),
+    })
+}
+
+fn check_name(
+    name: Option<Spanned<String>>,
+    job_at: Position,
+    names: &mut HashMap<String, Position>,
+    scope: &mut Scope<'_, '_>,
+) -> Option<String> {
+    let Some(name) = name else {
+        scope.error(job_at, "missing `name`");
+        return None;
+    };
+    let at = Position::at(&name);
+    if let Err(why) = check_dns_label(&name.value) {
+        scope.error(
+            at,
+            format!("invalid name `{}`: {why}", escape_controls(&name.value)),
+        );
+        return None;
+    }
+    if let Some(first) = names.get(&name.value) {
+        scope.error(
+            at,
+            format!(
+                "duplicate name `{}` (first used at line {}, column {})",
+                name.value, first.line, first.column
+            ),
+        );
+        return None;
+    }
+    names.insert(name.value.clone(), at);
+    Some(name.value)
+}
+
+/// A DNS-1123 label: 1–63 of `a-z`, `0-9`, `-`, starting and ending with a letter or digit.
+fn check_dns_label(name: &str) -> Result<(), String> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if name.is_empty() {
+        return Err("it is empty".to_string());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("it is longer than {MAX_NAME_LEN} characters"));
+    }
+    if !name.chars().all(|c| alnum(c) || c == '-') {
+        return Err("use only lowercase letters, digits and `-` (a DNS-1123 label)".to_string());
+    }
+    if !name.starts_with(alnum) || !name.ends_with(alnum) {
+        return Err("it must start and end with a lowercase letter or digit".to_string());
+    }
+    Ok(())
+}
+
+fn check_program(
+    command: Option<Spanned<Vec<Spanned<String>>>>,
+    shell: Option<Spanned<String>>,
+    job_at: Position,
+    scope: &mut Scope<'_, '_>,
+) -> Option<Program> {
+    match (command, shell) {
+        (Some(_), Some(shell)) => {
+            scope.error(
+                Position::at(&shell),
+                "set exactly one of `command` and `shell`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            scope.error(
+                job_at,
+                "set `command` (an argv list) or `shell` (a /bin/sh -c script)",
+            );
+            None
+        }
+        (Some(command), None) => check_command(command, scope),
+        (None, Some(shell)) => check_shell(shell, scope),
+    }
+}
+
+fn check_command(
+    command: Spanned<Vec<Spanned<String>>>,
+    scope: &mut Scope<'_, '_>,
+) -> Option<Program> {
+    let Some(program) = command.value.first() else {
+        scope.error(
+            Position::at(&command),
+            "`command` is empty: give at least the program",
+        );
+        return None;
+    };
+    let mut valid = true;
+    if program.value.is_empty() {
+        scope.error(Position::at(program), "`command[0]` (the program) is empty");
+        valid = false;
+    }
+    for (i, arg) in command.value.iter().enumerate() {
+        if arg.value.contains('\0') {
+            scope.error(
+                Position::at(arg),
+                format!("`command[{i}]` contains a NUL byte"),
+            );
+            valid = false;
+        }
+    }
+    valid.then(|| Program::Command(command.value.into_iter().map(|a| a.value).collect()))
+}
+
+fn check_shell(shell: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Program> {
+    if shell.value.trim().is_empty() {
+        scope.error(Position::at(&shell), "`shell` is empty");
+        return None;
+    }
+    if shell.value.contains('\0') {
+        scope.error(Position::at(&shell), "`shell` contains a NUL byte");
+        return None;
+    }
+    Some(Program::Shell(shell.value))
+}
+
+fn check_schedule(
+    source: Option<Spanned<String>>,
+    zone: Tz,
+    job_at: Position,
+    scope: &mut Scope<'_, '_>,
+) -> Option<Schedule> {
+    let Some(source) = source else {
+        scope.error(job_at, "missing `schedule`");
+        return None;
+    };
+    Schedule::parse(&source.value, zone)
+        .map_err(|err| {
+            let expr = escape_controls(source.value.trim());
+            scope.error(
+                Position::at(&source),
+                format!("invalid schedule `{expr}`: {err}"),
+            );
+        })
+        .ok()
+}
+
+// === settings shared with defaults ===
+
+fn check_settings(raw: RawJob, scope: &mut Scope<'_, '_>, opts: &LoadOptions) -> Settings {
+    Settings {
+        zone: raw.time_zone.and_then(|z| check_zone(z, scope)),
+        env: raw.env.map(|env| check_env(env, scope)),
+        working_dir: raw
+            .working_dir
+            .and_then(|dir| check_working_dir(dir, scope)),
+        timeout: raw
+            .timeout
+            .and_then(|d| check_duration("timeout", d, scope)),
+        termination_grace: raw
+            .termination_grace
+            .and_then(|d| check_grace(d, scope, opts)),
+        concurrency_policy: raw.concurrency_policy.and_then(|p| check_policy(p, scope)),
+        starting_deadline: raw
+            .starting_deadline
+            .and_then(|d| check_duration("startingDeadline", d, scope)),
+        retries: raw.retries.and_then(|r| check_retries(r, scope)),
+        retry_backoff: raw.retry_backoff.and_then(|d| check_backoff(d, scope)),
+        suspend: raw.suspend.map(|s| s.value),
+    }
+}
+
+fn check_zone(zone: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Tz> {
+    let name = zone.value.trim();
+    name.parse::<Tz>()
+        .map_err(|_| {
+            scope.error(
+                Position::at(&zone),
+                format!(
+                    "unknown time zone `{}` (use an IANA name such as UTC or Europe/Berlin)",
+                    escape_controls(name)
+                ),
+            );
+        })
+        .ok()
+}
+
+fn check_env(env: Spanned<RawEnv>, scope: &mut Scope<'_, '_>) -> BTreeMap<String, String> {
+    let mut checked = BTreeMap::new();
+    for (key, value) in env.value.0 {
+        if let Err(why) = check_env_name(&key.value) {
+            scope.error(Position::at(&key), why);
+            continue;
+        }
+        if value.value.contains('\0') {
+            scope.error(
+                Position::at(&value),
+                format!("env `{}` contains a NUL byte", key.value),
+            );
+            continue;
+        }
+        checked.insert(key.value, value.value);
+    }
+    checked
+}
+
+fn check_env_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "invalid env name `{}`: use letters, digits and `_`, not starting with a digit",
+            escape_controls(name)
+        ));
+    }
+    if name.starts_with(RESERVED_ENV_PREFIX) {
+        return Err(format!(
+            "env `{name}` is reserved: leasecron sets the {RESERVED_ENV_PREFIX}* variables itself"
+        ));
+    }
+    Ok(())
+}
+
+fn check_working_dir(dir: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<PathBuf> {
+    if dir.value.is_empty() {
+        scope.error(Position::at(&dir), "`workingDir` is empty");
+        return None;
+    }
+    if dir.value.contains('\0') {
+        scope.error(Position::at(&dir), "`workingDir` contains a NUL byte");
+        return None;
+    }
+    Some(PathBuf::from(dir.value))
+}
+
+fn check_duration(
+    field: &str,
+    value: Spanned<String>,
+    scope: &mut Scope<'_, '_>,
+) -> Option<Duration> {
+    parse_duration(&value.value)
+        .map_err(|why| scope.error(Position::at(&value), format!("{field}: {why}")))
+        .ok()
+}
+
+fn check_grace(
+    value: Spanned<String>,
+    scope: &mut Scope<'_, '_>,
+    opts: &LoadOptions,
+) -> Option<Duration> {
+    let at = Position::at(&value);
+    let grace = parse_duration_or_zero(&value.value)
+        .map_err(|why| scope.error(at, format!("terminationGrace: {why}")))
+        .ok()?;
+    if grace > opts.max_termination_grace {
+        scope.error(
+            at,
+            format!(
+                "terminationGrace {} is more than the {} the lease timings allow (renew deadline + grace must stay within the lease duration minus its margin)",
+                fmt_duration(grace),
+                fmt_duration(opts.max_termination_grace)
+            ),
+        );
+        return None;
+    }
+    Some(grace)
+}
+
+fn check_backoff(value: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Duration> {
+    let at = Position::at(&value);
+    let backoff = check_duration("retryBackoff", value, scope)?;
+    if backoff > MAX_RETRY_BACKOFF {
+        scope.error(
+            at,
+            format!(
+                "retryBackoff {} is more than its cap of {}",
+                fmt_duration(backoff),
+                fmt_duration(MAX_RETRY_BACKOFF)
+            ),
+        );
+        return None;
+    }
+    Some(backoff)
+}
+
+fn check_policy(value: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<ConcurrencyPolicy> {
+    match value.value.trim() {
+        "Forbid" => Some(ConcurrencyPolicy::Forbid),
+        "Allow" => Some(ConcurrencyPolicy::Allow),
+        "Replace" => Some(ConcurrencyPolicy::Replace),
+        other => {
+            scope.error(
+                Position::at(&value),
+                format!(
+                    "unknown concurrencyPolicy `{}` (expected Forbid, Allow or Replace)",
+                    escape_controls(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn check_retries(value: Spanned<i64>, scope: &mut Scope<'_, '_>) -> Option<u32> {
+    match u32::try_from(value.value) {
+        Ok(retries) if retries <= MAX_RETRIES => Some(retries),
+        _ => {
+            scope.error(
+                Position::at(&value),
+                format!(
+                    "retries must be between 0 and {MAX_RETRIES}, not {}",
+                    value.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn fmt_duration(duration: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for good in ["a", "nightly-report", "x1", &"a".repeat(MAX_NAME_LEN)] {
+            assert!(check_dns_label(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Nightly",
+            "a_b",
+            "a.b",
+            &"a".repeat(MAX_NAME_LEN + 1),
+        ] {
+            assert!(check_dns_label(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_names() {
+        for good in ["A", "_x", "REPORT_BUCKET", "a1", "LEASECRON"] {
+            assert!(check_env_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "LEASECRON_JOB"] {
+            assert!(check_env_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The per-job timer: sleeps on tokio's clock until the next wall-clock slot of a [`Schedule`].
+//!
+//! Slots are wall-clock instants, but sleeping happens on tokio's monotonic clock. The timer converts
+//! (`target - wall_now` added to `Instant::now()`) and sleeps at most [`MAX_SLEEP`] at a time, re-reading
+//! the wall clock after each chunk: a system suspend (the monotonic clock stops, the wall clock does not)
+//! or a wall-clock step is noticed within one chunk, and an early wake-up just sleeps again.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::Schedule;
+use crate::clock::SharedClock;
+
+/// A slot returned at most this late counts as on time and always fires, whatever the starting deadline.
+///
+/// Covers tokio's millisecond timer granularity and scheduling noise on a busy node; larger lateness
+/// means the process or the host stalled.
+pub const ON_TIME_TOLERANCE: Duration = Duration::from_secs(1);
+
+/// Longest single sleep before the wall clock is read again.
+pub const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// What the timer hands the dispatcher for one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// Fire now for `scheduled` (lateness = now - scheduled on the wall clock, ≥ 0).
+    Fire {
+        /// The slot's wall-clock instant (the run's `LEASECRON_SCHEDULED_TIME`).
+        scheduled: DateTime<Utc>,
+        /// How late the tick is on the wall clock.
+        lateness: Duration,
+    },
+    /// A slot was missed (stall/suspend/clock jump) and is past its starting deadline: skip it, count it.
+    Missed {
+        /// The slot's wall-clock instant.
+        scheduled: DateTime<Utc>,
+        /// How late it would have started.
+        lateness: Duration,
+    },
+}
+
+impl Tick {
+    /// The slot this tick is for.
+    pub fn scheduled(&self) -> DateTime<Utc> {
+        match self {
+            Tick::Fire { scheduled, .. } | Tick::Missed { scheduled, .. } => *scheduled,
+        }
+    }
+
+    /// How late the tick came.
+    pub fn lateness(&self) -> Duration {
+        match self {
+            Tick::Fire { lateness, .. } | Tick::Missed { lateness, .. } => *lateness,
+        }
+    }
+}
+
+/// Yields the slots of one schedule, each at most once and in strictly increasing order.
+///
+/// After a stall (the wall clock is past more than one slot, or past one by more than
+/// [`ON_TIME_TOLERANCE`]), the timer returns one tick, for the **latest** slot at or before now: a
+/// [`Tick::Fire`] if its lateness is within the starting deadline, else [`Tick::Missed`]. Earlier missed
+/// slots are dropped silently, as a CronJob starts at most one missed run. With no starting deadline, any
+/// slot later than the tolerance is `Missed`. The next slot is then computed from that one.
+#[derive(Debug)]
+pub struct Timer {
+    schedule: Schedule,
+    starting_deadline: Option<Duration>,
+    clock: SharedClock,
+    next: Option<DateTime<Utc>>,
+}
+
+// === impl Timer ===
+
+impl Timer {
+    /// Starts from `clock.now()`: the first tick is the first fire strictly after now.
+    pub fn new(
+        schedule: Schedule,
+        starting_deadline: Option<Duration>,
+        clock: SharedClock,
+    ) -> Timer {
+        let next = schedule.next_after(clock.now());
+        Timer {
+            schedule,
+            starting_deadline,
+            clock,
+            next,
+        }
+    }
+
+    /// The schedule this timer follows.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The next scheduled instant (for /status and metrics).
+    pub fn next_fire(&self) -> Option<DateTime<Utc>> {
+        self.next
+    }
+
+    /// Sleeps on tokio's timer until the next slot and returns its Tick. Cancel-safe (usable in select!):
+    /// the timer's state changes only after the last `.await`, so a dropped call loses no slot.
+    /// Returns None when the schedule has no future fire.
+    pub async fn next_tick(&mut self) -> Option<Tick> {
+        loop {
+            let target = self.next?;
+            let now = self.clock.now();
+            match (target - now).to_std() {
+                Ok(wait) if !wait.is_zero() => {
+                    tokio::time::sleep_until(Instant::now() + wait.min(MAX_SLEEP)).await;
+                }
+                _ => return Some(self.take_due(target, now)),
+            }
+        }
+    }
+
+    /// Consumes every slot up to `now` (`target` being the first) and returns the tick for the latest.
+    fn take_due(&mut self, target: DateTime<Utc>, now: DateTime<Utc>) -> Tick {
+        let scheduled = match self.schedule.next_after(target) {
+            Some(following) if following <= now => self
+                .schedule
+                .latest_at_or_before(now)
+                .map_or(following, |latest| latest.max(following)),
+            _ => target,
+        };
+        self.next = self.schedule.next_after(scheduled);
+        let lateness = (now - scheduled).to_std().unwrap_or(Duration::ZERO);
+        let within_deadline = self
+            .starting_deadline
+            .is_some_and(|deadline| lateness <= deadline);
+        if lateness <= ON_TIME_TOLERANCE || within_deadline {
+            Tick::Fire {
+                scheduled,
+                lateness,
+            }
+        } else {
+            Tick::Missed {
+                scheduled,
+                lateness,
+            }
+        }
+    }
+}

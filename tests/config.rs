@@ -1,0 +1,518 @@
+//! The jobs file: one test per class of mistake, each pinned to its line and column, plus a full file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use leasecron::config::{
+    self, ConcurrencyPolicy, Diagnostic, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_TERMINATION_GRACE,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(name)
+}
+
+fn parse(source: &str) -> Result<JobSet, config::Error> {
+    config::parse_str(source, "jobs.yaml", &LoadOptions::default())
+}
+
+/// The problems `source` has; panics if it is valid.
+fn problems_with(source: &str, opts: &LoadOptions) -> Vec<Diagnostic> {
+    match config::parse_str(source, "jobs.yaml", opts) {
+        Ok(jobs) => panic!("expected problems, got {jobs:?}"),
+        Err(config::Error::Invalid(diagnostics)) => diagnostics.into_vec(),
+        Err(other) => panic!("expected diagnostics, got {other}"),
+    }
+}
+
+fn problems(source: &str) -> Vec<Diagnostic> {
+    problems_with(source, &LoadOptions::default())
+}
+
+/// Asserts exactly one problem, at `line`:`column`, for `job`, whose message contains `message`.
+fn assert_one(source: &str, line: usize, column: usize, job: Option<&str>, message: &str) {
+    let found = problems(source);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_problem(&found[0], line, column, job, message);
+}
+
+fn assert_problem(
+    found: &Diagnostic,
+    line: usize,
+    column: usize,
+    job: Option<&str>,
+    message: &str,
+) {
+    assert_eq!(
+        (found.line, found.column),
+        (line, column),
+        "position of {found}"
+    );
+    assert_eq!(found.job.as_deref(), job, "job of {found}");
+    assert!(
+        found.message.contains(message),
+        "{found} should mention {message:?}"
+    );
+    assert_eq!(found.origin, "jobs.yaml");
+}
+
+// === syntax and shape (serde-saphyr) ===
+
+#[test]
+fn bad_yaml_is_reported_at_its_position() {
+    let path = fixture("bad-yaml.yaml");
+    let err = config::load_file(&path, &LoadOptions::default()).expect_err("broken YAML");
+    let config::Error::Invalid(diagnostics) = err else {
+        panic!("expected diagnostics");
+    };
+    let found = diagnostics.as_slice();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].line, found[0].column), (4, 14));
+    assert!(
+        found[0].message.contains("unclosed bracket"),
+        "{}",
+        found[0]
+    );
+    let origin = path.display().to_string();
+    assert!(
+        diagnostics
+            .to_string()
+            .starts_with(&format!("{origin}:4:14: ")),
+        "{diagnostics}"
+    );
+}
+
+#[test]
+fn unknown_top_level_field_is_rejected() {
+    assert_one(
+        "defaults: {}\njobz: []\n",
+        2,
+        1,
+        None,
+        "unknown field `jobz`",
+    );
+}
+
+#[test]
+fn unknown_job_field_is_rejected() {
+    let source = "jobs:\n  - name: a\n    schedule: \"@daily\"\n    comand: [/bin/true]\n";
+    assert_one(source, 4, 5, Some("a"), "unknown field `comand`");
+    let unnamed =
+        "jobs:\n  - name: a\n    shell: \"true\"\n  - schedule: \"@daily\"\n    shel: \"true\"\n";
+    assert_one(unnamed, 5, 5, Some("jobs[1]"), "unknown field `shel`");
+    let duplicate_key = "jobs:\n  - name: a\n    shell: \"true\"\n    shell: \"false\"\n";
+    assert_one(duplicate_key, 4, 5, Some("a"), "duplicate mapping key");
+    let in_defaults = "jobs:\n  - name: a\n    shell: \"true\"\ndefaults:\n  nmae: x\n";
+    assert_one(in_defaults, 5, 3, None, "unknown field `nmae`");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_reported_at_the_value() {
+    let source =
+        "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n    retries: many\n";
+    let found = problems(source);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].line, found[0].column), (5, 14), "{}", found[0]);
+    assert_eq!(found[0].job.as_deref(), Some("a"));
+}
+
+// === validation ===
+
+#[test]
+fn duplicate_names_point_at_the_second_and_name_the_first() {
+    let source = r#"jobs:
+  - name: dup
+    schedule: "@daily"
+    shell: "true"
+  - name: dup
+    schedule: "@hourly"
+    shell: "true"
+"#;
+    assert_one(
+        source,
+        5,
+        11,
+        Some("dup"),
+        "duplicate name `dup` (first used at line 2, column 11)",
+    );
+}
+
+#[test]
+fn names_must_be_dns_labels() {
+    let source = "jobs:\n  - name: Nightly_Report\n    schedule: \"@daily\"\n    shell: \"true\"\n";
+    assert_one(
+        source,
+        2,
+        11,
+        Some("Nightly_Report"),
+        "invalid name `Nightly_Report`",
+    );
+}
+
+#[test]
+fn a_bad_cron_expression_is_reported_at_the_schedule() {
+    let source =
+        "jobs:\n  - name: report\n    schedule: \"0 0 1 1 * 2030 *\"\n    shell: \"true\"\n";
+    assert_one(
+        source,
+        3,
+        15,
+        Some("report"),
+        "invalid schedule `0 0 1 1 * 2030 *`: expected 5 fields",
+    );
+    let source = "jobs:\n  - name: report\n    schedule: 61 * * * *\n    shell: \"true\"\n";
+    assert_one(source, 3, 15, Some("report"), "invalid minute field `61`");
+}
+
+#[test]
+fn a_bad_zone_is_reported_at_the_zone() {
+    let source = "jobs:\n  - name: report\n    schedule: \"@daily\"\n    timeZone: Europe/Bonn\n    shell: \"true\"\n";
+    assert_one(
+        source,
+        4,
+        15,
+        Some("report"),
+        "unknown time zone `Europe/Bonn`",
+    );
+}
+
+#[test]
+fn bad_durations_are_reported_at_the_value() {
+    let source = r#"jobs:
+  - name: report
+    schedule: "@daily"
+    shell: "true"
+    timeout: 30
+    startingDeadline: 0s
+    retryBackoff: 1h
+    terminationGrace: three
+"#;
+    let found = problems(source);
+    assert_eq!(found.len(), 4, "{found:#?}");
+    assert_problem(
+        &found[0],
+        5,
+        14,
+        Some("report"),
+        "timeout: invalid duration `30`",
+    );
+    assert_problem(&found[1], 6, 23, Some("report"), "greater than zero");
+    assert_problem(&found[2], 7, 19, Some("report"), "more than its cap of 5m");
+    assert_problem(
+        &found[3],
+        8,
+        23,
+        Some("report"),
+        "terminationGrace: invalid duration `three`",
+    );
+}
+
+#[test]
+fn command_and_shell_together_are_rejected_at_the_shell() {
+    let source = r#"jobs:
+  - name: both
+    schedule: "@daily"
+    command: [/bin/true]
+    shell: "true"
+"#;
+    assert_one(
+        source,
+        5,
+        12,
+        Some("both"),
+        "set exactly one of `command` and `shell`",
+    );
+}
+
+#[test]
+fn neither_command_nor_shell_is_rejected_at_the_job() {
+    let source = "jobs:\n  - name: idle\n    schedule: \"@daily\"\n";
+    assert_one(source, 2, 5, Some("idle"), "set `command`");
+}
+
+#[test]
+fn empty_programs_are_rejected() {
+    let source = r#"jobs:
+  - name: no-argv
+    schedule: "@daily"
+    command: []
+  - name: empty-program
+    schedule: "@daily"
+    command: ["", "--flag"]
+  - name: empty-shell
+    schedule: "@daily"
+    shell: "   "
+"#;
+    let found = problems(source);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_problem(&found[0], 4, 14, Some("no-argv"), "`command` is empty");
+    assert_problem(&found[1], 7, 15, Some("empty-program"), "`command[0]`");
+    assert_problem(&found[2], 10, 12, Some("empty-shell"), "`shell` is empty");
+}
+
+#[test]
+fn reserved_and_invalid_env_names_are_reported_at_the_key() {
+    let source = r#"jobs:
+  - name: envy
+    schedule: "@daily"
+    shell: "true"
+    env:
+      OK: fine
+      LEASECRON_JOB: spoof
+      1BAD: x
+"#;
+    let found = problems(source);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_problem(
+        &found[0],
+        7,
+        7,
+        Some("envy"),
+        "env `LEASECRON_JOB` is reserved",
+    );
+    assert_problem(&found[1], 8, 7, Some("envy"), "invalid env name `1BAD`");
+}
+
+#[test]
+fn policy_and_retries_are_checked() {
+    let source = r#"jobs:
+  - name: policy
+    schedule: "@daily"
+    shell: "true"
+    concurrencyPolicy: forbid
+    retries: 101
+"#;
+    let found = problems(source);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_problem(
+        &found[0],
+        5,
+        24,
+        Some("policy"),
+        "unknown concurrencyPolicy `forbid`",
+    );
+    assert_problem(&found[1], 6, 14, Some("policy"), "between 0 and 100");
+}
+
+#[test]
+fn an_unnamed_job_is_called_by_its_index() {
+    let source = "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n  - schedule: \"@daily\"\n    shell: \"true\"\n";
+    assert_one(source, 5, 5, Some("jobs[1]"), "missing `name`");
+}
+
+#[test]
+fn several_errors_are_reported_at_once() {
+    let err = config::load_file(&fixture("many-errors.yaml"), &LoadOptions::default())
+        .expect_err("invalid");
+    let config::Error::Invalid(diagnostics) = err else {
+        panic!("expected diagnostics");
+    };
+    let found: Vec<(usize, usize, Option<&str>)> = diagnostics
+        .iter()
+        .map(|d| (d.line, d.column, d.job.as_deref()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (2, 13, None),
+            (5, 15, Some("first")),
+            (7, 5, Some("jobs[1]")),
+            (9, 14, Some("jobs[1]")),
+            (12, 14, Some("third")),
+        ]
+    );
+    let text = diagnostics.to_string();
+    let origin = fixture("many-errors.yaml").display().to_string();
+    let first_line = text.lines().next().expect("one line per problem");
+    assert_eq!(
+        first_line,
+        format!("{origin}:2:13: defaults: unknown time zone `Mars/Olympus` (use an IANA name such as UTC or Europe/Berlin)")
+    );
+    assert!(
+        text.contains(&format!(
+            "{origin}:12:14: job third: timeout: invalid duration `soon`"
+        )),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 5);
+}
+
+// === defaults and bounds ===
+
+#[test]
+fn defaults_may_not_set_per_job_fields() {
+    let source = "defaults:\n  name: x\n  shell: \"true\"\njobs: []\n";
+    let found = problems(source);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_problem(
+        &found[0],
+        2,
+        9,
+        None,
+        "defaults: `name` cannot be set in defaults",
+    );
+    assert_problem(
+        &found[1],
+        3,
+        10,
+        None,
+        "defaults: `shell` cannot be set in defaults",
+    );
+}
+
+#[test]
+fn defaults_are_merged_under_each_job() {
+    let source = r#"defaults:
+  timeZone: America/New_York
+  env: {A: from-defaults, B: from-defaults}
+  retries: 4
+jobs:
+  - name: inherits
+    schedule: "@daily"
+    shell: "true"
+  - name: overrides
+    schedule: "@daily"
+    shell: "true"
+    timeZone: UTC
+    env: {B: own, C: own}
+    retries: 0
+"#;
+    let set = parse(source).expect("valid");
+    let inherits = set.get("inherits").expect("job");
+    assert_eq!(inherits.schedule.zone(), chrono_tz::America::New_York);
+    assert_eq!(inherits.retries, 4);
+    assert_eq!(
+        inherits.env.get("A").map(String::as_str),
+        Some("from-defaults")
+    );
+    let overrides = set.get("overrides").expect("job");
+    assert_eq!(overrides.schedule.zone(), chrono_tz::UTC);
+    assert_eq!(overrides.retries, 0);
+    let env: Vec<(&str, &str)> = overrides
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env, [("A", "from-defaults"), ("B", "own"), ("C", "own")]);
+}
+
+#[test]
+fn termination_grace_over_the_lease_bound_is_rejected() {
+    let source = "jobs:\n  - name: slow\n    schedule: \"@daily\"\n    shell: \"true\"\n    terminationGrace: 5s\n";
+    assert_one(
+        source,
+        5,
+        23,
+        Some("slow"),
+        "terminationGrace 5s is more than the 3s 500ms the lease timings allow",
+    );
+    let ok = "jobs:\n  - name: quick\n    schedule: \"@daily\"\n    shell: \"true\"\n    terminationGrace: 3500ms\n";
+    assert!(parse(ok).is_ok());
+}
+
+#[test]
+fn the_default_grace_must_fit_tight_lease_timings_too() {
+    let tight = LoadOptions {
+        max_termination_grace: Duration::from_secs(1),
+    };
+    let source = "jobs:\n  - name: tight\n    schedule: \"@daily\"\n    shell: \"true\"\n";
+    let found = problems_with(source, &tight);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_problem(
+        &found[0],
+        2,
+        5,
+        Some("tight"),
+        "terminationGrace defaults to 3s",
+    );
+    let with_grace = format!("defaults:\n  terminationGrace: 1s\n{source}");
+    let set = config::parse_str(&with_grace, "jobs.yaml", &tight).expect("valid");
+    assert_eq!(set.jobs[0].termination_grace, Duration::from_secs(1));
+}
+
+// === valid files ===
+
+#[test]
+fn an_empty_job_list_is_valid_but_a_missing_one_is_not() {
+    assert!(parse("jobs: []\n").expect("valid").jobs.is_empty());
+    assert_one("defaults: {}\n", 1, 1, None, "missing `jobs:`");
+}
+
+#[test]
+fn a_full_file_round_trips_every_field() {
+    let set = config::load_file(&fixture("full.yaml"), &LoadOptions::default()).expect("valid");
+    assert_eq!(set.jobs.len(), 2);
+    let names: Vec<&str> = set.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["nightly-report", "backup"], "file order");
+
+    let report = &set.jobs[0];
+    assert_eq!(report.schedule.expression(), "30 2 * * *");
+    assert_eq!(report.schedule.zone(), chrono_tz::UTC);
+    assert_eq!(
+        report.program,
+        Program::Command(vec!["/bin/report".into(), "--full".into()])
+    );
+    let env: BTreeMap<String, String> = [
+        ("LEVEL", "debug"),
+        ("REPORT_BUCKET", "s3://reports"),
+        ("SHARED", "from-defaults"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(report.env, env);
+    assert_eq!(report.working_dir, Some(PathBuf::from("/srv/reports")));
+    assert_eq!(report.timeout, Some(Duration::from_secs(90)));
+    assert_eq!(report.termination_grace, Duration::from_millis(500));
+    assert_eq!(report.concurrency_policy, ConcurrencyPolicy::Replace);
+    assert_eq!(report.starting_deadline, Some(Duration::from_secs(90)));
+    assert_eq!(report.retries, 3);
+    assert_eq!(report.retry_backoff, Duration::from_secs(60));
+    assert!(report.suspend);
+
+    let backup = &set.jobs[1];
+    assert_eq!(backup.schedule.expression(), "@daily");
+    assert_eq!(backup.schedule.zone(), chrono_tz::Europe::Berlin);
+    assert_eq!(
+        backup.program,
+        Program::Shell("pg_dump db | gzip > /backups/db.gz".into())
+    );
+    assert_eq!(backup.env.len(), 2);
+    assert_eq!(backup.working_dir, Some(PathBuf::from("/srv")));
+    assert_eq!(backup.timeout, Some(Duration::from_secs(1800)));
+    assert_eq!(backup.termination_grace, Duration::from_secs(2));
+    assert_eq!(backup.concurrency_policy, ConcurrencyPolicy::Allow);
+    assert_eq!(backup.starting_deadline, Some(Duration::from_secs(300)));
+    assert_eq!(backup.retries, 2);
+    assert_eq!(backup.retry_backoff, Duration::from_secs(10));
+    assert!(!backup.suspend);
+}
+
+#[test]
+fn a_minimal_job_gets_the_documented_defaults() {
+    let set =
+        parse("jobs:\n  - name: min\n    schedule: \"*/5 * * * *\"\n    command: [/bin/true]\n")
+            .expect("valid");
+    let job = &set.jobs[0];
+    assert_eq!(job.schedule.zone(), chrono_tz::UTC);
+    assert!(job.env.is_empty());
+    assert_eq!(job.working_dir, None);
+    assert_eq!(job.timeout, None);
+    assert_eq!(job.termination_grace, DEFAULT_TERMINATION_GRACE);
+    assert_eq!(job.concurrency_policy, ConcurrencyPolicy::Forbid);
+    assert_eq!(job.starting_deadline, None);
+    assert_eq!(job.retries, 0);
+    assert_eq!(job.retry_backoff, DEFAULT_RETRY_BACKOFF);
+    assert!(!job.suspend);
+}
+
+#[test]
+fn an_unreadable_file_is_a_read_error_naming_the_path() {
+    let path = fixture("does-not-exist.yaml");
+    let err = config::load_file(&path, &LoadOptions::default()).expect_err("missing file");
+    assert!(matches!(err, config::Error::Read { .. }), "{err:?}");
+    assert!(err.to_string().contains("does-not-exist.yaml"), "{err}");
+}
