@@ -41,7 +41,7 @@ pub fn shell_job(name: &str, script: &str) -> Job {
 pub fn job(name: &str, program: Program) -> Job {
     Job {
         name: name.to_owned(),
-        schedule: Schedule {},
+        schedule: Schedule::parse("* * * * *", chrono_tz::UTC).expect("a valid schedule"),
         program,
         env: BTreeMap::new(),
         working_dir: None,
