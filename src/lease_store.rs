@@ -108,7 +108,8 @@ pub trait LeaseStore: Send + Sync + 'static {
     fn get(&self) -> impl Future<Output = Result<Option<Versioned>, Error>> + Send;
 
     /// Creates the record; [`Error::AlreadyExists`] if there already is one.
-    fn create(&self, record: &LeaseRecord) -> impl Future<Output = Result<Versioned, Error>> + Send;
+    fn create(&self, record: &LeaseRecord)
+        -> impl Future<Output = Result<Versioned, Error>> + Send;
 
     /// Replaces the record if its version is still `version`; [`Error::Conflict`] if it is not,
     /// [`Error::NotFound`] if there is no record.
@@ -135,7 +136,9 @@ pub enum Error {
         store: String,
     },
     /// `update` carried a stale version: the record changed since it was read. Re-read; never retry blind.
-    #[error("{store}: version conflict: the lease record changed since version {expected} was read")]
+    #[error(
+        "{store}: version conflict: the lease record changed since version {expected} was read"
+    )]
     Conflict {
         /// [`LeaseStore::describe`].
         store: String,

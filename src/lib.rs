@@ -3,5 +3,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod election;
+pub mod lease_store;
 pub mod schedule;
 pub mod term;

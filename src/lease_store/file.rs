@@ -167,9 +167,8 @@ impl FileStore {
             .map_err(|e| io_error(temp, "writing the temporary file", e))?;
         file.sync_all()
             .map_err(|e| io_error(temp, "syncing the temporary file", e))?;
-        fs::rename(temp, &self.path).map_err(|e| {
-            io_error(&self.path, "renaming the temporary file over it", e)
-        })?;
+        fs::rename(temp, &self.path)
+            .map_err(|e| io_error(&self.path, "renaming the temporary file over it", e))?;
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(|e| io_error(&self.dir, "syncing the directory", e))
@@ -177,12 +176,18 @@ impl FileStore {
 
     /// The next poll instant of [`LeaseStore::changed`].
     fn next_poll(&self) -> Instant {
-        let mut next = self.next_poll.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = self
+            .next_poll
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         *next.get_or_insert_with(|| Instant::now() + self.poll_interval)
     }
 
     fn polled(&self) {
-        let mut next = self.next_poll.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = self
+            .next_poll
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         *next = Some(Instant::now() + self.poll_interval);
     }
 
