@@ -24,10 +24,7 @@ fn lease_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
 }
 
 fn token(replica: &Replica) -> FencingToken {
-    replica
-        .term()
-        .expect("the replica leads")
-        .fencing_token()
+    replica.term().expect("the replica leads").fencing_token()
 }
 
 /// Starts `identity` and lets it take the (free) lease.
@@ -70,7 +67,11 @@ async fn one_leader_among_three_electors_on_one_file() {
             .filter(|r| r.leads())
             .map(|r| r.identity.clone())
             .collect();
-        assert_eq!(leading.len(), 1, "after {step}00 ms the leaders are {leading:?}");
+        assert_eq!(
+            leading.len(),
+            1,
+            "after {step}00 ms the leaders are {leading:?}"
+        );
         leaders.extend(leading);
     }
     assert_eq!(leaders.len(), 1, "the lease never moved: {leaders:?}");
@@ -114,6 +115,31 @@ async fn a_follower_takes_over_only_lease_duration_after_it_observed_the_last_re
 }
 
 #[tokio::test(start_paused = true)]
+async fn exactly_one_of_two_racing_followers_takes_over() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let a = start_leader(&path, "a").await;
+    // Started together, b and c poll together and see a's lease expire in the same instant.
+    let b = Replica::start(&path, "b");
+    let c = Replica::start(&path, "c");
+    run_until(Instant::now() + Duration::from_secs(5)).await;
+    a.faults.set(Mode::Hang);
+    let start = Instant::now();
+    for step in 1..=300 {
+        run_until(start + Duration::from_millis(100) * step).await;
+        let leaders = [&a, &b, &c].iter().filter(|r| r.leads()).count();
+        assert!(leaders <= 1, "{leaders} leaders after {step}00 ms");
+    }
+    let (winner, loser) = if b.leads() { (&b, &c) } else { (&c, &b) };
+    assert!(winner.leads(), "one of them took over");
+    assert_eq!(loser.follows(), Some(Some(winner.identity.clone())));
+    assert_eq!(token(winner), FencingToken(2));
+    for replica in [a, b, c] {
+        replica.stop().await.expect("a clean shutdown");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_release_wakes_a_follower_within_a_retry_period() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = lease_path(&dir);
@@ -154,12 +180,18 @@ async fn failing_renewals_end_the_term_at_the_renew_deadline() {
         .iter()
         .filter(|c| c.sent > s && c.result.is_err())
         .count();
-    assert!(failures >= 3, "a kept retrying ({failures} failed renewals)");
+    assert!(
+        failures >= 3,
+        "a kept retrying ({failures} failed renewals)"
+    );
 
     run_until(s + RD + EPSILON).await;
     assert!(term.is_ended(), "the term ended at s + RD");
     let (told, _) = run.await.expect("the run was stopped");
-    assert!(told >= s + RD, "the run was stopped at the deadline, not before");
+    assert!(
+        told >= s + RD,
+        "the run was stopped at the deadline, not before"
+    );
     assert_eq!(a.follows(), Some(Some("a".to_owned())));
     assert!(a.drain_events().contains(&ElectionEvent::Lost {
         token: FencingToken(1),
@@ -187,8 +219,65 @@ async fn a_hung_renewal_does_not_keep_the_term_alive_past_its_deadline() {
     run_until(s + Duration::from_secs(4) - EPSILON).await;
     assert!(!term.is_ended(), "the term lives until s + RD");
     run_until(s + Duration::from_secs(4) + EPSILON).await;
-    assert!(term.is_ended(), "the hung renewal was cut off at the deadline");
+    assert!(
+        term.is_ended(),
+        "the hung renewal was cut off at the deadline"
+    );
     assert!(!a.leads());
+    a.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_counts_from_when_the_renewal_was_sent_not_answered() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let a = start_leader(&path, "a").await;
+    run_until(Instant::now() + Duration::from_secs(3)).await;
+    let term = a.term().expect("a leads");
+    let slow = Duration::from_millis(1500);
+    a.faults.set(Mode::Delay(slow));
+    let sent = a.faults.last_successful_write().expect("a renewed").sent + RP;
+    run_until(sent + slow + EPSILON).await;
+    a.faults.set(Mode::Fail);
+    let last = a
+        .faults
+        .last_successful_write()
+        .expect("the slow renewal succeeded");
+    assert_eq!(last.sent, sent);
+
+    run_until(sent + RD - EPSILON).await;
+    assert!(!term.is_ended(), "the slow renewal extended the term");
+    run_until(sent + RD + EPSILON).await;
+    assert!(
+        term.is_ended(),
+        "the deadline is s + RD, s being when it was sent"
+    );
+    a.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_answered_at_the_deadline_does_not_extend_the_term() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let config = Config {
+        renew_deadline: Duration::from_secs(4),
+        retry_period: Duration::from_secs(3),
+        ..config("a")
+    };
+    let a = Replica::start_with_config(&path, config, skewed_clock(TimeDelta::zero()));
+    run_until(Instant::now() + EPSILON).await;
+    let term = a.term().expect("a leads");
+    let s = a.faults.last_successful_write().expect("a acquired").sent;
+    // The renewal sent at s + 3 s is answered exactly at the deadline, s + 4 s.
+    a.faults.set(Mode::Delay(Duration::from_secs(1)));
+    run_until(s + Duration::from_secs(4) + EPSILON).await;
+    let answered_late = a.faults.last_successful_write().expect("a wrote").sent;
+    assert_eq!(
+        answered_late,
+        s + Duration::from_secs(3),
+        "the store did apply it"
+    );
+    assert!(term.is_ended(), "a reply at the deadline is too late");
     a.stop().await.expect("a clean shutdown");
 }
 
@@ -207,13 +296,19 @@ async fn fencing_tokens_strictly_increase_across_take_overs() {
 
     a.faults.set(Mode::Healthy);
     b.faults.set(Mode::Hang);
-    assert!(run_until_true(LD + RD, || a.leads()).await, "a takes it back");
+    assert!(
+        run_until_true(LD + RD, || a.leads()).await,
+        "a takes it back"
+    );
     terms.push(("a", a.term().expect("a leads")));
 
     b.faults.set(Mode::Healthy);
     run_until(Instant::now() + Duration::from_secs(5)).await;
     a.stop().await.expect("a clean shutdown");
-    assert!(run_until_true(RP + EPSILON, || b.leads()).await, "b takes the release");
+    assert!(
+        run_until_true(RP + EPSILON, || b.leads()).await,
+        "b takes the release"
+    );
     terms.push(("b", b.term().expect("b leads")));
 
     let holders: Vec<_> = terms.iter().map(|(who, _)| *who).collect();
@@ -281,7 +376,10 @@ async fn the_lease_is_released_only_after_the_terms_runs_ended() {
         .expect("reads")
         .expect("a record");
     assert_eq!(stored.record.holder(), None);
-    assert_eq!(stored.record.lease_transitions, 1, "release keeps the count");
+    assert_eq!(
+        stored.record.lease_transitions, 1,
+        "release keeps the count"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -385,7 +483,8 @@ async fn a_corrupt_record_ends_the_term_and_stops_the_elector() {
     assert!(message.contains("corrupt"), "{message}");
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(term.is_ended());
-    run.await.expect("the run ended before the elector returned");
+    run.await
+        .expect("the run ended before the elector returned");
 }
 
 #[test]

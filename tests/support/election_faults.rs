@@ -37,6 +37,8 @@ pub enum Mode {
     Fail,
     /// Never answer.
     Hang,
+    /// Answer (from the real store) after this long.
+    Delay(Duration),
 }
 
 /// One request as the store saw it.
@@ -130,6 +132,10 @@ impl Faults {
                 source: std::io::Error::other("the test made the store fail"),
             }),
             Mode::Hang => std::future::pending().await,
+            Mode::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                Ok(())
+            }
         }
     }
 }
@@ -168,7 +174,10 @@ impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
             sent,
             written: None,
             expected: None,
-            result: result.as_ref().map(Clone::clone).map_err(ToString::to_string),
+            result: result
+                .as_ref()
+                .map(Clone::clone)
+                .map_err(ToString::to_string),
         });
         result
     }
@@ -184,7 +193,10 @@ impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
             sent,
             written: Some(record.clone()),
             expected: None,
-            result: result.as_ref().map(|v| Some(v.clone())).map_err(ToString::to_string),
+            result: result
+                .as_ref()
+                .map(|v| Some(v.clone()))
+                .map_err(ToString::to_string),
         });
         result
     }
@@ -204,7 +216,10 @@ impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
             sent,
             written: Some(record.clone()),
             expected: Some(version.to_owned()),
-            result: result.as_ref().map(|v| Some(v.clone())).map_err(ToString::to_string),
+            result: result
+                .as_ref()
+                .map(|v| Some(v.clone()))
+                .map_err(ToString::to_string),
         });
         result
     }
@@ -217,7 +232,7 @@ impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
                 self.inner.changed(known).await;
                 Change::Unknown
             }
-            Mode::Healthy => {
+            Mode::Healthy | Mode::Delay(_) => {
                 let change = self.inner.changed(known).await;
                 if let Change::Record(record) = &change {
                     self.faults.saw(record);
@@ -275,7 +290,8 @@ impl Replica {
     /// Starts an elector with `config` on the lease file `path`, with the wall clock `clock`.
     pub fn start_with_config(path: &Path, config: Config, clock: SharedClock) -> Replica {
         let identity = config.identity.clone();
-        let file = FileStore::open(path, config.retry_period).expect("the lease file can be opened");
+        let file =
+            FileStore::open(path, config.retry_period).expect("the lease file can be opened");
         let (store, faults) = FaultyStore::new(file);
         let (elector, leadership) =
             Elector::new(store, config, clock).expect("the test config is valid");
