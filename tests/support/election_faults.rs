@@ -94,8 +94,8 @@ impl Faults {
     pub fn last_successful_write(&self) -> Option<Call> {
         self.calls()
             .into_iter()
-            .filter(|c| c.verb != Verb::Get && c.result.is_ok())
-            .last()
+            .rev()
+            .find(|c| c.verb != Verb::Get && c.result.is_ok())
     }
 
     /// When the elector was first handed `version`.
