@@ -240,10 +240,14 @@ impl<S: LeaseStore> Elector<S> {
         retry_at: Option<Instant>,
         shutdown: &CancellationToken,
     ) -> Result<State, Error> {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return Ok(State::Stopped),
-            () = sleep_until_some(retry_at.or(Some(Instant::now()))) => {}
+        if let Some(retry_at) = retry_at {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(State::Stopped),
+                () = sleep_until(retry_at) => {}
+            }
+        } else if shutdown.is_cancelled() {
+            return Ok(State::Stopped);
         }
         match self.follower_call(Verb::Get, self.store.get()).await {
             Ok(record) => {
@@ -531,7 +535,8 @@ impl<S: LeaseStore> Elector<S> {
     }
 
     /// Ends the term (waiting for its runs), then publishes `Follower` and follows `observed` — by default
-    /// our own last record, as received (a follower's expiry starts no earlier).
+    /// our own last record, as received (no other follower's expiry starts earlier), so the published
+    /// holder may be this replica until that record expires.
     async fn lose(
         &self,
         lead: Leading,

@@ -15,7 +15,7 @@ use faults::{
 use leasecron::clock::PausedClock;
 use leasecron::election::{Config, ElectionEvent, Elector, LossReason};
 use leasecron::lease_store::{FileStore, LeaseStore};
-use leasecron::term::FencingToken;
+use leasecron::term::{FencingToken, Leadership};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -485,6 +485,28 @@ async fn a_corrupt_record_ends_the_term_and_stops_the_elector() {
     assert!(term.is_ended());
     run.await
         .expect("the run ended before the elector returned");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_elector_that_cannot_read_the_record_keeps_trying() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let a = Replica::start(&path, "a");
+    a.faults.set(Mode::Fail);
+    run_until(Instant::now() + Duration::from_secs(5)).await;
+    assert!(matches!(*a.leadership.borrow(), Leadership::Unknown));
+    let failed_reads = a
+        .faults
+        .calls()
+        .iter()
+        .filter(|c| c.result.is_err())
+        .count();
+    assert_eq!(failed_reads, 3, "one read now and one per retry period");
+
+    a.faults.set(Mode::Healthy);
+    run_until(Instant::now() + RP).await;
+    assert!(a.leads(), "a read the (absent) record and took the lease");
+    a.stop().await.expect("a clean shutdown");
 }
 
 #[test]
