@@ -277,3 +277,35 @@ async fn opening_in_a_missing_directory_fails_naming_the_lock_file() {
     assert!(message.contains("leasecron.lease.lock"), "{message}");
     assert!(!error.is_transient());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_read_modify_writes_lose_no_update() {
+    const INCREMENTS: i32 = 50;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    open(&path).create(&record("a", 0)).await.expect("creates");
+    let workers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|holder| {
+            let store = open(&path);
+            tokio::spawn(async move {
+                let mut done = 0;
+                while done < INCREMENTS {
+                    let current = store.get().await.expect("reads").expect("a record");
+                    let next = record(holder, current.record.lease_transitions + 1);
+                    match store.update(&next, &current.version).await {
+                        Ok(_) => done += 1,
+                        Err(e) if e.is_conflict() => {}
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("no panic");
+    }
+    let last = open(&path).get().await.expect("reads").expect("a record");
+    assert_eq!(last.record.lease_transitions, 2 * INCREMENTS);
+    assert_eq!(last.version, (2 * INCREMENTS + 1).to_string());
+}
