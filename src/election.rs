@@ -33,8 +33,11 @@ use crate::clock::SharedClock;
 use crate::lease_store::{self, Change, LeaseRecord, LeaseStore, Verb, Versioned};
 use crate::term::{FencingToken, Leadership, Term, TermHandle};
 
+use observation::Observation;
+
 mod config;
 mod event;
+mod observation;
 
 pub use config::{
     Config, DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY_PERIOD, MIN_MARGIN,
@@ -132,14 +135,6 @@ enum State {
     Leading(Box<Leading>),
     /// Shut down; [`Elector::run`] returns.
     Stopped,
-}
-
-/// A record version and the local monotonic instant at which it was first observed.
-#[derive(Debug, Clone)]
-struct Observation {
-    /// `None`: there is no record.
-    record: Option<Versioned>,
-    at: Instant,
 }
 
 /// The leader's state.
@@ -702,37 +697,6 @@ impl<S: LeaseStore> std::fmt::Debug for Elector<S> {
     }
 }
 
-// === impl Observation ===
-
-impl Observation {
-    fn first(record: Option<Versioned>, at: Instant) -> Self {
-        Observation { record, at }
-    }
-
-    /// The observation after reading `record` at `now`: the same first-observed instant if the version is
-    /// unchanged, else a new one. True if the version is new.
-    fn then(self, record: Option<Versioned>, now: Instant) -> (Self, bool) {
-        if self.version() == record.as_ref().map(|v| v.version.as_str()) {
-            (Observation { record, ..self }, false)
-        } else {
-            (Observation::first(record, now), true)
-        }
-    }
-
-    fn version(&self) -> Option<&str> {
-        self.record.as_ref().map(|v| v.version.as_str())
-    }
-
-    fn holder(&self) -> Option<&str> {
-        self.record.as_ref().and_then(|v| v.record.holder())
-    }
-
-    /// When a held record may be taken over: LD after it was first observed. `None` if it is free.
-    fn expires_at(&self, lease_duration: Duration) -> Option<Instant> {
-        self.holder().map(|_| self.at + lease_duration)
-    }
-}
-
 // === impl Leading ===
 
 impl Leading {
@@ -757,55 +721,6 @@ async fn sleep_until_some(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn versioned(holder: Option<&str>, version: &str) -> Versioned {
-        Versioned {
-            record: LeaseRecord {
-                holder_identity: holder.map(str::to_owned),
-                lease_duration_seconds: 15,
-                acquire_time: None,
-                renew_time: None,
-                lease_transitions: 3,
-            },
-            version: version.to_owned(),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_held_record_expires_lease_duration_after_it_was_first_observed() {
-        let ld = Duration::from_secs(15);
-        let seen = Observation::first(Some(versioned(Some("b"), "7")), Instant::now());
-        assert_eq!(seen.expires_at(ld), Some(seen.at + ld));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn re_reading_the_same_version_keeps_the_first_observation() {
-        let first = Observation::first(Some(versioned(Some("b"), "7")), Instant::now());
-        let at = first.at;
-        tokio::time::advance(Duration::from_secs(5)).await;
-        let (again, is_new) = first.then(Some(versioned(Some("b"), "7")), Instant::now());
-        assert!(!is_new);
-        assert_eq!(
-            again.at, at,
-            "o must not move while the version is unchanged"
-        );
-        let (changed, is_new) = again.then(Some(versioned(Some("b"), "8")), Instant::now());
-        assert!(is_new);
-        assert_eq!(changed.at, Instant::now());
-        let (gone, is_new) = changed.then(None, Instant::now());
-        assert!(is_new && gone.record.is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_free_record_or_no_record_never_needs_to_expire() {
-        let ld = Duration::from_secs(15);
-        let empty = Observation::first(Some(versioned(Some(""), "7")), Instant::now());
-        assert_eq!(empty.expires_at(ld), None);
-        assert_eq!(
-            Observation::first(None, Instant::now()).expires_at(ld),
-            None
-        );
-    }
 
     #[test]
     fn loss_reasons_have_stable_labels() {
