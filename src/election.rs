@@ -11,7 +11,7 @@
 //!   did not write (an earlier incarnation) is treated like anyone else's: it may still have runs.
 //! - **Writes** carry the version last read (`Conflict` / `AlreadyExists` → re-read, never a blind write).
 //! - **Terms**: every acquisition increments `leaseTransitions` — also when the same identity acquires
-//!   again — and the new value is the term's [`FencingToken`](crate::term::FencingToken). A term's
+//!   again — and the new value is the term's [`FencingToken`]. A term's
 //!   deadline is *s* + RD, *s* being the instant the last successful renew was *sent*; it is a timer of
 //!   its own, and every store request is bounded so that none outlives it. When the deadline passes, the
 //!   term ends (its token is cancelled and its runs are awaited) before anything else happens.
