@@ -1,0 +1,311 @@
+//! The file lease store: optimistic concurrency, sharing between instances, crash-safe writes, clear errors.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use leasecron::lease_store::file::LOCK_TIMEOUT;
+use leasecron::lease_store::{Change, Error, FileStore, LeaseRecord, LeaseStore, Verb};
+use nix::fcntl::{Flock, FlockArg};
+
+const POLL: Duration = Duration::from_secs(2);
+
+fn lease_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("leasecron.lease")
+}
+
+fn record(holder: &str, transitions: i32) -> LeaseRecord {
+    let at = Utc
+        .with_ymd_and_hms(2025, 3, 30, 1, 0, 0)
+        .single()
+        .expect("a valid date");
+    LeaseRecord {
+        holder_identity: Some(holder.to_owned()),
+        lease_duration_seconds: 15,
+        acquire_time: Some(at),
+        renew_time: Some(at),
+        lease_transitions: transitions,
+    }
+}
+
+fn open(path: &Path) -> FileStore {
+    FileStore::open(path, POLL).expect("the lease file can be opened")
+}
+
+#[tokio::test]
+async fn a_missing_file_reads_as_no_record() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = open(&lease_path(&dir));
+    assert_eq!(store.get().await.expect("reads"), None);
+}
+
+#[tokio::test]
+async fn the_file_is_pretty_camel_case_json_like_the_lease_api() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    open(&path)
+        .create(&record("pod-a", 1))
+        .await
+        .expect("creates");
+    let text = std::fs::read_to_string(&path).expect("reads");
+    assert!(text.contains("\n  \"holderIdentity\": \"pod-a\""), "{text}");
+    assert!(text.contains("\"leaseDurationSeconds\": 15"), "{text}");
+    assert!(text.contains("\"leaseTransitions\": 1"), "{text}");
+    assert!(
+        text.contains("\"renewTime\": \"2025-03-30T01:00:00Z\""),
+        "{text}"
+    );
+    assert!(text.contains("\"version\": 1"), "{text}");
+}
+
+#[tokio::test]
+async fn create_refuses_an_existing_record() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = open(&lease_path(&dir));
+    store.create(&record("a", 1)).await.expect("creates");
+    let error = store
+        .create(&record("b", 1))
+        .await
+        .expect_err("already there");
+    assert!(matches!(error, Error::AlreadyExists { .. }), "{error}");
+    let current = store.get().await.expect("reads").expect("a record");
+    assert_eq!(current.record.holder(), Some("a"));
+}
+
+#[tokio::test]
+async fn an_update_with_a_stale_version_is_a_conflict_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = open(&lease_path(&dir));
+    let first = store.create(&record("a", 1)).await.expect("creates");
+    let second = store
+        .update(&record("a", 1), &first.version)
+        .await
+        .expect("the version is current");
+    assert_ne!(second.version, first.version);
+
+    let error = store
+        .update(&record("b", 2), &first.version)
+        .await
+        .expect_err("stale version");
+    assert!(matches!(error, Error::Conflict { .. }), "{error}");
+    assert!(error.to_string().contains(&first.version), "{error}");
+    assert_eq!(store.get().await.expect("reads"), Some(second));
+}
+
+#[tokio::test]
+async fn an_update_without_a_record_is_not_found() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = open(&lease_path(&dir));
+    let error = store
+        .update(&record("a", 1), "1")
+        .await
+        .expect_err("nothing to update");
+    assert!(matches!(error, Error::NotFound { .. }), "{error}");
+    assert_eq!(store.get().await.expect("reads"), None);
+}
+
+#[tokio::test]
+async fn two_instances_on_one_path_see_each_others_writes() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let one = open(&path);
+    let two = open(&path);
+    let created = one.create(&record("a", 1)).await.expect("creates");
+    assert_eq!(two.get().await.expect("reads"), Some(created.clone()));
+
+    let updated = two
+        .update(&record("b", 2), &created.version)
+        .await
+        .expect("two saw one's version");
+    assert_eq!(one.get().await.expect("reads"), Some(updated));
+    let error = one
+        .update(&record("a", 1), &created.version)
+        .await
+        .expect_err("one's version is stale now");
+    assert!(error.is_conflict(), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn changed_reports_another_instances_write_at_the_next_poll() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let writer = open(&path);
+    let watcher = open(&path);
+    let created = writer.create(&record("a", 1)).await.expect("creates");
+
+    let unchanged =
+        tokio::time::timeout(POLL * 3, watcher.changed(Some(created.version.clone()))).await;
+    assert!(unchanged.is_err(), "nothing changed: {unchanged:?}");
+
+    let updated = writer
+        .update(&record("b", 2), &created.version)
+        .await
+        .expect("updates");
+    let change = tokio::time::timeout(POLL, watcher.changed(Some(created.version)))
+        .await
+        .expect("seen within one poll interval");
+    assert_eq!(change, Change::Record(Some(updated)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn changed_reports_a_record_to_a_caller_that_knew_of_none() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let watcher = open(&path);
+    let created = open(&path).create(&record("a", 1)).await.expect("creates");
+    let change = tokio::time::timeout(POLL, watcher.changed(None))
+        .await
+        .expect("seen within one poll interval");
+    assert_eq!(change, Change::Record(Some(created)));
+}
+
+#[tokio::test]
+async fn a_corrupt_file_is_an_error_naming_the_path_and_position() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    std::fs::write(&path, "{\n  \"holderIdentity\": \"a\",\n  oops\n}\n").expect("writes");
+    let error = open(&path).get().await.expect_err("corrupt");
+    let message = error.to_string();
+    assert!(matches!(error, Error::Corrupt { .. }), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("line 3"), "{message}");
+    assert!(!error.is_transient());
+}
+
+#[tokio::test]
+async fn a_record_with_wrong_fields_is_corrupt() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let cases = [
+        (
+            r#"{"leaseDurationSeconds": 15, "version": 1}"#,
+            "leaseTransitions",
+        ),
+        (
+            r#"{"leaseDurationSeconds": 15, "leaseTransitions": 0, "version": 1, "holder": "a"}"#,
+            "holder",
+        ),
+        (
+            r#"{"leaseDurationSeconds": "15s", "leaseTransitions": 0, "version": 1}"#,
+            "invalid type",
+        ),
+        (
+            r#"{"leaseDurationSeconds": 15, "leaseTransitions": -2, "version": 1}"#,
+            "leaseTransitions must not be negative",
+        ),
+        ("", "EOF"),
+    ];
+    let store = open(&path);
+    for (json, fragment) in cases {
+        std::fs::write(&path, json).expect("writes");
+        let message = store.get().await.expect_err(json).to_string();
+        assert!(message.starts_with("lease file "), "{message}");
+        assert!(message.contains(fragment), "{json}: {message}");
+        let error = store
+            .update(&record("a", 1), "1")
+            .await
+            .expect_err("no update over a corrupt record");
+        assert!(matches!(error, Error::Corrupt { .. }), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_temp_write_leaves_the_old_record_intact() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let store = open(&path);
+    let created = store.create(&record("a", 1)).await.expect("creates");
+    let before = std::fs::read(&path).expect("reads");
+
+    // A directory where the temporary file goes makes creating it fail.
+    let temp = dir.path().join("leasecron.lease.tmp");
+    std::fs::create_dir(&temp).expect("creates a dir");
+    let error = store
+        .update(&record("b", 2), &created.version)
+        .await
+        .expect_err("the temp file cannot be created");
+    let message = error.to_string();
+    assert!(matches!(error, Error::Io { .. }), "{message}");
+    assert!(message.contains("temporary file"), "{message}");
+    assert_eq!(std::fs::read(&path).expect("reads"), before);
+    assert_eq!(store.get().await.expect("reads"), Some(created.clone()));
+
+    std::fs::remove_dir(&temp).expect("removes the dir");
+    store
+        .update(&record("b", 2), &created.version)
+        .await
+        .expect("writes once the way is clear");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_stuck_holding_the_lock_makes_writes_time_out() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let store = open(&path);
+    let created = store.create(&record("a", 1)).await.expect("creates");
+
+    let lock_file =
+        File::open(dir.path().join("leasecron.lease.lock")).expect("the lock file exists");
+    let held = Flock::lock(lock_file, FlockArg::LockExclusive).expect("the test takes the lock");
+    let error = store
+        .update(&record("b", 2), &created.version)
+        .await
+        .expect_err("the lock is held");
+    assert!(
+        matches!(error, Error::Timeout { verb: Verb::Update, after, .. } if after == LOCK_TIMEOUT),
+        "{error}"
+    );
+    assert_eq!(
+        store.get().await.expect("reads need no lock"),
+        Some(created.clone())
+    );
+
+    drop(held);
+    store
+        .update(&record("b", 2), &created.version)
+        .await
+        .expect("writes once the lock is free");
+}
+
+#[tokio::test]
+async fn opening_in_a_missing_directory_fails_naming_the_lock_file() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("missing").join("leasecron.lease");
+    let error = FileStore::open(&path, POLL).expect_err("no such directory");
+    let message = error.to_string();
+    assert!(message.contains("leasecron.lease.lock"), "{message}");
+    assert!(!error.is_transient());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_read_modify_writes_lose_no_update() {
+    const INCREMENTS: i32 = 50;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    open(&path).create(&record("a", 0)).await.expect("creates");
+    let workers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|holder| {
+            let store = open(&path);
+            tokio::spawn(async move {
+                let mut done = 0;
+                while done < INCREMENTS {
+                    let current = store.get().await.expect("reads").expect("a record");
+                    let next = record(holder, current.record.lease_transitions + 1);
+                    match store.update(&next, &current.version).await {
+                        Ok(_) => done += 1,
+                        Err(e) if e.is_conflict() => {}
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("no panic");
+    }
+    let last = open(&path).get().await.expect("reads").expect("a record");
+    assert_eq!(last.record.lease_transitions, 2 * INCREMENTS);
+    assert_eq!(last.version, (2 * INCREMENTS + 1).to_string());
+}
