@@ -79,8 +79,14 @@ impl Error {
             | Error::NoKubernetes
             | Error::Identity(_)
             | Error::UnknownJob(_) => EXIT_USAGE,
-            Error::Election(e) if e.is_config() => EXIT_USAGE,
-            Error::LeaseStore(e) if e.is_corrupt() => EXIT_USAGE,
+            Error::Election(
+                election::Error::EmptyIdentity
+                | election::Error::ZeroDuration { .. }
+                | election::Error::LeaseDurationTooLong { .. }
+                | election::Error::RenewDeadlineTooShort { .. }
+                | election::Error::LeaseTooShort { .. },
+            ) => EXIT_USAGE,
+            Error::LeaseStore(lease_store::Error::Corrupt { .. }) => EXIT_USAGE,
             Error::Http(http::Error::Bind { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
