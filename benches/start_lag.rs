@@ -43,12 +43,20 @@ fn main() {
         .build()
         .expect("runtime");
 
-    println!("start lag, 1-second jobs, {samples} samples each (child's own clock − scheduled second)");
+    println!(
+        "start lag, 1-second jobs, {samples} samples each (child's own clock − scheduled second)"
+    );
     let ours = runtime.block_on(measure_leasecron(&dir.path().join("leasecron"), samples));
-    let theirs = runtime.block_on(measure_tokio_cron_scheduler(&dir.path().join("tcs"), samples));
+    let theirs = runtime.block_on(measure_tokio_cron_scheduler(
+        &dir.path().join("tcs"),
+        samples,
+    ));
     let ours = Summary::of(ours);
     let theirs = Summary::of(theirs);
-    println!("{:<24} {:>9} {:>9} {:>9} {:>9} {:>7}", "", "min", "median", "p99", "max", "n");
+    println!(
+        "{:<24} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "", "min", "median", "p99", "max", "n"
+    );
     ours.print("leasecron");
     theirs.print("tokio-cron-scheduler");
     println!(
@@ -103,11 +111,11 @@ async fn measure_leasecron(out: &Path, samples: u64) -> Vec<f64> {
 async fn measure_tokio_cron_scheduler(out: &Path, samples: u64) -> Vec<f64> {
     use tokio_cron_scheduler::{Job, JobScheduler};
     let exe = std::env::current_exe().expect("current exe");
-    let out: PathBuf = out.to_owned();
+    let record: PathBuf = out.to_owned();
     let mut scheduler = JobScheduler::new().await.expect("scheduler");
     let job = Job::new_async("* * * * * *", move |_id, _lock| {
         let exe = exe.clone();
-        let out = out.clone();
+        let out = record.clone();
         Box::pin(async move {
             let mut child = tokio::process::Command::new(exe)
                 .env(PROBE_ENV, out)
@@ -121,7 +129,7 @@ async fn measure_tokio_cron_scheduler(out: &Path, samples: u64) -> Vec<f64> {
     scheduler.start().await.expect("start");
     tokio::time::sleep(Duration::from_secs(samples + 1)).await;
     scheduler.shutdown().await.expect("shutdown");
-    lags(out.as_path())
+    lags(out)
 }
 
 /// Lags in milliseconds, from the probe's records (slot = the whole second).

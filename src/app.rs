@@ -115,7 +115,11 @@ impl Default for Timings {
 }
 
 impl Timings {
-    fn election_config(&self, identity: String, max_termination_grace: Duration) -> election::Config {
+    fn election_config(
+        &self,
+        identity: String,
+        max_termination_grace: Duration,
+    ) -> election::Config {
         election::Config {
             identity,
             lease_duration: self.lease_duration,
@@ -312,7 +316,11 @@ pub fn next(file: &Path, count: usize, job: Option<&str>) -> Result<String, Erro
     let now = Utc::now();
     let mut out = String::new();
     let mut found = false;
-    for j in set.jobs.iter().filter(|j| job.is_none_or(|name| name == j.name)) {
+    for j in set
+        .jobs
+        .iter()
+        .filter(|j| job.is_none_or(|name| name == j.name))
+    {
         found = true;
         out.push_str(&format!(
             "{}  \"{}\"  {}{}\n",

@@ -84,7 +84,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 }
 
 /// Serves the endpoints on `listener` until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, health: Health, stop: CancellationToken) -> Result<(), Error> {
+pub async fn serve(
+    listener: TcpListener,
+    health: Health,
+    stop: CancellationToken,
+) -> Result<(), Error> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -99,7 +103,10 @@ async fn healthz(State(health): State<Health>) -> (StatusCode, &'static str) {
     if health.is_healthy() {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "wedged: term past its deadline and not ended\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "wedged: term past its deadline and not ended\n",
+        )
     }
 }
 

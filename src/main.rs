@@ -53,7 +53,12 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     jobs: PathBuf,
     /// Name of the coordination.k8s.io/v1 Lease.
-    #[arg(long, env = "LEASECRON_LEASE_NAME", default_value = "leasecron", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "LEASECRON_LEASE_NAME",
+        default_value = "leasecron",
+        value_name = "NAME"
+    )]
     lease_name: String,
     /// Namespace of the Lease [default: POD_NAMESPACE, else the kubeconfig's or in-cluster namespace, else default].
     #[arg(long, env = "LEASECRON_LEASE_NAMESPACE", value_name = "NS")]
@@ -160,6 +165,10 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }

@@ -58,13 +58,23 @@ impl Signals {
 
     /// Cancels `shutdown` at the first signal; at the second, runs `force` (which should kill every run and
     /// exit the process).
-    pub fn watch(mut self, shutdown: CancellationToken, force: impl FnOnce() + Send + 'static) -> impl Future<Output = ()> + Send {
+    pub fn watch(
+        mut self,
+        shutdown: CancellationToken,
+        force: impl FnOnce() + Send + 'static,
+    ) -> impl Future<Output = ()> + Send {
         async move {
             let first = self.recv().await;
-            tracing::info!(signal = first, "shutting down: stopping runs, then releasing the lease (send it again to force)");
+            tracing::info!(
+                signal = first,
+                "shutting down: stopping runs, then releasing the lease (send it again to force)"
+            );
             shutdown.cancel();
             let second = self.recv().await;
-            tracing::warn!(signal = second, "second signal: killing every run and exiting now");
+            tracing::warn!(
+                signal = second,
+                "second signal: killing every run and exiting now"
+            );
             force();
         }
     }

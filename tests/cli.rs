@@ -7,7 +7,8 @@ use std::fs;
 
 use replica::{output, FAST_TIMINGS};
 
-const GOOD: &str = "jobs:\n  - name: hello\n    schedule: \"*/5 * * * *\"\n    command: [\"/bin/true\"]\n";
+const GOOD: &str =
+    "jobs:\n  - name: hello\n    schedule: \"*/5 * * * *\"\n    command: [\"/bin/true\"]\n";
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -23,16 +24,27 @@ fn validate_accepts_a_good_file_and_the_example() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("good.yaml: ok (1 jobs)"), "{stdout}");
-    assert!(stdout.contains("jobs.example.yaml: ok (4 jobs)"), "{stdout}");
+    assert!(
+        stdout.contains("jobs.example.yaml: ok (4 jobs)"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn validate_reports_every_error_of_every_file_with_its_position() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.yaml");
-    fs::write(&a, "jobs:\n  - name: x\n    schedule: \"61 * * * *\"\n    command: [\"/bin/true\"]\n").unwrap();
+    fs::write(
+        &a,
+        "jobs:\n  - name: x\n    schedule: \"61 * * * *\"\n    command: [\"/bin/true\"]\n",
+    )
+    .unwrap();
     let b = dir.path().join("b.yaml");
-    fs::write(&b, "jobs:\n  - name: y\n    schedule: \"* * * * *\"\n    shell: true-ish\n    colour: red\n").unwrap();
+    fs::write(
+        &b,
+        "jobs:\n  - name: y\n    schedule: \"* * * * *\"\n    shell: true-ish\n    colour: red\n",
+    )
+    .unwrap();
     let out = output(&["validate", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
@@ -44,7 +56,11 @@ fn validate_reports_every_error_of_every_file_with_its_position() {
 fn run_with_an_invalid_jobs_file_exits_2_before_touching_the_lease() {
     let dir = tempfile::tempdir().unwrap();
     let jobs = dir.path().join("jobs.yaml");
-    fs::write(&jobs, "jobs:\n  - name: Bad_Name\n    schedule: \"* * * * *\"\n    command: [\"/bin/true\"]\n").unwrap();
+    fs::write(
+        &jobs,
+        "jobs:\n  - name: Bad_Name\n    schedule: \"* * * * *\"\n    command: [\"/bin/true\"]\n",
+    )
+    .unwrap();
     let lease = dir.path().join("lease.json");
     let out = output(&[
         "run",
@@ -54,7 +70,11 @@ fn run_with_an_invalid_jobs_file_exits_2_before_touching_the_lease() {
         lease.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("{}:2:", jobs.display())), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{}:2:", jobs.display())),
+        "{}",
+        stderr(&out)
+    );
     assert!(!lease.exists(), "the lease file was not created");
 }
 
@@ -70,11 +90,66 @@ fn bad_inputs_get_one_clear_line_and_exit_2() {
     let lease = lease.to_str().unwrap();
     let missing = dir.path().join("missing.yaml");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["run", "--jobs", missing.to_str().unwrap(), "--lease-file", lease], "missing.yaml"),
-        (vec!["run", "--jobs", jobs, "--lease-file", lease, "--lease-duration", "soon"], "--lease-duration"),
-        (vec!["run", "--jobs", jobs, "--lease-file", lease, "--lease-duration", "10s", "--renew-deadline", "10s"], "--renew-deadline"),
-        (vec!["run", "--jobs", jobs, "--lease-file", lease, "--renew-deadline", "2s", "--retry-period", "2s"], "--retry-period"),
-        (vec!["run", "--jobs", jobs, "--lease-file", corrupt.to_str().unwrap()], "corrupt.json"),
+        (
+            vec![
+                "run",
+                "--jobs",
+                missing.to_str().unwrap(),
+                "--lease-file",
+                lease,
+            ],
+            "missing.yaml",
+        ),
+        (
+            vec![
+                "run",
+                "--jobs",
+                jobs,
+                "--lease-file",
+                lease,
+                "--lease-duration",
+                "soon",
+            ],
+            "--lease-duration",
+        ),
+        (
+            vec![
+                "run",
+                "--jobs",
+                jobs,
+                "--lease-file",
+                lease,
+                "--lease-duration",
+                "10s",
+                "--renew-deadline",
+                "10s",
+            ],
+            "--renew-deadline",
+        ),
+        (
+            vec![
+                "run",
+                "--jobs",
+                jobs,
+                "--lease-file",
+                lease,
+                "--renew-deadline",
+                "2s",
+                "--retry-period",
+                "2s",
+            ],
+            "--retry-period",
+        ),
+        (
+            vec![
+                "run",
+                "--jobs",
+                jobs,
+                "--lease-file",
+                corrupt.to_str().unwrap(),
+            ],
+            "corrupt.json",
+        ),
         (vec!["run", "--jobs", jobs], "--lease-file"),
         (vec!["next", jobs, "--job", "nope"], "nope"),
     ];
@@ -82,10 +157,17 @@ fn bad_inputs_get_one_clear_line_and_exit_2() {
         let out = output(&args);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(mention), "{args:?} should mention {mention}: {err}");
+        assert!(
+            err.contains(mention),
+            "{args:?} should mention {mention}: {err}"
+        );
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         if !args.contains(&"soon") {
-            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line: {err}");
+            assert_eq!(
+                err.trim_end().lines().count(),
+                1,
+                "{args:?}: one line: {err}"
+            );
         }
     }
     assert!(!std::path::Path::new(lease).exists());
@@ -108,7 +190,14 @@ fn next_lists_fire_times_in_the_jobs_zone() {
     let dir = tempfile::tempdir().unwrap();
     let jobs = dir.path().join("jobs.yaml");
     fs::write(&jobs, "jobs:\n  - name: berlin\n    schedule: \"30 2 * * *\"\n    timeZone: Europe/Berlin\n    command: [\"/bin/true\"]\n  - name: other\n    schedule: \"@hourly\"\n    command: [\"/bin/true\"]\n").unwrap();
-    let out = output(&["next", jobs.to_str().unwrap(), "--count", "3", "--job", "berlin"]);
+    let out = output(&[
+        "next",
+        jobs.to_str().unwrap(),
+        "--count",
+        "3",
+        "--job",
+        "berlin",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let times: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  ")).collect();

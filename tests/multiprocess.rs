@@ -79,7 +79,10 @@ fn read_runs(path: &Path) -> Vec<Run> {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 fn lease_holder(lease: &Path) -> Option<String> {
@@ -111,14 +114,18 @@ fn three_replicas_elect_one_leader_whose_runs_carry_identity_and_token() {
 
     let leader = &seen[0].identity;
     assert!(
-        seen.iter().all(|r| &r.identity == leader && r.token == seen[0].token),
+        seen.iter()
+            .all(|r| &r.identity == leader && r.token == seen[0].token),
         "one leader, one term: {seen:?}"
     );
     assert!(seen[0].token >= 1, "fencing tokens start at 1");
     assert_eq!(lease_holder(&lease).as_deref(), Some(leader.as_str()));
     for pair in seen.windows(2) {
         if let Some(end) = pair[0].end_ns {
-            assert!(end <= pair[1].start_ns, "runs of a Forbid job never overlap: {pair:?}");
+            assert!(
+                end <= pair[1].start_ns,
+                "runs of a Forbid job never overlap: {pair:?}"
+            );
         }
     }
     for replica in &mut replicas {
@@ -126,7 +133,12 @@ fn three_replicas_elect_one_leader_whose_runs_carry_identity_and_token() {
     }
     for replica in &mut replicas {
         let status = replica.wait_exit(WAIT).expect("exits after SIGTERM");
-        assert!(status.success(), "{} exited with {status}: {}", replica.identity, replica.log_text());
+        assert!(
+            status.success(),
+            "{} exited with {status}: {}",
+            replica.identity,
+            replica.log_text()
+        );
     }
 }
 
@@ -160,7 +172,10 @@ fn killing_the_leader_hands_over_without_overlapping_runs() {
         successor.token > first.token,
         "the new term has a larger fencing token: {successor:?} after {first:?}"
     );
-    assert!(successor.start_ns > killed_at, "no take-over before the kill");
+    assert!(
+        successor.start_ns > killed_at,
+        "no take-over before the kill"
+    );
 
     // Let the new leader run a few times, then check every pair of runs for overlap. A run of the killed
     // leader has no end record: its process died with it (PR_SET_PDEATHSIG), at the kill at the latest.
@@ -197,14 +212,20 @@ fn sigterm_ends_the_runs_then_releases_the_lease() {
     .unwrap();
     let lease = dir.path().join("lease.json");
     let mut leader = Replica::start(dir.path(), "first", &jobs, &lease, &FAST_TIMINGS);
-    let job_pid: i32 = wait_for(WAIT, || fs::read_to_string(&pidfile).ok()?.trim().parse().ok())
-        .expect("the job started");
+    let job_pid: i32 = wait_for(WAIT, || {
+        fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    })
+    .expect("the job started");
     assert!(alive(job_pid));
     assert_eq!(lease_holder(&lease).as_deref(), Some("first"));
 
     leader.signal(Signal::SIGTERM);
     let status = leader.wait_exit(WAIT).expect("exits after SIGTERM");
-    assert!(status.success(), "clean shutdown exits 0: {}", leader.log_text());
+    assert!(
+        status.success(),
+        "clean shutdown exits 0: {}",
+        leader.log_text()
+    );
     assert!(!alive(job_pid), "the run was terminated before exit");
     assert_eq!(lease_holder(&lease), None, "the lease was released");
     assert!(
@@ -236,8 +257,13 @@ fn a_released_lease_is_taken_at_once_not_after_the_lease_duration() {
     first.signal(Signal::SIGTERM);
     assert!(first.wait_exit(WAIT).expect("a exits").success());
 
-    let taken = wait_for(WAIT, || (lease_holder(&lease).as_deref() == Some("b")).then_some(()));
-    assert!(taken.is_some(), "b acquired the released lease well within LD");
+    let taken = wait_for(WAIT, || {
+        (lease_holder(&lease).as_deref() == Some("b")).then_some(())
+    });
+    assert!(
+        taken.is_some(),
+        "b acquired the released lease well within LD"
+    );
     second.signal(Signal::SIGTERM);
     assert!(second.wait_exit(WAIT).expect("b exits").success());
 }
