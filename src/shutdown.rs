@@ -5,8 +5,6 @@
 //! second signal does not want to wait: every process group gets SIGKILL and the process exits at once
 //! (with [`FORCED_EXIT_CODE`]), leaving the lease to expire.
 
-use std::future::Future;
-
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -58,24 +56,18 @@ impl Signals {
 
     /// Cancels `shutdown` at the first signal; at the second, runs `force` (which should kill every run and
     /// exit the process).
-    pub fn watch(
-        mut self,
-        shutdown: CancellationToken,
-        force: impl FnOnce() + Send + 'static,
-    ) -> impl Future<Output = ()> + Send {
-        async move {
-            let first = self.recv().await;
-            tracing::info!(
-                signal = first,
-                "shutting down: stopping runs, then releasing the lease (send it again to force)"
-            );
-            shutdown.cancel();
-            let second = self.recv().await;
-            tracing::warn!(
-                signal = second,
-                "second signal: killing every run and exiting now"
-            );
-            force();
-        }
+    pub async fn watch(mut self, shutdown: CancellationToken, force: impl FnOnce()) {
+        let first = self.recv().await;
+        tracing::info!(
+            signal = first,
+            "shutting down: stopping runs, then releasing the lease (send it again to force)"
+        );
+        shutdown.cancel();
+        let second = self.recv().await;
+        tracing::warn!(
+            signal = second,
+            "second signal: killing every run and exiting now"
+        );
+        force();
     }
 }
