@@ -21,7 +21,7 @@ use chrono::Utc;
 use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, LoadOptions};
 use leasecron::dispatch::Dispatcher;
-use leasecron::runner::Runner;
+use leasecron::runner::{RunEvent, Runner};
 use leasecron::term::{FencingToken, Leadership, Term};
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +46,8 @@ fn main() {
     println!(
         "start lag, 1-second jobs, {samples} samples each (child's own clock − scheduled second)"
     );
-    let ours = runtime.block_on(measure_leasecron(&dir.path().join("leasecron"), samples));
+    let (ours, ours_spawn) =
+        runtime.block_on(measure_leasecron(&dir.path().join("leasecron"), samples));
     let theirs = runtime.block_on(measure_tokio_cron_scheduler(
         &dir.path().join("tcs"),
         samples,
@@ -58,6 +59,7 @@ fn main() {
         "", "min", "median", "p99", "max", "n"
     );
     ours.print("leasecron");
+    Summary::of(ours_spawn).print("  of which to spawn()");
     theirs.print("tokio-cron-scheduler");
     println!(
         "ratio tokio-cron-scheduler / leasecron: median {:.0}x, p99 {:.0}x",
@@ -77,7 +79,9 @@ fn probe(out: &Path) {
     writeln!(file, "{}", now.as_nanos()).expect("write probe");
 }
 
-async fn measure_leasecron(out: &Path, samples: u64) -> Vec<f64> {
+/// The child-measured lags, and the runner's own `start_delay` (slot until just before `spawn()`): the
+/// difference between the two is the cost of fork, exec and the child's start.
+async fn measure_leasecron(out: &Path, samples: u64) -> (Vec<f64>, Vec<f64>) {
     let exe = std::env::current_exe().expect("current exe");
     let yaml = format!(
         "jobs:\n  - name: lag\n    schedule: \"* * * * * *\"\n    concurrencyPolicy: Allow\n    command: [{:?}]\n    env: {{{PROBE_ENV}: {:?}}}\n",
@@ -95,7 +99,8 @@ async fn measure_leasecron(out: &Path, samples: u64) -> Vec<f64> {
     let (_tx, leadership) = tokio::sync::watch::channel(Leadership::Leader {
         term: handle.term().clone(),
     });
-    let runner = Runner::new("bench".to_owned(), Arc::clone(&clock), None);
+    let (events, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let runner = Runner::new("bench".to_owned(), Arc::clone(&clock), Some(events));
     let dispatcher = Dispatcher::new(runner, leadership, clock);
     let stop = CancellationToken::new();
     let stopper = stop.clone();
@@ -105,7 +110,14 @@ async fn measure_leasecron(out: &Path, samples: u64) -> Vec<f64> {
     });
     dispatcher.run(&jobs, stop).await;
     handle.end().await;
-    lags(out)
+    drop(dispatcher);
+    let mut to_spawn = Vec::new();
+    while let Some(event) = reports.recv().await {
+        if let RunEvent::Finished(report) = event {
+            to_spawn.push(report.start_delay.as_secs_f64() * 1e3);
+        }
+    }
+    (lags(out), to_spawn)
 }
 
 async fn measure_tokio_cron_scheduler(out: &Path, samples: u64) -> Vec<f64> {

@@ -26,6 +26,9 @@ use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code for a failure at run time.
 pub const EXIT_FAILURE: i32 = 1;
+/// How often a follower on a local lease file re-reads it (at most; RP if shorter). A file has no watch;
+/// reading a few hundred bytes four times a second is cheap, and a release is noticed within this bound.
+pub const LEASE_FILE_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Errors of the commands. [`Error::exit_code`] maps them to the CLI's exit codes.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +176,10 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
         return Err(Error::NoKubernetes);
     };
     let identity = resolve_identity(opts.identity.clone(), true)?;
-    let store = FileStore::open(lease_file, opts.timings.retry_period)?;
+    let store = FileStore::open(
+        lease_file,
+        opts.timings.retry_period.min(LEASE_FILE_POLL_INTERVAL),
+    )?;
     // A corrupt lease file is a configuration error: find out before anything runs.
     store.get().await?;
     let listener = http::bind(opts.http_addr).await?;

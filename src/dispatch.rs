@@ -115,12 +115,8 @@ impl Dispatcher {
             tracing::debug!(job = %job.name, %scheduled, "not the leader: not starting");
             return;
         };
-        match self.runner.start(Arc::clone(job), scheduled, term) {
-            Start::Spawned => {}
-            Start::Skipped(reason) => {
-                tracing::info!(job = %job.name, %scheduled, reason = reason.label(), "run skipped");
-            }
-        }
+        // The runner logs and reports its own skips (overlap, term no longer live).
+        let _: Start = self.runner.start(Arc::clone(job), scheduled, term);
     }
 
     fn skip(

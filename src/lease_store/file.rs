@@ -26,10 +26,10 @@
 //!
 //! # Change detection
 //!
-//! [`LeaseStore::changed`] polls: every `poll_interval` (the elector passes its retry period) it reads the
-//! record and resolves if the version differs from the caller's. A local file offers no cheaper signal that
-//! works across processes without inotify, and the poll keeps a follower's reaction to a release within
-//! one retry period.
+//! [`LeaseStore::changed`] polls: every `poll_interval` (`run` passes the retry period, at most
+//! [`crate::app::LEASE_FILE_POLL_INTERVAL`]) it reads the record and resolves if the version differs from
+//! the caller's. A local file offers no cheaper signal that works across processes without inotify, and the
+//! poll keeps a follower's reaction to a release within one interval.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

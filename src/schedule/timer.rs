@@ -22,6 +22,13 @@ pub const ON_TIME_TOLERANCE: Duration = Duration::from_secs(1);
 /// Longest single sleep before the wall clock is read again.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// How early the timer wakes before a slot to approach it precisely.
+///
+/// tokio's timer has millisecond granularity and rounds a deadline up, so a plain `sleep_until` wakes
+/// 1–2 ms late. The timer sleeps until `PRECISE_LEAD` before the slot, then yields to the scheduler until
+/// the wall clock reaches the slot: at most this long of a worker's time per fire.
+pub const PRECISE_LEAD: Duration = Duration::from_millis(2);
+
 /// What the timer hands the dispatcher for one slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tick {
@@ -108,9 +115,11 @@ impl Timer {
             let target = self.next?;
             let now = self.clock.now();
             match (target - now).to_std() {
-                Ok(wait) if !wait.is_zero() => {
-                    tokio::time::sleep_until(Instant::now() + wait.min(MAX_SLEEP)).await;
+                Ok(wait) if wait > PRECISE_LEAD => {
+                    let sleep = (wait - PRECISE_LEAD).min(MAX_SLEEP);
+                    tokio::time::sleep_until(Instant::now() + sleep).await;
                 }
+                Ok(wait) if !wait.is_zero() => approach(wait).await,
                 _ => return Some(self.take_due(target, now)),
             }
         }
@@ -141,5 +150,16 @@ impl Timer {
                 lateness,
             }
         }
+    }
+}
+
+/// The last `wait` (at most [`PRECISE_LEAD`]) before a slot: yield once, so the caller re-reads the wall
+/// clock on its next turn. Under a paused tokio clock (tests) yielding cannot move time, so there the
+/// remainder is slept instead.
+async fn approach(wait: Duration) {
+    let before = Instant::now();
+    tokio::task::yield_now().await;
+    if Instant::now() == before {
+        tokio::time::sleep_until(before + wait).await;
     }
 }
