@@ -107,7 +107,7 @@ fn as_pid_1_orphaned_grandchildren_are_reaped() {
         .collect();
     let log_text = fs::read_to_string(dir.path().join("log")).unwrap_or_default();
     assert!(
-        samples.iter().any(|&n| n == 0),
+        samples.contains(&0),
         "orphans are reaped, zombies sampled: {samples:?}\n{log_text}"
     );
     assert!(
