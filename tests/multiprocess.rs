@@ -267,3 +267,56 @@ fn a_released_lease_is_taken_at_once_not_after_the_lease_duration() {
     second.signal(Signal::SIGTERM);
     assert!(second.wait_exit(WAIT).expect("b exits").success());
 }
+
+#[test]
+fn a_second_signal_kills_the_runs_and_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("job.pid");
+    let jobs = dir.path().join("jobs.yaml");
+    // The job ignores SIGTERM, so a clean shutdown would wait out its 3 s grace.
+    fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: stubborn\n    schedule: \"* * * * * *\"\n    terminationGrace: 3s\n    shell: 'trap \"\" TERM; echo $$ > {}; while :; do sleep 0.1; done'\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    let lease = dir.path().join("lease.json");
+    let mut leader = Replica::start(dir.path(), "forced", &jobs, &lease, &[]);
+    let job_pid: i32 = wait_for(WAIT, || {
+        fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    })
+    .expect("the job started");
+
+    leader.signal(Signal::SIGTERM);
+    // Once the clean shutdown has begun (the job got its SIGTERM and ignores it), force it.
+    wait_for(WAIT, || {
+        leader.log_text().contains("sending SIGTERM").then_some(())
+    })
+    .expect("the clean shutdown started");
+    leader.signal(Signal::SIGTERM);
+    let status = leader
+        .wait_exit(WAIT)
+        .expect("exits after the second signal");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a forced shutdown exits 1: {}",
+        leader.log_text()
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || (!alive(job_pid)).then_some(())).is_some(),
+        "the run was killed"
+    );
+    assert!(
+        !leader.log_text().contains("still running after the grace"),
+        "it did not wait for the grace: {}",
+        leader.log_text()
+    );
+    assert_eq!(
+        lease_holder(&lease).as_deref(),
+        Some("forced"),
+        "a forced exit does not release: the lease expires"
+    );
+}
