@@ -54,7 +54,7 @@ use croner::errors::CronError;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
-pub use timer::{Tick, Timer, MAX_SLEEP, ON_TIME_TOLERANCE};
+pub use timer::{Tick, Timer, MAX_SLEEP, ON_TIME_TOLERANCE, PRECISE_LEAD};
 
 /// Half-width of the window searched for the end of a DST gap: wider than any UTC offset ever in use.
 const ZONE_SEARCH_RADIUS: TimeDelta = TimeDelta::hours(16);
