@@ -74,6 +74,14 @@ fn display_all(errors: &[config::Error]) -> String {
 }
 
 impl Error {
+    /// True if the message is a list of `FILE:LINE:COL: message` diagnostics, to print as they are.
+    pub fn is_diagnostics(&self) -> bool {
+        matches!(
+            self,
+            Error::Invalid(_) | Error::Config(config::Error::Invalid(_))
+        )
+    }
+
     /// The process exit code for this error: 2 for bad input, 1 for failures at run time.
     pub fn exit_code(&self) -> i32 {
         match self {

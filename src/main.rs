@@ -114,10 +114,13 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let code = err
-                .downcast_ref::<app::Error>()
-                .map_or(app::EXIT_FAILURE, app::Error::exit_code);
-            eprintln!("leasecron: {err:#}");
+            let app_error = err.downcast_ref::<app::Error>();
+            let code = app_error.map_or(app::EXIT_FAILURE, app::Error::exit_code);
+            if app_error.is_some_and(app::Error::is_diagnostics) {
+                eprintln!("{err}");
+            } else {
+                eprintln!("leasecron: {err:#}");
+            }
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }

@@ -50,6 +50,13 @@ fn validate_reports_every_error_of_every_file_with_its_position() {
     let err = stderr(&out);
     assert!(err.contains(&format!("{}:3:", a.display())), "{err}");
     assert!(err.contains(&format!("{}:5:", b.display())), "{err}");
+    for line in err.lines() {
+        assert!(
+            line.starts_with(&format!("{}:", a.display()))
+                || line.starts_with(&format!("{}:", b.display())),
+            "every line is FILE:LINE:COL: message: {err}"
+        );
+    }
 }
 
 #[test]
