@@ -39,7 +39,8 @@ pub enum Error {
     /// The lease timings are inconsistent, or the elector failed.
     #[error("{0}")]
     Election(#[from] election::Error),
-    /// The lease store is unusable (e.g. a corrupt lease file) or failed.
+    /// The lease store is unusable at start (a corrupt lease file, a directory that does not exist, no
+    /// permission). Failures once running come from the elector, as [`Error::Election`].
     #[error("{0}")]
     LeaseStore(#[from] lease_store::Error),
     /// `run` without `--lease-file` needs the Kubernetes Lease store.
@@ -97,7 +98,7 @@ impl Error {
                 | election::Error::RenewDeadlineTooShort { .. }
                 | election::Error::LeaseTooShort { .. },
             ) => EXIT_USAGE,
-            Error::LeaseStore(lease_store::Error::Corrupt { .. }) => EXIT_USAGE,
+            Error::LeaseStore(_) => EXIT_USAGE,
             Error::Http(http::Error::Bind { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }

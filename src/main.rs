@@ -116,10 +116,11 @@ fn main() -> ExitCode {
         Err(err) => {
             let app_error = err.downcast_ref::<app::Error>();
             let code = app_error.map_or(app::EXIT_FAILURE, app::Error::exit_code);
-            if app_error.is_some_and(app::Error::is_diagnostics) {
-                eprintln!("{err}");
-            } else {
-                eprintln!("leasecron: {err:#}");
+            match app_error {
+                Some(e) if e.is_diagnostics() => eprintln!("{e}"),
+                // Our errors' messages already name their cause.
+                Some(e) => eprintln!("leasecron: {e}"),
+                None => eprintln!("leasecron: {err:#}"),
             }
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
