@@ -357,3 +357,75 @@ impl Position {
         Position::of(spanned.referenced)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::node;
+
+    fn shape(source: &str) -> RawFile {
+        RawFile::from_node(node::parse(source).expect("valid YAML"), source)
+    }
+
+    fn messages(problems: &[Problem]) -> Vec<(usize, usize, &str)> {
+        problems
+            .iter()
+            .map(|p| (p.at.line, p.at.column, p.message.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn null_fields_are_unset_and_a_null_job_is_empty() {
+        let file = shape("defaults: ~\njobs:\n  - ~\n  - name: a\n    timeout: ~\n    retries:\n");
+        assert!(file.is_well_shaped());
+        assert!(file.defaults.is_none());
+        let jobs = file.jobs.expect("jobs").value;
+        assert_eq!(jobs.len(), 2);
+        assert!(jobs[0].value.name.is_none());
+        let job = &jobs[1].value;
+        assert_eq!(job.name.as_ref().map(|n| n.value.as_str()), Some("a"));
+        assert!(job.timeout.is_none() && job.retries.is_none());
+    }
+
+    #[test]
+    fn problems_stay_with_the_job_they_are_in() {
+        let file = shape("jobs:\n  - name: a\n    bogus: 1\n  - retries: 1.5\nextra: 1\n");
+        assert!(!file.is_well_shaped());
+        assert_eq!(messages(&file.problems)[0].0, 5);
+        let jobs = file.jobs.expect("jobs").value;
+        assert_eq!(messages(&jobs[0].value.problems)[0].0, 3);
+        assert_eq!(
+            messages(&jobs[1].value.problems),
+            [(
+                4,
+                14,
+                "invalid type: floating point `1.5`, expected an integer"
+            )]
+        );
+    }
+
+    #[test]
+    fn one_bad_argv_item_leaves_command_unset_and_names_the_item() {
+        let file = shape("jobs:\n  - command: [/bin/echo, [nested], ~]\n");
+        let job = &file.jobs.expect("jobs").value[0].value;
+        assert!(job.command.is_none());
+        assert_eq!(
+            messages(&job.problems),
+            [
+                (2, 26, "invalid type: sequence, expected a string"),
+                (2, 36, "invalid type: null, expected a string"),
+            ]
+        );
+    }
+
+    #[test]
+    fn control_characters_in_messages_are_escaped() {
+        let file = shape("jobs:\n  - retries: \"x\\u001b[31m\"\n");
+        let job = &file.jobs.expect("jobs").value[0].value;
+        assert!(
+            job.problems[0].message.contains("x\\u{1b}[31m"),
+            "{:?}",
+            job.problems
+        );
+    }
+}
