@@ -1,15 +1,20 @@
 //! The jobs file: parsing (serde-saphyr, strict) and validation into [`Job`]s.
 //!
-//! Loading happens in two steps. `raw` deserializes the YAML into structs that reject unknown fields and
-//! keep the line and column of every value; a YAML syntax error, an unknown field or a value of the wrong
-//! shape stops there, with serde-saphyr's position (and the job it is in, found by a lenient second parse).
-//! `validate` then checks every value and reports
-//! **all** problems at once, ordered by position, each as `FILE:LINE:COL: job NAME: message` (a job without a usable name is
-//! called `jobs[INDEX]`).
+//! Loading happens in three steps, and every problem is reported at once, ordered by position, each as
+//! `FILE:LINE:COL: job NAME: message` (a job without a usable name is called `jobs[INDEX]`):
+//!
+//! 1. `node` parses the YAML with serde-saphyr into an untyped tree that keeps the line and column of
+//!    every value. Only broken YAML fails here (a syntax error, an undefined alias, a budget limit); the
+//!    parser cannot recover from it, so that is the one case reported alone, first error only.
+//! 2. `raw` imposes the file's shape on the tree: unknown fields (with the expected ones listed),
+//!    duplicate keys and values of the wrong type (`retries: many`, `command: "a string"`) are all
+//!    recorded, in the job they belong to, and checking goes on.
+//! 3. `validate` checks every value and builds the [`Job`]s.
 //!
 //! `defaults:` may set any job field except `name`, `schedule`, `command` and `shell`. A job's own value
 //! wins; `env` is merged key by key (the job's keys win).
 
+mod node;
 mod raw;
 mod validate;
 
@@ -242,9 +247,9 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<JobSet, Error> {
 
 /// Parses and validates a jobs file held in memory; `origin` names it in diagnostics.
 pub fn parse_str(source: &str, origin: &str, opts: &LoadOptions) -> Result<JobSet, Error> {
-    let raw: raw::RawFile = serde_saphyr::from_str(source).map_err(|err| {
-        Error::Invalid(Diagnostics(vec![syntax_diagnostic(source, origin, &err)]))
-    })?;
+    let root = node::parse(source)
+        .map_err(|err| Error::Invalid(Diagnostics(vec![syntax_diagnostic(origin, &err)])))?;
+    let raw = raw::RawFile::from_node(root, source);
     validate::validate(raw, origin, opts).map_err(Error::Invalid)
 }
 
@@ -266,18 +271,17 @@ fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     })
 }
 
-/// A serde-saphyr error (syntax, unknown field, wrong type) as a diagnostic at its own position.
-fn syntax_diagnostic(source: &str, origin: &str, err: &serde_saphyr::Error) -> Diagnostic {
+/// A YAML error (syntax, alias, limit) as a diagnostic at its own position, in no particular job.
+fn syntax_diagnostic(origin: &str, err: &serde_saphyr::Error) -> Diagnostic {
     let position = err
         .location()
         .map_or(Position { line: 0, column: 0 }, Position::of);
-    let job = raw::Outline::job_at(source, position);
     let message = serde_saphyr::UserMessageFormatter.format_message(err.without_snippet());
     Diagnostic {
         origin: origin.to_string(),
         line: position.line,
         column: position.column,
-        job,
+        job: None,
         // The message may quote the input; keep control characters out of terminals and logs.
         message: escape_controls(&message),
     }

@@ -119,6 +119,213 @@ fn a_value_of_the_wrong_type_is_reported_at_the_value() {
     assert_eq!(found[0].job.as_deref(), Some("a"));
 }
 
+#[test]
+fn shape_and_value_errors_anywhere_in_the_file_are_all_reported() {
+    let path = fixture("shape-errors.yaml");
+    let source = std::fs::read_to_string(&path).expect("fixture");
+    let found = problems(&source);
+    assert_eq!(found.len(), 4, "{found:#?}");
+    assert_problem(
+        &found[0],
+        5,
+        5,
+        Some("first"),
+        "unknown field `retires`, expected one of `name`, `schedule`",
+    );
+    assert_problem(
+        &found[1],
+        12,
+        14,
+        Some("third"),
+        "invalid type: string \"many\", expected an integer",
+    );
+    assert_problem(
+        &found[2],
+        14,
+        15,
+        Some("fourth"),
+        "invalid minute field `61`",
+    );
+    assert_problem(
+        &found[3],
+        16,
+        1,
+        None,
+        "unknown field `colour`, expected `defaults` or `jobs`",
+    );
+    let err = config::load_file(&path, &LoadOptions::default()).expect_err("invalid");
+    let origin = path.display();
+    assert!(
+        err.to_string().contains(&format!(
+            "{origin}:12:14: job third: invalid type: string \"many\""
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_fields_in_two_jobs_are_both_reported() {
+    let source = r#"jobs:
+  - name: a
+    schedule: "@daily"
+    comand: [/bin/true]
+  - name: b
+    schedule: "@daily"
+    shell: "true"
+    timout: 5s
+"#;
+    let found = problems(source);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_problem(&found[0], 4, 5, Some("a"), "unknown field `comand`");
+    assert_problem(&found[1], 8, 5, Some("b"), "unknown field `timout`");
+}
+
+#[test]
+fn values_of_the_wrong_type_are_reported_beside_a_bad_value_elsewhere() {
+    let source = r#"jobs:
+  - name: counts
+    schedule: "@daily"
+    shell: "true"
+    retries: many
+  - name: flags
+    schedule: "@daily"
+    shell: "true"
+    suspend: maybe
+  - name: argv
+    schedule: "@daily"
+    command: "/bin/true --flag"
+  - name: envy
+    schedule: "@daily"
+    shell: "true"
+    env: [A=1]
+  - name: zoned
+    schedule: "@daily"
+    timeZone: Europe/Bonn
+    shell: "true"
+"#;
+    let found = problems(source);
+    assert_eq!(found.len(), 5, "{found:#?}");
+    assert_problem(&found[0], 5, 14, Some("counts"), "expected an integer");
+    assert_problem(&found[1], 9, 14, Some("flags"), "expected a boolean");
+    assert_problem(
+        &found[2],
+        12,
+        14,
+        Some("argv"),
+        "expected a list of strings",
+    );
+    assert_problem(
+        &found[3],
+        16,
+        10,
+        Some("envy"),
+        "invalid type: sequence, expected a mapping",
+    );
+    assert_problem(
+        &found[4],
+        19,
+        15,
+        Some("zoned"),
+        "unknown time zone `Europe/Bonn`",
+    );
+}
+
+#[test]
+fn an_unknown_field_in_defaults_is_reported_beside_errors_in_jobs() {
+    let source = r#"defaults:
+  retries: 2
+  timout: 5s
+jobs:
+  - name: a
+    schedule: "@daily"
+    shell: "true"
+    suspend: maybe
+  - name: b
+    schedule: "@daily"
+    shell: "true"
+    retryBackoff: 1h
+"#;
+    let found = problems(source);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_problem(&found[0], 3, 3, None, "defaults: unknown field `timout`");
+    assert_problem(&found[1], 8, 14, Some("a"), "expected a boolean");
+    assert_problem(&found[2], 12, 19, Some("b"), "more than its cap");
+}
+
+#[test]
+fn duplicate_keys_and_non_mapping_jobs_do_not_stop_the_check() {
+    let source = r#"jobs:
+  - just a string
+  - name: a
+    schedule: "@daily"
+    schedule: "@hourly"
+    shell: "true"
+  - name: b
+    schedule: "@daily"
+    shell: "true"
+    env: {X: "1", X: "2"}
+"#;
+    let found = problems(source);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_problem(
+        &found[0],
+        2,
+        5,
+        Some("jobs[0]"),
+        "invalid type: string \"just a string\", expected a job",
+    );
+    assert_problem(
+        &found[1],
+        5,
+        5,
+        Some("a"),
+        "duplicate mapping key `schedule` (first at line 4, column 5)",
+    );
+    assert_problem(&found[2], 10, 19, Some("b"), "duplicate mapping key `X`");
+}
+
+#[test]
+fn missing_fields_are_held_back_while_the_file_has_shape_problems() {
+    let misspelled =
+        "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shel: \"true\"\n  - name: b\n";
+    assert_one(misspelled, 4, 5, Some("a"), "unknown field `shel`");
+    let fixed = "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n  - name: b\n";
+    let found = problems(fixed);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_problem(&found[0], 5, 5, Some("b"), "set `command`");
+    assert_problem(&found[1], 5, 5, Some("b"), "missing `schedule`");
+}
+
+#[test]
+fn string_fields_keep_numbers_and_booleans_as_written() {
+    let source = r#"jobs:
+  - name: typed
+    schedule: "@daily"
+    command: [/bin/echo, 1.10, yes, 0x1F]
+    env: {VERSION: 1.10, ENABLED: yes, ZIP: 01234}
+"#;
+    let set = parse(source).expect("valid");
+    let job = &set.jobs[0];
+    assert_eq!(
+        job.program,
+        Program::Command(vec![
+            "/bin/echo".into(),
+            "1.10".into(),
+            "yes".into(),
+            "0x1F".into()
+        ])
+    );
+    let env: Vec<(&str, &str)> = job
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [("ENABLED", "yes"), ("VERSION", "1.10"), ("ZIP", "01234")]
+    );
+}
+
 // === validation ===
 
 #[test]

@@ -1,27 +1,55 @@
-//! The jobs file as written: strict serde structs that keep every value's position.
+//! The jobs file as written: typed structs that keep every value's position, built from a [`Node`] tree.
+//!
+//! This is where the shape of the file is checked: unknown fields (with the list of expected ones),
+//! duplicate keys and values of the wrong type. It replaces `#[serde(deny_unknown_fields)]` on derived
+//! structs, which stops at the first unknown field of the whole file; here each problem is recorded with
+//! its position, in the job it belongs to, and checking goes on with the next field and the next job.
+//! A field with a problem is left unset (`None`).
 //!
 //! Scalars stay strings here (durations, zones, policies) so that [`super::validate`] can report every bad
-//! value at once with its line and column; serde would stop at the first.
+//! value at once with its line and column.
 
-use std::fmt;
+use std::collections::HashMap;
 
-use serde::de::{IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::de::{Error as _, Expected};
 use serde_saphyr::{Location, Spanned};
 
+use super::node::{scalar_text, Node};
+
+/// Every field a job (or `defaults:`) may have, as written.
+pub(super) const JOB_FIELDS: &[&str] = &[
+    "name",
+    "schedule",
+    "timeZone",
+    "command",
+    "shell",
+    "env",
+    "workingDir",
+    "timeout",
+    "terminationGrace",
+    "concurrencyPolicy",
+    "startingDeadline",
+    "retries",
+    "retryBackoff",
+    "suspend",
+];
+
+/// The top-level fields.
+const FILE_FIELDS: &[&str] = &["defaults", "jobs"];
+
 /// The whole file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Default)]
 pub(super) struct RawFile {
     /// Values merged under every job.
     pub defaults: Option<Spanned<RawJob>>,
-    /// The jobs, in file order. `None` when the key is missing (an error) or null.
+    /// The jobs, in file order. `None` when the key is missing, null or not a list.
     pub jobs: Option<Spanned<Vec<Spanned<RawJob>>>>,
+    /// Shape problems outside `defaults:` and the jobs.
+    pub problems: Vec<Problem>,
 }
 
 /// One job, or the `defaults:` block (which may not set name, schedule, command or shell).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Default)]
 pub(super) struct RawJob {
     pub name: Option<Spanned<String>>,
     pub schedule: Option<Spanned<String>>,
@@ -34,91 +62,266 @@ pub(super) struct RawJob {
     pub termination_grace: Option<Spanned<String>>,
     pub concurrency_policy: Option<Spanned<String>>,
     pub starting_deadline: Option<Spanned<String>>,
-    pub retries: Option<Spanned<i64>>,
+    pub retries: Option<Spanned<i128>>,
     pub retry_backoff: Option<Spanned<String>>,
     pub suspend: Option<Spanned<bool>>,
+    /// Shape problems inside this job.
+    pub problems: Vec<Problem>,
 }
 
 /// An `env:` mapping with the position of every key (a `BTreeMap` would lose them).
 #[derive(Debug, Default)]
 pub(super) struct RawEnv(pub Vec<(Spanned<String>, Spanned<String>)>);
 
-impl<'de> Deserialize<'de> for RawEnv {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(EnvVisitor)
+/// A shape problem: a message at a position, for the caller to attribute to a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Problem {
+    pub at: Position,
+    pub message: String,
+}
+
+// === building the raw structs ===
+
+impl RawFile {
+    /// True if no shape problem was found anywhere in the file.
+    pub fn is_well_shaped(&self) -> bool {
+        let job_ok = |job: &Spanned<RawJob>| job.value.problems.is_empty();
+        self.problems.is_empty()
+            && self.defaults.as_ref().is_none_or(job_ok)
+            && self
+                .jobs
+                .as_ref()
+                .is_none_or(|jobs| jobs.value.iter().all(job_ok))
     }
-}
 
-struct EnvVisitor;
-
-impl<'de> Visitor<'de> for EnvVisitor {
-    type Value = RawEnv;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a mapping of environment variable names to values")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEnv, A::Error> {
-        let mut pairs = Vec::new();
-        while let Some(pair) = map.next_entry()? {
-            pairs.push(pair);
-        }
-        Ok(RawEnv(pairs))
-    }
-}
-
-/// Just enough of a file to tell which job a serde error is in; ignores unknown fields and odd values.
-#[derive(Debug, Deserialize)]
-pub(super) struct Outline {
-    #[serde(default)]
-    defaults: Option<Spanned<IgnoredAny>>,
-    #[serde(default)]
-    jobs: Option<Vec<Spanned<OutlineJob>>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct OutlineJob {
-    #[serde(default)]
-    name: Option<OutlineName>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OutlineName {
-    Text(String),
-    Other(IgnoredAny),
-}
-
-impl Outline {
-    /// The label of the job that a serde error at `at` is in, if `source` parses leniently.
-    ///
-    /// serde-saphyr records where a node starts but not where it ends, so this picks the last job
-    /// starting at or before `at`. Errors in column 1 belong to the top-level mapping (in block style),
-    /// and a `defaults:` block between that job and `at` means the error is in the defaults.
-    pub fn job_at(source: &str, at: Position) -> Option<String> {
-        // A duplicate key is one of the errors being located: let the outline read past it.
-        let lenient = serde_saphyr::options! {
-            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
+    /// Imposes the file's shape on `root`, parsed from `source`, recording every mismatch.
+    pub fn from_node(root: Spanned<Node>, source: &str) -> RawFile {
+        let mut shaper = Shaper::new(source);
+        let mut file = RawFile::default();
+        let Some(entries) = shaper.mapping(root, "a mapping with `jobs:` (and `defaults:`)") else {
+            file.problems = shaper.problems;
+            return file;
         };
-        let outline: Outline = serde_saphyr::from_str_with_options(source, lenient).ok()?;
-        let jobs = outline.jobs?;
-        if at.column <= 1 {
-            return None;
-        }
-        let index = jobs.iter().rposition(|job| Position::at(job) <= at)?;
-        let job_start = Position::at(&jobs[index]);
-        if let Some(defaults) = &outline.defaults {
-            let defaults_start = Position::at(defaults);
-            if job_start < defaults_start && defaults_start <= at {
-                return None;
+        for (key, value) in entries {
+            match key.value.as_str() {
+                "defaults" => file.defaults = shaper.job(value),
+                "jobs" => file.jobs = shaper.jobs(value),
+                other => shaper.unknown_field(&key, other, FILE_FIELDS),
             }
         }
-        let name = match &jobs[index].value.name {
-            Some(OutlineName::Text(name)) => Some(name.as_str()),
-            _ => None,
-        };
-        Some(job_label(name, index))
+        file.problems = shaper.problems;
+        file
     }
+}
+
+/// Checks shapes, collecting problems; `source` supplies the written text of non-string scalars.
+struct Shaper<'s> {
+    source: &'s str,
+    problems: Vec<Problem>,
+}
+
+impl<'s> Shaper<'s> {
+    fn new(source: &'s str) -> Self {
+        Shaper {
+            source,
+            problems: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, at: Position, message: String) {
+        let message = super::escape_controls(&message);
+        self.problems.push(Problem { at, message });
+    }
+
+    fn invalid_type(&mut self, node: &Spanned<Node>, expected: &dyn Expected) {
+        let err = serde::de::value::Error::invalid_type(node.value.unexpected(), expected);
+        self.problem(Position::at(node), err.to_string());
+    }
+
+    fn unknown_field(&mut self, key: &Spanned<String>, name: &str, expected: &'static [&str]) {
+        let err = serde::de::value::Error::unknown_field(name, expected);
+        self.problem(Position::at(key), err.to_string());
+    }
+
+    /// The entries of a mapping with string keys; null is an empty mapping.
+    ///
+    /// Keys that are not scalars and repeated keys are reported and left out (the first one wins).
+    fn mapping(
+        &mut self,
+        node: Spanned<Node>,
+        expected: &str,
+    ) -> Option<Vec<(Spanned<String>, Spanned<Node>)>> {
+        let entries = match node.value {
+            Node::Map(entries) => entries,
+            Node::Null => Vec::new(),
+            _ => {
+                self.invalid_type(&node, &expected);
+                return None;
+            }
+        };
+        let mut seen: HashMap<String, Position> = HashMap::new();
+        let mut kept = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let Some(name) = scalar_text(&key, self.source) else {
+                self.invalid_type(&key, &"a field name");
+                continue;
+            };
+            let at = Position::at(&key);
+            if let Some(first) = seen.get(&name) {
+                let message = format!(
+                    "duplicate mapping key `{name}` (first at line {}, column {})",
+                    first.line, first.column
+                );
+                self.problem(at, message);
+                continue;
+            }
+            seen.insert(name.clone(), at);
+            kept.push((respan(&key, name), value));
+        }
+        Some(kept)
+    }
+
+    /// The `jobs:` list; null is treated as missing.
+    fn jobs(&mut self, node: Spanned<Node>) -> Option<Spanned<Vec<Spanned<RawJob>>>> {
+        let (referenced, defined) = (node.referenced, node.defined);
+        let items = match node.value {
+            Node::Seq(items) => items,
+            Node::Null => return None,
+            _ => {
+                self.invalid_type(&node, &"a list of jobs");
+                return None;
+            }
+        };
+        let jobs = items
+            .into_iter()
+            .map(|item| {
+                let (referenced, defined) = (item.referenced, item.defined);
+                let job = Shaper::new(self.source).job_fields(item);
+                Spanned::new(job, referenced, defined)
+            })
+            .collect();
+        Some(Spanned::new(jobs, referenced, defined))
+    }
+
+    /// `defaults:`, with its problems kept apart from the file's.
+    fn job(&mut self, node: Spanned<Node>) -> Option<Spanned<RawJob>> {
+        if node.value == Node::Null {
+            return None;
+        }
+        let (referenced, defined) = (node.referenced, node.defined);
+        let job = Shaper::new(self.source).job_fields(node);
+        Some(Spanned::new(job, referenced, defined))
+    }
+
+    /// One job's fields; this shaper's problems become the job's.
+    fn job_fields(mut self, node: Spanned<Node>) -> RawJob {
+        let mut job = RawJob::default();
+        for (key, value) in self.mapping(node, "a job (a mapping)").unwrap_or_default() {
+            self.job_field(&mut job, key, value);
+        }
+        job.problems = self.problems;
+        job
+    }
+
+    fn job_field(&mut self, job: &mut RawJob, key: Spanned<String>, value: Spanned<Node>) {
+        match key.value.as_str() {
+            "name" => job.name = self.string(value),
+            "schedule" => job.schedule = self.string(value),
+            "timeZone" => job.time_zone = self.string(value),
+            "command" => job.command = self.argv(value),
+            "shell" => job.shell = self.string(value),
+            "env" => job.env = self.env(value),
+            "workingDir" => job.working_dir = self.string(value),
+            "timeout" => job.timeout = self.string(value),
+            "terminationGrace" => job.termination_grace = self.string(value),
+            "concurrencyPolicy" => job.concurrency_policy = self.string(value),
+            "startingDeadline" => job.starting_deadline = self.string(value),
+            "retries" => job.retries = self.integer(value),
+            "retryBackoff" => job.retry_backoff = self.string(value),
+            "suspend" => job.suspend = self.boolean(value),
+            other => self.unknown_field(&key, other, JOB_FIELDS),
+        }
+    }
+
+    /// A string field; null means unset.
+    fn string(&mut self, node: Spanned<Node>) -> Option<Spanned<String>> {
+        if node.value == Node::Null {
+            return None;
+        }
+        self.required_string(node)
+    }
+
+    /// A string that must be there (a list item, an env value).
+    fn required_string(&mut self, node: Spanned<Node>) -> Option<Spanned<String>> {
+        match scalar_text(&node, self.source) {
+            Some(text) => Some(respan(&node, text)),
+            None => {
+                self.invalid_type(&node, &"a string");
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, node: Spanned<Node>) -> Option<Spanned<i128>> {
+        match node.value {
+            Node::Null => None,
+            Node::Int(n) => Some(respan(&node, n)),
+            _ => {
+                self.invalid_type(&node, &"an integer");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, node: Spanned<Node>) -> Option<Spanned<bool>> {
+        match node.value {
+            Node::Null => None,
+            Node::Bool(b) => Some(respan(&node, b)),
+            _ => {
+                self.invalid_type(&node, &"a boolean (true or false)");
+                None
+            }
+        }
+    }
+
+    /// `command:`, a list of strings; one bad item leaves the whole field unset.
+    fn argv(&mut self, node: Spanned<Node>) -> Option<Spanned<Vec<Spanned<String>>>> {
+        let (referenced, defined) = (node.referenced, node.defined);
+        let items = match node.value {
+            Node::Null => return None,
+            Node::Seq(items) => items,
+            _ => {
+                self.invalid_type(&node, &"a list of strings (the argv)");
+                return None;
+            }
+        };
+        let count = items.len();
+        let argv: Vec<_> = items
+            .into_iter()
+            .filter_map(|item| self.required_string(item))
+            .collect();
+        (argv.len() == count).then(|| Spanned::new(argv, referenced, defined))
+    }
+
+    /// `env:`, a mapping of names to strings; bad entries are reported and left out.
+    fn env(&mut self, node: Spanned<Node>) -> Option<Spanned<RawEnv>> {
+        if node.value == Node::Null {
+            return None;
+        }
+        let (referenced, defined) = (node.referenced, node.defined);
+        let expected = "a mapping of environment variable names to values";
+        let entries = self.mapping(node, expected)?;
+        let pairs = entries
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, self.required_string(value)?)))
+            .collect();
+        Some(Spanned::new(RawEnv(pairs), referenced, defined))
+    }
+}
+
+/// `value` at the position of `node`.
+fn respan<T, U>(node: &Spanned<T>, value: U) -> Spanned<U> {
+    Spanned::new(value, node.referenced, node.defined)
 }
 
 /// How diagnostics call a job: its name as written, or `jobs[INDEX]` without a usable one.
@@ -152,5 +355,77 @@ impl Position {
     /// Where a spanned value is used.
     pub fn at<T>(spanned: &Spanned<T>) -> Position {
         Position::of(spanned.referenced)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::node;
+
+    fn shape(source: &str) -> RawFile {
+        RawFile::from_node(node::parse(source).expect("valid YAML"), source)
+    }
+
+    fn messages(problems: &[Problem]) -> Vec<(usize, usize, &str)> {
+        problems
+            .iter()
+            .map(|p| (p.at.line, p.at.column, p.message.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn null_fields_are_unset_and_a_null_job_is_empty() {
+        let file = shape("defaults: ~\njobs:\n  - ~\n  - name: a\n    timeout: ~\n    retries:\n");
+        assert!(file.is_well_shaped());
+        assert!(file.defaults.is_none());
+        let jobs = file.jobs.expect("jobs").value;
+        assert_eq!(jobs.len(), 2);
+        assert!(jobs[0].value.name.is_none());
+        let job = &jobs[1].value;
+        assert_eq!(job.name.as_ref().map(|n| n.value.as_str()), Some("a"));
+        assert!(job.timeout.is_none() && job.retries.is_none());
+    }
+
+    #[test]
+    fn problems_stay_with_the_job_they_are_in() {
+        let file = shape("jobs:\n  - name: a\n    bogus: 1\n  - retries: 1.5\nextra: 1\n");
+        assert!(!file.is_well_shaped());
+        assert_eq!(messages(&file.problems)[0].0, 5);
+        let jobs = file.jobs.expect("jobs").value;
+        assert_eq!(messages(&jobs[0].value.problems)[0].0, 3);
+        assert_eq!(
+            messages(&jobs[1].value.problems),
+            [(
+                4,
+                14,
+                "invalid type: floating point `1.5`, expected an integer"
+            )]
+        );
+    }
+
+    #[test]
+    fn one_bad_argv_item_leaves_command_unset_and_names_the_item() {
+        let file = shape("jobs:\n  - command: [/bin/echo, [nested], ~]\n");
+        let job = &file.jobs.expect("jobs").value[0].value;
+        assert!(job.command.is_none());
+        assert_eq!(
+            messages(&job.problems),
+            [
+                (2, 26, "invalid type: sequence, expected a string"),
+                (2, 36, "invalid type: null, expected a string"),
+            ]
+        );
+    }
+
+    #[test]
+    fn control_characters_in_messages_are_escaped() {
+        let file = shape("jobs:\n  - retries: \"x\\u001b[31m\"\n");
+        let job = &file.jobs.expect("jobs").value[0].value;
+        assert!(
+            job.problems[0].message.contains("x\\u{1b}[31m"),
+            "{:?}",
+            job.problems
+        );
     }
 }

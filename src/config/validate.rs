@@ -1,4 +1,9 @@
 //! Checks every value of a [`RawFile`] and builds the [`Job`]s, collecting all problems.
+//!
+//! The shape problems `raw` found are reported here too, each in its job. While the file has any, missing
+//! required fields (`jobs:`, a job's `name`, `schedule`, `command`/`shell`) are not reported: an unknown
+//! or mistyped key is most often the missing one, misspelled or misshapen, and saying both is noise. Every
+//! other check still runs on every value that is there.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -8,7 +13,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde_saphyr::Spanned;
 
-use super::raw::{job_label, Position, RawEnv, RawFile, RawJob};
+use super::raw::{job_label, Position, Problem, RawEnv, RawFile, RawJob};
 use super::{
     escape_controls, parse_duration, parse_duration_or_zero, ConcurrencyPolicy, Diagnostic,
     Diagnostics, Job, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
@@ -25,22 +30,26 @@ pub(super) fn validate(
     let mut report = Report {
         origin,
         problems: Vec::new(),
+        report_missing: raw.is_well_shaped(),
     };
+    for problem in raw.problems {
+        report.add(problem.at, None, problem.message);
+    }
     let defaults = match raw.defaults {
         Some(defaults) => check_defaults(defaults, &mut report, opts),
         None => Settings::default(),
     };
     let mut jobs = Vec::new();
     match raw.jobs {
-        None => report.add(
+        None => report.missing(
             Position::START,
-            None,
-            "missing `jobs:` (write `jobs: []` for a replica with nothing to do)".to_string(),
+            "missing `jobs:` (write `jobs: []` for a replica with nothing to do)",
         ),
         Some(raw_jobs) => {
             let mut names = HashMap::new();
-            for (index, raw_job) in raw_jobs.value.into_iter().enumerate() {
-                let mut scope = Scope::for_job(&mut report, index, &raw_job.value);
+            for (index, mut raw_job) in raw_jobs.value.into_iter().enumerate() {
+                let problems = std::mem::take(&mut raw_job.value.problems);
+                let mut scope = Scope::for_job(&mut report, index, &raw_job.value, problems);
                 if let Some(job) = check_job(raw_job, &defaults, &mut names, &mut scope, opts) {
                     jobs.push(Arc::new(job));
                 }
@@ -61,9 +70,18 @@ pub(super) fn validate(
 struct Report<'a> {
     origin: &'a str,
     problems: Vec<Diagnostic>,
+    /// False while the file has shape problems (see the module docs).
+    report_missing: bool,
 }
 
 impl Report<'_> {
+    /// A required top-level field is absent.
+    fn missing(&mut self, at: Position, message: &str) {
+        if self.report_missing {
+            self.add(at, None, message.to_string());
+        }
+    }
+
     fn add(&mut self, at: Position, job: Option<&str>, message: String) {
         self.problems.push(Diagnostic {
             origin: self.origin.to_string(),
@@ -83,19 +101,40 @@ struct Scope<'r, 'a> {
 }
 
 impl<'r, 'a> Scope<'r, 'a> {
-    /// A job is named by its `name:` as written, or `jobs[INDEX]` without one.
-    fn for_job(report: &'r mut Report<'a>, index: usize, raw: &RawJob) -> Self {
+    /// A job is named by its `name:` as written, or `jobs[INDEX]` without one; its shape `problems`
+    /// are reported right away.
+    fn for_job(
+        report: &'r mut Report<'a>,
+        index: usize,
+        raw: &RawJob,
+        problems: Vec<Problem>,
+    ) -> Self {
         let name = raw.name.as_ref().map(|name| name.value.as_str());
-        Scope {
+        let scope = Scope {
             report,
             job: Some(job_label(name, index)),
             prefix: "",
+        };
+        scope.with_problems(problems)
+    }
+
+    fn with_problems(mut self, problems: Vec<Problem>) -> Self {
+        for problem in problems {
+            self.error(problem.at, problem.message);
         }
+        self
     }
 
     fn error(&mut self, at: Position, message: impl Into<String>) {
         let message = format!("{}{}", self.prefix, message.into());
         self.report.add(at, self.job.as_deref(), message);
+    }
+
+    /// A required field is absent (reported only if the file is well shaped).
+    fn missing(&mut self, at: Position, message: &str) {
+        if self.report.report_missing {
+            self.error(at, message);
+        }
     }
 }
 
@@ -121,12 +160,14 @@ fn check_defaults(
     report: &mut Report<'_>,
     opts: &LoadOptions,
 ) -> Settings {
+    let mut raw = defaults.value;
+    let problems = std::mem::take(&mut raw.problems);
     let mut scope = Scope {
         report,
         job: None,
         prefix: "defaults: ",
-    };
-    let raw = defaults.value;
+    }
+    .with_problems(problems);
     let per_job = [
         ("name", raw.name.as_ref().map(Position::at)),
         ("schedule", raw.schedule.as_ref().map(Position::at)),
@@ -209,7 +250,7 @@ fn check_name(
     scope: &mut Scope<'_, '_>,
 ) -> Option<String> {
     let Some(name) = name else {
-        scope.error(job_at, "missing `name`");
+        scope.missing(job_at, "missing `name`");
         return None;
     };
     let at = Position::at(&name);
@@ -267,7 +308,7 @@ fn check_program(
             None
         }
         (None, None) => {
-            scope.error(
+            scope.missing(
                 job_at,
                 "set `command` (an argv list) or `shell` (a /bin/sh -c script)",
             );
@@ -325,7 +366,7 @@ fn check_schedule(
     scope: &mut Scope<'_, '_>,
 ) -> Option<Schedule> {
     let Some(source) = source else {
-        scope.error(job_at, "missing `schedule`");
+        scope.missing(job_at, "missing `schedule`");
         return None;
     };
     Schedule::parse(&source.value, zone)
@@ -498,7 +539,7 @@ fn check_policy(value: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Con
     }
 }
 
-fn check_retries(value: Spanned<i64>, scope: &mut Scope<'_, '_>) -> Option<u32> {
+fn check_retries(value: Spanned<i128>, scope: &mut Scope<'_, '_>) -> Option<u32> {
     match u32::try_from(value.value) {
         Ok(retries) if retries <= MAX_RETRIES => Some(retries),
         _ => {

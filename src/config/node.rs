@@ -1,0 +1,217 @@
+//! The jobs file as an untyped, positioned YAML tree, and the one serde-saphyr pass that builds it.
+//!
+//! Deserializing straight into typed structs stops at the first unknown field or mistyped value, and a
+//! caught nested error cannot be resumed from: serde-saphyr has by then consumed the start of a mapping or
+//! sequence but not its body. A [`Node`] accepts every well-formed YAML value, so this pass fails only on
+//! what the parser itself cannot get past (syntax, broken aliases, budget limits) and [`super::raw`] can
+//! impose the types afterwards, collecting every mismatch.
+
+use std::fmt;
+
+use serde::de::{MapAccess, SeqAccess, Unexpected, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::{DuplicateKeyPolicy, NonFiniteFloatPolicy, Spanned};
+
+/// A YAML value as written, before any type is imposed on it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Node {
+    /// `~`, `null` or nothing.
+    Null,
+    /// A plain scalar that YAML reads as a boolean.
+    Bool(bool),
+    /// A plain scalar that YAML reads as an integer.
+    Int(i128),
+    /// A plain scalar that YAML reads as a float.
+    Float(f64),
+    /// Any other scalar.
+    Str(String),
+    /// A sequence.
+    Seq(Vec<Spanned<Node>>),
+    /// A mapping, entries in file order, duplicates included.
+    Map(Vec<(Spanned<Node>, Spanned<Node>)>),
+}
+
+/// Parses `source` into a tree; fails only where YAML itself is broken (first such error only).
+pub(super) fn parse(source: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
+    let options = serde_saphyr::options! {
+        // Duplicate keys reach `raw`, which reports each one and goes on: serde-saphyr's own check
+        // aborts the whole parse.
+        duplicate_keys: DuplicateKeyPolicy::LastWins,
+        // `.nan` in a string field is a string; only `raw` knows which fields those are.
+        non_finite_float_policy: NonFiniteFloatPolicy::PassThrough,
+    };
+    serde_saphyr::from_str_with_options(source, options)
+}
+
+// === impl Node ===
+
+impl Node {
+    /// How serde would describe this value in an "invalid type" message.
+    pub fn unexpected(&self) -> Unexpected<'_> {
+        match self {
+            Node::Null => Unexpected::Other("null"),
+            Node::Bool(b) => Unexpected::Bool(*b),
+            Node::Int(n) => match i64::try_from(*n) {
+                Ok(n) => Unexpected::Signed(n),
+                Err(_) => Unexpected::Other("integer"),
+            },
+            Node::Float(x) => Unexpected::Float(*x),
+            Node::Str(s) => Unexpected::Str(s),
+            Node::Seq(_) => Unexpected::Seq,
+            Node::Map(_) => Unexpected::Map,
+        }
+    }
+}
+
+/// The text of a scalar as a string field reads it: strings as parsed, other scalars as written.
+///
+/// `source` is the text `node` was parsed from. A plain `1.10` or `yes` must stay `1.10` and `yes` in a
+/// string field, so numbers and booleans are taken from the source rather than re-printed.
+pub(super) fn scalar_text(node: &Spanned<Node>, source: &str) -> Option<String> {
+    match &node.value {
+        Node::Str(s) => Some(s.clone()),
+        Node::Bool(b) => Some(written(node, source).unwrap_or_else(|| b.to_string())),
+        Node::Int(n) => Some(written(node, source).unwrap_or_else(|| n.to_string())),
+        Node::Float(x) => Some(written(node, source).unwrap_or_else(|| x.to_string())),
+        Node::Null | Node::Seq(_) | Node::Map(_) => None,
+    }
+}
+
+/// The source text of a one-token scalar, if serde-saphyr recorded its byte span.
+fn written(node: &Spanned<Node>, source: &str) -> Option<String> {
+    let span = node.defined.span();
+    let start = usize::try_from(span.byte_offset()?).ok()?;
+    let len = usize::try_from(span.byte_len()?).ok()?;
+    let text = source.get(start..start.checked_add(len)?)?.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node, D::Error> {
+        Node::deserialize(deserializer)
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node, D::Error> {
+        Node::deserialize(deserializer)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Node, E> {
+        Ok(Node::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Node, E> {
+        Ok(Node::Int(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Node, E> {
+        Ok(Node::Int(n.into()))
+    }
+
+    fn visit_i128<E>(self, n: i128) -> Result<Node, E> {
+        Ok(Node::Int(n))
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, n: u128) -> Result<Node, E> {
+        // Past i128::MAX only as an unknown integer: no field takes numbers that large.
+        Ok(Node::Int(i128::try_from(n).unwrap_or(i128::MAX)))
+    }
+
+    fn visit_f64<E>(self, x: f64) -> Result<Node, E> {
+        Ok(Node::Float(x))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Node, E> {
+        Ok(Node::Str(s.to_string()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Node, E> {
+        Ok(Node::Str(s))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Seq(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry()? {
+            entries.push(entry);
+        }
+        Ok(Node::Map(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field<'a>(root: &'a Spanned<Node>, key: &str) -> &'a Spanned<Node> {
+        let Node::Map(entries) = &root.value else {
+            panic!("not a mapping: {root:?}");
+        };
+        entries
+            .iter()
+            .find(|(k, _)| k.value == Node::Str(key.to_string()))
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no key {key}"))
+    }
+
+    #[test]
+    fn scalars_keep_their_type_and_their_written_text() {
+        let source = "a: 1.10\nb: yes\nc: 0x1F\nd: \"q\"\ne: ~\nf: .NaN\ng: plain text\n";
+        let root = parse(source).expect("valid YAML");
+        assert_eq!(field(&root, "a").value, Node::Float(1.1));
+        assert_eq!(field(&root, "b").value, Node::Bool(true));
+        assert_eq!(field(&root, "c").value, Node::Int(31));
+        assert_eq!(field(&root, "e").value, Node::Null);
+        let text = |key| scalar_text(field(&root, key), source);
+        assert_eq!(text("a").as_deref(), Some("1.10"));
+        assert_eq!(text("b").as_deref(), Some("yes"));
+        assert_eq!(text("c").as_deref(), Some("0x1F"));
+        assert_eq!(text("d").as_deref(), Some("q"));
+        assert_eq!(text("e"), None);
+        assert_eq!(text("f").as_deref(), Some(".NaN"));
+        assert_eq!(text("g").as_deref(), Some("plain text"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_kept_for_the_caller_to_report() {
+        let root = parse("a: 1\na: 2\n").expect("valid YAML");
+        let Node::Map(entries) = root.value else {
+            panic!("not a mapping");
+        };
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].0.referenced.line(), 2);
+    }
+
+    #[test]
+    fn broken_yaml_is_still_an_error() {
+        assert!(parse("a: [1, 2\n").is_err());
+    }
+}
