@@ -141,15 +141,12 @@ impl Timings {
         }
     }
 
-    /// Checks the timings on their own and returns the largest `terminationGrace` they allow:
-    /// LD − margin − RD (DESIGN.md §2).
-    pub fn grace_bound(&self) -> Result<Duration, election::Error> {
+    /// Checks the timings on their own and returns the jobs-file bound they imply: a `terminationGrace`
+    /// of at most LD − margin − RD (DESIGN.md §2).
+    pub fn load_options(&self) -> Result<LoadOptions, election::Error> {
         let config = self.election_config("-".to_owned(), Duration::ZERO);
         config.validate()?;
-        Ok(self
-            .lease_duration
-            .saturating_sub(config.margin())
-            .saturating_sub(self.renew_deadline))
+        Ok(LoadOptions::for_lease_timings(&config))
     }
 }
 
@@ -174,13 +171,7 @@ pub struct RunOptions {
 
 /// `leasecron run`: elect, fire, run, until SIGTERM/SIGINT; then end the runs, release, return `Ok`.
 pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
-    let grace_bound = opts.timings.grace_bound()?;
-    let jobs = config::load_file(
-        &opts.jobs,
-        &LoadOptions {
-            max_termination_grace: grace_bound,
-        },
-    )?;
+    let jobs = config::load_file(&opts.jobs, &opts.timings.load_options()?)?;
     let Some(lease_file) = &opts.lease_file else {
         return Err(Error::NoKubernetes);
     };
@@ -303,9 +294,7 @@ pub fn resolve_identity(flag: Option<String>, local: bool) -> Result<String, Err
 ///
 /// Returns the per-file summaries on success; on failure, the diagnostics of all invalid files.
 pub fn validate(files: &[PathBuf], timings: &Timings) -> Result<Vec<String>, Error> {
-    let opts = LoadOptions {
-        max_termination_grace: timings.grace_bound()?,
-    };
+    let opts = timings.load_options()?;
     let mut summaries = Vec::new();
     let mut errors = Vec::new();
     for file in files {

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde_saphyr::MessageFormatter;
 
+use crate::election;
 use crate::schedule::Schedule;
 use raw::Position;
 
@@ -42,15 +43,6 @@ pub const MAX_RETRIES: u32 = 100;
 pub const RESERVED_ENV_PREFIX: &str = "LEASECRON_";
 /// Longest job name: a DNS-1123 label.
 pub const MAX_NAME_LEN: usize = 63;
-
-/// The default lease duration (DESIGN.md §2), used for [`LoadOptions::default`].
-const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
-/// The default renew deadline (DESIGN.md §2), used for [`LoadOptions::default`].
-const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(10);
-/// The smallest safety margin between renew deadline + grace and the lease duration.
-const MIN_LEASE_MARGIN: Duration = Duration::from_secs(1);
-/// The margin is at least a tenth of the lease duration.
-const LEASE_MARGIN_DIVISOR: u32 = 10;
 
 /// What a job executes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,14 +103,10 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
-    /// The grace bound for the given lease duration and renew deadline: LD − max(1 s, LD/10) − RD,
-    /// zero if the timings leave no room.
-    pub fn for_lease_timings(lease_duration: Duration, renew_deadline: Duration) -> LoadOptions {
-        let margin = MIN_LEASE_MARGIN.max(lease_duration / LEASE_MARGIN_DIVISOR);
+    /// The grace bound of the given lease timings ([`election::Config::grace_bound`]).
+    pub fn for_lease_timings(timings: &election::Config) -> LoadOptions {
         LoadOptions {
-            max_termination_grace: lease_duration
-                .saturating_sub(margin)
-                .saturating_sub(renew_deadline),
+            max_termination_grace: timings.grace_bound(),
         }
     }
 }
@@ -126,7 +114,7 @@ impl LoadOptions {
 impl Default for LoadOptions {
     /// The bound for the default timings (LD 15 s, RD 10 s): 15 − 1.5 − 10 = 3.5 s.
     fn default() -> Self {
-        LoadOptions::for_lease_timings(DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE)
+        LoadOptions::for_lease_timings(&election::Config::with_identity("default"))
     }
 }
 
@@ -310,14 +298,17 @@ mod tests {
             LoadOptions::default().max_termination_grace,
             Duration::from_millis(3500)
         );
+        let timings = |ld, rd| election::Config {
+            lease_duration: Duration::from_secs(ld),
+            renew_deadline: Duration::from_secs(rd),
+            ..election::Config::with_identity("test")
+        };
         assert_eq!(
-            LoadOptions::for_lease_timings(Duration::from_secs(60), Duration::from_secs(40))
-                .max_termination_grace,
+            LoadOptions::for_lease_timings(&timings(60, 40)).max_termination_grace,
             Duration::from_secs(14)
         );
         assert_eq!(
-            LoadOptions::for_lease_timings(Duration::from_secs(5), Duration::from_secs(5))
-                .max_termination_grace,
+            LoadOptions::for_lease_timings(&timings(5, 5)).max_termination_grace,
             Duration::ZERO
         );
     }

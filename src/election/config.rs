@@ -61,6 +61,13 @@ impl Config {
         (self.lease_duration / MARGIN_DIVISOR).max(MIN_MARGIN)
     }
 
+    /// The largest termination grace these timings allow: LD − margin − RD, zero if they leave no room.
+    pub fn grace_bound(&self) -> Duration {
+        self.lease_duration
+            .saturating_sub(self.margin())
+            .saturating_sub(self.renew_deadline)
+    }
+
     /// Checks the rules that make two overlapping terms impossible: a non-empty identity, durations
     /// greater than zero, RD ≥ 1.2 × RP, and RD + G ≤ LD − margin.
     pub fn validate(&self) -> Result<(), Error> {
