@@ -12,29 +12,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
-use replica::{alive, wait_for, Replica, FAST_TIMINGS};
+use replica::{alive, every_second_job, wait_for, Replica, FAST_TIMINGS};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A job every second that runs for ~400 ms and records itself in `runs`.
-fn every_second_jobs(dir: &Path, runs: &Path) -> PathBuf {
-    let jobs = dir.join("jobs.yaml");
+fn recording_jobs(dir: &Path, runs: &Path) -> PathBuf {
     let record = |what: &str| {
         format!(
             r#"echo "{what} $LEASECRON_IDENTITY $LEASECRON_FENCING_TOKEN $LEASECRON_SCHEDULED_TIME $(date +%s%N)" >> {}"#,
             runs.display()
         )
     };
-    fs::write(
-        &jobs,
-        format!(
-            "jobs:\n  - name: tick\n    schedule: \"* * * * * *\"\n    terminationGrace: 500ms\n    shell: '{}; sleep 0.4; {}'\n",
-            record("start"),
-            record("end")
-        ),
-    )
-    .unwrap();
-    jobs
+    let script = format!("{}; sleep 0.4; {}", record("start"), record("end"));
+    every_second_job(dir, "tick", "500ms", &script)
 }
 
 /// One run as recorded by the job.
@@ -99,7 +90,7 @@ fn lease_holder(lease: &Path) -> Option<String> {
 fn three_replicas_elect_one_leader_whose_runs_carry_identity_and_token() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let jobs = every_second_jobs(dir.path(), &runs);
+    let jobs = recording_jobs(dir.path(), &runs);
     let lease = dir.path().join("lease.json");
     let mut replicas: Vec<Replica> = ["r0", "r1", "r2"]
         .iter()
@@ -129,16 +120,7 @@ fn three_replicas_elect_one_leader_whose_runs_carry_identity_and_token() {
         }
     }
     for replica in &mut replicas {
-        replica.signal(Signal::SIGTERM);
-    }
-    for replica in &mut replicas {
-        let status = replica.wait_exit(WAIT).expect("exits after SIGTERM");
-        assert!(
-            status.success(),
-            "{} exited with {status}: {}",
-            replica.identity,
-            replica.log_text()
-        );
+        replica.stop_cleanly();
     }
 }
 
@@ -146,7 +128,7 @@ fn three_replicas_elect_one_leader_whose_runs_carry_identity_and_token() {
 fn killing_the_leader_hands_over_without_overlapping_runs() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let jobs = every_second_jobs(dir.path(), &runs);
+    let jobs = recording_jobs(dir.path(), &runs);
     let lease = dir.path().join("lease.json");
     let mut replicas: Vec<Replica> = ["k0", "k1", "k2"]
         .iter()
@@ -191,8 +173,7 @@ fn killing_the_leader_hands_over_without_overlapping_runs() {
     }
     for (i, replica) in replicas.iter_mut().enumerate() {
         if i != old {
-            replica.signal(Signal::SIGTERM);
-            assert!(replica.wait_exit(WAIT).expect("exits").success());
+            replica.stop_cleanly();
         }
     }
 }
@@ -201,15 +182,8 @@ fn killing_the_leader_hands_over_without_overlapping_runs() {
 fn sigterm_ends_the_runs_then_releases_the_lease() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("job.pid");
-    let jobs = dir.path().join("jobs.yaml");
-    fs::write(
-        &jobs,
-        format!(
-            "jobs:\n  - name: long\n    schedule: \"* * * * * *\"\n    terminationGrace: 500ms\n    shell: 'echo $$ > {}; exec sleep 60'\n",
-            pidfile.display()
-        ),
-    )
-    .unwrap();
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let jobs = every_second_job(dir.path(), "long", "500ms", &script);
     let lease = dir.path().join("lease.json");
     let mut leader = Replica::start(dir.path(), "first", &jobs, &lease, &FAST_TIMINGS);
     let job_pid: i32 = wait_for(WAIT, || {
@@ -219,13 +193,7 @@ fn sigterm_ends_the_runs_then_releases_the_lease() {
     assert!(alive(job_pid));
     assert_eq!(lease_holder(&lease).as_deref(), Some("first"));
 
-    leader.signal(Signal::SIGTERM);
-    let status = leader.wait_exit(WAIT).expect("exits after SIGTERM");
-    assert!(
-        status.success(),
-        "clean shutdown exits 0: {}",
-        leader.log_text()
-    );
+    leader.stop_cleanly();
     assert!(!alive(job_pid), "the run was terminated before exit");
     assert_eq!(lease_holder(&lease), None, "the lease was released");
     assert!(
@@ -239,7 +207,7 @@ fn sigterm_ends_the_runs_then_releases_the_lease() {
 fn a_released_lease_is_taken_at_once_not_after_the_lease_duration() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let jobs = every_second_jobs(dir.path(), &runs);
+    let jobs = recording_jobs(dir.path(), &runs);
     let lease = dir.path().join("lease.json");
     // A long lease: a follower that waited for expiry would need 60 s.
     let slow = [
@@ -254,8 +222,7 @@ fn a_released_lease_is_taken_at_once_not_after_the_lease_duration() {
     wait_for(WAIT, || read_runs(&runs).first().cloned()).expect("a leads and runs");
     let mut second = Replica::start(dir.path(), "b", &jobs, &lease, &slow);
     std::thread::sleep(Duration::from_secs(1));
-    first.signal(Signal::SIGTERM);
-    assert!(first.wait_exit(WAIT).expect("a exits").success());
+    first.stop_cleanly();
 
     let taken = wait_for(WAIT, || {
         (lease_holder(&lease).as_deref() == Some("b")).then_some(())
@@ -264,24 +231,19 @@ fn a_released_lease_is_taken_at_once_not_after_the_lease_duration() {
         taken.is_some(),
         "b acquired the released lease well within LD"
     );
-    second.signal(Signal::SIGTERM);
-    assert!(second.wait_exit(WAIT).expect("b exits").success());
+    second.stop_cleanly();
 }
 
 #[test]
 fn a_second_signal_kills_the_runs_and_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("job.pid");
-    let jobs = dir.path().join("jobs.yaml");
     // The job ignores SIGTERM, so a clean shutdown would wait out its 3 s grace.
-    fs::write(
-        &jobs,
-        format!(
-            "jobs:\n  - name: stubborn\n    schedule: \"* * * * * *\"\n    terminationGrace: 3s\n    shell: 'trap \"\" TERM; echo $$ > {}; while :; do sleep 0.1; done'\n",
-            pidfile.display()
-        ),
-    )
-    .unwrap();
+    let script = format!(
+        "trap \"\" TERM; echo $$ > {}; while :; do sleep 0.1; done",
+        pidfile.display()
+    );
+    let jobs = every_second_job(dir.path(), "stubborn", "3s", &script);
     let lease = dir.path().join("lease.json");
     let mut leader = Replica::start(dir.path(), "forced", &jobs, &lease, &[]);
     let job_pid: i32 = wait_for(WAIT, || {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use replica::{wait_for, FAST_TIMINGS};
+use replica::{every_second_job, wait_for, FAST_TIMINGS};
 
 /// `(pid, state, ppid)` of every process, from /proc.
 fn processes() -> Vec<(i32, char, i32)> {
@@ -52,17 +52,10 @@ fn as_pid_1_orphaned_grandchildren_are_reaped() {
     }
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let jobs = dir.path().join("jobs.yaml");
     // The grandchild leaves the job's process group (setsid), so the group kill after the job exits does
     // not touch it; it is orphaned, reparented to PID 1, and exits 200 ms later: a zombie for PID 1.
-    fs::write(
-        &jobs,
-        format!(
-            "jobs:\n  - name: orphan-maker\n    schedule: \"* * * * * *\"\n    terminationGrace: 500ms\n    shell: 'setsid sleep 0.2 & echo run >> {}'\n",
-            runs.display()
-        ),
-    )
-    .unwrap();
+    let script = format!("setsid sleep 0.2 & echo run >> {}", runs.display());
+    let jobs = every_second_job(dir.path(), "orphan-maker", "500ms", &script);
     let lease = dir.path().join("lease.json");
     let log = fs::File::create(dir.path().join("log")).unwrap();
     let mut unshare = Command::new("unshare")

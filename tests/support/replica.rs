@@ -29,6 +29,27 @@ pub const FAST_TIMINGS: [&str; 6] = [
     "500ms",
 ];
 
+/// How long a replica may take to exit after a signal before a test fails.
+pub const EXIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// Writes a jobs file with one job `name` firing every second, with `grace` and the `/bin/sh` `script`
+/// (single quotes are not allowed in it), and returns its path.
+pub fn every_second_job(dir: &Path, name: &str, grace: &str, script: &str) -> PathBuf {
+    assert!(
+        !script.contains('\''),
+        "the script is single-quoted in YAML"
+    );
+    let jobs = dir.join("jobs.yaml");
+    fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: {name}\n    schedule: \"* * * * * *\"\n    terminationGrace: {grace}\n    shell: '{script}'\n"
+        ),
+    )
+    .expect("write the jobs file");
+    jobs
+}
+
 /// One `leasecron run` process, its log in a file; killed with SIGKILL on drop if still running.
 pub struct Replica {
     pub identity: String,
@@ -67,6 +88,18 @@ impl Replica {
 
     pub fn signal(&self, signal: Signal) {
         kill(self.pid(), signal).expect("signal replica");
+    }
+
+    /// Sends SIGTERM and asserts a clean shutdown: exit 0 within [`EXIT_LIMIT`].
+    pub fn stop_cleanly(&mut self) {
+        self.signal(Signal::SIGTERM);
+        let status = self.wait_exit(EXIT_LIMIT).expect("exits after SIGTERM");
+        assert!(
+            status.success(),
+            "{} exited with {status}: {}",
+            self.identity,
+            self.log_text()
+        );
     }
 
     /// Waits for the process to exit, up to `limit`.
