@@ -183,6 +183,9 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
     // A corrupt lease file is a configuration error: find out before anything runs.
     store.get().await?;
     let listener = http::bind(opts.http_addr).await?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /healthz and /readyz");
+    }
     let signals = Signals::install()?;
 
     let max_grace = jobs

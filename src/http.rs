@@ -117,3 +117,48 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::term::{FencingToken, Term};
+    use chrono::Utc;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_term_outlived_its_deadline_is_wedged() {
+        let handle = Term::begin(
+            FencingToken(1),
+            Utc::now(),
+            Instant::now() + Duration::from_secs(10),
+        );
+        let (_tx, rx) = watch::channel(Leadership::Leader {
+            term: handle.term().clone(),
+        });
+        let health = Health::new(rx);
+        assert!(health.is_healthy());
+        tokio::time::advance(Duration::from_secs(10) + WEDGED_AFTER - Duration::from_millis(1))
+            .await;
+        assert!(
+            health.is_healthy(),
+            "past the deadline, but within the slack the elector needs"
+        );
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(
+            !health.is_healthy(),
+            "the deadline timer did not end the term"
+        );
+        handle.end().await;
+        assert!(health.is_healthy(), "an ended term is not wedged");
+    }
+
+    #[tokio::test]
+    async fn followers_are_healthy_and_readiness_is_explicit() {
+        let (_tx, rx) = watch::channel(Leadership::Follower { holder: None });
+        let health = Health::new(rx);
+        assert!(health.is_healthy());
+        assert!(!health.is_ready());
+        health.set_ready();
+        assert!(health.is_ready());
+    }
+}

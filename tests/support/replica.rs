@@ -114,6 +114,28 @@ impl Replica {
         None
     }
 
+    /// `GET path` on the replica's HTTP endpoint (its address read from its log): `(status, body)`.
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let log = self.log_text();
+        let line = log.lines().find(|l| l.contains("serving /healthz"))?;
+        let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        Some((status, body))
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
