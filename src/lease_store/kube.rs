@@ -152,7 +152,8 @@ pub async fn infer_config() -> Result<kube::Config, Error> {
 
 impl KubeStore {
     /// A store on the Lease `params.namespace/params.name`, through clients built from `config` (with
-    /// kube's retry layer off and the timeouts of `params`). Sends no request.
+    /// kube's retry layer off and the timeouts of `params`). Sends no request; must be called within a
+    /// tokio runtime (the client spawns its connection buffer).
     pub fn new(config: kube::Config, params: Params) -> Result<Self, Error> {
         let requests = client(config.clone(), Some(params.request_timeout))?;
         let watches = client(config, None)?;
@@ -521,4 +522,206 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .expect("valid time")
+            .with_timezone(&Utc)
+    }
+
+    fn held(holder: &str) -> LeaseRecord {
+        LeaseRecord {
+            holder_identity: Some(holder.to_owned()),
+            lease_duration_seconds: 15,
+            acquire_time: Some(at("2025-03-01T10:00:00.123456789Z")),
+            renew_time: Some(at("2025-03-01T10:00:05Z")),
+            lease_transitions: 4,
+        }
+    }
+
+    fn shared_for_tests() -> Shared {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+        let params = Params::new("ns", "lock", Duration::from_millis(500));
+        KubeStore::new(config, params)
+            .map(|store| Arc::try_unwrap(store.shared).ok().expect("sole owner"))
+            .expect("a client for a plain-HTTP URL")
+    }
+
+    #[test]
+    fn the_spec_is_written_with_client_go_field_names_and_micro_times() {
+        let json = serde_json::to_value(to_spec(&held("pod-a"))).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "holderIdentity": "pod-a",
+                "leaseDurationSeconds": 15,
+                "acquireTime": "2025-03-01T10:00:00.123456Z",
+                "renewTime": "2025-03-01T10:00:05.000000Z",
+                "leaseTransitions": 4,
+            })
+        );
+    }
+
+    #[test]
+    fn a_released_record_is_written_with_an_empty_holder_as_client_go_does() {
+        let mut record = held("pod-a");
+        record.holder_identity = None;
+        let spec = to_spec(&record);
+        assert_eq!(spec.holder_identity.as_deref(), Some(""));
+        assert_eq!(to_record(Some(&spec)).holder(), None);
+    }
+
+    #[test]
+    fn a_client_go_lease_is_read_field_by_field() {
+        let spec: LeaseSpec = serde_json::from_value(serde_json::json!({
+            "holderIdentity": "go-1",
+            "leaseDurationSeconds": 10,
+            "acquireTime": "2025-03-01T10:00:00.000000Z",
+            "renewTime": "2025-03-01T10:00:08.500000Z",
+            "leaseTransitions": 7,
+        }))
+        .expect("parses");
+        let record = to_record(Some(&spec));
+        assert_eq!(record.holder(), Some("go-1"));
+        assert_eq!(record.lease_duration_seconds, 10);
+        assert_eq!(record.renew_time, Some(at("2025-03-01T10:00:08.5Z")));
+        assert_eq!(record.lease_transitions, 7);
+    }
+
+    #[test]
+    fn a_null_holder_or_a_missing_spec_reads_as_a_free_lease() {
+        let spec: LeaseSpec =
+            serde_json::from_value(serde_json::json!({"holderIdentity": null})).expect("parses");
+        assert_eq!(to_record(Some(&spec)).holder(), None);
+        let empty = to_record(None);
+        assert_eq!(empty.holder(), None);
+        assert_eq!(empty.lease_transitions, 0);
+        assert_eq!(empty.lease_duration_seconds, 0);
+    }
+
+    #[test]
+    fn odd_records_are_named_and_normal_ones_are_not() {
+        assert_eq!(oddity(None).as_deref(), Some("has no spec"));
+        let mut spec = to_spec(&held("b"));
+        assert_eq!(oddity(Some(&spec)), None);
+        spec.lease_duration_seconds = Some(-3);
+        assert_eq!(
+            oddity(Some(&spec)).as_deref(),
+            Some("has leaseDurationSeconds -3")
+        );
+        spec.lease_duration_seconds = Some(0);
+        spec.holder_identity = Some(String::new());
+        assert_eq!(oddity(Some(&spec)), None, "a released lease may say 0");
+        spec.lease_transitions = Some(-1);
+        assert_eq!(
+            oddity(Some(&spec)).as_deref(),
+            Some("has leaseTransitions -1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forbidden_answer_names_the_verb_the_resource_and_the_rule() {
+        let shared = shared_for_tests();
+        let status = kube::core::Status::failure(
+            "leases.coordination.k8s.io \"lock\" is forbidden: User \"x\" cannot update resource",
+            "Forbidden",
+        )
+        .with_code(403);
+        let error = shared.error(Verb::Update, kube::Error::Api(status.boxed()));
+        assert!(!error.is_transient());
+        let text = error.to_string();
+        for needle in [
+            "lease ns/lock",
+            "\"update\"",
+            "\"leases\"",
+            "\"coordination.k8s.io\"",
+            "namespace \"ns\"",
+            "cannot update resource",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from: {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_transient_and_client_errors_are_not() {
+        let shared = shared_for_tests();
+        let api = |code: u16| {
+            let status = kube::core::Status::failure("x", "y").with_code(code);
+            shared.error(Verb::Get, kube::Error::Api(status.boxed()))
+        };
+        assert!(api(500).is_transient());
+        assert!(api(503).is_transient());
+        assert!(api(429).is_transient());
+        assert!(!api(401).is_transient());
+        assert!(!api(422).is_transient());
+        let garbage = serde_json::from_str::<Lease>("{not json").expect_err("garbage");
+        let malformed = shared.error(Verb::Get, kube::Error::SerdeError(garbage));
+        assert!(matches!(malformed, Error::Malformed { .. }));
+        assert!(malformed.is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_lease_without_a_resource_version_is_malformed() {
+        let shared = shared_for_tests();
+        let lease = Lease {
+            metadata: ObjectMeta::default(),
+            spec: Some(to_spec(&held("a"))),
+        };
+        let error = shared.versioned(Verb::Get, lease).expect_err("no version");
+        assert!(error.to_string().contains("resourceVersion"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_update_sends_back_the_metadata_of_the_version_it_replaces() {
+        let shared = shared_for_tests();
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert("app".to_owned(), "cron".to_owned());
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some("lock".into()),
+                resource_version: Some("41".into()),
+                labels: Some(labels.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        };
+        shared.versioned(Verb::Get, lease).expect("versioned");
+        assert_eq!(shared.metadata_for("41").labels, Some(labels));
+        let other = shared.metadata_for("40");
+        assert_eq!(other.labels, None);
+        assert_eq!(other.resource_version.as_deref(), Some("40"));
+        assert_eq!(other.name.as_deref(), Some("lock"));
+    }
+
+    #[test]
+    fn the_feed_reports_a_record_only_when_its_version_is_new() {
+        let mut feed = feed::Feed::default();
+        let v = |version: &str| {
+            Some(Versioned {
+                record: held("a"),
+                version: version.to_owned(),
+            })
+        };
+        assert!(feed.learn(v("1")));
+        assert!(!feed.learn(v("1")));
+        assert!(feed.learn(None));
+        assert!(!feed.learn(None));
+        assert!(feed.learn(v("2")));
+    }
+
+    #[test]
+    fn error_chains_name_each_cause_once() {
+        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let outer = Error::Io {
+            path: "x".into(),
+            op: "reading",
+            source: inner,
+        };
+        assert_eq!(error_chain(&outer), "lease file x: reading: refused");
+    }
 }
