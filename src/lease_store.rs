@@ -222,6 +222,18 @@ pub enum Error {
         /// The API server's message.
         message: String,
     },
+    /// At start, the Lease names our identity and a live process renewed it: two replicas share one
+    /// identity.
+    #[error(
+        "{store}: identity {identity:?} is already held by another live process (the Lease was renewed \
+         under this identity while we watched it); give each replica its own --identity"
+    )]
+    IdentityInUse {
+        /// [`LeaseStore::describe`].
+        store: String,
+        /// The identity in conflict.
+        identity: String,
+    },
     /// The API server could not be reached, or the connection failed mid-request.
     #[error("{store}: {verb}: cannot reach the Kubernetes API: {detail}")]
     Unreachable {
@@ -277,7 +289,8 @@ impl Error {
             Error::Corrupt { .. }
             | Error::ClientConfig { .. }
             | Error::Forbidden { .. }
-            | Error::Unauthorized { .. } => false,
+            | Error::Unauthorized { .. }
+            | Error::IdentityInUse { .. } => false,
             Error::Api { code, .. } => is_transient_status(*code),
             Error::Io { source, .. } => !matches!(
                 source.kind(),

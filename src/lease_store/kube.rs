@@ -58,6 +58,10 @@ const FORBIDDEN: u16 = 403;
 const NOT_FOUND: u16 = 404;
 /// HTTP 409: `AlreadyExists` on create, `Conflict` on update.
 const CONFLICT: u16 = 409;
+/// Longest DNS-1123 label (a namespace).
+const MAX_LABEL_LEN: usize = 63;
+/// Longest DNS-1123 subdomain (an object name).
+const MAX_SUBDOMAIN_LEN: usize = 253;
 /// How long the API server keeps one watch request open (`timeoutSeconds`) before we re-watch.
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -190,6 +194,103 @@ impl KubeStore {
             AbortOnDrop(tokio::spawn(feed::run(shared)))
         });
     }
+
+    /// Refuses to start under an identity that a live process already holds the Lease with.
+    ///
+    /// If the Lease names `identity` and its own fields say it may still be live (`renewTime` +
+    /// `leaseDurationSeconds` + `window` is after the local wall clock — generous on purpose: the wall
+    /// clock only decides whether to look closer), watches it for `window` (the lease duration). A renewal
+    /// that still names `identity` proves another live process: [`Error::IdentityInUse`]. No change for
+    /// `window`, a release, or another holder: the record is an earlier incarnation's, and the elector
+    /// treats it like anyone else's (it may be taken over only after it expires).
+    pub async fn check_identity(&self, identity: &str, window: Duration) -> Result<(), Error> {
+        let Some(mut current) = self.get().await? else {
+            return Ok(());
+        };
+        if current.record.holder() != Some(identity) || !may_be_live(&current.record, window) {
+            return Ok(());
+        }
+        tracing::warn!(
+            %identity,
+            lease = %self.describe(),
+            window = %humantime::format_duration(window),
+            "the Lease names this identity; watching it to tell an earlier incarnation from a live process"
+        );
+        let until = Instant::now() + window;
+        loop {
+            let change =
+                tokio::time::timeout_at(until, self.changed(Some(current.version.clone())));
+            let record = match change.await {
+                Err(_quiet) => return Ok(()),
+                Ok(Change::Record(record)) => record,
+                Ok(Change::Unknown) => self.get().await?,
+            };
+            match record {
+                Some(next) if next.version == current.version => current = next,
+                Some(next) if next.record.holder() == Some(identity) => {
+                    return Err(Error::IdentityInUse {
+                        store: self.describe(),
+                        identity: identity.to_owned(),
+                    })
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+/// True unless the record's own fields say it expired more than `allowance` ago by the local wall clock.
+fn may_be_live(record: &LeaseRecord, allowance: Duration) -> bool {
+    let (Some(renewed), duration) = (record.renew_time, record.lease_duration_seconds) else {
+        return false;
+    };
+    if duration <= 0 {
+        return false;
+    }
+    let allowance = chrono::Duration::from_std(allowance).unwrap_or(chrono::Duration::MAX);
+    let lasts = chrono::Duration::seconds(i64::from(duration)).checked_add(&allowance);
+    lasts
+        .and_then(|lasts| renewed.checked_add_signed(lasts))
+        .is_none_or(|expiry| expiry > Utc::now())
+}
+
+/// Checks a Lease name: a DNS-1123 subdomain (what the API server requires of `metadata.name`).
+pub fn check_lease_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_SUBDOMAIN_LEN {
+        return Err(format!("it is longer than {MAX_SUBDOMAIN_LEN} characters"));
+    }
+    name.split('.')
+        .try_for_each(|label| check_label(label, usize::MAX))
+        .map_err(|why| {
+            format!("{why} (a DNS-1123 subdomain: lowercase letters, digits, `-` and `.`)")
+        })
+}
+
+/// Checks a namespace name: a DNS-1123 label.
+pub fn check_namespace(namespace: &str) -> Result<(), String> {
+    check_label(namespace, MAX_LABEL_LEN)
+        .map_err(|why| format!("{why} (a DNS-1123 label: lowercase letters, digits and `-`)"))
+}
+
+fn check_label(label: &str, max_len: usize) -> Result<(), String> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if label.is_empty() {
+        return Err("it is empty or has an empty part".to_owned());
+    }
+    if label.len() > max_len {
+        return Err(format!("it is longer than {max_len} characters"));
+    }
+    if !label.chars().all(|c| alnum(c) || c == '-') {
+        return Err(format!(
+            "{label:?} has a character other than a-z, 0-9 and `-`"
+        ));
+    }
+    if !label.starts_with(alnum) || !label.ends_with(alnum) {
+        return Err(format!(
+            "{label:?} must start and end with a lowercase letter or digit"
+        ));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for KubeStore {
