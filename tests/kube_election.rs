@@ -37,7 +37,7 @@ fn last_update(server: &FakeApiServer, token: &str) -> Instant {
                 && matches!(r.status, Some(200 | 201))
         })
         .map(|r| r.at)
-        .last()
+        .next_back()
         .expect("a successful write")
 }
 
