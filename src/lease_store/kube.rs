@@ -146,7 +146,8 @@ pub async fn infer_config() -> Result<kube::Config, Error> {
         .await
         .map_err(|e| Error::ClientConfig {
             detail: format!(
-                "no usable kubeconfig (KUBECONFIG or ~/.kube/config) and not running in a cluster: {}",
+                "no usable kubeconfig (KUBECONFIG or ~/.kube/config) and not running in a cluster \
+                 (or pass --lease-file PATH to elect through a local file): {}",
                 error_chain(&e)
             ),
         })
