@@ -207,15 +207,20 @@ impl FakeApiServer {
         path
     }
 
-    /// A real `kube::Client` for the client with bearer token `token`, built from its kubeconfig.
-    pub async fn client(&self, token: &str) -> kube::Client {
+    /// The `kube::Config` of the client with bearer token `token`, built from its kubeconfig. Note that
+    /// kube's default `Config` retries 429/503/504 answers (`default_retry`, up to 15 times with backoff).
+    pub async fn config(&self, token: &str) -> kube::Config {
         let kubeconfig: kube::config::Kubeconfig =
             serde_json::from_value(self.kubeconfig_json(token)).expect("a valid kubeconfig");
         let options = kube::config::KubeConfigOptions::default();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
-            .expect("a kube config");
-        kube::Client::try_from(config).expect("a kube client")
+            .expect("a kube config")
+    }
+
+    /// A real `kube::Client` with kube's defaults for the client with bearer token `token`.
+    pub async fn client(&self, token: &str) -> kube::Client {
+        kube::Client::try_from(self.config(token).await).expect("a kube client")
     }
 
     /// The fault switch of the client with bearer token `token`.

@@ -67,7 +67,7 @@ async fn handle(
     let verb = target
         .as_ref()
         .and_then(|target| verb_of(&parts.method, target, &query));
-    let mut record = RequestRecord {
+    let record = RequestRecord {
         at: Instant::now(),
         wall: Utc::now(),
         token: bearer_token(&parts.headers),
@@ -108,7 +108,6 @@ async fn handle(
         .await
         .unwrap_or_else(|error| error_response(&error))
     };
-    record.status = Some(response.status().as_u16());
     finish(&shared, record, response)
 }
 
