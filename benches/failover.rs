@@ -121,7 +121,10 @@ impl Bench {
             if let Some(write) = write {
                 return write.wall;
             }
-            assert!(start.elapsed() < Duration::from_secs(120), "nobody took over");
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "nobody took over"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -208,7 +211,10 @@ async fn steady_state(bench: &Bench, replicas: &[Replica]) {
     tokio::time::sleep(STEADY_WINDOW).await;
     let to = Utc::now();
     let minutes = (to - from).num_milliseconds() as f64 / 60_000.0;
-    println!("steady state over {:.0} s: Lease requests per minute", minutes * 60.0);
+    println!(
+        "steady state over {:.0} s: Lease requests per minute",
+        minutes * 60.0
+    );
     for replica in replicas {
         let mut by_verb: BTreeMap<String, usize> = BTreeMap::new();
         for r in bench.server.requests() {
@@ -217,11 +223,18 @@ async fn steady_state(bench: &Bench, replicas: &[Replica]) {
                 && r.token.as_deref() == Some(replica.token().as_str())
                 && r.resource == Some(Resource::Leases)
             {
-                *by_verb.entry(format!("{:?}", r.verb).to_lowercase()).or_default() += 1;
+                let verb = r
+                    .verb
+                    .map_or("unrouted".to_owned(), |v| format!("{v:?}").to_lowercase());
+                *by_verb.entry(verb).or_default() += 1;
             }
         }
         let total: usize = by_verb.values().sum();
-        let role = if replica.identity == leader { "leader" } else { "follower" };
+        let role = if replica.identity == leader {
+            "leader"
+        } else {
+            "follower"
+        };
         let verbs: Vec<String> = by_verb
             .iter()
             .map(|(verb, n)| format!("{verb} {:.1}", *n as f64 / minutes))
