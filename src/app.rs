@@ -242,6 +242,7 @@ async fn open_kube_store(opts: &RunOptions, identity: &str) -> Result<KubeStore,
         source,
     };
     store.get().await.map_err(start_error)?;
+    store.check_access().await.map_err(start_error)?;
     store
         .check_identity(identity, opts.timings.lease_duration)
         .await

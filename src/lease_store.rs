@@ -234,6 +234,21 @@ pub enum Error {
         /// The identity in conflict.
         identity: String,
     },
+    /// A `SelfSubjectAccessReview` at start says this replica lacks some of the verbs leasecron needs.
+    #[error(
+        "{store}: this replica's service account may not {} leases: add the RBAC rule \
+         {{apiGroups: [\"coordination.k8s.io\"], resources: [\"leases\"], verbs: [\"get\", \"watch\", \"create\", \"update\"]}} \
+         in namespace \"{namespace}\"",
+        .verbs.join(", ")
+    )]
+    AccessDenied {
+        /// [`LeaseStore::describe`].
+        store: String,
+        /// The denied verbs.
+        verbs: Vec<&'static str>,
+        /// The Lease's namespace.
+        namespace: String,
+    },
     /// The API server could not be reached, or the connection failed mid-request.
     #[error("{store}: {verb}: cannot reach the Kubernetes API: {detail}")]
     Unreachable {
@@ -289,6 +304,7 @@ impl Error {
             Error::Corrupt { .. }
             | Error::ClientConfig { .. }
             | Error::Forbidden { .. }
+            | Error::AccessDenied { .. }
             | Error::Unauthorized { .. }
             | Error::IdentityInUse { .. } => false,
             Error::Api { code, .. } => is_transient_status(*code),

@@ -39,6 +39,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
@@ -64,6 +67,9 @@ const MAX_LABEL_LEN: usize = 63;
 const MAX_SUBDOMAIN_LEN: usize = 253;
 /// How long the API server keeps one watch request open (`timeoutSeconds`) before we re-watch.
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The verbs leasecron needs on the Lease, checked at start by [`KubeStore::check_access`].
+pub const REQUIRED_VERBS: [&str; 4] = ["get", "watch", "create", "update"];
 
 /// Where the Lease is and how this store talks to the API server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +123,8 @@ pub struct KubeStore {
 struct Shared {
     /// For get/create/update: no retry layer, read timeout set.
     requests: Api<Lease>,
+    /// For the start-up access check, through the same client as `requests`.
+    reviews: Api<SelfSubjectAccessReview>,
     /// For the watch: no retry layer, no read timeout (a watch is quiet between events).
     watches: Api<Lease>,
     params: Params,
@@ -164,6 +172,7 @@ impl KubeStore {
         let watches = client(config, None)?;
         let describe = format!("lease {}/{}", params.namespace, params.name);
         let shared = Shared {
+            reviews: Api::all(requests.clone()),
             requests: Api::namespaced(requests, &params.namespace),
             watches: Api::namespaced(watches, &params.namespace),
             params,
@@ -194,6 +203,59 @@ impl KubeStore {
             let shared = Arc::clone(&self.shared);
             AbortOnDrop(tokio::spawn(feed::run(shared)))
         });
+    }
+
+    /// Asks the API server (`SelfSubjectAccessReview`) whether this replica may get, watch, create and
+    /// update the Lease, so a missing RBAC verb is a clear error at start rather than a failure once
+    /// leading. Denied verbs: [`Error::AccessDenied`]. A review that cannot be made (an API server without
+    /// the authorization API, a timeout) proves nothing: it is logged and the check passes; the requests
+    /// themselves still report 403 as [`Error::Forbidden`].
+    pub async fn check_access(&self) -> Result<(), Error> {
+        let mut denied = Vec::new();
+        for verb in REQUIRED_VERBS {
+            match self.review(verb).await {
+                Ok(true) => {}
+                Ok(false) => denied.push(verb),
+                Err(error) => {
+                    tracing::debug!(verb, %error, "cannot review access to the Lease; skipping the check");
+                    return Ok(());
+                }
+            }
+        }
+        if denied.is_empty() {
+            return Ok(());
+        }
+        Err(Error::AccessDenied {
+            store: self.describe(),
+            verbs: denied,
+            namespace: self.shared.params.namespace.clone(),
+        })
+    }
+
+    /// Whether the API server allows `verb` on the Lease to this replica.
+    async fn review(&self, verb: &str) -> Result<bool, kube::Error> {
+        let params = &self.shared.params;
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some("coordination.k8s.io".to_owned()),
+                    resource: Some("leases".to_owned()),
+                    namespace: Some(params.namespace.clone()),
+                    verb: Some(verb.to_owned()),
+                    // `create` cannot be restricted to a name; the others can (resourceNames).
+                    name: (verb != "create").then(|| params.name.clone()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let post = PostParams::default();
+        let request = self.shared.reviews.create(&post, &review);
+        let answer = tokio::time::timeout(params.request_timeout, request)
+            .await
+            .map_err(|_| kube::Error::Service("the access review timed out".into()))??;
+        Ok(answer.status.is_some_and(|status| status.allowed))
     }
 
     /// Refuses to start under an identity that a live process already holds the Lease with.

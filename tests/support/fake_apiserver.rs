@@ -30,11 +30,13 @@
 //!   `timeoutSeconds`. `fieldSelector=metadata.name=X` filters. [`FakeApiServer::break_watches`] ends them.
 //! - List: items without `kind`/`apiVersion`, the list's resourceVersion; 410 for a compacted
 //!   `resourceVersion` with `resourceVersionMatch=Exact`, 504 for one in the future.
-//! - A request without a bearer token: 401.
+//! - A request without a bearer token: 401. RBAC: [`FakeApiServer::deny`] takes verbs on a resource away
+//!   from one client: its requests get 403 `Forbidden` (worded as the real authorizer words it), and its
+//!   `SelfSubjectAccessReview`s answer `allowed: false`; everything else is allowed.
 //!
 //! # What it does not do
 //!
-//! No TLS, authorization, label selectors (400), pagination (`limit`/`continue` are ignored), JSON patch or
+//! No TLS, authorization beyond [`FakeApiServer::deny`], label selectors (400), pagination (`limit`/`continue` are ignored), JSON patch or
 //! server-side apply (415), `generation`, `managedFields`, finalizers, dry runs, or cluster-scoped
 //! resources. Events are stored as given, with only name validation.
 //!
@@ -49,6 +51,8 @@
 mod faults;
 #[path = "fake_apiserver/http.rs"]
 mod http;
+#[path = "fake_apiserver/rbac.rs"]
+mod rbac;
 #[path = "fake_apiserver/resource.rs"]
 mod resource;
 #[path = "fake_apiserver/status.rs"]
@@ -78,6 +82,7 @@ pub use validate::MICRO_TIME_LAYOUT;
 
 use faults::{lock, Faults, RequestLog};
 use http::{Connection, ResettableListener};
+use rbac::Rbac;
 use store::Store;
 
 /// The namespace of the kubeconfig context.
@@ -110,6 +115,7 @@ pub struct FakeApiServer {
 struct Shared {
     store: Mutex<Store>,
     faults: Faults,
+    rbac: Rbac,
     log: RequestLog,
     options: Options,
     /// Cancelled (and replaced) by `break_watches`.
@@ -168,6 +174,7 @@ impl FakeApiServer {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(options.history_limit)),
             faults: Faults::default(),
+            rbac: Rbac::default(),
             log: RequestLog::default(),
             options,
             watch_breaker: Mutex::new(CancellationToken::new()),
@@ -226,6 +233,12 @@ impl FakeApiServer {
     /// The fault switch of the client with bearer token `token`.
     pub fn faults(&self, token: &str) -> FaultHandle {
         self.shared.faults.handle(token)
+    }
+
+    /// Denies `verbs` on `resource` to the client with bearer token `token`: its requests get 403
+    /// `Forbidden`, and its `SelfSubjectAccessReview`s say `allowed: false`.
+    pub fn deny(&self, token: &str, resource: Resource, verbs: &[Verb]) {
+        self.shared.rbac.deny(token, resource, verbs);
     }
 
     /// Every request so far, in arrival order.

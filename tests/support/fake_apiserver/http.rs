@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use super::faults::{Fault, RequestRecord, Verb};
+use super::rbac;
 use super::resource::{parse_path, Target};
 use super::status::ApiError;
 use super::validate::decode;
@@ -93,8 +94,17 @@ async fn handle(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     }
-    let response = if record.token.is_none() {
+    let response = if let Some(token) = record
+        .token
+        .as_deref()
+        .filter(|_| parts.method == Method::POST && parts.uri.path() == rbac::ACCESS_REVIEW_PATH)
+    {
+        access_review(&shared, token, body).await
+    } else if record.token.is_none() {
         error_response(&ApiError::unauthorized())
+    } else if let Some(denied) = forbidden(&shared, record.token.as_deref(), target.as_ref(), verb)
+    {
+        error_response(&denied)
     } else {
         serve(
             &shared,
@@ -109,6 +119,40 @@ async fn handle(
         .unwrap_or_else(|error| error_response(&error))
     };
     finish(&shared, record, response)
+}
+
+/// The 403 for a request the client's RBAC rules deny, if they do.
+fn forbidden(
+    shared: &Shared,
+    token: Option<&str>,
+    target: Option<&Target>,
+    verb: Option<Verb>,
+) -> Option<ApiError> {
+    let (token, target, verb) = (token?, target?, verb?);
+    (!shared.rbac.allows(token, target.resource, verb)).then(|| {
+        ApiError::forbidden(
+            rbac::verb_name(verb),
+            target.resource,
+            &target.namespace,
+            target.name.as_deref(),
+        )
+    })
+}
+
+/// Answers a `SelfSubjectAccessReview` (201, the review with its status).
+async fn access_review(shared: &Shared, token: &str, body: Body) -> Response {
+    let review = to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
+        .and_then(|bytes| {
+            serde_json::from_slice::<Value>(&bytes)
+                .map_err(|e| ApiError::bad_request(format!("decoding the review: {e}")))
+        })
+        .and_then(|review| shared.rbac.review(token, review));
+    match review {
+        Ok(review) => json_response(201, &review),
+        Err(error) => error_response(&error),
+    }
 }
 
 fn finish(shared: &Shared, mut record: RequestRecord, response: Response) -> Response {

@@ -27,6 +27,18 @@ pub struct Target {
 // === impl Resource ===
 
 impl Resource {
+    /// The resource with this API group and plural name, if the fake serves it.
+    pub fn from_group_and_plural(group: &str, plural: &str) -> Option<Resource> {
+        [
+            Resource::Leases,
+            Resource::ConfigMaps,
+            Resource::CoreEvents,
+            Resource::Events,
+        ]
+        .into_iter()
+        .find(|r| r.group() == group && r.plural() == plural)
+    }
+
     /// The API group (`""` for the core group).
     pub fn group(self) -> &'static str {
         match self {

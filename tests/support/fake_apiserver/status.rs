@@ -77,6 +77,32 @@ impl ApiError {
         )
     }
 
+    /// 403 `Forbidden`, worded as the API server's RBAC authorizer words it.
+    pub fn forbidden(
+        verb: &str,
+        resource: Resource,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> ApiError {
+        let object = match name {
+            Some(name) => format!("{} \"{name}\"", resource.qualified_resource()),
+            None => resource.qualified_resource(),
+        };
+        let message = format!(
+            "{object} is forbidden: User \"system:serviceaccount:{namespace}:test\" cannot {verb} resource \
+             \"{}\" in API group \"{}\" in the namespace \"{namespace}\"",
+            resource.plural(),
+            resource.group()
+        );
+        ApiError::about(
+            403,
+            "Forbidden",
+            message,
+            resource,
+            name.unwrap_or_default(),
+        )
+    }
+
     /// 409 `AlreadyExists` on create.
     pub fn already_exists(resource: Resource, name: &str) -> ApiError {
         let message = format!(
