@@ -15,9 +15,12 @@ use super::status::ApiError;
 /// The path of `SelfSubjectAccessReview`s.
 pub const ACCESS_REVIEW_PATH: &str = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
 
+/// What one client may not do.
+type Denied = HashSet<(Resource, Verb)>;
+
 /// The denied (resource, verb) pairs of every client, by bearer token.
 #[derive(Clone, Debug, Default)]
-pub struct Rbac(Arc<Mutex<HashMap<String, HashSet<(Resource, Verb)>>>>);
+pub struct Rbac(Arc<Mutex<HashMap<String, Denied>>>);
 
 // === impl Rbac ===
 
