@@ -14,8 +14,8 @@ use std::time::Duration;
 use fake_apiserver::{FakeApiServer, RequestRecord, Resource, Verb, NAMESPACE};
 use nix::sys::signal::Signal;
 use replica::{
-    assert_no_overlap, leasecron, now_ns, read_recorded_runs, recording_job, wait_for,
-    RecordedRun, Replica, FAST_TIMINGS,
+    assert_no_overlap, leasecron, now_ns, read_recorded_runs, recording_job, wait_for, RecordedRun,
+    Replica, FAST_TIMINGS,
 };
 
 /// How long a test waits for something that should happen within a few lease durations.
@@ -139,7 +139,8 @@ fn requests_of(server: &FakeApiServer, token: &str, from: usize) -> Vec<RequestR
 
 /// True for a successful write (an acquire, a renew or a release) of the Lease.
 fn is_write(record: &RequestRecord) -> bool {
-    matches!(record.verb, Some(Verb::Create | Verb::Update)) && matches!(record.status, Some(200 | 201))
+    matches!(record.verb, Some(Verb::Create | Verb::Update))
+        && matches!(record.status, Some(200 | 201))
 }
 
 /// Waits until the job has completed `count` more runs than `after`; returns all runs.
@@ -189,7 +190,10 @@ fn three_replicas_on_the_kube_lease_hand_over_on_sigterm_and_sigkill_without_ove
         "one leader, one term: {seen:?}"
     );
     assert!(first.token >= 1, "fencing tokens start at 1");
-    assert_eq!(lease_holder(&server).as_deref(), Some(first.identity.as_str()));
+    assert_eq!(
+        lease_holder(&server).as_deref(),
+        Some(first.identity.as_str())
+    );
     let leader = replicas
         .iter()
         .position(|r| r.identity == first.identity)
@@ -281,7 +285,10 @@ fn three_replicas_on_the_kube_lease_hand_over_on_sigterm_and_sigkill_without_ove
         third_acquire >= killed_last_write + LD,
         "the killed leader's Lease was taken only after it expired"
     );
-    assert_eq!(lease_holder(&server).as_deref(), Some(third.identity.as_str()));
+    assert_eq!(
+        lease_holder(&server).as_deref(),
+        Some(third.identity.as_str())
+    );
 
     // Let the last leader run, then check every pair of runs. The killed leader's unfinished run died with
     // it (PR_SET_PDEATHSIG), at the kill at the latest.

@@ -2,6 +2,7 @@
 //! each, so faults hit one replica), and in-process electors on such stores.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -177,6 +178,7 @@ pub enum Garble {
 pub struct GarblingProxy {
     url: String,
     garble: Arc<Mutex<(Garble, Vec<&'static str>)>>,
+    garbled: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -186,6 +188,7 @@ struct ProxyState {
     upstream: String,
     client: kube::Client,
     garble: Arc<Mutex<(Garble, Vec<&'static str>)>>,
+    garbled: Arc<AtomicUsize>,
 }
 
 impl GarblingProxy {
@@ -199,7 +202,9 @@ impl GarblingProxy {
             kube::Config::new(server.url().parse().expect("the fake API server's URL"));
         upstream.default_retry = false;
         let garble = Arc::new(Mutex::new((Garble::Pass, Vec::new())));
+        let garbled = Arc::new(AtomicUsize::new(0));
         let state = ProxyState {
+            garbled: Arc::clone(&garbled),
             upstream: server.url(),
             client: kube::Client::try_from(upstream).expect("a client to the fake"),
             garble: Arc::clone(&garble),
@@ -209,12 +214,22 @@ impl GarblingProxy {
             // Serving only ends when the task is aborted.
             let _ = axum::serve(listener, app).await;
         });
-        GarblingProxy { url, garble, task }
+        GarblingProxy {
+            url,
+            garble,
+            garbled,
+            task,
+        }
     }
 
     /// Garbles the answers to requests with one of `methods` (`"GET"`, `"PUT"`, ...) as `garble` says.
     pub fn set(&self, garble: Garble, methods: &[&'static str]) {
         *self.garble.lock().unwrap_or_else(PoisonError::into_inner) = (garble, methods.to_vec());
+    }
+
+    /// How many answers it has garbled so far.
+    pub fn garbled(&self) -> usize {
+        self.garbled.load(Ordering::SeqCst)
     }
 
     /// The `kube::Config` of client `token` (its bearer token) through this proxy.
@@ -223,9 +238,12 @@ impl GarblingProxy {
         kubeconfig["clusters"][0]["cluster"]["server"] = serde_json::Value::from(self.url.clone());
         let kubeconfig: kube::config::Kubeconfig =
             serde_json::from_value(kubeconfig).expect("a valid kubeconfig");
-        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .expect("a kube config")
+        kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("a kube config")
     }
 }
 
@@ -260,7 +278,10 @@ async fn forward(
     let mut upstream = axum::http::Request::builder()
         .method(parts.method.clone())
         .uri(format!("{}{path}", state.upstream));
-    for name in [axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE] {
+    for name in [
+        axum::http::header::AUTHORIZATION,
+        axum::http::header::CONTENT_TYPE,
+    ] {
         if let Some(value) = parts.headers.get(&name) {
             upstream = upstream.header(name, value);
         }
@@ -280,8 +301,10 @@ async fn forward(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    let applies = status.is_success() && methods.contains(&parts.method.as_str());
+    let applies =
+        garble != Garble::Pass && status.is_success() && methods.contains(&parts.method.as_str());
     let bytes = if applies {
+        state.garbled.fetch_add(1, Ordering::SeqCst);
         garbled(garble, &bytes)
     } else {
         bytes.to_vec()
