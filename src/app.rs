@@ -17,7 +17,7 @@ use crate::config::{self, JobSet, LoadOptions};
 use crate::dispatch::Dispatcher;
 use crate::election::{self, Elector};
 use crate::http::{self, Health};
-use crate::lease_store::{self, file::FileStore, LeaseStore};
+use crate::lease_store::{self, file::FileStore, kube as kube_store, KubeStore, LeaseStore};
 use crate::reaper::Reaper;
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
@@ -43,9 +43,25 @@ pub enum Error {
     /// permission). Failures once running come from the elector, as [`Error::Election`].
     #[error("{0}")]
     LeaseStore(#[from] lease_store::Error),
-    /// `run` without `--lease-file` needs the Kubernetes Lease store.
-    #[error("run without --lease-file elects through a Kubernetes Lease, which this build cannot do yet; pass --lease-file PATH to elect through a local file")]
-    NoKubernetes,
+    /// The Kubernetes API failed the start-up read of the Lease (unreachable, forbidden, ...).
+    #[error("Kubernetes API at {url}: {source}")]
+    Kubernetes {
+        /// The API server's URL, from the client configuration.
+        url: String,
+        /// What failed.
+        #[source]
+        source: lease_store::Error,
+    },
+    /// `--lease-name` or `--lease-namespace` is not a valid Kubernetes name.
+    #[error("{flag} {value:?}: {why}")]
+    InvalidName {
+        /// The flag (or environment variable) the name came from.
+        flag: &'static str,
+        /// The name given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// No identity could be determined.
     #[error("--identity: cannot determine an identity (LEASECRON_IDENTITY, POD_NAME and the hostname are all unset): {0}")]
     Identity(String),
@@ -88,7 +104,7 @@ impl Error {
         match self {
             Error::Config(_)
             | Error::Invalid(_)
-            | Error::NoKubernetes
+            | Error::InvalidName { .. }
             | Error::Identity(_)
             | Error::UnknownJob(_) => EXIT_USAGE,
             Error::Election(
@@ -98,7 +114,11 @@ impl Error {
                 | election::Error::RenewDeadlineTooShort { .. }
                 | election::Error::LeaseTooShort { .. },
             ) => EXIT_USAGE,
-            Error::LeaseStore(_) => EXIT_USAGE,
+            // Retrying later may help (an unreachable API server): a failure, not a usage error.
+            Error::LeaseStore(e) | Error::Kubernetes { source: e, .. } if e.is_transient() => {
+                EXIT_FAILURE
+            }
+            Error::LeaseStore(_) | Error::Kubernetes { .. } => EXIT_USAGE,
             Error::Http(http::Error::Bind { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
@@ -170,18 +190,94 @@ pub struct RunOptions {
 }
 
 /// `leasecron run`: elect, fire, run, until SIGTERM/SIGINT; then end the runs, release, return `Ok`.
+///
+/// Elects through `--lease-file` if given, else through a Kubernetes Lease.
 pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
     let jobs = config::load_file(&opts.jobs, &opts.timings.load_options()?)?;
-    let Some(lease_file) = &opts.lease_file else {
-        return Err(Error::NoKubernetes);
+    match &opts.lease_file {
+        Some(lease_file) => {
+            let identity = resolve_identity(opts.identity.clone(), true)?;
+            let store = FileStore::open(
+                lease_file,
+                opts.timings.retry_period.min(LEASE_FILE_POLL_INTERVAL),
+            )?;
+            // A corrupt lease file is a configuration error: find out before anything runs.
+            store.get().await?;
+            run_with(opts, jobs, identity, store, clock).await
+        }
+        None => {
+            let identity = resolve_identity(opts.identity.clone(), false)?;
+            let store = open_kube_store(&opts, &identity).await?;
+            run_with(opts, jobs, identity, store, clock).await
+        }
+    }
+}
+
+/// The Kubernetes Lease store, checked at start: valid names, a usable client configuration, an API
+/// server that answers a GET of the Lease, and no live process holding it under our identity.
+async fn open_kube_store(opts: &RunOptions, identity: &str) -> Result<KubeStore, Error> {
+    kube_store::check_lease_name(&opts.lease_name).map_err(|why| Error::InvalidName {
+        flag: "--lease-name",
+        value: opts.lease_name.clone(),
+        why,
+    })?;
+    let given = namespace_from_flag_or_env(opts.lease_namespace.clone());
+    if let Some((flag, namespace)) = &given {
+        check_namespace(flag, namespace)?;
+    }
+    let config = kube_store::infer_config().await?;
+    let namespace = match given {
+        Some((_, namespace)) => namespace,
+        None => {
+            let namespace = config.default_namespace.clone();
+            check_namespace("the kubeconfig's namespace", &namespace)?;
+            namespace
+        }
     };
-    let identity = resolve_identity(opts.identity.clone(), true)?;
-    let store = FileStore::open(
-        lease_file,
-        opts.timings.retry_period.min(LEASE_FILE_POLL_INTERVAL),
-    )?;
-    // A corrupt lease file is a configuration error: find out before anything runs.
-    store.get().await?;
+    let url = config.cluster_url.to_string();
+    let params = kube_store::Params::new(namespace, &opts.lease_name, opts.timings.retry_period);
+    let store = KubeStore::new(config, params)?;
+    let start_error = |source| Error::Kubernetes {
+        url: url.clone(),
+        source,
+    };
+    store.get().await.map_err(start_error)?;
+    store.check_access().await.map_err(start_error)?;
+    store
+        .check_identity(identity, opts.timings.lease_duration)
+        .await
+        .map_err(start_error)?;
+    Ok(store)
+}
+
+/// The namespace from `--lease-namespace` / `LEASECRON_LEASE_NAMESPACE`, else `POD_NAMESPACE`, with the
+/// name of where it came from; `None` to use the client configuration's.
+fn namespace_from_flag_or_env(flag: Option<String>) -> Option<(&'static str, String)> {
+    if let Some(namespace) = flag {
+        return Some(("--lease-namespace", namespace));
+    }
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|ns| !ns.is_empty())
+        .map(|ns| ("POD_NAMESPACE", ns))
+}
+
+fn check_namespace(flag: &'static str, namespace: &str) -> Result<(), Error> {
+    kube_store::check_namespace(namespace).map_err(|why| Error::InvalidName {
+        flag,
+        value: namespace.to_owned(),
+        why,
+    })
+}
+
+/// Runs with an opened, checked store.
+async fn run_with<S: LeaseStore>(
+    opts: RunOptions,
+    jobs: JobSet,
+    identity: String,
+    store: S,
+    clock: SharedClock,
+) -> Result<(), Error> {
     let listener = http::bind(opts.http_addr).await?;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /healthz and /readyz");

@@ -9,9 +9,8 @@
 //! Implementations:
 //! - [`file::FileStore`]: a JSON file on the local disk, for running without a cluster (several local
 //!   processes can contend through it).
-//! - The Kubernetes `Lease` store comes later; it maps `get`/`create`/`replace` and a watch onto this trait
-//!   unchanged: `Change::Record` for watch events (`Deleted` → `None`), `Change::Unknown` when the watch
-//!   restarts and the record must be re-read.
+//! - [`kube::KubeStore`]: a `coordination.k8s.io/v1` `Lease`, through the API server (`get`, `create`,
+//!   `replace` carrying `metadata.resourceVersion`, and a watch of the one object).
 
 use std::future::Future;
 use std::io;
@@ -21,8 +20,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 pub mod file;
+pub mod kube;
 
 pub use file::FileStore;
+pub use kube::KubeStore;
 
 /// The `Lease` spec fields, as client-go writes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,15 +78,18 @@ pub enum Verb {
     Create,
     /// [`LeaseStore::update`].
     Update,
+    /// The change feed of [`LeaseStore::changed`], where a store has one (a Kubernetes watch).
+    Watch,
 }
 
 impl Verb {
-    /// The verb as a metrics label: `get`, `create`, `update`.
+    /// The verb as a metrics label (and the Kubernetes RBAC verb): `get`, `create`, `update`, `watch`.
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Get => "get",
             Verb::Create => "create",
             Verb::Update => "update",
+            Verb::Watch => "watch",
         }
     }
 }
@@ -169,6 +173,102 @@ pub enum Error {
         /// What is wrong, with line and column where known.
         detail: String,
     },
+    /// The Kubernetes client cannot be configured (no kubeconfig and not in a cluster, a kubeconfig that
+    /// does not parse, unusable credentials or certificates).
+    #[error("cannot configure the Kubernetes client: {detail}")]
+    ClientConfig {
+        /// What went wrong, with kube's own explanation.
+        detail: String,
+    },
+    /// The API server refused a request for lack of permission (HTTP 403): an RBAC rule is missing.
+    #[error(
+        "{store}: {verb} is forbidden: grant this replica's service account the RBAC verb \"{verb}\" on \
+         resource \"leases\" in API group \"coordination.k8s.io\" in namespace \"{namespace}\" \
+         (leasecron needs get, create, update and watch); the API server said: {message}"
+    )]
+    Forbidden {
+        /// [`LeaseStore::describe`].
+        store: String,
+        /// The refused request.
+        verb: Verb,
+        /// The Lease's namespace.
+        namespace: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// The API server did not accept our credentials (HTTP 401).
+    #[error(
+        "{store}: {verb}: the API server rejected the credentials (401 Unauthorized): {message}"
+    )]
+    Unauthorized {
+        /// [`LeaseStore::describe`].
+        store: String,
+        /// The refused request.
+        verb: Verb,
+        /// The API server's message.
+        message: String,
+    },
+    /// The API server answered with an error status other than a conflict, 401 or 403.
+    #[error("{store}: {verb} failed: HTTP {code} {reason}: {message}")]
+    Api {
+        /// [`LeaseStore::describe`].
+        store: String,
+        /// The failed request.
+        verb: Verb,
+        /// The HTTP status code.
+        code: u16,
+        /// The Status reason (`InternalError`, `NotFound`, ...), if any.
+        reason: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// At start, the Lease names our identity and a live process renewed it: two replicas share one
+    /// identity.
+    #[error(
+        "{store}: identity {identity:?} is already held by another live process (the Lease was renewed \
+         under this identity while we watched it); give each replica its own --identity"
+    )]
+    IdentityInUse {
+        /// [`LeaseStore::describe`].
+        store: String,
+        /// The identity in conflict.
+        identity: String,
+    },
+    /// A `SelfSubjectAccessReview` at start says this replica lacks some of the verbs leasecron needs.
+    #[error(
+        "{store}: this replica's service account may not {} leases: add the RBAC rule \
+         {{apiGroups: [\"coordination.k8s.io\"], resources: [\"leases\"], verbs: [\"get\", \"watch\", \"create\", \"update\"]}} \
+         in namespace \"{namespace}\"",
+        .verbs.join(", ")
+    )]
+    AccessDenied {
+        /// [`LeaseStore::describe`].
+        store: String,
+        /// The denied verbs.
+        verbs: Vec<&'static str>,
+        /// The Lease's namespace.
+        namespace: String,
+    },
+    /// The API server could not be reached, or the connection failed mid-request.
+    #[error("{store}: {verb}: cannot reach the Kubernetes API: {detail}")]
+    Unreachable {
+        /// [`LeaseStore::describe`].
+        store: String,
+        /// The failed request.
+        verb: Verb,
+        /// The transport error.
+        detail: String,
+    },
+    /// The API server's answer cannot be read as a Lease or a Status.
+    #[error("{store}: {verb}: the API server's answer cannot be read: {detail}")]
+    Malformed {
+        /// [`LeaseStore::describe`].
+        store: String,
+        /// The request whose answer was unreadable.
+        verb: Verb,
+        /// The decoding error.
+        detail: String,
+    },
     /// A file-system operation failed.
     #[error("lease file {}: {op}: {source}", .path.display())]
     Io {
@@ -198,8 +298,16 @@ impl Error {
             Error::AlreadyExists { .. }
             | Error::Conflict { .. }
             | Error::NotFound { .. }
-            | Error::Timeout { .. } => true,
-            Error::Corrupt { .. } => false,
+            | Error::Timeout { .. }
+            | Error::Unreachable { .. }
+            | Error::Malformed { .. } => true,
+            Error::Corrupt { .. }
+            | Error::ClientConfig { .. }
+            | Error::Forbidden { .. }
+            | Error::AccessDenied { .. }
+            | Error::Unauthorized { .. }
+            | Error::IdentityInUse { .. } => false,
+            Error::Api { code, .. } => is_transient_status(*code),
             Error::Io { source, .. } => !matches!(
                 source.kind(),
                 io::ErrorKind::NotFound
@@ -210,6 +318,15 @@ impl Error {
             ),
         }
     }
+}
+
+/// True for HTTP statuses that a later retry may not see: 408, 429, every 5xx (and a missing code).
+fn is_transient_status(code: u16) -> bool {
+    const REQUEST_TIMEOUT: u16 = 408;
+    const TOO_MANY_REQUESTS: u16 = 429;
+    const FIRST_SERVER_ERROR: u16 = 500;
+    // 0: a Status without a code; nothing says it is permanent.
+    code == 0 || code == REQUEST_TIMEOUT || code == TOO_MANY_REQUESTS || code >= FIRST_SERVER_ERROR
 }
 
 #[cfg(test)]

@@ -18,8 +18,9 @@
 //!   (get / create / version-checked update / change notification). It publishes [`term::Leadership`] on a
 //!   `watch` channel; a [`term::Term`] owns the cancellation token, task tracker, fencing token and
 //!   deadline of one leadership term.
-//! - [`lease_store`] holds the stores: [`lease_store::file`] (a JSON record under `flock`, for running
-//!   without a cluster).
+//! - [`lease_store`] holds the stores: [`lease_store::kube`] (a `coordination.k8s.io/v1` Lease, written as
+//!   client-go writes it, with one watch per store waking followers) and [`lease_store::file`] (a JSON
+//!   record under `flock`, for running without a cluster).
 //! - [`dispatch`] turns each timer tick into a run, only under a live term (checked again at spawn).
 //! - [`runner`] executes a run: its own process group, environment, output into the log, timeout and
 //!   cancellation escalation (SIGTERM, then SIGKILL after the grace), concurrency policy and retries. Every
@@ -37,8 +38,8 @@
 //!                                        ▼
 //!   election ──watch<Leadership>──► dispatch ── live term? ──► runner ──► process group
 //!      │ LeaseStore                                               │ Outcome
-//!      └─ file (flock + JSON)                                     ▼
-//!                                                               logs
+//!      ├─ kube (Lease, watch)                                     ▼
+//!      └─ file (flock + JSON)                                   logs
 //! ```
 //!
 //! # Shutdown order

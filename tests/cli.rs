@@ -5,7 +5,7 @@ mod replica;
 
 use std::fs;
 
-use replica::{output, FAST_TIMINGS};
+use replica::{output, output_without_kubeconfig, FAST_TIMINGS};
 
 const GOOD: &str =
     "jobs:\n  - name: hello\n    schedule: \"*/5 * * * *\"\n    command: [\"/bin/true\"]\n";
@@ -162,7 +162,8 @@ fn bad_inputs_get_one_clear_line_and_exit_2() {
         (vec!["next", jobs, "--job", "nope"], "nope"),
     ];
     for (args, mention) in cases {
-        let out = output(&args);
+        // Without a kubeconfig on purpose: `run` without `--lease-file` must point at `--lease-file`.
+        let out = output_without_kubeconfig(&args);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(

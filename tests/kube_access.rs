@@ -1,0 +1,109 @@
+//! RBAC at start: a replica that may not get, watch, create or update the Lease is told so before it
+//! joins the election (`SelfSubjectAccessReview`), with the verbs and the rule to add; a denied request
+//! later is a 403 naming its verb.
+
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/kube_electors.rs"]
+mod kube_electors;
+
+use fake_apiserver::{FakeApiServer, Resource, Verb as ApiVerb};
+use kube_electors::store;
+use leasecron::lease_store::{Error, LeaseStore};
+
+#[tokio::test]
+async fn all_verbs_granted_passes_the_check() {
+    let server = FakeApiServer::start().await;
+    let store = store(&server, "a").await;
+    store.check_access().await.expect("every verb is allowed");
+    let reviews = server
+        .requests()
+        .iter()
+        .filter(|r| r.token.as_deref() == Some("a") && r.resource.is_none())
+        .count();
+    assert_eq!(
+        reviews, 4,
+        "one review per verb: get, watch, create, update"
+    );
+}
+
+#[tokio::test]
+async fn denied_verbs_are_named_with_the_rule_to_add() {
+    let server = FakeApiServer::start().await;
+    server.deny("a", Resource::Leases, &[ApiVerb::Create, ApiVerb::Update]);
+    let store = store(&server, "a").await;
+    let error = store
+        .check_access()
+        .await
+        .expect_err("create and update are denied");
+    let Error::AccessDenied { verbs, .. } = &error else {
+        panic!("expected AccessDenied, got {error:?}");
+    };
+    assert_eq!(verbs, &["create", "update"]);
+    let message = error.to_string();
+    for needle in [
+        "create, update",
+        "coordination.k8s.io",
+        "leases",
+        "\"default\"",
+    ] {
+        assert!(message.contains(needle), "{needle} in {message}");
+    }
+    assert!(
+        !error.is_transient(),
+        "a missing rule is not fixed by retrying"
+    );
+}
+
+#[tokio::test]
+async fn another_clients_denials_do_not_apply() {
+    let server = FakeApiServer::start().await;
+    server.deny("b", Resource::Leases, &[ApiVerb::Get]);
+    let store = store(&server, "a").await;
+    store.check_access().await.expect("a is not b");
+}
+
+#[tokio::test]
+async fn a_denied_request_is_a_403_naming_its_verb() {
+    let server = FakeApiServer::start().await;
+    server.deny("a", Resource::Leases, &[ApiVerb::Get]);
+    let store = store(&server, "a").await;
+    let error = store.get().await.expect_err("get is denied");
+    assert!(matches!(error, Error::Forbidden { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("get") && message.contains("leases"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_2_at_start_when_a_verb_is_denied() {
+    let server = FakeApiServer::start().await;
+    server.deny("denied", Resource::Leases, &[ApiVerb::Update]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jobs = dir.path().join("jobs.yaml");
+    std::fs::write(&jobs, "jobs: []\n").expect("write jobs");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_leasecron"))
+        .args(["run", "--jobs"])
+        .arg(&jobs)
+        .args(["--identity", "denied", "--http-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", server.kubeconfig(dir.path(), "denied"))
+        .env("HOME", dir.path())
+        .env_remove("POD_NAMESPACE")
+        .output()
+        .await
+        .expect("run leasecron");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("may not update leases"), "{stderr}");
+    let writes = server
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.token.as_deref() == Some("denied")
+                && matches!(r.verb, Some(ApiVerb::Create) | Some(ApiVerb::Update))
+        })
+        .count();
+    assert_eq!(writes, 0, "it never tried to take the Lease");
+}

@@ -1,0 +1,288 @@
+//! A strict fake Kubernetes API server for tests: a real HTTP server on `127.0.0.1:0` that the real
+//! `kube::Client` talks to through a kubeconfig ([`FakeApiServer::kubeconfig`], [`FakeApiServer::client`]).
+//!
+//! # What it serves
+//!
+//! Namespaced `coordination.k8s.io/v1` leases, `v1` configmaps, `v1` events and `events.k8s.io/v1` events,
+//! at the real URLs: get, list, watch, create (POST), update (PUT), delete, and merge patch
+//! (`application/merge-patch+json`; a strategic merge patch is treated as one). Objects live in one store
+//! with a single resourceVersion counter, as etcd's revision; each gets `uid` and `creationTimestamp`.
+//!
+//! # What it enforces, as the real API server does
+//!
+//! - Update (PUT) without `metadata.resourceVersion`: 422 `Invalid` (`AllowUnconditionalUpdate` is false);
+//!   a stale one: 409 `Conflict` with the real message. An update that changes nothing writes nothing
+//!   (same resourceVersion, no event), as etcd.
+//! - PUT of a missing object creates it (201) for leases and events (`AllowCreateOnUpdate` is true in their
+//!   registry strategies) and is 404 `NotFound` for configmaps.
+//! - Create of an existing name: 409 `AlreadyExists`; a create carrying a resourceVersion: 500, as etcd3's
+//!   "resourceVersion should not be set on objects to be created".
+//! - The name (PUT) or namespace in the body differing from the URL: 400. A wrong `kind`/`apiVersion`,
+//!   a wrongly typed Lease spec field, or a `MicroTime` without exactly 6 fractional digits: 400.
+//! - Validation (422): `metadata.name` required and a DNS-1123 subdomain; Lease `leaseDurationSeconds > 0`,
+//!   `leaseTransitions >= 0`, `preferredHolder` only with `strategy`; a changed `uid` is immutable.
+//! - Delete honours `DeleteOptions.preconditions` (uid, resourceVersion): 409 on mismatch.
+//! - Every error is a `metav1.Status` body (`kind: Status`, `status: Failure`, `reason`, `code`, `details`).
+//! - Watch (`?watch=1|true`): newline-delimited JSON events, replayed after `resourceVersion` from a bounded
+//!   history ([`Options::history_limit`], [`FakeApiServer::compact`]); a start older than the history gets
+//!   an `ERROR` event with a 410 `Expired` Status. Unset or `"0"` replays the current objects as `ADDED`.
+//!   Bookmarks every [`Options::bookmark_interval`] with `allowWatchBookmarks=true`, and one at the end of
+//!   `timeoutSeconds`. `fieldSelector=metadata.name=X` filters. [`FakeApiServer::break_watches`] ends them.
+//! - List: items without `kind`/`apiVersion`, the list's resourceVersion; 410 for a compacted
+//!   `resourceVersion` with `resourceVersionMatch=Exact`, 504 for one in the future.
+//! - A request without a bearer token: 401. RBAC: [`FakeApiServer::deny`] takes verbs on a resource away
+//!   from one client: its requests get 403 `Forbidden` (worded as the real authorizer words it), and its
+//!   `SelfSubjectAccessReview`s answer `allowed: false`; everything else is allowed.
+//!
+//! # What it does not do
+//!
+//! No TLS, authorization beyond [`FakeApiServer::deny`], label selectors (400), pagination (`limit`/`continue` are ignored), JSON patch or
+//! server-side apply (415), `generation`, `managedFields`, finalizers, dry runs, or cluster-scoped
+//! resources. Events are stored as given, with only name validation.
+//!
+//! # Faults and the request log
+//!
+//! Each client is one bearer token; [`FakeApiServer::faults`] injects latency, a 5xx, a hang or a
+//! connection reset into its requests (optionally only some verbs). [`FakeApiServer::requests`] returns
+//! every request with its arrival time (tokio and wall clock), token, verb, resource, name and status.
+#![allow(dead_code)] // each test file uses a different part of the fake
+
+#[path = "fake_apiserver/faults.rs"]
+mod faults;
+#[path = "fake_apiserver/http.rs"]
+mod http;
+#[path = "fake_apiserver/rbac.rs"]
+mod rbac;
+#[path = "fake_apiserver/resource.rs"]
+mod resource;
+#[path = "fake_apiserver/status.rs"]
+mod status;
+#[path = "fake_apiserver/store.rs"]
+mod store;
+#[path = "fake_apiserver/validate.rs"]
+mod validate;
+#[path = "fake_apiserver/watch.rs"]
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[allow(unused_imports)] // re-exported for the test files; each uses a different part
+pub use faults::{Fault, FaultHandle, RequestRecord, Verb};
+pub use resource::Resource;
+#[allow(unused_imports)]
+pub use validate::MICRO_TIME_LAYOUT;
+
+use faults::{lock, Faults, RequestLog};
+use http::{Connection, ResettableListener};
+use rbac::Rbac;
+use store::Store;
+
+/// The namespace of the kubeconfig context.
+pub const NAMESPACE: &str = "default";
+/// Default for [`Options::bookmark_interval`].
+pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
+/// Default for [`Options::history_limit`].
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+
+/// How the fake API server behaves.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How often a watch with `allowWatchBookmarks=true` gets a bookmark (default 1 s; the real server
+    /// sends one about every minute).
+    pub bookmark_interval: Duration,
+    /// How many changes the store keeps for watches to replay (default 100); older starts get 410 Gone.
+    pub history_limit: usize,
+}
+
+/// A running fake API server; dropping it stops it, ends its watches and releases hung requests.
+#[derive(Debug)]
+pub struct FakeApiServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// The state the handlers share.
+#[derive(Debug)]
+struct Shared {
+    store: Mutex<Store>,
+    faults: Faults,
+    rbac: Rbac,
+    log: RequestLog,
+    options: Options,
+    /// Cancelled (and replaced) by `break_watches`.
+    watch_breaker: Mutex<CancellationToken>,
+    /// Cancelled when the server is dropped.
+    shutdown: CancellationToken,
+}
+
+// === impl Options ===
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
+            history_limit: DEFAULT_HISTORY_LIMIT,
+        }
+    }
+}
+
+impl Options {
+    /// Sets [`Options::bookmark_interval`].
+    #[must_use]
+    pub fn with_bookmark_interval(self, bookmark_interval: Duration) -> Options {
+        Options {
+            bookmark_interval,
+            ..self
+        }
+    }
+
+    /// Sets [`Options::history_limit`].
+    #[must_use]
+    pub fn with_history_limit(self, history_limit: usize) -> Options {
+        Options {
+            history_limit,
+            ..self
+        }
+    }
+}
+
+// === impl FakeApiServer ===
+
+impl FakeApiServer {
+    /// Starts a server with default [`Options`] on `127.0.0.1:0`.
+    pub async fn start() -> FakeApiServer {
+        FakeApiServer::start_with(Options::default()).await
+    }
+
+    /// Starts a server with `options` on `127.0.0.1:0`.
+    pub async fn start_with(options: Options) -> FakeApiServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake API server");
+        let addr = listener
+            .local_addr()
+            .expect("the fake API server's address");
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(options.history_limit)),
+            faults: Faults::default(),
+            rbac: Rbac::default(),
+            log: RequestLog::default(),
+            options,
+            watch_breaker: Mutex::new(CancellationToken::new()),
+            shutdown: CancellationToken::new(),
+        });
+        let app =
+            http::router(Arc::clone(&shared)).into_make_service_with_connect_info::<Connection>();
+        let task = tokio::spawn(async move {
+            // Serving only ends when the task is aborted.
+            let _ = axum::serve(ResettableListener(listener), app).await;
+        });
+        FakeApiServer { shared, addr, task }
+    }
+
+    /// The server's base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The kubeconfig of a client with bearer token `token`: this server, namespace [`NAMESPACE`].
+    pub fn kubeconfig_json(&self, token: &str) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{ "name": "fake", "cluster": { "server": self.url() } }],
+            "users": [{ "name": token, "user": { "token": token } }],
+            "contexts": [{ "name": "fake", "context": { "cluster": "fake", "user": token, "namespace": NAMESPACE } }],
+            "current-context": "fake",
+        })
+    }
+
+    /// Writes [`FakeApiServer::kubeconfig_json`] (JSON is YAML) to `dir/kubeconfig-TOKEN` and returns its path.
+    pub fn kubeconfig(&self, dir: &Path, token: &str) -> PathBuf {
+        let path = dir.join(format!("kubeconfig-{token}"));
+        std::fs::write(&path, self.kubeconfig_json(token).to_string())
+            .expect("write the kubeconfig");
+        path
+    }
+
+    /// The `kube::Config` of the client with bearer token `token`, built from its kubeconfig. Note that
+    /// kube's default `Config` retries 429/503/504 answers (`default_retry`, up to 15 times with backoff).
+    pub async fn config(&self, token: &str) -> kube::Config {
+        let kubeconfig: kube::config::Kubeconfig =
+            serde_json::from_value(self.kubeconfig_json(token)).expect("a valid kubeconfig");
+        let options = kube::config::KubeConfigOptions::default();
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .expect("a kube config")
+    }
+
+    /// A real `kube::Client` with kube's defaults for the client with bearer token `token`.
+    pub async fn client(&self, token: &str) -> kube::Client {
+        kube::Client::try_from(self.config(token).await).expect("a kube client")
+    }
+
+    /// The fault switch of the client with bearer token `token`.
+    pub fn faults(&self, token: &str) -> FaultHandle {
+        self.shared.faults.handle(token)
+    }
+
+    /// Denies `verbs` on `resource` to the client with bearer token `token`: its requests get 403
+    /// `Forbidden`, and its `SelfSubjectAccessReview`s say `allowed: false`.
+    pub fn deny(&self, token: &str, resource: Resource, verbs: &[Verb]) {
+        self.shared.rbac.deny(token, resource, verbs);
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.log.snapshot()
+    }
+
+    /// The stored object, as the server would return it, or `None`.
+    pub fn object(&self, resource: Resource, namespace: &str, name: &str) -> Option<Value> {
+        self.shared.store().get(resource, namespace, name).ok()
+    }
+
+    /// The latest resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store().resource_version()
+    }
+
+    /// Forgets the change history: watches from any earlier resourceVersion get 410 Gone.
+    pub fn compact(&self) {
+        self.shared.store().compact();
+    }
+
+    /// Ends every open watch stream (clients see a clean end of stream and must re-watch).
+    pub fn break_watches(&self) {
+        let old = std::mem::take(&mut *lock(&self.shared.watch_breaker));
+        old.cancel();
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+        self.task.abort();
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    fn watch_breaker(&self) -> CancellationToken {
+        lock(&self.watch_breaker).clone()
+    }
+}
