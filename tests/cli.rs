@@ -5,10 +5,17 @@ mod replica;
 
 use std::fs;
 
-use replica::{output, FAST_TIMINGS};
+use replica::{output, output_without_kubeconfig, FAST_TIMINGS};
 
 const GOOD: &str =
     "jobs:\n  - name: hello\n    schedule: \"*/5 * * * *\"\n    command: [\"/bin/true\"]\n";
+
+/// Writes `text` to `name` in `dir` and returns its path.
+fn write_file(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    fs::write(&path, text).expect("write a test file");
+    path
+}
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -17,8 +24,7 @@ fn stderr(out: &std::process::Output) -> String {
 #[test]
 fn validate_accepts_a_good_file_and_the_example() {
     let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.yaml");
-    fs::write(&good, GOOD).unwrap();
+    let good = write_file(&dir, "good.yaml", GOOD);
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs.example.yaml");
     let out = output(&["validate", good.to_str().unwrap(), example]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -33,18 +39,16 @@ fn validate_accepts_a_good_file_and_the_example() {
 #[test]
 fn validate_reports_every_error_of_every_file_with_its_position() {
     let dir = tempfile::tempdir().unwrap();
-    let a = dir.path().join("a.yaml");
-    fs::write(
-        &a,
+    let a = write_file(
+        &dir,
+        "a.yaml",
         "jobs:\n  - name: x\n    schedule: \"61 * * * *\"\n    command: [\"/bin/true\"]\n",
-    )
-    .unwrap();
-    let b = dir.path().join("b.yaml");
-    fs::write(
-        &b,
+    );
+    let b = write_file(
+        &dir,
+        "b.yaml",
         "jobs:\n  - name: y\n    schedule: \"* * * * *\"\n    shell: true-ish\n    colour: red\n",
-    )
-    .unwrap();
+    );
     let out = output(&["validate", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
@@ -62,12 +66,11 @@ fn validate_reports_every_error_of_every_file_with_its_position() {
 #[test]
 fn run_with_an_invalid_jobs_file_exits_2_before_touching_the_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let jobs = dir.path().join("jobs.yaml");
-    fs::write(
-        &jobs,
+    let jobs = write_file(
+        &dir,
+        "jobs.yaml",
         "jobs:\n  - name: Bad_Name\n    schedule: \"* * * * *\"\n    command: [\"/bin/true\"]\n",
-    )
-    .unwrap();
+    );
     let lease = dir.path().join("lease.json");
     let out = output(&[
         "run",
@@ -88,11 +91,9 @@ fn run_with_an_invalid_jobs_file_exits_2_before_touching_the_lease() {
 #[test]
 fn bad_inputs_get_one_clear_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let jobs = dir.path().join("jobs.yaml");
-    fs::write(&jobs, GOOD).unwrap();
+    let jobs = write_file(&dir, "jobs.yaml", GOOD);
     let jobs = jobs.to_str().unwrap();
-    let corrupt = dir.path().join("corrupt.json");
-    fs::write(&corrupt, "{ not json").unwrap();
+    let corrupt = write_file(&dir, "corrupt.json", "{ not json");
     let lease = dir.path().join("lease.json");
     let lease = lease.to_str().unwrap();
     let missing = dir.path().join("missing.yaml");
@@ -161,7 +162,8 @@ fn bad_inputs_get_one_clear_line_and_exit_2() {
         (vec!["next", jobs, "--job", "nope"], "nope"),
     ];
     for (args, mention) in cases {
-        let out = output(&args);
+        // Without a kubeconfig on purpose: `run` without `--lease-file` must point at `--lease-file`.
+        let out = output_without_kubeconfig(&args);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
@@ -183,8 +185,7 @@ fn bad_inputs_get_one_clear_line_and_exit_2() {
 #[test]
 fn grace_beyond_the_lease_bound_is_rejected_with_the_job_named() {
     let dir = tempfile::tempdir().unwrap();
-    let jobs = dir.path().join("jobs.yaml");
-    fs::write(&jobs, "jobs:\n  - name: patient\n    schedule: \"* * * * *\"\n    command: [\"/bin/true\"]\n    terminationGrace: 1s\n").unwrap();
+    let jobs = write_file(&dir, "jobs.yaml", "jobs:\n  - name: patient\n    schedule: \"* * * * *\"\n    command: [\"/bin/true\"]\n    terminationGrace: 1s\n");
     let mut args = vec!["validate", jobs.to_str().unwrap()];
     args.extend(FAST_TIMINGS);
     let out = output(&args);
@@ -195,8 +196,7 @@ fn grace_beyond_the_lease_bound_is_rejected_with_the_job_named() {
 #[test]
 fn next_lists_fire_times_in_the_jobs_zone() {
     let dir = tempfile::tempdir().unwrap();
-    let jobs = dir.path().join("jobs.yaml");
-    fs::write(&jobs, "jobs:\n  - name: berlin\n    schedule: \"30 2 * * *\"\n    timeZone: Europe/Berlin\n    command: [\"/bin/true\"]\n  - name: other\n    schedule: \"@hourly\"\n    command: [\"/bin/true\"]\n").unwrap();
+    let jobs = write_file(&dir, "jobs.yaml", "jobs:\n  - name: berlin\n    schedule: \"30 2 * * *\"\n    timeZone: Europe/Berlin\n    command: [\"/bin/true\"]\n  - name: other\n    schedule: \"@hourly\"\n    command: [\"/bin/true\"]\n");
     let out = output(&[
         "next",
         jobs.to_str().unwrap(),

@@ -50,6 +50,19 @@ fn spawn_run(replica: &Replica, stopping: Duration) -> oneshot::Receiver<(Instan
     rx
 }
 
+/// Starts "a" as the leader with RD = 4 s and RP = 3 s: a renew sent at 3 s is answered (or hangs) across
+/// the deadline at 4 s.
+async fn start_slow_renewer(path: &std::path::Path) -> Replica {
+    let config = Config {
+        renew_deadline: Duration::from_secs(4),
+        retry_period: Duration::from_secs(3),
+        ..config("a")
+    };
+    let a = Replica::start_with_config(path, config, skewed_clock(TimeDelta::zero()));
+    run_until(Instant::now() + EPSILON).await;
+    a
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_leader_among_three_electors_on_one_file() {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -205,13 +218,7 @@ async fn a_hung_renewal_does_not_keep_the_term_alive_past_its_deadline() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = lease_path(&dir);
     // RD is not a multiple of RP: the renew sent at 3 s is still in flight when the deadline (4 s) comes.
-    let config = Config {
-        renew_deadline: Duration::from_secs(4),
-        retry_period: Duration::from_secs(3),
-        ..config("a")
-    };
-    let a = Replica::start_with_config(&path, config, skewed_clock(TimeDelta::zero()));
-    run_until(Instant::now() + EPSILON).await;
+    let a = start_slow_renewer(&path).await;
     let term = a.term().expect("a leads");
     a.faults.set(Mode::Hang);
     let s = a.faults.last_successful_write().expect("a acquired").sent;
@@ -259,13 +266,7 @@ async fn the_deadline_counts_from_when_the_renewal_was_sent_not_answered() {
 async fn a_renewal_answered_at_the_deadline_does_not_extend_the_term() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = lease_path(&dir);
-    let config = Config {
-        renew_deadline: Duration::from_secs(4),
-        retry_period: Duration::from_secs(3),
-        ..config("a")
-    };
-    let a = Replica::start_with_config(&path, config, skewed_clock(TimeDelta::zero()));
-    run_until(Instant::now() + EPSILON).await;
+    let a = start_slow_renewer(&path).await;
     let term = a.term().expect("a leads");
     let s = a.faults.last_successful_write().expect("a acquired").sent;
     // The renewal sent at s + 3 s is answered exactly at the deadline, s + 4 s.

@@ -1,11 +1,31 @@
-//! `leasecron run` on the Kubernetes store, as a process: start-up errors and their exit codes.
+//! `leasecron run` on the Kubernetes store, as a process: start-up errors and their exit codes, and
+//! several real replicas electing through the fake API server's Lease (each with its own kubeconfig and
+//! bearer token, so the request log tells them apart).
 
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
 #[path = "support/replica.rs"]
 mod replica;
 
 use std::fs;
+use std::path::Path;
+use std::time::Duration;
 
-use replica::leasecron;
+use fake_apiserver::{FakeApiServer, RequestRecord, Resource, Verb, NAMESPACE};
+use nix::sys::signal::Signal;
+use replica::{
+    assert_no_overlap, leasecron, now_ns, read_recorded_runs, recording_job, wait_for, RecordedRun,
+    Replica, FAST_TIMINGS,
+};
+
+/// How long a test waits for something that should happen within a few lease durations.
+const WAIT: Duration = Duration::from_secs(30);
+/// LD of [`FAST_TIMINGS`].
+const LD: Duration = Duration::from_secs(3);
+/// The Lease `run` elects through by default.
+const LEASE: &str = "leasecron";
+/// How long followers are watched in steady state: several retry periods and leader renews.
+const STEADY_STATE: Duration = Duration::from_secs(3);
 
 fn jobs(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("jobs.yaml");
@@ -86,4 +106,214 @@ fn an_unreachable_api_server_exits_1_naming_its_url() {
         stderr.contains("http://127.0.0.1:9") && stderr.contains("cannot reach the Kubernetes API"),
         "{stderr}"
     );
+}
+
+/// A runtime for the fake API server, serving on its own threads while the test thread waits on
+/// processes.
+fn server_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The holder named by the fake's Lease, if any.
+fn lease_holder(server: &FakeApiServer) -> Option<String> {
+    let lease = server.object(Resource::Leases, NAMESPACE, LEASE)?;
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+}
+
+/// The requests of client `token` (a replica's identity) from `from` on in the log.
+fn requests_of(server: &FakeApiServer, token: &str, from: usize) -> Vec<RequestRecord> {
+    server
+        .requests()
+        .into_iter()
+        .skip(from)
+        .filter(|r| r.token.as_deref() == Some(token))
+        .collect()
+}
+
+/// True for a successful write (an acquire, a renew or a release) of the Lease.
+fn is_write(record: &RequestRecord) -> bool {
+    matches!(record.verb, Some(Verb::Create | Verb::Update))
+        && matches!(record.status, Some(200 | 201))
+}
+
+/// Waits until the job has completed `count` more runs than `after`; returns all runs.
+fn wait_runs(runs: &Path, count: usize, after: &[RecordedRun]) -> Vec<RecordedRun> {
+    let done = |all: &[RecordedRun]| all.iter().filter(|r| r.end_ns.is_some()).count();
+    let before = done(after);
+    wait_for(WAIT, || {
+        let all = read_recorded_runs(runs);
+        (done(&all) >= before + count).then_some(all)
+    })
+    .expect("the leader keeps running the job")
+}
+
+/// Asserts that every follower's requests from `from` on are watches only (no polling GETs).
+fn assert_followers_only_watch(server: &FakeApiServer, followers: &[&Replica], from: usize) {
+    for follower in followers {
+        let requests = requests_of(server, &follower.identity, from);
+        assert!(
+            requests.iter().all(|r| r.verb == Some(Verb::Watch)),
+            "{} made requests other than watches while its watch was healthy: {requests:?}",
+            follower.identity
+        );
+    }
+}
+
+#[test]
+fn three_replicas_on_the_kube_lease_hand_over_on_sigterm_and_sigkill_without_overlapping_runs() {
+    let runtime = server_runtime();
+    let server = runtime.block_on(FakeApiServer::start());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runs = dir.path().join("runs");
+    let jobs = recording_job(dir.path(), &runs);
+    let mut replicas: Vec<Replica> = ["kube-0", "kube-1", "kube-2"]
+        .iter()
+        .map(|id| {
+            let kubeconfig = server.kubeconfig(dir.path(), id);
+            Replica::start_on_kube(dir.path(), id, &jobs, &kubeconfig, &FAST_TIMINGS)
+        })
+        .collect();
+
+    // One leader, one term; the Lease names it.
+    let seen = wait_runs(&runs, 3, &[]);
+    let first = seen[0].clone();
+    assert!(
+        seen.iter()
+            .all(|r| r.identity == first.identity && r.token == first.token),
+        "one leader, one term: {seen:?}"
+    );
+    assert!(first.token >= 1, "fencing tokens start at 1");
+    assert_eq!(
+        lease_holder(&server).as_deref(),
+        Some(first.identity.as_str())
+    );
+    let leader = replicas
+        .iter()
+        .position(|r| r.identity == first.identity)
+        .expect("the leader is one of ours");
+
+    // Steady state: the followers' watches deliver the renews; they poll nothing.
+    let followers: Vec<&Replica> = (0..replicas.len())
+        .filter(|&i| i != leader)
+        .map(|i| &replicas[i])
+        .collect();
+    for follower in &followers {
+        assert!(
+            requests_of(&server, &follower.identity, 0)
+                .iter()
+                .any(|r| r.verb == Some(Verb::Watch) && r.status == Some(200)),
+            "{} watches the Lease",
+            follower.identity
+        );
+    }
+    let mark = server.requests().len();
+    std::thread::sleep(STEADY_STATE);
+    assert_followers_only_watch(&server, &followers, mark);
+    let leader_writes = requests_of(&server, &first.identity, mark);
+    assert!(
+        leader_writes.iter().filter(|r| is_write(r)).count() >= 2,
+        "the leader renewed meanwhile: {leader_writes:?}"
+    );
+
+    // SIGTERM: the leader ends its run, releases, and a follower takes the free Lease at once.
+    let before_term = server.requests().len();
+    replicas[leader].stop_cleanly();
+    assert!(
+        replicas[leader].log_text().contains("released the lease"),
+        "{}",
+        replicas[leader].log_text()
+    );
+    let second = wait_successor_after(&runs, &[&first.identity]);
+    assert!(
+        second.token > first.token,
+        "a larger fencing token: {second:?} after {first:?}"
+    );
+    let old_writes: Vec<RequestRecord> = requests_of(&server, &first.identity, 0)
+        .into_iter()
+        .filter(is_write)
+        .collect();
+    let [.., last_renew, release] = &old_writes[..] else {
+        panic!("the leader acquired, renewed and released: {old_writes:?}");
+    };
+    let acquire = requests_of(&server, &second.identity, before_term)
+        .into_iter()
+        .find(is_write)
+        .expect("the successor's acquire");
+    assert!(release.at <= acquire.at, "the release came first");
+    // A take-over by expiry could not come before the last renew + LD: this one came through the release.
+    assert!(
+        acquire.at < last_renew.at + LD,
+        "the successor acquired the released Lease without waiting for expiry"
+    );
+
+    // SIGKILL the new leader: no release; another takes over once the Lease expires.
+    let successor = replicas
+        .iter()
+        .position(|r| r.identity == second.identity)
+        .expect("the successor is one of ours");
+    replicas[successor].signal(Signal::SIGKILL);
+    let killed_at = now_ns();
+    replicas[successor]
+        .wait_exit(WAIT)
+        .expect("SIGKILL ends it");
+    let third = wait_successor_after(&runs, &[&first.identity, &second.identity]);
+    assert!(
+        third.token > second.token,
+        "a larger fencing token: {third:?} after {second:?}"
+    );
+    assert!(third.start_ns > killed_at, "no take-over before the kill");
+    let killed_last_write = requests_of(&server, &second.identity, 0)
+        .into_iter()
+        .filter(is_write)
+        .map(|r| r.at)
+        .next_back()
+        .expect("the killed leader wrote the Lease");
+    let third_acquire = requests_of(&server, &third.identity, 0)
+        .into_iter()
+        .filter(|r| is_write(r) && r.at > killed_last_write)
+        .map(|r| r.at)
+        .next()
+        .expect("the third leader's acquire");
+    assert!(
+        third_acquire >= killed_last_write + LD,
+        "the killed leader's Lease was taken only after it expired"
+    );
+    assert_eq!(
+        lease_holder(&server).as_deref(),
+        Some(third.identity.as_str())
+    );
+
+    // Let the last leader run, then check every pair of runs. The killed leader's unfinished run died with
+    // it (PR_SET_PDEATHSIG), at the kill at the latest.
+    let all = wait_runs(&runs, 2, &read_recorded_runs(&runs));
+    assert_no_overlap(&all, |run| {
+        if run.identity == second.identity {
+            killed_at
+        } else {
+            now_ns()
+        }
+    });
+    for (i, replica) in replicas.iter_mut().enumerate() {
+        if i != leader && i != successor {
+            replica.stop_cleanly();
+        }
+    }
+    assert_eq!(lease_holder(&server), None, "the last leader released");
+}
+
+/// Waits until the first run of someone not in `olds`; returns it.
+fn wait_successor_after(runs: &Path, olds: &[&str]) -> RecordedRun {
+    wait_for(WAIT, || {
+        read_recorded_runs(runs)
+            .into_iter()
+            .find(|r| !olds.contains(&r.identity.as_str()))
+    })
+    .unwrap_or_else(|| panic!("nobody took over from {olds:?}"))
 }

@@ -6,75 +6,17 @@
 #[path = "support/replica.rs"]
 mod replica;
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use replica::{alive, every_second_job, wait_for, Replica, FAST_TIMINGS};
+use replica::{
+    alive, assert_no_overlap, every_second_job, now_ns, read_recorded_runs, recording_job,
+    wait_for, Replica, FAST_TIMINGS,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A job every second that runs for ~400 ms and records itself in `runs`.
-fn recording_jobs(dir: &Path, runs: &Path) -> PathBuf {
-    let record = |what: &str| {
-        format!(
-            r#"echo "{what} $LEASECRON_IDENTITY $LEASECRON_FENCING_TOKEN $LEASECRON_SCHEDULED_TIME $(date +%s%N)" >> {}"#,
-            runs.display()
-        )
-    };
-    let script = format!("{}; sleep 0.4; {}", record("start"), record("end"));
-    every_second_job(dir, "tick", "500ms", &script)
-}
-
-/// One run as recorded by the job.
-#[derive(Debug, Clone)]
-struct Run {
-    identity: String,
-    token: u64,
-    start_ns: u128,
-    end_ns: Option<u128>,
-}
-
-fn read_runs(path: &Path) -> Vec<Run> {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let mut runs: BTreeMap<(String, u64, String), Run> = BTreeMap::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let [what, identity, token, slot, ns] = f[..] else {
-            panic!("malformed run line {line:?}");
-        };
-        let token: u64 = token.parse().expect("LEASECRON_FENCING_TOKEN is a number");
-        let ns: u128 = ns.parse().expect("clock");
-        let key = (identity.to_owned(), token, slot.to_owned());
-        match what {
-            "start" => {
-                runs.insert(
-                    key,
-                    Run {
-                        identity: identity.to_owned(),
-                        token,
-                        start_ns: ns,
-                        end_ns: None,
-                    },
-                );
-            }
-            "end" => runs.get_mut(&key).expect("end after start").end_ns = Some(ns),
-            other => panic!("unexpected record {other}"),
-        }
-    }
-    let mut runs: Vec<Run> = runs.into_values().collect();
-    runs.sort_by_key(|r| r.start_ns);
-    runs
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
 
 fn lease_holder(lease: &Path) -> Option<String> {
     let text = fs::read_to_string(lease).ok()?;
@@ -90,7 +32,7 @@ fn lease_holder(lease: &Path) -> Option<String> {
 fn three_replicas_elect_one_leader_whose_runs_carry_identity_and_token() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let jobs = recording_jobs(dir.path(), &runs);
+    let jobs = recording_job(dir.path(), &runs);
     let lease = dir.path().join("lease.json");
     let mut replicas: Vec<Replica> = ["r0", "r1", "r2"]
         .iter()
@@ -98,7 +40,7 @@ fn three_replicas_elect_one_leader_whose_runs_carry_identity_and_token() {
         .collect();
 
     let seen = wait_for(WAIT, || {
-        let r = read_runs(&runs);
+        let r = read_recorded_runs(&runs);
         (r.iter().filter(|r| r.end_ns.is_some()).count() >= 4).then_some(r)
     })
     .expect("the leader ran the job at least four times");
@@ -143,14 +85,14 @@ fn three_replicas_elect_one_leader_whose_runs_carry_identity_and_token() {
 fn killing_the_leader_hands_over_without_overlapping_runs() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let jobs = recording_jobs(dir.path(), &runs);
+    let jobs = recording_job(dir.path(), &runs);
     let lease = dir.path().join("lease.json");
     let mut replicas: Vec<Replica> = ["k0", "k1", "k2"]
         .iter()
         .map(|id| Replica::start(dir.path(), id, &jobs, &lease, &FAST_TIMINGS))
         .collect();
 
-    let first = wait_for(WAIT, || read_runs(&runs).first().cloned()).expect("a first run");
+    let first = wait_for(WAIT, || read_recorded_runs(&runs).first().cloned()).expect("a first run");
     let old = replicas
         .iter()
         .position(|r| r.identity == first.identity)
@@ -160,7 +102,7 @@ fn killing_the_leader_hands_over_without_overlapping_runs() {
     replicas[old].wait_exit(WAIT).expect("SIGKILL ends it");
 
     let successor = wait_for(WAIT, || {
-        read_runs(&runs)
+        read_recorded_runs(&runs)
             .into_iter()
             .find(|r| r.identity != first.identity)
     })
@@ -177,15 +119,7 @@ fn killing_the_leader_hands_over_without_overlapping_runs() {
     // Let the new leader run a few times, then check every pair of runs for overlap. A run of the killed
     // leader has no end record: its process died with it (PR_SET_PDEATHSIG), at the kill at the latest.
     std::thread::sleep(Duration::from_secs(3));
-    let all = read_runs(&runs);
-    for (i, a) in all.iter().enumerate() {
-        let a_end = a.end_ns.unwrap_or(killed_at);
-        for b in &all[i + 1..] {
-            if a.identity != b.identity {
-                assert!(a_end <= b.start_ns, "runs overlap: {a:?} and {b:?}");
-            }
-        }
-    }
+    assert_no_overlap(&read_recorded_runs(&runs), |_| killed_at);
     for (i, replica) in replicas.iter_mut().enumerate() {
         if i != old {
             replica.stop_cleanly();
@@ -222,7 +156,7 @@ fn sigterm_ends_the_runs_then_releases_the_lease() {
 fn a_released_lease_is_taken_at_once_not_after_the_lease_duration() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let jobs = recording_jobs(dir.path(), &runs);
+    let jobs = recording_job(dir.path(), &runs);
     let lease = dir.path().join("lease.json");
     // A long lease: a follower that waited for expiry would need 60 s.
     let slow = [
@@ -234,7 +168,7 @@ fn a_released_lease_is_taken_at_once_not_after_the_lease_duration() {
         "500ms",
     ];
     let mut first = Replica::start(dir.path(), "a", &jobs, &lease, &slow);
-    wait_for(WAIT, || read_runs(&runs).first().cloned()).expect("a leads and runs");
+    wait_for(WAIT, || read_recorded_runs(&runs).first().cloned()).expect("a leads and runs");
     let mut second = Replica::start(dir.path(), "b", &jobs, &lease, &slow);
     std::thread::sleep(Duration::from_secs(1));
     first.stop_cleanly();

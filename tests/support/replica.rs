@@ -19,6 +19,21 @@ pub fn output(args: &[&str]) -> Output {
     leasecron().args(args).output().expect("spawn leasecron")
 }
 
+/// Runs `leasecron ARGS` to completion where no Kubernetes client configuration can be found: `KUBECONFIG`
+/// names a file that does not exist, `HOME` is an empty temporary directory (no `~/.kube/config`), and the
+/// in-cluster variables are unset. The outcome then does not depend on the machine running the tests.
+pub fn output_without_kubeconfig(args: &[&str]) -> Output {
+    let home = tempfile::tempdir().expect("a temporary HOME");
+    leasecron()
+        .args(args)
+        .env("KUBECONFIG", home.path().join("no-kubeconfig"))
+        .env("HOME", home.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .expect("spawn leasecron")
+}
+
 /// Fast lease timings for tests: LD 3s, RD 1.5s, RP 500ms (a grace of up to 500ms fits).
 pub const FAST_TIMINGS: [&str; 6] = [
     "--lease-duration",
@@ -69,6 +84,40 @@ impl Replica {
             .arg(lease)
             .args(["--identity", identity, "--http-addr", "127.0.0.1:0"])
             .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn leasecron run");
+        Replica {
+            identity: identity.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    /// Starts `leasecron run --jobs JOBS --identity ID` with `extra` flags, electing through the Kubernetes
+    /// Lease of the API server in `kubeconfig` (passed as `KUBECONFIG`; `HOME` is `dir`, so no real
+    /// `~/.kube/config` is ever read).
+    pub fn start_on_kube(
+        dir: &Path,
+        identity: &str,
+        jobs: &Path,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Replica {
+        let log = dir.join(format!("{identity}.log"));
+        let file = fs::File::create(&log).expect("create log");
+        let child = leasecron()
+            .args(["run", "--jobs"])
+            .arg(jobs)
+            .args(["--identity", identity, "--http-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", dir)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("POD_NAMESPACE")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup log"))
@@ -173,4 +222,85 @@ pub fn alive(pid: i32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
+}
+
+/// Writes a jobs file with one job `tick`, every second, that runs for ~400 ms and appends `start` and
+/// `end` lines (identity, fencing token, slot, the child's own clock in ns) to `runs`; returns its path.
+pub fn recording_job(dir: &Path, runs: &Path) -> PathBuf {
+    let record = |what: &str| {
+        format!(
+            r#"echo "{what} $LEASECRON_IDENTITY $LEASECRON_FENCING_TOKEN $LEASECRON_SCHEDULED_TIME $(date +%s%N)" >> {}"#,
+            runs.display()
+        )
+    };
+    let script = format!("{}; sleep 0.4; {}", record("start"), record("end"));
+    every_second_job(dir, "tick", "500ms", &script)
+}
+
+/// One run as [`recording_job`] recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRun {
+    /// `LEASECRON_IDENTITY`.
+    pub identity: String,
+    /// `LEASECRON_FENCING_TOKEN`.
+    pub token: u64,
+    /// `LEASECRON_SCHEDULED_TIME`.
+    pub slot: String,
+    /// The wall clock at the start, in ns since the epoch.
+    pub start_ns: u128,
+    /// The wall clock at the end; `None` if the run never finished (killed, or still running).
+    pub end_ns: Option<u128>,
+}
+
+/// The runs recorded in `path` by [`recording_job`], by start.
+pub fn read_recorded_runs(path: &Path) -> Vec<RecordedRun> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let mut runs: Vec<RecordedRun> = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [what, identity, token, slot, ns] = fields[..] else {
+            panic!("malformed run line {line:?}");
+        };
+        let token: u64 = token.parse().expect("LEASECRON_FENCING_TOKEN is a number");
+        let ns: u128 = ns.parse().expect("the clock is a number");
+        match what {
+            "start" => runs.push(RecordedRun {
+                identity: identity.to_owned(),
+                token,
+                slot: slot.to_owned(),
+                start_ns: ns,
+                end_ns: None,
+            }),
+            "end" => {
+                let run = runs
+                    .iter_mut()
+                    .rev()
+                    .find(|r| r.identity == identity && r.token == token && r.slot == slot)
+                    .expect("an end after its start");
+                run.end_ns = Some(ns);
+            }
+            other => panic!("unexpected record {other:?} in {line:?}"),
+        }
+    }
+    runs.sort_by_key(|r| r.start_ns);
+    runs
+}
+
+/// Asserts that no two runs of different replicas or terms overlapped. A run without an end counts as
+/// running until `unfinished_until` (when its replica was killed, or now).
+pub fn assert_no_overlap(runs: &[RecordedRun], unfinished_until: impl Fn(&RecordedRun) -> u128) {
+    for (i, a) in runs.iter().enumerate() {
+        let a_end = a.end_ns.unwrap_or_else(|| unfinished_until(a));
+        for b in &runs[i + 1..] {
+            assert!(a_end <= b.start_ns, "runs overlap: {a:?} and {b:?}");
+        }
+    }
+}
+
+/// The wall clock in ns since the epoch (the clock the jobs record with `date +%s%N`).
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos()
 }
