@@ -54,6 +54,7 @@ pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod election;
+pub mod events;
 pub mod http;
 pub mod lease_store;
 pub mod reaper;
