@@ -117,9 +117,16 @@ impl EventSink {
     /// Events about the Lease `namespace/lease_name` (created in that namespace), reported as
     /// `reportingController = "leasecron"`, `reportingInstance = identity`. Spawns the publisher task; a
     /// sink made outside a Tokio runtime records nothing (and says so in the log).
-    pub fn new(client: kube::Client, namespace: &str, lease_name: &str, identity: &str) -> EventSink {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        lease_name: &str,
+        identity: &str,
+    ) -> EventSink {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!("Kubernetes Events disabled: the event sink was made outside a Tokio runtime");
+            tracing::warn!(
+                "Kubernetes Events disabled: the event sink was made outside a Tokio runtime"
+            );
             return EventSink::disabled();
         };
         let (queue, drafts) = mpsc::channel(QUEUE_CAPACITY);
@@ -304,10 +311,14 @@ fn lease_reference(namespace: &str, lease_name: &str) -> ObjectReference {
 
 fn loss_explanation(reason: LossReason) -> &'static str {
     match reason {
-        LossReason::RenewDeadline => "no renew succeeded within the renew deadline (renew_deadline)",
+        LossReason::RenewDeadline => {
+            "no renew succeeded within the renew deadline (renew_deadline)"
+        }
         LossReason::LeaseTaken => "another replica took the lease, or it was deleted (lease_taken)",
         LossReason::Shutdown => "shutting down (shutdown)",
-        LossReason::StoreError => "the lease store failed in a way retrying cannot fix (store_error)",
+        LossReason::StoreError => {
+            "the lease store failed in a way retrying cannot fix (store_error)"
+        }
     }
 }
 
@@ -432,7 +443,10 @@ impl Publisher {
             }
             Ok(Err(error)) => self.log_error(&error.to_string(), write.draft.reason),
             Err(_) => self.log_error(
-                &format!("timed out after {}", humantime::format_duration(API_TIMEOUT)),
+                &format!(
+                    "timed out after {}",
+                    humantime::format_duration(API_TIMEOUT)
+                ),
                 write.draft.reason,
             ),
         }
@@ -525,7 +539,10 @@ impl Throttle {
     /// The write to do now for `draft`, or `None` if it was folded into its key's pending write.
     fn offer(&mut self, draft: Draft, now: Instant) -> Option<Write> {
         self.forget_idle(now);
-        let state = self.keys.entry((draft.reason, draft.job.clone())).or_default();
+        let state = self
+            .keys
+            .entry((draft.reason, draft.job.clone()))
+            .or_default();
         let open = state.pending.is_none() && state.open_at().is_none_or(|at| at <= now);
         if open && self.bucket.try_take(now) {
             state.last_write = Some(now);
@@ -564,21 +581,22 @@ impl Throttle {
             .collect()
     }
 
-    /// When [`Throttle::due`] may next return something.
+    /// When [`Throttle::due`] may next return something: the earliest pending key's opening, but not
+    /// before the bucket's next token (a key never written is open at once).
     fn next_due(&self) -> Option<Instant> {
-        let key_open = self
-            .keys
+        let token = self.bucket.next_token_at();
+        self.keys
             .values()
             .filter(|state| state.pending.is_some())
-            .filter_map(KeyState::open_at)
-            .min()?;
-        Some(key_open.max(self.bucket.next_token_at()))
+            .map(|state| state.open_at().map_or(token, |at| at.max(token)))
+            .min()
     }
 
     /// Drops keys with nothing pending whose interval is over: they behave as new keys.
     fn forget_idle(&mut self, now: Instant) {
-        self.keys
-            .retain(|_, state| state.pending.is_some() || state.open_at().is_some_and(|at| at > now));
+        self.keys.retain(|_, state| {
+            state.pending.is_some() || state.open_at().is_some_and(|at| at > now)
+        });
     }
 }
 
@@ -619,7 +637,8 @@ impl TokenBucket {
     }
 
     fn refill(&mut self, now: Instant) {
-        let periods = now.saturating_duration_since(self.refilled).as_nanos() / GLOBAL_REFILL.as_nanos();
+        let periods =
+            now.saturating_duration_since(self.refilled).as_nanos() / GLOBAL_REFILL.as_nanos();
         let added = u32::try_from(periods).unwrap_or(u32::MAX);
         self.tokens = self.tokens.saturating_add(added).min(GLOBAL_BURST);
         if self.tokens == GLOBAL_BURST {
@@ -769,7 +788,10 @@ mod tests {
             draft: draft("JobFailed", "a", "exit code 3"),
             count: 7,
         };
-        assert_eq!(note(&write), "7 times since the last report; latest: exit code 3");
+        assert_eq!(
+            note(&write),
+            "7 times since the last report; latest: exit code 3"
+        );
         let long = Write {
             draft: draft("JobFailed", "a", &"é".repeat(MAX_NOTE_BYTES)),
             count: 1,

@@ -145,7 +145,10 @@ async fn leadership_acquired_and_lost_are_events_about_the_lease() {
     assert!(summaries[1].2.contains("lease_taken"), "{summaries:?}");
     for event in &events {
         let regarding = event.regarding.as_ref().expect("regarding");
-        assert_eq!(regarding.api_version.as_deref(), Some("coordination.k8s.io/v1"));
+        assert_eq!(
+            regarding.api_version.as_deref(),
+            Some("coordination.k8s.io/v1")
+        );
         assert_eq!(regarding.kind.as_deref(), Some("Lease"));
         assert_eq!(regarding.namespace.as_deref(), Some(NAMESPACE));
         assert_eq!(regarding.name.as_deref(), Some(LEASE));
@@ -189,7 +192,11 @@ async fn failed_timed_out_and_cancelled_runs_are_warnings_and_successes_are_not(
     assert_eq!(summaries.len(), 3, "{summaries:?}");
     let expected = [
         ("JobCancelled", "job sync: ", "cancelled after 3 attempts"),
-        ("JobFailed", "job backup: ", "failed (exit code 3) after 3 attempts"),
+        (
+            "JobFailed",
+            "job backup: ",
+            "failed (exit code 3) after 3 attempts",
+        ),
         ("JobTimedOut", "job report: ", "timed_out after 3 attempts"),
     ];
     for ((type_, reason, note), (want_reason, job, detail)) in summaries.iter().zip(expected) {
@@ -215,7 +222,9 @@ async fn a_missed_deadline_and_a_failed_reload_are_warnings() {
     summaries.sort();
     assert_eq!(summaries.len(), 2);
     assert_eq!(summaries[0].1, "ConfigReloadFailed");
-    assert!(summaries[0].2.contains("jobs.yaml:3:7: unknown field `comand`"));
+    assert!(summaries[0]
+        .2
+        .contains("jobs.yaml:3:7: unknown field `comand`"));
     assert_eq!(summaries[1].1, "JobMissedDeadline");
     assert!(summaries[1].2.contains("backup") && summaries[1].2.contains("2026-03-01T10:05:00Z"));
     assert!(summaries.iter().all(|s| s.0 == "Warning"));
