@@ -41,24 +41,41 @@ use crate::runner::{Outcome, RunEvent, RunReport};
 
 /// The `reportingController` of every Event.
 pub const REPORTING_CONTROLLER: &str = "leasecron";
-/// How many drafts wait for the publisher before new ones are dropped.
+/// Default [`Limits::queue_capacity`].
 pub const QUEUE_CAPACITY: usize = 256;
-/// The shortest time between two writes of one (reason, job) key; repeats in between are folded.
+/// Default [`Limits::key_interval`].
 pub const KEY_INTERVAL: Duration = Duration::from_secs(60);
-/// How many writes the global token bucket allows at once (all keys together).
+/// Default [`Limits::burst`].
 pub const GLOBAL_BURST: u32 = 10;
-/// How often the global token bucket gains a token (10 writes a minute, sustained).
+/// Default [`Limits::refill`]: 10 writes a minute, sustained.
 pub const GLOBAL_REFILL: Duration = Duration::from_secs(6);
-/// The limit of one API write.
+/// Default [`Limits::api_timeout`].
 pub const API_TIMEOUT: Duration = Duration::from_secs(5);
 /// The shortest time between two log lines about failed writes or dropped drafts.
 pub const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// The longest note the API server accepts (`events.k8s.io/v1`: 1 kB).
 const MAX_NOTE_BYTES: usize = 1024;
+/// The shortest [`Limits::refill`] accepted (a zero period would mean no limit).
+const MIN_REFILL: Duration = Duration::from_millis(1);
 /// HTTP 403: the service account may not create events.
 const FORBIDDEN: u16 = 403;
 /// HTTP 404: no `events.k8s.io/v1` API (or no such namespace).
 const NOT_FOUND: u16 = 404;
+
+/// How much the sink queues and writes. [`Limits::default`] uses the `const`s of this module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How many drafts wait for the publisher before new ones are dropped (at least 1).
+    pub queue_capacity: usize,
+    /// The shortest time between two writes of one (reason, job) key; repeats in between are folded.
+    pub key_interval: Duration,
+    /// How many writes the global token bucket allows at once, all keys together (at least 1).
+    pub burst: u32,
+    /// How often the global token bucket gains a token (at least 1 ms).
+    pub refill: Duration,
+    /// The limit of one API write.
+    pub api_timeout: Duration,
+}
 
 /// Writes Kubernetes Events about the Lease without ever blocking or failing its caller. Cheap to clone;
 /// the publisher task ends (after writing what is folded) when the last clone is dropped.
@@ -115,21 +132,34 @@ struct Write {
 
 impl EventSink {
     /// Events about the Lease `namespace/lease_name` (created in that namespace), reported as
-    /// `reportingController = "leasecron"`, `reportingInstance = identity`. Spawns the publisher task; a
-    /// sink made outside a Tokio runtime records nothing (and says so in the log).
+    /// `reportingController = "leasecron"`, `reportingInstance = identity`, with [`Limits::default`].
+    /// Spawns the publisher task; a sink made outside a Tokio runtime records nothing (and says so in the
+    /// log).
     pub fn new(
         client: kube::Client,
         namespace: &str,
         lease_name: &str,
         identity: &str,
     ) -> EventSink {
+        EventSink::with_limits(client, namespace, lease_name, identity, Limits::default())
+    }
+
+    /// [`EventSink::new`] with other [`Limits`] (out-of-range fields are raised to their minimum).
+    pub fn with_limits(
+        client: kube::Client,
+        namespace: &str,
+        lease_name: &str,
+        identity: &str,
+        limits: Limits,
+    ) -> EventSink {
+        let limits = limits.normalized();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
                 "Kubernetes Events disabled: the event sink was made outside a Tokio runtime"
             );
             return EventSink::disabled();
         };
-        let (queue, drafts) = mpsc::channel(QUEUE_CAPACITY);
+        let (queue, drafts) = mpsc::channel(limits.queue_capacity);
         let shared = Arc::new(Shared::default());
         let publisher = Publisher {
             client,
@@ -142,6 +172,7 @@ impl EventSink {
             errors: LogLimiter::default(),
             drops: LogLimiter::default(),
             dropped_seen: 0,
+            limits,
         };
         runtime.spawn(publisher.run(drafts));
         EventSink {
@@ -259,7 +290,7 @@ impl EventSink {
     }
 
     /// Waits until everything sent before is written, folded repeats included (ignoring
-    /// [`KEY_INTERVAL`]): for shutdown and tests. Waits for room in the queue, so bound it with a timeout.
+    /// [`Limits::key_interval`]): for shutdown and tests. Waits for room in the queue, so bound it with a timeout.
     pub async fn flush(&self) {
         let Some(inner) = &self.inner else {
             return;
@@ -364,6 +395,32 @@ fn truncate(mut text: String, max_bytes: usize) -> String {
     text
 }
 
+// === impl Limits ===
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            queue_capacity: QUEUE_CAPACITY,
+            key_interval: KEY_INTERVAL,
+            burst: GLOBAL_BURST,
+            refill: GLOBAL_REFILL,
+            api_timeout: API_TIMEOUT,
+        }
+    }
+}
+
+impl Limits {
+    /// Raises the fields that would panic or stop every write to their minimum.
+    fn normalized(self) -> Limits {
+        Limits {
+            queue_capacity: self.queue_capacity.max(1),
+            burst: self.burst.max(1),
+            refill: self.refill.max(MIN_REFILL),
+            ..self
+        }
+    }
+}
+
 // === impl Publisher ===
 
 /// The background task: aggregates drafts and writes them.
@@ -375,11 +432,12 @@ struct Publisher {
     errors: LogLimiter,
     drops: LogLimiter,
     dropped_seen: u64,
+    limits: Limits,
 }
 
 impl Publisher {
     async fn run(mut self, mut drafts: mpsc::Receiver<Message>) {
-        let mut throttle = Throttle::new(Instant::now());
+        let mut throttle = Throttle::new(Instant::now(), &self.limits);
         loop {
             let wake = throttle.next_due();
             let message = tokio::select! {
@@ -426,7 +484,8 @@ impl Publisher {
             secondary: None,
         };
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        match tokio::time::timeout(API_TIMEOUT, recorder.publish(&event, &self.regarding)).await {
+        let timeout = self.limits.api_timeout;
+        match tokio::time::timeout(timeout, recorder.publish(&event, &self.regarding)).await {
             Ok(Ok(())) => {}
             Ok(Err(kube::Error::Api(status)))
                 if status.code == FORBIDDEN || status.code == NOT_FOUND =>
@@ -443,10 +502,7 @@ impl Publisher {
             }
             Ok(Err(error)) => self.log_error(&error.to_string(), write.draft.reason),
             Err(_) => self.log_error(
-                &format!(
-                    "timed out after {}",
-                    humantime::format_duration(API_TIMEOUT)
-                ),
+                &format!("timed out after {}", humantime::format_duration(timeout)),
                 write.draft.reason,
             ),
         }
@@ -468,7 +524,8 @@ impl Publisher {
         if dropped > self.dropped_seen && self.drops.allow(Instant::now()).is_some() {
             tracing::warn!(
                 dropped = dropped - self.dropped_seen,
-                "Kubernetes Events dropped: the event queue ({QUEUE_CAPACITY}) was full"
+                "Kubernetes Events dropped: the event queue ({}) was full",
+                self.limits.queue_capacity
             );
             self.dropped_seen = dropped;
         }
@@ -512,6 +569,7 @@ impl LogLimiter {
 struct Throttle {
     keys: HashMap<Key, KeyState>,
     bucket: TokenBucket,
+    key_interval: Duration,
 }
 
 /// One key's last write and what was folded since.
@@ -522,28 +580,30 @@ struct KeyState {
 }
 
 impl KeyState {
-    /// When the key may be written again.
-    fn open_at(&self) -> Option<Instant> {
-        self.last_write.map(|last| last + KEY_INTERVAL)
+    /// When the key may be written again (`None`: never written, open).
+    fn open_at(&self, interval: Duration) -> Option<Instant> {
+        self.last_write.map(|last| last + interval)
     }
 }
 
 impl Throttle {
-    fn new(now: Instant) -> Throttle {
+    fn new(now: Instant, limits: &Limits) -> Throttle {
         Throttle {
             keys: HashMap::new(),
-            bucket: TokenBucket::full(now),
+            bucket: TokenBucket::full(now, limits.burst, limits.refill),
+            key_interval: limits.key_interval,
         }
     }
 
     /// The write to do now for `draft`, or `None` if it was folded into its key's pending write.
     fn offer(&mut self, draft: Draft, now: Instant) -> Option<Write> {
         self.forget_idle(now);
+        let interval = self.key_interval;
         let state = self
             .keys
             .entry((draft.reason, draft.job.clone()))
             .or_default();
-        let open = state.pending.is_none() && state.open_at().is_none_or(|at| at <= now);
+        let open = state.pending.is_none() && state.open_at(interval).is_none_or(|at| at <= now);
         if open && self.bucket.try_take(now) {
             state.last_write = Some(now);
             return Some(Write { draft, count: 1 });
@@ -560,7 +620,7 @@ impl Throttle {
     fn due(&mut self, now: Instant) -> Vec<Write> {
         let mut writes = Vec::new();
         for state in self.keys.values_mut() {
-            let open = state.open_at().is_none_or(|at| at <= now);
+            let open = state.open_at(self.key_interval).is_none_or(|at| at <= now);
             if state.pending.is_none() || !open {
                 continue;
             }
@@ -588,32 +648,41 @@ impl Throttle {
         self.keys
             .values()
             .filter(|state| state.pending.is_some())
-            .map(|state| state.open_at().map_or(token, |at| at.max(token)))
+            .map(|state| {
+                state
+                    .open_at(self.key_interval)
+                    .map_or(token, |at| at.max(token))
+            })
             .min()
     }
 
     /// Drops keys with nothing pending whose interval is over: they behave as new keys.
     fn forget_idle(&mut self, now: Instant) {
+        let interval = self.key_interval;
         self.keys.retain(|_, state| {
-            state.pending.is_some() || state.open_at().is_some_and(|at| at > now)
+            state.pending.is_some() || state.open_at(interval).is_some_and(|at| at > now)
         });
     }
 }
 
 // === impl TokenBucket ===
 
-/// [`GLOBAL_BURST`] tokens, one more every [`GLOBAL_REFILL`].
+/// `burst` tokens at most, one more every `refill`.
 #[derive(Debug)]
 struct TokenBucket {
+    burst: u32,
+    refill: Duration,
     tokens: u32,
     /// When the last token was added (or the bucket was last full).
     refilled: Instant,
 }
 
 impl TokenBucket {
-    fn full(now: Instant) -> TokenBucket {
+    fn full(now: Instant, burst: u32, refill: Duration) -> TokenBucket {
         TokenBucket {
-            tokens: GLOBAL_BURST,
+            burst,
+            refill,
+            tokens: burst,
             refilled: now,
         }
     }
@@ -632,19 +701,19 @@ impl TokenBucket {
         if self.tokens > 0 {
             self.refilled
         } else {
-            self.refilled + GLOBAL_REFILL
+            self.refilled + self.refill
         }
     }
 
     fn refill(&mut self, now: Instant) {
         let periods =
-            now.saturating_duration_since(self.refilled).as_nanos() / GLOBAL_REFILL.as_nanos();
+            now.saturating_duration_since(self.refilled).as_nanos() / self.refill.as_nanos();
         let added = u32::try_from(periods).unwrap_or(u32::MAX);
-        self.tokens = self.tokens.saturating_add(added).min(GLOBAL_BURST);
-        if self.tokens == GLOBAL_BURST {
+        self.tokens = self.tokens.saturating_add(added).min(self.burst);
+        if self.tokens == self.burst {
             self.refilled = now;
         } else {
-            self.refilled += GLOBAL_REFILL * added;
+            self.refilled += self.refill * added;
         }
     }
 }
@@ -672,7 +741,7 @@ mod tests {
     #[test]
     fn the_first_draft_of_a_key_is_written_at_once() {
         let t0 = Instant::now();
-        let mut throttle = Throttle::new(t0);
+        let mut throttle = Throttle::new(t0, &Limits::default());
         let write = throttle.offer(draft("JobFailed", "a", "n"), t0);
         assert_eq!(write.map(|w| w.count), Some(1));
         assert_eq!(throttle.next_due(), None);
@@ -681,7 +750,7 @@ mod tests {
     #[test]
     fn repeats_within_the_interval_fold_into_one_write_with_the_count_and_latest_note() {
         let t0 = Instant::now();
-        let mut throttle = Throttle::new(t0);
+        let mut throttle = Throttle::new(t0, &Limits::default());
         assert!(throttle.offer(draft("JobFailed", "a", "1"), t0).is_some());
         for i in 2..=60 {
             let written = throttle.offer(draft("JobFailed", "a", &i.to_string()), t0 + secs(i));
@@ -699,7 +768,7 @@ mod tests {
     #[test]
     fn a_repeat_after_a_pending_write_was_flushed_waits_for_the_interval() {
         let t0 = Instant::now();
-        let mut throttle = Throttle::new(t0);
+        let mut throttle = Throttle::new(t0, &Limits::default());
         throttle.offer(draft("JobFailed", "a", "1"), t0);
         throttle.offer(draft("JobFailed", "a", "2"), t0 + secs(1));
         assert_eq!(throttle.due(t0 + KEY_INTERVAL).len(), 1);
@@ -711,7 +780,7 @@ mod tests {
     #[test]
     fn a_key_is_open_again_after_a_quiet_interval() {
         let t0 = Instant::now();
-        let mut throttle = Throttle::new(t0);
+        let mut throttle = Throttle::new(t0, &Limits::default());
         throttle.offer(draft("JobFailed", "a", "1"), t0);
         let write = throttle.offer(draft("JobFailed", "a", "2"), t0 + KEY_INTERVAL);
         assert_eq!(write.map(|w| w.count), Some(1));
@@ -720,7 +789,7 @@ mod tests {
     #[test]
     fn keys_differ_by_job_and_by_reason() {
         let t0 = Instant::now();
-        let mut throttle = Throttle::new(t0);
+        let mut throttle = Throttle::new(t0, &Limits::default());
         assert!(throttle.offer(draft("JobFailed", "a", "n"), t0).is_some());
         assert!(throttle.offer(draft("JobFailed", "b", "n"), t0).is_some());
         assert!(throttle.offer(draft("JobTimedOut", "a", "n"), t0).is_some());
@@ -729,7 +798,7 @@ mod tests {
     #[test]
     fn the_global_bucket_caps_writes_across_keys_and_folds_the_rest() {
         let t0 = Instant::now();
-        let mut throttle = Throttle::new(t0);
+        let mut throttle = Throttle::new(t0, &Limits::default());
         let jobs: Vec<String> = (0..GLOBAL_BURST + 5).map(|i| format!("job{i}")).collect();
         let written = jobs
             .iter()
@@ -745,7 +814,7 @@ mod tests {
     #[test]
     fn drain_returns_every_pending_write_regardless_of_limits() {
         let t0 = Instant::now();
-        let mut throttle = Throttle::new(t0);
+        let mut throttle = Throttle::new(t0, &Limits::default());
         for i in 0..100 {
             throttle.offer(draft("JobFailed", "a", &i.to_string()), t0);
         }
@@ -758,7 +827,7 @@ mod tests {
     #[test]
     fn the_bucket_refills_one_token_per_period_up_to_the_burst() {
         let t0 = Instant::now();
-        let mut bucket = TokenBucket::full(t0);
+        let mut bucket = TokenBucket::full(t0, GLOBAL_BURST, GLOBAL_REFILL);
         for _ in 0..GLOBAL_BURST {
             assert!(bucket.try_take(t0));
         }
@@ -819,6 +888,26 @@ mod tests {
             "job backup: the run scheduled at 2026-01-02T03:04:00Z failed (exit code 3) after 2 \
              attempts (1s 500ms) on pod-a"
         );
+    }
+
+    #[test]
+    fn limits_that_would_panic_or_block_every_write_are_raised() {
+        let zero = Limits {
+            queue_capacity: 0,
+            key_interval: Duration::ZERO,
+            burst: 0,
+            refill: Duration::ZERO,
+            api_timeout: Duration::ZERO,
+        };
+        let normalized = zero.normalized();
+        assert_eq!(normalized.queue_capacity, 1);
+        assert_eq!(normalized.burst, 1);
+        assert_eq!(normalized.refill, MIN_REFILL);
+        let t0 = Instant::now();
+        let mut throttle = Throttle::new(t0, &normalized);
+        assert!(throttle.offer(draft("JobFailed", "a", "1"), t0).is_some());
+        assert!(throttle.offer(draft("JobFailed", "b", "1"), t0).is_none());
+        assert_eq!(throttle.due(t0 + MIN_REFILL).len(), 1);
     }
 
     #[tokio::test]

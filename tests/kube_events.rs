@@ -12,7 +12,7 @@ use fake_apiserver::{FakeApiServer, Fault, RequestRecord, Resource, Verb, NAMESP
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use leasecron::election::{ElectionEvent, LossReason};
-use leasecron::events::{EventSink, API_TIMEOUT, QUEUE_CAPACITY};
+use leasecron::events::{EventSink, Limits, API_TIMEOUT, QUEUE_CAPACITY};
 use leasecron::runner::{Failure, Outcome, RunEvent, RunReport};
 use leasecron::term::FencingToken;
 
@@ -33,6 +33,21 @@ async fn flush(sink: &EventSink) {
     tokio::time::timeout(PATIENCE, sink.flush())
         .await
         .expect("the flush ends");
+}
+
+/// Waits until the namespace holds `n` Events and returns their notes, oldest first.
+async fn notes_once_there_are(server: &FakeApiServer, n: usize) -> Vec<String> {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let events = events(server).await;
+            if events.len() >= n {
+                return events.iter().map(|e| summary(e).2.to_owned()).collect();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the Events are written")
 }
 
 /// Every Event in the namespace, oldest first.
@@ -249,6 +264,41 @@ async fn a_burst_of_failures_of_one_job_makes_two_writes_carrying_the_count() {
         "{notes:?}"
     );
     assert_eq!(sink.dropped(), 0);
+}
+
+#[tokio::test]
+async fn folded_repeats_are_written_when_the_key_interval_is_over() {
+    let server = FakeApiServer::start().await;
+    let limits = Limits {
+        key_interval: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let client = server.client(IDENTITY).await;
+    let sink = EventSink::with_limits(client, NAMESPACE, LEASE, IDENTITY, limits);
+    for _ in 0..5 {
+        sink.on_run(&failed("flaky"));
+    }
+    let notes = notes_once_there_are(&server, 2).await;
+    assert!(notes[0].starts_with("job flaky: "), "{notes:?}");
+    assert!(
+        notes[1].starts_with("4 times since the last report; latest: job flaky: "),
+        "{notes:?}"
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_last_sink_writes_what_was_folded() {
+    let server = FakeApiServer::start().await;
+    let sink = sink(&server).await;
+    sink.on_missed("a", Utc::now());
+    sink.on_missed("a", Utc::now());
+    sink.on_missed("a", Utc::now());
+    drop(sink);
+    let notes = notes_once_there_are(&server, 2).await;
+    assert!(
+        notes[1].starts_with("2 times since the last report; latest: job a: "),
+        "{notes:?}"
+    );
 }
 
 #[tokio::test]
