@@ -15,6 +15,8 @@
 //! keys together; a key without a token stays folded until one comes. So a job failing every second costs
 //! one API write per minute, and many failing jobs at most [`GLOBAL_BURST`] writes at once.
 //!
+//! The numbers above are the defaults of [`Limits`] ([`EventSink::with_limits`]).
+//!
 //! We aggregate ourselves instead of relying on the recorder's series: the recorder's series keeps the
 //! note of the first Event and counts publishes, not occurrences, so a folded count would be lost. Each
 //! write therefore uses a fresh [`Recorder`] and creates a self-describing Event.
