@@ -355,12 +355,13 @@ impl Run {
         let label = outcome.label();
         let (run_id, fencing_token) = (self.slot.id, self.term.fencing_token().0);
         let duration_seconds = duration.as_secs_f64();
+        // `attempt` (the last one) matches the other lines of the run; `attempts` is the count.
         match outcome {
             Outcome::Succeeded | Outcome::Cancelled => {
-                tracing::info!(job, run_id, fencing_token, %scheduled, attempt = attempts, outcome = label, duration_seconds, ?duration, "run finished")
+                tracing::info!(job, run_id, fencing_token, %scheduled, attempt = attempts, attempts, outcome = label, duration_seconds, ?duration, "run finished")
             }
             Outcome::Failed(_) | Outcome::TimedOut => {
-                tracing::warn!(job, run_id, fencing_token, %scheduled, attempt = attempts, outcome = label, detail = %outcome, duration_seconds, ?duration, "run finished")
+                tracing::warn!(job, run_id, fencing_token, %scheduled, attempt = attempts, attempts, outcome = label, detail = %outcome, duration_seconds, ?duration, "run finished")
             }
         }
         // Leave the running set before reporting, so a listener that sees Finished also sees running() drop;

@@ -186,7 +186,8 @@ fn json_logs_are_one_object_per_line_and_the_finished_line_has_the_run_fields() 
         .expect("a finished line");
     assert_eq!(finished["job"], "tick");
     assert_eq!(finished["outcome"], "succeeded");
-    assert_eq!(finished["attempt"], 1);
+    assert_eq!(finished["attempt"], 1, "the last attempt");
+    assert_eq!(finished["attempts"], 1);
     assert!(finished["duration_seconds"].is_f64(), "{finished}");
     assert!(finished["duration"].is_string(), "{finished}");
     let run_id = finished["run_id"].as_u64().expect("run_id");
