@@ -184,3 +184,65 @@ impl Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::{self, LoadOptions};
+    use tokio::sync::mpsc;
+
+    fn job_set(extra: &str) -> JobSet {
+        let yaml = format!(
+            "jobs:\n  - name: j\n    schedule: \"0 0 1 1 *\"\n    shell: \"true\"\n{extra}"
+        );
+        let opts = LoadOptions {
+            max_termination_grace: std::time::Duration::MAX,
+        };
+        config::parse_str(&yaml, "test.yaml", &opts).expect("valid jobs")
+    }
+
+    fn dispatcher() -> (Dispatcher, mpsc::UnboundedReceiver<DispatchEvent>) {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let runner = Runner::new("me".to_owned(), Arc::clone(&clock), None);
+        let (_tx, leadership) = watch::channel(Leadership::Follower { holder: None });
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let dispatcher = Dispatcher::new(runner, leadership, clock).with_events(events_tx);
+        (dispatcher, events)
+    }
+
+    #[tokio::test]
+    async fn a_suspended_jobs_fire_is_reported_as_a_skip() {
+        let (dispatcher, mut events) = dispatcher();
+        let jobs = job_set("    suspend: true\n");
+        let scheduled = Utc::now();
+        dispatcher.fire(&jobs.jobs[0], scheduled);
+        let expected = DispatchEvent::Skipped {
+            job: "j".to_owned(),
+            scheduled,
+            reason: Skip::Suspended,
+            leader: false,
+        };
+        assert_eq!(events.recv().await, Some(expected));
+    }
+
+    #[tokio::test]
+    async fn each_timer_reports_its_jobs_next_fire() {
+        let (dispatcher, mut events) = dispatcher();
+        let jobs = job_set("");
+        let stop = CancellationToken::new();
+        let running = {
+            let stop = stop.clone();
+            tokio::spawn(async move { dispatcher.run(&jobs, stop).await })
+        };
+        let Some(DispatchEvent::NextRun { job, at }) = events.recv().await else {
+            panic!("the first event is the next fire");
+        };
+        assert_eq!(job, "j");
+        let at = at.expect("a yearly schedule has a next fire");
+        assert!(at > Utc::now());
+        assert_eq!(at.format("%m-%d %H:%M").to_string(), "01-01 00:00");
+        stop.cancel();
+        running.await.expect("the dispatcher stops");
+    }
+}

@@ -327,6 +327,102 @@ mod tests {
     use chrono::Utc;
     use tokio::time::Instant;
 
+    use crate::config::{self, LoadOptions};
+    use crate::runner::{Outcome, RunReport};
+
+    fn job_set(names: &[&str]) -> JobSet {
+        let mut yaml = String::from("jobs:\n");
+        for name in names {
+            yaml.push_str(&format!(
+                "  - name: {name}\n    schedule: \"*/5 * * * *\"\n    timeZone: Europe/Paris\n    shell: \"true\"\n"
+            ));
+        }
+        let opts = LoadOptions {
+            max_termination_grace: Duration::MAX,
+        };
+        config::parse_str(&yaml, "test.yaml", &opts).expect("valid jobs")
+    }
+
+    fn finished(job: &str, attempts: u32) -> RunEvent {
+        let scheduled = Utc::now();
+        RunEvent::Finished(RunReport {
+            job: job.to_owned(),
+            scheduled,
+            attempts,
+            outcome: Outcome::TimedOut,
+            started_at: scheduled,
+            duration: Duration::from_secs(2),
+            start_delay: Duration::ZERO,
+        })
+    }
+
+    #[test]
+    fn the_board_tracks_running_runs_last_run_and_next_fire() {
+        let board = StatusBoard::new("me");
+        board.set_jobs(&job_set(&["a"]));
+        let started = |attempt| RunEvent::Started {
+            job: "a".to_owned(),
+            scheduled: Utc::now(),
+            attempt,
+            pid: 1,
+        };
+        board.on_run(&started(1));
+        board.on_run(&started(2));
+        let follower = Leadership::Follower {
+            holder: Some("peer".to_owned()),
+        };
+        assert_eq!(board.snapshot(&follower).jobs[0].running, 1);
+        board.on_run(&finished("a", 2));
+        let next = Utc::now();
+        board.on_dispatch(&DispatchEvent::NextRun {
+            job: "a".to_owned(),
+            at: Some(next),
+        });
+        let status = board.snapshot(&follower);
+        assert_eq!(status.holder.as_deref(), Some("peer"));
+        assert!(!status.leading);
+        assert_eq!(status.fencing_token, None);
+        let job = &status.jobs[0];
+        assert_eq!((job.running, job.next_run), (0, Some(next)));
+        assert_eq!(job.zone, "Europe/Paris");
+        let last = job.last_run.as_ref().expect("a last run");
+        assert_eq!(last.outcome, "timed_out");
+        assert_eq!(last.finished - last.scheduled, chrono::Duration::seconds(2));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_kept_jobs_and_drops_removed_ones() {
+        let board = StatusBoard::new("me");
+        board.set_jobs(&job_set(&["kept", "gone"]));
+        board.on_run(&finished("kept", 1));
+        board.set_jobs(&job_set(&["kept", "new"]));
+        board.on_run(&finished("gone", 1));
+        let status = board.snapshot(&Leadership::Unknown);
+        let names: Vec<_> = status.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["kept", "new"]);
+        assert!(status.jobs[0].last_run.is_some());
+        assert!(status.jobs[1].last_run.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leaders_status_carries_its_token_and_the_time_left_in_its_term() {
+        let board = StatusBoard::new("me");
+        let handle = Term::begin(
+            FencingToken(7),
+            Utc::now(),
+            Instant::now() + Duration::from_secs(10),
+        );
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let status = board.snapshot(&Leadership::Leader {
+            term: handle.term().clone(),
+        });
+        assert_eq!(status.holder.as_deref(), Some("me"));
+        assert!(status.leading);
+        assert_eq!(status.fencing_token, Some(7));
+        assert_eq!(status.term_deadline_remaining_seconds, Some(6.0));
+        handle.end().await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_leader_whose_term_outlived_its_deadline_is_wedged() {
         let handle = Term::begin(
