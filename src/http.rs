@@ -28,7 +28,7 @@ use crate::election::ElectionEvent;
 use crate::metrics::{self, Metrics};
 use crate::observe::Observer;
 use crate::runner::RunEvent;
-use crate::term::Leadership;
+use crate::term::{Leadership, Term};
 
 /// How long past its deadline a term may stay un-ended before the process counts as wedged.
 pub const WEDGED_AFTER: Duration = Duration::from_secs(5);
@@ -138,6 +138,8 @@ pub struct Status {
     pub leading: bool,
     /// The current term's fencing token while leading.
     pub fencing_token: Option<u64>,
+    /// When the current term began (wall clock) while leading.
+    pub term_acquired_at: Option<DateTime<Utc>>,
     /// Seconds left before the current term's deadline (renewals push it out) while leading.
     pub term_deadline_remaining_seconds: Option<f64>,
     /// Every job of the loaded set, by name.
@@ -179,26 +181,22 @@ impl StatusBoard {
 
     /// The document, with leadership read from `leadership`.
     pub fn snapshot(&self, leadership: &Leadership) -> Status {
-        let (holder, leading, token, remaining) = match leadership {
-            Leadership::Unknown => (None, false, None, None),
-            Leadership::Follower { holder } => (holder.clone(), false, None, None),
-            Leadership::Leader { term } => {
-                let remaining = term
-                    .deadline()
-                    .saturating_duration_since(tokio::time::Instant::now());
-                (
-                    Some(self.identity.clone()),
-                    true,
-                    Some(term.fencing_token().0),
-                    Some(remaining.as_secs_f64()),
-                )
-            }
+        let (holder, term) = match leadership {
+            Leadership::Unknown => (None, None),
+            Leadership::Follower { holder } => (holder.clone(), None),
+            Leadership::Leader { term } => (Some(self.identity.clone()), Some(term)),
         };
+        let remaining = term.map(|term| {
+            term.deadline()
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs_f64()
+        });
         Status {
             identity: self.identity.clone(),
             holder,
-            leading,
-            fencing_token: token,
+            leading: term.is_some(),
+            fencing_token: term.map(|term| term.fencing_token().0),
+            term_acquired_at: term.map(Term::acquired_at),
             term_deadline_remaining_seconds: remaining,
             jobs: self.lock().values().cloned().collect(),
         }
@@ -323,7 +321,7 @@ async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, &'static str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::term::{FencingToken, Term};
+    use crate::term::FencingToken;
     use chrono::Utc;
     use tokio::time::Instant;
 
@@ -419,6 +417,7 @@ mod tests {
         assert_eq!(status.holder.as_deref(), Some("me"));
         assert!(status.leading);
         assert_eq!(status.fencing_token, Some(7));
+        assert_eq!(status.term_acquired_at, Some(handle.term().acquired_at()));
         assert_eq!(status.term_deadline_remaining_seconds, Some(6.0));
         handle.end().await;
     }

@@ -1,6 +1,8 @@
 //! The HTTP endpoint and the logs of a real `leasecron run` process: `/metrics`, `/status`, JSON logs, and
 //! a busy `--http-addr`.
 
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
 #[path = "support/replica.rs"]
 mod replica;
 
@@ -9,6 +11,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
+use fake_apiserver::{FakeApiServer, Resource, NAMESPACE};
 use replica::{every_second_job, output, wait_for, Replica, FAST_TIMINGS};
 use serde_json::Value;
 
@@ -149,6 +152,7 @@ fn status_shows_the_term_and_each_jobs_schedule_next_and_last_run() {
     assert_eq!(status["leading"], true);
     assert!(status["fencing_token"].as_u64().is_some_and(|t| t >= 1));
     assert!(status["term_deadline_remaining_seconds"].as_f64().is_some());
+    assert!(status["term_acquired_at"].is_string());
     let job = &status["jobs"][0];
     assert_eq!(job["name"], "tick");
     assert_eq!(job["schedule"], "* * * * * *");
@@ -237,4 +241,59 @@ fn a_port_in_use_exits_2_naming_the_address() {
         !Path::new(&lease).exists(),
         "the lease was not touched before the address was checked"
     );
+}
+
+/// The fake API server's Lease `leaseTransitions`.
+fn lease_transitions(server: &FakeApiServer) -> Option<f64> {
+    let lease = server.object(Resource::Leases, NAMESPACE, "leasecron")?;
+    lease["spec"]["leaseTransitions"].as_f64()
+}
+
+fn start_on_kube(dir: &Path, server: &FakeApiServer, identity: &str) -> Replica {
+    let jobs = every_second_job(dir, "tick", "500ms", "true");
+    let kubeconfig = server.kubeconfig(dir, identity);
+    Replica::start_on_kube(dir, identity, &jobs, &kubeconfig, &FAST_TIMINGS)
+}
+
+#[test]
+fn lease_transitions_mirror_the_kubernetes_lease_across_failover_and_restart() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let server = runtime.block_on(FakeApiServer::start());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut first = start_on_kube(dir.path(), &server, "kube-a");
+    wait_for(WAIT, || {
+        (metric(&first, "leasecron_is_leader")? == 1.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("kube-a never led: {}", first.log_text()));
+    let second = start_on_kube(dir.path(), &server, "kube-b");
+    let before = lease_transitions(&server).expect("the Lease exists");
+    wait_for(WAIT, || {
+        (metric(&second, "leasecron_lease_transitions")? == before).then_some(())
+    })
+    .unwrap_or_else(|| panic!("kube-b never mirrored {before}: {}", second.log_text()));
+    assert_eq!(metric(&second, "leasecron_is_leader"), Some(0.0));
+
+    first.stop_cleanly();
+    wait_for(WAIT, || {
+        (metric(&second, "leasecron_is_leader")? == 1.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("kube-b never took over: {}", second.log_text()));
+    let after = lease_transitions(&server).expect("the Lease exists");
+    assert!(after > before, "the failover is a transition");
+    wait_for(WAIT, || {
+        (metric(&second, "leasecron_lease_transitions")? == after).then_some(())
+    })
+    .unwrap_or_else(|| panic!("kube-b never mirrored {after}"));
+
+    // A restarted replica starts from the Lease's count, not from 0: rate() over a restart sees no reset.
+    let restarted = start_on_kube(dir.path(), &server, "kube-a");
+    wait_for(WAIT, || {
+        (metric(&restarted, "leasecron_lease_transitions")? == after).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the restarted replica never mirrored {after}"));
+    assert_eq!(metric(&restarted, "leasecron_is_leader"), Some(0.0));
 }
