@@ -16,6 +16,7 @@ use crate::clock::SharedClock;
 use crate::config::{self, JobSet, LoadOptions};
 use crate::dispatch::Dispatcher;
 use crate::election::{self, Elector};
+use crate::events::EventSink;
 use crate::http::{self, Endpoints, Health, StatusBoard};
 use crate::lease_store::{self, file::FileStore, kube as kube_store, KubeStore, LeaseStore};
 use crate::metrics::{self, Metrics};
@@ -28,6 +29,10 @@ use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code for a failure at run time.
 pub const EXIT_FAILURE: i32 = 1;
+/// At shutdown, how long the fan-out task gets to hand the last events to the Kubernetes Events sink.
+const EVENTS_HANDOVER: Duration = Duration::from_millis(50);
+/// At shutdown, how long writing the last Kubernetes Events may take.
+const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a follower on a local lease file re-reads it (at most; RP if shorter). A file has no watch;
 /// reading a few hundred bytes four times a second is cheap, and a release is noticed within this bound.
 pub const LEASE_FILE_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -208,12 +213,19 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
             )?;
             // A corrupt lease file is a configuration error: find out before anything runs.
             store.get().await?;
-            run_with(opts, jobs, identity, store, clock).await
+            // No cluster, no Kubernetes Events.
+            run_with(opts, jobs, identity, store, EventSink::disabled(), clock).await
         }
         None => {
             let identity = resolve_identity(opts.identity.clone(), false)?;
             let store = open_kube_store(&opts, &identity).await?;
-            run_with(opts, jobs, identity, store, clock).await
+            let events = EventSink::new(
+                store.client(),
+                &store.params().namespace,
+                &store.params().name,
+                &identity,
+            );
+            run_with(opts, jobs, identity, store, events, clock).await
         }
     }
 }
@@ -281,6 +293,7 @@ async fn run_with<S: LeaseStore>(
     jobs: JobSet,
     identity: String,
     store: S,
+    events: EventSink,
     clock: SharedClock,
 ) -> Result<(), Error> {
     let listener = http::bind(opts.http_addr).await?;
@@ -312,6 +325,7 @@ async fn run_with<S: LeaseStore>(
     let mut observers = Observers::new();
     observers.push(Arc::clone(&metrics) as Arc<dyn observe::Observer>);
     observers.push(Arc::clone(&status) as Arc<dyn observe::Observer>);
+    observers.push(Arc::new(events.clone()) as Arc<dyn observe::Observer>);
     let (senders, receivers) = observe::channels();
     // Runs until every sender is gone; the runner lives until exit, so it is never awaited.
     tokio::spawn(observers.run(receivers));
@@ -346,6 +360,15 @@ async fn run_with<S: LeaseStore>(
     reaper_stop.cancel();
     if let Some(reaper) = reaper {
         reaper.join().await;
+    }
+    // The last election events (leadership lost at shutdown) reach the sink through the fan-out task;
+    // give it a moment to hand them over, then write what the sink still holds, within a bound.
+    tokio::time::sleep(EVENTS_HANDOVER).await;
+    if tokio::time::timeout(EVENTS_FLUSH_TIMEOUT, events.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("could not write the last Kubernetes Events before exiting");
     }
     result
 }

@@ -38,7 +38,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::dispatch::{DispatchEvent, Skip};
 use crate::election::{ElectionEvent, LossReason};
+use crate::observe::Observer;
 use crate::runner::{Outcome, RunEvent, RunReport};
 
 /// The `reportingController` of every Event.
@@ -716,6 +718,38 @@ impl TokenBucket {
             self.refilled = now;
         } else {
             self.refilled += self.refill * added;
+        }
+    }
+}
+
+
+// === impl Observer for EventSink ===
+
+impl Observer for EventSink {
+    fn on_run(&self, event: &RunEvent) {
+        EventSink::on_run(self, event);
+    }
+
+    fn on_election(&self, event: &ElectionEvent) {
+        EventSink::on_election(self, event);
+    }
+
+    fn on_dispatch(&self, event: &DispatchEvent) {
+        // Only the leader's missed slots are news; a follower's timers skip every slot.
+        if let DispatchEvent::Skipped {
+            job,
+            scheduled,
+            reason: Skip::MissedDeadline,
+            leader: true,
+        } = event
+        {
+            self.on_missed(job, *scheduled);
+        }
+    }
+
+    fn on_config_reload(&self, result: Result<(), &str>) {
+        if let Err(message) = result {
+            self.on_config_reload_failed(message);
         }
     }
 }
