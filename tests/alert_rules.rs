@@ -71,7 +71,9 @@ fn promtool(args: &[&str]) -> Option<std::process::Output> {
     {
         Ok(output) => Some(output),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("skipped: promtool is not on PATH (apt-get install prometheus); CI installs it");
+            eprintln!(
+                "skipped: promtool is not on PATH (apt-get install prometheus); CI installs it"
+            );
             None
         }
         Err(e) => panic!("promtool: {e}"),
@@ -131,7 +133,9 @@ fn every_required_alert_exists_with_severity_summary_description_and_runbook() {
             let text = rule["annotations"][key].as_str().unwrap_or_default();
             assert!(!text.trim().is_empty(), "{name}: no {key}");
         }
-        let runbook = rule["annotations"]["runbook_url"].as_str().unwrap_or_default();
+        let runbook = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
         let anchor = format!("{RUNBOOKS}#{}", name.to_lowercase());
         assert_eq!(runbook, anchor, "{name}: runbook_url");
     }
@@ -168,8 +172,14 @@ fn every_alert_is_tested_firing_and_not_firing() {
         }
     }
     for alert in ALERTS {
-        assert!(firing.contains(alert), "no promtool test where {alert} fires");
-        assert!(quiet.contains(alert), "no promtool test where {alert} stays quiet");
+        assert!(
+            firing.contains(alert),
+            "no promtool test where {alert} fires"
+        );
+        assert!(
+            quiet.contains(alert),
+            "no promtool test where {alert} stays quiet"
+        );
     }
 }
 
@@ -178,7 +188,9 @@ fn dashboard_is_grafana_json_on_a_datasource_variable() {
     let text = fs::read_to_string(path(DASHBOARD)).expect("the dashboard");
     let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
     assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 36));
-    let variables = dashboard["templating"]["list"].as_array().expect("variables");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
     assert!(variables
         .iter()
         .any(|v| v["name"] == "datasource" && v["type"] == "datasource"));
