@@ -16,8 +16,10 @@ use crate::clock::SharedClock;
 use crate::config::{self, JobSet, LoadOptions};
 use crate::dispatch::Dispatcher;
 use crate::election::{self, Elector};
-use crate::http::{self, Health};
+use crate::http::{self, Endpoints, Health, StatusBoard};
 use crate::lease_store::{self, file::FileStore, kube as kube_store, KubeStore, LeaseStore};
+use crate::metrics::{self, Metrics};
+use crate::observe::{self, Observers};
 use crate::reaper::Reaper;
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
@@ -71,6 +73,9 @@ pub enum Error {
     /// The HTTP endpoint failed.
     #[error("{0}")]
     Http(#[from] http::Error),
+    /// The metrics registry could not be built.
+    #[error("{0}")]
+    Metrics(#[from] metrics::Error),
     /// Signal handlers could not be installed.
     #[error("{0}")]
     Signals(#[from] shutdown::Error),
@@ -280,7 +285,7 @@ async fn run_with<S: LeaseStore>(
 ) -> Result<(), Error> {
     let listener = http::bind(opts.http_addr).await?;
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /healthz and /readyz");
+        tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
     }
     let signals = Signals::install()?;
 
@@ -300,10 +305,27 @@ async fn run_with<S: LeaseStore>(
         retry_period = %humantime::format_duration(opts.timings.retry_period),
         "leasecron starting"
     );
+    let metrics = Arc::new(Metrics::new()?);
+    let status = Arc::new(StatusBoard::new(identity.clone()));
+    metrics.set_jobs(&jobs);
+    status.set_jobs(&jobs);
+    let mut observers = Observers::new();
+    observers.push(Arc::clone(&metrics) as Arc<dyn observe::Observer>);
+    observers.push(Arc::clone(&status) as Arc<dyn observe::Observer>);
+    let (senders, receivers) = observe::channels();
+    // Runs until every sender is gone; the runner lives until exit, so it is never awaited.
+    tokio::spawn(observers.run(receivers));
+
     let (elector, leadership) = Elector::new(store, config, Arc::clone(&clock))?;
-    let runner = Runner::new(identity, Arc::clone(&clock), None);
+    let elector = elector.with_events(senders.election);
+    let runner = Runner::new(identity, Arc::clone(&clock), Some(senders.runs));
     let health = Health::new(leadership.clone());
     health.set_ready();
+    let endpoints = Endpoints {
+        health,
+        metrics,
+        status,
+    };
 
     let shutdown = CancellationToken::new();
     let force = {
@@ -318,8 +340,9 @@ async fn run_with<S: LeaseStore>(
     // end, after the last run has ended.
     let reaper_stop = CancellationToken::new();
     let reaper = Reaper::spawn_if_pid1(reaper_stop.clone());
-    let dispatcher = Dispatcher::new(runner, leadership, clock);
-    let result = serve_until_shutdown(jobs, elector, dispatcher, listener, health, shutdown).await;
+    let dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
+    let result =
+        serve_until_shutdown(jobs, elector, dispatcher, listener, endpoints, shutdown).await;
     reaper_stop.cancel();
     if let Some(reaper) = reaper {
         reaper.join().await;
@@ -335,11 +358,11 @@ async fn serve_until_shutdown<S: LeaseStore>(
     elector: Elector<S>,
     dispatcher: Dispatcher,
     listener: tokio::net::TcpListener,
-    health: Health,
+    endpoints: Endpoints,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let http_stop = CancellationToken::new();
-    let http_task = tokio::spawn(http::serve(listener, health, http_stop.clone()));
+    let http_task = tokio::spawn(http::serve(listener, endpoints, http_stop.clone()));
     let elector_stop = CancellationToken::new();
     let mut elector_task = tokio::spawn(elector.run(elector_stop.clone()));
     let dispatch_stop = shutdown.clone();

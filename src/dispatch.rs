@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,12 +39,36 @@ impl Skip {
     }
 }
 
+/// What the dispatcher tells the rest of the process (metrics, `/status`, Kubernetes Events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchEvent {
+    /// A fire started nothing, for a reason the dispatcher decides (the runner reports its own skips).
+    Skipped {
+        /// The job's name.
+        job: String,
+        /// The slot that was skipped.
+        scheduled: DateTime<Utc>,
+        /// Why.
+        reason: Skip,
+        /// True if this replica led when the fire was skipped (a follower's skips are not news).
+        leader: bool,
+    },
+    /// The job's next fire time changed (its timer started, or it fired); `None` if it has no future fire.
+    NextRun {
+        /// The job's name.
+        job: String,
+        /// The next slot.
+        at: Option<DateTime<Utc>>,
+    },
+}
+
 /// Starts runs for fires, under a live term.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     runner: Arc<Runner>,
     leadership: watch::Receiver<Leadership>,
     clock: SharedClock,
+    events: Option<UnboundedSender<DispatchEvent>>,
 }
 
 // === impl Dispatcher ===
@@ -59,7 +84,14 @@ impl Dispatcher {
             runner,
             leadership,
             clock,
+            events: None,
         }
+    }
+
+    /// Reports skips and next fire times on `events`.
+    pub fn with_events(mut self, events: UnboundedSender<DispatchEvent>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Runs one timer per job until `stop` is cancelled; returns once every timer has stopped.
@@ -85,6 +117,10 @@ impl Dispatcher {
             Arc::clone(&self.clock),
         );
         loop {
+            self.send(DispatchEvent::NextRun {
+                job: job.name.clone(),
+                at: timer.next_fire(),
+            });
             let tick = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
@@ -132,6 +168,19 @@ impl Dispatcher {
             tracing::warn!(job = %job.name, %scheduled, reason = reason.label(), lateness, "fire skipped");
         } else {
             tracing::debug!(job = %job.name, %scheduled, reason = reason.label(), lateness, "fire skipped");
+        }
+        self.send(DispatchEvent::Skipped {
+            job: job.name.clone(),
+            scheduled,
+            reason,
+            leader: leads,
+        });
+    }
+
+    fn send(&self, event: DispatchEvent) {
+        if let Some(events) = &self.events {
+            // A closed channel means nobody listens any more (shutdown); dispatching is unaffected.
+            let _ = events.send(event);
         }
     }
 }

@@ -56,6 +56,8 @@ pub mod dispatch;
 pub mod election;
 pub mod http;
 pub mod lease_store;
+pub mod metrics;
+pub mod observe;
 pub mod reaper;
 pub mod runner;
 pub mod schedule;
