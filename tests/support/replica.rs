@@ -185,6 +185,18 @@ impl Replica {
         Some((status, body))
     }
 
+    /// The address the replica serves HTTP on, read from its log once it listens.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        let log = self.log_text();
+        let line = log.lines().find(|l| l.contains("serving /healthz"))?;
+        line.split("addr=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
