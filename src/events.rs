@@ -722,7 +722,6 @@ impl TokenBucket {
     }
 }
 
-
 // === impl Observer for EventSink ===
 
 impl Observer for EventSink {
