@@ -28,8 +28,9 @@
 //! - [`reaper`] reaps orphaned grandchildren when leasecron is PID 1 in a container, without stealing the
 //!   exit status of the runner's own children.
 //! - [`observe`] fans the runner's, the elector's and the dispatcher's events out to every
-//!   [`observe::Observer`]: [`metrics::Metrics`] (an owned Prometheus registry) and the
-//!   [`http::StatusBoard`] behind `/status`.
+//!   [`observe::Observer`]: [`metrics::Metrics`] (an owned Prometheus registry), the
+//!   [`http::StatusBoard`] behind `/status`, and [`events::EventSink`] (Kubernetes Events about the Lease,
+//!   aggregated and rate-limited; disabled on a file lease).
 //! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`http`] serves
 //!   `/metrics`, `/status`, `/healthz` and `/readyz`.
 //! - [`app`] wires them into the `run`, `validate` and `next` commands; `main.rs` only parses flags.
