@@ -16,8 +16,11 @@ use crate::clock::SharedClock;
 use crate::config::{self, JobSet, LoadOptions};
 use crate::dispatch::Dispatcher;
 use crate::election::{self, Elector};
-use crate::http::{self, Health};
+use crate::events::EventSink;
+use crate::http::{self, Endpoints, Health, StatusBoard};
 use crate::lease_store::{self, file::FileStore, kube as kube_store, KubeStore, LeaseStore};
+use crate::metrics::{self, Metrics};
+use crate::observe::{self, Observers};
 use crate::reaper::Reaper;
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
@@ -26,6 +29,10 @@ use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code for a failure at run time.
 pub const EXIT_FAILURE: i32 = 1;
+/// At shutdown, how long the fan-out task gets to hand the last events to the Kubernetes Events sink.
+const EVENTS_HANDOVER: Duration = Duration::from_millis(50);
+/// At shutdown, how long writing the last Kubernetes Events may take.
+const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a follower on a local lease file re-reads it (at most; RP if shorter). A file has no watch;
 /// reading a few hundred bytes four times a second is cheap, and a release is noticed within this bound.
 pub const LEASE_FILE_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -71,6 +78,9 @@ pub enum Error {
     /// The HTTP endpoint failed.
     #[error("{0}")]
     Http(#[from] http::Error),
+    /// The metrics registry could not be built.
+    #[error("{0}")]
+    Metrics(#[from] metrics::Error),
     /// Signal handlers could not be installed.
     #[error("{0}")]
     Signals(#[from] shutdown::Error),
@@ -203,12 +213,19 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
             )?;
             // A corrupt lease file is a configuration error: find out before anything runs.
             store.get().await?;
-            run_with(opts, jobs, identity, store, clock).await
+            // No cluster, no Kubernetes Events.
+            run_with(opts, jobs, identity, store, EventSink::disabled(), clock).await
         }
         None => {
             let identity = resolve_identity(opts.identity.clone(), false)?;
             let store = open_kube_store(&opts, &identity).await?;
-            run_with(opts, jobs, identity, store, clock).await
+            let events = EventSink::new(
+                store.client(),
+                &store.params().namespace,
+                &store.params().name,
+                &identity,
+            );
+            run_with(opts, jobs, identity, store, events, clock).await
         }
     }
 }
@@ -276,11 +293,12 @@ async fn run_with<S: LeaseStore>(
     jobs: JobSet,
     identity: String,
     store: S,
+    events: EventSink,
     clock: SharedClock,
 ) -> Result<(), Error> {
     let listener = http::bind(opts.http_addr).await?;
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /healthz and /readyz");
+        tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
     }
     let signals = Signals::install()?;
 
@@ -300,10 +318,28 @@ async fn run_with<S: LeaseStore>(
         retry_period = %humantime::format_duration(opts.timings.retry_period),
         "leasecron starting"
     );
+    let metrics = Arc::new(Metrics::new()?);
+    let status = Arc::new(StatusBoard::new(identity.clone()));
+    metrics.set_jobs(&jobs);
+    status.set_jobs(&jobs);
+    let mut observers = Observers::new();
+    observers.push(Arc::clone(&metrics) as Arc<dyn observe::Observer>);
+    observers.push(Arc::clone(&status) as Arc<dyn observe::Observer>);
+    observers.push(Arc::new(events.clone()) as Arc<dyn observe::Observer>);
+    let (senders, receivers) = observe::channels();
+    // Runs until every sender is gone; the runner lives until exit, so it is never awaited.
+    tokio::spawn(observers.run(receivers));
+
     let (elector, leadership) = Elector::new(store, config, Arc::clone(&clock))?;
-    let runner = Runner::new(identity, Arc::clone(&clock), None);
+    let elector = elector.with_events(senders.election);
+    let runner = Runner::new(identity, Arc::clone(&clock), Some(senders.runs));
     let health = Health::new(leadership.clone());
     health.set_ready();
+    let endpoints = Endpoints {
+        health,
+        metrics,
+        status,
+    };
 
     let shutdown = CancellationToken::new();
     let force = {
@@ -318,11 +354,21 @@ async fn run_with<S: LeaseStore>(
     // end, after the last run has ended.
     let reaper_stop = CancellationToken::new();
     let reaper = Reaper::spawn_if_pid1(reaper_stop.clone());
-    let dispatcher = Dispatcher::new(runner, leadership, clock);
-    let result = serve_until_shutdown(jobs, elector, dispatcher, listener, health, shutdown).await;
+    let dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
+    let result =
+        serve_until_shutdown(jobs, elector, dispatcher, listener, endpoints, shutdown).await;
     reaper_stop.cancel();
     if let Some(reaper) = reaper {
         reaper.join().await;
+    }
+    // The last election events (leadership lost at shutdown) reach the sink through the fan-out task;
+    // give it a moment to hand them over, then write what the sink still holds, within a bound.
+    tokio::time::sleep(EVENTS_HANDOVER).await;
+    if tokio::time::timeout(EVENTS_FLUSH_TIMEOUT, events.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("could not write the last Kubernetes Events before exiting");
     }
     result
 }
@@ -335,11 +381,11 @@ async fn serve_until_shutdown<S: LeaseStore>(
     elector: Elector<S>,
     dispatcher: Dispatcher,
     listener: tokio::net::TcpListener,
-    health: Health,
+    endpoints: Endpoints,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let http_stop = CancellationToken::new();
-    let http_task = tokio::spawn(http::serve(listener, health, http_stop.clone()));
+    let http_task = tokio::spawn(http::serve(listener, endpoints, http_stop.clone()));
     let elector_stop = CancellationToken::new();
     let mut elector_task = tokio::spawn(elector.run(elector_stop.clone()));
     let dispatch_stop = shutdown.clone();

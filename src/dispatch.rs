@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,12 +39,36 @@ impl Skip {
     }
 }
 
+/// What the dispatcher tells the rest of the process (metrics, `/status`, Kubernetes Events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchEvent {
+    /// A fire started nothing, for a reason the dispatcher decides (the runner reports its own skips).
+    Skipped {
+        /// The job's name.
+        job: String,
+        /// The slot that was skipped.
+        scheduled: DateTime<Utc>,
+        /// Why.
+        reason: Skip,
+        /// True if this replica led when the fire was skipped (a follower's skips are not news).
+        leader: bool,
+    },
+    /// The job's next fire time changed (its timer started, or it fired); `None` if it has no future fire.
+    NextRun {
+        /// The job's name.
+        job: String,
+        /// The next slot.
+        at: Option<DateTime<Utc>>,
+    },
+}
+
 /// Starts runs for fires, under a live term.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     runner: Arc<Runner>,
     leadership: watch::Receiver<Leadership>,
     clock: SharedClock,
+    events: Option<UnboundedSender<DispatchEvent>>,
 }
 
 // === impl Dispatcher ===
@@ -59,7 +84,14 @@ impl Dispatcher {
             runner,
             leadership,
             clock,
+            events: None,
         }
+    }
+
+    /// Reports skips and next fire times on `events`.
+    pub fn with_events(mut self, events: UnboundedSender<DispatchEvent>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Runs one timer per job until `stop` is cancelled; returns once every timer has stopped.
@@ -85,6 +117,10 @@ impl Dispatcher {
             Arc::clone(&self.clock),
         );
         loop {
+            self.send(DispatchEvent::NextRun {
+                job: job.name.clone(),
+                at: timer.next_fire(),
+            });
             let tick = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
@@ -133,5 +169,80 @@ impl Dispatcher {
         } else {
             tracing::debug!(job = %job.name, %scheduled, reason = reason.label(), lateness, "fire skipped");
         }
+        self.send(DispatchEvent::Skipped {
+            job: job.name.clone(),
+            scheduled,
+            reason,
+            leader: leads,
+        });
+    }
+
+    fn send(&self, event: DispatchEvent) {
+        if let Some(events) = &self.events {
+            // A closed channel means nobody listens any more (shutdown); dispatching is unaffected.
+            let _ = events.send(event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::{self, LoadOptions};
+    use tokio::sync::mpsc;
+
+    fn job_set(extra: &str) -> JobSet {
+        let yaml = format!(
+            "jobs:\n  - name: j\n    schedule: \"0 0 1 1 *\"\n    shell: \"true\"\n{extra}"
+        );
+        let opts = LoadOptions {
+            max_termination_grace: std::time::Duration::MAX,
+        };
+        config::parse_str(&yaml, "test.yaml", &opts).expect("valid jobs")
+    }
+
+    fn dispatcher() -> (Dispatcher, mpsc::UnboundedReceiver<DispatchEvent>) {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let runner = Runner::new("me".to_owned(), Arc::clone(&clock), None);
+        let (_tx, leadership) = watch::channel(Leadership::Follower { holder: None });
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let dispatcher = Dispatcher::new(runner, leadership, clock).with_events(events_tx);
+        (dispatcher, events)
+    }
+
+    #[tokio::test]
+    async fn a_suspended_jobs_fire_is_reported_as_a_skip() {
+        let (dispatcher, mut events) = dispatcher();
+        let jobs = job_set("    suspend: true\n");
+        let scheduled = Utc::now();
+        dispatcher.fire(&jobs.jobs[0], scheduled);
+        let expected = DispatchEvent::Skipped {
+            job: "j".to_owned(),
+            scheduled,
+            reason: Skip::Suspended,
+            leader: false,
+        };
+        assert_eq!(events.recv().await, Some(expected));
+    }
+
+    #[tokio::test]
+    async fn each_timer_reports_its_jobs_next_fire() {
+        let (dispatcher, mut events) = dispatcher();
+        let jobs = job_set("");
+        let stop = CancellationToken::new();
+        let running = {
+            let stop = stop.clone();
+            tokio::spawn(async move { dispatcher.run(&jobs, stop).await })
+        };
+        let Some(DispatchEvent::NextRun { job, at }) = events.recv().await else {
+            panic!("the first event is the next fire");
+        };
+        assert_eq!(job, "j");
+        let at = at.expect("a yearly schedule has a next fire");
+        assert!(at > Utc::now());
+        assert_eq!(at.format("%m-%d %H:%M").to_string(), "01-01 00:00");
+        stop.cancel();
+        running.await.expect("the dispatcher stops");
     }
 }

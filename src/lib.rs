@@ -27,8 +27,12 @@
 //!   run ends with exactly one [`runner::Outcome`].
 //! - [`reaper`] reaps orphaned grandchildren when leasecron is PID 1 in a container, without stealing the
 //!   exit status of the runner's own children.
+//! - [`observe`] fans the runner's, the elector's and the dispatcher's events out to every
+//!   [`observe::Observer`]: [`metrics::Metrics`] (an owned Prometheus registry), the
+//!   [`http::StatusBoard`] behind `/status`, and [`events::EventSink`] (Kubernetes Events about the Lease,
+//!   aggregated and rate-limited; disabled on a file lease).
 //! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`http`] serves
-//!   `/healthz` and `/readyz`.
+//!   `/metrics`, `/status`, `/healthz` and `/readyz`.
 //! - [`app`] wires them into the `run`, `validate` and `next` commands; `main.rs` only parses flags.
 //! - [`clock`] makes the wall clock injectable, so timing logic is tested under paused tokio time.
 //!
@@ -40,6 +44,8 @@
 //!      │ LeaseStore                                               │ Outcome
 //!      ├─ kube (Lease, watch)                                     ▼
 //!      └─ file (flock + JSON)                                   logs
+//!
+//!   runner, election, dispatch ──events──► observe ──► metrics, status board ──► http
 //! ```
 //!
 //! # Shutdown order
@@ -54,8 +60,11 @@ pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod election;
+pub mod events;
 pub mod http;
 pub mod lease_store;
+pub mod metrics;
+pub mod observe;
 pub mod reaper;
 pub mod runner;
 pub mod schedule;

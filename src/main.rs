@@ -72,7 +72,7 @@ struct RunArgs {
     /// Elect through a lease record in this local file instead of the Kubernetes API.
     #[arg(long, value_name = "PATH")]
     lease_file: Option<PathBuf>,
-    /// Address for /healthz and /readyz.
+    /// Address for /metrics, /status, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:9090", value_name = "ADDR")]
     http_addr: SocketAddr,
     /// Log format.

@@ -78,6 +78,7 @@ pub struct Runner {
     events: Option<UnboundedSender<RunEvent>>,
     runs: Mutex<HashMap<String, Vec<RunSlot>>>,
     groups: ProcessGroups,
+    /// The next run's id: unique per run in this process, logged as `run_id` on every line of the run.
     next_run_id: AtomicU64,
 }
 
@@ -126,7 +127,8 @@ impl Runner {
             events,
             runs: Mutex::new(HashMap::new()),
             groups: ProcessGroups::default(),
-            next_run_id: AtomicU64::new(0),
+            // Run ids start at 1, so `run_id=0` never appears in a log.
+            next_run_id: AtomicU64::new(1),
         })
     }
 
@@ -262,6 +264,7 @@ impl Run {
                 .skip(&self.job.name, self.scheduled, SkipReason::NotLeader);
             return;
         }
+        tracing::debug!(job = %self.job.name, run_id = self.slot.id, fencing_token = self.term.fencing_token().0, scheduled = %self.scheduled, "run begins");
         let mut attempts = 0;
         let mut first = None;
         let outcome = loop {
@@ -298,6 +301,7 @@ impl Run {
                 fencing_token: self.term.fencing_token(),
                 attempt: number,
             },
+            run_id: self.slot.id,
             cancel: &self.cancel,
             groups: &self.runner.groups,
             clock: self.runner.clock.as_ref(),
@@ -320,7 +324,8 @@ impl Run {
         }
         let backoff = retry_backoff(self.job.retry_backoff, attempts);
         let job = &self.job.name;
-        tracing::info!(job, attempt = attempts, %outcome, ?backoff, "attempt failed; retrying after backoff");
+        let (run_id, fencing_token) = (self.slot.id, self.term.fencing_token().0);
+        tracing::info!(job, run_id, fencing_token, attempt = attempts, %outcome, ?backoff, "attempt failed; retrying after backoff");
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             () = self.cancel.cancelled() => return false,
@@ -328,6 +333,8 @@ impl Run {
         if !self.term.is_live() {
             tracing::warn!(
                 job,
+                run_id,
+                fencing_token,
                 attempt = attempts,
                 "not retrying: the term is no longer live"
             );
@@ -346,12 +353,15 @@ impl Run {
             ..
         } = &report;
         let label = outcome.label();
+        let (run_id, fencing_token) = (self.slot.id, self.term.fencing_token().0);
+        let duration_seconds = duration.as_secs_f64();
+        // `attempt` (the last one) matches the other lines of the run; `attempts` is the count.
         match outcome {
             Outcome::Succeeded | Outcome::Cancelled => {
-                tracing::info!(job, %scheduled, attempts, outcome = label, ?duration, "run finished")
+                tracing::info!(job, run_id, fencing_token, %scheduled, attempt = attempts, attempts, outcome = label, duration_seconds, ?duration, "run finished")
             }
             Outcome::Failed(_) | Outcome::TimedOut => {
-                tracing::warn!(job, %scheduled, attempts, outcome = label, detail = %outcome, ?duration, "run finished")
+                tracing::warn!(job, run_id, fencing_token, %scheduled, attempt = attempts, attempts, outcome = label, detail = %outcome, duration_seconds, ?duration, "run finished")
             }
         }
         // Leave the running set before reporting, so a listener that sees Finished also sees running() drop;

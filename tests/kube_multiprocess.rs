@@ -139,7 +139,9 @@ fn requests_of(server: &FakeApiServer, token: &str, from: usize) -> Vec<RequestR
 
 /// True for a successful write (an acquire, a renew or a release) of the Lease.
 fn is_write(record: &RequestRecord) -> bool {
-    matches!(record.verb, Some(Verb::Create | Verb::Update))
+    // Replicas also write Kubernetes Events (leadership, runs): those are not Lease writes.
+    record.resource == Some(Resource::Leases)
+        && matches!(record.verb, Some(Verb::Create | Verb::Update))
         && matches!(record.status, Some(200 | 201))
 }
 

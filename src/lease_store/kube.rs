@@ -193,6 +193,12 @@ impl KubeStore {
         &self.shared.params
     }
 
+    /// The client of the store's requests (no retry layer, read timeout `params.request_timeout`), for
+    /// other writes about the Lease, such as its Events.
+    pub fn client(&self) -> kube::Client {
+        self.shared.requests.clone().into_client()
+    }
+
     /// True while the watch is established (for tests and diagnostics).
     pub fn is_watching(&self) -> bool {
         self.shared.feed.borrow().watching

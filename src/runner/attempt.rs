@@ -33,6 +33,8 @@ pub const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct AttemptSpec<'a> {
     pub(crate) job: &'a Job,
     pub(crate) env: RunEnv<'a>,
+    /// The run's id, logged as `run_id`.
+    pub(crate) run_id: u64,
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) groups: &'a ProcessGroups,
     pub(crate) clock: &'a dyn WallClock,
@@ -62,7 +64,8 @@ pub(crate) async fn run(spec: AttemptSpec<'_>, on_spawn: impl FnOnce(u32)) -> At
     let outcome = match spawn(&spec) {
         Ok(tracked) => supervise(&spec, tracked, on_spawn).await,
         Err(error) => {
-            tracing::warn!(job = %spec.job.name, attempt = spec.env.attempt, %error, "spawn failed");
+            let (run_id, fencing_token) = (spec.run_id, spec.env.fencing_token.0);
+            tracing::warn!(job = %spec.job.name, run_id, fencing_token, attempt = spec.env.attempt, %error, "spawn failed");
             Outcome::Failed(Failure::Spawn(error.to_string()))
         }
     };
@@ -99,11 +102,14 @@ async fn supervise(
     let pgid = i32::try_from(pid).unwrap_or(0);
     let job = &spec.job.name;
     let attempt = spec.env.attempt;
+    let (run_id, fencing_token) = (spec.run_id, spec.env.fencing_token.0);
     let admitted = spec.groups.admit(pgid);
     on_spawn(pid);
-    tracing::info!(job = %job, attempt, pid, "started");
+    tracing::info!(job = %job, run_id, fencing_token, attempt, pid, "started");
     let ctx = OutputContext {
         job: job.clone(),
+        run_id,
+        fencing_token,
         attempt,
         pid,
     };
@@ -117,7 +123,7 @@ async fn supervise(
     signal_group(pgid, Signal::SIGKILL);
     spec.groups.release(pgid);
     if !pumps.drain(OUTPUT_DRAIN_TIMEOUT).await {
-        tracing::warn!(job = %job, attempt, pid, "output pipes still open after the process group ended; stopped reading");
+        tracing::warn!(job = %job, run_id, attempt, pid, "output pipes still open after the process group ended; stopped reading");
     }
     drop(tracked);
     classify(
@@ -137,10 +143,10 @@ async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Child, pgid: i32) 
         _ => "cancelled",
     };
     let grace = spec.job.termination_grace;
-    tracing::info!(job = %spec.job.name, attempt = spec.env.attempt, pgid, ?grace, "{why}: sending SIGTERM to the process group");
+    tracing::info!(job = %spec.job.name, run_id = spec.run_id, attempt = spec.env.attempt, pgid, ?grace, "{why}: sending SIGTERM to the process group");
     signal_group(pgid, Signal::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        tracing::warn!(job = %spec.job.name, attempt = spec.env.attempt, pgid, "still running after the grace: sending SIGKILL");
+        tracing::warn!(job = %spec.job.name, run_id = spec.run_id, attempt = spec.env.attempt, pgid, "still running after the grace: sending SIGKILL");
         signal_group(pgid, Signal::SIGKILL);
         if let Err(error) = child.wait().await {
             tracing::warn!(job = %spec.job.name, pgid, %error, "waiting for the killed process failed");

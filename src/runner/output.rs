@@ -43,6 +43,8 @@ pub(crate) struct LineSplitter {
 #[derive(Debug, Clone)]
 pub(crate) struct OutputContext {
     pub(crate) job: String,
+    pub(crate) run_id: u64,
+    pub(crate) fencing_token: u64,
     pub(crate) attempt: u32,
     pub(crate) pid: u32,
 }
@@ -201,7 +203,7 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, stream: Stream, ctx: OutputConte
             Ok(0) => break,
             Ok(n) => splitter.push(&buf[..n], &mut emit),
             Err(error) => {
-                tracing::warn!(job = %ctx.job, stream = stream.name(), %error, "reading job output failed");
+                tracing::warn!(job = %ctx.job, run_id = ctx.run_id, stream = stream.name(), %error, "reading job output failed");
                 break;
             }
         }
@@ -211,12 +213,13 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, stream: Stream, ctx: OutputConte
 
 fn log_line(ctx: &OutputContext, stream: Stream, line: &Line) {
     let (job, attempt, pid, partial) = (&ctx.job, ctx.attempt, ctx.pid, line.partial);
+    let (run_id, fencing_token) = (ctx.run_id, ctx.fencing_token);
     match stream {
         Stream::Stdout => {
-            tracing::info!(job = %job, stream = "stdout", attempt, pid, partial, "{}", line.text)
+            tracing::info!(job = %job, run_id, fencing_token, stream = "stdout", attempt, pid, partial, "{}", line.text)
         }
         Stream::Stderr => {
-            tracing::warn!(job = %job, stream = "stderr", attempt, pid, partial, "{}", line.text)
+            tracing::warn!(job = %job, run_id, fencing_token, stream = "stderr", attempt, pid, partial, "{}", line.text)
         }
     }
 }

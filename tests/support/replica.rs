@@ -166,9 +166,7 @@ impl Replica {
     /// `GET path` on the replica's HTTP endpoint (its address read from its log): `(status, body)`.
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
         use std::io::{Read, Write};
-        let log = self.log_text();
-        let line = log.lines().find(|l| l.contains("serving /healthz"))?;
-        let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+        let addr = self.http_addr()?;
         let mut stream = std::net::TcpStream::connect(addr).ok()?;
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -183,6 +181,18 @@ impl Replica {
         let status = response.split_whitespace().nth(1)?.parse().ok()?;
         let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
         Some((status, body))
+    }
+
+    /// The address the replica serves HTTP on, read from its log once it listens.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        let log = self.log_text();
+        let line = log.lines().find(|l| l.contains("serving /healthz"))?;
+        line.split("addr=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,348 @@
+//! The Prometheus metrics of DESIGN.md §3, on a [`Metrics`] that owns its own `Registry` (no global).
+//!
+//! Labels are bounded: a `job` label value only ever comes from the loaded [`JobSet`]. Events naming a
+//! job outside the current set (a run of a job removed by a reload, still finishing) are ignored, and
+//! [`Metrics::set_jobs`] deletes every series of a job that left the set. `set_jobs` and [`Metrics::encode`]
+//! take the same lock, so a scrape sees the job set either entirely before or entirely after a reload.
+//!
+//! [`Metrics`] is an [`Observer`]: the app's fan-out task feeds it the runner's, the elector's and the
+//! dispatcher's events.
+
+use chrono::{DateTime, Utc};
+use prometheus::{
+    Encoder as _, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::config::JobSet;
+use crate::dispatch::DispatchEvent;
+use crate::election::ElectionEvent;
+use crate::observe::Observer;
+use crate::runner::{Outcome, RunEvent};
+
+/// The content type of [`Metrics::encode`]'s output (Prometheus text exposition format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Every `outcome` label value of `leasecron_job_runs_total`.
+pub const OUTCOMES: [&str; 4] = ["succeeded", "failed", "timed_out", "cancelled"];
+/// Every `reason` label value of `leasecron_job_skipped_total`.
+pub const SKIP_REASONS: [&str; 4] = ["overlap", "not_leader", "missed_deadline", "suspended"];
+/// Every `reason` label value of `leasecron_leadership_lost_total`.
+pub const LOSS_REASONS: [&str; 4] = ["renew_deadline", "lease_taken", "shutdown", "store_error"];
+/// Every `verb` label value of `leasecron_lease_request_duration_seconds`.
+pub const VERBS: [&str; 4] = ["get", "create", "update", "watch"];
+/// Every `result` label value of `leasecron_config_reloads_total`.
+pub const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
+
+/// Buckets of `leasecron_job_start_delay_seconds`: from 1 ms, since a healthy leader starts within a few.
+pub const START_DELAY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets of `leasecron_job_duration_seconds`: jobs run from a fraction of a second to hours.
+pub const JOB_DURATION_BUCKETS: [f64; 13] = [
+    0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
+];
+/// Buckets of `leasecron_lease_request_duration_seconds`: API calls, bounded by their timeout.
+pub const REQUEST_DURATION_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+const MILLIS_PER_SECOND: f64 = 1000.0;
+
+/// Errors of the metrics registry.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A metric could not be created or registered (a programming error: names are constants).
+    #[error("metrics registry: {0}")]
+    Registry(#[from] prometheus::Error),
+    /// The exposition text could not be encoded.
+    #[error("metrics encoding: {0}")]
+    Encode(String),
+}
+
+/// Every metric of leasecron, registered on an owned registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// The jobs whose series exist; held across job-labelled updates, [`Metrics::set_jobs`] and encoding.
+    jobs: Mutex<BTreeSet<String>>,
+    is_leader: IntGauge,
+    lease_transitions: IntGauge,
+    acquired: IntCounter,
+    lost: IntCounterVec,
+    renew_failures: IntCounter,
+    request_duration: HistogramVec,
+    runs: IntCounterVec,
+    skipped: IntCounterVec,
+    running: IntGaugeVec,
+    duration: HistogramVec,
+    start_delay: Histogram,
+    last_success: GaugeVec,
+    next_run: GaugeVec,
+    config_reloads: IntCounterVec,
+    job_count: IntGauge,
+}
+
+/// Creates a metric, registers it, and returns it.
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: Result<M, prometheus::Error>,
+) -> Result<M, Error> {
+    let metric = metric?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(buckets.to_vec())
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// A registry with every metric of DESIGN.md §3, the process metrics, and `leasecron_build_info`.
+    pub fn new() -> Result<Self, Error> {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let build_info = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "leasecron_build_info",
+                    "Always 1; the version label names the running build.",
+                ),
+                &["version"],
+            ),
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let metrics = Self {
+            jobs: Mutex::new(BTreeSet::new()),
+            is_leader: register(&r, IntGauge::new("leasecron_is_leader", "1 while this replica holds the lease and leads a term, else 0."))?,
+            lease_transitions: register(&r, IntGauge::new("leasecron_lease_transitions", "The Lease's leaseTransitions as last observed by this replica (survives restarts, for flapping alerts)."))?,
+            acquired: register(&r, IntCounter::new("leasecron_leadership_acquired_total", "Leadership terms this replica began."))?,
+            lost: register(&r, IntCounterVec::new(Opts::new("leasecron_leadership_lost_total", "Leadership terms this replica ended, by reason."), &["reason"]))?,
+            renew_failures: register(&r, IntCounter::new("leasecron_lease_renew_failures_total", "Lease renew attempts that failed (the term continues until its renew deadline)."))?,
+            request_duration: register(&r, HistogramVec::new(histogram_opts("leasecron_lease_request_duration_seconds", "Duration of lease store requests, by verb.", &REQUEST_DURATION_BUCKETS), &["verb"]))?,
+            runs: register(&r, IntCounterVec::new(Opts::new("leasecron_job_runs_total", "Finished runs, by job and outcome."), &["job", "outcome"]))?,
+            skipped: register(&r, IntCounterVec::new(Opts::new("leasecron_job_skipped_total", "Fires that started no run, by job and reason."), &["job", "reason"]))?,
+            running: register(&r, IntGaugeVec::new(Opts::new("leasecron_job_running", "Runs of the job in flight (from the first attempt's start to the run's end)."), &["job"]))?,
+            duration: register(&r, HistogramVec::new(histogram_opts("leasecron_job_duration_seconds", "Duration of finished runs (all attempts and backoff), by job.", &JOB_DURATION_BUCKETS), &["job"]))?,
+            start_delay: register(&r, Histogram::with_opts(histogram_opts("leasecron_job_start_delay_seconds", "How late a run's first attempt started after its scheduled time.", &START_DELAY_BUCKETS)))?,
+            last_success: register(&r, GaugeVec::new(Opts::new("leasecron_job_last_success_timestamp_seconds", "Unix time at which the job's last successful run finished (absent until one succeeded here)."), &["job"]))?,
+            next_run: register(&r, GaugeVec::new(Opts::new("leasecron_job_next_run_timestamp_seconds", "Unix time of the job's next scheduled fire (absent if it has none)."), &["job"]))?,
+            config_reloads: register(&r, IntCounterVec::new(Opts::new("leasecron_config_reloads_total", "Jobs file reloads, by result."), &["result"]))?,
+            job_count: register(&r, IntGauge::new("leasecron_jobs", "Jobs in the loaded jobs file."))?,
+            registry: r,
+        };
+        metrics.init_unlabelled_series();
+        Ok(metrics)
+    }
+
+    /// Creates the series of every fixed label value at 0, so rates and alerts see them from the start.
+    fn init_unlabelled_series(&self) {
+        for reason in LOSS_REASONS {
+            self.lost.with_label_values(&[reason]);
+        }
+        for verb in VERBS {
+            self.request_duration.with_label_values(&[verb]);
+        }
+        for result in RELOAD_RESULTS {
+            self.config_reloads.with_label_values(&[result]);
+        }
+    }
+
+    /// Makes `jobs` the job set: creates its series at 0 and deletes the series of jobs not in it.
+    pub fn set_jobs(&self, jobs: &JobSet) {
+        let mut known = self.lock_jobs();
+        let wanted: BTreeSet<String> = jobs.jobs.iter().map(|job| job.name.clone()).collect();
+        for gone in known.difference(&wanted) {
+            self.remove_job_series(gone);
+        }
+        for job in &wanted {
+            self.create_job_series(job);
+        }
+        self.job_count
+            .set(i64::try_from(wanted.len()).unwrap_or(i64::MAX));
+        *known = wanted;
+    }
+
+    fn create_job_series(&self, job: &str) {
+        for outcome in OUTCOMES {
+            self.runs.with_label_values(&[job, outcome]);
+        }
+        for reason in SKIP_REASONS {
+            self.skipped.with_label_values(&[job, reason]);
+        }
+        self.running.with_label_values(&[job]);
+        self.duration.with_label_values(&[job]);
+    }
+
+    fn remove_job_series(&self, job: &str) {
+        // Err only means the series did not exist (never created, e.g. no success yet): nothing to delete.
+        for outcome in OUTCOMES {
+            let _ = self.runs.remove_label_values(&[job, outcome]);
+        }
+        for reason in SKIP_REASONS {
+            let _ = self.skipped.remove_label_values(&[job, reason]);
+        }
+        let _ = self.running.remove_label_values(&[job]);
+        let _ = self.duration.remove_label_values(&[job]);
+        let _ = self.last_success.remove_label_values(&[job]);
+        let _ = self.next_run.remove_label_values(&[job]);
+    }
+
+    /// Records a runner event: running attempts, finished runs by outcome, durations, start delay, last
+    /// success, and the runner's own skips.
+    pub fn observe_run(&self, event: &RunEvent) {
+        let known = self.lock_jobs();
+        match event {
+            // A run counts as running from its first attempt's spawn to its end, backoff included.
+            RunEvent::Started {
+                job, attempt: 1, ..
+            } if known.contains(job) => {
+                self.running.with_label_values(&[job.as_str()]).inc();
+            }
+            RunEvent::Finished(report) if known.contains(&report.job) => {
+                let job = report.job.as_str();
+                if report.attempts > 0 {
+                    let running = self.running.with_label_values(&[job]);
+                    running.set((running.get() - 1).max(0));
+                    self.start_delay.observe(report.start_delay.as_secs_f64());
+                }
+                self.runs
+                    .with_label_values(&[job, report.outcome.label()])
+                    .inc();
+                self.duration
+                    .with_label_values(&[job])
+                    .observe(report.duration.as_secs_f64());
+                if report.outcome == Outcome::Succeeded {
+                    let finished = report.started_at
+                        + chrono::Duration::from_std(report.duration).unwrap_or_default();
+                    self.last_success
+                        .with_label_values(&[job])
+                        .set(unix_seconds(finished));
+                }
+            }
+            RunEvent::Skipped { job, reason, .. } => {
+                self.count_skip(&known, job, reason.label());
+            }
+            _ => {}
+        }
+    }
+
+    /// Records an elector event: leadership, transitions, renew failures, request durations.
+    pub fn observe_election(&self, event: &ElectionEvent) {
+        match event {
+            ElectionEvent::Observed {
+                lease_transitions, ..
+            } => self.lease_transitions.set(i64::from(*lease_transitions)),
+            ElectionEvent::Acquired { .. } => {
+                self.acquired.inc();
+                self.is_leader.set(1);
+            }
+            ElectionEvent::Lost { reason, .. } => {
+                self.lost.with_label_values(&[reason.as_str()]).inc();
+                self.is_leader.set(0);
+            }
+            ElectionEvent::Released { .. } => self.is_leader.set(0),
+            ElectionEvent::RenewFailed { .. } => self.renew_failures.inc(),
+            ElectionEvent::Request { verb, duration, .. } => self
+                .request_duration
+                .with_label_values(&[verb.as_str()])
+                .observe(duration.as_secs_f64()),
+        }
+    }
+
+    /// Counts a fire of `job` that started nothing; `reason` must be one of [`SKIP_REASONS`].
+    pub fn skipped(&self, job: &str, reason: &str) {
+        let known = self.lock_jobs();
+        self.count_skip(&known, job, reason);
+    }
+
+    fn count_skip(&self, known: &BTreeSet<String>, job: &str, reason: &str) {
+        if known.contains(job) && SKIP_REASONS.contains(&reason) {
+            self.skipped.with_label_values(&[job, reason]).inc();
+        }
+    }
+
+    /// Sets the job's next fire time; `None` (no future fire) removes the series.
+    pub fn next_run(&self, job: &str, at: Option<DateTime<Utc>>) {
+        let known = self.lock_jobs();
+        if !known.contains(job) {
+            return;
+        }
+        match at {
+            Some(at) => self
+                .next_run
+                .with_label_values(&[job])
+                .set(unix_seconds(at)),
+            None => {
+                let _ = self.next_run.remove_label_values(&[job]);
+            }
+        }
+    }
+
+    /// Counts a jobs-file reload.
+    pub fn config_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.config_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// The whole registry in the Prometheus text exposition format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> Result<String, Error> {
+        let families = {
+            let _consistent = self.lock_jobs();
+            self.registry.gather()
+        };
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&families, &mut buf)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        String::from_utf8(buf).map_err(|e| Error::Encode(e.to_string()))
+    }
+
+    fn lock_jobs(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        // The set is replaced in one assignment: it is consistent even after a panic elsewhere.
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Observer for Metrics {
+    fn on_run(&self, event: &RunEvent) {
+        self.observe_run(event);
+    }
+
+    fn on_election(&self, event: &ElectionEvent) {
+        self.observe_election(event);
+    }
+
+    fn on_dispatch(&self, event: &DispatchEvent) {
+        match event {
+            // Every replica's timers fire; only the leader's skips are skips of a run.
+            DispatchEvent::Skipped {
+                job,
+                reason,
+                leader: true,
+                ..
+            } => self.skipped(job, reason.label()),
+            DispatchEvent::Skipped { .. } => {}
+            DispatchEvent::NextRun { job, at } => self.next_run(job, *at),
+        }
+    }
+
+    fn on_config_reload(&self, result: Result<(), &str>) {
+        self.config_reload(result.is_ok());
+    }
+}
+
+/// Seconds since the Unix epoch, with millisecond precision (what Prometheus timestamps carry).
+fn unix_seconds(at: DateTime<Utc>) -> f64 {
+    at.timestamp_millis() as f64 / MILLIS_PER_SECOND
+}

@@ -1,0 +1,299 @@
+//! The HTTP endpoint and the logs of a real `leasecron run` process: `/metrics`, `/status`, JSON logs, and
+//! a busy `--http-addr`.
+
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/replica.rs"]
+mod replica;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use fake_apiserver::{FakeApiServer, Resource, NAMESPACE};
+use replica::{every_second_job, output, wait_for, Replica, FAST_TIMINGS};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+const RUNS_SUCCEEDED: &str = "leasecron_job_runs_total{job=\"tick\",outcome=\"succeeded\"}";
+
+/// A raw response: status, headers (lower-cased names) and body.
+struct Response {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// The replica's HTTP address, from its "serving" log line (text or JSON format).
+fn addr(replica: &Replica) -> Option<String> {
+    let log = replica.log_text();
+    let line = log.lines().find(|l| l.contains("serving /healthz"))?;
+    if let Ok(json) = serde_json::from_str::<Value>(line) {
+        return json.get("addr")?.as_str().map(str::to_owned);
+    }
+    Some(
+        line.split("addr=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .to_owned(),
+    )
+}
+
+fn get(replica: &Replica, path: &str) -> Option<Response> {
+    let addr = addr(replica)?;
+    let mut stream = TcpStream::connect(&addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Response {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: body.to_owned(),
+    })
+}
+
+/// The value of the sample written exactly as `series` in a `/metrics` body.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+}
+
+fn metric(replica: &Replica, series: &str) -> Option<f64> {
+    let response = get(replica, "/metrics")?;
+    (response.status == 200)
+        .then(|| sample(&response.body, series))
+        .flatten()
+}
+
+fn status(replica: &Replica) -> Option<Value> {
+    let response = get(replica, "/status")?;
+    (response.status == 200)
+        .then(|| serde_json::from_str(&response.body).ok())
+        .flatten()
+}
+
+fn start(dir: &Path, identity: &str, lease: &Path, extra: &[&str]) -> Replica {
+    let jobs = every_second_job(dir, "tick", "500ms", "echo tick-output");
+    let mut args = FAST_TIMINGS.to_vec();
+    args.extend_from_slice(extra);
+    Replica::start(dir, identity, &jobs, lease, &args)
+}
+
+#[test]
+fn a_leader_exports_is_leader_1_and_counts_runs_and_a_follower_exports_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lease = dir.path().join("lease.json");
+    let mut leader = start(dir.path(), "leader", &lease, &[]);
+    wait_for(WAIT, || {
+        (metric(&leader, "leasecron_is_leader")? == 1.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("never led: {}", leader.log_text()));
+    let first = wait_for(WAIT, || {
+        metric(&leader, RUNS_SUCCEEDED).filter(|n| *n >= 1.0)
+    })
+    .expect("a run succeeded");
+    wait_for(WAIT, || {
+        metric(&leader, RUNS_SUCCEEDED).filter(|n| *n > first)
+    })
+    .expect("job_runs_total increments with every run");
+
+    let response = get(&leader, "/metrics").expect("/metrics answers");
+    assert!(
+        response
+            .headers
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{}",
+        response.headers
+    );
+    assert_eq!(
+        sample(&response.body, "leasecron_leadership_acquired_total"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&response.body, "leasecron_jobs"), Some(1.0));
+
+    let follower = start(dir.path(), "follower", &lease, &[]);
+    let follower_status = wait_for(WAIT, || {
+        status(&follower).filter(|s| s["holder"] == "leader")
+    })
+    .unwrap_or_else(|| panic!("the follower never saw the leader: {}", follower.log_text()));
+    assert_eq!(follower_status["leading"], false);
+    assert_eq!(follower_status["identity"], "follower");
+    assert_eq!(metric(&follower, "leasecron_is_leader"), Some(0.0));
+    assert_eq!(metric(&follower, RUNS_SUCCEEDED), Some(0.0));
+    leader.stop_cleanly();
+}
+
+#[test]
+fn status_shows_the_term_and_each_jobs_schedule_next_and_last_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lease = dir.path().join("lease.json");
+    let mut leader = start(dir.path(), "solo", &lease, &[]);
+    let status = wait_for(WAIT, || {
+        status(&leader).filter(|s| !s["jobs"][0]["last_run"].is_null())
+    })
+    .unwrap_or_else(|| panic!("no finished run in /status: {}", leader.log_text()));
+    assert_eq!(status["identity"], "solo");
+    assert_eq!(status["holder"], "solo");
+    assert_eq!(status["leading"], true);
+    assert!(status["fencing_token"].as_u64().is_some_and(|t| t >= 1));
+    assert!(status["term_deadline_remaining_seconds"].as_f64().is_some());
+    assert!(status["term_acquired_at"].is_string());
+    let job = &status["jobs"][0];
+    assert_eq!(job["name"], "tick");
+    assert_eq!(job["schedule"], "* * * * * *");
+    assert_eq!(job["zone"], "UTC");
+    assert_eq!(job["suspended"], false);
+    assert!(job["next_run"].is_string(), "{job}");
+    assert_eq!(job["last_run"]["outcome"], "succeeded");
+    assert!(job["last_run"]["scheduled"].is_string());
+    assert!(job["last_run"]["finished"].is_string());
+    assert!(job["running"].is_u64());
+    let response = get(&leader, "/status").expect("/status answers");
+    assert!(response.headers.contains("content-type: application/json"));
+    leader.stop_cleanly();
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_the_finished_line_has_the_run_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lease = dir.path().join("lease.json");
+    let mut leader = start(dir.path(), "json", &lease, &["--log-format", "json"]);
+    wait_for(WAIT, || {
+        leader.log_text().contains("\"run finished\"").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no run finished: {}", leader.log_text()));
+    leader.stop_cleanly();
+
+    let log = leader.log_text();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let finished = lines
+        .iter()
+        .find(|l| l["message"] == "run finished")
+        .expect("a finished line");
+    assert_eq!(finished["job"], "tick");
+    assert_eq!(finished["outcome"], "succeeded");
+    assert_eq!(finished["attempt"], 1, "the last attempt");
+    assert_eq!(finished["attempts"], 1);
+    assert!(finished["duration_seconds"].is_f64(), "{finished}");
+    assert!(finished["duration"].is_string(), "{finished}");
+    let run_id = finished["run_id"].as_u64().expect("run_id");
+    let token = finished["fencing_token"].as_u64().expect("fencing_token");
+    let of_this_run = |message: &str| {
+        lines.iter().any(|l| {
+            l["message"] == message && l["run_id"] == run_id && l["fencing_token"] == token
+        })
+    };
+    assert!(of_this_run("started"), "the started line carries the run");
+    assert!(
+        of_this_run("tick-output"),
+        "the output line carries the run"
+    );
+    let ids: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["message"] == "run finished")
+        .filter_map(|l| l["run_id"].as_u64())
+        .collect();
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "run ids are unique: {ids:?}");
+}
+
+#[test]
+fn a_port_in_use_exits_2_naming_the_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let jobs = every_second_job(dir.path(), "tick", "500ms", "true");
+    let lease = dir.path().join("lease.json");
+    let (jobs, lease) = (jobs.display().to_string(), lease.display().to_string());
+    let out = output(&[
+        "run",
+        "--jobs",
+        &jobs,
+        "--lease-file",
+        &lease,
+        "--identity",
+        "busy",
+        "--http-addr",
+        &addr,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("--http-addr {addr}")), "{stderr}");
+    assert!(
+        !Path::new(&lease).exists(),
+        "the lease was not touched before the address was checked"
+    );
+}
+
+/// The fake API server's Lease `leaseTransitions`.
+fn lease_transitions(server: &FakeApiServer) -> Option<f64> {
+    let lease = server.object(Resource::Leases, NAMESPACE, "leasecron")?;
+    lease["spec"]["leaseTransitions"].as_f64()
+}
+
+fn start_on_kube(dir: &Path, server: &FakeApiServer, identity: &str) -> Replica {
+    let jobs = every_second_job(dir, "tick", "500ms", "true");
+    let kubeconfig = server.kubeconfig(dir, identity);
+    Replica::start_on_kube(dir, identity, &jobs, &kubeconfig, &FAST_TIMINGS)
+}
+
+#[test]
+fn lease_transitions_mirror_the_kubernetes_lease_across_failover_and_restart() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let server = runtime.block_on(FakeApiServer::start());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut first = start_on_kube(dir.path(), &server, "kube-a");
+    wait_for(WAIT, || {
+        (metric(&first, "leasecron_is_leader")? == 1.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("kube-a never led: {}", first.log_text()));
+    let second = start_on_kube(dir.path(), &server, "kube-b");
+    let before = lease_transitions(&server).expect("the Lease exists");
+    wait_for(WAIT, || {
+        (metric(&second, "leasecron_lease_transitions")? == before).then_some(())
+    })
+    .unwrap_or_else(|| panic!("kube-b never mirrored {before}: {}", second.log_text()));
+    assert_eq!(metric(&second, "leasecron_is_leader"), Some(0.0));
+
+    first.stop_cleanly();
+    wait_for(WAIT, || {
+        (metric(&second, "leasecron_is_leader")? == 1.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("kube-b never took over: {}", second.log_text()));
+    let after = lease_transitions(&server).expect("the Lease exists");
+    assert!(after > before, "the failover is a transition");
+    wait_for(WAIT, || {
+        (metric(&second, "leasecron_lease_transitions")? == after).then_some(())
+    })
+    .unwrap_or_else(|| panic!("kube-b never mirrored {after}"));
+
+    // A restarted replica starts from the Lease's count, not from 0: rate() over a restart sees no reset.
+    let restarted = start_on_kube(dir.path(), &server, "kube-a");
+    wait_for(WAIT, || {
+        (metric(&restarted, "leasecron_lease_transitions")? == after).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the restarted replica never mirrored {after}"));
+    assert_eq!(metric(&restarted, "leasecron_is_leader"), Some(0.0));
+}
