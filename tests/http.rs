@@ -6,8 +6,6 @@ mod fake_apiserver;
 #[path = "support/replica.rs"]
 mod replica;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,51 +15,6 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 const RUNS_SUCCEEDED: &str = "leasecron_job_runs_total{job=\"tick\",outcome=\"succeeded\"}";
-
-/// A raw response: status, headers (lower-cased names) and body.
-struct Response {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-/// The replica's HTTP address, from its "serving" log line (text or JSON format).
-fn addr(replica: &Replica) -> Option<String> {
-    let log = replica.log_text();
-    let line = log.lines().find(|l| l.contains("serving /healthz"))?;
-    if let Ok(json) = serde_json::from_str::<Value>(line) {
-        return json.get("addr")?.as_str().map(str::to_owned);
-    }
-    Some(
-        line.split("addr=")
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .to_owned(),
-    )
-}
-
-fn get(replica: &Replica, path: &str) -> Option<Response> {
-    let addr = addr(replica)?;
-    let mut stream = TcpStream::connect(&addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some(Response {
-        status,
-        headers: head.to_ascii_lowercase(),
-        body: body.to_owned(),
-    })
-}
 
 /// The value of the sample written exactly as `series` in a `/metrics` body.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -74,14 +27,14 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 fn metric(replica: &Replica, series: &str) -> Option<f64> {
-    let response = get(replica, "/metrics")?;
+    let response = replica.http_get("/metrics")?;
     (response.status == 200)
         .then(|| sample(&response.body, series))
         .flatten()
 }
 
 fn status(replica: &Replica) -> Option<Value> {
-    let response = get(replica, "/status")?;
+    let response = replica.http_get("/status")?;
     (response.status == 200)
         .then(|| serde_json::from_str(&response.body).ok())
         .flatten()
@@ -112,7 +65,7 @@ fn a_leader_exports_is_leader_1_and_counts_runs_and_a_follower_exports_0() {
     })
     .expect("job_runs_total increments with every run");
 
-    let response = get(&leader, "/metrics").expect("/metrics answers");
+    let response = leader.http_get("/metrics").expect("/metrics answers");
     assert!(
         response
             .headers
@@ -163,7 +116,7 @@ fn status_shows_the_term_and_each_jobs_schedule_next_and_last_run() {
     assert!(job["last_run"]["scheduled"].is_string());
     assert!(job["last_run"]["finished"].is_string());
     assert!(job["running"].is_u64());
-    let response = get(&leader, "/status").expect("/status answers");
+    let response = leader.http_get("/status").expect("/status answers");
     assert!(response.headers.contains("content-type: application/json"));
     leader.stop_cleanly();
 }

@@ -63,18 +63,18 @@ fn three_replicas_elect_one_leader_whose_runs_carry_identity_and_token() {
     }
     for replica in &replicas {
         assert_eq!(
-            replica.http_get("/healthz").map(|r| r.0),
+            replica.http_get("/healthz").map(|r| r.status),
             Some(200),
             "{}",
             replica.identity
         );
         assert_eq!(
-            replica.http_get("/readyz").map(|r| r.0),
+            replica.http_get("/readyz").map(|r| r.status),
             Some(200),
             "{}",
             replica.identity
         );
-        assert_eq!(replica.http_get("/nope").map(|r| r.0), Some(404));
+        assert_eq!(replica.http_get("/nope").map(|r| r.status), Some(404));
     }
     for replica in &mut replicas {
         replica.stop_cleanly();

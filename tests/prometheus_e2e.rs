@@ -12,21 +12,19 @@ mod fake_apiserver;
 mod replica;
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fake_apiserver::FakeApiServer;
-use replica::{every_second_job, wait_for, Replica, FAST_TIMINGS};
+use replica::{every_second_job, http_request, wait_for, Replica, FAST_TIMINGS};
 use serde_json::Value;
 
 /// The bound of every wait: Prometheus scrapes and evaluates every second, and the flapping expression
 /// samples on a 15 s grid, so each condition should hold well within this.
 const WAIT: Duration = Duration::from_secs(60);
-/// How long one Prometheus API request may take.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The rules file Prometheus loads, relative to the crate.
 const RULES: &str = "deploy/alerts/leasecron.rules.yaml";
 /// The alert whose expression (without its threshold) is the flapping expression.
@@ -155,16 +153,11 @@ fn free_port() -> SocketAddr {
     listener.local_addr().expect("the bound address")
 }
 
-/// `GET path` over HTTP/1.0 (so the answer is never chunked): the body of a 200 answer.
+/// `GET path`: the body of a 200 answer.
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, QUERY_TIMEOUT).ok()?;
-    stream.set_read_timeout(Some(QUERY_TIMEOUT)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?;
-    (status == "200").then(|| body.to_owned())
+    http_request(addr, path)
+        .filter(|response| response.status == 200)
+        .map(|response| response.body)
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.

@@ -75,26 +75,15 @@ pub struct Replica {
 impl Replica {
     /// Starts `leasecron run --jobs JOBS --lease-file LEASE --identity ID` with `extra` flags.
     pub fn start(dir: &Path, identity: &str, jobs: &Path, lease: &Path, extra: &[&str]) -> Replica {
-        let log = dir.join(format!("{identity}.log"));
-        let file = fs::File::create(&log).expect("create log");
-        let child = leasecron()
+        let mut command = leasecron();
+        command
             .args(["run", "--jobs"])
             .arg(jobs)
             .arg("--lease-file")
             .arg(lease)
             .args(["--identity", identity, "--http-addr", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("dup log"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn leasecron run");
-        Replica {
-            identity: identity.to_owned(),
-            child,
-            log,
-        }
+            .args(extra);
+        Replica::spawn(dir, identity, command)
     }
 
     /// Starts `leasecron run --jobs JOBS --identity ID` with `extra` flags, electing through the Kubernetes
@@ -107,9 +96,8 @@ impl Replica {
         kubeconfig: &Path,
         extra: &[&str],
     ) -> Replica {
-        let log = dir.join(format!("{identity}.log"));
-        let file = fs::File::create(&log).expect("create log");
-        let child = leasecron()
+        let mut command = leasecron();
+        command
             .args(["run", "--jobs"])
             .arg(jobs)
             .args(["--identity", identity, "--http-addr", "127.0.0.1:0"])
@@ -117,7 +105,15 @@ impl Replica {
             .env("KUBECONFIG", kubeconfig)
             .env("HOME", dir)
             .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAMESPACE");
+        Replica::spawn(dir, identity, command)
+    }
+
+    /// Spawns `command` with its output in `dir/IDENTITY.log`.
+    fn spawn(dir: &Path, identity: &str, mut command: Command) -> Replica {
+        let log = dir.join(format!("{identity}.log"));
+        let file = fs::File::create(&log).expect("create log");
+        let child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup log"))
@@ -163,36 +159,25 @@ impl Replica {
         None
     }
 
-    /// `GET path` on the replica's HTTP endpoint (its address read from its log): `(status, body)`.
-    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
-        use std::io::{Read, Write};
-        let addr = self.http_addr()?;
-        let mut stream = std::net::TcpStream::connect(addr).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let status = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-        Some((status, body))
+    /// `GET path` on the replica's HTTP endpoint (its address read from its log).
+    pub fn http_get(&self, path: &str) -> Option<HttpResponse> {
+        http_request(self.http_addr()?, path)
     }
 
-    /// The address the replica serves HTTP on, read from its log once it listens.
+    /// The address the replica serves HTTP on, from its "serving" log line (text or JSON logs).
     pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
         let log = self.log_text();
         let line = log.lines().find(|l| l.contains("serving /healthz"))?;
-        line.split("addr=")
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        let addr = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(json) => json.get("addr")?.as_str()?.to_owned(),
+            Err(_) => line
+                .split("addr=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .to_owned(),
+        };
+        addr.parse().ok()
     }
 
     pub fn log_text(&self) -> String {
@@ -207,6 +192,31 @@ impl Drop for Replica {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A raw HTTP response: status, headers (lower-cased) and body.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+/// `GET path` from `addr` over HTTP/1.0 (so the answer is never chunked), waiting at most 10 s.
+pub fn http_request(addr: std::net::SocketAddr, path: &str) -> Option<HttpResponse> {
+    use std::io::{Read, Write};
+    let limit = Duration::from_secs(10);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    stream.set_read_timeout(Some(limit)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some(HttpResponse {
+        status: head.split_whitespace().nth(1)?.parse().ok()?,
+        headers: head.to_ascii_lowercase(),
+        body: body.to_owned(),
+    })
 }
 
 /// Polls `probe` every 50 ms until it returns `Some`, up to `limit`.
