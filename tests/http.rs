@@ -1,6 +1,8 @@
 //! The HTTP endpoint and the logs of a real `leasecron run` process: `/metrics`, `/status`, JSON logs, and
 //! a busy `--http-addr`.
 
+#[path = "support/exposition.rs"]
+mod exposition;
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
 #[path = "support/replica.rs"]
@@ -9,22 +11,13 @@ mod replica;
 use std::path::Path;
 use std::time::Duration;
 
+use exposition::sample;
 use fake_apiserver::{FakeApiServer, Resource, NAMESPACE};
 use replica::{every_second_job, output, wait_for, Replica, FAST_TIMINGS};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 const RUNS_SUCCEEDED: &str = "leasecron_job_runs_total{job=\"tick\",outcome=\"succeeded\"}";
-
-/// The value of the sample written exactly as `series` in a `/metrics` body.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-}
 
 fn metric(replica: &Replica, series: &str) -> Option<f64> {
     let response = replica.http_get("/metrics")?;
@@ -210,12 +203,7 @@ fn start_on_kube(dir: &Path, server: &FakeApiServer, identity: &str) -> Replica 
 
 #[test]
 fn lease_transitions_mirror_the_kubernetes_lease_across_failover_and_restart() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let server = runtime.block_on(FakeApiServer::start());
+    let (_runtime, server) = FakeApiServer::start_in_background();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut first = start_on_kube(dir.path(), &server, "kube-a");
     wait_for(WAIT, || {

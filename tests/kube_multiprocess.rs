@@ -108,16 +108,6 @@ fn an_unreachable_api_server_exits_1_naming_its_url() {
     );
 }
 
-/// A runtime for the fake API server, serving on its own threads while the test thread waits on
-/// processes.
-fn server_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 /// The holder named by the fake's Lease, if any.
 fn lease_holder(server: &FakeApiServer) -> Option<String> {
     let lease = server.object(Resource::Leases, NAMESPACE, LEASE)?;
@@ -170,8 +160,7 @@ fn assert_followers_only_watch(server: &FakeApiServer, followers: &[&Replica], f
 
 #[test]
 fn three_replicas_on_the_kube_lease_hand_over_on_sigterm_and_sigkill_without_overlapping_runs() {
-    let runtime = server_runtime();
-    let server = runtime.block_on(FakeApiServer::start());
+    let (_runtime, server) = FakeApiServer::start_in_background();
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let jobs = recording_job(dir.path(), &runs);

@@ -1,11 +1,15 @@
 //! The metrics registry: events in, Prometheus exposition text out, with bounded job labels.
 
+#[path = "support/exposition.rs"]
+mod exposition;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use exposition::sample;
 use leasecron::config::{self, JobSet, LoadOptions};
 use leasecron::dispatch::{DispatchEvent, Skip};
 use leasecron::election::{ElectionEvent, LossReason};
@@ -63,16 +67,6 @@ fn metrics_for(names: &[&str]) -> Metrics {
 
 fn text(metrics: &Metrics) -> String {
     metrics.encode().expect("the registry encodes")
-}
-
-/// The value of the sample written exactly as `series` (name and labels as the encoder prints them).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
 }
 
 /// The `job` label values present in any series.

@@ -243,12 +243,7 @@ fn prometheus_sees_exactly_one_leader_across_a_failover_and_the_flapping_express
         eprintln!("skipped: prometheus is not installed (apt-get install prometheus)");
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let server = runtime.block_on(FakeApiServer::start());
+    let (_runtime, server) = FakeApiServer::start_in_background();
     let dir = tempfile::tempdir().expect("tempdir");
     let jobs = every_second_job(dir.path(), JOB, "500ms", "true");
     let mut replicas: Vec<Replica> = ["prom-0", "prom-1"]

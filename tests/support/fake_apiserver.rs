@@ -158,6 +158,18 @@ impl Options {
 // === impl FakeApiServer ===
 
 impl FakeApiServer {
+    /// For tests that wait on real processes from the test thread: a server with default [`Options`]
+    /// serving on the worker threads of its own runtime. Keep the runtime alive as long as the server.
+    pub fn start_in_background() -> (tokio::runtime::Runtime, FakeApiServer) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the fake API server");
+        let server = runtime.block_on(FakeApiServer::start());
+        (runtime, server)
+    }
+
     /// Starts a server with default [`Options`] on `127.0.0.1:0`.
     pub async fn start() -> FakeApiServer {
         FakeApiServer::start_with(Options::default()).await
