@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::dispatch::{DispatchEvent, Skip};
 use crate::election::{ElectionEvent, LossReason};
-use crate::observe::Observer;
+use crate::observe::{ConfigReload, Observer};
 use crate::runner::{Outcome, RunEvent, RunReport};
 
 /// The `reportingController` of every Event.
@@ -746,8 +746,8 @@ impl Observer for EventSink {
         }
     }
 
-    fn on_config_reload(&self, result: Result<(), &str>) {
-        if let Err(message) = result {
+    fn on_config_reload(&self, reload: &ConfigReload) {
+        if let ConfigReload::Failed { message, .. } = reload {
             self.on_config_reload_failed(message);
         }
     }

@@ -66,6 +66,7 @@ pub mod lease_store;
 pub mod metrics;
 pub mod observe;
 pub mod reaper;
+pub mod reload;
 pub mod runner;
 pub mod schedule;
 pub mod shutdown;

@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::config::JobSet;
 use crate::dispatch::DispatchEvent;
 use crate::election::ElectionEvent;
-use crate::observe::Observer;
+use crate::observe::{ConfigReload, Observer};
 use crate::runner::{Outcome, RunEvent};
 
 /// The content type of [`Metrics::encode`]'s output (Prometheus text exposition format 0.0.4).
@@ -82,6 +82,9 @@ pub struct Metrics {
     last_success: GaugeVec,
     next_run: GaugeVec,
     config_reloads: IntCounterVec,
+    config_successful: IntGauge,
+    config_success_time: prometheus::Gauge,
+    config_hash: prometheus::Gauge,
     job_count: IntGauge,
 }
 
@@ -138,6 +141,9 @@ impl Metrics {
             last_success: register(&r, GaugeVec::new(Opts::new("leasecron_job_last_success_timestamp_seconds", "Unix time at which the job's last successful run finished (absent until one succeeded here)."), &["job"]))?,
             next_run: register(&r, GaugeVec::new(Opts::new("leasecron_job_next_run_timestamp_seconds", "Unix time of the job's next scheduled fire (absent if it has none)."), &["job"]))?,
             config_reloads: register(&r, IntCounterVec::new(Opts::new("leasecron_config_reloads_total", "Jobs file reloads, by result."), &["result"]))?,
+            config_successful: register(&r, IntGauge::new("leasecron_config_last_reload_successful", "1 if the last load or reload of the jobs succeeded, 0 if it failed (the last good jobs stay in force)."))?,
+            config_success_time: register(&r, prometheus::Gauge::new("leasecron_config_last_reload_success_timestamp_seconds", "Unix time at which the jobs in force were loaded."))?,
+            config_hash: register(&r, prometheus::Gauge::new("leasecron_config_hash", "Hash of the jobs text in force (top 53 bits of its FNV-1a 64), to compare replicas."))?,
             job_count: register(&r, IntGauge::new("leasecron_jobs", "Jobs in the loaded jobs file."))?,
             registry: r,
         };
@@ -289,10 +295,24 @@ impl Metrics {
         }
     }
 
-    /// Counts a jobs-file reload.
-    pub fn config_reload(&self, success: bool) {
-        let result = if success { "success" } else { "failure" };
-        self.config_reloads.with_label_values(&[result]).inc();
+    /// Records a load (at start: not counted as a reload) or a reload of the jobs.
+    pub fn config_reload(&self, reload: &ConfigReload) {
+        match reload {
+            ConfigReload::Applied { hash, initial, .. } => {
+                if !initial {
+                    self.config_reloads.with_label_values(&["success"]).inc();
+                }
+                self.config_successful.set(1);
+                self.config_success_time
+                    .set(unix_seconds(Utc::now()));
+                // An f64 holds 53 bits exactly.
+                self.config_hash.set((hash >> 11) as f64);
+            }
+            ConfigReload::Failed { .. } => {
+                self.config_reloads.with_label_values(&["failure"]).inc();
+                self.config_successful.set(0);
+            }
+        }
     }
 
     /// The whole registry in the Prometheus text exposition format ([`CONTENT_TYPE`]).
@@ -337,8 +357,8 @@ impl Observer for Metrics {
         }
     }
 
-    fn on_config_reload(&self, result: Result<(), &str>) {
-        self.config_reload(result.is_ok());
+    fn on_config_reload(&self, reload: &ConfigReload) {
+        self.config_reload(reload);
     }
 }
 

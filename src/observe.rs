@@ -24,10 +24,33 @@ pub trait Observer: Send + Sync {
     fn on_dispatch(&self, event: &DispatchEvent) {
         let _ = event;
     }
-    /// A jobs-file reload: `Ok`, or `Err` with the message of why it failed.
-    fn on_config_reload(&self, result: Result<(), &str>) {
-        let _ = result;
+    /// The jobs were loaded (at start) or reloaded, or a reload failed.
+    fn on_config_reload(&self, reload: &ConfigReload) {
+        let _ = reload;
     }
+}
+
+/// What became of one version of the jobs text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigReload {
+    /// The version is valid and now in force.
+    Applied {
+        /// Where it came from: a path, or `configmap/NAMESPACE/NAME/KEY`.
+        origin: String,
+        /// [`crate::reload::content_hash`] of the text.
+        hash: u64,
+        /// How many jobs it holds.
+        jobs: usize,
+        /// True for the load at start (not a reload: not counted in `leasecron_config_reloads_total`).
+        initial: bool,
+    },
+    /// The version is unreadable or invalid; the jobs in force stay.
+    Failed {
+        /// Where it came from.
+        origin: String,
+        /// Every problem, one `FILE:LINE:COL: message` per line.
+        message: String,
+    },
 }
 
 /// The senders to hand to the runner, the elector and the dispatcher.
@@ -94,10 +117,11 @@ impl Observers {
         self.list.push(observer);
     }
 
-    /// Tells every observer about a jobs-file reload (called directly by the reloader, not via a channel).
-    pub fn config_reload(&self, result: Result<(), &str>) {
+    /// Tells every observer about a load or reload of the jobs (called directly by the reloader, not via a
+    /// channel).
+    pub fn config_reload(&self, reload: &ConfigReload) {
         for observer in &self.list {
-            observer.on_config_reload(result);
+            observer.on_config_reload(reload);
         }
     }
 

@@ -1,0 +1,221 @@
+//! Live reload of the jobs: a source publishes the jobs text whenever it changes; the [`Reloader`] checks
+//! it and hands a valid version to the dispatcher, which applies it by diff.
+//!
+//! Two sources, each a task that writes [`Snapshot`]s into a `watch` channel (latest wins, so a storm of
+//! changes costs one parse per version the reloader gets to see, and the last version always applies):
+//!
+//! - [`file`]: the mounted jobs file, watched with `notify` on its directory (kubelet swaps the `..data`
+//!   symlink of a ConfigMap volume; editors write in place or rename over the file), debounced, with a
+//!   periodic re-read as the fallback for everything a watch can miss;
+//! - [`configmap`]: the ConfigMap itself, through a watch on the Kubernetes API (no kubelet sync delay).
+//!
+//! The [`Reloader`] never lets a bad version in: an unreadable or invalid text is logged (every
+//! diagnostic, `FILE:LINE:COL`), counted and reported as an Event through the observers, and the last good
+//! jobs stay in force until the next valid version. Every replica reloads, leader or not, so a new leader
+//! starts with the latest jobs.
+
+pub mod file;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, JobSet, LoadOptions};
+use crate::observe::{ConfigReload, Observers};
+
+/// One version of the jobs text, as a source last read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Names the source in diagnostics: the file's path, or `configmap/NAMESPACE/NAME/KEY`.
+    pub origin: String,
+    /// The text, or why there is none (the file is missing, the ConfigMap or its key was deleted).
+    pub text: Result<String, String>,
+}
+
+/// Checks each new [`Snapshot`] and publishes the valid ones as the jobs in force.
+#[derive(Debug)]
+pub struct Reloader {
+    opts: LoadOptions,
+    jobs: watch::Sender<Arc<JobSet>>,
+    observers: Observers,
+}
+
+// === impl Reloader ===
+
+impl Reloader {
+    /// A reloader that validates with `opts` (the lease timings' grace bound) and publishes on `jobs`.
+    pub fn new(opts: LoadOptions, jobs: watch::Sender<Arc<JobSet>>, observers: Observers) -> Self {
+        Self {
+            opts,
+            jobs,
+            observers,
+        }
+    }
+
+    /// Applies every new snapshot until `stop` is cancelled or the source is gone.
+    ///
+    /// The snapshot in the channel when this starts counts as seen: it is the one the jobs in force were
+    /// loaded from.
+    pub async fn run(self, mut snapshots: watch::Receiver<Snapshot>, stop: CancellationToken) {
+        snapshots.mark_unchanged();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                changed = snapshots.changed() => if changed.is_err() {
+                    return;
+                },
+            }
+            let snapshot = snapshots.borrow_and_update().clone();
+            self.apply(&snapshot);
+        }
+    }
+
+    /// Checks one snapshot; publishes its jobs if valid, else reports why and keeps the jobs in force.
+    pub fn apply(&self, snapshot: &Snapshot) {
+        let origin = &snapshot.origin;
+        let text = match &snapshot.text {
+            Ok(text) => text,
+            Err(why) => {
+                tracing::error!(source = %origin, error = %why, "cannot reload the jobs; keeping the jobs in force");
+                self.fail(origin, format!("{origin}: {why}"));
+                return;
+            }
+        };
+        match config::parse_str(text, origin, &self.opts) {
+            Ok(jobs) => {
+                let hash = content_hash(text);
+                let count = jobs.jobs.len();
+                tracing::info!(source = %origin, jobs = count, hash = %format!("{hash:016x}"), "jobs reloaded");
+                self.jobs.send_replace(Arc::new(jobs));
+                self.observers.config_reload(&ConfigReload::Applied {
+                    origin: origin.clone(),
+                    hash,
+                    jobs: count,
+                    initial: false,
+                });
+            }
+            Err(config::Error::Invalid(diagnostics)) => {
+                for diagnostic in diagnostics.iter() {
+                    tracing::error!("{diagnostic}");
+                }
+                tracing::error!(
+                    source = %origin,
+                    problems = diagnostics.len(),
+                    "the new jobs are invalid; keeping the jobs in force"
+                );
+                self.fail(origin, diagnostics.to_string());
+            }
+            Err(e @ config::Error::Read { .. }) => {
+                tracing::error!(error = %e, "cannot reload the jobs; keeping the jobs in force");
+                self.fail(origin, e.to_string());
+            }
+        }
+    }
+
+    fn fail(&self, origin: &str, message: String) {
+        self.observers.config_reload(&ConfigReload::Failed {
+            origin: origin.to_owned(),
+            message,
+        });
+    }
+}
+
+/// A stable 64-bit hash of the jobs text (FNV-1a), to compare replicas' versions in `/status` and in
+/// `leasecron_config_hash`: equal texts give equal hashes on every replica and every build.
+pub fn content_hash(text: &str) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    text.bytes().fold(OFFSET_BASIS, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::Observer;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<ConfigReload>>);
+
+    impl Observer for Recorder {
+        fn on_run(&self, _: &crate::runner::RunEvent) {}
+        fn on_election(&self, _: &crate::election::ElectionEvent) {}
+        fn on_config_reload(&self, reload: &ConfigReload) {
+            self.0.lock().expect("not poisoned").push(reload.clone());
+        }
+    }
+
+    fn reloader() -> (Reloader, watch::Receiver<Arc<JobSet>>, Arc<Recorder>) {
+        let (tx, rx) = watch::channel(Arc::new(JobSet::default()));
+        let recorder = Arc::new(Recorder::default());
+        let mut observers = Observers::new();
+        observers.push(Arc::clone(&recorder) as Arc<dyn Observer>);
+        let opts = LoadOptions {
+            max_termination_grace: std::time::Duration::from_secs(3),
+        };
+        (Reloader::new(opts, tx, observers), rx, recorder)
+    }
+
+    fn snapshot(text: &str) -> Snapshot {
+        Snapshot {
+            origin: "jobs.yaml".to_owned(),
+            text: Ok(text.to_owned()),
+        }
+    }
+
+    const ONE_JOB: &str = "jobs:\n  - name: a\n    schedule: \"@hourly\"\n    shell: \"true\"\n";
+
+    #[test]
+    fn a_valid_version_is_published_and_reported() {
+        let (reloader, jobs, recorder) = reloader();
+        reloader.apply(&snapshot(ONE_JOB));
+        assert_eq!(jobs.borrow().jobs.len(), 1);
+        let reports = recorder.0.lock().expect("not poisoned");
+        assert!(matches!(
+            reports.as_slice(),
+            [ConfigReload::Applied { jobs: 1, initial: false, hash, .. }] if *hash == content_hash(ONE_JOB)
+        ));
+    }
+
+    #[test]
+    fn an_invalid_version_keeps_the_jobs_in_force_and_names_the_place() {
+        let (reloader, jobs, recorder) = reloader();
+        reloader.apply(&snapshot(ONE_JOB));
+        reloader.apply(&snapshot(
+            "jobs:\n  - name: a\n    schedule: \"@hourly\"\n    comand: [\"true\"]\n",
+        ));
+        assert_eq!(jobs.borrow().jobs[0].name, "a");
+        let reports = recorder.0.lock().expect("not poisoned");
+        let [_, ConfigReload::Failed { message, .. }] = reports.as_slice() else {
+            panic!("expected an applied then a failed reload, got {reports:?}");
+        };
+        assert!(message.contains("jobs.yaml:4:5"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_text_is_a_failure_that_keeps_the_jobs() {
+        let (reloader, jobs, recorder) = reloader();
+        reloader.apply(&snapshot(ONE_JOB));
+        reloader.apply(&Snapshot {
+            origin: "jobs.yaml".to_owned(),
+            text: Err("cannot read: No such file or directory".to_owned()),
+        });
+        assert_eq!(jobs.borrow().jobs.len(), 1);
+        let reports = recorder.0.lock().expect("not poisoned");
+        assert!(
+            matches!(&reports[1], ConfigReload::Failed { message, .. } if message.starts_with("jobs.yaml: cannot read"))
+        );
+    }
+
+    #[test]
+    fn the_hash_is_fnv1a() {
+        // Reference values of FNV-1a 64.
+        assert_eq!(content_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(content_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(content_hash(ONE_JOB), content_hash(&ONE_JOB.replace('a', "b")));
+    }
+}

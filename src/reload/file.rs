@@ -1,0 +1,300 @@
+//! The jobs file as a reload source: a `notify` watch on its directory, debounced, with a periodic re-read
+//! as the fallback.
+//!
+//! Why the directory and not the file: kubelet updates a ConfigMap volume by writing a new timestamped
+//! directory and atomically renaming a `..data_tmp` symlink over `..data`; `jobs.yaml` is itself a symlink
+//! `jobs.yaml -> ..data/jobs.yaml` and is never written. A watch on the file (its inode) would see
+//! nothing; a watch on the directory sees the rename. Editors save in place (modify, close-write) or write
+//! a temporary file and rename it over the original: both are events in the directory too.
+//!
+//! Events are filtered to the file's own name and kubelet's `..`-prefixed entries, then debounced: the
+//! file is read once the directory has been quiet for [`DEBOUNCE_QUIET`], or at the latest
+//! [`DEBOUNCE_MAX`] after the first event of a burst (so a never-ending storm still applies). A read
+//! publishes a [`Snapshot`] only if the text differs from the last one, so spurious events cost a read of a
+//! small file and nothing else.
+//!
+//! The periodic re-read every [`POLL_INTERVAL`] catches what a watch cannot: a file that is a symlink into
+//! another directory, a watch that could not be set up (inotify limits), a watched directory that was
+//! replaced. Each re-read also re-establishes the watch if it is missing or the directory changed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Snapshot;
+
+/// How long the directory must be quiet before the file is read.
+pub const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
+/// The longest a burst of events delays a read.
+pub const DEBOUNCE_MAX: Duration = Duration::from_millis(250);
+/// How often the file is re-read whatever the watch says.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why the file cannot be watched (it is re-read every [`POLL_INTERVAL`] all the same).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The path has no directory part or file name (`/`, `..`).
+    #[error("{}: not a file path", path.display())]
+    NotAFile {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The `notify` watch could not be set up.
+    #[error("{}: cannot watch the directory for changes: {source}", dir.display())]
+    Watch {
+        /// The directory.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// Reads the jobs file as a [`Snapshot`] (for the load at start, and for every check).
+pub async fn read(path: &Path) -> Snapshot {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| format!("cannot read the jobs file: {e}"));
+    Snapshot {
+        origin: path.display().to_string(),
+        text,
+    }
+}
+
+/// Watches the jobs file at `path` and publishes every new version on `out` until `stop` is cancelled.
+///
+/// `out` holds the version in force; only a differing text is published.
+pub async fn watch(path: PathBuf, out: watch::Sender<Snapshot>, stop: CancellationToken) {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut watch = DirWatch::start(&path, &events_tx);
+    let mut poll = tokio::time::interval_at(Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            Some(()) = events.recv() => {
+                if !debounce(&mut events, &stop).await {
+                    return;
+                }
+            }
+            _ = poll.tick() => {
+                if !watch.as_ref().is_some_and(DirWatch::is_current) {
+                    watch = DirWatch::start(&path, &events_tx);
+                }
+            }
+        }
+        publish(&out, read(&path).await);
+    }
+}
+
+/// Publishes `snapshot` if it differs from the one in `out`.
+fn publish(out: &watch::Sender<Snapshot>, snapshot: Snapshot) {
+    out.send_if_modified(|current| {
+        if *current == snapshot {
+            return false;
+        }
+        *current = snapshot;
+        true
+    });
+}
+
+/// Waits until no event came for [`DEBOUNCE_QUIET`], or [`DEBOUNCE_MAX`] has passed; false if stopped.
+async fn debounce(events: &mut mpsc::UnboundedReceiver<()>, stop: &CancellationToken) -> bool {
+    let limit = Instant::now() + DEBOUNCE_MAX;
+    loop {
+        let quiet_until = (Instant::now() + DEBOUNCE_QUIET).min(limit);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep_until(quiet_until) => return true,
+            event = events.recv() => if event.is_none() || Instant::now() >= limit {
+                return true;
+            },
+        }
+    }
+}
+
+/// A `notify` watch on the file's directory, sending `()` for each relevant event.
+struct DirWatch {
+    /// Dropping it ends the watch.
+    _watcher: RecommendedWatcher,
+    dir: PathBuf,
+    /// The directory's identity when the watch was set up.
+    identity: Option<(u64, u64)>,
+}
+
+impl DirWatch {
+    /// Watches the directory of `path`; logs and returns `None` if that fails (polling goes on).
+    fn start(path: &Path, events: &mpsc::UnboundedSender<()>) -> Option<DirWatch> {
+        match DirWatch::try_start(path, events) {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                tracing::warn!(error = %e, poll_interval = ?POLL_INTERVAL, "jobs file: no change notification; re-reading it periodically");
+                None
+            }
+        }
+    }
+
+    fn try_start(path: &Path, events: &mpsc::UnboundedSender<()>) -> Result<DirWatch, Error> {
+        let not_a_file = || Error::NotAFile {
+            path: path.to_path_buf(),
+        };
+        let name = path.file_name().ok_or_else(not_a_file)?.to_os_string();
+        let dir = match path.parent() {
+            Some(dir) if dir.as_os_str().is_empty() => PathBuf::from("."),
+            Some(dir) => dir.to_path_buf(),
+            None => return Err(not_a_file()),
+        };
+        let identity = dir_identity(&dir);
+        let events = events.clone();
+        let watch_error = |source| Error::Watch {
+            dir: dir.clone(),
+            source,
+        };
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let relevant = match &event {
+                    Ok(event) => {
+                        is_change(&event.kind)
+                            && event.paths.iter().any(|p| {
+                                p.file_name().is_some_and(|n| {
+                                    n == name || n.as_encoded_bytes().starts_with(b"..")
+                                })
+                            })
+                    }
+                    // An error (a queue overflow) may hide a change: check.
+                    Err(_) => true,
+                };
+                if relevant {
+                    let _ = events.send(());
+                }
+            })
+            .map_err(watch_error)?;
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(watch_error)?;
+        tracing::debug!(dir = %dir.display(), "watching the jobs file's directory");
+        Ok(DirWatch {
+            _watcher: watcher,
+            dir,
+            identity,
+        })
+    }
+
+    /// True if the watched directory is still the one at its path.
+    fn is_current(&self) -> bool {
+        self.identity.is_some() && dir_identity(&self.dir) == self.identity
+    }
+}
+
+/// True for events that may change what reading the file returns (not reads, opens or closes after reading).
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// The device and inode of a directory, to notice that it was replaced.
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_read_once_it_is_quiet() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        let sender = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                tx.send(()).expect("open");
+            }
+            // Keep the channel open past the debounce.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(tx);
+        });
+        assert!(debounce(&mut rx, &stop).await);
+        // The last event came at 25 ms; quiet for 20 ms after it.
+        assert_eq!(start.elapsed(), Duration::from_millis(45));
+        sender.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endless_storm_is_read_after_the_longest_delay() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        let sender = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        assert!(debounce(&mut rx, &stop).await);
+        assert_eq!(start.elapsed(), DEBOUNCE_MAX);
+        sender.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_debounce() {
+        let (_tx, mut rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert!(!debounce(&mut rx, &stop).await);
+    }
+
+    #[test]
+    fn reads_and_opens_are_not_changes() {
+        assert!(!is_change(&EventKind::Access(AccessKind::Read)));
+        assert!(!is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_change(&EventKind::Create(notify::event::CreateKind::Any)));
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_reads_as_an_error_naming_the_path() {
+        let snapshot = read(Path::new("/nonexistent/jobs.yaml")).await;
+        assert_eq!(snapshot.origin, "/nonexistent/jobs.yaml");
+        let why = snapshot.text.expect_err("missing");
+        assert!(why.starts_with("cannot read the jobs file: "), "{why}");
+    }
+
+    #[test]
+    fn publishing_the_same_text_is_not_a_change() {
+        let first = Snapshot {
+            origin: "f".to_owned(),
+            text: Ok("a".to_owned()),
+        };
+        let (tx, mut rx) = watch::channel(first.clone());
+        rx.mark_unchanged();
+        publish(&tx, first.clone());
+        assert!(!rx.has_changed().expect("open"));
+        publish(
+            &tx,
+            Snapshot {
+                text: Ok("b".to_owned()),
+                ..first
+            },
+        );
+        assert!(rx.has_changed().expect("open"));
+    }
+}
