@@ -108,7 +108,9 @@ async fn measure_leasecron(out: &Path, samples: u64) -> (Vec<f64>, Vec<f64>) {
         tokio::time::sleep(Duration::from_secs(samples + 1)).await;
         stopper.cancel();
     });
-    dispatcher.run(&jobs, stop).await;
+    dispatcher
+        .run(tokio::sync::watch::channel(Arc::new(jobs)).1, stop)
+        .await;
     handle.end().await;
     drop(dispatcher);
     let mut to_spawn = Vec::new();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
@@ -20,8 +21,9 @@ use crate::events::EventSink;
 use crate::http::{self, Endpoints, Health, StatusBoard};
 use crate::lease_store::{self, file::FileStore, kube as kube_store, KubeStore, LeaseStore};
 use crate::metrics::{self, Metrics};
-use crate::observe::{self, Observers};
+use crate::observe::{self, ConfigReload, Observers};
 use crate::reaper::Reaper;
+use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 
@@ -180,11 +182,20 @@ impl Timings {
     }
 }
 
+/// Where `run` reads the jobs from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobsSource {
+    /// `--jobs FILE`: a file, watched for changes.
+    File(PathBuf),
+    /// `--jobs-configmap NAME[/KEY]`: a ConfigMap in the lease namespace, watched through the API.
+    ConfigMap(String),
+}
+
 /// What `leasecron run` needs, as parsed from flags and environment.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// The jobs file.
-    pub jobs: PathBuf,
+    /// Where the jobs come from.
+    pub jobs: JobsSource,
     /// The Lease's name.
     pub lease_name: String,
     /// The Lease's namespace, if given.
@@ -203,7 +214,12 @@ pub struct RunOptions {
 ///
 /// Elects through `--lease-file` if given, else through a Kubernetes Lease.
 pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
-    let jobs = config::load_file(&opts.jobs, &opts.timings.load_options()?)?;
+    let load = opts.timings.load_options()?;
+    // A jobs file is checked before anything else; a ConfigMap once there is a client to read it with.
+    let file_jobs = match &opts.jobs {
+        JobsSource::File(path) => Some(Jobs::from_file(path, load).await?),
+        JobsSource::ConfigMap(_) => None,
+    };
     match &opts.lease_file {
         Some(lease_file) => {
             let identity = resolve_identity(opts.identity.clone(), true)?;
@@ -214,6 +230,10 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
             // A corrupt lease file is a configuration error: find out before anything runs.
             store.get().await?;
             // No cluster, no Kubernetes Events.
+            let jobs = match file_jobs {
+                Some(jobs) => jobs,
+                None => Jobs::from_configmap_without_lease(&opts, load).await?,
+            };
             run_with(opts, jobs, identity, store, EventSink::disabled(), clock).await
         }
         None => {
@@ -225,8 +245,94 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
                 &store.params().name,
                 &identity,
             );
+            let jobs = match file_jobs {
+                Some(jobs) => jobs,
+                None => Jobs::from_configmap(&opts, &store, load).await?,
+            };
             run_with(opts, jobs, identity, store, events, clock).await
         }
+    }
+}
+
+/// The jobs in force at start, and where to watch for new versions.
+#[derive(Debug)]
+struct Jobs {
+    set: JobSet,
+    snapshot: Snapshot,
+    load: LoadOptions,
+    watcher: Watcher,
+}
+
+/// What keeps the jobs current.
+#[derive(Debug)]
+enum Watcher {
+    /// The jobs file, with `notify` and a periodic re-read.
+    File(PathBuf),
+}
+
+impl Jobs {
+    /// Loads the jobs file: unreadable or invalid is a configuration error (exit 2).
+    async fn from_file(path: &Path, load: LoadOptions) -> Result<Jobs, Error> {
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|source| config::Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let snapshot = Snapshot {
+            origin: path.display().to_string(),
+            text: Ok(text),
+        };
+        Jobs::load(snapshot, load, Watcher::File(path.to_path_buf()))
+    }
+
+    async fn from_configmap_without_lease(_: &RunOptions, _: LoadOptions) -> Result<Jobs, Error> {
+        Err(Error::Internal("--jobs-configmap: PLACEHOLDER".to_owned()))
+    }
+
+    async fn from_configmap(_: &RunOptions, _: &KubeStore, _: LoadOptions) -> Result<Jobs, Error> {
+        Err(Error::Internal("--jobs-configmap: PLACEHOLDER".to_owned()))
+    }
+
+    fn load(snapshot: Snapshot, load: LoadOptions, watcher: Watcher) -> Result<Jobs, Error> {
+        let set = match &snapshot.text {
+            Ok(text) => config::parse_str(text, &snapshot.origin, &load)?,
+            Err(why) => return Err(Error::Internal(format!("{}: {why}", snapshot.origin))),
+        };
+        Ok(Jobs {
+            set,
+            snapshot,
+            load,
+            watcher,
+        })
+    }
+
+    /// The load at start, as reported to the observers.
+    fn initial_report(&self) -> ConfigReload {
+        ConfigReload::Applied {
+            origin: self.snapshot.origin.clone(),
+            hash: self
+                .snapshot
+                .text
+                .as_deref()
+                .map_or(0, reload::content_hash),
+            jobs: self.set.jobs.len(),
+            initial: true,
+        }
+    }
+
+    /// Starts watching the source and reloading, until `stop`; returns the jobs in force as they change.
+    fn spawn(self, observers: Observers, stop: &CancellationToken) -> watch::Receiver<Arc<JobSet>> {
+        let (snapshots_tx, snapshots) = watch::channel(self.snapshot);
+        let (jobs_tx, jobs) = watch::channel(Arc::new(self.set));
+        match self.watcher {
+            Watcher::File(path) => {
+                tokio::spawn(reload::file::watch(path, snapshots_tx, stop.clone()));
+            }
+        }
+        let reloader = Reloader::new(self.load, jobs_tx, observers);
+        tokio::spawn(reloader.run(snapshots, stop.clone()));
+        jobs
     }
 }
 
@@ -290,7 +396,7 @@ fn check_namespace(flag: &'static str, namespace: &str) -> Result<(), Error> {
 /// Runs with an opened, checked store.
 async fn run_with<S: LeaseStore>(
     opts: RunOptions,
-    jobs: JobSet,
+    jobs: Jobs,
     identity: String,
     store: S,
     events: EventSink,
@@ -302,17 +408,15 @@ async fn run_with<S: LeaseStore>(
     }
     let signals = Signals::install()?;
 
-    let max_grace = jobs
-        .jobs
-        .iter()
-        .map(|job| job.termination_grace)
-        .max()
-        .unwrap_or(Duration::ZERO);
-    let config = opts.timings.election_config(identity.clone(), max_grace);
+    // A reload may raise a job's grace up to the bound the timings allow: check the timings against that.
+    let config = opts
+        .timings
+        .election_config(identity.clone(), jobs.load.max_termination_grace);
     tracing::info!(
         %identity,
         lease = %store.describe(),
-        jobs = jobs.jobs.len(),
+        jobs_source = %jobs.snapshot.origin,
+        jobs = jobs.set.jobs.len(),
         lease_duration = %humantime::format_duration(opts.timings.lease_duration),
         renew_deadline = %humantime::format_duration(opts.timings.renew_deadline),
         retry_period = %humantime::format_duration(opts.timings.retry_period),
@@ -320,13 +424,15 @@ async fn run_with<S: LeaseStore>(
     );
     let metrics = Arc::new(Metrics::new()?);
     let status = Arc::new(StatusBoard::new(identity.clone()));
-    metrics.set_jobs(&jobs);
-    status.set_jobs(&jobs);
+    metrics.set_jobs(&jobs.set);
+    status.set_jobs(&jobs.set);
     let mut observers = Observers::new();
     observers.push(Arc::clone(&metrics) as Arc<dyn observe::Observer>);
     observers.push(Arc::clone(&status) as Arc<dyn observe::Observer>);
     observers.push(Arc::new(events.clone()) as Arc<dyn observe::Observer>);
     let (senders, receivers) = observe::channels();
+    observers.config_reload(&jobs.initial_report());
+    let reload_observers = observers.clone();
     // Runs until every sender is gone; the runner lives until exit, so it is never awaited.
     tokio::spawn(observers.run(receivers));
 
@@ -350,6 +456,8 @@ async fn run_with<S: LeaseStore>(
         }
     };
     tokio::spawn(signals.watch(shutdown.clone(), force));
+    // Reloading stops at shutdown; the dispatcher keeps the jobs in force until its timers stop.
+    let jobs = jobs.spawn(reload_observers, &shutdown);
     // As PID 1 in a container, orphaned grandchildren of jobs become ours to reap; it runs until the very
     // end, after the last run has ended.
     let reaper_stop = CancellationToken::new();
@@ -377,7 +485,7 @@ async fn run_with<S: LeaseStore>(
 /// stops them in the safe order: timers first (no new runs), then the elector (which ends the term, waits
 /// for its runs, and only then releases the lease), then HTTP.
 async fn serve_until_shutdown<S: LeaseStore>(
-    jobs: JobSet,
+    jobs: watch::Receiver<Arc<JobSet>>,
     elector: Elector<S>,
     dispatcher: Dispatcher,
     listener: tokio::net::TcpListener,
@@ -389,7 +497,7 @@ async fn serve_until_shutdown<S: LeaseStore>(
     let elector_stop = CancellationToken::new();
     let mut elector_task = tokio::spawn(elector.run(elector_stop.clone()));
     let dispatch_stop = shutdown.clone();
-    let dispatch_task = tokio::spawn(async move { dispatcher.run(&jobs, dispatch_stop).await });
+    let dispatch_task = tokio::spawn(async move { dispatcher.run(jobs, dispatch_stop).await });
 
     let elector_result = tokio::select! {
         _ = shutdown.cancelled() => None,

@@ -1,18 +1,36 @@
-//! The dispatcher: one timer task per job, and the rule that decides whether a fire starts a run.
+//! The dispatcher: one timer task per job, kept in step with the jobs in force, and the rule that decides
+//! whether a fire starts a run.
 //!
 //! Every replica runs every job's timer (followers too, so `/status` and the metrics know the next fire),
 //! but a fire starts a run only when this replica holds a **live** term: the term has not been ended and
 //! the monotonic clock is before its deadline. The check happens here, at the fire, and again inside the
 //! runner right before it spawns a process (DESIGN.md §2, rule 5), so a leader frozen past its deadline
 //! starts nothing when it wakes.
+//!
+//! # Reloads
+//!
+//! The jobs in force arrive on a `watch` channel; each new version is applied by diff, by job name:
+//!
+//! - an **unchanged** job (equal in every field) keeps its timer, so its next fire and its runs are
+//!   untouched;
+//! - an **added** job gets a timer, which fires from the next slot on;
+//! - a **removed** job's timer stops; its runs in flight finish (they belong to the term, and end with it);
+//! - a **changed** job's timer is replaced by one on the new settings, which re-times from the next slot of
+//!   the new schedule; a run of the old version keeps going under the old settings (the runner holds
+//!   that version), and counts as the job's run for the new version's `concurrencyPolicy`.
+//!
+//! Applying stops timers and starts timers, nothing else: a reload never waits for a run. A stopped
+//! timer's task is awaited (it ends at once) before [`DispatchEvent::JobsApplied`] is sent, so no event of
+//! an old timer follows it on the channel.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
 use crate::config::{Job, JobSet};
@@ -60,6 +78,60 @@ pub enum DispatchEvent {
         /// The next slot.
         at: Option<DateTime<Utc>>,
     },
+    /// A version of the jobs is now in force: the timers of removed and changed jobs have stopped (none
+    /// of their events follow this one), and those of added and changed jobs are about to start.
+    JobsApplied {
+        /// The jobs now in force.
+        jobs: Arc<JobSet>,
+        /// How this version differs from the previous one.
+        diff: JobsDiff,
+    },
+}
+
+/// The job names that one version of the jobs added, removed, changed or kept, against the previous one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobsDiff {
+    /// New names.
+    pub added: Vec<String>,
+    /// Names no longer present.
+    pub removed: Vec<String>,
+    /// Present in both, with different settings.
+    pub changed: Vec<String>,
+    /// How many are present in both with equal settings.
+    pub unchanged: usize,
+}
+
+impl JobsDiff {
+    /// The difference from `old` to `new`, by job name.
+    pub fn between(old: &BTreeMap<String, Arc<Job>>, new: &JobSet) -> JobsDiff {
+        let mut diff = JobsDiff::default();
+        for job in &new.jobs {
+            match old.get(&job.name) {
+                None => diff.added.push(job.name.clone()),
+                Some(before) if **before != **job => diff.changed.push(job.name.clone()),
+                Some(_) => diff.unchanged += 1,
+            }
+        }
+        diff.removed = old
+            .keys()
+            .filter(|name| new.get(name).is_none())
+            .cloned()
+            .collect();
+        diff
+    }
+
+    /// True if no job was added, removed or changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// A job's running timer task.
+#[derive(Debug)]
+struct JobTimer {
+    job: Arc<Job>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
 }
 
 /// Starts runs for fires, under a live term.
@@ -94,20 +166,94 @@ impl Dispatcher {
         self
     }
 
-    /// Runs one timer per job until `stop` is cancelled; returns once every timer has stopped.
+    /// Runs one timer per job in force until `stop` is cancelled, applying every new version of `jobs` by
+    /// diff (see the module documentation); returns once every timer has stopped.
     ///
     /// Stopping the timers does not touch runs in flight: they belong to their term, which the elector
     /// ends (and waits for) at shutdown.
-    pub async fn run(&self, jobs: &JobSet, stop: CancellationToken) {
-        let timers = TaskTracker::new();
-        for job in &jobs.jobs {
-            let this = self.clone();
-            let job = Arc::clone(job);
-            let stop = stop.clone();
-            timers.spawn(async move { this.run_job(job, stop).await });
+    pub async fn run(&self, mut jobs: watch::Receiver<Arc<JobSet>>, stop: CancellationToken) {
+        let mut timers: BTreeMap<String, JobTimer> = BTreeMap::new();
+        let mut first = true;
+        loop {
+            let current = Arc::clone(&jobs.borrow_and_update());
+            self.apply(&mut timers, current, first, &stop).await;
+            first = false;
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                changed = jobs.changed() => if changed.is_err() {
+                    // The reloader is gone (shutdown): keep the jobs in force until told to stop.
+                    stop.cancelled().await;
+                    break;
+                },
+            }
         }
-        timers.close();
-        timers.wait().await;
+        for timer in std::mem::take(&mut timers).into_values() {
+            timer.stop.cancel();
+            let _ = timer.task.await;
+        }
+    }
+
+    /// Brings the timers in line with `jobs`.
+    async fn apply(
+        &self,
+        timers: &mut BTreeMap<String, JobTimer>,
+        jobs: Arc<JobSet>,
+        first: bool,
+        stop: &CancellationToken,
+    ) {
+        let in_force: BTreeMap<String, Arc<Job>> = timers
+            .iter()
+            .map(|(name, timer)| (name.clone(), Arc::clone(&timer.job)))
+            .collect();
+        let diff = JobsDiff::between(&in_force, &jobs);
+        for name in diff.removed.iter().chain(&diff.changed) {
+            if let Some(timer) = timers.remove(name) {
+                timer.stop.cancel();
+                // A timer ends at once when stopped (it never waits for a run).
+                let _ = timer.task.await;
+            }
+        }
+        if !first {
+            if diff.is_empty() {
+                tracing::info!(jobs = jobs.jobs.len(), "jobs applied: no job changed");
+            } else {
+                tracing::info!(
+                    added = ?diff.added,
+                    removed = ?diff.removed,
+                    changed = ?diff.changed,
+                    unchanged = diff.unchanged,
+                    "jobs applied"
+                );
+            }
+        }
+        let starting: Vec<Arc<Job>> = jobs
+            .jobs
+            .iter()
+            .filter(|job| !timers.contains_key(&job.name))
+            .cloned()
+            .collect();
+        self.send(DispatchEvent::JobsApplied {
+            jobs: Arc::clone(&jobs),
+            diff,
+        });
+        for job in starting {
+            let token = stop.child_token();
+            let this = self.clone();
+            let task = {
+                let job = Arc::clone(&job);
+                let token = token.clone();
+                tokio::spawn(async move { this.run_job(job, token).await })
+            };
+            timers.insert(
+                job.name.clone(),
+                JobTimer {
+                    job,
+                    stop: token,
+                    task,
+                },
+            );
+        }
     }
 
     async fn run_job(&self, job: Arc<Job>, stop: CancellationToken) {
@@ -226,6 +372,150 @@ mod tests {
         assert_eq!(events.recv().await, Some(expected));
     }
 
+    fn jobs_of(names_and_schedules: &[(&str, &str)]) -> Arc<JobSet> {
+        let mut yaml = String::from("jobs:\n");
+        for (name, schedule) in names_and_schedules {
+            yaml.push_str(&format!(
+                "  - name: {name}\n    schedule: \"{schedule}\"\n    shell: \"true\"\n"
+            ));
+        }
+        let opts = LoadOptions {
+            max_termination_grace: std::time::Duration::MAX,
+        };
+        Arc::new(config::parse_str(&yaml, "test.yaml", &opts).expect("valid jobs"))
+    }
+
+    async fn next_event(events: &mut mpsc::UnboundedReceiver<DispatchEvent>) -> DispatchEvent {
+        tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+            .await
+            .expect("an event comes")
+            .expect("the channel is open")
+    }
+
+    fn applied(event: DispatchEvent) -> JobsDiff {
+        match event {
+            DispatchEvent::JobsApplied { diff, .. } => diff,
+            other => panic!("expected JobsApplied, got {other:?}"),
+        }
+    }
+
+    fn next_run_of(event: DispatchEvent) -> (String, Option<DateTime<Utc>>) {
+        match event {
+            DispatchEvent::NextRun { job, at } => (job, at),
+            other => panic!("expected NextRun, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_diff_sorts_names_into_added_removed_changed_and_unchanged() {
+        let old = jobs_of(&[
+            ("keep", "0 0 1 1 *"),
+            ("change", "0 0 1 1 *"),
+            ("drop", "@daily"),
+        ]);
+        let old: BTreeMap<String, Arc<Job>> = old
+            .jobs
+            .iter()
+            .map(|job| (job.name.clone(), Arc::clone(job)))
+            .collect();
+        let new = jobs_of(&[
+            ("keep", "0 0 1 1 *"),
+            ("change", "0 0 2 1 *"),
+            ("add", "@daily"),
+        ]);
+        let diff = JobsDiff::between(&old, &new);
+        assert_eq!(
+            diff,
+            JobsDiff {
+                added: vec!["add".to_owned()],
+                removed: vec!["drop".to_owned()],
+                changed: vec!["change".to_owned()],
+                unchanged: 1,
+            }
+        );
+        assert!(!diff.is_empty());
+        assert!(JobsDiff::between(
+            &old,
+            &jobs_of(&[
+                ("keep", "0 0 1 1 *"),
+                ("change", "0 0 1 1 *"),
+                ("drop", "@daily")
+            ])
+        )
+        .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reload_starts_added_retimes_changed_and_keeps_unchanged_timers() {
+        let (dispatcher, mut events) = dispatcher();
+        let (jobs_tx, jobs) = watch::channel(jobs_of(&[
+            ("keep", "0 0 1 1 *"),
+            ("change", "0 0 1 1 *"),
+            ("drop", "0 0 1 1 *"),
+        ]));
+        let stop = CancellationToken::new();
+        let running = tokio::spawn({
+            let stop = stop.clone();
+            async move { dispatcher.run(jobs, stop).await }
+        });
+        assert_eq!(applied(next_event(&mut events).await).added.len(), 3);
+        let mut first_timers: Vec<String> = Vec::new();
+        for _ in 0..3 {
+            first_timers.push(next_run_of(next_event(&mut events).await).0);
+        }
+        first_timers.sort();
+        assert_eq!(first_timers, ["change", "drop", "keep"]);
+
+        jobs_tx.send_replace(jobs_of(&[
+            ("keep", "0 0 1 1 *"),
+            ("change", "0 0 2 1 *"),
+            ("add", "0 0 3 1 *"),
+        ]));
+        let diff = applied(next_event(&mut events).await);
+        assert_eq!(diff.added, ["add"]);
+        assert_eq!(diff.removed, ["drop"]);
+        assert_eq!(diff.changed, ["change"]);
+        assert_eq!(diff.unchanged, 1);
+        // Only the new timers report: "keep" kept its timer, "drop" has none.
+        let mut started: Vec<(String, String)> = Vec::new();
+        for _ in 0..2 {
+            let (job, at) = next_run_of(next_event(&mut events).await);
+            let at = at.expect("a yearly schedule has a next fire");
+            started.push((job, at.format("%m-%d").to_string()));
+        }
+        started.sort();
+        assert_eq!(
+            started,
+            [
+                ("add".to_owned(), "01-03".to_owned()),
+                ("change".to_owned(), "01-02".to_owned())
+            ]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(events.try_recv().is_err(), "no other timer reported");
+
+        stop.cancel();
+        running.await.expect("the dispatcher stops");
+    }
+
+    #[tokio::test]
+    async fn the_jobs_stay_in_force_when_the_reloader_is_gone() {
+        let (dispatcher, mut events) = dispatcher();
+        let (jobs_tx, jobs) = watch::channel(jobs_of(&[("a", "0 0 1 1 *")]));
+        let stop = CancellationToken::new();
+        let running = tokio::spawn({
+            let stop = stop.clone();
+            async move { dispatcher.run(jobs, stop).await }
+        });
+        applied(next_event(&mut events).await);
+        next_run_of(next_event(&mut events).await);
+        drop(jobs_tx);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!running.is_finished(), "the timers run until stopped");
+        stop.cancel();
+        running.await.expect("the dispatcher stops");
+    }
+
     #[tokio::test]
     async fn each_timer_reports_its_jobs_next_fire() {
         let (dispatcher, mut events) = dispatcher();
@@ -233,8 +523,11 @@ mod tests {
         let stop = CancellationToken::new();
         let running = {
             let stop = stop.clone();
-            tokio::spawn(async move { dispatcher.run(&jobs, stop).await })
+            tokio::spawn(
+                async move { dispatcher.run(watch::channel(Arc::new(jobs)).1, stop).await },
+            )
         };
+        applied(next_event(&mut events).await);
         let Some(DispatchEvent::NextRun { job, at }) = events.recv().await else {
             panic!("the first event is the next fire");
         };

@@ -26,7 +26,7 @@ use crate::config::JobSet;
 use crate::dispatch::DispatchEvent;
 use crate::election::ElectionEvent;
 use crate::metrics::{self, Metrics};
-use crate::observe::Observer;
+use crate::observe::{ConfigReload, Observer};
 use crate::runner::RunEvent;
 use crate::term::{Leadership, Term};
 
@@ -95,6 +95,22 @@ impl Health {
 pub struct StatusBoard {
     identity: String,
     jobs: Mutex<BTreeMap<String, JobStatus>>,
+    config: Mutex<ConfigStatus>,
+}
+
+/// The jobs in force and the last reload, in `/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ConfigStatus {
+    /// Where the jobs in force came from: a path, or `configmap/NAMESPACE/NAME/KEY`.
+    pub source: Option<String>,
+    /// The hash of their text (FNV-1a 64, hex): equal on replicas that run the same version.
+    pub hash: Option<String>,
+    /// When they were loaded.
+    pub loaded_at: Option<DateTime<Utc>>,
+    /// The problems of the last version seen, if it was rejected (the jobs in force are older).
+    pub last_error: Option<String>,
+    /// When that version was rejected.
+    pub last_error_at: Option<DateTime<Utc>>,
 }
 
 /// One job in `/status`.
@@ -142,6 +158,8 @@ pub struct Status {
     pub term_acquired_at: Option<DateTime<Utc>>,
     /// Seconds left before the current term's deadline (renewals push it out) while leading.
     pub term_deadline_remaining_seconds: Option<f64>,
+    /// The jobs in force and the last reload.
+    pub config: ConfigStatus,
     /// Every job of the loaded set, by name.
     pub jobs: Vec<JobStatus>,
 }
@@ -154,6 +172,7 @@ impl StatusBoard {
         Self {
             identity: identity.into(),
             jobs: Mutex::new(BTreeMap::new()),
+            config: Mutex::new(ConfigStatus::default()),
         }
     }
 
@@ -198,6 +217,11 @@ impl StatusBoard {
             fencing_token: term.map(|term| term.fencing_token().0),
             term_acquired_at: term.map(Term::acquired_at),
             term_deadline_remaining_seconds: remaining,
+            config: self
+                .config
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             jobs: self.lock().values().cloned().collect(),
         }
     }
@@ -239,8 +263,29 @@ impl Observer for StatusBoard {
     fn on_election(&self, _event: &ElectionEvent) {}
 
     fn on_dispatch(&self, event: &DispatchEvent) {
-        if let DispatchEvent::NextRun { job, at } = event {
-            self.update(job, |s| s.next_run = *at);
+        match event {
+            DispatchEvent::NextRun { job, at } => self.update(job, |s| s.next_run = *at),
+            DispatchEvent::JobsApplied { jobs, .. } => self.set_jobs(jobs),
+            DispatchEvent::Skipped { .. } => {}
+        }
+    }
+
+    fn on_config_reload(&self, reload: &ConfigReload) {
+        let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        match reload {
+            ConfigReload::Applied { origin, hash, .. } => {
+                *config = ConfigStatus {
+                    source: Some(origin.clone()),
+                    hash: Some(format!("{hash:016x}")),
+                    loaded_at: Some(Utc::now()),
+                    last_error: None,
+                    last_error_at: None,
+                };
+            }
+            ConfigReload::Failed { message, .. } => {
+                config.last_error = Some(message.clone());
+                config.last_error_at = Some(Utc::now());
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use leasecron::app::{self, RunOptions, Timings};
+use leasecron::app::{self, JobsSource, RunOptions, Timings};
 use leasecron::clock::SystemClock;
 use leasecron::config::parse_duration;
 
@@ -49,10 +49,15 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("jobs_source").required(true).args(["jobs", "jobs_configmap"]))]
 struct RunArgs {
-    /// The jobs file (YAML).
+    /// The jobs file (YAML), reloaded when it changes (a ConfigMap volume's swap, an editor's save).
     #[arg(long, value_name = "FILE")]
-    jobs: PathBuf,
+    jobs: Option<PathBuf>,
+    /// Read the jobs from this ConfigMap, in the lease namespace, watched through the API (no kubelet
+    /// sync delay); KEY defaults to jobs.yaml. Needs get and watch on it.
+    #[arg(long, value_name = "NAME[/KEY]")]
+    jobs_configmap: Option<String>,
     /// Name of the coordination.k8s.io/v1 Lease.
     #[arg(
         long,
@@ -145,8 +150,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    let jobs = match (args.jobs, args.jobs_configmap) {
+        (Some(path), _) => JobsSource::File(path),
+        (None, Some(configmap)) => JobsSource::ConfigMap(configmap),
+        // clap's group requires one of the two.
+        (None, None) => anyhow::bail!("one of --jobs and --jobs-configmap is required"),
+    };
     let opts = RunOptions {
-        jobs: args.jobs,
+        jobs,
         lease_name: args.lease_name,
         lease_namespace: args.lease_namespace,
         identity: args.identity,

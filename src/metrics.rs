@@ -303,8 +303,7 @@ impl Metrics {
                     self.config_reloads.with_label_values(&["success"]).inc();
                 }
                 self.config_successful.set(1);
-                self.config_success_time
-                    .set(unix_seconds(Utc::now()));
+                self.config_success_time.set(unix_seconds(Utc::now()));
                 // An f64 holds 53 bits exactly.
                 self.config_hash.set((hash >> 11) as f64);
             }
@@ -354,6 +353,7 @@ impl Observer for Metrics {
             } => self.skipped(job, reason.label()),
             DispatchEvent::Skipped { .. } => {}
             DispatchEvent::NextRun { job, at } => self.next_run(job, *at),
+            DispatchEvent::JobsApplied { jobs, .. } => self.set_jobs(jobs),
         }
     }
 

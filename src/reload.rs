@@ -87,7 +87,7 @@ impl Reloader {
             Ok(jobs) => {
                 let hash = content_hash(text);
                 let count = jobs.jobs.len();
-                tracing::info!(source = %origin, jobs = count, hash = %format!("{hash:016x}"), "jobs reloaded");
+                tracing::info!(source = %origin, jobs = count, hash = %format!("{hash:016x}"), "new jobs version is valid; applying it");
                 self.jobs.send_replace(Arc::new(jobs));
                 self.observers.config_reload(&ConfigReload::Applied {
                     origin: origin.clone(),
@@ -216,6 +216,9 @@ mod tests {
         // Reference values of FNV-1a 64.
         assert_eq!(content_hash(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(content_hash("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_ne!(content_hash(ONE_JOB), content_hash(&ONE_JOB.replace('a', "b")));
+        assert_ne!(
+            content_hash(ONE_JOB),
+            content_hash(&ONE_JOB.replace('a', "b"))
+        );
     }
 }

@@ -99,7 +99,7 @@ async fn runs_follow_the_schedule_and_stop_when_leadership_moves() {
     let stop = CancellationToken::new();
     let timers = tokio::spawn({
         let stop = stop.clone();
-        async move { dispatcher.run(&jobs, stop).await }
+        async move { dispatcher.run(watch::channel(Arc::new(jobs)).1, stop).await }
     });
 
     let mut slots = Vec::new();

@@ -15,7 +15,7 @@ use leasecron::dispatch::{DispatchEvent, Skip};
 use leasecron::election::{ElectionEvent, LossReason};
 use leasecron::lease_store::Verb;
 use leasecron::metrics::{Metrics, CONTENT_TYPE};
-use leasecron::observe::{self, Observers};
+use leasecron::observe::{self, ConfigReload, Observers};
 use leasecron::runner::{Failure, Outcome, RunEvent, RunReport, SkipReason};
 use leasecron::term::FencingToken;
 
@@ -433,12 +433,29 @@ fn renew_failures_and_request_durations_are_recorded() {
     );
 }
 
+fn applied(hash: u64, initial: bool) -> ConfigReload {
+    ConfigReload::Applied {
+        origin: "jobs.yaml".to_owned(),
+        hash,
+        jobs: 0,
+        initial,
+    }
+}
+
+fn failed() -> ConfigReload {
+    ConfigReload::Failed {
+        origin: "jobs.yaml".to_owned(),
+        message: "jobs.yaml:1:1: bad".to_owned(),
+    }
+}
+
 #[test]
-fn config_reloads_count_by_result() {
+fn config_reloads_count_by_result_and_the_load_at_start_is_not_a_reload() {
     let metrics = metrics_for(&[]);
-    metrics.config_reload(true);
-    metrics.config_reload(false);
-    metrics.config_reload(false);
+    metrics.config_reload(&applied(1, true));
+    metrics.config_reload(&applied(2, false));
+    metrics.config_reload(&failed());
+    metrics.config_reload(&failed());
     let text = text(&metrics);
     assert_eq!(
         sample(&text, "leasecron_config_reloads_total{result=\"success\"}"),
@@ -448,6 +465,58 @@ fn config_reloads_count_by_result() {
         sample(&text, "leasecron_config_reloads_total{result=\"failure\"}"),
         Some(2.0)
     );
+}
+
+#[test]
+fn the_last_reload_gauges_follow_success_and_failure() {
+    let metrics = metrics_for(&[]);
+    metrics.config_reload(&applied(u64::MAX, true));
+    let text_after_load = text(&metrics);
+    assert_eq!(
+        sample(&text_after_load, "leasecron_config_last_reload_successful"),
+        Some(1.0)
+    );
+    // The top 53 bits, exact in an f64.
+    assert_eq!(
+        sample(&text_after_load, "leasecron_config_hash"),
+        Some((u64::MAX >> 11) as f64)
+    );
+    let loaded_at = sample(
+        &text_after_load,
+        "leasecron_config_last_reload_success_timestamp_seconds",
+    )
+    .expect("set by the load at start");
+    assert!((loaded_at - Utc::now().timestamp() as f64).abs() < 60.0);
+
+    metrics.config_reload(&failed());
+    let text_after_failure = text(&metrics);
+    assert_eq!(
+        sample(
+            &text_after_failure,
+            "leasecron_config_last_reload_successful"
+        ),
+        Some(0.0)
+    );
+    // The jobs in force did not change: neither did their hash and load time.
+    assert_eq!(
+        sample(&text_after_failure, "leasecron_config_hash"),
+        Some((u64::MAX >> 11) as f64)
+    );
+    assert_eq!(
+        sample(
+            &text_after_failure,
+            "leasecron_config_last_reload_success_timestamp_seconds"
+        ),
+        Some(loaded_at)
+    );
+
+    metrics.config_reload(&applied(7 << 11, false));
+    let text_after_fix = text(&metrics);
+    assert_eq!(
+        sample(&text_after_fix, "leasecron_config_last_reload_successful"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text_after_fix, "leasecron_config_hash"), Some(7.0));
 }
 
 #[test]
