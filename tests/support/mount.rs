@@ -35,14 +35,17 @@ impl KubeletMount {
         self.dir.join("jobs.yaml")
     }
 
-    /// Makes `text` the current version, atomically, as kubelet does.
-    pub fn swap(&mut self, text: &str) {
+    /// Makes `text` the current version, atomically, as kubelet does; returns the instant the new version
+    /// became visible (the rename returned).
+    pub fn swap(&mut self, text: &str) -> std::time::Instant {
         let old = self.version_dir(self.version);
         let new = self.write_version(text);
         let tmp = self.dir.join("..data_tmp");
         symlink(&new, &tmp).expect("create ..data_tmp");
         fs::rename(&tmp, self.dir.join("..data")).expect("rename ..data_tmp over ..data");
+        let visible = std::time::Instant::now();
         fs::remove_dir_all(self.dir.join(old)).expect("remove the old version");
+        visible
     }
 
     fn version_dir(&self, version: u32) -> String {
