@@ -29,7 +29,7 @@ use serde_saphyr::MessageFormatter;
 
 use crate::election;
 use crate::schedule::Schedule;
-use raw::Position;
+use raw::{Position, Shift};
 
 /// Default `terminationGrace`.
 pub const DEFAULT_TERMINATION_GRACE: Duration = Duration::from_secs(3);
@@ -235,10 +235,20 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<JobSet, Error> {
 
 /// Parses and validates a jobs file held in memory; `origin` names it in diagnostics.
 pub fn parse_str(source: &str, origin: &str, opts: &LoadOptions) -> Result<JobSet, Error> {
-    let root = node::parse(source)
-        .map_err(|err| Error::Invalid(Diagnostics(vec![syntax_diagnostic(origin, &err)])))?;
-    let raw = raw::RawFile::from_node(root, source);
-    validate::validate(raw, origin, opts).map_err(Error::Invalid)
+    parse_text(source, origin, Shift::NONE, opts).map_err(Error::Invalid)
+}
+
+/// Parses and validates the text of a jobs file found in `origin`, where `shift` places its positions.
+fn parse_text(
+    text: &str,
+    origin: &str,
+    shift: Shift,
+    opts: &LoadOptions,
+) -> Result<JobSet, Diagnostics> {
+    let root = node::parse(text)
+        .map_err(|err| Diagnostics(vec![syntax_diagnostic(origin, shift, &err)]))?;
+    let raw = raw::RawFile::from_node(root, text, shift);
+    validate::validate(raw, origin, shift, opts)
 }
 
 /// Parses a duration as humantime does (`500ms`, `30s`, `1m30s`, `2h`) and requires it to be positive.
@@ -260,10 +270,12 @@ fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
 }
 
 /// A YAML error (syntax, alias, limit) as a diagnostic at its own position, in no particular job.
-fn syntax_diagnostic(origin: &str, err: &serde_saphyr::Error) -> Diagnostic {
+fn syntax_diagnostic(origin: &str, shift: Shift, err: &serde_saphyr::Error) -> Diagnostic {
     let position = err
         .location()
-        .map_or(Position { line: 0, column: 0 }, Position::of);
+        .map_or(Position { line: 0, column: 0 }, |at| {
+            shift.apply(Position::of(at))
+        });
     let message = serde_saphyr::UserMessageFormatter.format_message(err.without_snippet());
     Diagnostic {
         origin: origin.to_string(),
