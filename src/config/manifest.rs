@@ -480,13 +480,13 @@ mod tests {
     fn a_plain_jobs_file_loads_as_before() {
         let opts = LoadOptions::default();
         let loaded = parse_manifest(JOB).expect("valid");
-        let plain = super::super::parse_str(JOB, "cm.yaml", &opts).expect("valid");
+        let plain = crate::config::parse_str(JOB, "cm.yaml", &opts).expect("valid");
         assert_eq!(loaded, Source::JobsFile(plain));
         assert_eq!(loaded.to_string(), "1 jobs");
 
         for broken in ["jobs: [\n", "jobs:\n  - name: a\n bad: 1\n", "kind: x\n"] {
             let plain =
-                super::super::parse_str(broken, "cm.yaml", &opts).map_err(|e| e.to_string());
+                crate::config::parse_str(broken, "cm.yaml", &opts).map_err(|e| e.to_string());
             let loaded = parse_manifest(broken).map_err(|e| e.to_string());
             assert_eq!(loaded.map(|_| ()), plain.map(|_| ()), "{broken:?}");
         }
@@ -548,7 +548,7 @@ mod tests {
         let found = problems(&manifest);
         assert_eq!(found.len(), 1, "{found:#?}");
         // Where the parser reports the unclosed bracket in the text alone, shifted.
-        let embedded = match super::super::parse_str(job, "x", &LoadOptions::default()) {
+        let embedded = match crate::config::parse_str(job, "x", &LoadOptions::default()) {
             Err(Error::Invalid(d)) => d.into_vec().remove(0),
             other => panic!("expected a syntax error: {other:?}"),
         };
@@ -558,6 +558,11 @@ mod tests {
             (header_line + embedded.line, 4 + embedded.column)
         );
         assert_eq!(found[0].message, embedded.message);
+        assert_eq!(
+            (found[0].line, found[0].column),
+            position_of(&manifest, "command:", "["),
+            "at the bracket"
+        );
     }
 
     #[test]
