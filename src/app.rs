@@ -543,16 +543,17 @@ pub fn resolve_identity(flag: Option<String>, local: bool) -> Result<String, Err
     })
 }
 
-/// `leasecron validate`: checks every file and reports every problem of every file.
+/// `leasecron validate`: checks every file (a jobs file, or manifests whose ConfigMaps hold one under
+/// `data.KEY`) and reports every problem of every file.
 ///
 /// Returns the per-file summaries on success; on failure, the diagnostics of all invalid files.
-pub fn validate(files: &[PathBuf], timings: &Timings) -> Result<Vec<String>, Error> {
+pub fn validate(files: &[PathBuf], key: &str, timings: &Timings) -> Result<Vec<String>, Error> {
     let opts = timings.load_options()?;
     let mut summaries = Vec::new();
     let mut errors = Vec::new();
     for file in files {
-        match config::load_file(file, &opts) {
-            Ok(set) => summaries.push(format!("{}: ok ({} jobs)", file.display(), set.jobs.len())),
+        match config::load_source(file, key, &opts) {
+            Ok(source) => summaries.push(format!("{}: ok ({source})", file.display())),
             Err(e) => errors.push(e),
         }
     }

@@ -13,7 +13,12 @@
 //!
 //! `defaults:` may set any job field except `name`, `schedule`, `command` and `shell`. A job's own value
 //! wins; `env` is merged key by key (the job's keys win).
+//!
+//! [`load_source`] also takes Kubernetes manifests: `manifest` finds the jobs file embedded in each
+//! ConfigMap (`data.jobs.yaml`) and loads it as above, with the positions of its problems moved into the
+//! manifest (a `raw::Shift`) when the text is a block literal.
 
+mod manifest;
 mod node;
 mod raw;
 mod validate;
@@ -29,7 +34,9 @@ use serde_saphyr::MessageFormatter;
 
 use crate::election;
 use crate::schedule::Schedule;
-use raw::Position;
+use raw::{Position, Shift};
+
+pub use manifest::{ConfigMapJobs, KubeObject, Source, DEFAULT_CONFIG_MAP_KEY};
 
 /// Default `terminationGrace`.
 pub const DEFAULT_TERMINATION_GRACE: Duration = Duration::from_secs(3);
@@ -233,12 +240,48 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<JobSet, Error> {
     parse_str(&source, &path.display().to_string(), opts)
 }
 
+/// Reads and validates `path`: a jobs file, or Kubernetes manifests that embed one in each ConfigMap, under
+/// `data.KEY` ([`DEFAULT_CONFIG_MAP_KEY`] unless `key` names another one).
+///
+/// A file is a manifest if one of its documents has `apiVersion` and `kind`; see [`parse_source`].
+pub fn load_source(path: &Path, key: &str, opts: &LoadOptions) -> Result<Source, Error> {
+    let source = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_source(&source, &path.display().to_string(), key, opts)
+}
+
+/// Like [`load_source`], for a file held in memory; `origin` names it in diagnostics.
+///
+/// Every problem of every ConfigMap is reported, at its place in the manifest: the embedded jobs file's
+/// problems too when it is a block literal (`jobs.yaml: |`), else at their place in the embedded text,
+/// with an origin that says so (`cm.yaml (data.jobs.yaml):3:7: ...`).
+pub fn parse_source(
+    source: &str,
+    origin: &str,
+    key: &str,
+    opts: &LoadOptions,
+) -> Result<Source, Error> {
+    manifest::parse(source, origin, key, opts)
+}
+
 /// Parses and validates a jobs file held in memory; `origin` names it in diagnostics.
 pub fn parse_str(source: &str, origin: &str, opts: &LoadOptions) -> Result<JobSet, Error> {
-    let root = node::parse(source)
-        .map_err(|err| Error::Invalid(Diagnostics(vec![syntax_diagnostic(origin, &err)])))?;
-    let raw = raw::RawFile::from_node(root, source);
-    validate::validate(raw, origin, opts).map_err(Error::Invalid)
+    parse_text(source, origin, Shift::NONE, opts).map_err(Error::Invalid)
+}
+
+/// Parses and validates the text of a jobs file found in `origin`, where `shift` places its positions.
+fn parse_text(
+    text: &str,
+    origin: &str,
+    shift: Shift,
+    opts: &LoadOptions,
+) -> Result<JobSet, Diagnostics> {
+    let root = node::parse(text)
+        .map_err(|err| Diagnostics(vec![syntax_diagnostic(origin, shift, &err)]))?;
+    let raw = raw::RawFile::from_node(root, text, shift);
+    validate::validate(raw, origin, shift, opts)
 }
 
 /// Parses a duration as humantime does (`500ms`, `30s`, `1m30s`, `2h`) and requires it to be positive.
@@ -260,10 +303,12 @@ fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
 }
 
 /// A YAML error (syntax, alias, limit) as a diagnostic at its own position, in no particular job.
-fn syntax_diagnostic(origin: &str, err: &serde_saphyr::Error) -> Diagnostic {
+fn syntax_diagnostic(origin: &str, shift: Shift, err: &serde_saphyr::Error) -> Diagnostic {
     let position = err
         .location()
-        .map_or(Position { line: 0, column: 0 }, Position::of);
+        .map_or(Position { line: 0, column: 0 }, |at| {
+            shift.apply(Position::of(at))
+        });
     let message = serde_saphyr::UserMessageFormatter.format_message(err.without_snippet());
     Diagnostic {
         origin: origin.to_string(),

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use leasecron::app::{self, JobsSource, RunOptions, Timings};
 use leasecron::clock::SystemClock;
-use leasecron::config::parse_duration;
+use leasecron::config::{parse_duration, DEFAULT_CONFIG_MAP_KEY};
 
 /// A singleton cron runner: every replica loads the jobs, only the holder of the lease runs them.
 #[derive(Debug, Parser)]
@@ -26,11 +26,15 @@ struct Cli {
 enum Command {
     /// Elect a leader and run the jobs while leading, until SIGTERM/SIGINT.
     Run(RunArgs),
-    /// Check jobs files: exit 0 if valid, else print every error as FILE:LINE:COL: message and exit 2.
+    /// Check jobs files, or ConfigMap manifests that embed one: exit 0 if valid, else print every error as
+    /// FILE:LINE:COL: message and exit 2.
     Validate {
-        /// Jobs files to check.
+        /// Jobs files, or manifests (kubectl/kustomize YAML; every ConfigMap in them is checked).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// The ConfigMap data key that holds the jobs file.
+        #[arg(long, default_value = DEFAULT_CONFIG_MAP_KEY, value_name = "KEY")]
+        key: String,
         #[command(flatten)]
         timings: TimingArgs,
     },
@@ -135,8 +139,12 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
-        Command::Validate { files, timings } => {
-            for line in app::validate(&files, &Timings::from(&timings))? {
+        Command::Validate {
+            files,
+            key,
+            timings,
+        } => {
+            for line in app::validate(&files, &key, &Timings::from(&timings))? {
                 println!("{line}");
             }
             Ok(())

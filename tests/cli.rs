@@ -215,3 +215,115 @@ fn next_lists_fire_times_in_the_jobs_zone() {
     }
     assert!(!stdout.contains("other"), "{stdout}");
 }
+
+// === validate: ConfigMap manifests ===
+
+fn manifest_fixture(name: &str) -> String {
+    format!(
+        "{}/tests/fixtures/manifest/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// 1-based line and column of `needle` on the first line of `text` that starts with `line_start` (after
+/// its indentation).
+fn position_in(text: &str, line_start: &str, needle: &str) -> (usize, usize) {
+    let (index, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, line)| line.trim_start().starts_with(line_start))
+        .expect("the fixture has the line");
+    let column = line.find(needle).expect("the line has the needle");
+    (index + 1, line[..column].chars().count() + 1)
+}
+
+#[test]
+fn validate_accepts_a_config_map_manifest_and_a_plain_file_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write_file(&dir, "good.yaml", GOOD);
+    let manifest = manifest_fixture("configmap.yaml");
+    let out = output(&["validate", &manifest, plain.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        format!(
+            "{manifest}: ok (ConfigMap leasecron-jobs, key jobs.yaml, 3 jobs)\n{}: ok (1 jobs)\n",
+            plain.display()
+        )
+    );
+}
+
+#[test]
+fn validate_places_errors_of_the_embedded_jobs_file_in_the_manifest() {
+    let manifest = manifest_fixture("configmap-invalid.yaml");
+    let text = fs::read_to_string(&manifest).unwrap();
+    let out = output(&["validate", &manifest]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let (line, column) = position_in(&text, "schedule: \"30 25", "\"30 25");
+    assert!(
+        err.contains(&format!(
+            "{manifest}:{line}:{column}: job nightly-report: invalid schedule `30 25 * * *`"
+        )),
+        "{err}"
+    );
+    let (line, column) = position_in(&text, "colour", "colour");
+    assert!(
+        err.contains(&format!(
+            "{manifest}:{line}:{column}: job nightly-report: unknown field `colour`"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 2, "{err}");
+}
+
+#[test]
+fn validate_key_selects_the_data_key_and_a_missing_one_lists_the_keys() {
+    let stream = manifest_fixture("stream.yaml");
+    let out = output(&["validate", "--key", "crontab.yaml", &stream]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "{stream}: ok (ConfigMap leasecron-jobs-5f8h2k, key crontab.yaml, 2 jobs; \
+             skipped ServiceAccount leasecron, Deployment leasecron)\n"
+        )
+    );
+
+    let out = output(&["validate", &stream]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let text = fs::read_to_string(&stream).unwrap();
+    let (line, column) = position_in(&text, "data:", "data");
+    assert!(
+        err.starts_with(&format!(
+            "{stream}:{line}:{column}: ConfigMap leasecron-jobs-5f8h2k has no data.jobs.yaml"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("`notes.txt`, `crontab.yaml`") && err.contains("--key"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn validate_rejects_a_manifest_of_another_kind_at_its_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let deployment = write_file(
+        &dir,
+        "deployment.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: leasecron\n",
+    );
+    let out = output(&["validate", deployment.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{}:2:7: kind Deployment: expected a ConfigMap that embeds the jobs file\n",
+            deployment.display()
+        )
+    );
+}

@@ -33,14 +33,23 @@ pub(super) enum Node {
 
 /// Parses `source` into a tree; fails only where YAML itself is broken (first such error only).
 pub(super) fn parse(source: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
-    let options = serde_saphyr::options! {
+    serde_saphyr::from_str_with_options(source, options())
+}
+
+/// Parses every document of a `---` separated stream (a manifest), skipping empty ones; positions are
+/// those of the whole stream. Fails like [`parse`].
+pub(super) fn parse_documents(source: &str) -> Result<Vec<Spanned<Node>>, serde_saphyr::Error> {
+    serde_saphyr::from_multiple_with_options(source, options())
+}
+
+fn options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
         // Duplicate keys reach `raw`, which reports each one and goes on: serde-saphyr's own check
         // aborts the whole parse.
         duplicate_keys: DuplicateKeyPolicy::LastWins,
         // `.nan` in a string field is a string; only `raw` knows which fields those are.
         non_finite_float_policy: NonFiniteFloatPolicy::PassThrough,
-    };
-    serde_saphyr::from_str_with_options(source, options)
+    }
 }
 
 // === impl Node ===
@@ -208,6 +217,14 @@ mod tests {
         };
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1].0.referenced.line(), 2);
+    }
+
+    #[test]
+    fn documents_keep_their_positions_in_the_stream() {
+        let docs = parse_documents("a: 1\n---\n---\nb: 2\n").expect("valid YAML");
+        assert_eq!(docs.len(), 2, "the empty document is skipped");
+        assert_eq!(docs[1].referenced.line(), 4);
+        assert!(parse_documents("a: 1\n---\nb: [\n").is_err());
     }
 
     #[test]

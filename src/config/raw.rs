@@ -95,8 +95,11 @@ impl RawFile {
     }
 
     /// Imposes the file's shape on `root`, parsed from `source`, recording every mismatch.
-    pub fn from_node(root: Spanned<Node>, source: &str) -> RawFile {
-        let mut shaper = Shaper::new(source);
+    ///
+    /// Positions stay those of `source`; `shift` places the ones quoted in messages ("first at line 3")
+    /// in the file reported.
+    pub fn from_node(root: Spanned<Node>, source: &str, shift: Shift) -> RawFile {
+        let mut shaper = Shaper::new(source, shift);
         let mut file = RawFile::default();
         let Some(entries) = shaper.mapping(root, "a mapping with `jobs:` (and `defaults:`)") else {
             file.problems = shaper.problems;
@@ -117,13 +120,15 @@ impl RawFile {
 /// Checks shapes, collecting problems; `source` supplies the written text of non-string scalars.
 struct Shaper<'s> {
     source: &'s str,
+    shift: Shift,
     problems: Vec<Problem>,
 }
 
 impl<'s> Shaper<'s> {
-    fn new(source: &'s str) -> Self {
+    fn new(source: &'s str, shift: Shift) -> Self {
         Shaper {
             source,
+            shift,
             problems: Vec::new(),
         }
     }
@@ -167,7 +172,8 @@ impl<'s> Shaper<'s> {
                 continue;
             };
             let at = Position::at(&key);
-            if let Some(first) = seen.get(&name) {
+            if let Some(&first) = seen.get(&name) {
+                let first = self.shift.apply(first);
                 let message = format!(
                     "duplicate mapping key `{name}` (first at line {}, column {})",
                     first.line, first.column
@@ -196,7 +202,7 @@ impl<'s> Shaper<'s> {
             .into_iter()
             .map(|item| {
                 let (referenced, defined) = (item.referenced, item.defined);
-                let job = Shaper::new(self.source).job_fields(item);
+                let job = Shaper::new(self.source, self.shift).job_fields(item);
                 Spanned::new(job, referenced, defined)
             })
             .collect();
@@ -209,7 +215,7 @@ impl<'s> Shaper<'s> {
             return None;
         }
         let (referenced, defined) = (node.referenced, node.defined);
-        let job = Shaper::new(self.source).job_fields(node);
+        let job = Shaper::new(self.source, self.shift).job_fields(node);
         Some(Spanned::new(job, referenced, defined))
     }
 
@@ -358,13 +364,47 @@ impl Position {
     }
 }
 
+/// How positions in parsed text move to the file reported.
+///
+/// A jobs file of its own is reported as parsed ([`Shift::NONE`]). A jobs file embedded as a block literal
+/// in a manifest starts `lines` lines further down and is indented by `columns`: its line `n`, column `c`
+/// is the manifest's line `lines + n`, column `columns + c`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Shift {
+    pub lines: usize,
+    pub columns: usize,
+}
+
+impl Shift {
+    /// Positions stay as parsed.
+    pub const NONE: Shift = Shift {
+        lines: 0,
+        columns: 0,
+    };
+
+    /// `at` in the file reported; an unknown position (line 0) stays unknown.
+    pub fn apply(self, at: Position) -> Position {
+        if at.line == 0 {
+            return at;
+        }
+        Position {
+            line: at.line.saturating_add(self.lines),
+            column: at.column.saturating_add(self.columns),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::node;
 
     fn shape(source: &str) -> RawFile {
-        RawFile::from_node(node::parse(source).expect("valid YAML"), source)
+        RawFile::from_node(
+            node::parse(source).expect("valid YAML"),
+            source,
+            Shift::NONE,
+        )
     }
 
     fn messages(problems: &[Problem]) -> Vec<(usize, usize, &str)> {
@@ -415,6 +455,31 @@ mod tests {
                 (2, 26, "invalid type: sequence, expected a string"),
                 (2, 36, "invalid type: null, expected a string"),
             ]
+        );
+    }
+
+    #[test]
+    fn a_shift_moves_known_positions_and_the_lines_messages_quote() {
+        let shift = Shift {
+            lines: 6,
+            columns: 4,
+        };
+        let at = |line, column| Position { line, column };
+        assert_eq!(shift.apply(at(1, 1)), at(7, 5));
+        assert_eq!(shift.apply(at(0, 0)), at(0, 0));
+        assert_eq!(Shift::NONE.apply(at(3, 2)), at(3, 2));
+        assert_eq!(shift.apply(at(usize::MAX, 1)).line, usize::MAX);
+
+        let source = "jobs:\n  - name: a\n    name: b\n";
+        let file = RawFile::from_node(node::parse(source).expect("valid YAML"), source, shift);
+        let job = &file.jobs.expect("jobs").value[0].value;
+        assert_eq!(
+            messages(&job.problems),
+            [(
+                3,
+                5,
+                "duplicate mapping key `name` (first at line 8, column 9)"
+            )]
         );
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde_saphyr::Spanned;
 
-use super::raw::{job_label, Position, Problem, RawEnv, RawFile, RawJob};
+use super::raw::{job_label, Position, Problem, RawEnv, RawFile, RawJob, Shift};
 use super::{
     escape_controls, parse_duration, parse_duration_or_zero, ConcurrencyPolicy, Diagnostic,
     Diagnostics, Job, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
@@ -22,13 +22,17 @@ use super::{
 use crate::schedule::Schedule;
 
 /// Validates `raw` (from `origin`) into a [`JobSet`], or returns every problem found.
+///
+/// `raw` keeps the positions of the text it was parsed from; `shift` places them in `origin`.
 pub(super) fn validate(
     raw: RawFile,
     origin: &str,
+    shift: Shift,
     opts: &LoadOptions,
 ) -> Result<JobSet, Diagnostics> {
     let mut report = Report {
         origin,
+        shift,
         problems: Vec::new(),
         report_missing: raw.is_well_shaped(),
     };
@@ -69,6 +73,8 @@ pub(super) fn validate(
 /// The problems found so far in one file.
 struct Report<'a> {
     origin: &'a str,
+    /// From positions in the parsed text to positions in `origin`.
+    shift: Shift,
     problems: Vec<Diagnostic>,
     /// False while the file has shape problems (see the module docs).
     report_missing: bool,
@@ -83,6 +89,7 @@ impl Report<'_> {
     }
 
     fn add(&mut self, at: Position, job: Option<&str>, message: String) {
+        let at = self.shift.apply(at);
         self.problems.push(Diagnostic {
             origin: self.origin.to_string(),
             line: at.line,
@@ -261,7 +268,8 @@ fn check_name(
         );
         return None;
     }
-    if let Some(first) = names.get(&name.value) {
+    if let Some(&first) = names.get(&name.value) {
+        let first = scope.report.shift.apply(first);
         scope.error(
             at,
             format!(
