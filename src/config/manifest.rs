@@ -3,9 +3,11 @@
 //!
 //! A file is a manifest if the top-level mapping of one of its (`---` separated) documents has `apiVersion`
 //! and `kind`; any other file is a plain jobs file, loaded as before. In a manifest, every `kind: ConfigMap`
-//! document must be `apiVersion: v1` and hold the jobs file as text in `data.KEY` ([`DEFAULT_CONFIG_MAP_KEY`]
-//! unless the caller names another key). Other objects are skipped, but a manifest without a ConfigMap is
-//! an error at each `kind`.
+//! document that has the key must be `apiVersion: v1` and hold the jobs file as text in `data.KEY`
+//! ([`DEFAULT_CONFIG_MAP_KEY`] unless the caller names another key). ConfigMaps without the key (a
+//! dashboard, another app's settings in the same `kustomize build` output) and other objects are skipped,
+//! but a manifest where no ConfigMap has the key is an error at each ConfigMap, and one without a ConfigMap
+//! is an error at each `kind`.
 //!
 //! Diagnostics of the embedded jobs file point into the manifest. A block literal (`jobs.yaml: |`) is the
 //! jobs file as written, indented: its line `n` is `n` lines below the `|` and its columns move by the
@@ -158,6 +160,22 @@ fn kind_of(doc: &Spanned<Node>) -> Option<&Spanned<Node>> {
     find(entries, "kind").map(|(_, kind)| kind)
 }
 
+/// True if `doc` is a ConfigMap with `key` in its `data` or `binaryData`.
+fn is_config_map_with_key(doc: &Spanned<Node>, key: &str) -> bool {
+    let Node::Map(entries) = &doc.value else {
+        return false;
+    };
+    let is_config_map =
+        kind_of(doc).is_some_and(|kind| kind.value == Node::Str("ConfigMap".to_string()));
+    is_config_map
+        && ["data", "binaryData"].into_iter().any(|field| {
+            find(entries, field).is_some_and(|(_, data)| match &data.value {
+                Node::Map(data) => find(data, key).is_some(),
+                _ => false,
+            })
+        })
+}
+
 /// The first entry `name` of a mapping.
 fn find<'n>(entries: &'n Entries, name: &str) -> Option<&'n (Spanned<Node>, Spanned<Node>)> {
     entries
@@ -200,6 +218,10 @@ impl Checker<'_> {
             .filter_map(kind_of)
             .filter(|kind| kind.value == Node::Str("ConfigMap".to_string()))
             .count();
+        let holders = documents
+            .iter()
+            .filter(|doc| is_config_map_with_key(doc, self.key))
+            .count();
         let mut config_maps = Vec::new();
         let mut skipped = Vec::new();
         for doc in documents {
@@ -212,7 +234,9 @@ impl Checker<'_> {
                     object.kind
                 );
                 self.problem(object.kind_at, message);
-            } else if object.is_config_map() {
+            } else if object.is_config_map()
+                && (holders == 0 || is_config_map_with_key(doc, self.key))
+            {
                 config_maps.extend(self.config_map(&object, config_map_count > 1));
             } else {
                 skipped.push(KubeObject {
@@ -666,6 +690,20 @@ mod tests {
              1 jobs; skipped Deployment leasecron"
         );
         assert_eq!(loaded.job_sets().count(), 2);
+
+        // A ConfigMap without the key is someone else's: skipped, as long as one has it.
+        let dashboard = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dashboard\ndata:\n  d.json: \"{}\"\n";
+        let with_dashboard = format!("{first}---\n{dashboard}");
+        let loaded = parse_manifest(&with_dashboard).expect("valid");
+        assert_eq!(
+            loaded.to_string(),
+            "ConfigMap leasecron-jobs, key jobs.yaml, 1 jobs; skipped ConfigMap dashboard"
+        );
+        assert!(
+            one_problem(dashboard).contains("d.json"),
+            "with no ConfigMap holding the key, each is reported: {}",
+            one_problem(dashboard)
+        );
 
         let broken = format!(
             "{deployment}---\n{}",
