@@ -303,8 +303,7 @@ impl Metrics {
                     self.config_reloads.with_label_values(&["success"]).inc();
                 }
                 self.config_successful.set(1);
-                self.config_success_time
-                    .set(unix_seconds(Utc::now()));
+                self.config_success_time.set(unix_seconds(Utc::now()));
                 // An f64 holds 53 bits exactly.
                 self.config_hash.set((hash >> 11) as f64);
             }

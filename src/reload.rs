@@ -216,6 +216,9 @@ mod tests {
         // Reference values of FNV-1a 64.
         assert_eq!(content_hash(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(content_hash("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_ne!(content_hash(ONE_JOB), content_hash(&ONE_JOB.replace('a', "b")));
+        assert_ne!(
+            content_hash(ONE_JOB),
+            content_hash(&ONE_JOB.replace('a', "b"))
+        );
     }
 }

@@ -436,9 +436,19 @@ fn renew_failures_and_request_durations_are_recorded() {
 #[test]
 fn config_reloads_count_by_result() {
     let metrics = metrics_for(&[]);
-    metrics.config_reload(true);
-    metrics.config_reload(false);
-    metrics.config_reload(false);
+    let applied = observe::ConfigReload::Applied {
+        origin: "jobs.yaml".to_owned(),
+        hash: 1,
+        jobs: 0,
+        initial: false,
+    };
+    let failed = observe::ConfigReload::Failed {
+        origin: "jobs.yaml".to_owned(),
+        message: "jobs.yaml:1:1: invalid".to_owned(),
+    };
+    metrics.config_reload(&applied);
+    metrics.config_reload(&failed);
+    metrics.config_reload(&failed);
     let text = text(&metrics);
     assert_eq!(
         sample(&text, "leasecron_config_reloads_total{result=\"success\"}"),

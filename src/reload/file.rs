@@ -267,7 +267,9 @@ mod tests {
         assert!(is_change(&EventKind::Access(AccessKind::Close(
             AccessMode::Write
         ))));
-        assert!(is_change(&EventKind::Create(notify::event::CreateKind::Any)));
+        assert!(is_change(&EventKind::Create(
+            notify::event::CreateKind::Any
+        )));
     }
 
     #[tokio::test]
