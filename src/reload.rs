@@ -122,6 +122,18 @@ impl Reloader {
     }
 }
 
+/// Publishes `snapshot` on `out` if it differs from the one there (a source's unchanged re-read costs
+/// the reloader nothing).
+fn publish(out: &watch::Sender<Snapshot>, snapshot: Snapshot) {
+    out.send_if_modified(|current| {
+        if *current == snapshot {
+            return false;
+        }
+        *current = snapshot;
+        true
+    });
+}
+
 /// A stable 64-bit hash of the jobs text (FNV-1a), to compare replicas' versions in `/status` and in
 /// `leasecron_config_hash`: equal texts give equal hashes on every replica and every build.
 pub fn content_hash(text: &str) -> u64 {
@@ -220,5 +232,25 @@ mod tests {
             content_hash(ONE_JOB),
             content_hash(&ONE_JOB.replace('a', "b"))
         );
+    }
+
+    #[test]
+    fn publishing_the_same_text_is_not_a_change() {
+        let first = Snapshot {
+            origin: "f".to_owned(),
+            text: Ok("a".to_owned()),
+        };
+        let (tx, mut rx) = watch::channel(first.clone());
+        rx.mark_unchanged();
+        publish(&tx, first.clone());
+        assert!(!rx.has_changed().expect("open"));
+        publish(
+            &tx,
+            Snapshot {
+                text: Ok("b".to_owned()),
+                ..first
+            },
+        );
+        assert!(rx.has_changed().expect("open"));
     }
 }
