@@ -4,7 +4,7 @@
 //! Two sources, each a task that writes [`Snapshot`]s into a `watch` channel (latest wins, so a storm of
 //! changes costs one parse per version the reloader gets to see, and the last version always applies):
 //!
-//! - [`file`]: the mounted jobs file, watched with `notify` on its directory (kubelet swaps the `..data`
+//! - [`file`](mod@file): the mounted jobs file, watched with `notify` on its directory (kubelet swaps the `..data`
 //!   symlink of a ConfigMap volume; editors write in place or rename over the file), debounced, with a
 //!   periodic re-read as the fallback for everything a watch can miss;
 //! - [`configmap`]: the ConfigMap itself, through a watch on the Kubernetes API (no kubelet sync delay).
@@ -14,6 +14,7 @@
 //! jobs stay in force until the next valid version. Every replica reloads, leader or not, so a new leader
 //! starts with the latest jobs.
 
+pub mod configmap;
 pub mod file;
 
 use std::sync::Arc;
