@@ -58,10 +58,7 @@ fn main() {
         reload::file::DEBOUNCE_QUIET,
         reload::file::DEBOUNCE_MAX
     );
-    let mut ms: Vec<f64> = latencies
-        .iter()
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .collect();
+    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
     println!(

@@ -4,7 +4,7 @@
 //! Two sources, each a task that writes [`Snapshot`]s into a `watch` channel (latest wins, so a storm of
 //! changes costs one parse per version the reloader gets to see, and the last version always applies):
 //!
-//! - [`file`]: the mounted jobs file, watched with `notify` on its directory (kubelet swaps the `..data`
+//! - [`file`](mod@file): the mounted jobs file, watched with `notify` on its directory (kubelet swaps the `..data`
 //!   symlink of a ConfigMap volume; editors write in place or rename over the file), debounced, with a
 //!   periodic re-read as the fallback for everything a watch can miss;
 //! - [`configmap`]: the ConfigMap itself, through a watch on the Kubernetes API (no kubelet sync delay).
@@ -14,6 +14,7 @@
 //! jobs stay in force until the next valid version. Every replica reloads, leader or not, so a new leader
 //! starts with the latest jobs.
 
+pub mod configmap;
 pub mod file;
 
 use std::sync::Arc;
@@ -122,6 +123,18 @@ impl Reloader {
     }
 }
 
+/// Publishes `snapshot` on `out` if it differs from the one there (a source's unchanged re-read costs
+/// the reloader nothing).
+fn publish(out: &watch::Sender<Snapshot>, snapshot: Snapshot) {
+    out.send_if_modified(|current| {
+        if *current == snapshot {
+            return false;
+        }
+        *current = snapshot;
+        true
+    });
+}
+
 /// A stable 64-bit hash of the jobs text (FNV-1a), to compare replicas' versions in `/status` and in
 /// `leasecron_config_hash`: equal texts give equal hashes on every replica and every build.
 pub fn content_hash(text: &str) -> u64 {
@@ -220,5 +233,25 @@ mod tests {
             content_hash(ONE_JOB),
             content_hash(&ONE_JOB.replace('a', "b"))
         );
+    }
+
+    #[test]
+    fn publishing_the_same_text_is_not_a_change() {
+        let first = Snapshot {
+            origin: "f".to_owned(),
+            text: Ok("a".to_owned()),
+        };
+        let (tx, mut rx) = watch::channel(first.clone());
+        rx.mark_unchanged();
+        publish(&tx, first.clone());
+        assert!(!rx.has_changed().expect("open"));
+        publish(
+            &tx,
+            Snapshot {
+                text: Ok("b".to_owned()),
+                ..first
+            },
+        );
+        assert!(rx.has_changed().expect("open"));
     }
 }

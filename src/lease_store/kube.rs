@@ -323,7 +323,8 @@ fn may_be_live(record: &LeaseRecord, allowance: Duration) -> bool {
         .is_none_or(|expiry| expiry > Utc::now())
 }
 
-/// Checks a Lease name: a DNS-1123 subdomain (what the API server requires of `metadata.name`).
+/// Checks a Lease name (or any object name, such as a ConfigMap's): a DNS-1123 subdomain (what the API
+/// server requires of `metadata.name`).
 pub fn check_lease_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_SUBDOMAIN_LEN {
         return Err(format!("it is longer than {MAX_SUBDOMAIN_LEN} characters"));
@@ -676,7 +677,7 @@ fn from_micro_time(at: &MicroTime) -> Option<DateTime<Utc>> {
 }
 
 /// An error and its sources, `: `-separated.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Snapshot;
+use super::{publish, Snapshot};
 
 /// How long the directory must be quiet before the file is read.
 pub const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
@@ -91,17 +91,6 @@ pub async fn watch(path: PathBuf, out: watch::Sender<Snapshot>, stop: Cancellati
         }
         publish(&out, read(&path).await);
     }
-}
-
-/// Publishes `snapshot` if it differs from the one in `out`.
-fn publish(out: &watch::Sender<Snapshot>, snapshot: Snapshot) {
-    out.send_if_modified(|current| {
-        if *current == snapshot {
-            return false;
-        }
-        *current = snapshot;
-        true
-    });
 }
 
 /// Waits until no event came for [`DEBOUNCE_QUIET`], or [`DEBOUNCE_MAX`] has passed; false if stopped.
@@ -278,25 +267,5 @@ mod tests {
         assert_eq!(snapshot.origin, "/nonexistent/jobs.yaml");
         let why = snapshot.text.expect_err("missing");
         assert!(why.starts_with("cannot read the jobs file: "), "{why}");
-    }
-
-    #[test]
-    fn publishing_the_same_text_is_not_a_change() {
-        let first = Snapshot {
-            origin: "f".to_owned(),
-            text: Ok("a".to_owned()),
-        };
-        let (tx, mut rx) = watch::channel(first.clone());
-        rx.mark_unchanged();
-        publish(&tx, first.clone());
-        assert!(!rx.has_changed().expect("open"));
-        publish(
-            &tx,
-            Snapshot {
-                text: Ok("b".to_owned()),
-                ..first
-            },
-        );
-        assert!(rx.has_changed().expect("open"));
     }
 }
