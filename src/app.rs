@@ -23,6 +23,7 @@ use crate::lease_store::{self, file::FileStore, kube as kube_store, KubeStore, L
 use crate::metrics::{self, Metrics};
 use crate::observe::{self, ConfigReload, Observers};
 use crate::reaper::Reaper;
+use crate::reload::configmap::{self, ConfigMapRef};
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
@@ -89,6 +90,17 @@ pub enum Error {
     /// `validate` found problems in one or more files.
     #[error("{}", display_all(.0))]
     Invalid(Vec<config::Error>),
+    /// The jobs source gave no text at start (a source reports this as its own error where it can).
+    #[error("{origin}: {why}")]
+    Unreadable {
+        /// The source.
+        origin: String,
+        /// Why there is no text.
+        why: String,
+    },
+    /// `--jobs-configmap` names no valid ConfigMap and key, or it cannot be read or watched.
+    #[error("--jobs-configmap: {0}")]
+    ConfigMap(#[from] configmap::Error),
     /// A task of ours panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -118,7 +130,8 @@ impl Error {
             | Error::Invalid(_)
             | Error::InvalidName { .. }
             | Error::Identity(_)
-            | Error::UnknownJob(_) => EXIT_USAGE,
+            | Error::UnknownJob(_)
+            | Error::Unreadable { .. } => EXIT_USAGE,
             Error::Election(
                 election::Error::EmptyIdentity
                 | election::Error::ZeroDuration { .. }
@@ -131,6 +144,8 @@ impl Error {
                 EXIT_FAILURE
             }
             Error::LeaseStore(_) | Error::Kubernetes { .. } => EXIT_USAGE,
+            Error::ConfigMap(e) if e.is_transient() => EXIT_FAILURE,
+            Error::ConfigMap(_) => EXIT_USAGE,
             Error::Http(http::Error::Bind { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
@@ -229,33 +244,50 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
             )?;
             // A corrupt lease file is a configuration error: find out before anything runs.
             store.get().await?;
-            // No cluster, no Kubernetes Events.
-            let jobs = match file_jobs {
-                Some(jobs) => jobs,
-                None => Jobs::from_configmap_without_lease(&opts, load).await?,
+            let jobs = match (file_jobs, &opts.jobs) {
+                (Some(jobs), _) => jobs,
+                (None, JobsSource::ConfigMap(value)) => {
+                    // A local lease with the jobs in a cluster: the namespace as for a Lease.
+                    let config = kube_store::infer_config().await?;
+                    let namespace = resolve_namespace(&opts, &config)?;
+                    Jobs::from_configmap(value, config, namespace, load).await?
+                }
+                (None, JobsSource::File(path)) => Jobs::from_file(path, load).await?,
             };
+            // No cluster, no Kubernetes Events.
             run_with(opts, jobs, identity, store, EventSink::disabled(), clock).await
         }
         None => {
             let identity = resolve_identity(opts.identity.clone(), false)?;
-            let store = open_kube_store(&opts, &identity).await?;
+            let (store, config) = open_kube_store(&opts).await?;
+            // The jobs before the identity check, which may watch the Lease for a lease duration.
+            let jobs = match (file_jobs, &opts.jobs) {
+                (Some(jobs), _) => jobs,
+                (None, JobsSource::ConfigMap(value)) => {
+                    let namespace = store.params().namespace.clone();
+                    Jobs::from_configmap(value, config.clone(), namespace, load).await?
+                }
+                (None, JobsSource::File(path)) => Jobs::from_file(path, load).await?,
+            };
+            store
+                .check_identity(&identity, opts.timings.lease_duration)
+                .await
+                .map_err(|source| Error::Kubernetes {
+                    url: config.cluster_url.to_string(),
+                    source,
+                })?;
             let events = EventSink::new(
                 store.client(),
                 &store.params().namespace,
                 &store.params().name,
                 &identity,
             );
-            let jobs = match file_jobs {
-                Some(jobs) => jobs,
-                None => Jobs::from_configmap(&opts, &store, load).await?,
-            };
             run_with(opts, jobs, identity, store, events, clock).await
         }
     }
 }
 
 /// The jobs in force at start, and where to watch for new versions.
-#[derive(Debug)]
 struct Jobs {
     set: JobSet,
     snapshot: Snapshot,
@@ -264,10 +296,18 @@ struct Jobs {
 }
 
 /// What keeps the jobs current.
-#[derive(Debug)]
 enum Watcher {
     /// The jobs file, with `notify` and a periodic re-read.
     File(PathBuf),
+    /// The ConfigMap, watched through the API.
+    ConfigMap {
+        /// Without a retry layer or read timeout.
+        client: kube::Client,
+        /// The ConfigMap and key.
+        target: ConfigMapRef,
+        /// Timeouts and intervals.
+        params: Box<configmap::Params>,
+    },
 }
 
 impl Jobs {
@@ -286,18 +326,41 @@ impl Jobs {
         Jobs::load(snapshot, load, Watcher::File(path.to_path_buf()))
     }
 
-    async fn from_configmap_without_lease(_: &RunOptions, _: LoadOptions) -> Result<Jobs, Error> {
-        Err(Error::Internal("--jobs-configmap: PLACEHOLDER".to_owned()))
-    }
-
-    async fn from_configmap(_: &RunOptions, _: &KubeStore, _: LoadOptions) -> Result<Jobs, Error> {
-        Err(Error::Internal("--jobs-configmap: PLACEHOLDER".to_owned()))
+    /// Reads the ConfigMap named by `value` (`NAME[/KEY]`) in `namespace`: checks the RBAC it needs, then
+    /// loads it. A missing ConfigMap or key, a denied verb or invalid jobs exit 2; an unreachable API 1.
+    async fn from_configmap(
+        value: &str,
+        config: kube::Config,
+        namespace: String,
+        load: LoadOptions,
+    ) -> Result<Jobs, Error> {
+        let target = ConfigMapRef::parse(value, namespace)?;
+        let params = configmap::Params::default();
+        // kube's retry layer off (every request is bounded by `params`), no read timeout (a watch is
+        // quiet for minutes).
+        let client = kube_store::client(config, None)?;
+        configmap::check_access(&client, &target, &params).await?;
+        let snapshot = configmap::read(&client, &target, &params).await?;
+        Jobs::load(
+            snapshot,
+            load,
+            Watcher::ConfigMap {
+                client,
+                target,
+                params: Box::new(params),
+            },
+        )
     }
 
     fn load(snapshot: Snapshot, load: LoadOptions, watcher: Watcher) -> Result<Jobs, Error> {
         let set = match &snapshot.text {
             Ok(text) => config::parse_str(text, &snapshot.origin, &load)?,
-            Err(why) => return Err(Error::Internal(format!("{}: {why}", snapshot.origin))),
+            Err(why) => {
+                return Err(Error::Unreadable {
+                    origin: snapshot.origin.clone(),
+                    why: why.clone(),
+                })
+            }
         };
         Ok(Jobs {
             set,
@@ -329,6 +392,19 @@ impl Jobs {
             Watcher::File(path) => {
                 tokio::spawn(reload::file::watch(path, snapshots_tx, stop.clone()));
             }
+            Watcher::ConfigMap {
+                client,
+                target,
+                params,
+            } => {
+                tokio::spawn(configmap::watch(
+                    client,
+                    target,
+                    *params,
+                    snapshots_tx,
+                    stop.clone(),
+                ));
+            }
         }
         let reloader = Reloader::new(self.load, jobs_tx, observers);
         tokio::spawn(reloader.run(snapshots, stop.clone()));
@@ -337,40 +413,42 @@ impl Jobs {
 }
 
 /// The Kubernetes Lease store, checked at start: valid names, a usable client configuration, an API
-/// server that answers a GET of the Lease, and no live process holding it under our identity.
-async fn open_kube_store(opts: &RunOptions, identity: &str) -> Result<KubeStore, Error> {
+/// server that answers a GET of the Lease, and the RBAC verbs the election needs. Returns the client
+/// configuration too, for the ConfigMap. The caller checks the identity ([`KubeStore::check_identity`]).
+async fn open_kube_store(opts: &RunOptions) -> Result<(KubeStore, kube::Config), Error> {
     kube_store::check_lease_name(&opts.lease_name).map_err(|why| Error::InvalidName {
         flag: "--lease-name",
         value: opts.lease_name.clone(),
         why,
     })?;
-    let given = namespace_from_flag_or_env(opts.lease_namespace.clone());
-    if let Some((flag, namespace)) = &given {
-        check_namespace(flag, namespace)?;
-    }
     let config = kube_store::infer_config().await?;
-    let namespace = match given {
-        Some((_, namespace)) => namespace,
-        None => {
-            let namespace = config.default_namespace.clone();
-            check_namespace("the kubeconfig's namespace", &namespace)?;
-            namespace
-        }
-    };
+    let namespace = resolve_namespace(opts, &config)?;
     let url = config.cluster_url.to_string();
     let params = kube_store::Params::new(namespace, &opts.lease_name, opts.timings.retry_period);
-    let store = KubeStore::new(config, params)?;
+    let store = KubeStore::new(config.clone(), params)?;
     let start_error = |source| Error::Kubernetes {
         url: url.clone(),
         source,
     };
     store.get().await.map_err(start_error)?;
     store.check_access().await.map_err(start_error)?;
-    store
-        .check_identity(identity, opts.timings.lease_duration)
-        .await
-        .map_err(start_error)?;
-    Ok(store)
+    Ok((store, config))
+}
+
+/// The namespace of the Lease (and of `--jobs-configmap`): the flag or its environment, else the client
+/// configuration's.
+fn resolve_namespace(opts: &RunOptions, config: &kube::Config) -> Result<String, Error> {
+    match namespace_from_flag_or_env(opts.lease_namespace.clone()) {
+        Some((flag, namespace)) => {
+            check_namespace(flag, &namespace)?;
+            Ok(namespace)
+        }
+        None => {
+            let namespace = config.default_namespace.clone();
+            check_namespace("the kubeconfig's namespace", &namespace)?;
+            Ok(namespace)
+        }
+    }
 }
 
 /// The namespace from `--lease-namespace` / `LEASECRON_LEASE_NAMESPACE`, else `POD_NAMESPACE`, with the

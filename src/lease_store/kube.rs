@@ -625,7 +625,12 @@ fn oddity(spec: Option<&LeaseSpec>) -> Option<String> {
     }
 }
 
-fn client(mut config: kube::Config, read_timeout: Option<Duration>) -> Result<kube::Client, Error> {
+/// A client built from `config` with kube's retry layer off (the caller bounds and retries every request
+/// itself) and `read_timeout` on every read (`None` for watches, which are quiet for minutes).
+pub fn client(
+    mut config: kube::Config,
+    read_timeout: Option<Duration>,
+) -> Result<kube::Client, Error> {
     config.default_retry = false;
     config.read_timeout = read_timeout;
     // The timeout then counts from when the request was sent, not from when the pooled connection

@@ -96,10 +96,23 @@ impl Replica {
         kubeconfig: &Path,
         extra: &[&str],
     ) -> Replica {
+        let jobs = jobs.to_str().expect("a UTF-8 path");
+        Replica::start_on_kube_with(dir, identity, &["--jobs", jobs], kubeconfig, extra)
+    }
+
+    /// Like [`Replica::start_on_kube`], with the jobs from `source` (`--jobs FILE` or
+    /// `--jobs-configmap NAME[/KEY]`).
+    pub fn start_on_kube_with(
+        dir: &Path,
+        identity: &str,
+        source: &[&str],
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Replica {
         let mut command = leasecron();
         command
-            .args(["run", "--jobs"])
-            .arg(jobs)
+            .arg("run")
+            .args(source)
             .args(["--identity", identity, "--http-addr", "127.0.0.1:0"])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
