@@ -72,6 +72,8 @@ pub async fn read(path: &Path) -> Snapshot {
 pub async fn watch(path: PathBuf, out: watch::Sender<Snapshot>, stop: CancellationToken) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut watch = DirWatch::start(&path, &events_tx);
+    // A change between the load at start and the watch being set up would otherwise wait for the poll.
+    publish(&out, read(&path).await);
     let mut poll = tokio::time::interval_at(Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -259,6 +261,71 @@ mod tests {
         assert!(is_change(&EventKind::Create(
             notify::event::CreateKind::Any
         )));
+    }
+
+    #[tokio::test]
+    async fn a_change_made_before_the_watch_started_is_published_without_waiting_for_the_poll() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.yaml");
+        std::fs::write(&path, "new").expect("write");
+        let loaded = Snapshot {
+            origin: path.display().to_string(),
+            text: Ok("loaded at start".to_owned()),
+        };
+        let (tx, mut rx) = watch::channel(loaded);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch(path, tx, stop.clone()));
+        tokio::time::timeout(POLL_INTERVAL / 2, rx.changed())
+            .await
+            .expect("published before the first poll")
+            .expect("open");
+        assert_eq!(rx.borrow().text.as_deref(), Ok("new"));
+        stop.cancel();
+        task.await.expect("the watch stops");
+    }
+
+    #[tokio::test]
+    async fn a_write_is_noticed_by_the_watch_not_the_poll() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.yaml");
+        std::fs::write(&path, "one").expect("write");
+        let (tx, mut rx) = watch::channel(read(&path).await);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch(path.clone(), tx, stop.clone()));
+        // Let the watch be set up, then write.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(&path, "two").expect("write");
+        tokio::time::timeout(POLL_INTERVAL / 2, rx.changed())
+            .await
+            .expect("published before the first poll")
+            .expect("open");
+        assert_eq!(rx.borrow().text.as_deref(), Ok("two"));
+        stop.cancel();
+        task.await.expect("the watch stops");
+    }
+
+    #[tokio::test]
+    async fn the_poll_catches_what_the_watch_cannot_see() {
+        // The jobs file is a symlink into another directory: writes there are not events of the watched
+        // directory.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let target = elsewhere.path().join("real.yaml");
+        std::fs::write(&target, "one").expect("write");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.yaml");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        let (tx, mut rx) = watch::channel(read(&path).await);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch(path, tx, stop.clone()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(&target, "two").expect("write");
+        tokio::time::timeout(POLL_INTERVAL * 3, rx.changed())
+            .await
+            .expect("the poll reads it")
+            .expect("open");
+        assert_eq!(rx.borrow().text.as_deref(), Ok("two"));
+        stop.cancel();
+        task.await.expect("the watch stops");
     }
 
     #[tokio::test]
