@@ -21,7 +21,12 @@
 //! - [`lease_store`] holds the stores: [`lease_store::kube`] (a `coordination.k8s.io/v1` Lease, written as
 //!   client-go writes it, with one watch per store waking followers) and [`lease_store::file`] (a JSON
 //!   record under `flock`, for running without a cluster).
-//! - [`dispatch`] turns each timer tick into a run, only under a live term (checked again at spawn).
+//! - [`reload`] keeps the jobs current: a source (the jobs file under a `notify` watch, or the ConfigMap
+//!   under an API watch) publishes each new text, the [`reload::Reloader`] validates it and publishes the
+//!   jobs in force, and an invalid version is reported while the last good jobs stay.
+//! - [`dispatch`] runs one timer per job in force, applies each new version of the jobs by diff (timers of
+//!   unchanged jobs are kept; a reload never waits for a run), and turns each timer tick into a run, only
+//!   under a live term (checked again at spawn).
 //! - [`runner`] executes a run: its own process group, environment, output into the log, timeout and
 //!   cancellation escalation (SIGTERM, then SIGKILL after the grace), concurrency policy and retries. Every
 //!   run ends with exactly one [`runner::Outcome`].
@@ -37,7 +42,7 @@
 //! - [`clock`] makes the wall clock injectable, so timing logic is tested under paused tokio time.
 //!
 //! ```text
-//!   jobs.yaml ─► config ─► Jobs ─► schedule::Timer (one per job)
+//!   jobs.yaml / ConfigMap ─► reload ─► config ─► Jobs ─► dispatch: schedule::Timer (one per job)
 //!                                        │ Tick::Fire(job, scheduled)
 //!                                        ▼
 //!   election ──watch<Leadership>──► dispatch ── live term? ──► runner ──► process group
