@@ -42,7 +42,9 @@
 //! - [`clock`] makes the wall clock injectable, so timing logic is tested under paused tokio time.
 //!
 //! ```text
-//!   jobs.yaml / ConfigMap ─► reload ─► config ─► Jobs ─► dispatch: schedule::Timer (one per job)
+//!   jobs.yaml / ConfigMap ─► reload ─► config ─► watch<Jobs>
+//!                                                     │ applied by diff
+//!                                        schedule::Timer (one per job)
 //!                                        │ Tick::Fire(job, scheduled)
 //!                                        ▼
 //!   election ──watch<Leadership>──► dispatch ── live term? ──► runner ──► process group
