@@ -421,6 +421,10 @@ async fn open_kube_store(opts: &RunOptions) -> Result<(KubeStore, kube::Config),
         value: opts.lease_name.clone(),
         why,
     })?;
+    // A bad name given is a usage error whatever the client configuration.
+    if let Some((flag, namespace)) = namespace_from_flag_or_env(opts.lease_namespace.clone()) {
+        check_namespace(flag, &namespace)?;
+    }
     let config = kube_store::infer_config().await?;
     let namespace = resolve_namespace(opts, &config)?;
     let url = config.cluster_url.to_string();
