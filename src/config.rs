@@ -99,6 +99,9 @@ pub struct Job {
     pub retry_backoff: Duration,
     /// A suspended job fires (for metrics) but starts nothing.
     pub suspend: bool,
+    /// Run a slot again under a new term if its run was cut off by the end of the previous term (within
+    /// `startingDeadline`, with the new fencing token). Default: an interrupted slot is not run again.
+    pub rerun_interrupted: bool,
 }
 
 /// Caller-supplied bounds for validation.

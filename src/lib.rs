@@ -77,4 +77,5 @@ pub mod reload;
 pub mod runner;
 pub mod schedule;
 pub mod shutdown;
+pub mod state;
 pub mod term;

@@ -32,6 +32,7 @@ pub(super) const JOB_FIELDS: &[&str] = &[
     "retries",
     "retryBackoff",
     "suspend",
+    "rerunInterrupted",
 ];
 
 /// The top-level fields.
@@ -65,6 +66,7 @@ pub(super) struct RawJob {
     pub retries: Option<Spanned<i128>>,
     pub retry_backoff: Option<Spanned<String>>,
     pub suspend: Option<Spanned<bool>>,
+    pub rerun_interrupted: Option<Spanned<bool>>,
     /// Shape problems inside this job.
     pub problems: Vec<Problem>,
 }
@@ -245,6 +247,7 @@ impl<'s> Shaper<'s> {
             "retries" => job.retries = self.integer(value),
             "retryBackoff" => job.retry_backoff = self.string(value),
             "suspend" => job.suspend = self.boolean(value),
+            "rerunInterrupted" => job.rerun_interrupted = self.boolean(value),
             other => self.unknown_field(&key, other, JOB_FIELDS),
         }
     }

@@ -158,6 +158,7 @@ struct Settings {
     retries: Option<u32>,
     retry_backoff: Option<Duration>,
     suspend: Option<bool>,
+    rerun_interrupted: Option<bool>,
 }
 
 // === defaults ===
@@ -226,6 +227,18 @@ fn check_job(
             ),
         );
     }
+    let rerun_interrupted = own
+        .rerun_interrupted
+        .or(defaults.rerun_interrupted)
+        .unwrap_or(false);
+    if rerun_interrupted && own.starting_deadline.is_none() && defaults.starting_deadline.is_none()
+    {
+        scope.error(
+            job_at,
+            "rerunInterrupted needs startingDeadline: how late the rerun of an interrupted run may still start"
+                .to_owned(),
+        );
+    }
     let mut env = defaults.env.clone().unwrap_or_default();
     env.extend(own.env.unwrap_or_default());
     Some(Job {
@@ -247,6 +260,7 @@ fn check_job(
             .or(defaults.retry_backoff)
             .unwrap_or(DEFAULT_RETRY_BACKOFF),
         suspend: own.suspend.or(defaults.suspend).unwrap_or(false),
+        rerun_interrupted,
     })
 }
 
@@ -410,6 +424,7 @@ fn check_settings(raw: RawJob, scope: &mut Scope<'_, '_>, opts: &LoadOptions) ->
         retries: raw.retries.and_then(|r| check_retries(r, scope)),
         retry_backoff: raw.retry_backoff.and_then(|d| check_backoff(d, scope)),
         suspend: raw.suspend.map(|s| s.value),
+        rerun_interrupted: raw.rerun_interrupted.map(|s| s.value),
     }
 }
 

@@ -52,6 +52,7 @@ pub fn job(name: &str, program: Program) -> Job {
         retries: 0,
         retry_backoff: Duration::from_millis(10),
         suspend: false,
+        rerun_interrupted: false,
     }
 }
 

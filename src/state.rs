@@ -1,0 +1,589 @@
+//! Persisted run state: each scheduled slot of a job runs **at most once** across failovers and restarts,
+//! and a slot that fell due while no replica could lead still runs if it is within `startingDeadline`.
+//!
+//! One [`StateRecord`] per lease holds, per job, the last slot started (with the fencing token of the term
+//! that started it), the last completion and the last success. It lives beside the lease: in a file next to
+//! the lease file ([`file`]), or in the ConfigMap `<lease-name>-state` ([`kube`]). The [`Ledger`] is the
+//! one writer of a replica:
+//!
+//! - a run's slot is **claimed** (written as started) before its process is spawned: a slot already
+//!   recorded as started is never started again, whoever started it;
+//! - every write is a compare-and-swap on the record's version, and carries the term's fencing token: a
+//!   record already written by a newer term refuses the write ([`Claim::Stale`]), so a stale leader cannot
+//!   overwrite it;
+//! - when a term begins, [`Ledger::begin_term`] re-reads the record and stamps it with the new token, and
+//!   [`catch_up`] decides per job what the gap without a leader owes: the latest due slot if it is within
+//!   `startingDeadline` (as CronJob runs only the latest), the older ones counted as missed.
+//!
+//! A record that cannot be read (corrupt, or written by a newer leasecron with fields we do not know) is
+//! logged and rebuilt from scratch: jobs without a record owe nothing, so missed slots are skipped, never
+//! run twice.
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::config::Job;
+use crate::term::FencingToken;
+
+/// The record's format; a record with another `format` is rebuilt.
+pub const FORMAT: u32 = 1;
+/// At most this many missed slots are enumerated per job when a term begins (a 1-second schedule after a
+/// day without a leader); beyond it the count is a lower bound, and says so in the log.
+pub const MAX_COUNTED_MISSED: u64 = 10_000;
+/// How often a claim retries after a conflicting write before giving up.
+const CLAIM_ATTEMPTS: u32 = 5;
+
+/// The run state of every job, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StateRecord {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The newest fencing token that wrote this record: older terms may not write it.
+    pub fencing_token: u64,
+    /// Per job, by name.
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobRecord>,
+}
+
+/// The run state of one job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobRecord {
+    /// The last slot a run was started for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_started: Option<SlotStart>,
+    /// The last run that finished under a live term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_completion: Option<Completion>,
+    /// The last run that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<Completion>,
+}
+
+/// A slot recorded as started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SlotStart {
+    /// The scheduled time.
+    pub slot: DateTime<Utc>,
+    /// The fencing token of the term that started it.
+    pub fencing_token: u64,
+    /// The replica that started it.
+    pub identity: String,
+    /// When it was recorded (wall clock).
+    pub started_at: DateTime<Utc>,
+}
+
+/// A finished run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Completion {
+    /// The slot it ran for.
+    pub slot: DateTime<Utc>,
+    /// `succeeded`, `failed`, `timed_out` or `cancelled`.
+    pub outcome: String,
+    /// When it finished (wall clock).
+    pub finished_at: DateTime<Utc>,
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file store failed.
+    #[error("{0}")]
+    File(#[from] file::Error),
+    /// Writes kept conflicting with other writers.
+    #[error("run state {store}: {attempts} writes in a row conflicted with another writer")]
+    Contended {
+        /// The store.
+        store: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+}
+
+/// The record as read: its version (for the next compare-and-swap) and its content, or why the content
+/// is unusable.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Opaque: a resourceVersion, or the file's generation.
+    pub version: String,
+    /// The record, or why it cannot be used.
+    pub record: Result<StateRecord, String>,
+}
+
+/// What a compare-and-swap write says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Saved {
+    /// Written; the record's new version.
+    Written(String),
+    /// The record changed since it was read (another writer): read it again.
+    Conflict,
+}
+
+/// Where the record is kept.
+#[derive(Debug)]
+pub enum Backend {
+    /// A file beside the lease file.
+    File(file::FileState),
+}
+
+impl Backend {
+    /// For logs: `file PATH` or `configmap NS/NAME`.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::File(store) => store.describe(),
+        }
+    }
+
+    /// Reads the record; `None` if there is none yet.
+    pub async fn load(&self) -> Result<Option<Loaded>, Error> {
+        Ok(match self {
+            Backend::File(store) => store.load().await?,
+        })
+    }
+
+    /// Writes `record` if the stored version is still `version` (`None`: if there is no record yet).
+    pub async fn save(&self, record: &StateRecord, version: Option<&str>) -> Result<Saved, Error> {
+        Ok(match self {
+            Backend::File(store) => store.save(record, version).await?,
+        })
+    }
+}
+
+/// What [`Ledger::claim`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The slot is recorded as started under this term: start the run.
+    Claimed,
+    /// The slot (or a later one) is already recorded as started: do not start it again.
+    AlreadyStarted {
+        /// The recorded slot.
+        slot: DateTime<Utc>,
+        /// The token of the term that started it.
+        fencing_token: u64,
+    },
+    /// A newer term has written the record: this term is stale and may not start anything.
+    Stale {
+        /// The record's token.
+        record_token: u64,
+    },
+}
+
+/// The replica's view of the record, and its only writer.
+#[derive(Debug)]
+pub struct Ledger {
+    backend: Backend,
+    identity: String,
+    /// The record as last read or written, with its version; `None` before the first read.
+    current: Mutex<Option<(StateRecord, Option<String>)>>,
+    /// A copy for `/status`, readable without waiting for a write.
+    published: std::sync::Mutex<StateRecord>,
+}
+
+impl Ledger {
+    /// A ledger over `backend`, writing as `identity`.
+    pub fn new(backend: Backend, identity: String) -> Ledger {
+        Ledger {
+            backend,
+            identity,
+            current: Mutex::new(None),
+            published: std::sync::Mutex::new(StateRecord::default()),
+        }
+    }
+
+    /// The store, for logs.
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// The record as this replica last knew it (for `/status`).
+    pub fn snapshot(&self) -> StateRecord {
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the record afresh (a follower, or `leasecron next`); a corrupt one reads as empty.
+    pub async fn refresh(&self) -> Result<StateRecord, Error> {
+        let mut current = self.current.lock().await;
+        let (record, version) = self.read().await?;
+        self.publish(&record);
+        *current = Some((record.clone(), version));
+        Ok(record)
+    }
+
+    /// At the start of a term: reads the record afresh and stamps it with `token`, so a stale leader's
+    /// later writes are refused. Returns the record for [`catch_up`], or [`Claim::Stale`]'s token if a
+    /// newer term has already written it.
+    pub async fn begin_term(&self, token: FencingToken) -> Result<Result<StateRecord, u64>, Error> {
+        let mut current = self.current.lock().await;
+        for _ in 0..CLAIM_ATTEMPTS {
+            let (mut record, version) = self.read().await?;
+            if record.fencing_token > token.0 {
+                *current = Some((record.clone(), version));
+                return Ok(Err(record.fencing_token));
+            }
+            record.fencing_token = token.0;
+            record.format = FORMAT;
+            match self.backend.save(&record, version.as_deref()).await? {
+                Saved::Written(version) => {
+                    self.publish(&record);
+                    *current = Some((record.clone(), Some(version)));
+                    return Ok(Ok(record));
+                }
+                Saved::Conflict => continue,
+            }
+        }
+        Err(self.contended())
+    }
+
+    /// Records `slot` of `job` as started under `token`, unless it (or a later slot) already is, or a newer
+    /// term wrote the record. Must succeed before the run's process is spawned.
+    ///
+    /// `rerun`: the slot may be the recorded one, if an older term started it (an interrupted run of a
+    /// `rerunInterrupted` job, found by [`catch_up`]).
+    pub async fn claim(
+        &self,
+        job: &str,
+        slot: DateTime<Utc>,
+        token: FencingToken,
+        now: DateTime<Utc>,
+        rerun: bool,
+    ) -> Result<Claim, Error> {
+        let start = SlotStart {
+            slot,
+            fencing_token: token.0,
+            identity: self.identity.clone(),
+            started_at: now,
+        };
+        self.update(token, |record| {
+            let entry = record.jobs.entry(job.to_owned()).or_default();
+            if let Some(started) = &entry.last_started {
+                let rerun_allowed =
+                    rerun && started.slot == slot && started.fencing_token < token.0;
+                if started.slot >= slot && !rerun_allowed {
+                    return Some(Claim::AlreadyStarted {
+                        slot: started.slot,
+                        fencing_token: started.fencing_token,
+                    });
+                }
+            }
+            entry.last_started = Some(start.clone());
+            None
+        })
+        .await
+    }
+
+    /// Records a finished run of `job` (under a live term only: a run cut off by the end of its term stays
+    /// "started, not completed", which is what `rerunInterrupted` looks for).
+    pub async fn complete(
+        &self,
+        job: &str,
+        token: FencingToken,
+        completion: Completion,
+    ) -> Result<Claim, Error> {
+        let succeeded = completion.outcome == "succeeded";
+        self.update(token, |record| {
+            let entry = record.jobs.entry(job.to_owned()).or_default();
+            if succeeded {
+                entry.last_success = Some(completion.clone());
+            }
+            entry.last_completion = Some(completion.clone());
+            None
+        })
+        .await
+    }
+
+    /// Forgets jobs that are no longer configured (on the next write), so the record stays small.
+    pub async fn retain_jobs(&self, token: FencingToken, names: &[&str]) -> Result<Claim, Error> {
+        self.update(token, |record| {
+            record.jobs.retain(|name, _| names.contains(&name.as_str()));
+            None
+        })
+        .await
+    }
+
+    /// Applies `change` to the record and writes it with `token`, retrying on conflicts. `change` returns
+    /// `Some(claim)` to stop without writing.
+    async fn update(
+        &self,
+        token: FencingToken,
+        mut change: impl FnMut(&mut StateRecord) -> Option<Claim>,
+    ) -> Result<Claim, Error> {
+        let mut current = self.current.lock().await;
+        for _ in 0..CLAIM_ATTEMPTS {
+            let (mut record, version) = match current.take() {
+                Some(known) => known,
+                None => self.read().await?,
+            };
+            if record.fencing_token > token.0 {
+                let record_token = record.fencing_token;
+                *current = Some((record, version));
+                return Ok(Claim::Stale { record_token });
+            }
+            let before = record.clone();
+            if let Some(refused) = change(&mut record) {
+                *current = Some((before, version));
+                return Ok(refused);
+            }
+            record.fencing_token = token.0;
+            record.format = FORMAT;
+            match self.backend.save(&record, version.as_deref()).await {
+                Ok(Saved::Written(version)) => {
+                    self.publish(&record);
+                    *current = Some((record, Some(version)));
+                    return Ok(Claim::Claimed);
+                }
+                // Someone else wrote: read again and re-decide.
+                Ok(Saved::Conflict) => *current = None,
+                Err(e) => {
+                    // The write may or may not have happened: read again next time.
+                    *current = None;
+                    return Err(e);
+                }
+            }
+        }
+        Err(self.contended())
+    }
+
+    /// Reads the record; a corrupt or unknown one is logged and replaced by an empty one (keeping its
+    /// version, so the rebuild overwrites it).
+    async fn read(&self) -> Result<(StateRecord, Option<String>), Error> {
+        match self.backend.load().await? {
+            None => Ok((StateRecord::default(), None)),
+            Some(Loaded {
+                version,
+                record: Ok(record),
+            }) if record.format == FORMAT => Ok((record, Some(version))),
+            Some(Loaded { version, record }) => {
+                let why = match record {
+                    Ok(record) => {
+                        format!("format {} (this leasecron reads {FORMAT})", record.format)
+                    }
+                    Err(why) => why,
+                };
+                tracing::error!(
+                    store = %self.backend.describe(),
+                    error = %why,
+                    "the run state is unusable; rebuilding it from scratch (missed slots are skipped, none runs twice)"
+                );
+                // Keeping the version makes the rebuild overwrite it; the term's token fences it again.
+                Ok((StateRecord::default(), Some(version)))
+            }
+        }
+    }
+
+    fn publish(&self, record: &StateRecord) {
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = record.clone();
+    }
+
+    fn contended(&self) -> Error {
+        Error::Contended {
+            store: self.backend.describe(),
+            attempts: CLAIM_ATTEMPTS,
+        }
+    }
+}
+
+/// What a job is owed when a term begins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatchUp {
+    /// The slot to run now: the latest one that fell due since the recorded start, if within
+    /// `startingDeadline`, or an interrupted run's slot for a `rerunInterrupted` job.
+    pub run: Option<DateTime<Utc>>,
+    /// Slots that fell due since the recorded start and will not run (past `startingDeadline`, or older
+    /// than the latest).
+    pub missed: u64,
+    /// The latest of the missed slots.
+    pub latest_missed: Option<DateTime<Utc>>,
+    /// True if `missed` stopped at [`MAX_COUNTED_MISSED`].
+    pub missed_truncated: bool,
+    /// True if `run` is a rerun of an interrupted run.
+    pub rerun: bool,
+}
+
+/// What `job` is owed at `now`, given its record. A job without a record owes nothing (it was added, or the
+/// record was rebuilt): only slots after its recorded start count.
+pub fn catch_up(job: &Job, record: Option<&JobRecord>, now: DateTime<Utc>) -> CatchUp {
+    let mut owed = CatchUp::default();
+    let Some(started) = record.and_then(|r| r.last_started.as_ref()) else {
+        return owed;
+    };
+    let deadline = job.starting_deadline;
+    let within_deadline =
+        |slot: DateTime<Utc>| deadline.is_some_and(|deadline| lateness(slot, now) <= deadline);
+    // Every slot in (recorded start, now]: the latest may run, the others are missed.
+    let mut due = 0u64;
+    let mut latest = None;
+    let mut cursor = started.slot;
+    while let Some(slot) = job.schedule.next_after(cursor).filter(|slot| *slot <= now) {
+        if let Some(previous) = latest.replace(slot) {
+            owed.latest_missed = Some(previous);
+        }
+        due += 1;
+        cursor = slot;
+        if due == MAX_COUNTED_MISSED && !owed.missed_truncated {
+            owed.missed_truncated = true;
+            // Counting stops; only a slot within the deadline can still run, so look from there.
+            match deadline.and_then(|d| chrono::Duration::from_std(d).ok()) {
+                Some(d) if now - d > cursor => {
+                    cursor = now - d - chrono::Duration::nanoseconds(1);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    match latest {
+        Some(latest) if within_deadline(latest) && !job.suspend => {
+            owed.run = Some(latest);
+            owed.missed = due.min(MAX_COUNTED_MISSED) - 1;
+        }
+        Some(latest) => {
+            owed.missed = due.min(MAX_COUNTED_MISSED);
+            owed.latest_missed = Some(latest);
+        }
+        None => {
+            // Nothing fell due since the recorded start: was that run interrupted?
+            let completed = record
+                .and_then(|r| r.last_completion.as_ref())
+                .is_some_and(|c| c.slot >= started.slot);
+            if job.rerun_interrupted && !completed && within_deadline(started.slot) && !job.suspend
+            {
+                owed.run = Some(started.slot);
+                owed.rerun = true;
+            }
+        }
+    }
+    owed
+}
+
+fn lateness(slot: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (now - slot).to_std().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, LoadOptions};
+    use chrono::TimeZone;
+
+    fn job(extra: &str) -> Job {
+        let yaml = format!(
+            "jobs:\n  - name: j\n    schedule: \"*/10 * * * * *\"\n    shell: \"true\"\n{extra}"
+        );
+        let opts = LoadOptions {
+            max_termination_grace: Duration::MAX,
+        };
+        let set = config::parse_str(&yaml, "test.yaml", &opts).expect("valid");
+        (*set.jobs[0]).clone()
+    }
+
+    fn at(s: i64) -> DateTime<Utc> {
+        // A multiple of 10 s: a slot of the */10 schedule.
+        Utc.timestamp_opt(1_800_000_000 + s, 0)
+            .single()
+            .expect("valid")
+    }
+
+    fn started(slot: i64, completed: bool) -> JobRecord {
+        JobRecord {
+            last_started: Some(SlotStart {
+                slot: at(slot),
+                fencing_token: 1,
+                identity: "old".to_owned(),
+                started_at: at(slot),
+            }),
+            last_completion: completed.then(|| Completion {
+                slot: at(slot),
+                outcome: "succeeded".to_owned(),
+                finished_at: at(slot + 1),
+            }),
+            last_success: None,
+        }
+    }
+
+    #[test]
+    fn a_job_without_a_record_owes_nothing() {
+        let owed = catch_up(&job("    startingDeadline: 1m\n"), None, at(100));
+        assert_eq!(owed, CatchUp::default());
+    }
+
+    #[test]
+    fn the_latest_due_slot_runs_within_the_deadline_and_older_ones_are_missed() {
+        let job = job("    startingDeadline: 15s\n");
+        // Started 10; slots 20, 30, 40 fell due; now 45: 40 is 5 s late.
+        let owed = catch_up(&job, Some(&started(10, true)), at(45));
+        assert_eq!(owed.run, Some(at(40)));
+        assert_eq!(owed.missed, 2);
+        assert_eq!(owed.latest_missed, Some(at(30)));
+        assert!(!owed.rerun);
+    }
+
+    #[test]
+    fn past_the_deadline_every_due_slot_is_missed() {
+        let job = job("    startingDeadline: 3s\n");
+        let owed = catch_up(&job, Some(&started(10, true)), at(45));
+        assert_eq!(owed.run, None);
+        assert_eq!(owed.missed, 3);
+        assert_eq!(owed.latest_missed, Some(at(40)));
+        let no_deadline = catch_up(&self::job(""), Some(&started(10, true)), at(45));
+        assert_eq!((no_deadline.run, no_deadline.missed), (None, 3));
+    }
+
+    #[test]
+    fn an_interrupted_run_reruns_only_when_the_job_asks_for_it() {
+        let plain = job("    startingDeadline: 1m\n");
+        assert_eq!(
+            catch_up(&plain, Some(&started(10, false)), at(15)).run,
+            None
+        );
+        let rerun = job("    startingDeadline: 1m\n    rerunInterrupted: true\n");
+        let owed = catch_up(&rerun, Some(&started(10, false)), at(15));
+        assert_eq!((owed.run, owed.rerun), (Some(at(10)), true));
+        // A completed run is not rerun; nor is one past the deadline.
+        assert_eq!(catch_up(&rerun, Some(&started(10, true)), at(15)).run, None);
+        let short = job("    startingDeadline: 5s
+    rerunInterrupted: true
+");
+        assert_eq!(
+            catch_up(&short, Some(&started(10, false)), at(19)).run,
+            None
+        );
+    }
+
+    #[test]
+    fn a_suspended_job_runs_nothing_and_counts_its_slots_as_missed() {
+        let job = job("    startingDeadline: 1m\n    suspend: true\n");
+        let owed = catch_up(&job, Some(&started(10, true)), at(45));
+        assert_eq!((owed.run, owed.missed), (None, 3));
+    }
+
+    #[test]
+    fn a_long_gap_is_counted_up_to_the_limit_and_the_latest_slot_still_runs() {
+        let job = job("    startingDeadline: 15s\n");
+        // A day of 10-second slots: 8640, below the limit.
+        let day = catch_up(&job, Some(&started(0, true)), at(86_400 + 5));
+        assert_eq!(
+            (day.run, day.missed, day.missed_truncated),
+            (Some(at(86_400)), 8639, false)
+        );
+        // Ten days: 86 400 slots, counted up to the limit.
+        let long = catch_up(&job, Some(&started(0, true)), at(864_000 + 5));
+        assert_eq!(long.run, Some(at(864_000)));
+        assert!(long.missed_truncated);
+        assert_eq!(long.missed, MAX_COUNTED_MISSED - 1);
+    }
+}

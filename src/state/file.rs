@@ -1,0 +1,360 @@
+//! The run state in a local file beside the lease file: `LEASE.state`, as pretty JSON.
+//!
+//! The layout follows the lease file's ([`crate::lease_store::file`]): a `generation` counter plays the
+//! role of `resourceVersion`, every compare-and-swap write holds an exclusive `flock` on `LEASE.state.lock`
+//! (never blocking the thread: a held lock is retried on the tokio timer, up to [`LOCK_TIMEOUT`]), and a
+//! write goes to `LEASE.state.tmp`, is fsynced and renamed over, so a crash leaves the old record or the new
+//! one. Readers need no lock.
+//!
+//! The file holds `{"generation": N, "record": {...}}`. A file that does not parse, or whose record has
+//! fields this version does not know, is returned as unusable (with its generation when it can be read), for
+//! the ledger to log and rebuild.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{Loaded, Saved, StateRecord};
+
+/// How long a write waits for a peer's lock.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a held lock is retried.
+const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(2);
+
+/// Why the state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error.
+    #[error("run state {}: {what}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// A peer held the lock for longer than [`LOCK_TIMEOUT`].
+    #[error("run state {}: locked by another process for more than {LOCK_TIMEOUT:?}", path.display())]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+    },
+}
+
+/// What is on disk.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    generation: u64,
+    record: StateRecord,
+}
+
+/// Only the generation, to version a file whose record is unusable.
+#[derive(Debug, Deserialize)]
+struct GenerationOnly {
+    generation: u64,
+}
+
+/// The run state file of a lease file.
+#[derive(Debug)]
+pub struct FileState {
+    path: PathBuf,
+    lock_path: PathBuf,
+    temp_path: PathBuf,
+    dir: PathBuf,
+}
+
+impl FileState {
+    /// The state of the lease file `lease`: `LEASE.state` beside it.
+    pub fn beside(lease: &Path) -> FileState {
+        let with = |suffix: &str| {
+            let mut name = lease.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        let dir = match lease.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        FileState {
+            path: with(".state"),
+            lock_path: with(".state.lock"),
+            temp_path: with(".state.tmp"),
+            dir,
+        }
+    }
+
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// For logs.
+    pub fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    /// Reads the record; `None` if there is no file.
+    pub async fn load(&self) -> Result<Option<Loaded>, Error> {
+        self.read()
+    }
+
+    /// Writes `record` if the file's generation is still `version` (`None`: if there is no file).
+    pub async fn save(&self, record: &StateRecord, version: Option<&str>) -> Result<Saved, Error> {
+        let _lock = self.lock().await?;
+        let current = self.read()?.map(|loaded| loaded.version);
+        if current.as_deref() != version {
+            return Ok(Saved::Conflict);
+        }
+        let generation = current.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
+        self.write(&Stored {
+            generation,
+            record: record.clone(),
+        })?;
+        Ok(Saved::Written(generation.to_string()))
+    }
+
+    fn read(&self) -> Result<Option<Loaded>, Error> {
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(&self.path, "reading", e)),
+        };
+        Ok(Some(match serde_json::from_slice::<Stored>(&bytes) {
+            Ok(stored) => Loaded {
+                version: stored.generation.to_string(),
+                record: Ok(stored.record),
+            },
+            Err(e) => Loaded {
+                // A version that matches nothing we would write, unless the generation can be read.
+                version: serde_json::from_slice::<GenerationOnly>(&bytes)
+                    .map(|g| g.generation.to_string())
+                    .unwrap_or_else(|_| "corrupt".to_owned()),
+                record: Err(format!("{}: {e}", self.path.display())),
+            },
+        }))
+    }
+
+    /// Holds the exclusive lock until the guard is dropped.
+    async fn lock(&self) -> Result<Flock<File>, Error> {
+        let started = Instant::now();
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.lock_path)
+                .map_err(|e| self.io(&self.lock_path, "opening the lock file", e))?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(guard) => return Ok(guard),
+                Err((_, Errno::EWOULDBLOCK)) => {}
+                Err((_, errno)) => return Err(self.io(&self.lock_path, "locking", errno.into())),
+            }
+            if started.elapsed() >= LOCK_TIMEOUT {
+                return Err(Error::LockTimeout {
+                    path: self.lock_path.clone(),
+                });
+            }
+            tokio::time::sleep(LOCK_RETRY_INTERVAL).await;
+        }
+    }
+
+    fn write(&self, stored: &Stored) -> Result<(), Error> {
+        let mut json = serde_json::to_vec_pretty(stored)
+            .map_err(|e| self.io(&self.path, "encoding", io::Error::other(e)))?;
+        json.push(b'\n');
+        let temp = &self.temp_path;
+        let mut file = File::create(temp).map_err(|e| self.io(temp, "creating", e))?;
+        file.write_all(&json)
+            .map_err(|e| self.io(temp, "writing", e))?;
+        file.sync_all().map_err(|e| self.io(temp, "syncing", e))?;
+        fs::rename(temp, &self.path).map_err(|e| self.io(&self.path, "renaming over", e))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| self.io(&self.dir, "syncing the directory", e))
+    }
+
+    fn io(&self, path: &Path, what: &'static str, source: io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Claim, Completion, Ledger};
+    use crate::term::FencingToken;
+    use chrono::{TimeZone, Utc};
+
+    fn slot(s: i64) -> chrono::DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0)
+            .single()
+            .expect("valid")
+    }
+
+    fn ledger(lease: &Path, identity: &str) -> Ledger {
+        Ledger::new(
+            crate::state::Backend::File(FileState::beside(lease)),
+            identity.to_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_claimed_once_across_ledgers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lease = dir.path().join("lease");
+        let a = ledger(&lease, "a");
+        let b = ledger(&lease, "b");
+        a.begin_term(FencingToken(1))
+            .await
+            .expect("io")
+            .expect("not stale");
+        assert_eq!(
+            a.claim("j", slot(10), FencingToken(1), slot(10), false)
+                .await
+                .expect("io"),
+            Claim::Claimed
+        );
+        // A new term elsewhere sees the slot as started.
+        let record = b
+            .begin_term(FencingToken(2))
+            .await
+            .expect("io")
+            .expect("not stale");
+        assert_eq!(
+            record.jobs["j"].last_started.as_ref().map(|s| s.slot),
+            Some(slot(10))
+        );
+        assert_eq!(
+            b.claim("j", slot(10), FencingToken(2), slot(11), false)
+                .await
+                .expect("io"),
+            Claim::AlreadyStarted {
+                slot: slot(10),
+                fencing_token: 1
+            }
+        );
+        assert_eq!(
+            b.claim("j", slot(20), FencingToken(2), slot(20), false)
+                .await
+                .expect("io"),
+            Claim::Claimed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stale_term_cannot_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lease = dir.path().join("lease");
+        let old = ledger(&lease, "old");
+        let new = ledger(&lease, "new");
+        old.begin_term(FencingToken(3))
+            .await
+            .expect("io")
+            .expect("not stale");
+        new.begin_term(FencingToken(4))
+            .await
+            .expect("io")
+            .expect("not stale");
+        // The old leader's cached view is outdated: its write conflicts, it re-reads, and is refused.
+        assert_eq!(
+            old.claim("j", slot(30), FencingToken(3), slot(30), false)
+                .await
+                .expect("io"),
+            Claim::Stale { record_token: 4 }
+        );
+        let completion = Completion {
+            slot: slot(30),
+            outcome: "succeeded".to_owned(),
+            finished_at: slot(31),
+        };
+        assert_eq!(
+            old.complete("j", FencingToken(3), completion)
+                .await
+                .expect("io"),
+            Claim::Stale { record_token: 4 }
+        );
+        assert_eq!(
+            old.begin_term(FencingToken(3)).await.expect("io"),
+            Err(4),
+            "an older term cannot even begin"
+        );
+        let record = new.refresh().await.expect("io");
+        assert!(
+            !record.jobs.contains_key("j"),
+            "nothing of the stale term landed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_or_newer_file_is_rebuilt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lease = dir.path().join("lease");
+        let state = FileState::beside(&lease);
+        for content in [
+            "not json".to_owned(),
+            r#"{"generation": 7, "record": {"format": 1, "fencingToken": 2, "jobs": {}, "newField": 1}}"#
+                .to_owned(),
+            r#"{"generation": 8, "record": {"format": 2, "fencingToken": 2, "jobs": {}}}"#.to_owned(),
+        ] {
+            fs::write(state.path(), &content).expect("write");
+            let ledger = ledger(&lease, "a");
+            let record = ledger
+                .begin_term(FencingToken(5))
+                .await
+                .expect("io")
+                .expect("rebuilt, not stale");
+            assert!(record.jobs.is_empty(), "{content}");
+            assert_eq!(record.fencing_token, 5);
+            let on_disk = state.load().await.expect("io").expect("a file");
+            assert_eq!(on_disk.record.expect("usable now").fencing_token, 5);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rerun_may_claim_the_interrupted_slot_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lease = dir.path().join("lease");
+        let old = ledger(&lease, "old");
+        old.begin_term(FencingToken(1))
+            .await
+            .expect("io")
+            .expect("not stale");
+        old.claim("j", slot(10), FencingToken(1), slot(10), false)
+            .await
+            .expect("io");
+        let new = ledger(&lease, "new");
+        new.begin_term(FencingToken(2))
+            .await
+            .expect("io")
+            .expect("not stale");
+        assert_eq!(
+            new.claim("j", slot(10), FencingToken(2), slot(12), true)
+                .await
+                .expect("io"),
+            Claim::Claimed
+        );
+        assert!(matches!(
+            new.claim("j", slot(10), FencingToken(2), slot(13), true)
+                .await
+                .expect("io"),
+            Claim::AlreadyStarted {
+                fencing_token: 2,
+                ..
+            }
+        ));
+    }
+}
