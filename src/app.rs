@@ -27,6 +27,8 @@ use crate::reload::configmap::{self, ConfigMapRef};
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
+use crate::state::file::FileState;
+use crate::state::{Backend, Ledger};
 
 /// Exit code for a usage or configuration error.
 pub const EXIT_USAGE: i32 = 2;
@@ -255,7 +257,16 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
                 (None, JobsSource::File(path)) => Jobs::from_file(path, load).await?,
             };
             // No cluster, no Kubernetes Events.
-            run_with(opts, jobs, identity, store, EventSink::disabled(), clock).await
+            let ledger = Some(Ledger::new(
+                Backend::File(FileState::beside(lease_file)),
+                identity.clone(),
+            ));
+            let lease = Lease {
+                store,
+                ledger,
+                events: EventSink::disabled(),
+            };
+            run_with(opts, jobs, identity, lease, clock).await
         }
         None => {
             let identity = resolve_identity(opts.identity.clone(), false)?;
@@ -282,7 +293,12 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
                 &store.params().name,
                 &identity,
             );
-            run_with(opts, jobs, identity, store, events, clock).await
+            let lease = Lease {
+                store,
+                ledger: None,
+                events,
+            };
+            run_with(opts, jobs, identity, lease, clock).await
         }
     }
 }
@@ -476,14 +492,28 @@ fn check_namespace(flag: &'static str, namespace: &str) -> Result<(), Error> {
 }
 
 /// Runs with an opened, checked store.
+/// The lease store and what lives beside it.
+struct Lease<S> {
+    store: S,
+    /// The run state; `None` runs without one (each slot still runs at most once per term).
+    ledger: Option<Ledger>,
+    /// Kubernetes Events about the Lease (disabled on a file lease).
+    events: EventSink,
+}
+
 async fn run_with<S: LeaseStore>(
     opts: RunOptions,
     jobs: Jobs,
     identity: String,
-    store: S,
-    events: EventSink,
+    lease: Lease<S>,
     clock: SharedClock,
 ) -> Result<(), Error> {
+    let Lease {
+        store,
+        ledger,
+        events,
+    } = lease;
+    let ledger = ledger.map(Arc::new);
     let listener = http::bind(opts.http_addr).await?;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
@@ -520,7 +550,15 @@ async fn run_with<S: LeaseStore>(
 
     let (elector, leadership) = Elector::new(store, config, Arc::clone(&clock))?;
     let elector = elector.with_events(senders.election);
-    let runner = Runner::new(identity, Arc::clone(&clock), Some(senders.runs));
+    let runner = match &ledger {
+        Some(ledger) => Runner::with_ledger(
+            identity,
+            Arc::clone(&clock),
+            Some(senders.runs),
+            Arc::clone(ledger),
+        ),
+        None => Runner::new(identity, Arc::clone(&clock), Some(senders.runs)),
+    };
     let health = Health::new(leadership.clone());
     health.set_ready();
     let endpoints = Endpoints {
@@ -544,7 +582,12 @@ async fn run_with<S: LeaseStore>(
     // end, after the last run has ended.
     let reaper_stop = CancellationToken::new();
     let reaper = Reaper::spawn_if_pid1(reaper_stop.clone());
-    let dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
+    let mut dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
+    if let Some(ledger) = &ledger {
+        endpoints.status.set_ledger(Arc::clone(ledger));
+        tracing::info!(state = %ledger.describe(), "run state: each slot runs at most once across terms");
+        dispatcher = dispatcher.with_ledger(Arc::clone(ledger));
+    }
     let result =
         serve_until_shutdown(jobs, elector, dispatcher, listener, endpoints, shutdown).await;
     reaper_stop.cancel();

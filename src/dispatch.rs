@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc::UnboundedSender;
@@ -36,7 +37,11 @@ use crate::clock::SharedClock;
 use crate::config::{Job, JobSet};
 use crate::runner::{Runner, Start};
 use crate::schedule::{Tick, Timer};
-use crate::term::Leadership;
+use crate::state::{self, Ledger};
+use crate::term::{Leadership, Term};
+
+/// How often a follower re-reads the run state for `/status`.
+pub const STATE_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Why a fire did not start a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +82,18 @@ pub enum DispatchEvent {
         job: String,
         /// The next slot.
         at: Option<DateTime<Utc>>,
+    },
+    /// When a term began, slots that fell due without a leader and will not run (older than the latest,
+    /// or past `startingDeadline`).
+    MissedSlots {
+        /// The job's name.
+        job: String,
+        /// How many (a lower bound if `truncated`).
+        count: u64,
+        /// The latest of them.
+        latest: Option<DateTime<Utc>>,
+        /// True if counting stopped at [`crate::state::MAX_COUNTED_MISSED`].
+        truncated: bool,
     },
     /// A version of the jobs is now in force: the timers of removed and changed jobs have stopped (none
     /// of their events follow this one), and those of added and changed jobs are about to start.
@@ -141,6 +158,7 @@ pub struct Dispatcher {
     leadership: watch::Receiver<Leadership>,
     clock: SharedClock,
     events: Option<UnboundedSender<DispatchEvent>>,
+    ledger: Option<Arc<Ledger>>,
 }
 
 // === impl Dispatcher ===
@@ -157,7 +175,15 @@ impl Dispatcher {
             leadership,
             clock,
             events: None,
+            ledger: None,
         }
+    }
+
+    /// Catches up from the run state in `ledger` whenever a term begins (the runner must claim slots in
+    /// the same ledger), and keeps a follower's view of it fresh for `/status`.
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     /// Reports skips and next fire times on `events`.
@@ -174,24 +200,114 @@ impl Dispatcher {
     pub async fn run(&self, mut jobs: watch::Receiver<Arc<JobSet>>, stop: CancellationToken) {
         let mut timers: BTreeMap<String, JobTimer> = BTreeMap::new();
         let mut first = true;
+        let mut leadership = self.leadership.clone();
+        let mut last_term = None;
+        let mut refresh = tokio::time::interval(STATE_REFRESH_INTERVAL);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut jobs_open, mut leadership_open) = (true, true);
+        let mut jobs_changed = true;
         loop {
-            let current = Arc::clone(&jobs.borrow_and_update());
-            self.apply(&mut timers, current, first, &stop).await;
-            first = false;
+            if std::mem::take(&mut jobs_changed) {
+                let current = Arc::clone(&jobs.borrow_and_update());
+                self.apply(&mut timers, current, first, &stop).await;
+                first = false;
+            }
+            let term = leadership.borrow_and_update().live_term().cloned();
+            if let Some(term) = term {
+                if last_term != Some(term.fencing_token()) {
+                    last_term = Some(term.fencing_token());
+                    self.begin_term(term, Arc::clone(&jobs.borrow()));
+                }
+            }
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                changed = jobs.changed() => if changed.is_err() {
+                changed = jobs.changed(), if jobs_open => match changed {
+                    Ok(()) => jobs_changed = true,
                     // The reloader is gone (shutdown): keep the jobs in force until told to stop.
-                    stop.cancelled().await;
-                    break;
+                    Err(_) => jobs_open = false,
                 },
+                changed = leadership.changed(), if leadership_open => if changed.is_err() {
+                    // The elector is gone: nothing new to catch up on.
+                    leadership_open = false;
+                },
+                _ = refresh.tick() => self.refresh_state(),
             }
         }
         for timer in std::mem::take(&mut timers).into_values() {
             timer.stop.cancel();
             let _ = timer.task.await;
         }
+    }
+
+    /// A term began: stamp the run state with its token, then start what the gap without a leader owes
+    /// each job ([`state::catch_up`]) and report what it missed. Runs in its own task: the timers go on.
+    fn begin_term(&self, term: Term, jobs: Arc<JobSet>) {
+        let Some(ledger) = self.ledger.clone() else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let token = term.fencing_token();
+            let record = match ledger.begin_term(token).await {
+                Ok(Ok(record)) => record,
+                Ok(Err(newer)) => {
+                    tracing::warn!(
+                        fencing_token = token.0,
+                        record_token = newer,
+                        "a newer term wrote the run state: not catching up"
+                    );
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the run state at the start of the term: no catch-up (the timers run; each run still claims its slot)");
+                    return;
+                }
+            };
+            let now = this.clock.now();
+            for job in &jobs.jobs {
+                let owed = state::catch_up(job, record.jobs.get(&job.name), now);
+                if owed.missed > 0 {
+                    let latest = owed.latest_missed.map(|at| at.to_rfc3339());
+                    tracing::warn!(job = %job.name, missed = owed.missed, truncated = owed.missed_truncated, latest, "slots fell due without a leader and are skipped (past startingDeadline, or older than the latest)");
+                    this.send(DispatchEvent::MissedSlots {
+                        job: job.name.clone(),
+                        count: owed.missed,
+                        latest: owed.latest_missed,
+                        truncated: owed.missed_truncated,
+                    });
+                }
+                if let Some(slot) = owed.run {
+                    if owed.rerun {
+                        tracing::info!(job = %job.name, %slot, fencing_token = token.0, "rerunning a run the previous term interrupted (rerunInterrupted)");
+                    } else {
+                        tracing::info!(job = %job.name, %slot, fencing_token = token.0, "catching up a slot that fell due without a leader");
+                    }
+                    let _: Start = this
+                        .runner
+                        .start_slot(Arc::clone(job), slot, &term, owed.rerun);
+                }
+            }
+            let names: Vec<&str> = jobs.jobs.iter().map(|job| job.name.as_str()).collect();
+            if let Err(error) = ledger.retain_jobs(token, &names).await {
+                tracing::debug!(%error, "could not prune removed jobs from the run state");
+            }
+        });
+    }
+
+    /// A follower re-reads the run state now and then, so `/status` shows the leader's progress.
+    fn refresh_state(&self) {
+        let Some(ledger) = self.ledger.clone() else {
+            return;
+        };
+        if self.leadership.borrow().is_leader() {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(error) = ledger.refresh().await {
+                tracing::debug!(%error, "cannot read the run state");
+            }
+        });
     }
 
     /// Brings the timers in line with `jobs`.

@@ -279,6 +279,25 @@ impl EventSink {
         });
     }
 
+    /// Slots that fell due while no replica led and will not run: Warning `JobMissedDeadline`.
+    pub fn on_missed_slots(&self, job: &str, count: u64, latest: Option<DateTime<Utc>>) {
+        let Some(identity) = self.identity() else {
+            return;
+        };
+        let latest = latest.map_or_else(String::new, |at| {
+            format!(", the latest at {}", timestamp(at))
+        });
+        self.send(Draft {
+            type_: EventType::Warning,
+            reason: "JobMissedDeadline",
+            action: "StartJob",
+            job: Some(job.to_owned()),
+            note: format!(
+                "job {job}: {count} scheduled run(s) fell due while no replica led and were skipped{latest}; {identity} took over"
+            ),
+        });
+    }
+
     /// A config reload that failed: Warning `ConfigReloadFailed` with `message`.
     pub fn on_config_reload_failed(&self, message: &str) {
         let Some(identity) = self.identity() else {
@@ -735,14 +754,17 @@ impl Observer for EventSink {
 
     fn on_dispatch(&self, event: &DispatchEvent) {
         // Only the leader's missed slots are news; a follower's timers skip every slot.
-        if let DispatchEvent::Skipped {
-            job,
-            scheduled,
-            reason: Skip::MissedDeadline,
-            leader: true,
-        } = event
-        {
-            self.on_missed(job, *scheduled);
+        match event {
+            DispatchEvent::Skipped {
+                job,
+                scheduled,
+                reason: Skip::MissedDeadline,
+                leader: true,
+            } => self.on_missed(job, *scheduled),
+            DispatchEvent::MissedSlots {
+                job, count, latest, ..
+            } => self.on_missed_slots(job, *count, *latest),
+            _ => {}
         }
     }
 

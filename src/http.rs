@@ -28,6 +28,7 @@ use crate::election::ElectionEvent;
 use crate::metrics::{self, Metrics};
 use crate::observe::{ConfigReload, Observer};
 use crate::runner::RunEvent;
+use crate::state::{JobRecord, Ledger};
 use crate::term::{Leadership, Term};
 
 /// How long past its deadline a term may stay un-ended before the process counts as wedged.
@@ -96,6 +97,7 @@ pub struct StatusBoard {
     identity: String,
     jobs: Mutex<BTreeMap<String, JobStatus>>,
     config: Mutex<ConfigStatus>,
+    ledger: std::sync::OnceLock<Arc<Ledger>>,
 }
 
 /// The jobs in force and the last reload, in `/status`.
@@ -130,6 +132,10 @@ pub struct JobStatus {
     pub last_run: Option<LastRun>,
     /// Runs in flight on this replica.
     pub running: u32,
+    /// The job's entry in the run state (last slot started, last completion, last success), as this
+    /// replica last read it; absent without a run state or before the job's first run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_state: Option<JobRecord>,
 }
 
 /// The last finished run of a job, in `/status`.
@@ -173,6 +179,7 @@ impl StatusBoard {
             identity: identity.into(),
             jobs: Mutex::new(BTreeMap::new()),
             config: Mutex::new(ConfigStatus::default()),
+            ledger: std::sync::OnceLock::new(),
         }
     }
 
@@ -191,11 +198,17 @@ impl StatusBoard {
                     suspended: job.suspend,
                     next_run: old.as_ref().and_then(|o| o.next_run),
                     last_run: old.as_ref().and_then(|o| o.last_run.clone()),
-                    running: old.map_or(0, |o| o.running),
+                    running: old.as_ref().map_or(0, |o| o.running),
+                    run_state: None,
                 },
             );
         }
         *board = next;
+    }
+
+    /// Shows each job's entry of the run state kept by `ledger`.
+    pub fn set_ledger(&self, ledger: Arc<Ledger>) {
+        let _ = self.ledger.set(ledger);
     }
 
     /// The document, with leadership read from `leadership`.
@@ -222,7 +235,18 @@ impl StatusBoard {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
-            jobs: self.lock().values().cloned().collect(),
+            jobs: {
+                let record = self.ledger.get().map(|ledger| ledger.snapshot());
+                self.lock()
+                    .values()
+                    .cloned()
+                    .map(|mut job| {
+                        job.run_state =
+                            record.as_ref().and_then(|r| r.jobs.get(&job.name).cloned());
+                        job
+                    })
+                    .collect()
+            },
         }
     }
 
@@ -266,7 +290,7 @@ impl Observer for StatusBoard {
         match event {
             DispatchEvent::NextRun { job, at } => self.update(job, |s| s.next_run = *at),
             DispatchEvent::JobsApplied { jobs, .. } => self.set_jobs(jobs),
-            DispatchEvent::Skipped { .. } => {}
+            DispatchEvent::Skipped { .. } | DispatchEvent::MissedSlots { .. } => {}
         }
     }
 

@@ -28,7 +28,14 @@ pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 /// Every `outcome` label value of `leasecron_job_runs_total`.
 pub const OUTCOMES: [&str; 4] = ["succeeded", "failed", "timed_out", "cancelled"];
 /// Every `reason` label value of `leasecron_job_skipped_total`.
-pub const SKIP_REASONS: [&str; 4] = ["overlap", "not_leader", "missed_deadline", "suspended"];
+pub const SKIP_REASONS: [&str; 6] = [
+    "overlap",
+    "not_leader",
+    "missed_deadline",
+    "suspended",
+    "already_started",
+    "state_unavailable",
+];
 /// Every `reason` label value of `leasecron_leadership_lost_total`.
 pub const LOSS_REASONS: [&str; 4] = ["renew_deadline", "lease_taken", "shutdown", "store_error"];
 /// Every `verb` label value of `leasecron_lease_request_duration_seconds`.
@@ -354,6 +361,15 @@ impl Observer for Metrics {
             DispatchEvent::Skipped { .. } => {}
             DispatchEvent::NextRun { job, at } => self.next_run(job, *at),
             DispatchEvent::JobsApplied { jobs, .. } => self.set_jobs(jobs),
+            // Sent by a leader only, when its term began.
+            DispatchEvent::MissedSlots { job, count, .. } => {
+                let known = self.lock_jobs();
+                if known.contains(job) {
+                    self.skipped
+                        .with_label_values(&[job.as_str(), "missed_deadline"])
+                        .inc_by(*count);
+                }
+            }
         }
     }
 

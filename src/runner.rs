@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::{ConcurrencyPolicy, Job, MAX_RETRY_BACKOFF};
+use crate::state::{Claim, Completion, Ledger};
 use crate::term::Term;
 
 pub use attempt::OUTPUT_DRAIN_TIMEOUT;
@@ -80,6 +81,8 @@ pub struct Runner {
     groups: ProcessGroups,
     /// The next run's id: unique per run in this process, logged as `run_id` on every line of the run.
     next_run_id: AtomicU64,
+    /// Where slots are claimed before a run is spawned, and completions recorded; `None`: no run state.
+    ledger: Option<Arc<Ledger>>,
 }
 
 /// A run in flight, as the concurrency policy sees it.
@@ -109,6 +112,8 @@ struct Run {
     term: Term,
     cancel: CancellationToken,
     slot: SlotGuard,
+    /// The slot may be one an older term started and did not finish (`rerunInterrupted`).
+    rerun: bool,
 }
 
 // === impl Runner ===
@@ -129,6 +134,26 @@ impl Runner {
             groups: ProcessGroups::default(),
             // Run ids start at 1, so `run_id=0` never appears in a log.
             next_run_id: AtomicU64::new(1),
+            ledger: None,
+        })
+    }
+
+    /// Like [`Runner::new`], claiming every slot in `ledger` before its run is spawned (a slot runs at most
+    /// once across terms) and recording completions there.
+    pub fn with_ledger(
+        identity: String,
+        clock: SharedClock,
+        events: Option<UnboundedSender<RunEvent>>,
+        ledger: Arc<Ledger>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            identity,
+            clock,
+            events,
+            runs: Mutex::new(HashMap::new()),
+            groups: ProcessGroups::default(),
+            next_run_id: AtomicU64::new(1),
+            ledger: Some(ledger),
         })
     }
 
@@ -137,6 +162,18 @@ impl Runner {
     /// Under `Replace` the running runs of the job are cancelled here, and the new run waits (in its own
     /// task) until they have ended before it spawns anything. Must be called within a tokio runtime.
     pub fn start(self: &Arc<Self>, job: Arc<Job>, scheduled: DateTime<Utc>, term: &Term) -> Start {
+        self.start_slot(job, scheduled, term, false)
+    }
+
+    /// [`Runner::start`], where `rerun` lets the run claim a slot an older term started and did not finish
+    /// (the catch-up of a `rerunInterrupted` job).
+    pub fn start_slot(
+        self: &Arc<Self>,
+        job: Arc<Job>,
+        scheduled: DateTime<Utc>,
+        term: &Term,
+        rerun: bool,
+    ) -> Start {
         if !term.is_live() {
             self.skip(&job.name, scheduled, SkipReason::NotLeader);
             return Start::Skipped(SkipReason::NotLeader);
@@ -153,6 +190,7 @@ impl Runner {
             term: term.clone(),
             cancel,
             slot,
+            rerun,
         };
         term.tracker().spawn(run.execute(predecessors));
         Start::Spawned
@@ -259,6 +297,10 @@ impl Run {
         for finished in &predecessors {
             finished.cancelled().await;
         }
+        if let Some(skip) = self.claim_slot().await {
+            self.runner.skip(&self.job.name, self.scheduled, skip);
+            return;
+        }
         if !self.term.is_live() {
             self.runner
                 .skip(&self.job.name, self.scheduled, SkipReason::NotLeader);
@@ -281,6 +323,7 @@ impl Run {
         };
         let (started_at, started) =
             first.unwrap_or_else(|| (self.runner.clock.now(), Instant::now()));
+        self.record_completion(&outcome).await;
         self.finish(RunReport {
             job: self.job.name.clone(),
             scheduled: self.scheduled,
@@ -290,6 +333,57 @@ impl Run {
             duration: started.elapsed(),
             start_delay: (started_at - self.scheduled).to_std().unwrap_or_default(),
         });
+    }
+
+    /// Records the slot as started in the run state; `Some` if the run must not start.
+    async fn claim_slot(&self) -> Option<SkipReason> {
+        let ledger = self.runner.ledger.as_ref()?;
+        let token = self.term.fencing_token();
+        let now = self.runner.clock.now();
+        let job = &self.job.name;
+        match ledger
+            .claim(job, self.scheduled, token, now, self.rerun)
+            .await
+        {
+            Ok(Claim::Claimed) => None,
+            Ok(Claim::AlreadyStarted {
+                slot,
+                fencing_token,
+            }) => {
+                tracing::info!(job, scheduled = %self.scheduled, recorded_slot = %slot, recorded_fencing_token = fencing_token, "slot already started: not running it again");
+                Some(SkipReason::AlreadyStarted)
+            }
+            Ok(Claim::Stale { record_token }) => {
+                tracing::warn!(job, scheduled = %self.scheduled, fencing_token = token.0, record_token, "a newer term wrote the run state: this term is stale, not starting");
+                Some(SkipReason::NotLeader)
+            }
+            Err(error) => {
+                tracing::error!(job, scheduled = %self.scheduled, %error, "cannot record the slot as started: not starting it (a slot runs at most once)");
+                Some(SkipReason::StateUnavailable)
+            }
+        }
+    }
+
+    /// Records the run's end in the run state, under a live term only: a run cut off by the end of its
+    /// term stays started-not-completed, which is what `rerunInterrupted` looks for.
+    async fn record_completion(&self, outcome: &Outcome) {
+        let Some(ledger) = &self.runner.ledger else {
+            return;
+        };
+        if !self.term.is_live() {
+            return;
+        }
+        let completion = Completion {
+            slot: self.scheduled,
+            outcome: outcome.label().to_owned(),
+            finished_at: self.runner.clock.now(),
+        };
+        if let Err(error) = ledger
+            .complete(&self.job.name, self.term.fencing_token(), completion)
+            .await
+        {
+            tracing::warn!(job = %self.job.name, scheduled = %self.scheduled, %error, "cannot record the run's completion in the run state");
+        }
     }
 
     async fn attempt(&self, number: u32) -> Attempt {

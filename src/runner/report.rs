@@ -36,8 +36,12 @@ pub enum Failure {
 pub enum SkipReason {
     /// A run of the job is still going and the policy is `Forbid`.
     Overlap,
-    /// The term was not live at the moment of spawn.
+    /// The term was not live at the moment of spawn (or a newer term has written the run state).
     NotLeader,
+    /// The run state records the slot as started already (by this or another term): it runs at most once.
+    AlreadyStarted,
+    /// The slot could not be recorded as started in the run state, so it is not started (at most once).
+    StateUnavailable,
 }
 
 /// The summary of one finished run (all its attempts).
@@ -135,6 +139,8 @@ impl SkipReason {
         match self {
             SkipReason::Overlap => "overlap",
             SkipReason::NotLeader => "not_leader",
+            SkipReason::AlreadyStarted => "already_started",
+            SkipReason::StateUnavailable => "state_unavailable",
         }
     }
 }
