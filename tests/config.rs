@@ -723,3 +723,25 @@ fn an_unreadable_file_is_a_read_error_naming_the_path() {
     assert!(matches!(err, config::Error::Read { .. }), "{err:?}");
     assert!(err.to_string().contains("does-not-exist.yaml"), "{err}");
 }
+
+#[test]
+fn rerun_interrupted_needs_a_starting_deadline() {
+    assert_one(
+        "jobs:\n  - name: a\n    schedule: \"@hourly\"\n    shell: \"true\"\n    rerunInterrupted: true\n",
+        2,
+        5,
+        Some("a"),
+        "rerunInterrupted needs startingDeadline",
+    );
+    let jobs = parse(
+        "defaults:\n  startingDeadline: 5m\njobs:\n  - name: a\n    schedule: \"@hourly\"\n    shell: \"true\"\n    rerunInterrupted: true\n",
+    )
+    .expect("valid with a deadline from defaults");
+    assert!(jobs.jobs[0].rerun_interrupted);
+    assert!(
+        !parse("jobs:\n  - name: b\n    schedule: \"@hourly\"\n    shell: \"true\"\n")
+            .expect("valid")
+            .jobs[0]
+            .rerun_interrupted
+    );
+}
