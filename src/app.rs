@@ -28,7 +28,7 @@ use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 use crate::state::file::FileState;
-use crate::state::{Backend, Ledger};
+use crate::state::{Backend, JobRecord, Ledger, StateRecord};
 
 /// Exit code for a usage or configuration error.
 pub const EXIT_USAGE: i32 = 2;
@@ -100,6 +100,9 @@ pub enum Error {
         /// Why there is no text.
         why: String,
     },
+    /// The run state could not be read.
+    #[error("{0}")]
+    State(#[from] crate::state::Error),
     /// `--jobs-configmap` names no valid ConfigMap and key, or it cannot be read or watched.
     #[error("--jobs-configmap: {0}")]
     ConfigMap(#[from] configmap::Error),
@@ -645,6 +648,36 @@ async fn serve_until_shutdown<S: LeaseStore>(
     }
 }
 
+/// One job's run state, as `next` prints it.
+fn describe_record(record: Option<&JobRecord>) -> String {
+    let Some(record) = record else {
+        return "  last slot: none recorded\n  next:\n".to_owned();
+    };
+    let mut out = String::new();
+    if let Some(started) = &record.last_started {
+        let completed = record
+            .last_completion
+            .as_ref()
+            .filter(|c| c.slot == started.slot)
+            .map_or_else(|| "not completed".to_owned(), |c| c.outcome.clone());
+        out.push_str(&format!(
+            "  last slot: {} (fencing token {}, {}, {completed})\n",
+            started.slot.to_rfc3339(),
+            started.fencing_token,
+            started.identity
+        ));
+    }
+    if let Some(success) = &record.last_success {
+        out.push_str(&format!(
+            "  last success: {} (finished {})\n",
+            success.slot.to_rfc3339(),
+            success.finished_at.to_rfc3339()
+        ));
+    }
+    out.push_str("  next:\n");
+    out
+}
+
 /// The identity: the flag (or `LEASECRON_IDENTITY`), else `POD_NAME`, else the hostname. On a local file
 /// lease several processes usually share one hostname, so there the hostname gets the process id appended.
 pub fn resolve_identity(flag: Option<String>, local: bool) -> Result<String, Error> {
@@ -689,8 +722,21 @@ pub fn validate(files: &[PathBuf], key: &str, timings: &Timings) -> Result<Vec<S
     }
 }
 
-/// `leasecron next`: the next `count` fire times of each job (or of `job`), in each job's zone.
-pub fn next(file: &Path, count: usize, job: Option<&str>) -> Result<String, Error> {
+/// The run state kept beside the lease file `lease` (empty if there is none yet; an unusable one reads as
+/// empty, as the ledger would rebuild it).
+pub async fn read_run_state(lease: &Path) -> Result<StateRecord, Error> {
+    let ledger = Ledger::new(Backend::File(FileState::beside(lease)), String::new());
+    ledger.refresh().await.map_err(Error::State)
+}
+
+/// `leasecron next`: the next `count` fire times of each job (or of `job`), in each job's zone; with a run
+/// state `record`, each job's last slot from it.
+pub fn next(
+    file: &Path,
+    count: usize,
+    job: Option<&str>,
+    record: Option<&StateRecord>,
+) -> Result<String, Error> {
     // `next` shows when jobs fire; whether their grace fits some lease timings is `validate`'s business.
     let opts = LoadOptions {
         max_termination_grace: Duration::MAX,
@@ -712,6 +758,9 @@ pub fn next(file: &Path, count: usize, job: Option<&str>) -> Result<String, Erro
             j.schedule.zone(),
             if j.suspend { "  (suspended)" } else { "" }
         ));
+        if let Some(record) = record {
+            out.push_str(&describe_record(record.jobs.get(&j.name)));
+        }
         for at in j.schedule.upcoming(now, count) {
             out.push_str(&format!("  {}\n", at.to_rfc3339()));
         }

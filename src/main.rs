@@ -49,6 +49,9 @@ enum Command {
         /// Only this job.
         #[arg(long, value_name = "NAME")]
         job: Option<String>,
+        /// Also show each job's last slot from the run state kept beside this lease file.
+        #[arg(long, value_name = "PATH")]
+        lease_file: Option<PathBuf>,
     },
 }
 
@@ -149,8 +152,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Next { file, count, job } => {
-            print!("{}", app::next(&file, usize::from(count), job.as_deref())?);
+        Command::Next {
+            file,
+            count,
+            job,
+            lease_file,
+        } => {
+            let record = match lease_file {
+                Some(lease) => {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("cannot start the tokio runtime")?;
+                    Some(runtime.block_on(app::read_run_state(&lease))?)
+                }
+                None => None,
+            };
+            print!(
+                "{}",
+                app::next(&file, usize::from(count), job.as_deref(), record.as_ref())?
+            );
             Ok(())
         }
     }

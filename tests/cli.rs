@@ -216,6 +216,50 @@ fn next_lists_fire_times_in_the_jobs_zone() {
     assert!(!stdout.contains("other"), "{stdout}");
 }
 
+#[test]
+fn next_shows_each_jobs_last_slot_from_the_run_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write_file(&dir, "jobs.yaml", "jobs:\n  - name: tick\n    schedule: \"*/10 * * * *\"\n    shell: \"true\"\n  - name: other\n    schedule: \"@daily\"\n    shell: \"true\"\n");
+    let lease = dir.path().join("lease");
+    write_file(
+        &dir,
+        "lease.state",
+        r#"{"generation": 3, "record": {"format": 1, "fencingToken": 4, "jobs": {"tick": {
+            "lastStarted": {"slot": "2026-11-21T10:00:00Z", "fencingToken": 4, "identity": "r1", "startedAt": "2026-11-21T10:00:00.002Z"},
+            "lastCompletion": {"slot": "2026-11-21T10:00:00Z", "outcome": "failed", "finishedAt": "2026-11-21T10:00:01Z"}}}}}"#,
+    );
+    let out = output(&[
+        "next",
+        jobs.to_str().unwrap(),
+        "--count",
+        "1",
+        "--lease-file",
+        lease.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("  last slot: 2026-11-21T10:00:00+00:00 (fencing token 4, r1, failed)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  last slot: none recorded"), "{stdout}");
+    // Without a state file yet, every job has none.
+    let empty = tempfile::tempdir().unwrap();
+    let out = output(&[
+        "next",
+        jobs.to_str().unwrap(),
+        "--lease-file",
+        empty.path().join("lease").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("none recorded")
+            .count(),
+        2
+    );
+}
+
 // === validate: ConfigMap manifests ===
 
 fn manifest_fixture(name: &str) -> String {
