@@ -3,8 +3,8 @@
 //!
 //! One [`StateRecord`] per lease holds, per job, the last slot started (with the fencing token of the term
 //! that started it), the last completion and the last success. It lives beside the lease: in a file next to
-//! the lease file ([`file`]), or in the ConfigMap `<lease-name>-state` ([`kube`]). The [`Ledger`] is the
-//! one writer of a replica:
+//! the lease file ([`file`](mod@file)), or in the ConfigMap `<lease-name>-state` ([`kube`]). The
+//! [`Ledger`] is the one writer of a replica:
 //!
 //! - a run's slot is **claimed** (written as started) before its process is spawned: a slot already
 //!   recorded as started is never started again, whoever started it;
