@@ -3,8 +3,8 @@
 //!
 //! One [`StateRecord`] per lease holds, per job, the last slot started (with the fencing token of the term
 //! that started it), the last completion and the last success. It lives beside the lease: in a file next to
-//! the lease file ([`file`]), or in the ConfigMap `<lease-name>-state` ([`kube`]). The [`Ledger`] is the
-//! one writer of a replica:
+//! the lease file ([`file`](mod@file)), or in the ConfigMap `<lease-name>-state` ([`kube`]). The
+//! [`Ledger`] is the one writer of a replica:
 //!
 //! - a run's slot is **claimed** (written as started) before its process is spawned: a slot already
 //!   recorded as started is never started again, whoever started it;
@@ -20,6 +20,7 @@
 //! run twice.
 
 pub mod file;
+pub mod kube;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -99,6 +100,9 @@ pub enum Error {
     /// The file store failed.
     #[error("{0}")]
     File(#[from] file::Error),
+    /// The ConfigMap store failed.
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
     /// Writes kept conflicting with other writers.
     #[error("run state {store}: {attempts} writes in a row conflicted with another writer")]
     Contended {
@@ -133,6 +137,8 @@ pub enum Saved {
 pub enum Backend {
     /// A file beside the lease file.
     File(file::FileState),
+    /// The ConfigMap `<lease-name>-state` beside the Lease.
+    Kube(kube::KubeState),
 }
 
 impl Backend {
@@ -140,6 +146,7 @@ impl Backend {
     pub fn describe(&self) -> String {
         match self {
             Backend::File(store) => store.describe(),
+            Backend::Kube(store) => store.describe(),
         }
     }
 
@@ -147,6 +154,7 @@ impl Backend {
     pub async fn load(&self) -> Result<Option<Loaded>, Error> {
         Ok(match self {
             Backend::File(store) => store.load().await?,
+            Backend::Kube(store) => store.load().await?,
         })
     }
 
@@ -154,6 +162,7 @@ impl Backend {
     pub async fn save(&self, record: &StateRecord, version: Option<&str>) -> Result<Saved, Error> {
         Ok(match self {
             Backend::File(store) => store.save(record, version).await?,
+            Backend::Kube(store) => store.save(record, version).await?,
         })
     }
 }

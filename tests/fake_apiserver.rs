@@ -1,5 +1,5 @@
-//! The fake Kubernetes API server, driven by the real `kube::Client`: every Lease rule it enforces, watches
-//! with bookmarks and 410 Gone, fault injection per client, and the request log.
+//! The fake Kubernetes API server, driven by the real `kube::Client`: every Lease and ConfigMap rule it
+//! enforces, watches with bookmarks and 410 Gone, fault injection per client, and the request log.
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
@@ -428,6 +428,112 @@ async fn configmaps_take_merge_patches() {
             .await,
     );
     assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+}
+
+// === ConfigMap rules ===
+
+#[tokio::test]
+async fn a_configmap_replaced_at_a_stale_resource_version_is_a_conflict() {
+    let server = FakeApiServer::start().await;
+    let maps: Api<ConfigMap> = Api::default_namespaced(server.client("a").await);
+    let first = maps
+        .create(&PostParams::default(), &config_map("m", &[("k", "1")]))
+        .await
+        .expect("create");
+    let mut second = first.clone();
+    second.data = config_map("m", &[("k", "2")]).data;
+    maps.replace("m", &PostParams::default(), &second)
+        .await
+        .expect("replace at the current version");
+    let mut stale = first.clone();
+    stale.data = config_map("m", &[("k", "3")]).data;
+    let status = api_error(maps.replace("m", &PostParams::default(), &stale).await);
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        status.message,
+        "Operation cannot be fulfilled on configmaps \"m\": the object has been modified; please apply \
+         your changes to the latest version and try again"
+    );
+    let stored = server
+        .object(Resource::ConfigMaps, NAMESPACE, "m")
+        .expect("stored");
+    assert_eq!(stored["data"]["k"], "2");
+}
+
+#[tokio::test]
+async fn configmap_validation_mirrors_the_real_server() {
+    let server = FakeApiServer::start().await;
+    let maps: Api<ConfigMap> = Api::default_namespaced(server.client("a").await);
+    let mut bad = config_map("m", &[("a/b", "x"), ("..k", "y"), ("both", "z")]);
+    bad.binary_data = Some(BTreeMap::from([(
+        "both".to_owned(),
+        k8s_openapi::ByteString(b"z".to_vec()),
+    )]));
+    let status = api_error(maps.create(&PostParams::default(), &bad).await);
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    let causes: Vec<(String, String)> = status
+        .details
+        .expect("details")
+        .causes
+        .into_iter()
+        .map(|c| (c.field, c.message))
+        .collect();
+    let fields: Vec<&str> = causes.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["data[..k]", "data[a/b]", "data[both]"],
+        "{causes:?}"
+    );
+    assert!(
+        causes[0].1.ends_with("must not start with '..'"),
+        "{causes:?}"
+    );
+    assert!(
+        causes[2]
+            .1
+            .ends_with("duplicate of key present in binaryData"),
+        "{causes:?}"
+    );
+
+    let limit = 1024 * 1024;
+    let full = "x".repeat(limit);
+    maps.create(&PostParams::default(), &config_map("full", &[("k", &full)]))
+        .await
+        .expect("1 MiB of values fits");
+    let over = "x".repeat(limit / 2 + 1);
+    let status = api_error(
+        maps.create(
+            &PostParams::default(),
+            &config_map("over", &[("a", &over), ("b", &over)]),
+        )
+        .await,
+    );
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        status.message,
+        "ConfigMap \"over\" is invalid: []: Too long: may not be more than 1048576 bytes"
+    );
+}
+
+#[tokio::test]
+async fn a_configmap_value_that_is_not_a_string_is_a_bad_request() {
+    let server = FakeApiServer::start().await;
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        server.client("raw").await,
+        NAMESPACE,
+        &ApiResource::erase::<ConfigMap>(&()),
+    );
+    let body: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "m" }, "data": { "n": 1 },
+    }))
+    .expect("a dynamic object");
+    let status = api_error(raw.create(&PostParams::default(), &body).await);
+    assert_eq!((status.code, status.reason.as_str()), (400, "BadRequest"));
+    assert!(
+        status.message.contains("data.n: expected a string"),
+        "{status:?}"
+    );
 }
 
 // === Lists and watches ===

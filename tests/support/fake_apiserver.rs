@@ -20,7 +20,9 @@
 //! - The name (PUT) or namespace in the body differing from the URL: 400. A wrong `kind`/`apiVersion`,
 //!   a wrongly typed Lease spec field, or a `MicroTime` without exactly 6 fractional digits: 400.
 //! - Validation (422): `metadata.name` required and a DNS-1123 subdomain; Lease `leaseDurationSeconds > 0`,
-//!   `leaseTransitions >= 0`, `preferredHolder` only with `strategy`; a changed `uid` is immutable.
+//!   `leaseTransitions >= 0`, `preferredHolder` only with `strategy`; ConfigMap keys (`[-._a-zA-Z0-9]+`,
+//!   at most 253, not `.`/`..`), no key in both `data` and `binaryData`, at most 1 MiB of values (a
+//!   `data` value that is not a string is a 400); a changed `uid` is immutable.
 //! - Delete honours `DeleteOptions.preconditions` (uid, resourceVersion): 409 on mismatch.
 //! - Every error is a `metav1.Status` body (`kind: Status`, `status: Failure`, `reason`, `code`, `details`).
 //! - Watch (`?watch=1|true`): newline-delimited JSON events, replayed after `resourceVersion` from a bounded

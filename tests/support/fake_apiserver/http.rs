@@ -29,8 +29,9 @@ use super::status::ApiError;
 use super::validate::decode;
 use super::{watch, Shared};
 
-/// The largest request body accepted.
-const MAX_BODY_BYTES: usize = 1 << 20;
+/// The largest request body accepted: the API server's `MaxRequestBodyBytes` (3 MiB), so that an object
+/// too large for its resource fails validation (422), as on the real server, rather than here.
+const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// How long to wait before accepting again after an accept error (out of file descriptors, say).
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 

@@ -49,6 +49,15 @@ impl FieldError {
         }
     }
 
+    /// `field.TooLong(path, value, max)` for a value measured in bytes.
+    pub fn too_long(field: &str, max: usize) -> FieldError {
+        FieldError {
+            field: field.to_owned(),
+            reason: "FieldValueTooLong",
+            body: format!("Too long: may not be more than {max} bytes"),
+        }
+    }
+
     /// `field.Forbidden(path, detail)`.
     pub fn forbidden(field: &str, detail: &str) -> FieldError {
         FieldError {

@@ -2,8 +2,10 @@
 //!
 //! Decoding mirrors the Go JSON decoder's strictness where it matters to a Lease client: wrong `kind` or
 //! `apiVersion`, wrongly typed spec fields, and `MicroTime` strings without exactly six fractional digits
-//! (Go parses them with the layout `2006-01-02T15:04:05.000000Z07:00`). Validation mirrors apimachinery's
-//! `ValidateObjectMeta` (name required, DNS-1123 subdomain) and coordination's `ValidateLeaseSpec`.
+//! (Go parses them with the layout `2006-01-02T15:04:05.000000Z07:00`), and ConfigMap `data`/`binaryData`
+//! values that are not strings. Validation mirrors apimachinery's `ValidateObjectMeta` (name required,
+//! DNS-1123 subdomain), coordination's `ValidateLeaseSpec` and core's `ValidateConfigMap` (keys, no key in
+//! both `data` and `binaryData`, at most 1 MiB of values).
 
 use chrono::DateTime;
 use serde_json::Value;
@@ -23,6 +25,12 @@ const LEASE_MICRO_TIME_FIELDS: [&str; 2] = ["acquireTime", "renewTime"];
 const LEASE_INT_FIELDS: [&str; 2] = ["leaseDurationSeconds", "leaseTransitions"];
 /// The Lease spec fields typed `string`.
 const LEASE_STRING_FIELDS: [&str; 3] = ["holderIdentity", "preferredHolder", "strategy"];
+/// The ConfigMap fields typed `map[string]string` (`binaryData` holds base64 strings).
+const CONFIG_MAP_FIELDS: [&str; 2] = ["data", "binaryData"];
+/// The most bytes of values a ConfigMap may hold (`core.MaxSecretSize`, 1 MiB).
+pub const MAX_CONFIG_MAP_BYTES: usize = 1024 * 1024;
+/// The longest ConfigMap key.
+const MAX_CONFIG_MAP_KEY_LEN: usize = 253;
 
 /// Decodes a request body as an object of `resource`: a JSON object whose `kind`/`apiVersion`, if
 /// present, match, and (for Leases) whose spec fields have the right types and formats. Errors are 400.
@@ -41,6 +49,9 @@ pub fn check_decoded(resource: Resource, object: &Value) -> Result<(), ApiError>
     check_type_meta(resource, object).map_err(|why| cannot(resource, why))?;
     if resource == Resource::Leases {
         check_lease_spec_types(object).map_err(|why| cannot(resource, why))?;
+    }
+    if resource == Resource::ConfigMaps {
+        check_config_map_types(object).map_err(|why| cannot(resource, why))?;
     }
     Ok(())
 }
@@ -68,6 +79,9 @@ pub fn validate(resource: Resource, object: &Value) -> Result<(), ApiError> {
     }
     if resource == Resource::Leases {
         errors.extend(lease_spec_errors(&object["spec"]));
+    }
+    if resource == Resource::ConfigMaps {
+        errors.extend(config_map_errors(object));
     }
     if errors.is_empty() {
         Ok(())
@@ -126,6 +140,99 @@ fn check_lease_spec_types(object: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn check_config_map_types(object: &Value) -> Result<(), String> {
+    for field in CONFIG_MAP_FIELDS {
+        let entries = match &object[field] {
+            Value::Null => continue,
+            Value::Object(entries) => entries,
+            other => return Err(format!("{field}: expected an object, found {other}")),
+        };
+        if let Some((key, value)) = entries
+            .iter()
+            .find(|(_, value)| !matches!(value, Value::String(_) | Value::Null))
+        {
+            return Err(format!("{field}.{key}: expected a string, found {value}"));
+        }
+    }
+    Ok(())
+}
+
+/// `ValidateConfigMap`: every key a ConfigMap key, none in both maps, at most [`MAX_CONFIG_MAP_BYTES`] of
+/// values (`binaryData` counted decoded, as the server stores it: 3 bytes per 4 base64 characters).
+fn config_map_errors(object: &Value) -> Vec<FieldError> {
+    let entries = |field: &str| {
+        object[field]
+            .as_object()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|(key, value)| {
+                        (key.clone(), value.as_str().unwrap_or_default().to_owned())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let (data, binary) = (entries("data"), entries("binaryData"));
+    let mut errors = Vec::new();
+    let mut total = 0;
+    for (key, value) in &data {
+        let field = format!("data[{key}]");
+        for why in config_map_key_errors(key) {
+            errors.push(FieldError::invalid(&field, key, &why));
+        }
+        if binary.iter().any(|(other, _)| other == key) {
+            errors.push(FieldError::invalid(
+                &field,
+                key,
+                "duplicate of key present in binaryData",
+            ));
+        }
+        total += value.len();
+    }
+    for (key, value) in &binary {
+        for why in config_map_key_errors(key) {
+            errors.push(FieldError::invalid(
+                &format!("binaryData[{key}]"),
+                key,
+                &why,
+            ));
+        }
+        total += value.trim_end_matches('=').len() * 3 / 4;
+    }
+    if total > MAX_CONFIG_MAP_BYTES {
+        // The path of the whole object, as Go prints `field.NewPath("")`.
+        errors.push(FieldError::too_long("[]", MAX_CONFIG_MAP_BYTES));
+    }
+    errors
+}
+
+/// apimachinery's `IsConfigMapKey`.
+fn config_map_key_errors(key: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if key.len() > MAX_CONFIG_MAP_KEY_LEN {
+        errors.push(format!(
+            "must be no more than {MAX_CONFIG_MAP_KEY_LEN} characters"
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if key.is_empty() || !key.chars().all(allowed) {
+        errors.push(
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. \
+             'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is \
+             '[-._a-zA-Z0-9]+')"
+                .to_owned(),
+        );
+    }
+    match key {
+        "." => errors.push("must not be '.'".to_owned()),
+        ".." => errors.push("must not be '..'".to_owned()),
+        _ if key.starts_with("..") => errors.push("must not start with '..'".to_owned()),
+        _ => {}
+    }
+    errors
 }
 
 /// Accepts exactly `YYYY-MM-DDTHH:MM:SS.ffffff` followed by `Z` or `±HH:MM`, as Go's `time.Parse` with

@@ -1,0 +1,797 @@
+//! The run state in the ConfigMap `<lease-name>-state` beside the Lease, under the key `state.json`, as
+//! pretty JSON.
+//!
+//! # Requests
+//!
+//! - `load` is a GET of the one ConfigMap (404 → no record); its `resourceVersion` is the version;
+//! - `save` without a version is a POST (409 `AlreadyExists` → [`Saved::Conflict`]: a peer was first);
+//! - `save` with a version is a PUT carrying it as `metadata.resourceVersion` (409 → [`Saved::Conflict`],
+//!   and 404 too: the ConfigMap was deleted since it was read, so the version is gone). Never a blind
+//!   write.
+//!
+//! A write replaces `data` (and drops any `binaryData`): the ConfigMap holds the one key. The metadata of
+//! the last object read is sent back when its version is the one being replaced, so labels, annotations
+//! and owner references that others added survive; the label `app.kubernetes.io/managed-by: leasecron`
+//! and a `kubernetes.io/description` annotation are set on every write.
+//!
+//! As in the Lease store ([`crate::lease_store::kube`]), kube's retry layer is off and every request is
+//! bounded by the request timeout, in the connector and around the call: a hung API server is an
+//! [`Error::Unavailable`] after that long, and the ledger decides what to do next.
+//!
+//! A ConfigMap without the key, whose text is not JSON, or whose record has fields this version does not
+//! know, is returned as unusable (with its resourceVersion), for the ledger to log and rebuild.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+
+use super::{Loaded, Saved, StateRecord};
+use crate::lease_store::kube::{check_lease_name as check_object_name, client, error_chain};
+
+/// The ConfigMap of the Lease `L` is `L` followed by this.
+pub const STATE_SUFFIX: &str = "-state";
+/// The key under `data` that holds the record.
+pub const KEY: &str = "state.json";
+/// The verbs leasecron needs on the ConfigMap, checked at start by [`KubeState::check_access`].
+pub const REQUIRED_VERBS: [&str; 3] = ["get", "create", "update"];
+/// The label that marks the ConfigMap as leasecron's.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "leasecron";
+/// The well-known annotation that says what the ConfigMap is.
+pub const DESCRIPTION_ANNOTATION: &str = "kubernetes.io/description";
+/// The longest Lease name whose run state fits a ConfigMap name (a DNS-1123 subdomain, at most 253
+/// characters, including [`STATE_SUFFIX`]).
+pub const MAX_LEASE_NAME_LEN: usize = MAX_NAME_LEN - STATE_SUFFIX.len();
+
+/// The longest object name (a DNS-1123 subdomain).
+const MAX_NAME_LEN: usize = 253;
+
+/// HTTP 403.
+const FORBIDDEN: u16 = 403;
+/// HTTP 404.
+const NOT_FOUND: u16 = 404;
+/// HTTP 409: `AlreadyExists` on create, `Conflict` on update.
+const CONFLICT: u16 = 409;
+/// How many keys an "key not found" reason lists.
+const MAX_KEYS_LISTED: usize = 10;
+
+/// Why the run state ConfigMap cannot be named, read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `<lease-name>-state` is not a valid ConfigMap name (the Lease name is too long to add the suffix).
+    #[error(
+        "run state of lease {namespace}/{lease}: the ConfigMap name {name:?} is invalid: {why}"
+    )]
+    InvalidName {
+        /// The namespace.
+        namespace: String,
+        /// The Lease name.
+        lease: String,
+        /// The ConfigMap name it would give.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The Kubernetes client cannot be built from the configuration.
+    #[error("run state {store}: {source}")]
+    ClientConfig {
+        /// [`KubeState::describe`].
+        store: String,
+        /// Why.
+        #[source]
+        source: crate::lease_store::Error,
+    },
+    /// The API server refused a request for lack of permission (HTTP 403): an RBAC rule is missing.
+    #[error(
+        "run state {store}: {verb} is forbidden: grant this replica's service account {} in namespace \
+         \"{namespace}\"; the API server said: {message}",
+        rules(.name)
+    )]
+    Forbidden {
+        /// [`KubeState::describe`].
+        store: String,
+        /// The refused request: `get`, `create` or `update`.
+        verb: &'static str,
+        /// The ConfigMap's namespace.
+        namespace: String,
+        /// The ConfigMap's name.
+        name: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// A `SelfSubjectAccessReview` at start says this replica lacks some of [`REQUIRED_VERBS`].
+    #[error(
+        "run state {store}: this replica's service account may not {} the ConfigMap: add {} in \
+         namespace \"{namespace}\"",
+        .verbs.join(", "),
+        rules(.name)
+    )]
+    AccessDenied {
+        /// [`KubeState::describe`].
+        store: String,
+        /// The denied verbs.
+        verbs: Vec<&'static str>,
+        /// The ConfigMap's namespace.
+        namespace: String,
+        /// The ConfigMap's name.
+        name: String,
+    },
+    /// The API server cannot be reached or cannot answer now: a timeout, a refused or dropped
+    /// connection, 408, 429 or a 5xx, an unreadable answer. Retrying later may succeed.
+    #[error("run state {store}: {verb}: the Kubernetes API is unavailable: {detail}")]
+    Unavailable {
+        /// [`KubeState::describe`].
+        store: String,
+        /// The failed request.
+        verb: &'static str,
+        /// What happened.
+        detail: String,
+    },
+    /// The API server answered with an error status that retrying will not change (400, 401, 422, ...).
+    #[error("run state {store}: {verb} failed: HTTP {code} {reason}: {message}")]
+    Api {
+        /// [`KubeState::describe`].
+        store: String,
+        /// The failed request.
+        verb: &'static str,
+        /// The HTTP status code.
+        code: u16,
+        /// The Status reason, if any.
+        reason: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// The record cannot be encoded as JSON.
+    #[error("run state {store}: encoding the record: {detail}")]
+    Encode {
+        /// [`KubeState::describe`].
+        store: String,
+        /// The encoder's error.
+        detail: String,
+    },
+}
+
+/// The RBAC rules leasecron needs on the ConfigMap: `create` cannot be limited to a name, the others can.
+fn rules(name: &str) -> String {
+    format!(
+        "the RBAC rules {{apiGroups: [\"\"], resources: [\"configmaps\"], verbs: [\"create\"]}} and \
+         {{apiGroups: [\"\"], resources: [\"configmaps\"], resourceNames: [\"{name}\"], verbs: [\"get\", \
+         \"update\"]}}"
+    )
+}
+
+/// The run state of a Lease in a ConfigMap. See the [module documentation](self).
+pub struct KubeState {
+    /// Without the retry layer, with the request timeout in its connector. (A client rather than an
+    /// `Api` per resource keeps [`Backend`](super::Backend) small.)
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    lease: String,
+    describe: String,
+    request_timeout: Duration,
+    /// The metadata of the last ConfigMap read or written, sent back on a replace of that version.
+    last_meta: std::sync::Mutex<Option<Box<ObjectMeta>>>,
+}
+
+// === impl Error ===
+
+impl Error {
+    /// True if retrying later may succeed ([`Error::Unavailable`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+}
+
+// === impl KubeState ===
+
+impl std::fmt::Debug for KubeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeState")
+            .field("configmap", &self.describe)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeState {
+    /// The state of the Lease `lease_name` in `namespace`: ConfigMap `<lease_name>-state`, key
+    /// `state.json`, through a client built from `config` (kube's retry layer off, `request_timeout` on
+    /// every request). Sends no request; must be called within a tokio runtime (the client spawns its
+    /// connection buffer).
+    pub fn new(
+        config: kube::Config,
+        namespace: &str,
+        lease_name: &str,
+        request_timeout: Duration,
+    ) -> Result<KubeState, Error> {
+        let name = state_name(lease_name).map_err(|(name, why)| Error::InvalidName {
+            namespace: namespace.to_owned(),
+            lease: lease_name.to_owned(),
+            name,
+            why,
+        })?;
+        let describe = format!("configmap {namespace}/{name}");
+        let client =
+            client(config, Some(request_timeout)).map_err(|source| Error::ClientConfig {
+                store: describe.clone(),
+                source,
+            })?;
+        Ok(KubeState {
+            client,
+            namespace: namespace.to_owned(),
+            name,
+            lease: lease_name.to_owned(),
+            describe,
+            request_timeout,
+            last_meta: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// For logs: `configmap NS/NAME-state`.
+    pub fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    /// The ConfigMap's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads the record; `None` if there is no ConfigMap.
+    pub async fn load(&self) -> Result<Option<Loaded>, Error> {
+        let api = self.config_maps();
+        let Some(config_map) = self.request("get", api.get_opt(&self.name)).await? else {
+            return Ok(None);
+        };
+        let version = self.version_of("get", &config_map)?;
+        self.remember(&config_map.metadata);
+        Ok(Some(Loaded {
+            version,
+            record: decode(&self.describe, &config_map),
+        }))
+    }
+
+    /// Writes `record` if the ConfigMap's resourceVersion is still `version` (`None`: if there is no
+    /// ConfigMap).
+    pub async fn save(&self, record: &StateRecord, version: Option<&str>) -> Result<Saved, Error> {
+        let text = serde_json::to_string_pretty(record).map_err(|e| Error::Encode {
+            store: self.describe.clone(),
+            detail: e.to_string(),
+        })?;
+        let config_map = ConfigMap {
+            metadata: self.metadata_for(version),
+            data: Some(BTreeMap::from([(KEY.to_owned(), text)])),
+            ..ConfigMap::default()
+        };
+        let post = PostParams::default();
+        let api = self.config_maps();
+        let (verb, answer) = match version {
+            None => {
+                let request = api.create(&post, &config_map);
+                ("create", self.request("create", request).await)
+            }
+            Some(_) => {
+                let request = api.replace(&self.name, &post, &config_map);
+                ("update", self.request("update", request).await)
+            }
+        };
+        let written = match answer {
+            Ok(written) => written,
+            // Someone else created or changed it (409), or deleted it since it was read (404 on update;
+            // on create, a 404 is a missing namespace): read again.
+            Err(Error::Api { code: CONFLICT, .. }) => return Ok(Saved::Conflict),
+            Err(Error::Api {
+                code: NOT_FOUND, ..
+            }) if version.is_some() => return Ok(Saved::Conflict),
+            Err(e) => return Err(e),
+        };
+        let version = self.version_of(verb, &written)?;
+        self.remember(&written.metadata);
+        Ok(Saved::Written(version))
+    }
+
+    /// Asks the API server (`SelfSubjectAccessReview`) whether this replica may get, create and update
+    /// the ConfigMap (get and update by name, as a `resourceNames` rule grants them; create cannot be
+    /// limited to a name), so a missing RBAC verb is a clear error at start. Denied verbs:
+    /// [`Error::AccessDenied`]. A review that cannot be made (no authorization API, a timeout) proves
+    /// nothing: it is logged at debug and the check passes; the requests themselves still report 403.
+    pub async fn check_access(&self) -> Result<(), Error> {
+        let mut denied = Vec::new();
+        for verb in REQUIRED_VERBS {
+            match self.review(verb).await {
+                Ok(true) => {}
+                Ok(false) => denied.push(verb),
+                Err(error) => {
+                    tracing::debug!(
+                        store = %self.describe,
+                        verb,
+                        error = %error_chain(&error),
+                        "cannot review access to the run state ConfigMap; skipping the check"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        if denied.is_empty() {
+            return Ok(());
+        }
+        Err(Error::AccessDenied {
+            store: self.describe.clone(),
+            verbs: denied,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        })
+    }
+
+    /// Whether the API server allows `verb` on the ConfigMap to this replica.
+    async fn review(&self, verb: &str) -> Result<bool, kube::Error> {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(String::new()),
+                    resource: Some("configmaps".to_owned()),
+                    namespace: Some(self.namespace.clone()),
+                    verb: Some(verb.to_owned()),
+                    // `create` cannot be restricted to a name; the others can (resourceNames).
+                    name: (verb != "create").then(|| self.name.clone()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
+        let post = PostParams::default();
+        let request = reviews.create(&post, &review);
+        let answer = tokio::time::timeout(self.request_timeout, request)
+            .await
+            .map_err(|_| kube::Error::Service("the access review timed out".into()))??;
+        Ok(answer.status.is_some_and(|status| status.allowed))
+    }
+
+    fn config_maps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Runs one request, bounded by the request timeout, and classifies its error.
+    async fn request<T>(
+        &self,
+        verb: &'static str,
+        request: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(result) => result.map_err(|e| self.error(verb, e)),
+            Err(_elapsed) => Err(self.unavailable(
+                verb,
+                format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.request_timeout)
+                ),
+            )),
+        }
+    }
+
+    /// Maps a kube error to ours; 409 and 404 stay [`Error::Api`] for the caller to interpret.
+    fn error(&self, verb: &'static str, error: kube::Error) -> Error {
+        match error {
+            kube::Error::Api(status) => match status.code {
+                FORBIDDEN => Error::Forbidden {
+                    store: self.describe.clone(),
+                    verb,
+                    namespace: self.namespace.clone(),
+                    name: self.name.clone(),
+                    message: status.message,
+                },
+                code if is_transient_status(code) => self.unavailable(
+                    verb,
+                    format!("HTTP {code} {}: {}", status.reason, status.message),
+                ),
+                code => Error::Api {
+                    store: self.describe.clone(),
+                    verb,
+                    code,
+                    reason: status.reason,
+                    message: status.message,
+                },
+            },
+            kube::Error::SerdeError(e) => {
+                self.unavailable(verb, format!("the answer cannot be read: {e}"))
+            }
+            other => self.unavailable(verb, error_chain(&other)),
+        }
+    }
+
+    fn unavailable(&self, verb: &'static str, detail: String) -> Error {
+        Error::Unavailable {
+            store: self.describe.clone(),
+            verb,
+            detail,
+        }
+    }
+
+    /// The resourceVersion of an answer; a real API server always sets one.
+    fn version_of(&self, verb: &'static str, config_map: &ConfigMap) -> Result<String, Error> {
+        config_map
+            .metadata
+            .resource_version
+            .clone()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                self.unavailable(
+                    verb,
+                    "the answer has no metadata.resourceVersion".to_owned(),
+                )
+            })
+    }
+
+    fn remember(&self, meta: &ObjectMeta) {
+        *self
+            .last_meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(meta.clone()));
+    }
+
+    /// The metadata to write over `version` (`None`: to create): the last object's if that is the
+    /// version, with our label and annotation.
+    fn metadata_for(&self, version: Option<&str>) -> ObjectMeta {
+        let last = self
+            .last_meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut meta = match (last, version) {
+            (Some(meta), Some(version)) if meta.resource_version.as_deref() == Some(version) => {
+                *meta
+            }
+            _ => ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                resource_version: version.map(str::to_owned),
+                ..ObjectMeta::default()
+            },
+        };
+        meta.labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+        meta.annotations.get_or_insert_with(BTreeMap::new).insert(
+            DESCRIPTION_ANNOTATION.to_owned(),
+            description(&self.namespace, &self.lease),
+        );
+        meta
+    }
+}
+
+/// What the annotation says.
+fn description(namespace: &str, lease: &str) -> String {
+    format!(
+        "leasecron run state of Lease {namespace}/{lease}: per job, the last slot started (so none runs \
+         twice across failovers) and the last completion. Written by the leader only; deleting it \
+         forgets that history."
+    )
+}
+
+/// `<lease>-state`, or that name and why it is not a valid ConfigMap name.
+fn state_name(lease: &str) -> Result<String, (String, String)> {
+    let name = format!("{lease}{STATE_SUFFIX}");
+    match check_object_name(&name) {
+        Ok(()) => Ok(name),
+        Err(why) if name.len() > MAX_NAME_LEN => Err((
+            name,
+            format!(
+                "{why} (the Lease name may have at most {MAX_LEASE_NAME_LEN} characters to keep its \
+                 run state in a ConfigMap)"
+            ),
+        )),
+        Err(why) => Err((name, why)),
+    }
+}
+
+/// The record in `config_map`, or why it cannot be used (`store` names the ConfigMap).
+fn decode(store: &str, config_map: &ConfigMap) -> Result<StateRecord, String> {
+    let Some(text) = config_map.data.as_ref().and_then(|data| data.get(KEY)) else {
+        return Err(format!("{store}: {}", missing_key(config_map)));
+    };
+    serde_json::from_str(text).map_err(|e| format!("{store} key {KEY}: {e}"))
+}
+
+/// Why `config_map` has no text under [`KEY`].
+fn missing_key(config_map: &ConfigMap) -> String {
+    if config_map
+        .binary_data
+        .as_ref()
+        .is_some_and(|binary| binary.contains_key(KEY))
+    {
+        return format!("key {KEY} is under binaryData, not data");
+    }
+    let keys: Vec<&str> = config_map
+        .data
+        .iter()
+        .flat_map(|data| data.keys())
+        .map(String::as_str)
+        .collect();
+    match keys.len() {
+        0 => format!("key {KEY} not found in data (it has no keys)"),
+        n if n <= MAX_KEYS_LISTED => {
+            format!("key {KEY} not found in data (keys: {})", keys.join(", "))
+        }
+        n => format!(
+            "key {KEY} not found in data (keys: {}, and {} more)",
+            keys[..MAX_KEYS_LISTED].join(", "),
+            n - MAX_KEYS_LISTED
+        ),
+    }
+}
+
+/// True for HTTP statuses that a later retry may not see: 408, 429, every 5xx (and a missing code).
+fn is_transient_status(code: u16) -> bool {
+    const REQUEST_TIMEOUT: u16 = 408;
+    const TOO_MANY_REQUESTS: u16 = 429;
+    const FIRST_SERVER_ERROR: u16 = 500;
+    code == 0 || code == REQUEST_TIMEOUT || code == TOO_MANY_REQUESTS || code >= FIRST_SERVER_ERROR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{JobRecord, SlotStart};
+    use chrono::{TimeZone, Utc};
+
+    const STORE: &str = "configmap ns/lock-state";
+
+    fn state() -> KubeState {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+        KubeState::new(config, "ns", "lock", Duration::from_millis(500))
+            .expect("a client for a plain-HTTP URL")
+    }
+
+    fn record() -> StateRecord {
+        let at = Utc.timestamp_opt(1_800_000_000, 0).single().expect("valid");
+        let job = JobRecord {
+            last_started: Some(SlotStart {
+                slot: at,
+                fencing_token: 3,
+                identity: "pod-a".to_owned(),
+                started_at: at,
+            }),
+            ..JobRecord::default()
+        };
+        StateRecord {
+            format: crate::state::FORMAT,
+            fencing_token: 3,
+            jobs: BTreeMap::from([("backup".to_owned(), job)]),
+        }
+    }
+
+    fn config_map(data: &[(&str, &str)]) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("lock-state".to_owned()),
+                resource_version: Some("7".to_owned()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..ConfigMap::default()
+        }
+    }
+
+    fn api_error(state: &KubeState, verb: &'static str, code: u16) -> Error {
+        let status = kube::core::Status::failure("x", "y").with_code(code);
+        state.error(verb, kube::Error::Api(status.boxed()))
+    }
+
+    #[test]
+    fn a_good_record_is_read_back_as_written() {
+        let text = serde_json::to_string_pretty(&record()).expect("encodes");
+        let decoded = decode(STORE, &config_map(&[(KEY, &text)]));
+        assert_eq!(decoded, Ok(record()));
+    }
+
+    #[test]
+    fn a_missing_key_is_unusable_and_lists_the_keys_there_are() {
+        assert_eq!(
+            decode(STORE, &config_map(&[("b", "x"), ("a", "y")])),
+            Err(
+                "configmap ns/lock-state: key state.json not found in data (keys: a, b)".to_owned()
+            )
+        );
+        assert_eq!(
+            decode(STORE, &ConfigMap::default()),
+            Err(
+                "configmap ns/lock-state: key state.json not found in data (it has no keys)"
+                    .to_owned()
+            )
+        );
+        let mut binary = config_map(&[]);
+        binary.binary_data = Some(BTreeMap::from([(
+            KEY.to_owned(),
+            k8s_openapi::ByteString(b"{}".to_vec()),
+        )]));
+        let why = decode(STORE, &binary).expect_err("binary");
+        assert!(
+            why.ends_with("key state.json is under binaryData, not data"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_unusable_and_says_where() {
+        let why = decode(STORE, &config_map(&[(KEY, "not json")])).expect_err("corrupt");
+        assert!(
+            why.starts_with("configmap ns/lock-state key state.json: ")
+                && why.ends_with("at line 1 column 2"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_record_with_a_field_we_do_not_know_is_unusable() {
+        let text = r#"{"format": 1, "fencingToken": 2, "jobs": {}, "newField": 1}"#;
+        let why = decode(STORE, &config_map(&[(KEY, text)])).expect_err("unknown field");
+        assert!(why.contains("unknown field `newField`"), "{why}");
+        let nested = r#"{"format": 1, "fencingToken": 2, "jobs": {"j": {"lastRun": 1}}}"#;
+        let why = decode(STORE, &config_map(&[(KEY, nested)])).expect_err("unknown field");
+        assert!(why.contains("unknown field `lastRun`"), "{why}");
+    }
+
+    #[test]
+    fn the_name_is_the_lease_name_and_the_suffix_up_to_253_characters() {
+        assert_eq!(state_name("cron"), Ok("cron-state".to_owned()));
+        let longest = "l".repeat(MAX_LEASE_NAME_LEN);
+        assert_eq!(state_name(&longest).map(|n| n.len()), Ok(253));
+        let (name, why) = state_name(&"l".repeat(MAX_LEASE_NAME_LEN + 1)).expect_err("too long");
+        assert_eq!(name.len(), 254);
+        assert!(why.contains("longer than 253 characters"), "{why}");
+        assert!(why.contains("at most 247 characters"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_lease_name_too_long_for_the_configmap_is_refused_by_name() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+        let lease = "l".repeat(250);
+        let error =
+            KubeState::new(config, "ns", &lease, Duration::from_secs(1)).expect_err("too long");
+        let text = error.to_string();
+        assert!(matches!(error, Error::InvalidName { .. }), "{error:?}");
+        assert!(
+            text.starts_with(&format!(
+                "run state of lease ns/{lease}: the ConfigMap name \"{lease}-state\" is invalid"
+            )),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_store_is_described_by_namespace_and_name() {
+        let state = state();
+        assert_eq!(state.describe(), STORE);
+        assert_eq!(state.name(), "lock-state");
+    }
+
+    #[tokio::test]
+    async fn a_write_carries_our_label_and_annotation_and_keeps_the_metadata_of_its_version() {
+        let state = state();
+        let created = state.metadata_for(None);
+        assert_eq!(created.name.as_deref(), Some("lock-state"));
+        assert_eq!(
+            created.resource_version, None,
+            "a create carries no version"
+        );
+        assert_eq!(
+            created
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MANAGED_BY_LABEL))
+                .map(String::as_str),
+            Some("leasecron")
+        );
+        let annotation = created
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DESCRIPTION_ANNOTATION))
+            .cloned()
+            .unwrap_or_default();
+        assert!(annotation.contains("Lease ns/lock"), "{annotation}");
+
+        let mut read = config_map(&[]).metadata;
+        read.labels = Some(BTreeMap::from([("team".to_owned(), "ops".to_owned())]));
+        state.remember(&read);
+        let replaced = state.metadata_for(Some("7"));
+        let labels = replaced.labels.unwrap_or_default();
+        assert_eq!(labels.get("team").map(String::as_str), Some("ops"));
+        assert_eq!(
+            labels.get(MANAGED_BY_LABEL).map(String::as_str),
+            Some("leasecron")
+        );
+        assert_eq!(replaced.resource_version.as_deref(), Some("7"));
+        let other = state.metadata_for(Some("6"));
+        assert_eq!(other.resource_version.as_deref(), Some("6"));
+        assert!(!other.labels.unwrap_or_default().contains_key("team"));
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_transient_and_client_errors_are_not() {
+        let state = state();
+        for code in [500, 503, 504, 429, 408] {
+            assert!(api_error(&state, "get", code).is_transient(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 422] {
+            assert!(!api_error(&state, "update", code).is_transient(), "{code}");
+        }
+        assert!(matches!(
+            api_error(&state, "update", 409),
+            Error::Api { code: 409, .. }
+        ));
+        let garbage = serde_json::from_str::<ConfigMap>("{not json").expect_err("garbage");
+        assert!(state
+            .error("get", kube::Error::SerdeError(garbage))
+            .is_transient());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_without_an_answer_times_out_as_unavailable() {
+        let state = state();
+        let error = state
+            .request("get", std::future::pending::<Result<(), kube::Error>>())
+            .await
+            .expect_err("no answer");
+        assert!(error.is_transient());
+        assert_eq!(
+            error.to_string(),
+            "run state configmap ns/lock-state: get: the Kubernetes API is unavailable: no answer within 500ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forbidden_answer_names_the_verb_and_the_rules_to_add() {
+        let state = state();
+        let status = kube::core::Status::failure(
+            "configmaps \"lock-state\" is forbidden: User \"x\" cannot update resource",
+            "Forbidden",
+        )
+        .with_code(403);
+        let error = state.error("update", kube::Error::Api(status.boxed()));
+        assert!(!error.is_transient());
+        let text = error.to_string();
+        for needle in [
+            "run state configmap ns/lock-state: update is forbidden",
+            "{apiGroups: [\"\"], resources: [\"configmaps\"], verbs: [\"create\"]}",
+            "{apiGroups: [\"\"], resources: [\"configmaps\"], resourceNames: [\"lock-state\"], verbs: [\"get\", \"update\"]}",
+            "namespace \"ns\"",
+            "cannot update resource",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from: {text}");
+        }
+    }
+
+    #[test]
+    fn denied_verbs_are_listed_with_the_rules() {
+        let error = Error::AccessDenied {
+            store: STORE.to_owned(),
+            verbs: vec!["create", "update"],
+            namespace: "ns".to_owned(),
+            name: "lock-state".to_owned(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "run state configmap ns/lock-state: this replica's service account may not create, update \
+             the ConfigMap: add the RBAC rules {apiGroups: [\"\"], resources: [\"configmaps\"], verbs: \
+             [\"create\"]} and {apiGroups: [\"\"], resources: [\"configmaps\"], resourceNames: \
+             [\"lock-state\"], verbs: [\"get\", \"update\"]} in namespace \"ns\""
+        );
+        assert!(!error.is_transient());
+    }
+}
