@@ -22,6 +22,8 @@ use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, LoadOptions};
 use leasecron::dispatch::Dispatcher;
 use leasecron::runner::{RunEvent, Runner};
+use leasecron::state::file::FileState;
+use leasecron::state::{Backend, Ledger};
 use leasecron::term::{FencingToken, Leadership, Term};
 use tokio_util::sync::CancellationToken;
 
@@ -46,8 +48,24 @@ fn main() {
     println!(
         "start lag, 1-second jobs, {samples} samples each (child's own clock − scheduled second)"
     );
-    let (ours, ours_spawn) =
-        runtime.block_on(measure_leasecron(&dir.path().join("leasecron"), samples));
+    let (ours, ours_spawn) = runtime.block_on(measure_leasecron(
+        &dir.path().join("leasecron"),
+        samples,
+        None,
+    ));
+    // The same with the run state in a file: every slot is claimed (written, fsynced) before the spawn.
+    let ledger = Arc::new(Ledger::new(
+        Backend::File(FileState::beside(&dir.path().join("lease"))),
+        "bench".to_owned(),
+    ));
+    let (with_state, _) = runtime.block_on(async {
+        ledger
+            .begin_term(FencingToken(1))
+            .await
+            .expect("the state file is writable")
+            .expect("no newer term");
+        measure_leasecron(&dir.path().join("with-state"), samples, Some(ledger)).await
+    });
     let theirs = runtime.block_on(measure_tokio_cron_scheduler(
         &dir.path().join("tcs"),
         samples,
@@ -60,6 +78,7 @@ fn main() {
     );
     ours.print("leasecron");
     Summary::of(ours_spawn).print("  of which to spawn()");
+    Summary::of(with_state).print("leasecron + file state");
     theirs.print("tokio-cron-scheduler");
     println!(
         "ratio tokio-cron-scheduler / leasecron: median {:.0}x, p99 {:.0}x",
@@ -81,7 +100,11 @@ fn probe(out: &Path) {
 
 /// The child-measured lags, and the runner's own `start_delay` (slot until just before `spawn()`): the
 /// difference between the two is the cost of fork, exec and the child's start.
-async fn measure_leasecron(out: &Path, samples: u64) -> (Vec<f64>, Vec<f64>) {
+async fn measure_leasecron(
+    out: &Path,
+    samples: u64,
+    ledger: Option<Arc<Ledger>>,
+) -> (Vec<f64>, Vec<f64>) {
     let exe = std::env::current_exe().expect("current exe");
     let yaml = format!(
         "jobs:\n  - name: lag\n    schedule: \"* * * * * *\"\n    concurrencyPolicy: Allow\n    command: [{:?}]\n    env: {{{PROBE_ENV}: {:?}}}\n",
@@ -100,7 +123,12 @@ async fn measure_leasecron(out: &Path, samples: u64) -> (Vec<f64>, Vec<f64>) {
         term: handle.term().clone(),
     });
     let (events, mut reports) = tokio::sync::mpsc::unbounded_channel();
-    let runner = Runner::new("bench".to_owned(), Arc::clone(&clock), Some(events));
+    let runner = match ledger {
+        Some(ledger) => {
+            Runner::with_ledger("bench".to_owned(), Arc::clone(&clock), Some(events), ledger)
+        }
+        None => Runner::new("bench".to_owned(), Arc::clone(&clock), Some(events)),
+    };
     let dispatcher = Dispatcher::new(runner, leadership, clock);
     let stop = CancellationToken::new();
     let stopper = stop.clone();

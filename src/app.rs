@@ -28,6 +28,7 @@ use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 use crate::state::file::FileState;
+use crate::state::kube::KubeState;
 use crate::state::{Backend, JobRecord, Ledger, StateRecord};
 
 /// Exit code for a usage or configuration error.
@@ -103,6 +104,9 @@ pub enum Error {
     /// The run state could not be read.
     #[error("{0}")]
     State(#[from] crate::state::Error),
+    /// The run state's ConfigMap is unusable at start (an invalid name, a denied RBAC verb).
+    #[error("{0}")]
+    StateConfigMap(#[from] crate::state::kube::Error),
     /// `--jobs-configmap` names no valid ConfigMap and key, or it cannot be read or watched.
     #[error("--jobs-configmap: {0}")]
     ConfigMap(#[from] configmap::Error),
@@ -150,6 +154,8 @@ impl Error {
             }
             Error::LeaseStore(_) | Error::Kubernetes { .. } => EXIT_USAGE,
             Error::ConfigMap(e) if e.is_transient() => EXIT_FAILURE,
+            Error::StateConfigMap(e) if e.is_transient() => EXIT_FAILURE,
+            Error::StateConfigMap(_) => EXIT_USAGE,
             Error::ConfigMap(_) => EXIT_USAGE,
             Error::Http(http::Error::Bind { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,
@@ -283,6 +289,14 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
                 }
                 (None, JobsSource::File(path)) => Jobs::from_file(path, load).await?,
             };
+            // The run state beside the Lease: its RBAC is checked now, like the Lease's.
+            let state = KubeState::new(
+                config.clone(),
+                &store.params().namespace,
+                &opts.lease_name,
+                opts.timings.retry_period,
+            )?;
+            state.check_access().await?;
             store
                 .check_identity(&identity, opts.timings.lease_duration)
                 .await
@@ -298,7 +312,7 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
             );
             let lease = Lease {
                 store,
-                ledger: None,
+                ledger: Some(Ledger::new(Backend::Kube(state), identity.clone())),
                 events,
             };
             run_with(opts, jobs, identity, lease, clock).await

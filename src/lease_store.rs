@@ -321,7 +321,9 @@ impl Error {
 }
 
 /// True for HTTP statuses that a later retry may not see: 408, 429, every 5xx (and a missing code).
-fn is_transient_status(code: u16) -> bool {
+/// True for an API status that retrying later may change: 408, 429, 5xx, or none. Shared by every client
+/// of the API server (the Lease, the jobs ConfigMap, the run state).
+pub(crate) fn is_transient_status(code: u16) -> bool {
     const REQUEST_TIMEOUT: u16 = 408;
     const TOO_MANY_REQUESTS: u16 = 429;
     const FIRST_SERVER_ERROR: u16 = 500;

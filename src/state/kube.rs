@@ -392,7 +392,7 @@ impl KubeState {
                     name: self.name.clone(),
                     message: status.message,
                 },
-                code if is_transient_status(code) => self.unavailable(
+                code if crate::lease_store::is_transient_status(code) => self.unavailable(
                     verb,
                     format!("HTTP {code} {}: {}", status.reason, status.message),
                 ),
@@ -530,14 +530,6 @@ fn missing_key(config_map: &ConfigMap) -> String {
             n - MAX_KEYS_LISTED
         ),
     }
-}
-
-/// True for HTTP statuses that a later retry may not see: 408, 429, every 5xx (and a missing code).
-fn is_transient_status(code: u16) -> bool {
-    const REQUEST_TIMEOUT: u16 = 408;
-    const TOO_MANY_REQUESTS: u16 = 429;
-    const FIRST_SERVER_ERROR: u16 = 500;
-    code == 0 || code == REQUEST_TIMEOUT || code == TOO_MANY_REQUESTS || code >= FIRST_SERVER_ERROR
 }
 
 #[cfg(test)]
