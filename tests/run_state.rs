@@ -1,12 +1,15 @@
 //! Each slot runs at most once across failovers, and a slot that fell due without a leader still runs
-//! within `startingDeadline`: real `leasecron run` processes on a local lease file (the run state lives
-//! beside it), a leader killed with SIGKILL around a slot, and the runs recorded by the job itself.
+//! within `startingDeadline`: real `leasecron run` processes, on a local lease file (the run state beside
+//! it) and on the fake API server's Lease (the run state in the ConfigMap `leasecron-state`), a leader
+//! killed with SIGKILL around a slot, and the runs recorded by the job itself. Every scenario runs on both.
 //!
 //! The job appends `start IDENTITY TOKEN SLOT NS` (and `end ...`) lines; a 10-second schedule leaves room to
 //! kill the leader just before a slot and let the follower take over after it (LD 3 s).
 
 #[path = "support/exposition.rs"]
 mod exposition;
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
 #[path = "support/replica.rs"]
 mod replica;
 
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
 use exposition::sample;
+use fake_apiserver::FakeApiServer;
 use nix::sys::signal::Signal;
 use replica::{read_recorded_runs, wait_for, RecordedRun, Replica, FAST_TIMINGS};
 
@@ -43,8 +47,29 @@ fn jobs_file(dir: &Path, runs: &Path, body: &str, extra: &str) -> std::path::Pat
     path
 }
 
-fn start(dir: &Path, identity: &str, jobs: &Path) -> Replica {
-    Replica::start(dir, identity, jobs, &dir.join("lease"), &FAST_TIMINGS)
+/// Where the replicas elect and keep their run state.
+enum Store {
+    /// `--lease-file DIR/lease`.
+    File,
+    /// The fake API server's Lease (the runtime serving it lives as long as the store).
+    Kube(tokio::runtime::Runtime, FakeApiServer),
+}
+
+impl Store {
+    fn kube() -> Store {
+        let (runtime, server) = FakeApiServer::start_in_background();
+        Store::Kube(runtime, server)
+    }
+
+    fn start(&self, dir: &Path, identity: &str, jobs: &Path) -> Replica {
+        match self {
+            Store::File => Replica::start(dir, identity, jobs, &dir.join("lease"), &FAST_TIMINGS),
+            Store::Kube(_, server) => {
+                let kubeconfig = server.kubeconfig(dir, identity);
+                Replica::start_on_kube(dir, identity, jobs, &kubeconfig, &FAST_TIMINGS)
+            }
+        }
+    }
 }
 
 fn status(replica: &Replica) -> Option<serde_json::Value> {
@@ -105,13 +130,22 @@ fn assert_each_slot_once(runs: &[RecordedRun]) {
 }
 
 #[test]
-fn a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader() {
+fn a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader_on_a_lease_file() {
+    a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader(Store::File);
+}
+
+#[test]
+fn a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader_on_the_kubernetes_lease() {
+    a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader(Store::kube());
+}
+
+fn a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader(store: Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let jobs = jobs_file(dir.path(), &runs, "true", "    startingDeadline: 8s\n");
-    let a = start(dir.path(), "a", &jobs);
+    let a = store.start(dir.path(), "a", &jobs);
     wait_leading(&a);
-    let mut b = start(dir.path(), "b", &jobs);
+    let mut b = store.start(dir.path(), "b", &jobs);
     wait_following(&b);
     // A job owes only slots after its recorded start: let a run one first.
     wait_for(WAIT, || {
@@ -154,13 +188,22 @@ fn a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader() {
 }
 
 #[test]
-fn a_slot_interrupted_by_a_failover_does_not_run_again() {
+fn a_slot_interrupted_by_a_failover_does_not_run_again_on_a_lease_file() {
+    a_slot_interrupted_by_a_failover_does_not_run_again(Store::File);
+}
+
+#[test]
+fn a_slot_interrupted_by_a_failover_does_not_run_again_on_the_kubernetes_lease() {
+    a_slot_interrupted_by_a_failover_does_not_run_again(Store::kube());
+}
+
+fn a_slot_interrupted_by_a_failover_does_not_run_again(store: Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let jobs = jobs_file(dir.path(), &runs, "sleep 6", "    startingDeadline: 8s\n");
-    let a = start(dir.path(), "a", &jobs);
+    let a = store.start(dir.path(), "a", &jobs);
     wait_leading(&a);
-    let mut b = start(dir.path(), "b", &jobs);
+    let mut b = store.start(dir.path(), "b", &jobs);
     wait_following(&b);
 
     let started = wait_for(WAIT, || read_recorded_runs(&runs).into_iter().next())
@@ -190,7 +233,17 @@ fn a_slot_interrupted_by_a_failover_does_not_run_again() {
 }
 
 #[test]
-fn a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term() {
+fn a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term_on_a_lease_file() {
+    a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term(Store::File);
+}
+
+#[test]
+fn a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term_on_the_kubernetes_lease(
+) {
+    a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term(Store::kube());
+}
+
+fn a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term(store: Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let jobs = jobs_file(
@@ -199,9 +252,9 @@ fn a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term() 
         "sleep 2",
         "    startingDeadline: 9s\n    rerunInterrupted: true\n",
     );
-    let a = start(dir.path(), "a", &jobs);
+    let a = store.start(dir.path(), "a", &jobs);
     wait_leading(&a);
-    let mut b = start(dir.path(), "b", &jobs);
+    let mut b = store.start(dir.path(), "b", &jobs);
     wait_following(&b);
 
     let started = wait_for(WAIT, || read_recorded_runs(&runs).into_iter().next())
@@ -229,13 +282,23 @@ fn a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term() 
 }
 
 #[test]
-fn an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it() {
+fn an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it_on_a_lease_file() {
+    an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it(Store::File);
+}
+
+#[test]
+fn an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it_on_the_kubernetes_lease(
+) {
+    an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it(Store::kube());
+}
+
+fn an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it(store: Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let jobs = jobs_file(dir.path(), &runs, "true", "    startingDeadline: 1s\n");
-    let a = start(dir.path(), "a", &jobs);
+    let a = store.start(dir.path(), "a", &jobs);
     wait_leading(&a);
-    let mut b = start(dir.path(), "b", &jobs);
+    let mut b = store.start(dir.path(), "b", &jobs);
     wait_following(&b);
     wait_for(WAIT, || {
         read_recorded_runs(&runs)
