@@ -339,3 +339,35 @@ fn an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it(stor
     );
     b.stop_cleanly();
 }
+
+#[test]
+fn a_corrupt_run_state_is_logged_and_rebuilt_and_the_jobs_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runs = dir.path().join("runs");
+    let jobs = jobs_file(dir.path(), &runs, "true", "    startingDeadline: 8s\n");
+    fs::write(
+        dir.path().join("lease.state"),
+        "{\"generation\": 4, \"record\": [garbage",
+    )
+    .expect("write a corrupt state");
+    let mut a = Store::File.start(dir.path(), "a", &jobs);
+    wait_leading(&a);
+    wait_for(WAIT, || {
+        read_recorded_runs(&runs)
+            .into_iter()
+            .find(|r| r.end_ns.is_some())
+    })
+    .unwrap_or_else(|| panic!("the jobs run: {}", a.log_text()));
+    assert!(
+        a.log_text()
+            .contains("the run state is unusable; rebuilding it"),
+        "{}",
+        a.log_text()
+    );
+    let rebuilt: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(dir.path().join("lease.state")).expect("read the state"),
+    )
+    .expect("valid JSON again");
+    assert_eq!(rebuilt["record"]["fencingToken"], 1);
+    a.stop_cleanly();
+}
