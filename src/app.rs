@@ -736,10 +736,51 @@ pub fn validate(files: &[PathBuf], key: &str, timings: &Timings) -> Result<Vec<S
     }
 }
 
-/// The run state kept beside the lease file `lease` (empty if there is none yet; an unusable one reads as
-/// empty, as the ledger would rebuild it).
-pub async fn read_run_state(lease: &Path) -> Result<StateRecord, Error> {
-    let ledger = Ledger::new(Backend::File(FileState::beside(lease)), String::new());
+/// Where `leasecron next` reads the run state from.
+#[derive(Debug, Clone)]
+pub enum StateSource {
+    /// Beside this lease file.
+    File(PathBuf),
+    /// The ConfigMap `<name>-state` of this Kubernetes Lease.
+    Kube {
+        /// The Lease's name.
+        name: String,
+        /// Its namespace, if given (else `POD_NAMESPACE`, else the client configuration's).
+        namespace: Option<String>,
+    },
+}
+
+/// How long `next` waits for the API server.
+const NEXT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The run state (empty if there is none yet; an unusable one reads as empty, as the ledger would
+/// rebuild it).
+pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
+    let backend = match source {
+        StateSource::File(lease) => Backend::File(FileState::beside(&lease)),
+        StateSource::Kube { name, namespace } => {
+            kube_store::check_lease_name(&name).map_err(|why| Error::InvalidName {
+                flag: "--lease-name",
+                value: name.clone(),
+                why,
+            })?;
+            let config = kube_store::infer_config().await?;
+            let namespace = match namespace_from_flag_or_env(namespace) {
+                Some((flag, namespace)) => {
+                    check_namespace(flag, &namespace)?;
+                    namespace
+                }
+                None => config.default_namespace.clone(),
+            };
+            Backend::Kube(KubeState::new(
+                config,
+                &namespace,
+                &name,
+                NEXT_REQUEST_TIMEOUT,
+            )?)
+        }
+    };
+    let ledger = Ledger::new(backend, String::new());
     ledger.refresh().await.map_err(Error::State)
 }
 

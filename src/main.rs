@@ -50,8 +50,15 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         job: Option<String>,
         /// Also show each job's last slot from the run state kept beside this lease file.
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", conflicts_with = "lease_name")]
         lease_file: Option<PathBuf>,
+        /// Also show each job's last slot from the run state of this Kubernetes Lease (the ConfigMap
+        /// NAME-state; the client is configured as for `run`).
+        #[arg(long, value_name = "NAME")]
+        lease_name: Option<String>,
+        /// Namespace of that Lease [default: POD_NAMESPACE, else the kubeconfig's].
+        #[arg(long, value_name = "NS", requires = "lease_name")]
+        lease_namespace: Option<String>,
     },
 }
 
@@ -157,14 +164,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             count,
             job,
             lease_file,
+            lease_name,
+            lease_namespace,
         } => {
-            let record = match lease_file {
-                Some(lease) => {
+            let source = match (lease_file, lease_name) {
+                (Some(lease), _) => Some(app::StateSource::File(lease)),
+                (None, Some(name)) => Some(app::StateSource::Kube {
+                    name,
+                    namespace: lease_namespace,
+                }),
+                (None, None) => None,
+            };
+            let record = match source {
+                Some(source) => {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                         .context("cannot start the tokio runtime")?;
-                    Some(runtime.block_on(app::read_run_state(&lease))?)
+                    Some(runtime.block_on(app::read_run_state(source))?)
                 }
                 None => None,
             };

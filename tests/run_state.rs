@@ -371,3 +371,47 @@ fn a_corrupt_run_state_is_logged_and_rebuilt_and_the_jobs_run() {
     assert_eq!(rebuilt["record"]["fencingToken"], 1);
     a.stop_cleanly();
 }
+
+#[test]
+fn next_shows_the_last_slot_from_the_clusters_run_state() {
+    let store = Store::kube();
+    let Store::Kube(_, server) = &store else {
+        unreachable!("a Kubernetes store");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runs = dir.path().join("runs");
+    let jobs = jobs_file(dir.path(), &runs, "true", "");
+    let mut a = store.start(dir.path(), "a", &jobs);
+    let ran = wait_for(WAIT, || {
+        read_recorded_runs(&runs)
+            .into_iter()
+            .find(|r| r.end_ns.is_some())
+    })
+    .unwrap_or_else(|| panic!("a runs the job: {}", a.log_text()));
+    a.stop_cleanly();
+
+    let out = replica::leasecron()
+        .args(["next"])
+        .arg(&jobs)
+        .args(["--count", "1", "--lease-name", "leasecron"])
+        .env("KUBECONFIG", server.kubeconfig(dir.path(), "reader"))
+        .env("HOME", dir.path())
+        .env_remove("POD_NAMESPACE")
+        .output()
+        .expect("run next");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let slot = DateTime::parse_from_rfc3339(&ran.slot).expect("RFC 3339");
+    assert!(
+        stdout.contains(&format!(
+            "  last slot: {} (fencing token 1, a, ",
+            slot.to_rfc3339()
+        )),
+        "{stdout}"
+    );
+}
