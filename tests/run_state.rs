@@ -51,20 +51,27 @@ fn jobs_file(dir: &Path, runs: &Path, body: &str, extra: &str) -> std::path::Pat
 enum Store {
     /// `--lease-file DIR/lease`.
     File,
-    /// The fake API server's Lease (the runtime serving it lives as long as the store).
-    Kube(tokio::runtime::Runtime, FakeApiServer),
+    /// The fake API server's Lease.
+    Kube {
+        /// Serves the fake API server: kept alive as long as the store.
+        _runtime: tokio::runtime::Runtime,
+        server: FakeApiServer,
+    },
 }
 
 impl Store {
     fn kube() -> Store {
         let (runtime, server) = FakeApiServer::start_in_background();
-        Store::Kube(runtime, server)
+        Store::Kube {
+            _runtime: runtime,
+            server,
+        }
     }
 
     fn start(&self, dir: &Path, identity: &str, jobs: &Path) -> Replica {
         match self {
             Store::File => Replica::start(dir, identity, jobs, &dir.join("lease"), &FAST_TIMINGS),
-            Store::Kube(_, server) => {
+            Store::Kube { server, .. } => {
                 let kubeconfig = server.kubeconfig(dir, identity);
                 Replica::start_on_kube(dir, identity, jobs, &kubeconfig, &FAST_TIMINGS)
             }
@@ -375,7 +382,7 @@ fn a_corrupt_run_state_is_logged_and_rebuilt_and_the_jobs_run() {
 #[test]
 fn next_shows_the_last_slot_from_the_clusters_run_state() {
     let store = Store::kube();
-    let Store::Kube(_, server) = &store else {
+    let Store::Kube { server, .. } = &store else {
         unreachable!("a Kubernetes store");
     };
     let dir = tempfile::tempdir().expect("tempdir");
