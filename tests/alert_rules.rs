@@ -22,7 +22,7 @@ const RUNBOOKS: &str = "docs/alerts.md";
 const DASHBOARD: &str = "deploy/grafana-dashboard.json";
 
 /// The alerts issue [3/7] asks for, and [4/7]'s replicas-disagree alert.
-const ALERTS: [&str; 7] = [
+const ALERTS: [&str; 8] = [
     "LeasecronLeaseFlapping",
     "LeasecronNoLeader",
     "LeasecronMultipleLeaders",
@@ -30,6 +30,7 @@ const ALERTS: [&str; 7] = [
     "LeasecronJobStale",
     "LeasecronConfigReloadFailing",
     "LeasecronConfigDiverged",
+    "LeasecronRunStateUnavailable",
 ];
 
 fn path(relative: &str) -> PathBuf {
