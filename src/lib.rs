@@ -27,6 +27,10 @@
 //! - [`dispatch`] runs one timer per job in force, applies each new version of the jobs by diff (timers of
 //!   unchanged jobs are kept; a reload never waits for a run), and turns each timer tick into a run, only
 //!   under a live term (checked again at spawn).
+//! - [`state`] is the run state shared by the replicas of a lease (a ConfigMap beside the Lease, or a file
+//!   beside the lease file): each slot is claimed before its run is spawned, so it runs at most once across
+//!   failovers, and a new term catches up the latest slot that fell due without a leader
+//!   ([`state::catch_up`]).
 //! - [`runner`] executes a run: its own process group, environment, output into the log, timeout and
 //!   cancellation escalation (SIGTERM, then SIGKILL after the grace), concurrency policy and retries. Every
 //!   run ends with exactly one [`runner::Outcome`].
