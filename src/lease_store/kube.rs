@@ -124,7 +124,6 @@ struct Shared {
     /// For get/create/update: no retry layer, read timeout set.
     requests: Api<Lease>,
     /// For the start-up access check, through the same client as `requests`.
-    reviews: Api<SelfSubjectAccessReview>,
     /// For the watch: no retry layer, no read timeout (a watch is quiet between events).
     watches: Api<Lease>,
     params: Params,
@@ -172,7 +171,6 @@ impl KubeStore {
         let watches = client(config, None)?;
         let describe = format!("lease {}/{}", params.namespace, params.name);
         let shared = Shared {
-            reviews: Api::all(requests.clone()),
             requests: Api::namespaced(requests, &params.namespace),
             watches: Api::namespaced(watches, &params.namespace),
             params,
@@ -217,51 +215,35 @@ impl KubeStore {
     /// the authorization API, a timeout) proves nothing: it is logged and the check passes; the requests
     /// themselves still report 403 as [`Error::Forbidden`].
     pub async fn check_access(&self) -> Result<(), Error> {
-        let mut denied = Vec::new();
-        for verb in REQUIRED_VERBS {
-            match self.review(verb).await {
-                Ok(true) => {}
-                Ok(false) => denied.push(verb),
-                Err(error) => {
-                    tracing::debug!(verb, %error, "cannot review access to the Lease; skipping the check");
-                    return Ok(());
-                }
+        let params = &self.shared.params;
+        let lease = Reviewed {
+            group: "coordination.k8s.io",
+            resource: "leases",
+            namespace: &params.namespace,
+            name: &params.name,
+        };
+        let denied = match denied_verbs(
+            &self.client(),
+            lease,
+            &REQUIRED_VERBS,
+            params.request_timeout,
+        )
+        .await
+        {
+            Ok(denied) => denied,
+            Err(error) => {
+                tracing::debug!(%error, "cannot review access to the Lease; skipping the check");
+                return Ok(());
             }
-        }
+        };
         if denied.is_empty() {
             return Ok(());
         }
         Err(Error::AccessDenied {
             store: self.describe(),
             verbs: denied,
-            namespace: self.shared.params.namespace.clone(),
+            namespace: params.namespace.clone(),
         })
-    }
-
-    /// Whether the API server allows `verb` on the Lease to this replica.
-    async fn review(&self, verb: &str) -> Result<bool, kube::Error> {
-        let params = &self.shared.params;
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some("coordination.k8s.io".to_owned()),
-                    resource: Some("leases".to_owned()),
-                    namespace: Some(params.namespace.clone()),
-                    verb: Some(verb.to_owned()),
-                    // `create` cannot be restricted to a name; the others can (resourceNames).
-                    name: (verb != "create").then(|| params.name.clone()),
-                    ..ResourceAttributes::default()
-                }),
-                ..SelfSubjectAccessReviewSpec::default()
-            },
-            ..SelfSubjectAccessReview::default()
-        };
-        let post = PostParams::default();
-        let request = self.shared.reviews.create(&post, &review);
-        let answer = tokio::time::timeout(params.request_timeout, request)
-            .await
-            .map_err(|_| kube::Error::Service("the access review timed out".into()))??;
-        Ok(answer.status.is_some_and(|status| status.allowed))
     }
 
     /// Refuses to start under an identity that a live process already holds the Lease with.
@@ -679,6 +661,56 @@ fn to_micro_time(at: DateTime<Utc>) -> Option<MicroTime> {
 fn from_micro_time(at: &MicroTime) -> Option<DateTime<Utc>> {
     let nanos = i64::try_from(at.0.as_nanosecond()).ok()?;
     Some(DateTime::from_timestamp_nanos(nanos))
+}
+
+/// The object an access review asks about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reviewed<'a> {
+    /// API group (`""` for the core group).
+    pub group: &'a str,
+    /// Plural resource name.
+    pub resource: &'a str,
+    /// The object's namespace.
+    pub namespace: &'a str,
+    /// The object's name.
+    pub name: &'a str,
+}
+
+/// Asks the API server (`SelfSubjectAccessReview`, each bounded by `timeout`) which of `verbs` this replica
+/// may not use on `object`. `create` is reviewed without the name: RBAC cannot restrict it to one (the
+/// others can, with `resourceNames`). `Err` if a review could not be made (no authorization API, a
+/// timeout): then the check proves nothing, and the caller skips it.
+pub(crate) async fn denied_verbs(
+    client: &kube::Client,
+    object: Reviewed<'_>,
+    verbs: &[&'static str],
+    timeout: Duration,
+) -> Result<Vec<&'static str>, kube::Error> {
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut denied = Vec::new();
+    for &verb in verbs {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(object.group.to_owned()),
+                    resource: Some(object.resource.to_owned()),
+                    namespace: Some(object.namespace.to_owned()),
+                    verb: Some(verb.to_owned()),
+                    name: (verb != "create").then(|| object.name.to_owned()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let answer = tokio::time::timeout(timeout, reviews.create(&PostParams::default(), &review))
+            .await
+            .map_err(|_| kube::Error::Service("the access review timed out".into()))??;
+        if !answer.status.is_some_and(|status| status.allowed) {
+            denied.push(verb);
+        }
+    }
+    Ok(denied)
 }
 
 /// An error and its sources, `: `-separated.

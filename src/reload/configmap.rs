@@ -45,17 +45,16 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, WatchEvent, WatchParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{publish, Snapshot};
-use crate::lease_store::kube::{check_lease_name as check_object_name, error_chain};
+use crate::lease_store::kube::{
+    check_lease_name as check_object_name, denied_verbs, error_chain, Reviewed,
+};
 
 /// The ConfigMap key that holds the jobs when the flag names none.
 pub const DEFAULT_KEY: &str = "jobs.yaml";
@@ -413,23 +412,24 @@ pub async fn check_access(
     target: &ConfigMapRef,
     params: &Params,
 ) -> Result<(), Error> {
-    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let mut denied = Vec::new();
-    for verb in REQUIRED_VERBS {
-        match review(&reviews, target, verb, params.request_timeout).await {
-            Ok(true) => {}
-            Ok(false) => denied.push(verb),
+    let config_map = Reviewed {
+        group: "",
+        resource: "configmaps",
+        namespace: &target.namespace,
+        name: &target.name,
+    };
+    let denied =
+        match denied_verbs(client, config_map, &REQUIRED_VERBS, params.request_timeout).await {
+            Ok(denied) => denied,
             Err(error) => {
                 tracing::debug!(
                     source = %target,
-                    verb,
                     error = %error_chain(&error),
                     "cannot review access to the jobs ConfigMap; skipping the check"
                 );
                 return Ok(());
             }
-        }
-    }
+        };
     if denied.is_empty() {
         return Ok(());
     }
@@ -439,33 +439,6 @@ pub async fn check_access(
         namespace: target.namespace.clone(),
         name: target.name.clone(),
     })
-}
-
-/// Whether the API server allows `verb` on the ConfigMap to this replica.
-async fn review(
-    reviews: &Api<SelfSubjectAccessReview>,
-    target: &ConfigMapRef,
-    verb: &str,
-    timeout: Duration,
-) -> Result<bool, kube::Error> {
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                group: Some(String::new()),
-                resource: Some("configmaps".to_owned()),
-                namespace: Some(target.namespace.clone()),
-                name: Some(target.name.clone()),
-                verb: Some(verb.to_owned()),
-                ..ResourceAttributes::default()
-            }),
-            ..SelfSubjectAccessReviewSpec::default()
-        },
-        ..SelfSubjectAccessReview::default()
-    };
-    let answer = tokio::time::timeout(timeout, reviews.create(&PostParams::default(), &review))
-        .await
-        .map_err(|_| kube::Error::Service("the access review timed out".into()))??;
-    Ok(answer.status.is_some_and(|status| status.allowed))
 }
 
 /// Watches the ConfigMap until `stop` is cancelled, publishing on `out` every snapshot that differs from

@@ -25,15 +25,14 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 
 use super::{Loaded, Saved, StateRecord};
-use crate::lease_store::kube::{check_lease_name as check_object_name, client, error_chain};
+use crate::lease_store::kube::{
+    check_lease_name as check_object_name, client, denied_verbs, error_chain, Reviewed,
+};
 
 /// The ConfigMap of the Lease `L` is `L` followed by this.
 pub const STATE_SUFFIX: &str = "-state";
@@ -306,22 +305,30 @@ impl KubeState {
     /// [`Error::AccessDenied`]. A review that cannot be made (no authorization API, a timeout) proves
     /// nothing: it is logged at debug and the check passes; the requests themselves still report 403.
     pub async fn check_access(&self) -> Result<(), Error> {
-        let mut denied = Vec::new();
-        for verb in REQUIRED_VERBS {
-            match self.review(verb).await {
-                Ok(true) => {}
-                Ok(false) => denied.push(verb),
-                Err(error) => {
-                    tracing::debug!(
-                        store = %self.describe,
-                        verb,
-                        error = %error_chain(&error),
-                        "cannot review access to the run state ConfigMap; skipping the check"
-                    );
-                    return Ok(());
-                }
+        let config_map = Reviewed {
+            group: "",
+            resource: "configmaps",
+            namespace: &self.namespace,
+            name: &self.name,
+        };
+        let denied = match denied_verbs(
+            &self.client,
+            config_map,
+            &REQUIRED_VERBS,
+            self.request_timeout,
+        )
+        .await
+        {
+            Ok(denied) => denied,
+            Err(error) => {
+                tracing::debug!(
+                    store = %self.describe,
+                    error = %error_chain(&error),
+                    "cannot review access to the run state ConfigMap; skipping the check"
+                );
+                return Ok(());
             }
-        }
+        };
         if denied.is_empty() {
             return Ok(());
         }
@@ -331,32 +338,6 @@ impl KubeState {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
         })
-    }
-
-    /// Whether the API server allows `verb` on the ConfigMap to this replica.
-    async fn review(&self, verb: &str) -> Result<bool, kube::Error> {
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some(String::new()),
-                    resource: Some("configmaps".to_owned()),
-                    namespace: Some(self.namespace.clone()),
-                    verb: Some(verb.to_owned()),
-                    // `create` cannot be restricted to a name; the others can (resourceNames).
-                    name: (verb != "create").then(|| self.name.clone()),
-                    ..ResourceAttributes::default()
-                }),
-                ..SelfSubjectAccessReviewSpec::default()
-            },
-            ..SelfSubjectAccessReview::default()
-        };
-        let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
-        let post = PostParams::default();
-        let request = reviews.create(&post, &review);
-        let answer = tokio::time::timeout(self.request_timeout, request)
-            .await
-            .map_err(|_| kube::Error::Service("the access review timed out".into()))??;
-        Ok(answer.status.is_some_and(|status| status.allowed))
     }
 
     fn config_maps(&self) -> Api<ConfigMap> {
