@@ -663,6 +663,61 @@ fn from_micro_time(at: &MicroTime) -> Option<DateTime<Utc>> {
     Some(DateTime::from_timestamp_nanos(nanos))
 }
 
+/// A failed request to the API server, before the caller names it in its own error type.
+#[derive(Debug)]
+pub(crate) enum ApiFailure {
+    /// An answer whose status retrying will not change (400, 401, 403, 404, 409, 422, ...).
+    Status {
+        /// The HTTP status code.
+        code: u16,
+        /// The Status reason.
+        reason: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// No usable answer now, and retrying later may help: a timeout, 408, 429 or a 5xx, a transport
+    /// error, an unreadable answer. What happened.
+    Unavailable(String),
+}
+
+impl ApiFailure {
+    /// Sorts a kube error: statuses that retrying may change ([`super::is_transient_status`]), transport
+    /// errors and unreadable answers are [`ApiFailure::Unavailable`].
+    pub(crate) fn of(error: kube::Error) -> ApiFailure {
+        match error {
+            kube::Error::Api(status) if super::is_transient_status(status.code) => {
+                ApiFailure::Unavailable(format!(
+                    "HTTP {} {}: {}",
+                    status.code, status.reason, status.message
+                ))
+            }
+            kube::Error::Api(status) => ApiFailure::Status {
+                code: status.code,
+                reason: status.reason,
+                message: status.message,
+            },
+            kube::Error::SerdeError(e) => {
+                ApiFailure::Unavailable(format!("the answer cannot be read: {e}"))
+            }
+            other => ApiFailure::Unavailable(error_chain(&other)),
+        }
+    }
+}
+
+/// Runs one request bounded by `timeout` (kube sets no read timeout of its own) and sorts its error.
+pub(crate) async fn bounded_request<T>(
+    timeout: Duration,
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, ApiFailure> {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(result) => result.map_err(ApiFailure::of),
+        Err(_elapsed) => Err(ApiFailure::Unavailable(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        ))),
+    }
+}
+
 /// The object an access review asks about.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reviewed<'a> {

@@ -53,7 +53,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{publish, Snapshot};
 use crate::lease_store::kube::{
-    check_lease_name as check_object_name, denied_verbs, error_chain, Reviewed,
+    bounded_request, check_lease_name as check_object_name, denied_verbs, error_chain, ApiFailure,
+    Reviewed,
 };
 
 /// The ConfigMap key that holds the jobs when the flag names none.
@@ -490,51 +491,51 @@ impl Source {
         verb: &'static str,
         request: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.params.request_timeout, request).await {
-            Ok(result) => result.map_err(|e| self.error(verb, e)),
-            Err(_elapsed) => Err(self.unavailable(
-                verb,
-                format!(
-                    "no answer within {}",
-                    humantime::format_duration(self.params.request_timeout)
-                ),
-            )),
-        }
+        bounded_request(self.params.request_timeout, request)
+            .await
+            .map_err(|failure| self.failure(verb, failure))
     }
 
     /// Maps a kube error to ours.
     fn error(&self, verb: &'static str, error: kube::Error) -> Error {
+        self.failure(verb, ApiFailure::of(error))
+    }
+
+    fn failure(&self, verb: &'static str, failure: ApiFailure) -> Error {
         let origin = self.origin.clone();
-        match error {
-            kube::Error::Api(status) => match status.code {
-                FORBIDDEN => Error::Forbidden {
-                    origin,
-                    verb,
-                    namespace: self.target.namespace.clone(),
-                    name: self.target.name.clone(),
-                    message: status.message,
-                },
-                UNAUTHORIZED => Error::Unauthorized {
-                    origin,
-                    verb,
-                    message: status.message,
-                },
-                code if crate::lease_store::is_transient_status(code) => self.unavailable(
-                    verb,
-                    format!("HTTP {code} {}: {}", status.reason, status.message),
-                ),
-                code => Error::Api {
-                    origin,
-                    verb,
-                    code,
-                    reason: status.reason,
-                    message: status.message,
-                },
+        match failure {
+            ApiFailure::Unavailable(detail) => self.unavailable(verb, detail),
+            ApiFailure::Status {
+                code: FORBIDDEN,
+                message,
+                ..
+            } => Error::Forbidden {
+                origin,
+                verb,
+                namespace: self.target.namespace.clone(),
+                name: self.target.name.clone(),
+                message,
             },
-            kube::Error::SerdeError(e) => {
-                self.unavailable(verb, format!("the answer cannot be read: {e}"))
-            }
-            other => self.unavailable(verb, error_chain(&other)),
+            ApiFailure::Status {
+                code: UNAUTHORIZED,
+                message,
+                ..
+            } => Error::Unauthorized {
+                origin,
+                verb,
+                message,
+            },
+            ApiFailure::Status {
+                code,
+                reason,
+                message,
+            } => Error::Api {
+                origin,
+                verb,
+                code,
+                reason,
+                message,
+            },
         }
     }
 

@@ -31,7 +31,8 @@ use kube::api::{Api, PostParams};
 
 use super::{Loaded, Saved, StateRecord};
 use crate::lease_store::kube::{
-    check_lease_name as check_object_name, client, denied_verbs, error_chain, Reviewed,
+    bounded_request, check_lease_name as check_object_name, client, denied_verbs, error_chain,
+    ApiFailure, Reviewed,
 };
 
 /// The ConfigMap of the Lease `L` is `L` followed by this.
@@ -350,45 +351,43 @@ impl KubeState {
         verb: &'static str,
         request: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.request_timeout, request).await {
-            Ok(result) => result.map_err(|e| self.error(verb, e)),
-            Err(_elapsed) => Err(self.unavailable(
-                verb,
-                format!(
-                    "no answer within {}",
-                    humantime::format_duration(self.request_timeout)
-                ),
-            )),
-        }
+        bounded_request(self.request_timeout, request)
+            .await
+            .map_err(|failure| self.failure(verb, failure))
     }
 
-    /// Maps a kube error to ours; 409 and 404 stay [`Error::Api`] for the caller to interpret.
+    /// Maps a kube error to ours (as [`KubeState::request`] does), for the tests of the mapping.
+    #[cfg(test)]
     fn error(&self, verb: &'static str, error: kube::Error) -> Error {
-        match error {
-            kube::Error::Api(status) => match status.code {
-                FORBIDDEN => Error::Forbidden {
-                    store: self.describe.clone(),
-                    verb,
-                    namespace: self.namespace.clone(),
-                    name: self.name.clone(),
-                    message: status.message,
-                },
-                code if crate::lease_store::is_transient_status(code) => self.unavailable(
-                    verb,
-                    format!("HTTP {code} {}: {}", status.reason, status.message),
-                ),
-                code => Error::Api {
-                    store: self.describe.clone(),
-                    verb,
-                    code,
-                    reason: status.reason,
-                    message: status.message,
-                },
+        self.failure(verb, ApiFailure::of(error))
+    }
+
+    /// Names a failure in our error type; 409 and 404 stay [`Error::Api`] for the caller to interpret.
+    fn failure(&self, verb: &'static str, failure: ApiFailure) -> Error {
+        match failure {
+            ApiFailure::Unavailable(detail) => self.unavailable(verb, detail),
+            ApiFailure::Status {
+                code: FORBIDDEN,
+                message,
+                ..
+            } => Error::Forbidden {
+                store: self.describe.clone(),
+                verb,
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+                message,
             },
-            kube::Error::SerdeError(e) => {
-                self.unavailable(verb, format!("the answer cannot be read: {e}"))
-            }
-            other => self.unavailable(verb, error_chain(&other)),
+            ApiFailure::Status {
+                code,
+                reason,
+                message,
+            } => Error::Api {
+                store: self.describe.clone(),
+                verb,
+                code,
+                reason,
+                message,
+            },
         }
     }
 
