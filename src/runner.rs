@@ -126,16 +126,7 @@ impl Runner {
         clock: SharedClock,
         events: Option<UnboundedSender<RunEvent>>,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            identity,
-            clock,
-            events,
-            runs: Mutex::new(HashMap::new()),
-            groups: ProcessGroups::default(),
-            // Run ids start at 1, so `run_id=0` never appears in a log.
-            next_run_id: AtomicU64::new(1),
-            ledger: None,
-        })
+        Runner::build(identity, clock, events, None)
     }
 
     /// Like [`Runner::new`], claiming every slot in `ledger` before its run is spawned (a slot runs at most
@@ -146,14 +137,24 @@ impl Runner {
         events: Option<UnboundedSender<RunEvent>>,
         ledger: Arc<Ledger>,
     ) -> Arc<Self> {
+        Runner::build(identity, clock, events, Some(ledger))
+    }
+
+    fn build(
+        identity: String,
+        clock: SharedClock,
+        events: Option<UnboundedSender<RunEvent>>,
+        ledger: Option<Arc<Ledger>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             identity,
             clock,
             events,
             runs: Mutex::new(HashMap::new()),
             groups: ProcessGroups::default(),
+            // Run ids start at 1, so `run_id=0` never appears in a log.
             next_run_id: AtomicU64::new(1),
-            ledger: Some(ledger),
+            ledger,
         })
     }
 

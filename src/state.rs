@@ -167,6 +167,15 @@ impl Backend {
     }
 }
 
+/// Where [`Ledger::update`] starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    /// The record as this ledger last read or wrote it (it is the only writer while its term lasts).
+    Cached,
+    /// The record as stored now.
+    Read,
+}
+
 /// What [`Ledger::claim`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -234,25 +243,11 @@ impl Ledger {
     /// later writes are refused. Returns the record for [`catch_up`], or [`Claim::Stale`]'s token if a
     /// newer term has already written it.
     pub async fn begin_term(&self, token: FencingToken) -> Result<Result<StateRecord, u64>, Error> {
-        let mut current = self.current.lock().await;
-        for _ in 0..CLAIM_ATTEMPTS {
-            let (mut record, version) = self.read().await?;
-            if record.fencing_token > token.0 {
-                *current = Some((record.clone(), version));
-                return Ok(Err(record.fencing_token));
-            }
-            record.fencing_token = token.0;
-            record.format = FORMAT;
-            match self.backend.save(&record, version.as_deref()).await? {
-                Saved::Written(version) => {
-                    self.publish(&record);
-                    *current = Some((record.clone(), Some(version)));
-                    return Ok(Ok(record));
-                }
-                Saved::Conflict => continue,
-            }
-        }
-        Err(self.contended())
+        // Another replica led since this one last looked: read afresh, not from the cache.
+        Ok(match self.update(token, Fresh::Read, |_| None).await? {
+            (Claim::Stale { record_token }, _) => Err(record_token),
+            (_, record) => Ok(record),
+        })
     }
 
     /// Records `slot` of `job` as started under `token`, unless it (or a later slot) already is, or a newer
@@ -274,7 +269,7 @@ impl Ledger {
             identity: self.identity.clone(),
             started_at: now,
         };
-        self.update(token, |record| {
+        self.decide(token, |record| {
             let entry = record.jobs.entry(job.to_owned()).or_default();
             if let Some(started) = &entry.last_started {
                 let rerun_allowed =
@@ -301,7 +296,7 @@ impl Ledger {
         completion: Completion,
     ) -> Result<Claim, Error> {
         let succeeded = completion.outcome == "succeeded";
-        self.update(token, |record| {
+        self.decide(token, |record| {
             let entry = record.jobs.entry(job.to_owned()).or_default();
             if succeeded {
                 entry.last_success = Some(completion.clone());
@@ -314,7 +309,7 @@ impl Ledger {
 
     /// Forgets jobs that are no longer configured (on the next write), so the record stays small.
     pub async fn retain_jobs(&self, token: FencingToken, names: &[&str]) -> Result<Claim, Error> {
-        self.update(token, |record| {
+        self.decide(token, |record| {
             record.jobs.retain(|name, _| names.contains(&name.as_str()));
             None
         })
@@ -322,13 +317,17 @@ impl Ledger {
     }
 
     /// Applies `change` to the record and writes it with `token`, retrying on conflicts. `change` returns
-    /// `Some(claim)` to stop without writing.
+    /// `Some(claim)` to stop without writing. Returns the decision and the record in force afterwards.
     async fn update(
         &self,
         token: FencingToken,
+        fresh: Fresh,
         mut change: impl FnMut(&mut StateRecord) -> Option<Claim>,
-    ) -> Result<Claim, Error> {
+    ) -> Result<(Claim, StateRecord), Error> {
         let mut current = self.current.lock().await;
+        if fresh == Fresh::Read {
+            *current = None;
+        }
         for _ in 0..CLAIM_ATTEMPTS {
             let (mut record, version) = match current.take() {
                 Some(known) => known,
@@ -336,21 +335,21 @@ impl Ledger {
             };
             if record.fencing_token > token.0 {
                 let record_token = record.fencing_token;
-                *current = Some((record, version));
-                return Ok(Claim::Stale { record_token });
+                *current = Some((record.clone(), version));
+                return Ok((Claim::Stale { record_token }, record));
             }
             let before = record.clone();
             if let Some(refused) = change(&mut record) {
-                *current = Some((before, version));
-                return Ok(refused);
+                *current = Some((before.clone(), version));
+                return Ok((refused, before));
             }
             record.fencing_token = token.0;
             record.format = FORMAT;
             match self.backend.save(&record, version.as_deref()).await {
                 Ok(Saved::Written(version)) => {
                     self.publish(&record);
-                    *current = Some((record, Some(version)));
-                    return Ok(Claim::Claimed);
+                    *current = Some((record.clone(), Some(version)));
+                    return Ok((Claim::Claimed, record));
                 }
                 // Someone else wrote: read again and re-decide.
                 Ok(Saved::Conflict) => *current = None,
@@ -362,6 +361,15 @@ impl Ledger {
             }
         }
         Err(self.contended())
+    }
+
+    /// [`Ledger::update`] from the cached record, for the decision only.
+    async fn decide(
+        &self,
+        token: FencingToken,
+        change: impl FnMut(&mut StateRecord) -> Option<Claim>,
+    ) -> Result<Claim, Error> {
+        Ok(self.update(token, Fresh::Cached, change).await?.0)
     }
 
     /// Reads the record; a corrupt or unknown one is logged and replaced by an empty one (keeping its
