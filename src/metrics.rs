@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::config::JobSet;
-use crate::dispatch::DispatchEvent;
+use crate::dispatch::{DispatchEvent, Skip};
 use crate::election::ElectionEvent;
 use crate::observe::{ConfigReload, Observer};
 use crate::runner::{Outcome, RunEvent};
@@ -244,7 +244,7 @@ impl Metrics {
                 }
             }
             RunEvent::Skipped { job, reason, .. } => {
-                self.count_skip(&known, job, reason.label());
+                self.count_skip(&known, job, reason.label(), 1);
             }
             _ => {}
         }
@@ -275,13 +275,18 @@ impl Metrics {
 
     /// Counts a fire of `job` that started nothing; `reason` must be one of [`SKIP_REASONS`].
     pub fn skipped(&self, job: &str, reason: &str) {
-        let known = self.lock_jobs();
-        self.count_skip(&known, job, reason);
+        self.skipped_many(job, reason, 1);
     }
 
-    fn count_skip(&self, known: &BTreeSet<String>, job: &str, reason: &str) {
+    /// Counts `count` fires of `job` that started nothing (slots missed while no replica led).
+    pub fn skipped_many(&self, job: &str, reason: &str, count: u64) {
+        let known = self.lock_jobs();
+        self.count_skip(&known, job, reason, count);
+    }
+
+    fn count_skip(&self, known: &BTreeSet<String>, job: &str, reason: &str, count: u64) {
         if known.contains(job) && SKIP_REASONS.contains(&reason) {
-            self.skipped.with_label_values(&[job, reason]).inc();
+            self.skipped.with_label_values(&[job, reason]).inc_by(count);
         }
     }
 
@@ -363,12 +368,7 @@ impl Observer for Metrics {
             DispatchEvent::JobsApplied { jobs, .. } => self.set_jobs(jobs),
             // Sent by a leader only, when its term began.
             DispatchEvent::MissedSlots { job, count, .. } => {
-                let known = self.lock_jobs();
-                if known.contains(job) {
-                    self.skipped
-                        .with_label_values(&[job.as_str(), "missed_deadline"])
-                        .inc_by(*count);
-                }
+                self.skipped_many(job, Skip::MissedDeadline.label(), *count)
             }
         }
     }
