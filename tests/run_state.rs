@@ -68,6 +68,15 @@ impl Store {
         }
     }
 
+    /// Starts `a`, waits until it leads, then `b`, until it follows.
+    fn leader_and_follower(&self, dir: &Path, jobs: &Path) -> (Replica, Replica) {
+        let a = self.start(dir, "a", jobs);
+        wait_leading(&a);
+        let b = self.start(dir, "b", jobs);
+        wait_following(&b);
+        (a, b)
+    }
+
     fn start(&self, dir: &Path, identity: &str, jobs: &Path) -> Replica {
         match self {
             Store::File => Replica::start(dir, identity, jobs, &dir.join("lease"), &FAST_TIMINGS),
@@ -150,10 +159,7 @@ fn a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader(store: Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let jobs = jobs_file(dir.path(), &runs, "true", "    startingDeadline: 8s\n");
-    let a = store.start(dir.path(), "a", &jobs);
-    wait_leading(&a);
-    let mut b = store.start(dir.path(), "b", &jobs);
-    wait_following(&b);
+    let (a, mut b) = store.leader_and_follower(dir.path(), &jobs);
     // A job owes only slots after its recorded start: let a run one first.
     wait_for(WAIT, || {
         read_recorded_runs(&runs)
@@ -208,10 +214,7 @@ fn a_slot_interrupted_by_a_failover_does_not_run_again(store: Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let jobs = jobs_file(dir.path(), &runs, "sleep 6", "    startingDeadline: 8s\n");
-    let a = store.start(dir.path(), "a", &jobs);
-    wait_leading(&a);
-    let mut b = store.start(dir.path(), "b", &jobs);
-    wait_following(&b);
+    let (a, mut b) = store.leader_and_follower(dir.path(), &jobs);
 
     let started = wait_for(WAIT, || read_recorded_runs(&runs).into_iter().next())
         .unwrap_or_else(|| panic!("a starts a run: {}", a.log_text()));
@@ -259,10 +262,7 @@ fn a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term(st
         "sleep 2",
         "    startingDeadline: 9s\n    rerunInterrupted: true\n",
     );
-    let a = store.start(dir.path(), "a", &jobs);
-    wait_leading(&a);
-    let mut b = store.start(dir.path(), "b", &jobs);
-    wait_following(&b);
+    let (a, mut b) = store.leader_and_follower(dir.path(), &jobs);
 
     let started = wait_for(WAIT, || read_recorded_runs(&runs).into_iter().next())
         .unwrap_or_else(|| panic!("a starts a run: {}", a.log_text()));
@@ -303,10 +303,7 @@ fn an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it(stor
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let jobs = jobs_file(dir.path(), &runs, "true", "    startingDeadline: 1s\n");
-    let a = store.start(dir.path(), "a", &jobs);
-    wait_leading(&a);
-    let mut b = store.start(dir.path(), "b", &jobs);
-    wait_following(&b);
+    let (a, mut b) = store.leader_and_follower(dir.path(), &jobs);
     wait_for(WAIT, || {
         read_recorded_runs(&runs)
             .into_iter()
