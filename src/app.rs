@@ -260,7 +260,7 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
                 (None, JobsSource::ConfigMap(value)) => {
                     // A local lease with the jobs in a cluster: the namespace as for a Lease.
                     let config = kube_store::infer_config().await?;
-                    let namespace = resolve_namespace(&opts, &config)?;
+                    let namespace = resolve_namespace(opts.lease_namespace.clone(), &config)?;
                     Jobs::from_configmap(value, config, namespace, load).await?
                 }
                 (None, JobsSource::File(path)) => Jobs::from_file(path, load).await?,
@@ -459,7 +459,7 @@ async fn open_kube_store(opts: &RunOptions) -> Result<(KubeStore, kube::Config),
         check_namespace(flag, &namespace)?;
     }
     let config = kube_store::infer_config().await?;
-    let namespace = resolve_namespace(opts, &config)?;
+    let namespace = resolve_namespace(opts.lease_namespace.clone(), &config)?;
     let url = config.cluster_url.to_string();
     let params = kube_store::Params::new(namespace, &opts.lease_name, opts.timings.retry_period);
     let store = KubeStore::new(config.clone(), params)?;
@@ -474,8 +474,8 @@ async fn open_kube_store(opts: &RunOptions) -> Result<(KubeStore, kube::Config),
 
 /// The namespace of the Lease (and of `--jobs-configmap`): the flag or its environment, else the client
 /// configuration's.
-fn resolve_namespace(opts: &RunOptions, config: &kube::Config) -> Result<String, Error> {
-    match namespace_from_flag_or_env(opts.lease_namespace.clone()) {
+fn resolve_namespace(flag: Option<String>, config: &kube::Config) -> Result<String, Error> {
+    match namespace_from_flag_or_env(flag) {
         Some((flag, namespace)) => {
             check_namespace(flag, &namespace)?;
             Ok(namespace)
@@ -765,13 +765,7 @@ pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
                 why,
             })?;
             let config = kube_store::infer_config().await?;
-            let namespace = match namespace_from_flag_or_env(namespace) {
-                Some((flag, namespace)) => {
-                    check_namespace(flag, &namespace)?;
-                    namespace
-                }
-                None => config.default_namespace.clone(),
-            };
+            let namespace = resolve_namespace(namespace, &config)?;
             Backend::Kube(KubeState::new(
                 config,
                 &namespace,
