@@ -265,14 +265,14 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
                 }
                 (None, JobsSource::File(path)) => Jobs::from_file(path, load).await?,
             };
-            // No cluster, no Kubernetes Events.
-            let ledger = Some(Ledger::new(
+            let ledger = Ledger::new(
                 Backend::File(FileState::beside(lease_file)),
                 identity.clone(),
-            ));
+            );
             let lease = Lease {
                 store,
                 ledger,
+                // No cluster, no Kubernetes Events.
                 events: EventSink::disabled(),
             };
             run_with(opts, jobs, identity, lease, clock).await
@@ -312,7 +312,7 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
             );
             let lease = Lease {
                 store,
-                ledger: Some(Ledger::new(Backend::Kube(state), identity.clone())),
+                ledger: Ledger::new(Backend::Kube(state), identity.clone()),
                 events,
             };
             run_with(opts, jobs, identity, lease, clock).await
@@ -508,16 +508,16 @@ fn check_namespace(flag: &'static str, namespace: &str) -> Result<(), Error> {
     })
 }
 
-/// Runs with an opened, checked store.
 /// The lease store and what lives beside it.
 struct Lease<S> {
     store: S,
-    /// The run state; `None` runs without one (each slot still runs at most once per term).
-    ledger: Option<Ledger>,
+    /// The run state beside the lease.
+    ledger: Ledger,
     /// Kubernetes Events about the Lease (disabled on a file lease).
     events: EventSink,
 }
 
+/// Runs with an opened, checked store.
 async fn run_with<S: LeaseStore>(
     opts: RunOptions,
     jobs: Jobs,
@@ -530,7 +530,7 @@ async fn run_with<S: LeaseStore>(
         ledger,
         events,
     } = lease;
-    let ledger = ledger.map(Arc::new);
+    let ledger = Arc::new(ledger);
     let listener = http::bind(opts.http_addr).await?;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
@@ -567,15 +567,12 @@ async fn run_with<S: LeaseStore>(
 
     let (elector, leadership) = Elector::new(store, config, Arc::clone(&clock))?;
     let elector = elector.with_events(senders.election);
-    let runner = match &ledger {
-        Some(ledger) => Runner::with_ledger(
-            identity,
-            Arc::clone(&clock),
-            Some(senders.runs),
-            Arc::clone(ledger),
-        ),
-        None => Runner::new(identity, Arc::clone(&clock), Some(senders.runs)),
-    };
+    let runner = Runner::with_ledger(
+        identity,
+        Arc::clone(&clock),
+        Some(senders.runs),
+        Arc::clone(&ledger),
+    );
     let health = Health::new(leadership.clone());
     health.set_ready();
     let endpoints = Endpoints {
@@ -599,12 +596,11 @@ async fn run_with<S: LeaseStore>(
     // end, after the last run has ended.
     let reaper_stop = CancellationToken::new();
     let reaper = Reaper::spawn_if_pid1(reaper_stop.clone());
-    let mut dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
-    if let Some(ledger) = &ledger {
-        endpoints.status.set_ledger(Arc::clone(ledger));
-        tracing::info!(state = %ledger.describe(), "run state: each slot runs at most once across terms");
-        dispatcher = dispatcher.with_ledger(Arc::clone(ledger));
-    }
+    endpoints.status.set_ledger(Arc::clone(&ledger));
+    tracing::info!(state = %ledger.describe(), "run state: each slot runs at most once across terms");
+    let dispatcher = Dispatcher::new(runner, leadership, clock)
+        .with_events(senders.dispatch)
+        .with_ledger(ledger);
     let result =
         serve_until_shutdown(jobs, elector, dispatcher, listener, endpoints, shutdown).await;
     reaper_stop.cancel();
