@@ -307,11 +307,13 @@ impl Ledger {
         .await
     }
 
-    /// Forgets jobs that are no longer configured (on the next write), so the record stays small.
+    /// Forgets jobs that are no longer configured, so the record stays small; writes only if one was.
     pub async fn retain_jobs(&self, token: FencingToken, names: &[&str]) -> Result<Claim, Error> {
         self.decide(token, |record| {
+            let before = record.jobs.len();
             record.jobs.retain(|name, _| names.contains(&name.as_str()));
-            None
+            // Nothing to forget: nothing to write.
+            (record.jobs.len() == before).then_some(Claim::Claimed)
         })
         .await
     }

@@ -325,6 +325,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retaining_jobs_forgets_removed_ones_and_writes_only_then() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lease = dir.path().join("lease");
+        let state = FileState::beside(&lease);
+        let ledger = ledger(&lease, "a");
+        ledger
+            .begin_term(FencingToken(1))
+            .await
+            .expect("io")
+            .expect("not stale");
+        for job in ["keep", "drop"] {
+            ledger
+                .claim(job, slot(10), FencingToken(1), slot(10), false)
+                .await
+                .expect("io");
+        }
+        let generation = |loaded: Option<Loaded>| loaded.expect("a file").version;
+        let before = generation(state.load().await.expect("io"));
+        ledger
+            .retain_jobs(FencingToken(1), &["keep", "drop"])
+            .await
+            .expect("io");
+        assert_eq!(
+            generation(state.load().await.expect("io")),
+            before,
+            "nothing to forget"
+        );
+        ledger
+            .retain_jobs(FencingToken(1), &["keep"])
+            .await
+            .expect("io");
+        let after = state.load().await.expect("io").expect("a file");
+        assert_ne!(after.version, before);
+        let record = after.record.expect("usable");
+        assert_eq!(record.jobs.keys().collect::<Vec<_>>(), ["keep"]);
+    }
+
+    #[tokio::test]
     async fn a_rerun_may_claim_the_interrupted_slot_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let lease = dir.path().join("lease");
