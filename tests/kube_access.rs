@@ -107,3 +107,80 @@ async fn run_exits_2_at_start_when_a_verb_is_denied() {
         .count();
     assert_eq!(writes, 0, "it never tried to take the Lease");
 }
+
+#[tokio::test]
+async fn granted_rules_match_names_as_the_rbac_authorizer_does() {
+    use fake_apiserver::PolicyRule;
+    use futures_util::StreamExt;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, ListParams, PostParams, WatchParams};
+
+    let server = FakeApiServer::start().await;
+    let rule = |verbs: &[&str], names: &[&str]| PolicyRule {
+        api_groups: vec!["coordination.k8s.io".to_owned()],
+        resources: vec!["leases".to_owned()],
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+    };
+    server.grant("a", vec![rule(&["get", "list", "watch", "create"], &["x"])]);
+    let leases: Api<Lease> = Api::default_namespaced(server.client("a").await);
+    let forbidden = |result: Result<_, kube::Error>| matches!(result, Err(kube::Error::Api(status)) if status.code == 403);
+    let named = |name: &str| -> Lease {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("a Lease")
+    };
+    assert!(
+        forbidden(
+            leases
+                .create(&PostParams::default(), &named("x"))
+                .await
+                .map(drop)
+        ),
+        "create carries no name: a rule with resourceNames never allows it"
+    );
+    assert!(
+        !forbidden(leases.get_opt("x").await.map(drop)),
+        "get of a granted name"
+    );
+    assert!(
+        forbidden(leases.get_opt("y").await.map(drop)),
+        "get of another name"
+    );
+    assert!(
+        forbidden(leases.list(&ListParams::default()).await.map(drop)),
+        "a list without a name selector"
+    );
+    assert!(
+        !forbidden(
+            leases
+                .list(&ListParams::default().fields("metadata.name=x"))
+                .await
+                .map(drop)
+        ),
+        "a list selecting the granted name"
+    );
+    let watch = leases
+        .watch(
+            &WatchParams::default().fields("metadata.name=x").timeout(1),
+            "0",
+        )
+        .await;
+    assert!(
+        !forbidden(watch.map(drop)),
+        "a watch selecting the granted name"
+    );
+    let watch = leases
+        .watch(
+            &WatchParams::default().fields("metadata.name=y").timeout(1),
+            "0",
+        )
+        .await;
+    let refused = match watch {
+        Err(kube::Error::Api(status)) => status.code == 403,
+        Err(_) => false,
+        Ok(stream) => {
+            let first = stream.boxed().next().await;
+            matches!(first, Some(Err(kube::Error::Api(status))) if status.code == 403)
+        }
+    };
+    assert!(refused, "a watch selecting another name");
+}

@@ -33,12 +33,14 @@
 //! - List: items without `kind`/`apiVersion`, the list's resourceVersion; 410 for a compacted
 //!   `resourceVersion` with `resourceVersionMatch=Exact`, 504 for one in the future.
 //! - A request without a bearer token: 401. RBAC: [`FakeApiServer::deny`] takes verbs on a resource away
-//!   from one client: its requests get 403 `Forbidden` (worded as the real authorizer words it), and its
-//!   `SelfSubjectAccessReview`s answer `allowed: false`; everything else is allowed.
+//!   from one client, and [`FakeApiServer::grant`] limits one client to a Role's rules (`resourceNames`
+//!   matched against the URL's name, or a list's or watch's `metadata.name` field selector, as the real
+//!   authorizer does): a denied request gets 403 `Forbidden` (worded as the real authorizer words it), and
+//!   a denied `SelfSubjectAccessReview` answers `allowed: false`; a client with neither may do anything.
 //!
 //! # What it does not do
 //!
-//! No TLS, authorization beyond [`FakeApiServer::deny`], label selectors (400), pagination (`limit`/`continue` are ignored), JSON patch or
+//! No TLS, authorization beyond those two, label selectors (400), pagination (`limit`/`continue` are ignored), JSON patch or
 //! server-side apply (415), `generation`, `managedFields`, finalizers, dry runs, or cluster-scoped
 //! resources. Events are stored as given, with only name validation.
 //!
@@ -78,6 +80,8 @@ use tokio_util::sync::CancellationToken;
 
 #[allow(unused_imports)] // re-exported for the test files; each uses a different part
 pub use faults::{Fault, FaultHandle, RequestRecord, Verb};
+#[allow(unused_imports)]
+pub use rbac::{verb_name, PolicyRule};
 pub use resource::Resource;
 #[allow(unused_imports)]
 pub use validate::MICRO_TIME_LAYOUT;
@@ -253,6 +257,12 @@ impl FakeApiServer {
     /// `Forbidden`, and its `SelfSubjectAccessReview`s say `allowed: false`.
     pub fn deny(&self, token: &str, resource: Resource, verbs: &[Verb]) {
         self.shared.rbac.deny(token, resource, verbs);
+    }
+
+    /// From now on, the client with bearer token `token` may do what `rules` (a Role's) grant and
+    /// nothing else; see [`PolicyRule`] for how they match.
+    pub fn grant(&self, token: &str, rules: Vec<PolicyRule>) {
+        self.shared.rbac.grant(token, rules);
     }
 
     /// Every request so far, in arrival order.

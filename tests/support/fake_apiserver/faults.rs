@@ -58,6 +58,9 @@ pub struct RequestRecord {
     pub resource: Option<Resource>,
     /// The object name, for single-object routes.
     pub name: Option<String>,
+    /// For a list or watch, the object name its `fieldSelector` selects (`metadata.name=X`): RBAC
+    /// authorizes the request against that name.
+    pub selected_name: Option<String>,
     /// The status code answered; `None` when no answer was sent (an injected hang or reset).
     pub status: Option<u16>,
 }

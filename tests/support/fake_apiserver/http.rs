@@ -76,6 +76,10 @@ async fn handle(
         verb,
         resource: target.as_ref().map(|target| target.resource),
         name: target.as_ref().and_then(|target| target.name.clone()),
+        selected_name: target
+            .as_ref()
+            .filter(|_| matches!(verb, Some(Verb::List | Verb::Watch)))
+            .and_then(|target| query.name_selector(&target.namespace).ok().flatten()),
         status: None,
     };
     match shared.faults.lookup(record.token.as_deref(), verb) {
@@ -95,42 +99,36 @@ async fn handle(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     }
-    let response = if let Some(token) = record
-        .token
-        .as_deref()
-        .filter(|_| parts.method == Method::POST && parts.uri.path() == rbac::ACCESS_REVIEW_PATH)
-    {
-        access_review(&shared, token, body).await
-    } else if record.token.is_none() {
-        error_response(&ApiError::unauthorized())
-    } else if let Some(denied) = forbidden(&shared, record.token.as_deref(), target.as_ref(), verb)
-    {
-        error_response(&denied)
-    } else {
-        serve(
-            &shared,
-            &parts.method,
-            &parts.headers,
-            target,
-            verb,
-            &query,
-            body,
-        )
-        .await
-        .unwrap_or_else(|error| error_response(&error))
-    };
+    let response =
+        if let Some(token) = record.token.as_deref().filter(|_| {
+            parts.method == Method::POST && parts.uri.path() == rbac::ACCESS_REVIEW_PATH
+        }) {
+            access_review(&shared, token, body).await
+        } else if record.token.is_none() {
+            error_response(&ApiError::unauthorized())
+        } else if let Some(denied) = forbidden(&shared, &record, target.as_ref()) {
+            error_response(&denied)
+        } else {
+            serve(
+                &shared,
+                &parts.method,
+                &parts.headers,
+                target,
+                verb,
+                &query,
+                body,
+            )
+            .await
+            .unwrap_or_else(|error| error_response(&error))
+        };
     finish(&shared, record, response)
 }
 
 /// The 403 for a request the client's RBAC rules deny, if they do.
-fn forbidden(
-    shared: &Shared,
-    token: Option<&str>,
-    target: Option<&Target>,
-    verb: Option<Verb>,
-) -> Option<ApiError> {
-    let (token, target, verb) = (token?, target?, verb?);
-    (!shared.rbac.allows(token, target.resource, verb)).then(|| {
+fn forbidden(shared: &Shared, record: &RequestRecord, target: Option<&Target>) -> Option<ApiError> {
+    let (token, target, verb) = (record.token.as_deref()?, target?, record.verb?);
+    let name = record.name.as_deref().or(record.selected_name.as_deref());
+    (!shared.rbac.allows(token, target.resource, verb, name)).then(|| {
         ApiError::forbidden(
             rbac::verb_name(verb),
             target.resource,

@@ -1,7 +1,14 @@
-//! RBAC, as far as the tests need it: per client (bearer token), the (resource, verb) pairs it is
-//! denied. A denied request gets the API server's 403 `Forbidden` Status, and a
-//! `SelfSubjectAccessReview` (POST `/apis/authorization.k8s.io/v1/selfsubjectaccessreviews`, which every
-//! authenticated user may make) answers `allowed: false` for it. Everything else is allowed.
+//! RBAC, as far as the tests need it, per client (bearer token), in two forms:
+//!
+//! - denials: (resource, verb) pairs taken away from a client that may otherwise do anything;
+//! - grants: a Role's rules, which are then all the client may do, evaluated as the RBAC authorizer does
+//!   (`apiGroups`, `resources`, `verbs`, with `*`; `resourceNames` match only requests that carry a name:
+//!   get, update, patch and delete by their URL, list and watch by a `metadata.name` field selector,
+//!   never create).
+//!
+//! A denied request gets the API server's 403 `Forbidden` Status, and a `SelfSubjectAccessReview` (POST
+//! `/apis/authorization.k8s.io/v1/selfsubjectaccessreviews`, which every authenticated user may make)
+//! answers `allowed: false` for it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,25 +25,75 @@ pub const ACCESS_REVIEW_PATH: &str = "/apis/authorization.k8s.io/v1/selfsubjecta
 /// What one client may not do.
 type Denied = HashSet<(Resource, Verb)>;
 
-/// The denied (resource, verb) pairs of every client, by bearer token.
+/// The denials and grants of every client, by bearer token.
 #[derive(Clone, Debug, Default)]
-pub struct Rbac(Arc<Mutex<HashMap<String, Denied>>>);
+pub struct Rbac(Arc<Mutex<Clients>>);
+
+#[derive(Debug, Default)]
+struct Clients {
+    denied: HashMap<String, Denied>,
+    granted: HashMap<String, Vec<PolicyRule>>,
+}
+
+/// One rule of a Role (`rbac.authorization.k8s.io/v1` `PolicyRule`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyRule {
+    /// `apiGroups` (`""` is the core group, `*` any).
+    pub api_groups: Vec<String>,
+    /// `resources` (plural names, `*` any).
+    pub resources: Vec<String>,
+    /// `verbs` (`*` any).
+    pub verbs: Vec<String>,
+    /// `resourceNames`; empty: any object.
+    pub resource_names: Vec<String>,
+}
+
+/// What a request asks to do, as the authorizer sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Attributes<'a> {
+    /// The API group.
+    pub group: &'a str,
+    /// The plural resource name.
+    pub resource: &'a str,
+    /// The RBAC verb.
+    pub verb: &'a str,
+    /// The object name: from the URL, or from a `metadata.name` field selector of a list or watch.
+    pub name: Option<&'a str>,
+}
 
 // === impl Rbac ===
 
 impl Rbac {
     /// Denies `verbs` on `resource` to the client with bearer token `token`, from now on.
     pub fn deny(&self, token: &str, resource: Resource, verbs: &[Verb]) {
-        let mut denied = lock(&self.0);
-        let entry = denied.entry(token.to_owned()).or_default();
+        let mut clients = lock(&self.0);
+        let entry = clients.denied.entry(token.to_owned()).or_default();
         entry.extend(verbs.iter().map(|verb| (resource, *verb)));
     }
 
-    /// Whether `token` may `verb` `resource`.
-    pub fn allows(&self, token: &str, resource: Resource, verb: Verb) -> bool {
-        lock(&self.0)
+    /// From now on, the client with bearer token `token` may do what `rules` grant and nothing else.
+    pub fn grant(&self, token: &str, rules: Vec<PolicyRule>) {
+        lock(&self.0).granted.insert(token.to_owned(), rules);
+    }
+
+    /// Whether `token` may `verb` the object `name` (if the request names one) of `resource`.
+    pub fn allows(&self, token: &str, resource: Resource, verb: Verb, name: Option<&str>) -> bool {
+        let attributes = Attributes {
+            group: resource.group(),
+            resource: resource.plural(),
+            verb: verb_name(verb),
+            name,
+        };
+        let clients = lock(&self.0);
+        let denied = clients
+            .denied
             .get(token)
-            .is_none_or(|denied| !denied.contains(&(resource, verb)))
+            .is_some_and(|denied| denied.contains(&(resource, verb)));
+        let granted = clients
+            .granted
+            .get(token)
+            .is_none_or(|rules| rules.iter().any(|rule| rule.allows(&attributes)));
+        granted && !denied
     }
 
     /// Answers a `SelfSubjectAccessReview` of `token`: the review with its `status` filled in.
@@ -50,8 +107,9 @@ impl Rbac {
         let field = |name: &str| attributes.get(name).and_then(Value::as_str).unwrap_or("");
         let resource = Resource::from_group_and_plural(field("group"), field("resource"));
         let verb = verb_named(field("verb"));
+        let name = Some(field("name")).filter(|name| !name.is_empty());
         let allowed = match (resource, verb) {
-            (Some(resource), Some(verb)) => self.allows(token, resource, verb),
+            (Some(resource), Some(verb)) => self.allows(token, resource, verb, name),
             // The fake has no rules about anything else.
             _ => true,
         };
@@ -61,6 +119,62 @@ impl Rbac {
             json!({ "allowed": false, "reason": "denied by the test's RBAC rules" })
         };
         Ok(review)
+    }
+}
+
+// === impl PolicyRule ===
+
+impl PolicyRule {
+    /// The `rules` of a Role (or ClusterRole) object.
+    pub fn of_role(role: &Value) -> Result<Vec<PolicyRule>, String> {
+        let rules = role
+            .get("rules")
+            .and_then(Value::as_array)
+            .ok_or("the Role has no rules list")?;
+        rules.iter().map(PolicyRule::from_value).collect()
+    }
+
+    fn from_value(rule: &Value) -> Result<PolicyRule, String> {
+        let strings = |field: &str| -> Result<Vec<String>, String> {
+            match rule.get(field) {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|item| {
+                        item.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| format!("{field}: {item} is not a string"))
+                    })
+                    .collect(),
+                Some(other) => Err(format!("{field}: {other} is not a list")),
+            }
+        };
+        if let Some(unknown) = rule.as_object().and_then(|fields| {
+            fields.keys().find(|key| {
+                !["apiGroups", "resources", "verbs", "resourceNames"].contains(&key.as_str())
+            })
+        }) {
+            return Err(format!("unexpected field {unknown} in rule {rule}"));
+        }
+        Ok(PolicyRule {
+            api_groups: strings("apiGroups")?,
+            resources: strings("resources")?,
+            verbs: strings("verbs")?,
+            resource_names: strings("resourceNames")?,
+        })
+    }
+
+    /// Whether the rule allows a request, as `rbac.RuleAllows` judges it.
+    pub fn allows(&self, request: &Attributes<'_>) -> bool {
+        let has =
+            |list: &[String], value: &str| list.iter().any(|item| item == "*" || item == value);
+        has(&self.api_groups, request.group)
+            && has(&self.resources, request.resource)
+            && has(&self.verbs, request.verb)
+            && (self.resource_names.is_empty()
+                || request
+                    .name
+                    .is_some_and(|name| self.resource_names.iter().any(|n| n == name)))
     }
 }
 
