@@ -13,7 +13,7 @@ use serde_json::Value;
 /// The plain Prometheus rules file.
 const RULES: &str = "deploy/alerts/leasecron.rules.yaml";
 /// The same rules as a prometheus-operator PrometheusRule.
-const PROMETHEUS_RULE: &str = "deploy/prometheusrule.yaml";
+const PROMETHEUS_RULE: &str = "deploy/monitoring/prometheusrule.yaml";
 /// The promtool unit tests.
 const RULE_TESTS: &str = "tests/alerts";
 /// The runbooks.
