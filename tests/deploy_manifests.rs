@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use leasecron::election::Config;
+use leasecron::runner::OUTPUT_DRAIN_TIMEOUT;
 use leasecron::state::kube::STATE_SUFFIX;
 use serde_json::Value;
 
@@ -151,9 +152,13 @@ fn the_termination_grace_period_covers_a_clean_shutdown() {
     config
         .validate()
         .expect("the Deployment's timings are valid");
-    // The runs' grace (the largest the timings allow: a live reload may raise a job's grace that far), their
-    // completions written to the run state, the release, the last Events: each request is bounded by RP.
-    let shutdown = config.grace_bound() + 2 * config.retry_period + EVENTS_FLUSH_TIMEOUT;
+    // docs/operations.md "Sizing terminationGracePeriodSeconds": the runs' grace (the largest the timings
+    // allow: a live reload may raise a job's grace that far), their output pipes drained, a slot claim in
+    // flight and the release (each request bounded by RP), the last Events.
+    let shutdown = config.grace_bound()
+        + OUTPUT_DRAIN_TIMEOUT
+        + 2 * config.retry_period
+        + EVENTS_FLUSH_TIMEOUT;
     let period = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         .as_u64()
         .expect("terminationGracePeriodSeconds");
