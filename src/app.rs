@@ -22,7 +22,7 @@ use crate::http::{self, Endpoints, Health, StatusBoard};
 use crate::lease_store::{self, file::FileStore, kube as kube_store, KubeStore, LeaseStore};
 use crate::metrics::{self, Metrics};
 use crate::observe::{self, ConfigReload, Observers};
-use crate::reaper::Reaper;
+use crate::reaper::{self, Reaper};
 use crate::reload::configmap::{self, ConfigMapRef};
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::Runner;
@@ -566,7 +566,8 @@ async fn run_with<S: LeaseStore>(
     tokio::spawn(observers.run(receivers));
 
     let (elector, leadership) = Elector::new(store, config, Arc::clone(&clock))?;
-    let elector = elector.with_events(senders.election);
+    // Every child of this process is a run: what a term's runs leave behind dies with the term.
+    let elector = elector.with_events(senders.election).sweeping_strays();
     let runner = Runner::with_ledger(
         identity,
         Arc::clone(&clock),
@@ -592,10 +593,15 @@ async fn run_with<S: LeaseStore>(
     tokio::spawn(signals.watch(shutdown.clone(), force));
     // Reloading stops at shutdown; the dispatcher keeps the jobs in force until its timers stop.
     let jobs = jobs.spawn(reload_observers, &shutdown);
-    // As PID 1 in a container, orphaned grandchildren of jobs become ours to reap; it runs until the very
-    // end, after the last run has ended.
+    // Orphaned grandchildren of jobs become ours (as PID 1 in a container, or as their subreaper), so that
+    // a term's end finds them and nobody else must reap them; the reaper runs until the very end, after
+    // the last run has ended.
+    if let Err(error) = reaper::become_subreaper() {
+        tracing::warn!(%error, "cannot become the subreaper of the jobs' processes: a process that leaves \
+            its run's group and its parent is out of reach at the end of a term");
+    }
     let reaper_stop = CancellationToken::new();
-    let reaper = Reaper::spawn_if_pid1(reaper_stop.clone());
+    let reaper = Reaper::spawn_if_orphans_come_here(reaper_stop.clone());
     endpoints.status.set_ledger(Arc::clone(&ledger));
     tracing::info!(state = %ledger.describe(), "run state: each slot runs at most once across terms");
     let dispatcher = Dispatcher::new(runner, leadership, clock)

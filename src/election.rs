@@ -119,6 +119,7 @@ pub struct Elector<S: LeaseStore> {
     clock: SharedClock,
     leadership: watch::Sender<Leadership>,
     events: Option<mpsc::UnboundedSender<ElectionEvent>>,
+    sweep_strays: bool,
 }
 
 /// Where the elector is. Each variant waits for its own events; [`Elector::step`] moves to the next.
@@ -177,6 +178,7 @@ impl<S: LeaseStore> Elector<S> {
             clock,
             leadership,
             events: None,
+            sweep_strays: false,
         };
         Ok((elector, rx))
     }
@@ -185,6 +187,14 @@ impl<S: LeaseStore> Elector<S> {
     #[must_use]
     pub fn with_events(mut self, events: mpsc::UnboundedSender<ElectionEvent>) -> Self {
         self.events = Some(events);
+        self
+    }
+
+    /// Ends every term with [`TermHandle::sweeping_strays`]: the processes its runs left behind die with
+    /// it. For `leasecron run`, whose every child process is a run.
+    #[must_use]
+    pub fn sweeping_strays(mut self) -> Self {
+        self.sweep_strays = true;
         self
     }
 
@@ -355,7 +365,10 @@ impl<S: LeaseStore> Elector<S> {
 
     fn begin_term(&self, written: Versioned, sent: Instant, acquired_at: DateTime<Utc>) -> State {
         let token = fencing_token(written.record.lease_transitions);
-        let term = Term::begin(token, acquired_at, sent + self.config.renew_deadline);
+        let mut term = Term::begin(token, acquired_at, sent + self.config.renew_deadline);
+        if self.sweep_strays {
+            term = term.sweeping_strays();
+        }
         tracing::info!(
             identity = %self.config.identity,
             fencing_token = %token,

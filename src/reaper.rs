@@ -1,9 +1,15 @@
-//! Reaps orphaned zombies when leasecron is PID 1.
+//! Reaps orphaned zombies, and ends the processes that runs leave behind.
 //!
-//! In a container leasecron is often PID 1, so every orphaned grandchild of a job (a daemonised helper, a
-//! process that escaped its group) is reparented to it, and nobody else will ever `wait` for it. The
-//! [`Reaper`] does: on every SIGCHLD, and every [`REAP_INTERVAL`] in case a signal was coalesced, it scans
-//! `/proc/*/stat` for zombies whose parent is this process and `waitpid`s them.
+//! In a container leasecron is often PID 1, and elsewhere `run` makes itself a child subreaper
+//! ([`become_subreaper`]), so every orphaned grandchild of a job (a daemonised helper, a process that
+//! escaped its group) is reparented to it, and nobody else will ever `wait` for it. The [`Reaper`] does: on
+//! every SIGCHLD, and every [`REAP_INTERVAL`] in case a signal was coalesced, it scans `/proc/*/stat` for
+//! zombies whose parent is this process and `waitpid`s them.
+//!
+//! A process that left its run's process group (`setsid`, `setpgid`) is not reached by the run's
+//! escalation, which signals the group. At the end of a term, [`signal_strays`] sends SIGTERM to every
+//! descendant of this process outside the runs' groups, and once the runs have ended [`kill_descendants`]
+//! SIGKILLs whatever is left: nothing a term started outlives it (see `TermHandle::sweeping_strays`).
 //!
 //! It must never steal an exit status from tokio, which waits for the runner's own children by pid. So the
 //! runner spawns through [`spawn_tracked`], which records the child's pid under the same lock the reaper
@@ -20,6 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{getpid, Pid};
 use tokio::process::{Child, Command};
@@ -55,6 +62,8 @@ pub struct ProcStat {
     pub state: char,
     /// Parent's process id.
     pub ppid: i32,
+    /// Process group id.
+    pub pgrp: i32,
 }
 
 /// A running reaper task.
@@ -102,10 +111,11 @@ impl Drop for TrackedChild {
 // === impl Reaper ===
 
 impl Reaper {
-    /// Starts the reaper if this process is PID 1; otherwise orphans go to the real init and this returns
-    /// `None`. The reaper stops when `shutdown` is cancelled.
-    pub fn spawn_if_pid1(shutdown: CancellationToken) -> Option<Self> {
-        (getpid().as_raw() == 1).then(|| Self::spawn(shutdown))
+    /// Starts the reaper if this process is PID 1 or a subreaper ([`become_subreaper`]); otherwise orphans
+    /// go to the real init and this returns `None`. The reaper stops when `shutdown` is cancelled.
+    pub fn spawn_if_orphans_come_here(shutdown: CancellationToken) -> Option<Self> {
+        let subreaper = nix::sys::prctl::get_child_subreaper().unwrap_or(false);
+        (getpid().as_raw() == 1 || subreaper).then(|| Self::spawn(shutdown))
     }
 
     /// Starts the reaper regardless of this process's pid.
@@ -220,7 +230,111 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
-    Some(ProcStat { pid, state, ppid })
+    let pgrp = rest.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+/// Makes this process the child subreaper of its descendants (`PR_SET_CHILD_SUBREAPER`): an orphaned
+/// grandchild is reparented to it rather than to init, so the [`Reaper`] reaps it and
+/// [`kill_descendants`] finds it. PID 1 is one already.
+pub fn become_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// The live (not zombie) processes in `stats` that descend from `root`, `root` excluded.
+pub fn descendants(stats: &[ProcStat], root: i32) -> Vec<ProcStat> {
+    let mut found: BTreeSet<i32> = BTreeSet::from([root]);
+    let mut result = Vec::new();
+    // Parents may be listed after their children: repeat until a pass adds nothing.
+    loop {
+        let before = found.len();
+        for stat in stats {
+            if !found.contains(&stat.pid) && found.contains(&stat.ppid) {
+                found.insert(stat.pid);
+                if stat.state != 'Z' {
+                    result.push(*stat);
+                }
+            }
+        }
+        if found.len() == before {
+            return result;
+        }
+    }
+}
+
+/// The descendants of `root` in `stats` that no run is responsible for: outside every group led by a
+/// tracked child (a run's process group is led by the run's process).
+pub fn strays(stats: &[ProcStat], root: i32, tracked: &BTreeSet<i32>) -> Vec<ProcStat> {
+    descendants(stats, root)
+        .into_iter()
+        .filter(|s| !tracked.contains(&s.pid) && !tracked.contains(&s.pgrp))
+        .collect()
+}
+
+/// Sends `signal` to every descendant of this process outside the runs' process groups ([`strays`]).
+/// Returns how many were signalled.
+pub fn signal_strays(signal: Signal) -> usize {
+    let stats = match scan_proc() {
+        Ok(stats) => stats,
+        Err(error) => {
+            tracing::warn!(%error, "cannot look for processes the runs left behind");
+            return 0;
+        }
+    };
+    let strays = strays(&stats, getpid().as_raw(), &tracked());
+    for stray in &strays {
+        send(stray.pid, signal);
+    }
+    strays.len()
+}
+
+/// How many times [`kill_descendants`] scans before it gives up on a process that keeps forking.
+const KILL_PASSES: usize = 100;
+/// The pause between two passes of [`kill_descendants`].
+const KILL_PASS_PAUSE: Duration = Duration::from_millis(10);
+
+/// SIGKILLs every descendant of this process, pass after pass (a process may fork while it is being
+/// killed), until none is left alive. Returns how many were killed. Call it only when no run is in
+/// flight: it spares nothing.
+pub async fn kill_descendants() -> usize {
+    let me = getpid().as_raw();
+    let mut killed = BTreeSet::new();
+    for _ in 0..KILL_PASSES {
+        let alive = match scan_proc() {
+            Ok(stats) => descendants(&stats, me),
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for processes the runs left behind");
+                break;
+            }
+        };
+        if alive.is_empty() {
+            return killed.len();
+        }
+        for process in alive {
+            send(process.pid, Signal::SIGKILL);
+            killed.insert(process.pid);
+        }
+        tokio::time::sleep(KILL_PASS_PAUSE).await;
+    }
+    tracing::warn!(
+        passes = KILL_PASSES,
+        "processes the runs left behind are still alive after repeated SIGKILLs"
+    );
+    killed.len()
+}
+
+fn send(pid: i32, signal: Signal) {
+    match kill(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(error) => {
+            tracing::warn!(pid, %signal, %error, "signalling a left-behind process failed")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -228,7 +342,21 @@ mod tests {
     use super::*;
 
     fn stat(pid: i32, state: char, ppid: i32) -> ProcStat {
-        ProcStat { pid, state, ppid }
+        ProcStat {
+            pid,
+            state,
+            ppid,
+            pgrp: pid,
+        }
+    }
+
+    fn in_group(pid: i32, ppid: i32, pgrp: i32) -> ProcStat {
+        ProcStat {
+            pid,
+            state: 'S',
+            ppid,
+            pgrp,
+        }
     }
 
     #[test]
@@ -236,6 +364,7 @@ mod tests {
         let line = "4242 (my (odd) prog) Z 1 4242 4242 0 -1 4194564 0 0 0 0";
         assert_eq!(parse_stat(line), Some(stat(4242, 'Z', 1)));
         assert_eq!(parse_stat("7 (sh) S 6 7 7 0"), Some(stat(7, 'S', 6)));
+        assert_eq!(parse_stat("8 (sh) S 7 7 7 0"), Some(in_group(8, 7, 7)));
     }
 
     #[test]
@@ -244,6 +373,36 @@ mod tests {
         assert_eq!(parse_stat("x (sh) S 1"), None);
         assert_eq!(parse_stat("7 (sh)"), None);
         assert_eq!(parse_stat("7 (sh) S notanumber"), None);
+        assert_eq!(parse_stat("7 (sh) S 6"), None, "no process group");
+    }
+
+    #[test]
+    fn descendants_are_found_through_any_depth_in_any_order() {
+        let stats = [
+            in_group(40, 30, 30), // grandchild, listed before its parent
+            in_group(30, 10, 30), // child
+            in_group(50, 40, 50), // great-grandchild
+            stat(60, 'Z', 10),    // a zombie child: already dead
+            in_group(70, 1, 70),  // not ours
+            in_group(10, 1, 10),  // the root itself
+        ];
+        let mut pids: Vec<i32> = descendants(&stats, 10).iter().map(|s| s.pid).collect();
+        pids.sort_unstable();
+        assert_eq!(pids, vec![30, 40, 50]);
+    }
+
+    #[test]
+    fn strays_are_descendants_outside_the_runs_groups() {
+        let stats = [
+            in_group(30, 10, 30), // a run's process, leading its group
+            in_group(31, 30, 30), // in the run's group
+            in_group(32, 31, 32), // left the group (setsid)
+            in_group(33, 10, 33), // reparented to us after its parent died
+        ];
+        let tracked = BTreeSet::from([30]);
+        let mut pids: Vec<i32> = strays(&stats, 10, &tracked).iter().map(|s| s.pid).collect();
+        pids.sort_unstable();
+        assert_eq!(pids, vec![32, 33]);
     }
 
     #[test]

@@ -10,10 +10,13 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use nix::sys::signal::Signal;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
+
+use crate::reaper;
 
 /// A strictly increasing number per leadership term (the lease's `leaseTransitions`).
 ///
@@ -75,6 +78,7 @@ pub struct Term {
 pub struct TermHandle {
     term: Term,
     deadline: watch::Sender<Instant>,
+    sweep_strays: bool,
 }
 
 impl Term {
@@ -95,6 +99,7 @@ impl Term {
                 deadline: rx,
             },
             deadline: tx,
+            sweep_strays: false,
         }
     }
 
@@ -151,12 +156,40 @@ impl TermHandle {
         self.deadline.send_replace(deadline);
     }
 
+    /// Also ends, with the term, the processes its runs left behind, as `leasecron run` does: a process
+    /// that left its run's group (`setsid`) gets SIGTERM when the term ends, with the runs, and every
+    /// descendant of this process still alive once the runs have ended gets SIGKILL. Only for a process
+    /// whose every child is a run of this term ([`crate::reaper::kill_descendants`] spares nothing).
+    #[must_use]
+    pub fn sweeping_strays(mut self) -> Self {
+        self.sweep_strays = true;
+        self
+    }
+
     /// Ends the term: cancels its token, so every run is terminated, and closes its tracker. Returns once
-    /// every run of the term has ended.
+    /// every run of the term has ended (and, with [`TermHandle::sweeping_strays`], every process they
+    /// left behind is dead).
     pub async fn end(self) {
         self.term.token.cancel();
         self.term.tracker.close();
+        let signalled = if self.sweep_strays {
+            reaper::signal_strays(Signal::SIGTERM)
+        } else {
+            0
+        };
         self.term.tracker.wait().await;
+        if self.sweep_strays {
+            let killed = reaper::kill_descendants().await;
+            if signalled + killed > 0 {
+                tracing::warn!(
+                    fencing_token = %self.term.fencing_token,
+                    terminated = signalled,
+                    killed,
+                    "the term's runs left processes behind (outside their process groups); ended them \
+                     with the term"
+                );
+            }
+        }
     }
 }
 

@@ -231,3 +231,49 @@ fn a_second_signal_kills_the_runs_and_exits_at_once() {
         "a forced exit does not release: the lease expires"
     );
 }
+
+#[test]
+fn processes_that_leave_their_group_die_with_the_term_before_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let strays = dir.path().join("strays");
+    // Each run starts a process in a session of its own (outside the run's process group, which the
+    // escalation signals), then ends at once: the stray is reparented to leasecron, its subreaper.
+    let script = format!(
+        "setsid sh -c \"echo \\$\\$ >> {}; exec sleep 60\" >/dev/null 2>&1 & sleep 0.1",
+        strays.display()
+    );
+    let jobs = every_second_job(dir.path(), "daemonises", "500ms", &script);
+    let lease = dir.path().join("lease.json");
+    let mut leader = Replica::start(dir.path(), "first", &jobs, &lease, &FAST_TIMINGS);
+    let read_strays = || -> Vec<i32> {
+        fs::read_to_string(&strays)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    };
+    let first = wait_for(WAIT, || read_strays().first().copied()).expect("a run left a process");
+    assert!(
+        alive(first),
+        "the stray outlives its run while the term lasts"
+    );
+
+    leader.stop_cleanly();
+    let left = read_strays();
+    let survivors: Vec<i32> = left.iter().copied().filter(|&pid| alive(pid)).collect();
+    assert!(
+        survivors.is_empty(),
+        "every process the runs left behind died with the term: {survivors:?} of {left:?}"
+    );
+    let log = leader.log_text();
+    let swept = log
+        .find("left processes behind")
+        .unwrap_or_else(|| panic!("the sweep is logged: {log}"));
+    let released = log
+        .find("released the lease")
+        .unwrap_or_else(|| panic!("the release is logged: {log}"));
+    assert!(
+        swept < released,
+        "the strays died before the release: {log}"
+    );
+}
