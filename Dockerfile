@@ -4,7 +4,8 @@
 #   podman build --build-arg BASE=scratch -t leasecron:scratch .      # the binary alone, for command: jobs
 #   podman build --platform linux/amd64,linux/arm64 --manifest leasecron .    # both, cross-compiled
 #
-# Needs BuildKit (Docker 23+) or buildah (podman 4+): the build stage uses RUN --mount=type=cache.
+# Needs BuildKit (Docker 23+) or buildah (podman 4+): the build stage uses RUN --mount=type=cache. podman 4.3
+# also needs --build-arg BUILDPLATFORM=linux/amd64 (the build machine's) to cross-compile.
 
 ARG RUST_VERSION=1.95.0
 ARG DEBIAN_RELEASE=bookworm
