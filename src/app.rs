@@ -238,7 +238,9 @@ pub struct RunOptions {
 
 /// `leasecron run`: elect, fire, run, until SIGTERM/SIGINT; then end the runs, release, return `Ok`.
 ///
-/// Elects through `--lease-file` if given, else through a Kubernetes Lease.
+/// Elects through `--lease-file` if given, else through a Kubernetes Lease. Makes this process the
+/// subreaper of its descendants and, at the end of every term, kills every descendant still alive (the
+/// processes the runs left behind): call it only from a process whose every child is one of its runs.
 pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
     let load = opts.timings.load_options()?;
     // A jobs file is checked before anything else; a ConfigMap once there is a client to read it with.
