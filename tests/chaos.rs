@@ -7,6 +7,8 @@
 //!   The seed is printed at the start and in the report of every failure, with the command that replays
 //!   it: the same seed draws the same sequence of steps (fault kind, target role, durations, gaps,
 //!   restarts). Which process a role names, and when exactly things happen, is up to the machine.
+//!   A failure keeps the records and the replicas' logs (the path is in the message); `CHAOS_KEEP=1`
+//!   keeps them after a pass too.
 //!
 //! # Set-up
 //!
@@ -14,7 +16,7 @@
 //! fast ones: LD 3 s, RD 1.5 s, RP 500 ms; both jobs have `terminationGrace: 500ms` (G, the most these
 //! timings allow: RD + G = LD − margin, margin 1 s) and `startingDeadline: 10s`. Two jobs:
 //!
-//! - `tick`, every second, runs 0.3 s; SIGTERM makes it record `term` and exit. Slots lost and slots run
+//! - `tick`, every second, runs 0.2 s; SIGTERM makes it record `term` and exit. Slots lost and slots run
 //!   twice are counted on it.
 //! - `long`, every 4 s, runs 3 s and ignores SIGTERM: when a term ends with it in flight, only the SIGKILL
 //!   at +G stops it.
@@ -74,10 +76,11 @@
 //! 4. **At most once**: no slot of either job is started twice (no job uses `rerunInterrupted`).
 //! 5. **Slots lost only within the bound**: every `tick` slot from the first run to the end (the last 1.5 s
 //!    aside) ran, or lies in [*a* − 1 s, *b* + *l* + 6.5 s] of a fault from *a* to *b* (*l*: its latency,
-//!    if any) whose target held the Lease at some moment of that window. 6.5 s = LD + RP (a follower
-//!    takes over at most LD after it last saw the leader renew, + RP when its watch was down and it polls),
-//!    + 1 s (the slot in progress while the new term reads and stamps the run state), + 2 s of scheduling
-//!    slack for a loaded 2-core machine. The 1 s before *a*: a slot that fired but whose claim (an API
+//!    if any) whose target held the Lease at some moment of that window. The 6.5 s are LD + RP (a
+//!    follower takes over at most LD after it last saw the leader renew, and RP more when its watch was
+//!    down and it polls), plus 1 s (the slot in progress while the new term reads and stamps the run
+//!    state), plus 2 s of scheduling slack for a loaded 2-core machine. The 1 s before *a*: a slot that
+//!    fired but whose claim (an API
 //!    write) or spawn had not happened yet. Within the window, `startingDeadline` brings back the latest
 //!    missed slot; the others are lost, as the design says (catch-up runs only the latest). Faults on
 //!    followers that never led in their window must cost nothing.
@@ -98,7 +101,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DurationRound, Utc};
 
-use chaos::analysis::{analyse, Input};
+use chaos::analysis::{analyse, clock, Input};
 use chaos::cluster::{Cluster, Plan};
 use chaos::{write_jobs, Mark, Monitor, Rng, Settings, RECOVERY, TICK};
 use fake_apiserver::FakeApiServer;
@@ -158,13 +161,25 @@ fn chaos(settings: Settings) {
             .lines
             .iter()
             .any(|l| l.job == TICK && l.mark == Mark::End);
-        ended.then(|| observed.lines.iter().find(|l| l.job == TICK).map(|l| l.slot))?
+        ended.then(|| {
+            observed
+                .lines
+                .iter()
+                .find(|l| l.job == TICK)
+                .map(|l| l.slot)
+        })?
     })
     .unwrap_or_else(|| {
         let logs: Vec<String> = cluster
             .logs
             .iter()
-            .map(|l| format!("{}:\n{}", l.display(), std::fs::read_to_string(l).unwrap_or_default()))
+            .map(|l| {
+                format!(
+                    "{}:\n{}",
+                    l.display(),
+                    std::fs::read_to_string(l).unwrap_or_default()
+                )
+            })
             .collect();
         panic!(
             "seed {}: no tick run finished within {WARM_UP_LIMIT:?} of the start\n{}",
@@ -193,29 +208,37 @@ fn chaos(settings: Settings) {
         problems: &cluster.problems,
         slots: (first, until),
         elapsed: began.elapsed(),
+        logs: &cluster.logs,
     });
-    println!("{report}");
-    if !report.violations.is_empty() {
+    if report.violations.is_empty() {
+        println!("{report}");
+        if std::env::var_os("CHAOS_KEEP").is_some() {
+            println!(
+                "records (runs) and replica logs kept in {}",
+                dir.keep().display()
+            );
+        }
+    } else {
         let kept = dir.keep();
         let events: Vec<String> = cluster
             .events
             .iter()
             .map(|e| {
                 format!(
-                    "  #{} {} {} (pid {}, {:?}) {}+{} ms {}",
+                    "  #{} {} {} {} (pid {}, {}) {}",
                     e.seq,
+                    clock(e.start_ns),
                     e.kind,
                     e.target,
                     e.pid,
-                    e.role,
-                    e.start_ns / 1_000_000,
-                    (e.end_ns - e.start_ns) / 1_000_000,
+                    e.role
+                        .map_or("restart".to_owned(), |r| format!("{r:?}").to_lowercase()),
                     e.detail
                 )
             })
             .collect();
         panic!(
-            "{report}faults (wall clock ms since the epoch):\n{}\nrecords (runs) and replica logs kept in {}",
+            "{report}faults:\n{}\nrecords (runs) and replica logs kept in {}",
             events.join("\n"),
             kept.display()
         );

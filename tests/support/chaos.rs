@@ -201,9 +201,12 @@ pub fn write_jobs(dir: &Path) -> Jobs {
         !marker.contains([' ', '\'', '"', '$', '\\']),
         "a plain temporary path: {marker}"
     );
+    // The clock is read by its own command before the record is written: a SIGTERM that kills `date`
+    // then runs the trap before the `echo` (dash runs traps between commands), never an `echo` with an
+    // empty clock.
     let record = |job: &str, what: &str, lock: &str| {
         format!(
-            r#"echo "{what} {job} $LEASECRON_IDENTITY $LEASECRON_FENCING_TOKEN $LEASECRON_SCHEDULED_TIME $(date +%s%N) $$ {lock}" >> {}"#,
+            r#"now=$(date +%s%N); echo "{what} {job} $LEASECRON_IDENTITY $LEASECRON_FENCING_TOKEN $LEASECRON_SCHEDULED_TIME $now $$ {lock}" >> {}"#,
             runs.display()
         )
     };
@@ -214,7 +217,7 @@ pub fn write_jobs(dir: &Path) -> Jobs {
         )
     };
     let tick = format!(
-        "trap '{term}; exit 143' TERM\n      {probe}\n      {start}\n      sleep 0.3 & wait $!\n      {end}",
+        "trap '{term}; exit 143' TERM\n      {probe}\n      {start}\n      sleep 0.2 & wait $!\n      {end}",
         term = record(TICK, "term", "-"),
         probe = probe(TICK),
         start = record(TICK, "start", "$lock"),
@@ -263,32 +266,30 @@ pub struct Line {
     pub unlocked: bool,
 }
 
-fn parse_line(line: &str) -> Line {
+/// Parses one record; `None` if it is malformed (which the report counts as a violation: the records are
+/// the evidence).
+fn parse_line(line: &str) -> Option<Line> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let [mark, job, identity, token, slot, ns, pid, lock] = fields[..] else {
-        panic!("malformed run record {line:?}");
+        return None;
     };
     let mark = match mark {
         "start" => Mark::Start,
         "end" => Mark::End,
         "term" => Mark::Term,
-        other => panic!("unknown mark {other:?} in {line:?}"),
+        _ => return None,
     };
-    Line {
+    Some(Line {
         mark,
         job: job.to_owned(),
         identity: identity.to_owned(),
-        token: token
-            .parse()
-            .unwrap_or_else(|_| panic!("token in {line:?}")),
-        slot: DateTime::parse_from_rfc3339(slot)
-            .unwrap_or_else(|_| panic!("slot in {line:?}"))
-            .with_timezone(&Utc),
-        ns: ns.parse().unwrap_or_else(|_| panic!("clock in {line:?}")),
-        pid: pid.parse().unwrap_or_else(|_| panic!("pid in {line:?}")),
+        token: token.parse().ok()?,
+        slot: DateTime::parse_from_rfc3339(slot).ok()?.with_timezone(&Utc),
+        ns: ns.parse().ok()?,
+        pid: pid.parse().ok()?,
         busy: lock.starts_with("busy"),
         unlocked: lock.ends_with("-unlocked"),
-    }
+    })
 }
 
 /// When the monitor saw a run's shell alive last, and first saw it gone (exited, killed or a zombie).
@@ -320,6 +321,8 @@ pub struct Observed {
     pub liveness: HashMap<usize, Liveness>,
     /// Every version of the Lease seen, in order.
     pub lease: Vec<LeaseSeen>,
+    /// Record lines that could not be parsed.
+    pub malformed: Vec<String>,
 }
 
 impl Observed {
@@ -451,7 +454,8 @@ impl Watched {
             return;
         };
         let mut text = String::new();
-        if file.seek(SeekFrom::Start(self.offset)).is_err() || file.read_to_string(&mut text).is_err()
+        if file.seek(SeekFrom::Start(self.offset)).is_err()
+            || file.read_to_string(&mut text).is_err()
         {
             return;
         }
@@ -463,7 +467,10 @@ impl Watched {
         let rest = self.partial.split_off(complete + 1);
         let lines = std::mem::replace(&mut self.partial, rest);
         for text in lines.lines().filter(|l| !l.trim().is_empty()) {
-            let line = parse_line(text);
+            let Some(line) = parse_line(text) else {
+                self.observed.malformed.push(text.to_owned());
+                continue;
+            };
             let index = self.observed.lines.len();
             match line.mark {
                 Mark::Start => {

@@ -9,12 +9,11 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::cluster::{count_by_kind, ms, Incarnation, Injected};
-use super::{
-    Liveness, Mark, Observed, Settings, BEFORE_FAULT, LONG, RECOVERY, SPAWN_SLACK, TICK,
-};
+use super::{Liveness, Mark, Observed, Settings, BEFORE_FAULT, LONG, RECOVERY, SPAWN_SLACK, TICK};
 
-/// A tick run that starts this much after its slot was caught up (or fired late).
-const LATE: Duration = Duration::from_millis(1200);
+/// A tick run that starts this much after its slot was caught up, or fired late (after a freeze); on
+/// time, a run starts within a few tens of milliseconds (a run state write, a fork).
+const LATE: Duration = Duration::from_millis(500);
 /// How many examples of each kind of finding the report lists.
 const EXAMPLES: usize = 6;
 
@@ -29,6 +28,8 @@ pub struct Input<'a> {
     pub slots: (DateTime<Utc>, DateTime<Utc>),
     /// The whole run, start-up to teardown.
     pub elapsed: Duration,
+    /// The replicas' logs (every incarnation's), for what the leaders say they caught up.
+    pub logs: &'a [std::path::PathBuf],
 }
 
 /// One run of a job, assembled from its records.
@@ -93,6 +94,9 @@ pub fn analyse(input: &Input<'_>) -> Report {
     check.sanity();
     for problem in input.problems {
         check.violate(format!("replica: {problem}"));
+    }
+    for line in &input.observed.malformed {
+        check.violate(format!("malformed record {line:?}"));
     }
     check.report()
 }
@@ -279,7 +283,11 @@ impl<'a> Check<'a> {
                 "fencing-only overlaps after a long {what}: {} pairs, {} stale runs{}",
                 found.len(),
                 stale.len(),
-                if found.is_empty() { "" } else { "; stale token < fresh token in every pair:" }
+                if found.is_empty() {
+                    ""
+                } else {
+                    "; stale token < fresh token in every pair:"
+                }
             ));
             for f in found.iter().take(EXAMPLES) {
                 let (stale, fresh) = (&self.runs[f.stale], &self.runs[f.fresh]);
@@ -311,9 +319,7 @@ impl<'a> Check<'a> {
                     Some((end, _)) => end > run_b.start_ns,
                     // Only its death seen, late by up to a monitor interval: the lock probe decides,
                     // unless a's life was invisible to it.
-                    None => {
-                        (run_b.busy || run_a.unlocked) && self.upper(run_a) > run_b.start_ns
-                    }
+                    None => (run_b.busy || run_a.unlocked) && self.upper(run_a) > run_b.start_ns,
                 }
             })
             .collect();
@@ -326,7 +332,12 @@ impl<'a> Check<'a> {
                 self.runs[a].token < run_b.token
                     && self.long_freeze(&self.runs[a], run_b.start_ns).is_some()
             });
-            match explained.or_else(|| candidates.iter().copied().max_by_key(|&a| self.upper(&self.runs[a]))) {
+            match explained.or_else(|| {
+                candidates
+                    .iter()
+                    .copied()
+                    .max_by_key(|&a| self.upper(&self.runs[a]))
+            }) {
                 Some(a) => pairs.push(a),
                 None => pairs.push(usize::MAX),
             }
@@ -347,7 +358,11 @@ impl<'a> Check<'a> {
         if run_a.token == run_b.token {
             return Err(format!("{pair}: two runs of one term at once (Forbid)"));
         }
-        let (stale, fresh) = if run_a.token < run_b.token { (a, b) } else { (b, a) };
+        let (stale, fresh) = if run_a.token < run_b.token {
+            (a, b)
+        } else {
+            (b, a)
+        };
         let began = run_b.start_ns;
         if let Some(freeze) = self.long_freeze(&self.runs[stale], began) {
             return Ok(Fenced {
@@ -362,7 +377,9 @@ impl<'a> Check<'a> {
                 self.input.events[freeze].seq
             ));
         }
-        Err(format!("{pair}: no freeze beyond the design's margin explains it"))
+        Err(format!(
+            "{pair}: no freeze beyond the design's margin explains it"
+        ))
     }
 
     // === Stale writes ===
@@ -441,12 +458,16 @@ impl<'a> Check<'a> {
         let mut by_fault: BTreeMap<usize, usize> = BTreeMap::new();
         for &slot in &lost {
             let at = ns_of(slot);
-            match self
-                .input
-                .events
-                .iter()
-                .find(|e| window(e).contains(&at) && self.touched_leader(e))
-            {
+            // For the report, the latest fault before the slot, a restart only if nothing else.
+            let explaining = |restart: bool| {
+                self.input
+                    .events
+                    .iter()
+                    .rev()
+                    .filter(|e| (e.role.is_none()) == restart)
+                    .find(|e| window(e).contains(&at) && self.touched_leader(e))
+            };
+            match explaining(false).or_else(|| explaining(true)) {
                 Some(e) => *by_fault.entry(e.seq).or_default() += 1,
                 None => unexplained.push(slot),
             }
@@ -464,9 +485,25 @@ impl<'a> Check<'a> {
             .iter()
             .filter(|r| matches!(r.end, Some((_, Mark::Term))))
             .count();
+        let caught_up = |job: &str| {
+            self.input
+                .logs
+                .iter()
+                .filter_map(|log| std::fs::read_to_string(log).ok())
+                .map(|text| {
+                    text.lines()
+                        .filter(|l| {
+                            l.contains("catching up a slot") && l.contains(&format!("job={job} "))
+                        })
+                        .count()
+                })
+                .sum::<usize>()
+        };
         self.figure(format!(
-            "runs: {ran} tick ({late} started over {} ms late: caught up or delayed), {longs} long; {terminated} ended by SIGTERM, {killed} killed",
-            LATE.as_millis()
+            "runs: {ran} tick ({late} started over {} ms after their slot), {longs} long; {terminated} ended by SIGTERM, {killed} killed; caught up per the leaders' logs: {} tick, {} long",
+            LATE.as_millis(),
+            caught_up(TICK),
+            caught_up(LONG)
         ));
         self.figure(format!(
             "tick slots {}..={}: {expected} due, {} lost, {} of them outside the bound (must be 0); bound: within [fault start - {} ms, fault end + latency + {} ms] of a fault whose target held the Lease in that window",
@@ -529,7 +566,12 @@ impl<'a> Check<'a> {
                 self.violate(format!("no run of {job} finished: the run checked nothing"));
             }
         }
-        let faults = self.input.events.iter().filter(|e| e.role.is_some()).count();
+        let faults = self
+            .input
+            .events
+            .iter()
+            .filter(|e| e.role.is_some())
+            .count();
         if faults == 0 {
             self.violate("no fault was injected".to_owned());
         }
@@ -667,7 +709,7 @@ fn text(at: DateTime<Utc>) -> String {
 }
 
 /// A wall-clock instant as `HH:MM:SS.mmm`.
-fn clock(ns: u128) -> String {
+pub fn clock(ns: u128) -> String {
     DateTime::<Utc>::from_timestamp_nanos(ns as i64)
         .format("%H:%M:%S%.3f")
         .to_string()

@@ -142,9 +142,14 @@ pub enum Action {
     Kill,
     Terminate,
     /// SIGSTOP for the hold, then SIGCONT: the whole replica (leasecron and its jobs) or the runner alone.
-    Freeze { whole: bool },
+    Freeze {
+        whole: bool,
+    },
     /// The fake API server's fault for this client's requests (`verbs`: all if `None`) for the hold.
-    Api { fault: Fault, verbs: Option<Vec<Verb>> },
+    Api {
+        fault: Fault,
+        verbs: Option<Vec<Verb>>,
+    },
 }
 
 /// One step of the schedule, drawn from the seed: always the same number of draws, so a seed replays
@@ -486,8 +491,8 @@ impl Cluster {
             .filter(|&i| Some(i) != leader)
             .collect();
         followers.sort_by_key(|&i| self.members[i].replica.identity.clone());
-        let follower = (!followers.is_empty())
-            .then(|| followers[(pick % followers.len() as u64) as usize]);
+        let follower =
+            (!followers.is_empty()).then(|| followers[(pick % followers.len() as u64) as usize]);
         match (role, leader, follower) {
             (Role::Leader, Some(i), _) | (Role::Follower, Some(i), None) => Some((i, Role::Leader)),
             (_, _, Some(i)) => Some((i, Role::Follower)),
@@ -519,11 +524,7 @@ impl Cluster {
             extra: Duration::ZERO,
             freeze: None,
         };
-        let running = self
-            .members
-            .iter()
-            .filter(|m| m.stopping.is_none())
-            .count();
+        let running = self.members.iter().filter(|m| m.stopping.is_none()).count();
         match &plan.action {
             // Keep a second replica, or the run measures nothing but restarts.
             Action::Kill | Action::Terminate if running < 2 => return,
