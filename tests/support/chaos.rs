@@ -61,8 +61,9 @@ pub const COVERED_FREEZE: Duration = Duration::from_millis(500);
 pub const SPAWN_SLACK: Duration = Duration::from_secs(2);
 /// The every-second job: slots lost and run twice are counted on it.
 pub const TICK: &str = "tick";
-/// The 3-second job every 4 s that ignores SIGTERM: its runs are often in flight when a term ends, and
-/// must be SIGKILLed at +G.
+/// The 5-second job every 4 s (`Forbid` skips every other slot) that ignores SIGTERM: its runs are often in
+/// flight when a term ends, must be SIGKILLed at +G, and outlive the next slot — so a run left alive
+/// by a frozen runner meets the next leader's.
 pub const LONG: &str = "long";
 /// How often the monitor looks at the records, the job processes and the Lease.
 const MONITOR_INTERVAL: Duration = Duration::from_millis(20);
@@ -224,7 +225,7 @@ pub fn write_jobs(dir: &Path) -> Jobs {
         end = record(TICK, "end", "-"),
     );
     let long = format!(
-        "trap '' TERM\n      {probe}\n      {start}\n      sleep 3\n      {end}",
+        "trap '' TERM\n      {probe}\n      {start}\n      sleep 5\n      {end}",
         probe = probe(LONG),
         start = record(LONG, "start", "$lock"),
         end = record(LONG, "end", "-"),

@@ -24,6 +24,8 @@ pub struct Input<'a> {
     pub events: &'a [Injected],
     pub incarnations: &'a [Incarnation],
     pub problems: &'a [String],
+    /// What the replicas did that the design allows (reported, not violations).
+    pub notes: &'a [String],
     /// Every tick slot from the first to the last of these must have run, or be lost within the bound.
     pub slots: (DateTime<Utc>, DateTime<Utc>),
     /// The whole run, start-up to teardown.
@@ -94,6 +96,9 @@ pub fn analyse(input: &Input<'_>) -> Report {
     check.sanity();
     for problem in input.problems {
         check.violate(format!("replica: {problem}"));
+    }
+    for note in input.notes {
+        check.figure(format!("note: {note}"));
     }
     for line in &input.observed.malformed {
         check.violate(format!("malformed record {line:?}"));
@@ -456,6 +461,7 @@ impl<'a> Check<'a> {
         }
         let mut unexplained = Vec::new();
         let mut by_fault: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut by_restart = Vec::new();
         for &slot in &lost {
             let at = ns_of(slot);
             // For the report, the latest fault before the slot, a restart only if nothing else.
@@ -468,7 +474,18 @@ impl<'a> Check<'a> {
                     .find(|e| window(e).contains(&at) && self.touched_leader(e))
             };
             match explaining(false).or_else(|| explaining(true)) {
-                Some(e) => *by_fault.entry(e.seq).or_default() += 1,
+                Some(e) => {
+                    *by_fault.entry(e.seq).or_default() += 1;
+                    if e.role.is_none() {
+                        by_restart.push(format!(
+                            "{} (restart #{} of {} at {})",
+                            text(slot),
+                            e.seq,
+                            e.target,
+                            clock(e.start_ns)
+                        ));
+                    }
+                }
                 None => unexplained.push(slot),
             }
         }
@@ -520,6 +537,12 @@ impl<'a> Check<'a> {
                 .map(|(seq, n)| format!("#{seq} {}: {n}", self.input.events[*seq].kind))
                 .collect();
             self.figure(format!("  lost slots by fault: {}", per.join(", ")));
+        }
+        if !by_restart.is_empty() {
+            self.figure(format!(
+                "  lost slots only a restart explains: {}",
+                by_restart.join(", ")
+            ));
         }
         if let Some(gap) = self.longest_tick_gap() {
             self.figure(format!(

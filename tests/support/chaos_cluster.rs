@@ -35,6 +35,8 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(13);
 const DEATH_LIMIT: Duration = Duration::from_secs(5);
 /// How often the cluster checks its processes while it waits.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(50);
+/// What `run` says when it refuses to start because its identity was renewed while it watched the Lease.
+const IDENTITY_IN_USE: &str = "is already held by another live process";
 /// A replica that exited on its own is restarted after this long (kubelet's first back-off is 10 s; the
 /// chaos run is too short for that).
 const CRASH_RESTART: Duration = Duration::from_secs(1);
@@ -299,6 +301,8 @@ pub struct Cluster {
     pub incarnations: Vec<Incarnation>,
     /// Things the replicas did that they must not (exit on their own, fail to shut down).
     pub problems: Vec<String>,
+    /// Things the replicas did that the design allows, worth a line in the report.
+    pub notes: Vec<String>,
     /// Every log file, old incarnations' included.
     pub logs: Vec<PathBuf>,
     torn_down: bool,
@@ -317,6 +321,7 @@ impl Cluster {
             events: Vec::new(),
             incarnations: Vec::new(),
             problems: Vec::new(),
+            notes: Vec::new(),
             logs: Vec::new(),
             torn_down: false,
         };
@@ -406,10 +411,20 @@ impl Cluster {
                 (Some(status), None) => {
                     let member = self.members.remove(i);
                     let identity = member.replica.identity.clone();
-                    self.problems.push(format!(
+                    let what = format!(
                         "{identity} (pid {}) exited on its own with {status}",
                         member.replica.pid()
-                    ));
+                    );
+                    if member.replica.log_text().contains(IDENTITY_IN_USE) {
+                        // A container restart that found its own name renewed while it watched the
+                        // Lease: a request of its dead predecessor that a latency fault held back. `run`
+                        // cannot tell that from a live twin and refuses, as documented; the kubelet
+                        // restarts it.
+                        self.notes
+                            .push(format!("{what}: refused, its identity looked in use"));
+                    } else {
+                        self.problems.push(what);
+                    }
                     // Its jobs got SIGKILL from the kernel (PR_SET_PDEATHSIG); in a container their
                     // children would die with it: do that here.
                     let strays = monitor.snapshot().unfinished_pids(&identity);
@@ -588,6 +603,8 @@ impl Cluster {
                 event.end_ns = now_ns();
             }
         }
+        // Restarts may have been logged while the fault was held: number it now.
+        event.seq = self.events.len();
         self.events.push(event);
     }
 
