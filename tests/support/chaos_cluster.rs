@@ -277,13 +277,14 @@ pub struct Incarnation {
 struct Member {
     replica: Replica,
     incarnation: usize,
-    /// Since when it has been told to stop (SIGTERM), if it has.
-    stopping: Option<Instant>,
+    /// Since when it has been told to stop (SIGTERM), if it has, and its restart once it has exited.
+    stopping: Option<(Instant, Restart)>,
 }
 
-/// A restart to do.
+/// A restart to do: `after` this long (since a kill, or since a terminated replica exited; a container
+/// restarts only once the old one is gone), as `identity`.
 struct Restart {
-    at: Instant,
+    after: Duration,
     identity: String,
 }
 
@@ -295,7 +296,7 @@ pub struct Cluster {
     server: Arc<FakeApiServer>,
     jobs: Jobs,
     members: Vec<Member>,
-    restarts: Vec<Restart>,
+    restarts: Vec<(Instant, String)>,
     next_identity: usize,
     pub events: Vec<Injected>,
     pub incarnations: Vec<Incarnation>,
@@ -397,9 +398,11 @@ impl Cluster {
                 .child
                 .try_wait()
                 .expect("try_wait a replica");
-            match (exited, self.members[i].stopping) {
+            let since = self.members[i].stopping.as_ref().map(|(since, _)| *since);
+            match (exited, since) {
                 (Some(status), Some(_)) => {
                     let member = self.members.remove(i);
+                    self.restart_later(member.stopping.as_ref().map(|(_, r)| r));
                     let identity = member.replica.identity.clone();
                     if !status.success() {
                         self.problems.push(format!(
@@ -434,10 +437,8 @@ impl Cluster {
                         }
                     }
                     self.end_incarnation(member.incarnation, format!("exited, {status}"), None);
-                    self.restarts.push(Restart {
-                        at: Instant::now() + CRASH_RESTART,
-                        identity,
-                    });
+                    self.restarts
+                        .push((Instant::now() + CRASH_RESTART, identity));
                 }
                 (None, Some(since)) if since.elapsed() > SHUTDOWN_LIMIT => {
                     let mut member = self.members.remove(i);
@@ -445,6 +446,7 @@ impl Cluster {
                         "{} did not exit within {SHUTDOWN_LIMIT:?} of SIGTERM",
                         member.replica.identity
                     ));
+                    self.restart_later(member.stopping.as_ref().map(|(_, r)| r));
                     let gone = self.kill(&mut member.replica);
                     self.end_incarnation(
                         member.incarnation,
@@ -456,22 +458,22 @@ impl Cluster {
             }
         }
         let now = Instant::now();
-        let due: Vec<Restart> = {
+        let due: Vec<(Instant, String)> = {
             let (due, later) = std::mem::take(&mut self.restarts)
                 .into_iter()
-                .partition(|r| r.at <= now);
+                .partition(|(at, _)| *at <= now);
             self.restarts = later;
             due
         };
-        for restart in due {
+        for (_, identity) in due {
             let at = now_ns();
-            self.spawn(&restart.identity);
+            self.spawn(&identity);
             let pid = self.members.last().map_or(0, |m| m.replica.pid().as_raw());
             self.events.push(Injected {
                 seq: self.events.len(),
                 kind: "restart",
                 detail: String::new(),
-                target: restart.identity,
+                target: identity,
                 pid,
                 role: None,
                 start_ns: at,
@@ -549,7 +551,8 @@ impl Cluster {
                 let gone = self.kill(&mut member.replica);
                 event.detail = format!("all its processes gone after {} ms", ms(gone - start_ns));
                 self.end_incarnation(member.incarnation, "SIGKILL".to_owned(), Some(gone));
-                self.schedule_restart(plan, &identity);
+                let restart = self.restart(plan, &identity);
+                self.restart_later(Some(&restart));
             }
             Action::Terminate => {
                 let member = &mut self.members[index];
@@ -560,8 +563,8 @@ impl Cluster {
                 }
                 event.kind = "SIGTERM";
                 member.replica.signal(Signal::SIGTERM);
-                member.stopping = Some(Instant::now());
-                self.schedule_restart(plan, &identity);
+                let restart = self.restart(plan, &identity);
+                self.members[index].stopping = Some((Instant::now(), restart));
             }
             Action::Freeze { whole } => {
                 event.kind = if *whole {
@@ -620,17 +623,25 @@ impl Cluster {
         gone
     }
 
-    fn schedule_restart(&mut self, plan: &Plan, identity: &str) {
+    /// The restart the plan asks for after `identity` is gone: the same identity, or a new one.
+    fn restart(&mut self, plan: &Plan, identity: &str) -> Restart {
         let identity = if plan.restart_same {
             identity.to_owned()
         } else {
             self.next_identity += 1;
             format!("chaos-{}", self.next_identity - 1)
         };
-        self.restarts.push(Restart {
-            at: Instant::now() + plan.restart_after,
+        Restart {
+            after: plan.restart_after,
             identity,
-        });
+        }
+    }
+
+    fn restart_later(&mut self, restart: Option<&Restart>) {
+        if let Some(restart) = restart {
+            self.restarts
+                .push((Instant::now() + restart.after, restart.identity.clone()));
+        }
     }
 
     /// Ends the run: pending restarts are dropped, every replica is woken (SIGCONT) and killed with its
