@@ -71,12 +71,14 @@
 //!    (its lock probe found another run's lock held), or the records do (the other run's `end`/`term`
 //!    record was written after this `start`). Which run a busy probe found is read from the records: one
 //!    without an `end`/`term` record counts as alive until its shell was seen gone (within 20 ms) or the
-//!    test's SIGKILL of its replica completed. Allowed only if the older-token run of the pair was on a
-//!    replica frozen longer than 500 ms while it ran (the long freezes above, reported with the tokens).
-//!    Two runs of one term never overlap (`Forbid`).
+//!    test's SIGKILL of its replica completed. Allowed only if the older-token run of the pair was
+//!    *stale by a long freeze*: its replica was frozen for longer than 500 ms, from before the overlap
+//!    began, and the run's process already existed when the freeze began (a run spawned after the
+//!    replica woke is no excuse: §2 step 5 says a woken runner starts nothing under its dead term).
+//!    Such pairs are reported with their tokens. Two runs of one term never overlap (`Forbid`).
 //! 3. **Tokens rise with the terms**: no record carries a token lower than one already written (what a
-//!    downstream system fencing on the token would reject), unless its run's replica had a long freeze
-//!    that began before that write and ended after the run's spawn (≤ 2 s before its `start`).
+//!    downstream system fencing on the token would reject), unless its run was stale by a long freeze
+//!    that began before that write.
 //! 4. **At most once**: no slot of either job is started twice (no job uses `rerunInterrupted`).
 //! 5. **Slots lost only within the bound**: every `tick` slot from the first run to the end (the last 1.5 s
 //!    aside) ran, or lies in [*a* − 1 s, *b* + *l* + 6.5 s] of a fault from *a* to *b* (*l*: its latency,

@@ -57,8 +57,6 @@ pub const BEFORE_FAULT: Duration = Duration::from_secs(1);
 /// whose deadline timer fires late, and a freeze is such a delay. Half the margin, leaving the other half
 /// for the machine's own scheduling delays.
 pub const COVERED_FREEZE: Duration = Duration::from_millis(500);
-/// Between a run's spawn and its `start` record (fork, exec, the lock probe, `date`).
-pub const SPAWN_SLACK: Duration = Duration::from_secs(2);
 /// The every-second job: slots lost and run twice are counted on it.
 pub const TICK: &str = "tick";
 /// The 5-second job every 4 s (`Forbid` skips every other slot) that ignores SIGTERM: its runs are often in

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::cluster::{count_by_kind, ms, Incarnation, Injected};
-use super::{Liveness, Mark, Observed, Settings, BEFORE_FAULT, LONG, RECOVERY, SPAWN_SLACK, TICK};
+use super::{Liveness, Mark, Observed, Settings, BEFORE_FAULT, LONG, RECOVERY, TICK};
 
 /// A tick run that starts this much after its slot was caught up, or fired late (after a freeze); on
 /// time, a run starts within a few tens of milliseconds (a run state write, a fork).
@@ -152,15 +152,13 @@ impl<'a> Check<'a> {
             .unwrap_or(u128::MAX)
     }
 
-    /// The long freeze of the run's own process that can make it stale by `until`: it began by then and
-    /// ended after the run was spawned.
+    /// The long freeze of the run's replica that can have made it stale by `until`: it began by then, and
+    /// the run's process already existed when it began (a run spawned after a freeze is no excuse: §2
+    /// step 5 says a woken runner starts nothing under its dead term).
     fn long_freeze(&self, run: &Run, until: u128) -> Option<usize> {
         let pid = run.incarnation.map(|i| self.input.incarnations[i].pid)?;
         self.input.events.iter().position(|e| {
-            e.is_long_freeze()
-                && e.pid == pid
-                && e.start_ns <= until
-                && e.end_ns + SPAWN_SLACK.as_nanos() >= run.start_ns
+            e.is_long_freeze() && e.pid == pid && e.start_ns <= until && e.jobs.contains(&run.pid)
         })
     }
 

@@ -252,6 +252,8 @@ pub struct Injected {
     /// For freezes: the whole replica (else the runner alone), and whether longer than
     /// [`super::COVERED_FREEZE`].
     pub freeze: Option<(bool, bool)>,
+    /// For freezes: the replica's job processes when it began (the only runs it can have made stale).
+    pub jobs: Vec<i32>,
 }
 
 impl Injected {
@@ -480,6 +482,7 @@ impl Cluster {
                 end_ns: at,
                 extra: Duration::ZERO,
                 freeze: None,
+                jobs: Vec::new(),
             });
         }
     }
@@ -540,6 +543,7 @@ impl Cluster {
             end_ns: start_ns,
             extra: Duration::ZERO,
             freeze: None,
+            jobs: Vec::new(),
         };
         let running = self.members.iter().filter(|m| m.stopping.is_none()).count();
         match &plan.action {
@@ -573,9 +577,11 @@ impl Cluster {
                     "SIGSTOP runner"
                 };
                 let jobs = freeze(pid, *whole);
-                event.detail = format!("{} ms, {} job groups", plan.hold.as_millis(), jobs.len());
+                event.detail =
+                    format!("{} ms, {} job processes", plan.hold.as_millis(), jobs.len());
+                event.jobs = jobs.iter().map(|j| j.pid).collect();
                 self.idle(plan.hold, monitor);
-                thaw(pid, &jobs);
+                thaw(pid, if *whole { &jobs } else { &[] });
                 event.end_ns = now_ns();
                 event.freeze = Some((*whole, plan.hold > super::COVERED_FREEZE));
             }
@@ -687,15 +693,15 @@ fn kill_replica(replica: &mut Replica) -> (u128, bool) {
     (now_ns(), all_gone)
 }
 
-/// SIGSTOPs leasecron, then (`whole`) each of its job process groups; returns the jobs it stopped.
+/// SIGSTOPs leasecron, then (`whole`) each of its job process groups; returns its jobs at that moment
+/// (stopped, it spawns no more), stopped or not.
 fn freeze(pid: i32, whole: bool) -> Vec<Proc> {
     let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
-    if !whole {
-        return Vec::new();
-    }
     let jobs = children_of(pid);
-    for job in &jobs {
-        signal_job(job, Signal::SIGSTOP);
+    if whole {
+        for job in &jobs {
+            signal_job(job, Signal::SIGSTOP);
+        }
     }
     jobs
 }
