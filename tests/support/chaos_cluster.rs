@@ -35,6 +35,10 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(13);
 const DEATH_LIMIT: Duration = Duration::from_secs(5);
 /// How often the cluster checks its processes while it waits.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(50);
+/// What `run` logs once its start-up checks have passed and its signal handlers are installed.
+const STARTED: &str = "leasecron starting";
+/// A replica that exits 1 during start-up this soon after an API fault on its client met the fault.
+const STARTUP_FAULT_GRACE: Duration = Duration::from_secs(5);
 /// What `run` says when it refuses to start because its identity was renewed while it watched the Lease.
 const IDENTITY_IN_USE: &str = "is already held by another live process";
 /// A replica that exited on its own is restarted after this long (kubelet's first back-off is 10 s; the
@@ -308,6 +312,8 @@ pub struct Cluster {
     pub notes: Vec<String>,
     /// Every log file, old incarnations' included.
     pub logs: Vec<PathBuf>,
+    /// The last API fault on each client: `None` while it lasts, else when it was cleared.
+    api_faults: HashMap<String, Option<Instant>>,
     torn_down: bool,
 }
 
@@ -326,6 +332,7 @@ impl Cluster {
             problems: Vec::new(),
             notes: Vec::new(),
             logs: Vec::new(),
+            api_faults: HashMap::new(),
             torn_down: false,
         };
         for i in 0..replicas {
@@ -420,13 +427,24 @@ impl Cluster {
                         "{identity} (pid {}) exited on its own with {status}",
                         member.replica.pid()
                     );
-                    if member.replica.log_text().contains(IDENTITY_IN_USE) {
+                    let log = member.replica.log_text();
+                    let api_fault_lately = self.api_faults.get(&identity).is_some_and(|end| {
+                        end.is_none_or(|end| end.elapsed() < STARTUP_FAULT_GRACE)
+                    });
+                    if log.contains(IDENTITY_IN_USE) {
                         // A container restart that found its own name renewed while it watched the
                         // Lease: a request of its dead predecessor that a latency fault held back. `run`
                         // cannot tell that from a live twin and refuses, as documented; the kubelet
                         // restarts it.
                         self.notes
                             .push(format!("{what}: refused, its identity looked in use"));
+                    } else if !log.contains(STARTED) && status.code() == Some(1) && api_fault_lately
+                    {
+                        // Start-up checks read the Lease once: a failing API server there is exit 1
+                        // (documented; the kubelet restarts it), not something to ride out.
+                        self.notes.push(format!(
+                            "{what}: its start-up read of the Lease met its API fault"
+                        ));
                     } else {
                         self.problems.push(what);
                     }
@@ -560,7 +578,7 @@ impl Cluster {
             }
             Action::Terminate => {
                 let member = &mut self.members[index];
-                if !member.replica.log_text().contains("leasecron starting") {
+                if !member.replica.log_text().contains(STARTED) {
                     // Still starting: its signal handlers are not installed yet (a pod deleted this
                     // early dies of the signal). Not what this step is about.
                     return;
@@ -607,8 +625,11 @@ impl Cluster {
                     Some(verbs) => handle.set_for(verbs, fault.clone()),
                     None => handle.set(fault.clone()),
                 }
+                self.api_faults.insert(identity.clone(), None);
                 self.idle(plan.hold, monitor);
                 handle.clear();
+                self.api_faults
+                    .insert(identity.clone(), Some(Instant::now()));
                 event.end_ns = now_ns();
             }
         }
