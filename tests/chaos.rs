@@ -107,13 +107,14 @@ mod fake_apiserver;
 #[path = "support/replica.rs"]
 mod replica;
 
+use std::fs;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DurationRound, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 
-use chaos::analysis::{analyse, clock, Input};
-use chaos::cluster::{Cluster, Plan};
+use chaos::analysis::{analyse, Input, Report};
+use chaos::cluster::{fault_log, Cluster, Plan};
 use chaos::{write_jobs, Mark, Monitor, Rng, Settings, RECOVERY, TICK};
 use fake_apiserver::FakeApiServer;
 
@@ -165,39 +166,7 @@ fn chaos(settings: Settings) {
         jobs.clone(),
         settings.replicas,
     );
-
-    let first = replica::wait_for(WARM_UP_LIMIT, || {
-        let observed = monitor.snapshot();
-        let ended = observed
-            .lines
-            .iter()
-            .any(|l| l.job == TICK && l.mark == Mark::End);
-        ended.then(|| {
-            observed
-                .lines
-                .iter()
-                .find(|l| l.job == TICK)
-                .map(|l| l.slot)
-        })?
-    })
-    .unwrap_or_else(|| {
-        let logs: Vec<String> = cluster
-            .logs
-            .iter()
-            .map(|l| {
-                format!(
-                    "{}:\n{}",
-                    l.display(),
-                    std::fs::read_to_string(l).unwrap_or_default()
-                )
-            })
-            .collect();
-        panic!(
-            "seed {}: no tick run finished within {WARM_UP_LIMIT:?} of the start\n{}",
-            settings.seed,
-            logs.join("\n")
-        )
-    });
+    let first = warm_up(&settings, &monitor, &cluster);
 
     let mut rng = Rng::new(settings.seed);
     let chaos_end = Instant::now() + settings.chaos;
@@ -222,25 +191,45 @@ fn chaos(settings: Settings) {
         elapsed: began.elapsed(),
         logs: &cluster.logs,
     });
-    let faults: Vec<String> = cluster
-        .events
-        .iter()
-        .map(|e| {
-            format!(
-                "  #{} {} {} {} (pid {}, {}) {}",
-                e.seq,
-                clock(e.start_ns),
-                e.kind,
-                e.target,
-                e.pid,
-                e.role
-                    .map_or("restart".to_owned(), |r| format!("{r:?}").to_lowercase()),
-                e.detail
-            )
-        })
-        .collect();
-    let faults = faults.join("\n");
-    std::fs::write(
+    conclude(&report, &fault_log(&cluster.events), dir);
+}
+
+/// Waits until a leader has run a tick to the end; returns the first tick's slot (every slot from it on
+/// is checked).
+fn warm_up(settings: &Settings, monitor: &Monitor, cluster: &Cluster) -> DateTime<Utc> {
+    replica::wait_for(WARM_UP_LIMIT, || {
+        let observed = monitor.snapshot();
+        let ended = observed
+            .lines
+            .iter()
+            .any(|l| l.job == TICK && l.mark == Mark::End);
+        let first = observed.lines.iter().find(|l| l.job == TICK);
+        first.filter(|_| ended).map(|l| l.slot)
+    })
+    .unwrap_or_else(|| {
+        let logs: Vec<String> = cluster
+            .logs
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}:\n{}",
+                    l.display(),
+                    fs::read_to_string(l).unwrap_or_default()
+                )
+            })
+            .collect();
+        panic!(
+            "seed {}: no tick run finished within {WARM_UP_LIMIT:?} of the start\n{}",
+            settings.seed,
+            logs.join("\n")
+        )
+    })
+}
+
+/// Writes the report and the faults beside the records; prints the report, or fails with it (keeping the
+/// records and logs).
+fn conclude(report: &Report, faults: &str, dir: tempfile::TempDir) {
+    fs::write(
         dir.path().join("report.txt"),
         format!("{report}faults:\n{faults}\n"),
     )
@@ -249,15 +238,15 @@ fn chaos(settings: Settings) {
         println!("{report}");
         if std::env::var_os("CHAOS_KEEP").is_some() {
             println!(
-                "records (runs) and replica logs kept in {}",
+                "records, replica logs and report kept in {}",
                 dir.keep().display()
             );
         }
-    } else {
-        let kept = dir.keep();
-        panic!(
-            "{report}faults:\n{faults}\nrecords (runs), replica logs and this report kept in {}",
-            kept.display()
-        );
+        return;
     }
+    let kept = dir.keep();
+    panic!(
+        "{report}faults:\n{faults}\nrecords (runs), replica logs and this report kept in {}",
+        kept.display()
+    );
 }

@@ -536,6 +536,13 @@ pub fn job_shell_alive(pid: i32) -> bool {
     cluster::proc_stat(pid).is_some_and(|p| p.state != 'Z' && p.pgrp == pid)
 }
 
+/// A wall-clock instant as `HH:MM:SS.mmm`.
+pub fn clock(ns: u128) -> String {
+    DateTime::<Utc>::from_timestamp_nanos(ns as i64)
+        .format("%H:%M:%S%.3f")
+        .to_string()
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

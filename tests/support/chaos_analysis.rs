@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::cluster::{count_by_kind, ms, Incarnation, Injected};
-use super::{Liveness, Mark, Observed, Settings, BEFORE_FAULT, LONG, RECOVERY, TICK};
+use super::{clock, Liveness, Mark, Observed, Settings, BEFORE_FAULT, LONG, RECOVERY, TICK};
 
 /// A tick run that starts this much after its slot was caught up, or fired late (after a freeze); on
 /// time, a run starts within a few tens of milliseconds (a run state write, a fork).
@@ -727,11 +727,4 @@ fn ns_of(at: DateTime<Utc>) -> u128 {
 
 fn text(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// A wall-clock instant as `HH:MM:SS.mmm`.
-pub fn clock(ns: u128) -> String {
-    DateTime::<Utc>::from_timestamp_nanos(ns as i64)
-        .format("%H:%M:%S%.3f")
-        .to_string()
 }

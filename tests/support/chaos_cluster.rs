@@ -752,6 +752,27 @@ pub fn ms(ns: u128) -> u128 {
     ns / 1_000_000
 }
 
+/// One line per fault and restart, as injected.
+pub fn fault_log(events: &[Injected]) -> String {
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "  #{} {} {} {} (pid {}, {}) {}",
+                e.seq,
+                super::clock(e.start_ns),
+                e.kind,
+                e.target,
+                e.pid,
+                e.role
+                    .map_or("restart".to_owned(), |r| format!("{r:?}").to_lowercase()),
+                e.detail
+            )
+        })
+        .collect();
+    lines.join("\n")
+}
+
 /// How many faults of each kind were injected.
 pub fn count_by_kind(events: &[Injected]) -> Vec<(String, usize)> {
     let mut counts: HashMap<String, usize> = HashMap::new();
