@@ -82,7 +82,8 @@
 //! 4. **At most once**: no slot of either job is started twice (no job uses `rerunInterrupted`).
 //! 5. **Slots lost only within the bound**: every `tick` slot from the first run to the end (the last 1.5 s
 //!    aside) ran, or lies in [*a* − 1 s, *b* + *l* + 6.5 s] of a fault from *a* to *b* (*l*: its latency,
-//!    if any) whose target held the Lease at some moment of that window. The 6.5 s are LD + RP (a
+//!    if any) whose target process held the Lease at some moment of that window (a term it acquired
+//!    itself: a restart does not inherit its predecessor's term by sharing its name). The 6.5 s are LD + RP (a
 //!    follower takes over at most LD after it last saw the leader renew, and RP more when its watch was
 //!    down and it polls), plus 1 s (the slot in progress while the new term reads and stamps the run
 //!    state), plus 2 s of scheduling slack for a loaded 2-core machine. The 1 s before *a*: a slot that

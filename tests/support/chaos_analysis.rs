@@ -556,14 +556,28 @@ impl<'a> Check<'a> {
         }
     }
 
-    /// True if the fault's target held the Lease at some moment of the fault's window (the Lease as the
-    /// monitor saw it, each version from when it was seen until the next).
+    /// True if the fault's target process held the Lease at some moment of the fault's window: a version
+    /// of the Lease naming its identity, in a term first seen while that process lived (not a term of an
+    /// earlier process of the same identity, which a restart inherits by name only); each version from
+    /// when the monitor saw it until the next.
     fn touched_leader(&self, event: &Injected) -> bool {
+        let Some(process) = self.input.incarnations.iter().find(|i| i.pid == event.pid) else {
+            return false;
+        };
         let window = window(event);
         let lease = &self.input.observed.lease;
+        let mut term_seen: HashMap<(u64, &str), u128> = HashMap::new();
         lease.iter().enumerate().any(|(k, seen)| {
+            let Some(holder) = seen.holder.as_deref() else {
+                return false;
+            };
+            let term_began = *term_seen
+                .entry((seen.transitions, holder))
+                .or_insert(seen.at_ns);
             let until = lease.get(k + 1).map_or(u128::MAX, |next| next.at_ns);
-            seen.holder.as_deref() == Some(event.target.as_str())
+            holder == process.identity
+                && term_began >= process.started_ns
+                && process.ended_ns.is_none_or(|ended| term_began <= ended)
                 && seen.at_ns <= *window.end()
                 && until >= *window.start()
         })
