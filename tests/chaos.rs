@@ -1,7 +1,7 @@
 //! Chaos: real `leasecron run` replicas on the fake API server's Lease, with faults injected in a seeded
 //! random order, and the design's promises checked on what the jobs recorded.
 //!
-//! - `cargo test --test chaos` runs the short form (50 s of faults on 3 replicas; about 70 s in all).
+//! - `cargo test --test chaos` runs the short form (50 s of faults on 3 replicas; about 65 s in all).
 //! - `cargo test --test chaos -- --ignored` runs the long form (10 minutes on 5 replicas).
 //! - `CHAOS_SEED` (decimal or `0x` hex), `CHAOS_SECONDS` and `CHAOS_REPLICAS` (3 to 5) override either.
 //!   The seed is printed at the start and in the report of every failure, with the command that replays
@@ -82,15 +82,14 @@
 //! 4. **At most once**: no slot of either job is started twice (no job uses `rerunInterrupted`).
 //! 5. **Slots lost only within the bound**: every `tick` slot from the first run to the end (the last 1.5 s
 //!    aside) ran, or lies in [*a* − 1 s, *b* + *l* + 6.5 s] of a fault from *a* to *b* (*l*: its latency,
-//!    if any) whose target process held the Lease at some moment of that window (a term it acquired
-//!    itself: a restart does not inherit its predecessor's term by sharing its name). The 6.5 s are LD + RP (a
-//!    follower takes over at most LD after it last saw the leader renew, and RP more when its watch was
-//!    down and it polls), plus 1 s (the slot in progress while the new term reads and stamps the run
-//!    state), plus 2 s of scheduling slack for a loaded 2-core machine. The 1 s before *a*: a slot that
-//!    fired but whose claim (an API
-//!    write) or spawn had not happened yet. Within the window, `startingDeadline` brings back the latest
-//!    missed slot; the others are lost, as the design says (catch-up runs only the latest). Faults on
-//!    followers that never led in their window must cost nothing.
+//!    if any) whose target process held the Lease at some moment of that window (in a term it acquired
+//!    itself: a restart does not inherit its predecessor's term by sharing its name). The 6.5 s are
+//!    LD + RP (a follower takes over at most LD after it last saw the leader renew, and RP more when its
+//!    watch was down and it polls), plus 1 s (the slot in progress while the new term reads and stamps
+//!    the run state), plus 2 s of scheduling slack for a loaded 2-core machine. The 1 s before *a*: a
+//!    slot that fired but whose claim (an API write) or spawn had not happened yet. Within the window,
+//!    `startingDeadline` brings back the latest missed slot; the others are lost, as the design says
+//!    (catch-up runs only the latest). Faults on followers that never led in their window cost nothing.
 //! 6. **Replicas behave**: none exits unless killed or terminated; a terminated one exits 0 within 13 s.
 //!    Two exceptions, reported as notes, both documented start-up behaviour (exit, and the kubelet
 //!    restarts the container): a replica still starting when an API fault hit its client exits 1 (its
