@@ -699,6 +699,13 @@ mod tests {
         assert!(parse_manifest(&tabbed).is_err());
         let lone_cr = config_map("  jobs.yaml: |\r    jobs: []\r");
         let _ = parse_manifest(&lone_cr);
+        // A lone CR above the literal is a line break to the YAML parser: positions stay embedded.
+        let cr_above = "apiVersion: v1\nkind: ConfigMap\r\r\rdata:\n  jobs.yaml: |\n    h\n";
+        let found = one_problem(cr_above);
+        assert!(
+            found.starts_with("cm.yaml (data.jobs.yaml):1:1: "),
+            "{found}"
+        );
     }
 
     #[test]
