@@ -358,7 +358,16 @@ impl Schedule {
     }
 
     fn wall(&self, t: DateTime<Utc>) -> NaiveDateTime {
-        t.with_timezone(&self.zone).naive_local()
+        // Within a day of chrono's limits the wall time may not be representable (`naive_local` panics):
+        // saturate. croner searches only years 1 to 5000, so nothing fires there either way.
+        let offset = self.offset_at(t);
+        t.naive_utc()
+            .checked_add_offset(offset)
+            .unwrap_or(if offset.local_minus_utc() > 0 {
+                NaiveDateTime::MAX
+            } else {
+                NaiveDateTime::MIN
+            })
     }
 }
 
@@ -469,6 +478,25 @@ mod tests {
         let between = utc("2024-05-01T10:20:00.5Z");
         assert_eq!(s.next_after(between), Some(utc("2024-05-01T10:30:00Z")));
         assert_eq!(s.latest_at_or_before(between), Some(on_slot));
+    }
+
+    #[test]
+    fn instants_at_the_limits_of_chrono_do_not_panic() {
+        // Apia is UTC+13 and New York UTC-5 there: their wall times are past chrono's limits.
+        for zone in [Tz::Pacific__Apia, Tz::America__New_York] {
+            let s = Schedule::parse("* * * * *", zone).expect("valid");
+            assert_eq!(s.next_after(DateTime::<Utc>::MAX_UTC), None, "{zone}");
+            assert_eq!(
+                s.latest_at_or_before(DateTime::<Utc>::MIN_UTC),
+                None,
+                "{zone}"
+            );
+            assert!(s.next_after(DateTime::<Utc>::MIN_UTC).is_some(), "{zone}");
+            assert!(
+                s.latest_at_or_before(DateTime::<Utc>::MAX_UTC).is_some(),
+                "{zone}"
+            );
+        }
     }
 
     #[test]

@@ -353,9 +353,30 @@ impl Checker<'_> {
                 jobs,
             }),
             Err(diagnostics) => {
-                self.problems.extend(diagnostics.into_vec());
+                let mut problems = diagnostics.into_vec();
+                if shift != Shift::NONE {
+                    for problem in &mut problems {
+                        self.clamp_to_line(problem);
+                    }
+                }
+                self.problems.extend(problems);
                 None
             }
+        }
+    }
+
+    /// Puts a problem moved into the manifest by a [`Shift`] at most one past the end of its line.
+    ///
+    /// The shift adds the literal's indentation to every column, but the end of the embedded text and its
+    /// empty lines are empty (or shorter) lines of the manifest: a syntax error at the end of the text
+    /// would otherwise point past the end of the line it is on.
+    fn clamp_to_line(&self, problem: &mut Diagnostic) {
+        let Some(line) = problem.line.checked_sub(1) else {
+            return;
+        };
+        if let Some(text) = self.source.split('\n').nth(line) {
+            let width = text.strip_suffix('\r').unwrap_or(text).chars().count();
+            problem.column = problem.column.min(width + 1);
         }
     }
 
@@ -640,6 +661,18 @@ mod tests {
     }
 
     #[test]
+    fn an_error_at_the_end_of_a_block_literal_stays_on_its_line() {
+        // The unclosed quote is reported at the end of the embedded text: the last, empty line.
+        let manifest = config_map("  jobs.yaml: |\n    jobs: '\n");
+        let lines = manifest.lines().count();
+        let found = one_problem(&manifest);
+        assert!(
+            found.starts_with(&format!("cm.yaml:{}:1: ", lines + 1)),
+            "{found}"
+        );
+    }
+
+    #[test]
     fn a_block_literal_that_does_not_read_as_written_keeps_embedded_positions() {
         // An empty literal has no line to check the indentation by.
         let found = one_problem(&config_map("  jobs.yaml: |\n  other: x\n"));
@@ -666,6 +699,13 @@ mod tests {
         assert!(parse_manifest(&tabbed).is_err());
         let lone_cr = config_map("  jobs.yaml: |\r    jobs: []\r");
         let _ = parse_manifest(&lone_cr);
+        // A lone CR above the literal is a line break to the YAML parser: positions stay embedded.
+        let cr_above = "apiVersion: v1\nkind: ConfigMap\r\r\rdata:\n  jobs.yaml: |\n    h\n";
+        let found = one_problem(cr_above);
+        assert!(
+            found.starts_with("cm.yaml (data.jobs.yaml):1:1: "),
+            "{found}"
+        );
     }
 
     #[test]

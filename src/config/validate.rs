@@ -95,7 +95,9 @@ impl Report<'_> {
             line: at.line,
             column: at.column,
             job: job.map(str::to_string),
-            message,
+            // Messages quote values (a duration, a schedule and croner's reason); escaping here covers
+            // every check.
+            message: escape_controls(&message),
         });
     }
 }
@@ -602,6 +604,34 @@ mod tests {
         ] {
             assert!(check_dns_label(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn messages_that_quote_a_value_escape_its_control_characters() {
+        let source = concat!(
+            "jobs:\n",
+            "  - name: a\n",
+            "    schedule: \"@\\e[31m\"\n",
+            "    shell: x\n",
+            "    timeout: \"\\0\"\n",
+            "    retryBackoff: \"1\\x07s\"\n",
+            "  - name: b\n",
+            "    schedule: \"\\e 0 * * *\"\n",
+            "    shell: x\n",
+        );
+        let Err(crate::config::Error::Invalid(found)) =
+            crate::config::parse_str(source, "jobs.yaml", &LoadOptions::default())
+        else {
+            panic!("expected problems");
+        };
+        assert_eq!(found.len(), 4, "{found}");
+        for problem in found.iter() {
+            assert!(
+                !problem.to_string().chars().any(char::is_control),
+                "{problem:?}"
+            );
+        }
+        assert!(found.to_string().contains("`@\\u{1b}[31m`"), "{found}");
     }
 
     #[test]

@@ -114,7 +114,7 @@ fn replace_names(index: usize, field: &str) -> Result<String, Error> {
             .unwrap_or(from_word.len());
         let (word, after) = from_word.split_at(end);
         out.push_str(before);
-        out.push_str(&replace_word(index, word, out.ends_with('-'))?);
+        out.push_str(&replace_word(index, word, ends_range_after(&out))?);
         rest = after;
     }
     out.push_str(rest);
@@ -122,6 +122,16 @@ fn replace_names(index: usize, field: &str) -> Result<String, Error> {
         return Err(Error::PlusModifier);
     }
     Ok(out)
+}
+
+/// True if a word after `out` ends a range that starts after Sunday: `SUN` there is 7 (`FRI-SUN`), but
+/// `SUN-SUN` (`0-SUN`) is Sunday alone, as in Vixie cron and CronJob, not `0-7`, the whole week.
+fn ends_range_after(out: &str) -> bool {
+    let Some(before) = out.strip_suffix('-') else {
+        return false;
+    };
+    let start = before.rsplit(|c: char| !c.is_ascii_digit()).next();
+    start != Some("0")
 }
 
 fn replace_word(index: usize, word: &str, ends_range: bool) -> Result<String, Error> {
@@ -183,6 +193,9 @@ mod tests {
     fn names_are_replaced_only_in_their_own_field() {
         assert_eq!(pattern("0 0 * jan-Mar mon-fri"), "0 0 0 * 1-3 1-5");
         assert_eq!(pattern("0 0 * * FRI-SUN"), "0 0 0 * * 5-7");
+        assert_eq!(pattern("0 0 * * SUN-SUN"), "0 0 0 * * 0-0");
+        assert_eq!(pattern("0 0 * * 0-SUN,sun-sun/2"), "0 0 0 * * 0-0,0-0/2");
+        assert_eq!(pattern("0 0 * * SUN-TUE,7-SUN"), "0 0 0 * * 0-2,7-7");
         assert_eq!(pattern("0 0 * * 5#L"), "0 0 0 * * 5#L");
         assert_eq!(pattern("0 0 LW * *"), "0 0 0 LW * *");
         for (expr, field) in [

@@ -26,6 +26,14 @@ pub(super) fn block_literal_shift(
     let key_end =
         usize::try_from(key_span.byte_offset()?.checked_add(key_span.byte_len()?)?).ok()?;
     let value_start = usize::try_from(value.referenced.span().byte_offset()?).ok()?;
+    // serde-saphyr counts a lone CR as a line break, the shift below counts LFs: they differ after one.
+    let above = source.get(..value_start)?;
+    if above
+        .match_indices('\r')
+        .any(|(at, _)| !above[at + 1..].starts_with('\n'))
+    {
+        return None;
+    }
     let header = key_end + literal_header(source.get(key_end..value_start)?)?;
     let shift = Shift {
         lines: source.get(..header)?.matches('\n').count() + 1,
