@@ -3,8 +3,9 @@
 //! macros, a dozen time zones, env, `shell:` and `command:`, every optional field now and then).
 //!
 //! - end to end: the release binary as a process (`leasecron validate FILE`, exit 0), wall time from
-//!   spawn to exit, `SCALE_REPS` (default 11) times; the same on a 10-job file gives the floor (process
-//!   start-up);
+//!   spawn to exit and the child's CPU time (user + sys, from `/proc/self/stat`, 10 ms resolution),
+//!   `SCALE_REPS` (default 11) times; the same on a 10-job file gives the floor (process start-up);
+//!   `SCALE_LEASECRON=PATH` times another build too (e.g. one from before a change);
 //! - in process: [`config::load_source`] (what `validate` calls: read, manifest detection, parse,
 //!   validate) and [`config::parse_str`] (what `run` and a reload call);
 //! - schedule: the first fire after now of every job ([`Schedule::next_after`], what each job's timer
@@ -14,12 +15,13 @@
 //! cargo bench --bench validate_scale                  # ~10 s
 //! SCALE_JOBS=50000 SCALE_REPS=5 cargo bench --bench validate_scale
 //! SCALE_JOBS_OUT=/tmp/jobs.yaml cargo bench --bench validate_scale   # also keep the file (profiling)
+//! SCALE_LEASECRON=/tmp/leasecron-before cargo bench --bench validate_scale   # compare with another build
 //! ```
 
 #[path = "../tests/support/scale_jobs.rs"]
 mod scale_jobs;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,10 +50,36 @@ fn main() {
     );
     println!("{:<44} {:>9} {:>9} {:>9}", "", "min", "median", "max");
 
-    let process = Summary::of((0..reps).map(|_| validate_process(&path)).collect());
-    process.print(&format!("leasecron validate, {jobs} jobs (process)"));
-    let floor = Summary::of((0..reps).map(|_| validate_process(&small)).collect());
+    let ours = Path::new(env!("CARGO_BIN_EXE_leasecron"));
+    let other = std::env::var_os("SCALE_LEASECRON").map(PathBuf::from);
+    let mut process = None;
+    // Interleaved, so that a busy spell of the machine falls on both builds alike.
+    let (mut wall, mut cpu, mut other_wall, mut other_cpu) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..reps {
+        let (w, c) = validate_process(ours, &path);
+        wall.push(w);
+        cpu.push(c);
+        if let Some(other) = &other {
+            let (w, c) = validate_process(other, &path);
+            other_wall.push(w);
+            other_cpu.push(c);
+        }
+    }
+    let wall = Summary::of(wall);
+    wall.print(&format!("leasecron validate, {jobs} jobs (process)"));
+    Summary::of(cpu).print("  its CPU time (user + sys)");
+    if let Some(other) = &other {
+        Summary::of(other_wall).print(&format!("{} (process)", other.display()));
+        Summary::of(other_cpu).print("  its CPU time (user + sys)");
+    }
+    process.get_or_insert(wall);
+    let floor = Summary::of(
+        (0..reps)
+            .map(|_| validate_process(ours, &small).0)
+            .collect(),
+    );
     floor.print("leasecron validate, 10 jobs (process)");
+    let process = process.expect("measured");
 
     let opts = LoadOptions::default();
     let load = Summary::of(
@@ -108,10 +136,11 @@ fn main() {
     );
 }
 
-/// Wall time of one `leasecron validate FILE`, which must succeed, in ms.
-fn validate_process(path: &Path) -> f64 {
+/// Wall time and CPU time of one `BINARY validate FILE`, which must succeed, in ms.
+fn validate_process(binary: &Path, path: &Path) -> (f64, f64) {
+    let cpu_before = children_cpu_ms();
     let started = Instant::now();
-    let status = Command::new(env!("CARGO_BIN_EXE_leasecron"))
+    let status = Command::new(binary)
         .arg("validate")
         .arg(path)
         .stdout(Stdio::null())
@@ -120,7 +149,18 @@ fn validate_process(path: &Path) -> f64 {
         .expect("run leasecron validate");
     let elapsed = started.elapsed();
     assert!(status.success(), "leasecron validate failed: {status}");
-    elapsed.as_secs_f64() * 1e3
+    (elapsed.as_secs_f64() * 1e3, children_cpu_ms() - cpu_before)
+}
+
+/// CPU time (user + sys) of this process's waited-for children so far, in ms: `cutime` + `cstime` of
+/// `/proc/self/stat`, in ticks of 10 ms (USER_HZ is 100 on Linux).
+fn children_cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name (which may hold spaces) start at field 3, `state`.
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |field: usize| fields[field - 3].parse::<f64>().expect("a tick count");
+    (ticks(16) + ticks(17)) * 10.0
 }
 
 fn timed(f: impl FnOnce()) -> f64 {
