@@ -4,7 +4,7 @@
 //! probe: the child records its own clock first, so the lag is slot → child running, as in `start_lag`.
 //! The runner's own `start_delay` (slot → just before `spawn()`) is reported beside it. Each scenario runs
 //! leasecron's real timers, dispatcher and runner as a leader, with the observers `run` wires (metrics,
-//! `/status`), for `SCALE_SECONDS` (default 15) after a warm-up (every timer started), in this process:
+//! `/status`), for `SCALE_SECONDS` (default 12) after a warm-up (every timer started), in this process:
 //!
 //! - 10 jobs: the measured ones, the others far away (a date half a year off);
 //! - `SCALE_JOBS` (default 10 000) jobs, the others far away: nothing but the measured jobs fires;
@@ -12,11 +12,16 @@
 //!   second of its own (10 000 jobs: about 17 fires a second besides the measured ones), running the probe
 //!   too;
 //! - 10 and `SCALE_JOBS` jobs with the file run state (every slot claimed, written and fsynced before its
-//!   spawn), whose record already holds an entry for every job (each ran before): the steady state.
+//!   spawn), whose record already holds an entry for every job (each ran before): the steady state;
+//! - 10 jobs with as much memory touched (ballast) as the many jobs took: the cost of a fork grows with the
+//!   memory of the process that forks;
+//! - `SCALE_JOBS` jobs far away, with the HTTP endpoints served and `/metrics` and `/status` fetched every
+//!   second.
 //!
 //! ```text
-//! cargo bench --bench fire_scale                                   # ~1.5 min
+//! cargo bench --bench fire_scale                                   # ~2 min
 //! SCALE_SECONDS=60 SCALE_JOBS=20000 cargo bench --bench fire_scale
+//! SCALE_ONLY=1,6 cargo bench --bench fire_scale                    # only these scenarios (0-based)
 //! ```
 
 #[path = "support/scale.rs"]
@@ -34,7 +39,7 @@ use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, JobSet, LoadOptions};
 use leasecron::dispatch::{DispatchEvent, Dispatcher};
 use leasecron::election::ElectionEvent;
-use leasecron::http::StatusBoard;
+use leasecron::http::{self, Endpoints, Health, StatusBoard};
 use leasecron::metrics::Metrics;
 use leasecron::observe::{self, Observer, Observers};
 use leasecron::runner::{RunEvent, Runner};
@@ -125,6 +130,8 @@ struct Scenario {
     state: bool,
     /// Touch this much extra memory first: 10 jobs at the RSS of many.
     ballast: bool,
+    /// Serve the HTTP endpoints, and GET `/metrics` and `/status` every second as a scraper would.
+    scraped: bool,
 }
 
 fn main() {
@@ -133,7 +140,7 @@ fn main() {
     }
     let jobs: usize = scale::env_or("SCALE_JOBS", 10_000);
     let measured: usize = scale::env_or("SCALE_MEASURED", 4);
-    let seconds: u64 = scale::env_or("SCALE_SECONDS", 15);
+    let seconds: u64 = scale::env_or("SCALE_SECONDS", 12);
     let spread: usize = scale::env_or("SCALE_SPREAD_MINUTES", 10);
     let scenarios = [
         Scenario {
@@ -141,36 +148,49 @@ fn main() {
             others: Others::FarAway,
             state: false,
             ballast: false,
+            scraped: false,
         },
         Scenario {
             jobs,
             others: Others::FarAway,
             state: false,
             ballast: false,
+            scraped: false,
         },
         Scenario {
             jobs,
             others: Others::Spread { minutes: spread },
             state: false,
             ballast: false,
+            scraped: false,
         },
         Scenario {
             jobs: 10,
             others: Others::FarAway,
             state: false,
             ballast: true,
+            scraped: false,
         },
         Scenario {
             jobs: 10,
             others: Others::FarAway,
             state: true,
             ballast: false,
+            scraped: false,
         },
         Scenario {
             jobs,
             others: Others::FarAway,
             state: true,
             ballast: false,
+            scraped: false,
+        },
+        Scenario {
+            jobs,
+            others: Others::FarAway,
+            state: false,
+            ballast: false,
+            scraped: true,
         },
     ];
     if let Ok(index) = std::env::var(SCENARIO_ENV) {
@@ -187,12 +207,24 @@ fn main() {
          scenario after warm-up, each scenario in a fresh process; child's own clock − slot"
     );
     let fires_per_second = (jobs - measured) as f64 / (60.0 * spread as f64);
-    let mut results: Vec<(String, Figures)> = Vec::new();
+    let only: Option<Vec<usize>> = std::env::var("SCALE_ONLY").ok().map(|list| {
+        list.split(',')
+            .filter_map(|i| i.trim().parse().ok())
+            .collect()
+    });
+    let mut results: Vec<Option<(String, Figures)>> = Vec::new();
     for (index, scenario) in scenarios.iter().enumerate() {
-        let ballast_mib = match scenario.ballast {
+        if only.as_ref().is_some_and(|only| !only.contains(&index)) {
+            results.push(None);
+            continue;
+        }
+        let ballast_mib = match (scenario.ballast, &results[0], &results[1]) {
             // The RSS the far-away jobs added.
-            true => (results[1].1.rss_mib - results[0].1.rss_mib).max(0.0) as usize,
-            false => 0,
+            (true, Some(small), Some(large)) => {
+                (large.1.rss_mib - small.1.rss_mib).max(0.0) as usize
+            }
+            (true, ..) => scale::env_or(BALLAST_ENV, 170),
+            (false, ..) => 0,
         };
         let name = match (
             scenario.jobs,
@@ -200,6 +232,9 @@ fn main() {
             scenario.state,
             scenario.ballast,
         ) {
+            (n, ..) if scenario.scraped => {
+                format!("{n} jobs, /metrics and /status GET every second")
+            }
             (n, _, false, true) => format!("{n} jobs + {ballast_mib} MiB of ballast"),
             (n, Others::FarAway, false, false) => format!("{n} jobs, the others far away"),
             (n, Others::Spread { .. }, _, _) => {
@@ -222,11 +257,23 @@ fn main() {
             figures.expected,
             figures.rss_mib
         );
-        results.push((name, figures));
+        results.push(Some((name, figures)));
     }
+    let results: Vec<&(String, Figures)> = results.iter().flatten().collect();
+    let by_index = |i: usize| {
+        let mut present = 0;
+        for (index, _) in scenarios.iter().enumerate() {
+            let ran = only.as_ref().is_none_or(|only| only.contains(&index));
+            if index == i {
+                return ran.then(|| results[present]);
+            }
+            present += usize::from(ran);
+        }
+        None
+    };
     println!();
     Summary::header(WIDTH);
-    for (name, figures) in &results {
+    for (name, figures) in results.iter().copied() {
         Summary::print(Summary::of(figures.lag.clone()), name, WIDTH);
         Summary::print(
             Summary::of(figures.first.clone()),
@@ -248,9 +295,9 @@ fn main() {
     }
     println!();
     let of = |i: usize, pick: fn(&Figures) -> &Vec<f64>| {
-        Summary::of(pick(&results[i].1).clone()).map(|s| (s.median, s.p99))
+        Summary::of(pick(&by_index(i)?.1).clone()).map(|s| (s.median, s.p99))
     };
-    for (base, other) in [(0, 1), (0, 2), (0, 3), (4, 5)] {
+    for (base, other) in [(0, 1), (0, 2), (0, 3), (4, 5), (1, 6)] {
         let (Some(a), Some(b)) = (of(base, |f| &f.lag), of(other, |f| &f.lag)) else {
             continue;
         };
@@ -262,10 +309,10 @@ fn main() {
         };
         println!(
             "{:<22} / {:<22}: lag median {:.2}x p99 {:.2}x; first of slot median {:.2}x; slot → spawn() median {:.2}x p99 {:.2}x",
-            results[other].0, results[base].0, b.0 / a.0, b.1 / a.1, fb.0 / fa.0, sb.0 / sa.0, sb.1 / sa.1
+            by_index(other).map_or("", |r| r.0.as_str()), by_index(base).map_or("", |r| r.0.as_str()), b.0 / a.0, b.1 / a.1, fb.0 / fa.0, sb.0 / sa.0, sb.1 / sa.1
         );
     }
-    for (name, figures) in &results {
+    for (name, figures) in results.iter().copied() {
         println!(
             "{name}: {} of {} measured fires ran, process RSS {:.0} MiB",
             figures.lag.len(),
@@ -288,26 +335,13 @@ fn run_here(scenario: Scenario, measured: usize, seconds: u64, ballast_mib: usiz
         .enable_all()
         .build()
         .expect("runtime");
-    let figures = runtime.block_on(scenario_run(
-        dir.path(),
-        scenario.jobs,
-        measured,
-        scenario.others,
-        scenario.state,
-        seconds,
-    ));
+    let figures = runtime.block_on(scenario_run(dir.path(), scenario, measured, seconds));
     std::hint::black_box(&ballast);
     figures
 }
 
-async fn scenario_run(
-    work: &Path,
-    total: usize,
-    measured: usize,
-    others: Others,
-    with_state: bool,
-    seconds: u64,
-) -> Figures {
+async fn scenario_run(work: &Path, scenario: Scenario, measured: usize, seconds: u64) -> Figures {
+    let (total, others, with_state) = (scenario.jobs, scenario.others, scenario.state);
     let probes = work.join("probes");
     let set = jobs(total, measured, others, &probes);
     let clock: SharedClock = Arc::new(SystemClock);
@@ -325,6 +359,18 @@ async fn scenario_run(
     drop(senders.election);
 
     let (handle, leadership, _leader) = scale::lead();
+    let serving = CancellationToken::new();
+    let scraper = match scenario.scraped {
+        true => {
+            let endpoints = Endpoints {
+                health: Health::new(leadership.clone()),
+                metrics: Arc::clone(&metrics),
+                status: Arc::clone(&status),
+            };
+            Some(scrape_every_second(endpoints, serving.clone()).await)
+        }
+        false => None,
+    };
     let ledger = match with_state {
         true => Some(steady_state_ledger(work, &set).await),
         false => None,
@@ -368,6 +414,11 @@ async fn scenario_run(
     )
     .await;
     stop.cancel();
+    serving.cancel();
+    if let Some(scraper) = scraper {
+        let scrapes = scraper.join().expect("the scraper ends");
+        eprintln!("{scrapes} requests answered");
+    }
     running.await.expect("the dispatcher stops");
     handle.end().await;
     // Every sender is gone once the runner is (the dispatcher held it): the fan-out task ends.
@@ -412,6 +463,42 @@ async fn scenario_run(
         expected: measured * seconds as usize,
         rss_mib,
     }
+}
+
+/// Serves the endpoints on loopback until `stop`, and GETs `/metrics` and `/status` once a second from a
+/// thread of its own, as Prometheus and a dashboard would; the thread returns how many answered.
+async fn scrape_every_second(
+    endpoints: Endpoints,
+    stop: CancellationToken,
+) -> std::thread::JoinHandle<usize> {
+    let listener = http::bind("127.0.0.1:0".parse().expect("an address"))
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound");
+    tokio::spawn(http::serve(listener, endpoints, stop.clone()));
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        while !stop.is_cancelled() {
+            for path in ["/metrics", "/status"] {
+                if get(addr, path) {
+                    answered += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        answered
+    })
+}
+
+/// `GET path` over HTTP/1.0; true if it answered.
+fn get(addr: std::net::SocketAddr, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut body = Vec::new();
+    stream.write_all(request.as_bytes()).is_ok() && stream.read_to_end(&mut body).is_ok()
 }
 
 /// `total` jobs: `measured` 1-second probes, and the others far away or spread.
