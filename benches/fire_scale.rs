@@ -218,9 +218,9 @@ fn main() {
             results.push(None);
             continue;
         }
-        let ballast_mib = match (scenario.ballast, &results[0], &results[1]) {
+        let ballast_mib = match (scenario.ballast, results.first(), results.get(1)) {
             // The RSS the far-away jobs added.
-            (true, Some(small), Some(large)) => {
+            (true, Some(Some(small)), Some(Some(large))) => {
                 (large.1.rss_mib - small.1.rss_mib).max(0.0) as usize
             }
             (true, ..) => scale::env_or(BALLAST_ENV, 170),
