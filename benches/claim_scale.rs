@@ -3,7 +3,9 @@
 //! so with the run state on, the cost of a fire grows with the number of jobs that have run.
 //!
 //! For records of 10, 1 000 and `SCALE_JOBS` (default 10 000) jobs (each with a start, a completion and a
-//! success), `SCALE_CLAIMS` (default 30) claims one after the other, and the parts of one write.
+//! success), `SCALE_CLAIMS` (default 30) claims one after the other, and the parts of one write. Then the
+//! record's size per job, as stored (pretty JSON) and compact, against the 1 MiB a ConfigMap can hold (the
+//! run state of a Kubernetes Lease is the ConfigMap `<lease>-state`).
 //!
 //! ```text
 //! cargo bench --bench claim_scale             # ~10 s
@@ -79,6 +81,30 @@ fn main() {
             "  of one write"
         );
     }
+    // Names and an identity as a cluster has them: `team-task-NNNNN`, a Deployment's pod name.
+    let mut record = record_of(jobs, Utc::now());
+    record.jobs = record
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, mut entry))| {
+            if let Some(started) = &mut entry.last_started {
+                started.identity = "leasecron-7d9f8b6c5d-x2k9p".to_owned();
+            }
+            (format!("billing-export-{i:05}"), entry)
+        })
+        .collect();
+    let pretty = serde_json::to_vec_pretty(&record).expect("encodes").len();
+    let compact = serde_json::to_vec(&record).expect("encodes").len();
+    let per_job = |bytes: usize| bytes as f64 / jobs as f64;
+    const CONFIG_MAP_LIMIT: f64 = 1024.0 * 1024.0;
+    println!(
+        "record per job: {:.0} bytes as stored (pretty), {:.0} compact; a ConfigMap's 1 MiB holds the run state of about {:.0} jobs ({:.0} compact)",
+        per_job(pretty),
+        per_job(compact),
+        CONFIG_MAP_LIMIT / per_job(pretty),
+        CONFIG_MAP_LIMIT / per_job(compact)
+    );
 }
 
 /// A record where each of `n` jobs started, completed and succeeded at `now`.
