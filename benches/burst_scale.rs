@@ -14,6 +14,7 @@
 //! ```text
 //! cargo bench --bench burst_scale                    # ~1 min
 //! SCALE_BURST=2000 cargo bench --bench burst_scale
+//! SCALE_PROBE_HOLD_MS=5000 cargo bench --bench burst_scale   # runs that last 5 s: all in flight at once
 //! ```
 
 #[path = "support/scale.rs"]
@@ -176,10 +177,11 @@ async fn burst_run(work: &Path, burst: usize, with_state: bool) -> String {
         .map(|f| f.ended)
         .max()
         .map(|end| (end - due).num_microseconds().unwrap_or(0) as f64 / 1e3);
+    // By reason: the last part of the message (`Too many open files (os error 24)`), not the job's name.
     let failed: Vec<String> = finished
         .iter()
         .filter(|f| !f.succeeded)
-        .map(|f| f.outcome.clone())
+        .map(|f| f.outcome.rsplit(": ").next().unwrap_or_default().to_owned())
         .collect();
     let skipped = collector.skipped.lock().expect("lock").clone();
     let (soft, hard) = nofile_limits();

@@ -19,6 +19,9 @@ use tokio::sync::watch;
 /// The env variable that makes the benchmark binary a probe, naming the file it appends to.
 pub const PROBE_ENV: &str = "SCALE_PROBE_OUT";
 
+/// How long a probe stays up after it recorded its start, in ms (default 0).
+pub const HOLD_ENV: &str = "SCALE_PROBE_HOLD_MS";
+
 /// One probe's record.
 #[derive(Debug, Clone)]
 pub struct Probe {
@@ -59,6 +62,9 @@ pub fn probe_if_asked() -> bool {
         .open(out)
         .expect("probe output");
     file.write_all(line.as_bytes()).expect("write probe");
+    // Then stay up this long, if asked: a run that takes a while.
+    let hold: u64 = env_or(HOLD_ENV, 0);
+    std::thread::sleep(Duration::from_millis(hold));
     true
 }
 
