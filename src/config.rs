@@ -283,6 +283,18 @@ fn parse_text(
 ) -> Result<JobSet, Diagnostics> {
     let root = node::parse(text)
         .map_err(|err| Diagnostics(vec![syntax_diagnostic(origin, shift, &err)]))?;
+    validate_tree(root, text, origin, shift, opts)
+}
+
+/// Validates the parsed tree `root` of `text`, a jobs file found in `origin` where `shift` places its
+/// positions.
+fn validate_tree(
+    root: serde_saphyr::Spanned<node::Node>,
+    text: &str,
+    origin: &str,
+    shift: Shift,
+    opts: &LoadOptions,
+) -> Result<JobSet, Diagnostics> {
     let raw = raw::RawFile::from_node(root, text, shift);
     validate::validate(raw, origin, shift, opts)
 }

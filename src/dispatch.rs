@@ -23,7 +23,7 @@
 //! timer's task is awaited (it ends at once) before [`DispatchEvent::JobsApplied`] is sent, so no event of
 //! an old timer follows it on the channel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,9 +129,11 @@ impl JobsDiff {
                 Some(_) => diff.unchanged += 1,
             }
         }
+        // By set, not `JobSet::get` (a scan of the list): 10 000 jobs took 66 ms to compare.
+        let kept: HashSet<&str> = new.jobs.iter().map(|job| job.name.as_str()).collect();
         diff.removed = old
             .keys()
-            .filter(|name| new.get(name).is_none())
+            .filter(|name| !kept.contains(name.as_str()))
             .cloned()
             .collect();
         diff

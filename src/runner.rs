@@ -6,15 +6,17 @@
 //! returns only once they are all gone. A process is spawned only while the term is live, checked right
 //! before the first attempt and again before every retry.
 //!
-//! Layout: `command` builds the process (environment, process group, parent-death signal), `attempt`
-//! supervises one process to its end, `output` streams its pipes into `tracing`, `group` remembers
-//! the live process groups for [`Runner::kill_all`], `report` holds the public result types.
+//! Layout: `command` builds the process (environment, process group, parent-death signal), `spawner` forks
+//! it on a thread of its own, `attempt` supervises one process to its end, `output` streams its pipes into
+//! `tracing`, `group` remembers the live process groups for [`Runner::kill_all`], `report` holds the
+//! public result types.
 
 mod attempt;
 mod command;
 mod group;
 mod output;
 mod report;
+mod spawner;
 
 use std::collections::HashMap;
 use std::io;
@@ -39,6 +41,7 @@ pub use report::{Failure, Outcome, RunEvent, RunReport, SkipReason};
 use attempt::{Attempt, AttemptSpec};
 use command::RunEnv;
 use group::ProcessGroups;
+use spawner::Refused;
 
 /// Why a process could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -310,17 +313,38 @@ impl Run {
         tracing::debug!(job = %self.job.name, run_id = self.slot.id, fencing_token = self.term.fencing_token().0, scheduled = %self.scheduled, "run begins");
         let mut attempts = 0;
         let mut first = None;
+        let mut last = None;
         let outcome = loop {
             if self.cancel.is_cancelled() || self.runner.groups.is_killed() {
                 break Outcome::Cancelled;
             }
             attempts += 1;
-            // No await between the liveness check (above, or in should_retry) and the spawn.
-            let attempt = self.attempt(attempts).await;
+            // The spawner checks the term and the cancellation again right before it forks.
+            let attempt = match self.attempt(attempts).await {
+                Ok(attempt) => attempt,
+                Err(refused) => {
+                    attempts -= 1;
+                    match (refused, last) {
+                        (Refused::Cancelled, _) => break Outcome::Cancelled,
+                        // The term ended while the first spawn waited: as if it had ended before.
+                        (Refused::NotLive, None) => {
+                            self.runner
+                                .skip(&self.job.name, self.scheduled, SkipReason::NotLeader);
+                            return;
+                        }
+                        // As should_retry does when the term ends during the backoff.
+                        (Refused::NotLive, Some(outcome)) => {
+                            tracing::warn!(job = %self.job.name, run_id = self.slot.id, fencing_token = self.term.fencing_token().0, attempt = attempts, "not retrying: the term is no longer live");
+                            break outcome;
+                        }
+                    }
+                }
+            };
             first.get_or_insert((attempt.started_wall, attempt.started));
             if !self.should_retry(&attempt.outcome, attempts).await {
                 break attempt.outcome;
             }
+            last = Some(attempt.outcome);
         };
         let (started_at, started) =
             first.unwrap_or_else(|| (self.runner.clock.now(), Instant::now()));
@@ -387,7 +411,7 @@ impl Run {
         }
     }
 
-    async fn attempt(&self, number: u32) -> Attempt {
+    async fn attempt(&self, number: u32) -> Result<Attempt, Refused> {
         let spec = AttemptSpec {
             job: &self.job,
             env: RunEnv {
@@ -399,9 +423,25 @@ impl Run {
             run_id: self.slot.id,
             cancel: &self.cancel,
             groups: &self.runner.groups,
-            clock: self.runner.clock.as_ref(),
+            clock: &self.runner.clock,
         };
-        attempt::run(spec, |pid| {
+        let gate = {
+            let (runner, term, cancel) = (
+                Arc::clone(&self.runner),
+                self.term.clone(),
+                self.cancel.clone(),
+            );
+            Box::new(move || {
+                if cancel.is_cancelled() || runner.groups.is_killed() {
+                    Err(Refused::Cancelled)
+                } else if term.is_live() {
+                    Ok(())
+                } else {
+                    Err(Refused::NotLive)
+                }
+            })
+        };
+        attempt::run(spec, gate, |pid| {
             self.runner.send(RunEvent::Started {
                 job: self.job.name.clone(),
                 scheduled: self.scheduled,

@@ -497,32 +497,54 @@ async fn kill_all_kills_at_once_without_grace() {
 
 // === crash safety ===
 
-/// PR_SET_PDEATHSIG fires when the thread that spawned the child exits. A runtime on a thread of its own,
-/// leaked so that nothing kills the child on drop, stands in for a crashed runner.
+/// Set in the runner process of [`a_run_dies_with_its_runner_process`]: where it writes its run's pid.
+const CRASHED_RUNNER_ENV: &str = "LEASECRON_TEST_CRASHED_RUNNER_PID_FILE";
+
+/// PR_SET_PDEATHSIG: a run dies when the process that runs it dies without ending its term (a crash). The
+/// runner is this test binary, run again for this one test: it starts a run, writes the run's pid, and
+/// waits to be killed.
 #[tokio::test]
-async fn a_run_dies_when_its_spawning_thread_goes_away() {
-    let crashed = std::thread::spawn(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let pid = rt.block_on(async {
-            let (runner, mut events) = runner();
-            let term = live_term();
-            let job = shell_job("orphaned", "exec sleep 1000");
-            runner.start(Arc::new(job), slot(0), term.term());
-            let pid = events.started().await;
-            // The term must stay alive: ending it would terminate the run the orderly way.
-            std::mem::forget(term);
-            pid
-        });
-        std::mem::forget(rt);
-        pid
-    });
-    let pid = crashed.join().expect("the thread returned the pid");
-    let pid = i32::try_from(pid).expect("pid");
+async fn a_run_dies_with_its_runner_process() {
+    if let Some(pid_file) = std::env::var_os(CRASHED_RUNNER_ENV) {
+        let (runner, mut events) = runner();
+        let term = live_term();
+        let job = shell_job("orphaned", "exec sleep 1000");
+        runner.start(Arc::new(job), slot(0), term.term());
+        let pid = events.started().await;
+        std::fs::write(pid_file, pid.to_string()).expect("write the pid");
+        std::future::pending::<()>().await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("pid");
+    let mut crashing = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "a_run_dies_with_its_runner_process",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env(CRASHED_RUNNER_ENV, &pid_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the runner process");
+    let read_pid = async {
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok())
+            {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let pid = tokio::time::timeout(TEST_TIMEOUT, read_pid)
+        .await
+        .expect("the runner process started a run");
+    crashing.kill().expect("SIGKILL the runner process");
+    crashing.wait().expect("reap the runner process");
     assert!(
         wait_until_gone(pid).await,
-        "process {pid} outlived its spawning thread"
+        "process {pid} outlived its runner process"
     );
 }

@@ -128,6 +128,23 @@ pub(super) fn parse(
     key: &str,
     opts: &LoadOptions,
 ) -> Result<Source, Error> {
+    // Almost every file is one document: parse it once, whichever it turns out to be. A stream of several
+    // documents, or a syntax error, takes the general path below (the jobs-file path reports both).
+    if let Ok(document) = node::parse(source) {
+        if kind_of(&document).is_none() {
+            return super::validate_tree(document, source, origin, Shift::NONE, opts)
+                .map(Source::JobsFile)
+                .map_err(Error::Invalid);
+        }
+        let checker = Checker {
+            source,
+            origin,
+            key,
+            opts,
+            problems: Vec::new(),
+        };
+        return checker.manifest(std::slice::from_ref(&document));
+    }
     let documents = node::parse_documents(source).map_err(|err| {
         Error::Invalid(Diagnostics(vec![syntax_diagnostic(
             origin,

@@ -8,6 +8,7 @@
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +21,8 @@ use super::command::{self, RunEnv};
 use super::group::{signal_group, ProcessGroups};
 use super::output::{OutputContext, Pumps};
 use super::report::{Failure, Outcome};
-use crate::clock::WallClock;
+use super::spawner::{self, Gate, Refused};
+use crate::clock::SharedClock;
 use crate::config::Job;
 use crate::reaper;
 
@@ -37,7 +39,7 @@ pub(crate) struct AttemptSpec<'a> {
     pub(crate) run_id: u64,
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) groups: &'a ProcessGroups,
-    pub(crate) clock: &'a dyn WallClock,
+    pub(crate) clock: &'a SharedClock,
 }
 
 /// The result of one attempt.
@@ -57,35 +59,49 @@ enum Ending {
     Cancelled,
 }
 
-/// Runs one attempt to its end; `on_spawn` is called with the pid once the process exists.
-pub(crate) async fn run(spec: AttemptSpec<'_>, on_spawn: impl FnOnce(u32)) -> Attempt {
-    let started = Instant::now();
-    let started_wall = spec.clock.now();
-    let outcome = match spawn(&spec) {
-        Ok(tracked) => supervise(&spec, tracked, on_spawn).await,
-        Err(error) => {
-            let (run_id, fencing_token) = (spec.run_id, spec.env.fencing_token.0);
-            tracing::warn!(job = %spec.job.name, run_id, fencing_token, attempt = spec.env.attempt, %error, "spawn failed");
-            Outcome::Failed(Failure::Spawn(error.to_string()))
+/// Runs one attempt to its end; `on_spawn` is called with the pid once the process exists. The spawn may
+/// wait in line behind others: `gate` is checked right before it, and `Err` says it refused (nothing was
+/// started).
+pub(crate) async fn run(
+    spec: AttemptSpec<'_>,
+    gate: Gate,
+    on_spawn: impl FnOnce(u32),
+) -> Result<Attempt, Refused> {
+    let (run_id, fencing_token) = (spec.run_id, spec.env.fencing_token.0);
+    let attempt = spec.env.attempt;
+    let spawn_failed = |error: super::Error, started_wall, started| {
+        tracing::warn!(job = %spec.job.name, run_id, fencing_token, attempt, %error, "spawn failed");
+        Attempt {
+            outcome: Outcome::Failed(Failure::Spawn(error.to_string())),
+            started_wall,
+            started,
         }
     };
-    Attempt {
+    let command = match command::build(spec.job, &spec.env) {
+        Ok(command) => command,
+        Err(error) => return Ok(spawn_failed(error, spec.clock.now(), Instant::now())),
+    };
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    let tried = spawner::spawn(command, gate, Arc::clone(spec.clock)).await?;
+    let outcome = match tried.result {
+        Ok(tracked) => supervise(&spec, tracked, on_spawn).await,
+        Err(source) => {
+            let error = super::Error::Spawn {
+                job: spec.job.name.clone(),
+                program,
+                source,
+            };
+            return Ok(spawn_failed(error, tried.started_wall, tried.started));
+        }
+    };
+    Ok(Attempt {
         outcome,
-        started_wall,
-        started,
-    }
-}
-
-fn spawn(spec: &AttemptSpec<'_>) -> Result<reaper::TrackedChild, super::Error> {
-    let mut command = command::build(spec.job, &spec.env)?;
-    reaper::spawn_tracked(&mut command).map_err(|source| super::Error::Spawn {
-        job: spec.job.name.clone(),
-        program: command
-            .as_std()
-            .get_program()
-            .to_string_lossy()
-            .into_owned(),
-        source,
+        started_wall: tried.started_wall,
+        started: tried.started,
     })
 }
 

@@ -1,10 +1,10 @@
 //! Building the [`Command`] for one attempt: program, environment, working directory, process group, and
 //! the parent-death signal.
 //!
-//! **Spawn only from async tasks on runtime worker threads, never from `spawn_blocking`.** The kernel sends
-//! the parent-death signal when the *thread* that forked the child exits, not the process; worker threads
-//! live as long as the runtime, blocking-pool threads are retired after a short idle time and would take
-//! their children with them.
+//! **Spawn only from a thread that lives as long as the process: the spawner's (`spawner`), never from
+//! `spawn_blocking`.** The kernel sends the parent-death signal when the *thread* that forked the child
+//! exits, not the process; blocking-pool threads are retired after a short idle time and would take their
+//! children with them.
 
 use std::io;
 use std::process::Stdio;

@@ -1,0 +1,426 @@
+//! Many runs due at the same instant: `SCALE_BURST` (default 1 000) jobs whose schedule fires once, at the
+//! same second, a few seconds after start. Each runs a probe (the child records its own clock first, as in
+//! `start_lag`) and exits. leasecron's real timers, dispatcher and runner run as a leader, with the
+//! observers `run` wires (metrics, `/status`), in a fresh process per variant:
+//!
+//! - no run state;
+//! - the file run state (every slot claimed, written and fsynced, before its spawn), whose record already
+//!   holds every job (each ran before: the steady state).
+//!
+//! Reported: the spread from the slot to each child's start (min, median, p99, max), slot → `spawn()`
+//! (the runner), the time until every run has finished, failures and skips, that every job ran exactly
+//! once, the most runs and file descriptors in use at once against `RLIMIT_NOFILE`, and the claims' writes.
+//!
+//! ```text
+//! cargo bench --bench burst_scale                    # ~1 min
+//! SCALE_BURST=2000 cargo bench --bench burst_scale
+//! SCALE_PROBE_HOLD_MS=5000 cargo bench --bench burst_scale   # runs that last 5 s: all in flight at once
+//! ```
+
+#[path = "support/scale.rs"]
+mod scale;
+#[path = "../tests/support/scale_jobs.rs"]
+mod scale_jobs;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Timelike, Utc};
+use leasecron::clock::{SharedClock, SystemClock};
+use leasecron::config::{self, JobSet, LoadOptions};
+use leasecron::dispatch::{DispatchEvent, Dispatcher};
+use leasecron::election::ElectionEvent;
+use leasecron::http::StatusBoard;
+use leasecron::metrics::Metrics;
+use leasecron::observe::{self, Observer, Observers};
+use leasecron::runner::{Outcome, RunEvent, Runner};
+use leasecron::state::file::FileState;
+use leasecron::state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
+use scale::{Summary, PROBE_ENV};
+use scale_jobs::JobSpec;
+use tokio_util::sync::CancellationToken;
+
+const WIDTH: usize = 44;
+/// Runs the variant N in a child process (set by the parent).
+const VARIANT_ENV: &str = "SCALE_VARIANT";
+/// Where the child writes its figures.
+const RESULT_ENV: &str = "SCALE_RESULT_OUT";
+/// How long after start the burst is due: time to load the jobs and start every timer.
+const LEAD_TIME: Duration = Duration::from_secs(5);
+/// Longest wait for every run of the burst to finish.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+
+fn main() {
+    if scale::probe_if_asked() {
+        return;
+    }
+    let burst: usize = scale::env_or("SCALE_BURST", 1_000);
+    let variants = ["no run state", "file run state (record holds every job)"];
+    if let Ok(index) = std::env::var(VARIANT_ENV) {
+        let index: usize = index.parse().expect("a variant index");
+        let out = std::env::var_os(RESULT_ENV).expect("a result file");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let report = runtime.block_on(burst_run(dir.path(), burst, index == 1));
+        std::fs::write(out, report).expect("write the figures");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!(
+        "{burst} runs due at the same second (one job each, a probe that exits at once), each variant in a fresh process"
+    );
+    for (index, name) in variants.iter().enumerate() {
+        let out = dir.path().join(format!("report-{index}"));
+        let status = std::process::Command::new(std::env::current_exe().expect("current exe"))
+            .env(VARIANT_ENV, index.to_string())
+            .env(RESULT_ENV, &out)
+            .status()
+            .expect("run the variant");
+        assert!(status.success(), "variant {name} failed: {status}");
+        println!("\n== {name}");
+        print!("{}", std::fs::read_to_string(&out).expect("report"));
+    }
+    println!(
+        "\ngoal: all {burst} runs started (none skipped or lost); report the spread from the slot to the last start"
+    );
+}
+
+/// Runs one burst in this process and returns the report's text.
+async fn burst_run(work: &Path, burst: usize, with_state: bool) -> String {
+    let probes = work.join("probes");
+    let due = due_second(Utc::now() + chrono::Duration::from_std(LEAD_TIME).expect("small"));
+    let set = jobs(burst, due, &probes);
+    let clock: SharedClock = Arc::new(SystemClock);
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let status = Arc::new(StatusBoard::new("bench"));
+    let collector = Arc::new(Collector::default());
+    metrics.set_jobs(&set);
+    status.set_jobs(&set);
+    let mut observers = Observers::new();
+    observers.push(Arc::clone(&metrics) as Arc<dyn Observer>);
+    observers.push(Arc::clone(&status) as Arc<dyn Observer>);
+    observers.push(Arc::clone(&collector) as Arc<dyn Observer>);
+    let (senders, receivers) = observe::channels();
+    let fan_out = tokio::spawn(observers.run(receivers));
+    drop(senders.election);
+
+    let (handle, leadership, _leader) = scale::lead();
+    let ledger = match with_state {
+        true => Some(steady_state_ledger(work, &set).await),
+        false => None,
+    };
+    let runner = match &ledger {
+        Some(ledger) => Runner::with_ledger(
+            "bench".to_owned(),
+            Arc::clone(&clock),
+            Some(senders.runs),
+            Arc::clone(ledger),
+        ),
+        None => Runner::new("bench".to_owned(), Arc::clone(&clock), Some(senders.runs)),
+    };
+    let mut dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
+    if let Some(ledger) = &ledger {
+        dispatcher = dispatcher.with_ledger(Arc::clone(ledger));
+    }
+    let stop = CancellationToken::new();
+    let running = {
+        let stop = stop.clone();
+        let (jobs_tx, jobs) = tokio::sync::watch::channel(Arc::new(set));
+        tokio::spawn(async move {
+            dispatcher.run(jobs, stop).await;
+            drop(jobs_tx);
+        })
+    };
+    let sampler = FdSampler::start();
+    let state_writes_before = state_generation(work);
+    // Wait for the burst, then for every run of it to finish.
+    let wait = (due - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let drained = Instant::now();
+    while collector.done.load(Ordering::Relaxed) < burst && drained.elapsed() < DRAIN_LIMIT {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (peak_fds, base_fds) = sampler.stop();
+    stop.cancel();
+    running.await.expect("the dispatcher stops");
+    handle.end().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), fan_out).await;
+    let state_writes = state_generation(work).saturating_sub(state_writes_before);
+
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    let probes = scale::read_probes(&probes);
+    let mut per_job: BTreeMap<&str, usize> = BTreeMap::new();
+    for probe in &probes {
+        *per_job.entry(probe.job.as_str()).or_default() += 1;
+    }
+    let ran_once = per_job.values().filter(|&&n| n == 1).count();
+    let ran_twice = per_job.values().filter(|&&n| n > 1).count();
+    let lags: Vec<f64> = probes
+        .iter()
+        .filter(|p| p.scheduled == due)
+        .map(|p| p.lag_ms())
+        .collect();
+    let finished = collector.finished.lock().expect("lock").clone();
+    let to_spawn: Vec<f64> = finished.iter().map(|f| f.to_spawn_ms).collect();
+    let last_end = finished
+        .iter()
+        .map(|f| f.ended)
+        .max()
+        .map(|end| (end - due).num_microseconds().unwrap_or(0) as f64 / 1e3);
+    // By reason: the last part of the message (`Too many open files (os error 24)`), not the job's name.
+    let failed: Vec<String> = finished
+        .iter()
+        .filter(|f| !f.succeeded)
+        .map(|f| f.outcome.rsplit(": ").next().unwrap_or_default().to_owned())
+        .collect();
+    let skipped = collector.skipped.lock().expect("lock").clone();
+    let (soft, hard) = nofile_limits();
+    line(format!(
+        "jobs {burst}; ran exactly once: {ran_once}; more than once: {ran_twice}; never: {}; skipped: {} {:?}; failed: {} {:?}",
+        burst - per_job.len(),
+        skipped.len(),
+        summarize(&skipped),
+        failed.len(),
+        summarize(&failed)
+    ));
+    {
+        let mut print = |summary: Option<Summary>, name: &str| {
+            match summary {
+            Some(s) => line(format!(
+                "{name:<WIDTH$} min {:>8.1}ms  median {:>8.1}ms  p99 {:>8.1}ms  max {:>8.1}ms  n {}",
+                s.min, s.median, s.p99, s.max, s.n
+            )),
+            None => line(format!("{name:<WIDTH$} (no samples)")),
+        }
+        };
+        print(Summary::of(lags), "slot → child running (child's clock)");
+        print(Summary::of(to_spawn), "slot → spawn() (runner)");
+    }
+    if let Some(last_end) = last_end {
+        line(format!(
+            "{:<WIDTH$} {last_end:.1}ms after the slot",
+            "every run finished"
+        ));
+    }
+    line(format!(
+        "{:<WIDTH$} {} runs in flight (spawned, not yet finished and recorded), {} fds open ({} before the burst; RLIMIT_NOFILE soft {soft}, hard {hard})",
+        "at most at once",
+        collector.peak_running.load(Ordering::Relaxed),
+        peak_fds,
+        base_fds
+    ));
+    if with_state {
+        let size = std::fs::metadata(work.join("lease.state")).map_or(0, |m| m.len());
+        line(format!(
+            "{:<WIDTH$} {state_writes} writes (each fsynced with its directory), record {:.2} MiB",
+            "run state",
+            size as f64 / (1024.0 * 1024.0)
+        ));
+    }
+    out
+}
+
+/// `burst` jobs due at `due` (daily at that second, UTC), each running the probe.
+fn jobs(burst: usize, due: DateTime<Utc>, probes: &Path) -> JobSet {
+    let exe = std::env::current_exe().expect("current exe");
+    let exe = exe.to_str().expect("a UTF-8 path");
+    let out = probes.to_str().expect("a UTF-8 path");
+    let schedule = format!("{} {} {} * * *", due.second(), due.minute(), due.hour());
+    let specs: Vec<JobSpec> = (0..burst)
+        .map(|i| {
+            JobSpec::new(format!("burst-{i:05}"), schedule.as_str(), &[exe])
+                .with_env(PROBE_ENV, out)
+        })
+        .collect();
+    config::parse_str(
+        &scale_jobs::jobs_file(&specs),
+        "bench",
+        &LoadOptions::default(),
+    )
+    .expect("valid bench jobs")
+}
+
+/// A whole second at or after `t`.
+fn due_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp() + 1, 0).expect("in range")
+}
+
+/// A ledger over a state file whose record has an entry for every job (each ran yesterday at this time).
+async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
+    let now = Utc::now();
+    let mut record = StateRecord {
+        format: leasecron::state::FORMAT,
+        fencing_token: 1,
+        ..StateRecord::default()
+    };
+    for job in &set.jobs {
+        let Some(slot) = job.schedule.latest_at_or_before(now) else {
+            continue;
+        };
+        let completion = Completion {
+            slot,
+            outcome: "succeeded".to_owned(),
+            finished_at: slot + chrono::Duration::seconds(1),
+        };
+        record.jobs.insert(
+            job.name.clone(),
+            JobRecord {
+                last_started: Some(SlotStart {
+                    slot,
+                    fencing_token: 1,
+                    identity: "bench".to_owned(),
+                    started_at: slot,
+                }),
+                last_completion: Some(completion.clone()),
+                last_success: Some(completion),
+            },
+        );
+    }
+    let store = FileState::beside(&work.join("lease"));
+    store
+        .save(&record, None)
+        .await
+        .expect("the state file is writable");
+    Arc::new(Ledger::new(Backend::File(store), "bench".to_owned()))
+}
+
+/// The state file's generation: one per write.
+fn state_generation(work: &Path) -> u64 {
+    let text = std::fs::read_to_string(work.join("lease.state")).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("generation")?.as_u64())
+        .unwrap_or(0)
+}
+
+fn summarize(items: &[String]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for item in items {
+        *counts.entry(item.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// `RLIMIT_NOFILE` (soft, hard) as `/proc/self/limits` shows it.
+fn nofile_limits() -> (String, String) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_default();
+    let mut values = line.split_whitespace().skip(3);
+    (
+        values.next().unwrap_or("?").to_owned(),
+        values.next().unwrap_or("?").to_owned(),
+    )
+}
+
+/// Counts this process's open file descriptors every millisecond, on a thread of its own.
+struct FdSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+    base: usize,
+}
+
+impl FdSampler {
+    fn start() -> FdSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let base = open_fds();
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    peak = peak.max(open_fds());
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                peak
+            })
+        };
+        FdSampler { stop, thread, base }
+    }
+
+    /// (peak, before).
+    fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        (self.thread.join().unwrap_or(0), self.base)
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count())
+}
+
+/// One finished run.
+#[derive(Debug, Clone)]
+struct Finished {
+    to_spawn_ms: f64,
+    ended: DateTime<Utc>,
+    succeeded: bool,
+    outcome: String,
+}
+
+/// Collects the runner's reports.
+#[derive(Default)]
+struct Collector {
+    done: AtomicUsize,
+    running: AtomicUsize,
+    peak_running: AtomicUsize,
+    finished: Mutex<Vec<Finished>>,
+    skipped: Mutex<Vec<String>>,
+}
+
+impl Observer for Collector {
+    fn on_run(&self, event: &RunEvent) {
+        match event {
+            RunEvent::Started { attempt: 1, .. } => {
+                let now = self.running.fetch_add(1, Ordering::Relaxed) + 1;
+                self.peak_running.fetch_max(now, Ordering::Relaxed);
+            }
+            RunEvent::Finished(report) => {
+                if report.attempts > 0 {
+                    self.running.fetch_sub(1, Ordering::Relaxed);
+                }
+                let ended = report.started_at
+                    + chrono::Duration::from_std(report.duration).unwrap_or_default();
+                self.finished.lock().expect("lock").push(Finished {
+                    to_spawn_ms: report.start_delay.as_secs_f64() * 1e3,
+                    ended,
+                    succeeded: report.outcome == Outcome::Succeeded,
+                    outcome: report.outcome.to_string(),
+                });
+                self.done.fetch_add(1, Ordering::Relaxed);
+            }
+            RunEvent::Skipped { reason, .. } => {
+                self.skipped
+                    .lock()
+                    .expect("lock")
+                    .push(reason.label().to_owned());
+                self.done.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_election(&self, _event: &ElectionEvent) {}
+
+    fn on_dispatch(&self, event: &DispatchEvent) {
+        if let DispatchEvent::Skipped { reason, .. } = event {
+            self.skipped
+                .lock()
+                .expect("lock")
+                .push(reason.label().to_owned());
+            self.done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,617 @@
+//! The cost of one fire with many jobs loaded: does it grow with the number of jobs?
+//!
+//! A few measured jobs (`SCALE_MEASURED`, default 4) fire every second (`* * * * * *`, `Allow`) and run a
+//! probe: the child records its own clock first, so the lag is slot → child running, as in `start_lag`.
+//! The runner's own `start_delay` (slot → just before `spawn()`) is reported beside it. Each scenario runs
+//! leasecron's real timers, dispatcher and runner as a leader, with the observers `run` wires (metrics,
+//! `/status`), for `SCALE_SECONDS` (default 12) after a warm-up (every timer started), in this process:
+//!
+//! - 10 jobs: the measured ones, the others far away (a date half a year off);
+//! - `SCALE_JOBS` (default 10 000) jobs, the others far away: nothing but the measured jobs fires;
+//! - the same number, the others firing every `SCALE_SPREAD_MINUTES` (default 10) minutes, each at a
+//!   second of its own (10 000 jobs: about 17 fires a second besides the measured ones), running the probe
+//!   too;
+//! - 10 and `SCALE_JOBS` jobs with the file run state (every slot claimed, written and fsynced before its
+//!   spawn), whose record already holds an entry for every job (each ran before): the steady state;
+//! - 10 jobs with as much memory touched (ballast) as the many jobs took: the cost of a fork grows with the
+//!   memory of the process that forks;
+//! - `SCALE_JOBS` jobs far away, with the HTTP endpoints served and `/metrics` and `/status` fetched every
+//!   second.
+//!
+//! ```text
+//! cargo bench --bench fire_scale                                   # ~2 min
+//! SCALE_SECONDS=60 SCALE_JOBS=20000 cargo bench --bench fire_scale
+//! SCALE_ONLY=1,6 cargo bench --bench fire_scale                    # only these scenarios (0-based)
+//! ```
+
+#[path = "support/scale.rs"]
+mod scale;
+#[path = "../tests/support/scale_jobs.rs"]
+mod scale_jobs;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Utc};
+use leasecron::clock::{SharedClock, SystemClock};
+use leasecron::config::{self, JobSet, LoadOptions};
+use leasecron::dispatch::{DispatchEvent, Dispatcher};
+use leasecron::election::ElectionEvent;
+use leasecron::http::{self, Endpoints, Health, StatusBoard};
+use leasecron::metrics::Metrics;
+use leasecron::observe::{self, Observer, Observers};
+use leasecron::runner::{RunEvent, Runner};
+use leasecron::state::file::FileState;
+use leasecron::state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
+use scale::{Probe, Summary, PROBE_ENV};
+use scale_jobs::JobSpec;
+use tokio_util::sync::CancellationToken;
+
+const MEASURED_PREFIX: &str = "measured-";
+const WIDTH: usize = 50;
+/// Longest wait for every timer to have started.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(60);
+
+/// What else the jobs file holds besides the measured jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Others {
+    FarAway,
+    Spread { minutes: usize },
+}
+
+/// Runs scenario N in a child process (set by the parent).
+const SCENARIO_ENV: &str = "SCALE_SCENARIO";
+/// Where the child writes its figures.
+const RESULT_ENV: &str = "SCALE_RESULT_OUT";
+/// How many MiB of ballast the child touches first.
+const BALLAST_ENV: &str = "SCALE_BALLAST_MIB";
+
+/// One scenario's figures.
+struct Figures {
+    /// Child clock − slot, the first measured job spawned at each slot.
+    first: Vec<f64>,
+    /// Child clock − slot, measured jobs.
+    lag: Vec<f64>,
+    /// Slot → spawn() (the runner's start_delay), measured jobs.
+    to_spawn: Vec<f64>,
+    /// Child clock − slot, the other jobs' fires.
+    others_lag: Vec<f64>,
+    /// Fires of the measured jobs expected in the window, and how many ran.
+    expected: usize,
+    /// This process's RSS with the jobs loaded and every timer running.
+    rss_mib: f64,
+}
+
+impl Figures {
+    /// Line-based, for the parent.
+    fn encode(&self) -> String {
+        let line = |name: &str, values: &[f64]| {
+            let values: Vec<String> = values.iter().map(f64::to_string).collect();
+            format!("{name} {}\n", values.join(" "))
+        };
+        [
+            line("lag", &self.lag),
+            line("first", &self.first),
+            line("spawn", &self.to_spawn),
+            line("others", &self.others_lag),
+            line("expected", &[self.expected as f64]),
+            line("rss", &[self.rss_mib]),
+        ]
+        .concat()
+    }
+
+    fn decode(text: &str) -> Figures {
+        let field = |name: &str| -> Vec<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        };
+        Figures {
+            first: field("first"),
+            lag: field("lag"),
+            to_spawn: field("spawn"),
+            others_lag: field("others"),
+            expected: field("expected").first().copied().unwrap_or(0.0) as usize,
+            rss_mib: field("rss").first().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// The scenarios, each run in a fresh process (so that one's memory does not inflate the next one's).
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    jobs: usize,
+    others: Others,
+    state: bool,
+    /// Touch this much extra memory first: 10 jobs at the RSS of many.
+    ballast: bool,
+    /// Serve the HTTP endpoints, and GET `/metrics` and `/status` every second as a scraper would.
+    scraped: bool,
+}
+
+fn main() {
+    if scale::probe_if_asked() {
+        return;
+    }
+    let jobs: usize = scale::env_or("SCALE_JOBS", 10_000);
+    let measured: usize = scale::env_or("SCALE_MEASURED", 4);
+    let seconds: u64 = scale::env_or("SCALE_SECONDS", 12);
+    let spread: usize = scale::env_or("SCALE_SPREAD_MINUTES", 10);
+    let scenarios = [
+        Scenario {
+            jobs: 10,
+            others: Others::FarAway,
+            state: false,
+            ballast: false,
+            scraped: false,
+        },
+        Scenario {
+            jobs,
+            others: Others::FarAway,
+            state: false,
+            ballast: false,
+            scraped: false,
+        },
+        Scenario {
+            jobs,
+            others: Others::Spread { minutes: spread },
+            state: false,
+            ballast: false,
+            scraped: false,
+        },
+        Scenario {
+            jobs: 10,
+            others: Others::FarAway,
+            state: false,
+            ballast: true,
+            scraped: false,
+        },
+        Scenario {
+            jobs: 10,
+            others: Others::FarAway,
+            state: true,
+            ballast: false,
+            scraped: false,
+        },
+        Scenario {
+            jobs,
+            others: Others::FarAway,
+            state: true,
+            ballast: false,
+            scraped: false,
+        },
+        Scenario {
+            jobs,
+            others: Others::FarAway,
+            state: false,
+            ballast: false,
+            scraped: true,
+        },
+    ];
+    if let Ok(index) = std::env::var(SCENARIO_ENV) {
+        let index: usize = index.parse().expect("a scenario index");
+        let out = std::env::var_os(RESULT_ENV).expect("a result file");
+        let ballast_mib: usize = scale::env_or(BALLAST_ENV, 0);
+        let figures = run_here(scenarios[index], measured, seconds, ballast_mib);
+        std::fs::write(out, figures.encode()).expect("write the figures");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!(
+        "fire lag: {measured} measured 1-second jobs (`* * * * * *`, all due at the same slot), {seconds} s per \
+         scenario after warm-up, each scenario in a fresh process; child's own clock − slot"
+    );
+    let fires_per_second = (jobs - measured) as f64 / (60.0 * spread as f64);
+    let only: Option<Vec<usize>> = std::env::var("SCALE_ONLY").ok().map(|list| {
+        list.split(',')
+            .filter_map(|i| i.trim().parse().ok())
+            .collect()
+    });
+    let mut results: Vec<Option<(String, Figures)>> = Vec::new();
+    for (index, scenario) in scenarios.iter().enumerate() {
+        if only.as_ref().is_some_and(|only| !only.contains(&index)) {
+            results.push(None);
+            continue;
+        }
+        let ballast_mib = match (scenario.ballast, results.first(), results.get(1)) {
+            // The RSS the far-away jobs added.
+            (true, Some(Some(small)), Some(Some(large))) => {
+                (large.1.rss_mib - small.1.rss_mib).max(0.0) as usize
+            }
+            (true, ..) => scale::env_or(BALLAST_ENV, 170),
+            (false, ..) => 0,
+        };
+        let name = match (
+            scenario.jobs,
+            scenario.others,
+            scenario.state,
+            scenario.ballast,
+        ) {
+            (n, ..) if scenario.scraped => {
+                format!("{n} jobs, /metrics and /status GET every second")
+            }
+            (n, _, false, true) => format!("{n} jobs + {ballast_mib} MiB of ballast"),
+            (n, Others::FarAway, false, false) => format!("{n} jobs, the others far away"),
+            (n, Others::Spread { .. }, _, _) => {
+                format!("{n} jobs, the others {fires_per_second:.1} fires/s")
+            }
+            (n, _, true, _) => format!("{n} jobs + file run state"),
+        };
+        let out = dir.path().join(format!("figures-{index}"));
+        let status = std::process::Command::new(std::env::current_exe().expect("current exe"))
+            .env(SCENARIO_ENV, index.to_string())
+            .env(RESULT_ENV, &out)
+            .env(BALLAST_ENV, ballast_mib.to_string())
+            .status()
+            .expect("run the scenario");
+        assert!(status.success(), "scenario {name} failed: {status}");
+        let figures = Figures::decode(&std::fs::read_to_string(&out).expect("figures"));
+        eprintln!(
+            "{name}: {} of {} measured fires ran; RSS {:.0} MiB",
+            figures.lag.len(),
+            figures.expected,
+            figures.rss_mib
+        );
+        results.push(Some((name, figures)));
+    }
+    let results: Vec<&(String, Figures)> = results.iter().flatten().collect();
+    let by_index = |i: usize| {
+        let mut present = 0;
+        for (index, _) in scenarios.iter().enumerate() {
+            let ran = only.as_ref().is_none_or(|only| only.contains(&index));
+            if index == i {
+                return ran.then(|| results[present]);
+            }
+            present += usize::from(ran);
+        }
+        None
+    };
+    println!();
+    Summary::header(WIDTH);
+    for (name, figures) in results.iter().copied() {
+        Summary::print(Summary::of(figures.lag.clone()), name, WIDTH);
+        Summary::print(
+            Summary::of(figures.first.clone()),
+            "  first spawned of each slot",
+            WIDTH,
+        );
+        Summary::print(
+            Summary::of(figures.to_spawn.clone()),
+            "  slot → spawn() (runner)",
+            WIDTH,
+        );
+        if !figures.others_lag.is_empty() {
+            Summary::print(
+                Summary::of(figures.others_lag.clone()),
+                "  the other jobs' fires",
+                WIDTH,
+            );
+        }
+    }
+    println!();
+    let of = |i: usize, pick: fn(&Figures) -> &Vec<f64>| {
+        Summary::of(pick(&by_index(i)?.1).clone()).map(|s| (s.median, s.p99))
+    };
+    for (base, other) in [(0, 1), (0, 2), (0, 3), (4, 5), (1, 6)] {
+        let (Some(a), Some(b)) = (of(base, |f| &f.lag), of(other, |f| &f.lag)) else {
+            continue;
+        };
+        let (Some(fa), Some(fb)) = (of(base, |f| &f.first), of(other, |f| &f.first)) else {
+            continue;
+        };
+        let (Some(sa), Some(sb)) = (of(base, |f| &f.to_spawn), of(other, |f| &f.to_spawn)) else {
+            continue;
+        };
+        println!(
+            "{:<22} / {:<22}: lag median {:.2}x p99 {:.2}x; first of slot median {:.2}x; slot → spawn() median {:.2}x p99 {:.2}x",
+            by_index(other).map_or("", |r| r.0.as_str()), by_index(base).map_or("", |r| r.0.as_str()), b.0 / a.0, b.1 / a.1, fb.0 / fa.0, sb.0 / sa.0, sb.1 / sa.1
+        );
+    }
+    for (name, figures) in results.iter().copied() {
+        println!(
+            "{name}: {} of {} measured fires ran, process RSS {:.0} MiB",
+            figures.lag.len(),
+            figures.expected,
+            figures.rss_mib
+        );
+    }
+    println!(
+        "goal: the cost per fire does not grow with the number of jobs (compare medians; the p99 of {} samples is near the max)",
+        measured as u64 * seconds
+    );
+}
+
+/// Runs one scenario in this process.
+fn run_here(scenario: Scenario, measured: usize, seconds: u64, ballast_mib: usize) -> Figures {
+    // Touched, so that it is resident (and copied by every fork, as the jobs' memory is).
+    let ballast: Vec<u8> = vec![1; ballast_mib * 1024 * 1024];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let figures = runtime.block_on(scenario_run(dir.path(), scenario, measured, seconds));
+    std::hint::black_box(&ballast);
+    figures
+}
+
+async fn scenario_run(work: &Path, scenario: Scenario, measured: usize, seconds: u64) -> Figures {
+    let (total, others, with_state) = (scenario.jobs, scenario.others, scenario.state);
+    let probes = work.join("probes");
+    let set = jobs(total, measured, others, &probes);
+    let clock: SharedClock = Arc::new(SystemClock);
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let status = Arc::new(StatusBoard::new("bench"));
+    let collector = Arc::new(Collector::default());
+    metrics.set_jobs(&set);
+    status.set_jobs(&set);
+    let mut observers = Observers::new();
+    observers.push(Arc::clone(&metrics) as Arc<dyn Observer>);
+    observers.push(Arc::clone(&status) as Arc<dyn Observer>);
+    observers.push(Arc::clone(&collector) as Arc<dyn Observer>);
+    let (senders, receivers) = observe::channels();
+    let fan_out = tokio::spawn(observers.run(receivers));
+    drop(senders.election);
+
+    let (handle, leadership, _leader) = scale::lead();
+    let serving = CancellationToken::new();
+    let scraper = match scenario.scraped {
+        true => {
+            let endpoints = Endpoints {
+                health: Health::new(leadership.clone()),
+                metrics: Arc::clone(&metrics),
+                status: Arc::clone(&status),
+            };
+            Some(scrape_every_second(endpoints, serving.clone()).await)
+        }
+        false => None,
+    };
+    let ledger = match with_state {
+        true => Some(steady_state_ledger(work, &set).await),
+        false => None,
+    };
+    let runner = match &ledger {
+        Some(ledger) => Runner::with_ledger(
+            "bench".to_owned(),
+            Arc::clone(&clock),
+            Some(senders.runs),
+            Arc::clone(ledger),
+        ),
+        None => Runner::new("bench".to_owned(), Arc::clone(&clock), Some(senders.runs)),
+    };
+    let mut dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
+    if let Some(ledger) = &ledger {
+        dispatcher = dispatcher.with_ledger(Arc::clone(ledger));
+    }
+    let stop = CancellationToken::new();
+    let set = Arc::new(set);
+    let running = {
+        let stop = stop.clone();
+        let (_jobs_tx, jobs) = tokio::sync::watch::channel(Arc::clone(&set));
+        tokio::spawn(async move {
+            dispatcher.run(jobs, stop).await;
+            drop(_jobs_tx);
+        })
+    };
+    // Warm-up: every timer has started and reported its next fire.
+    let warm = tokio::time::Instant::now();
+    while collector.next_runs.load(Ordering::Relaxed) < total - measured
+        && warm.elapsed() < WARM_UP_LIMIT
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let from = next_whole_second(Utc::now());
+    let until = from + chrono::Duration::seconds(seconds as i64);
+    let rss_mib = scale::rss_mib(std::process::id());
+    tokio::time::sleep(
+        (until - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(500),
+    )
+    .await;
+    stop.cancel();
+    serving.cancel();
+    if let Some(scraper) = scraper {
+        let scrapes = scraper.join().expect("the scraper ends");
+        eprintln!("{scrapes} requests answered");
+    }
+    running.await.expect("the dispatcher stops");
+    handle.end().await;
+    // Every sender is gone once the runner is (the dispatcher held it): the fan-out task ends.
+    let _ = tokio::time::timeout(Duration::from_secs(10), fan_out).await;
+
+    let in_window = |p: &Probe| p.scheduled >= from && p.scheduled < until;
+    let all = scale::read_probes(&probes);
+    let measured_probes: Vec<&Probe> = all
+        .iter()
+        .filter(|p| in_window(p) && p.job.starts_with(MEASURED_PREFIX))
+        .collect();
+    let lag = measured_probes.iter().map(|p| p.lag_ms()).collect();
+    let mut first_of_slot: std::collections::BTreeMap<DateTime<Utc>, f64> = Default::default();
+    for probe in &measured_probes {
+        let lag = probe.lag_ms();
+        first_of_slot
+            .entry(probe.scheduled)
+            .and_modify(|first| *first = first.min(lag))
+            .or_insert(lag);
+    }
+    let first = first_of_slot.into_values().collect();
+    let others_lag = all
+        .iter()
+        .filter(|p| in_window(p) && !p.job.starts_with(MEASURED_PREFIX))
+        .map(Probe::lag_ms)
+        .collect();
+    let to_spawn = collector
+        .to_spawn
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(job, scheduled, _)| {
+            job.starts_with(MEASURED_PREFIX) && *scheduled >= from && *scheduled < until
+        })
+        .map(|(_, _, ms)| *ms)
+        .collect();
+    Figures {
+        first,
+        lag,
+        to_spawn,
+        others_lag,
+        expected: measured * seconds as usize,
+        rss_mib,
+    }
+}
+
+/// Serves the endpoints on loopback until `stop`, and GETs `/metrics` and `/status` once a second from a
+/// thread of its own, as Prometheus and a dashboard would; the thread returns how many answered.
+async fn scrape_every_second(
+    endpoints: Endpoints,
+    stop: CancellationToken,
+) -> std::thread::JoinHandle<usize> {
+    let listener = http::bind("127.0.0.1:0".parse().expect("an address"))
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound");
+    tokio::spawn(http::serve(listener, endpoints, stop.clone()));
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        while !stop.is_cancelled() {
+            for path in ["/metrics", "/status"] {
+                if get(addr, path) {
+                    answered += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        answered
+    })
+}
+
+/// `GET path` over HTTP/1.0; true if it answered.
+fn get(addr: std::net::SocketAddr, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut body = Vec::new();
+    stream.write_all(request.as_bytes()).is_ok() && stream.read_to_end(&mut body).is_ok()
+}
+
+/// `total` jobs: `measured` 1-second probes, and the others far away or spread.
+fn jobs(total: usize, measured: usize, others: Others, probes: &Path) -> JobSet {
+    let exe = std::env::current_exe().expect("current exe");
+    let exe = exe.to_str().expect("a UTF-8 path");
+    let out = probes.to_str().expect("a UTF-8 path");
+    let month = Utc::now().month();
+    let specs: Vec<JobSpec> = (0..total)
+        .map(|i| {
+            if i < measured {
+                JobSpec::new(format!("{MEASURED_PREFIX}{i}"), "* * * * * *", &[exe])
+                    .with_env(PROBE_ENV, out)
+                    .with_policy("Allow")
+            } else {
+                match others {
+                    Others::FarAway => JobSpec::new(
+                        format!("far-{i:05}"),
+                        scale_jobs::far_away_schedule(i, month),
+                        &["/bin/true"],
+                    ),
+                    Others::Spread { minutes } => JobSpec::new(
+                        format!("spread-{i:05}"),
+                        scale_jobs::spread_schedule(i, minutes),
+                        &[exe],
+                    )
+                    .with_env(PROBE_ENV, out),
+                }
+            }
+        })
+        .collect();
+    let text = scale_jobs::jobs_file(&specs);
+    config::parse_str(&text, "bench", &LoadOptions::default()).expect("valid bench jobs")
+}
+
+/// A ledger over a state file whose record has an entry for every job, as after each ran once.
+async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
+    let lease: PathBuf = work.join("lease");
+    let now = Utc::now();
+    let mut record = StateRecord {
+        format: leasecron::state::FORMAT,
+        fencing_token: 1,
+        ..StateRecord::default()
+    };
+    for job in &set.jobs {
+        let Some(slot) = job.schedule.latest_at_or_before(now) else {
+            continue;
+        };
+        let completion = Completion {
+            slot,
+            outcome: "succeeded".to_owned(),
+            finished_at: slot + chrono::Duration::seconds(2),
+        };
+        record.jobs.insert(
+            job.name.clone(),
+            JobRecord {
+                last_started: Some(SlotStart {
+                    slot,
+                    fencing_token: 1,
+                    identity: "bench".to_owned(),
+                    started_at: slot,
+                }),
+                last_completion: Some(completion.clone()),
+                last_success: Some(completion),
+            },
+        );
+    }
+    let store = FileState::beside(&lease);
+    store
+        .save(&record, None)
+        .await
+        .expect("the state file is writable");
+    let size = std::fs::metadata(store.path()).map_or(0, |m| m.len());
+    eprintln!(
+        "run state: {} entries, {:.2} MiB",
+        record.jobs.len(),
+        size as f64 / (1024.0 * 1024.0)
+    );
+    Arc::new(Ledger::new(Backend::File(store), "bench".to_owned()))
+}
+
+fn next_whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp() + 1, 0).expect("in range")
+}
+
+/// Counts the other jobs' timer reports (each timer's first, unless they fire), and records each run's
+/// slot → spawn().
+#[derive(Default)]
+struct Collector {
+    next_runs: AtomicUsize,
+    to_spawn: Mutex<Vec<(String, DateTime<Utc>, f64)>>,
+}
+
+impl Observer for Collector {
+    fn on_run(&self, event: &RunEvent) {
+        if let RunEvent::Finished(report) = event {
+            if report.attempts > 0 {
+                self.to_spawn.lock().expect("lock").push((
+                    report.job.clone(),
+                    report.scheduled,
+                    report.start_delay.as_secs_f64() * 1e3,
+                ));
+            }
+        }
+    }
+
+    fn on_election(&self, _event: &ElectionEvent) {}
+
+    fn on_dispatch(&self, event: &DispatchEvent) {
+        if let DispatchEvent::NextRun { job, .. } = event {
+            if !job.starts_with(MEASURED_PREFIX) {
+                self.next_runs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
