@@ -174,14 +174,9 @@ fn admin_put_jobs(
     });
 }
 
-fn status(replica: &Replica) -> Option<Value> {
-    let response = replica.http_get("/status")?;
-    (response.status == 200).then(|| serde_json::from_str(&response.body).ok())?
-}
-
 /// Whether `replica` leads and has finished a run of job `job`.
 fn ran(replica: &Replica, job: &str) -> bool {
-    status(replica).is_some_and(|s| {
+    replica.status().is_some_and(|s| {
         s["leading"] == true
             && s["jobs"].as_array().is_some_and(|jobs| {
                 jobs.iter()
@@ -284,7 +279,8 @@ fn the_role_grants_exactly_what_run_uses() {
         &election,
     );
     wait_for(WAIT, || {
-        status(&r2).filter(|s| s["holder"] == "r1" && s["leading"] == false)
+        r2.status()
+            .filter(|s| s["holder"] == "r1" && s["leading"] == false)
     })
     .unwrap_or_else(|| panic!("r2 never followed r1: {}", r2.log_text()));
 
@@ -296,7 +292,8 @@ fn the_role_grants_exactly_what_run_uses() {
         &jobs_text(&["tick", "tock"]),
     );
     wait_for(WAIT, || {
-        status(&r2).filter(|s| s["jobs"].as_array().is_some_and(|jobs| jobs.len() == 2))
+        r2.status()
+            .filter(|s| s["jobs"].as_array().is_some_and(|jobs| jobs.len() == 2))
     })
     .unwrap_or_else(|| panic!("r2 never applied the edit: {}", r2.log_text()));
     r1.stop_cleanly();

@@ -26,13 +26,6 @@ fn metric(replica: &Replica, series: &str) -> Option<f64> {
         .flatten()
 }
 
-fn status(replica: &Replica) -> Option<Value> {
-    let response = replica.http_get("/status")?;
-    (response.status == 200)
-        .then(|| serde_json::from_str(&response.body).ok())
-        .flatten()
-}
-
 fn start(dir: &Path, identity: &str, lease: &Path, extra: &[&str]) -> Replica {
     let jobs = every_second_job(dir, "tick", "500ms", "echo tick-output");
     let mut args = FAST_TIMINGS.to_vec();
@@ -74,7 +67,7 @@ fn a_leader_exports_is_leader_1_and_counts_runs_and_a_follower_exports_0() {
 
     let follower = start(dir.path(), "follower", &lease, &[]);
     let follower_status = wait_for(WAIT, || {
-        status(&follower).filter(|s| s["holder"] == "leader")
+        follower.status().filter(|s| s["holder"] == "leader")
     })
     .unwrap_or_else(|| panic!("the follower never saw the leader: {}", follower.log_text()));
     assert_eq!(follower_status["leading"], false);
@@ -90,7 +83,9 @@ fn status_shows_the_term_and_each_jobs_schedule_next_and_last_run() {
     let lease = dir.path().join("lease.json");
     let mut leader = start(dir.path(), "solo", &lease, &[]);
     let status = wait_for(WAIT, || {
-        status(&leader).filter(|s| !s["jobs"][0]["last_run"].is_null())
+        leader
+            .status()
+            .filter(|s| !s["jobs"][0]["last_run"].is_null())
     })
     .unwrap_or_else(|| panic!("no finished run in /status: {}", leader.log_text()));
     assert_eq!(status["identity"], "solo");

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use replica::{leasecron, now_ns, wait_for, Replica, FAST_TIMINGS};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 const NAME: &str = "leasecron-jobs";
@@ -96,10 +96,6 @@ fn metric(replica: &Replica, series: &str) -> Option<f64> {
     sample(&replica.http_get("/metrics")?.body, series)
 }
 
-fn status(replica: &Replica) -> Option<Value> {
-    serde_json::from_str(&replica.http_get("/status")?.body).ok()
-}
-
 fn start(dir: &Path, server: &FakeApiServer, identity: &str, source: &str) -> Replica {
     let kubeconfig = server.kubeconfig(dir, identity);
     Replica::start_on_kube_with(
@@ -121,7 +117,7 @@ fn edits_of_the_configmap_apply_live_and_a_broken_one_is_rejected() {
     wait_for(WAIT, || (runs_of(&runs, "old", 0) > 0).then_some(()))
         .unwrap_or_else(|| panic!("the ConfigMap's job runs: {}", replica.log_text()));
     assert_eq!(
-        status(&replica).expect("status")["config"]["source"],
+        replica.status().expect("status")["config"]["source"],
         format!("configmap/{NAMESPACE}/{NAME}/jobs.yaml")
     );
 
@@ -195,7 +191,7 @@ fn edits_of_the_configmap_apply_live_and_a_broken_one_is_rejected() {
     })
     .unwrap_or_else(|| panic!("the deletion is a failure: {}", replica.log_text()));
     assert_eq!(
-        status(&replica).expect("status")["jobs"]
+        replica.status().expect("status")["jobs"]
             .as_array()
             .map(Vec::len),
         Some(2)
@@ -276,7 +272,7 @@ fn a_key_can_be_named_and_start_up_problems_exit_with_their_code() {
     // With the verb granted, NAME/KEY reads that key.
     let dir2 = tempfile::tempdir().expect("tempdir");
     let mut replica = start(dir2.path(), &server, "r2", &format!("{NAME}/crontab.yaml"));
-    let status = wait_for(WAIT, || status(&replica).filter(|s| s["leading"] == true))
+    let status = wait_for(WAIT, || replica.status().filter(|s| s["leading"] == true))
         .unwrap_or_else(|| panic!("r2 leads: {}", replica.log_text()));
     assert_eq!(status["jobs"][0]["name"], "a");
     replica.stop_cleanly();

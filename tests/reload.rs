@@ -85,11 +85,6 @@ fn records_of(runs: &Path, job: &str, what: &str) -> Vec<Record> {
         .collect()
 }
 
-fn status_of(replica: &Replica) -> Option<Value> {
-    let response = replica.http_get("/status")?;
-    serde_json::from_str(&response.body).ok()
-}
-
 fn metric(replica: &Replica, series: &str) -> Option<f64> {
     sample(&replica.http_get("/metrics")?.body, series)
 }
@@ -107,10 +102,8 @@ fn job_names(status: &Value) -> Vec<String> {
 
 fn start_leader(dir: &Path, jobs: &Path, identity: &str) -> Replica {
     let replica = Replica::start(dir, identity, jobs, &dir.join("lease"), &FAST_TIMINGS);
-    wait_for(WAIT, || {
-        status_of(&replica).filter(|s| s["leading"] == true)
-    })
-    .unwrap_or_else(|| panic!("{identity} leads: {}", replica.log_text()));
+    wait_for(WAIT, || replica.status().filter(|s| s["leading"] == true))
+        .unwrap_or_else(|| panic!("{identity} leads: {}", replica.log_text()));
     replica
 }
 
@@ -155,7 +148,7 @@ fn a_kubelet_swap_adds_a_job_that_runs_within_two_seconds() {
         ),
         Some(1.0)
     );
-    let status = status_of(&replica).expect("status");
+    let status = replica.status().expect("status");
     assert_eq!(job_names(&status), ["added", "idle"]);
     replica.stop_cleanly();
 }
@@ -185,7 +178,7 @@ fn a_swap_to_broken_yaml_keeps_the_old_jobs_and_reports_the_failure() {
         Some(0.0)
     );
     assert_eq!(replica.http_get("/readyz").map(|r| r.status), Some(200));
-    let status = status_of(&replica).expect("status");
+    let status = replica.status().expect("status");
     assert!(status["config"]["last_error"]
         .as_str()
         .is_some_and(|e| e.contains(&origin)));
@@ -218,7 +211,7 @@ fn a_swap_to_broken_yaml_keeps_the_old_jobs_and_reports_the_failure() {
         metric(&replica, "leasecron_config_last_reload_successful"),
         Some(1.0)
     );
-    let status = status_of(&replica).expect("status");
+    let status = replica.status().expect("status");
     assert_eq!(job_names(&status), ["later", "tick"]);
     assert_eq!(status["config"]["last_error"], Value::Null);
     replica.stop_cleanly();
@@ -249,7 +242,7 @@ fn a_long_run_survives_a_reload_that_changes_another_job() {
         ended.ns - started.ns >= 3_000_000_000,
         "it ran its full 3 s"
     );
-    let status = status_of(&replica).expect("status");
+    let status = replica.status().expect("status");
     assert_eq!(job_names(&status), ["long", "other"]);
     replica.stop_cleanly();
 }
@@ -348,7 +341,7 @@ fn an_editors_in_place_write_and_rename_over_are_picked_up() {
     fs::write(&path, jobs_file(&[idle_job("one"), idle_job("two")])).expect("write");
     wait_reloads(&replica, "success", 1.0);
     assert_eq!(
-        job_names(&status_of(&replica).expect("status")),
+        job_names(&replica.status().expect("status")),
         ["one", "two"]
     );
 
@@ -357,7 +350,7 @@ fn an_editors_in_place_write_and_rename_over_are_picked_up() {
     fs::write(&tmp, jobs_file(&[idle_job("three")])).expect("write");
     fs::rename(&tmp, &path).expect("rename");
     wait_reloads(&replica, "success", 2.0);
-    assert_eq!(job_names(&status_of(&replica).expect("status")), ["three"]);
+    assert_eq!(job_names(&replica.status().expect("status")), ["three"]);
     replica.stop_cleanly();
 }
 
@@ -380,7 +373,9 @@ fn a_reload_storm_ends_in_the_final_state() {
     }
     let final_hash = format!("{:016x}", content_hash(&last));
     let status = wait_for(WAIT, || {
-        status_of(&replica).filter(|s| s["config"]["hash"] == final_hash.as_str())
+        replica
+            .status()
+            .filter(|s| s["config"]["hash"] == final_hash.as_str())
     })
     .unwrap_or_else(|| panic!("the last version applies: {}", replica.log_text()));
     assert_eq!(job_names(&status), ["v100", "w2"]);
@@ -422,7 +417,9 @@ fn followers_reload_too_so_a_new_leader_runs_the_latest_jobs() {
         &FAST_TIMINGS,
     );
     wait_for(WAIT, || {
-        status_of(&follower).filter(|s| s["holder"] == "a" && s["leading"] == false)
+        follower
+            .status()
+            .filter(|s| s["holder"] == "a" && s["leading"] == false)
     })
     .unwrap_or_else(|| panic!("b follows a: {}", follower.log_text()));
 
@@ -431,7 +428,7 @@ fn followers_reload_too_so_a_new_leader_runs_the_latest_jobs() {
     wait_reloads(&follower, "success", 1.0);
     let hash = format!("{:016x}", content_hash(&latest));
     assert_eq!(
-        status_of(&follower).expect("status")["config"]["hash"],
+        follower.status().expect("status")["config"]["hash"],
         hash.as_str()
     );
     wait_reloads(&leader, "success", 1.0);
@@ -444,6 +441,6 @@ fn followers_reload_too_so_a_new_leader_runs_the_latest_jobs() {
             .find(|r| r.ns > handed_over)
     })
     .unwrap_or_else(|| panic!("b runs the added job: {}", follower.log_text()));
-    assert_eq!(status_of(&follower).expect("status")["leading"], true);
+    assert_eq!(follower.status().expect("status")["leading"], true);
     follower.stop_cleanly();
 }

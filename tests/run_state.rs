@@ -88,18 +88,16 @@ impl Store {
     }
 }
 
-fn status(replica: &Replica) -> Option<serde_json::Value> {
-    serde_json::from_str(&replica.http_get("/status")?.body).ok()
-}
-
 fn wait_leading(replica: &Replica) {
-    wait_for(WAIT, || status(replica).filter(|s| s["leading"] == true))
+    wait_for(WAIT, || replica.status().filter(|s| s["leading"] == true))
         .unwrap_or_else(|| panic!("{} leads: {}", replica.identity, replica.log_text()));
 }
 
 fn wait_following(replica: &Replica) {
     wait_for(WAIT, || {
-        status(replica).filter(|s| s["leading"] == false && !s["holder"].is_null())
+        replica
+            .status()
+            .filter(|s| s["leading"] == false && !s["holder"].is_null())
     })
     .unwrap_or_else(|| panic!("{} follows: {}", replica.identity, replica.log_text()));
 }
@@ -336,7 +334,7 @@ fn an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it(stor
         b.log_text()
     );
     // /status shows the record's last slot.
-    let status = status(&b).expect("status");
+    let status = b.status().expect("status");
     assert!(
         status["jobs"][0]["run_state"]["lastStarted"]["slot"].is_string(),
         "{status}"

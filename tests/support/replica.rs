@@ -177,6 +177,15 @@ impl Replica {
         http_request(self.http_addr()?, path)
     }
 
+    /// `GET /status`, parsed: `None` until the replica serves it (or if it answers other than 200 with
+    /// JSON).
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let response = self.http_get("/status")?;
+        (response.status == 200)
+            .then(|| serde_json::from_str(&response.body).ok())
+            .flatten()
+    }
+
     /// The address the replica serves HTTP on, from its "serving" log line (text or JSON logs).
     pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
         let log = self.log_text();
