@@ -10,6 +10,8 @@
 mod arbitrary_config;
 #[path = "support/arbitrary_schedule.rs"]
 mod arbitrary_schedule;
+#[path = "support/embedding.rs"]
+mod embedding;
 
 use std::time::Duration;
 
@@ -21,10 +23,12 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 
-use arbitrary_config::{
-    config_map_literal, config_map_quoted, load_options, model_file, ModelFile, Style,
+use arbitrary_config::{load_options, model_file, ModelFile, Style};
+use arbitrary_schedule::{cron_case, zone};
+use embedding::{
+    config_map_literal, config_map_quoted, double_quoted, embeds_as_written,
+    shift_quoted_positions, transitions,
 };
-use arbitrary_schedule::{cron_case, transitions, zone};
 
 const ORIGIN: &str = "jobs.yaml";
 /// Where failing cases are saved (relative to the package root, where cargo runs tests).
@@ -385,7 +389,7 @@ fn manifest_text() -> impl Strategy<Value = String> {
                 let pad = " ".repeat(indent);
                 soup.lines().map(|l| format!("{pad}{l}\n")).collect()
             } else if data.ends_with(": ") {
-                format!("{}\n", arbitrary_config::double_quoted(&soup))
+                format!("{}\n", double_quoted(&soup))
             } else {
                 soup
             };
@@ -620,45 +624,6 @@ fn mutate(text: &str, mutation: &Mutation) -> String {
         }
     }
     lines.join("\n")
-}
-
-/// `message` with the positions it quotes (`first at line L, column C`) moved as `shift` moves them.
-fn shift_quoted_positions(message: &str, lines: usize, columns: usize) -> String {
-    let mut out = String::new();
-    let mut rest = message;
-    while let Some(at) = rest.find("at line ") {
-        let (before, after) = rest.split_at(at + "at line ".len());
-        out.push_str(before);
-        let digits = after.chars().take_while(char::is_ascii_digit).count();
-        let line: usize = after[..digits].parse().unwrap_or(0);
-        out.push_str(&(line + lines).to_string());
-        let after = &after[digits..];
-        let Some(column_at) = after.strip_prefix(", column ") else {
-            rest = after;
-            continue;
-        };
-        let digits = column_at.chars().take_while(char::is_ascii_digit).count();
-        let column: usize = column_at[..digits].parse().unwrap_or(0);
-        out.push_str(&format!(", column {}", column + columns));
-        rest = &column_at[digits..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// True if a block literal indented by a fixed amount reads back as exactly `text`: no line break
-/// but LF, a first line that sets the indentation, one final newline, only printable characters.
-fn embeds_as_written(text: &str) -> bool {
-    let printable = text
-        .chars()
-        .all(|c| !c.is_control() || c == '\n' || c == '\t')
-        && !text.contains(['\u{feff}', '\u{85}', '\u{2028}', '\u{2029}']);
-    let first = text.lines().next().unwrap_or_default();
-    printable
-        && !first.is_empty()
-        && !first.starts_with([' ', '\t'])
-        && text.ends_with('\n')
-        && !text.ends_with("\n\n")
 }
 
 proptest! {

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     check_jobs(text, &plain);
     let expected = problems(&plain);
 
-    let quoted = config_map_quoted(text);
+    let quoted = config_map_quoted(text, DEFAULT_CONFIG_MAP_KEY);
     let source = config::parse_source(&quoted, ORIGIN, DEFAULT_CONFIG_MAP_KEY, &opts);
     check_source(&quoted, &source);
     match (&plain, source) {
@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
 
     if embeds_as_written(text) {
         let indent = 4;
-        let (literal, above) = config_map_literal(text, indent);
+        let (literal, above) = config_map_literal(text, DEFAULT_CONFIG_MAP_KEY, indent);
         let source = config::parse_source(&literal, ORIGIN, DEFAULT_CONFIG_MAP_KEY, &opts);
         check_source(&literal, &source);
         let lines = yaml_lines(&literal);

@@ -21,6 +21,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use crate::arbitrary_schedule::{cron_case, zone};
+use crate::embedding::double_quoted;
 
 /// A duration and the text it is written as (`90s`, `1m 30s`, `1500ms`...).
 #[derive(Debug, Clone)]
@@ -499,22 +500,6 @@ impl Style {
     }
 }
 
-/// Writes `s` as a YAML double-quoted scalar, escaping everything outside printable ASCII.
-pub fn double_quoted(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            ' '..='~' => out.push(c),
-            c if (c as u32) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push_str(&format!("\\U{:08X}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// True if `s` can be written as a plain scalar whose text is `s` in both block and flow context.
 fn plain_safe(s: &str) -> bool {
     let mut chars = s.chars();
@@ -784,33 +769,4 @@ impl ModelFile {
         }
         text
     }
-}
-
-/// `text` as the `data.KEY` block literal of a ConfigMap, indented by `indent`; also returns the line
-/// shift (lines of the manifest above the first line of `text`).
-pub fn config_map_literal(text: &str, key: &str, indent: usize) -> (String, usize) {
-    let header = format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leasecron-jobs\ndata:\n  {key}: |\n"
-    );
-    let lines = header.matches('\n').count();
-    let pad = " ".repeat(indent);
-    let body: String = text
-        .split_inclusive('\n')
-        .map(|line| {
-            if line.trim_end_matches(['\n', '\r']).is_empty() {
-                line.to_string()
-            } else {
-                format!("{pad}{line}")
-            }
-        })
-        .collect();
-    (format!("{header}{body}"), lines)
-}
-
-/// `text` as the `data.KEY` of a ConfigMap, as a double-quoted scalar.
-pub fn config_map_quoted(text: &str, key: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leasecron-jobs\ndata:\n  {key}: {}\n",
-        double_quoted(text)
-    )
 }

@@ -590,30 +590,3 @@ impl Matcher {
         })
     }
 }
-
-/// The instants in `[from, to]` at which the zone's offset changes, found by bisection between samples
-/// `step` apart (a change closer than `step` to another is missed: none is, in tzdata).
-pub fn transitions(zone: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-    use chrono::Offset;
-    let offset = |t: DateTime<Utc>| zone.offset_from_utc_datetime(&t.naive_utc()).fix();
-    let step = TimeDelta::days(7);
-    let mut found = Vec::new();
-    let mut lo = from;
-    while lo < to {
-        let hi = (lo + step).min(to);
-        if offset(lo) != offset(hi) {
-            let (mut a, mut b) = (lo, hi);
-            while b - a > TimeDelta::seconds(1) {
-                let mid = a + TimeDelta::seconds((b - a).num_seconds() / 2);
-                if offset(mid) == offset(a) {
-                    a = mid;
-                } else {
-                    b = mid;
-                }
-            }
-            found.push(b);
-        }
-        lo = hi;
-    }
-    found
-}
