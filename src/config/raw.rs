@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use serde::de::{Error as _, Expected};
 use serde_saphyr::{Location, Spanned};
 
-use super::node::{scalar_text, Node};
+use super::node::{into_scalar_text, Node};
 
 /// Every field a job (or `defaults:`) may have, as written.
 pub(super) const JOB_FIELDS: &[&str] = &[
@@ -37,6 +37,9 @@ pub(super) const JOB_FIELDS: &[&str] = &[
 
 /// The top-level fields.
 const FILE_FIELDS: &[&str] = &["defaults", "jobs"];
+
+/// Mappings with at most this many entries find duplicate keys by looking back through the earlier ones.
+const LINEAR_KEY_SEARCH_MAX: usize = 32;
 
 /// The whole file.
 #[derive(Debug, Default)]
@@ -166,25 +169,40 @@ impl<'s> Shaper<'s> {
                 return None;
             }
         };
-        let mut seen: HashMap<String, Position> = HashMap::new();
-        let mut kept = Vec::with_capacity(entries.len());
+        // Jobs have a dozen keys: looking back through those is cheaper than hashing each key. Only a
+        // mapping larger than that (a big `env:`) gets an index, so that none is quadratic.
+        let mut index: Option<HashMap<String, Position>> =
+            (entries.len() > LINEAR_KEY_SEARCH_MAX).then(HashMap::new);
+        let mut kept: Vec<(Spanned<String>, Spanned<Node>)> = Vec::with_capacity(entries.len());
         for (key, value) in entries {
-            let Some(name) = scalar_text(&key, self.source) else {
-                self.invalid_type(&key, &"a field name");
-                continue;
+            let key = match into_scalar_text(key, self.source) {
+                Ok(key) => key,
+                Err(key) => {
+                    self.invalid_type(&key, &"a field name");
+                    continue;
+                }
+            };
+            let first = match &index {
+                Some(index) => index.get(&key.value).copied(),
+                None => kept
+                    .iter()
+                    .find(|(seen, _)| seen.value == key.value)
+                    .map(|(seen, _)| Position::at(seen)),
             };
             let at = Position::at(&key);
-            if let Some(&first) = seen.get(&name) {
+            if let Some(first) = first {
                 let first = self.shift.apply(first);
                 let message = format!(
-                    "duplicate mapping key `{name}` (first at line {}, column {})",
-                    first.line, first.column
+                    "duplicate mapping key `{}` (first at line {}, column {})",
+                    key.value, first.line, first.column
                 );
                 self.problem(at, message);
                 continue;
             }
-            seen.insert(name.clone(), at);
-            kept.push((respan(&key, name), value));
+            if let Some(index) = &mut index {
+                index.insert(key.value.clone(), at);
+            }
+            kept.push((key, value));
         }
         Some(kept)
     }
@@ -262,9 +280,9 @@ impl<'s> Shaper<'s> {
 
     /// A string that must be there (a list item, an env value).
     fn required_string(&mut self, node: Spanned<Node>) -> Option<Spanned<String>> {
-        match scalar_text(&node, self.source) {
-            Some(text) => Some(respan(&node, text)),
-            None => {
+        match into_scalar_text(node, self.source) {
+            Ok(text) => Some(text),
+            Err(node) => {
                 self.invalid_type(&node, &"a string");
                 None
             }

@@ -19,7 +19,7 @@ use super::{
     Diagnostics, Job, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
     DEFAULT_TERMINATION_GRACE, MAX_NAME_LEN, MAX_RETRIES, MAX_RETRY_BACKOFF, RESERVED_ENV_PREFIX,
 };
-use crate::schedule::Schedule;
+use crate::schedule::{self, Schedule};
 
 /// Validates `raw` (from `origin`) into a [`JobSet`], or returns every problem found.
 ///
@@ -44,6 +44,7 @@ pub(super) fn validate(
         None => Settings::default(),
     };
     let mut jobs = Vec::new();
+    let mut schedules = schedule::Parser::new();
     match raw.jobs {
         None => report.missing(
             Position::START,
@@ -54,7 +55,15 @@ pub(super) fn validate(
             for (index, mut raw_job) in raw_jobs.value.into_iter().enumerate() {
                 let problems = std::mem::take(&mut raw_job.value.problems);
                 let mut scope = Scope::for_job(&mut report, index, &raw_job.value, problems);
-                if let Some(job) = check_job(raw_job, &defaults, &mut names, &mut scope, opts) {
+                let checked = check_job(
+                    raw_job,
+                    &defaults,
+                    &mut names,
+                    &mut schedules,
+                    &mut scope,
+                    opts,
+                );
+                if let Some(job) = checked {
                     jobs.push(Arc::new(job));
                 }
             }
@@ -201,6 +210,7 @@ fn check_job(
     raw: Spanned<RawJob>,
     defaults: &Settings,
     names: &mut HashMap<String, Position>,
+    schedules: &mut schedule::Parser,
     scope: &mut Scope<'_, '_>,
     opts: &LoadOptions,
 ) -> Option<Job> {
@@ -211,7 +221,7 @@ fn check_job(
     let schedule_source = raw.schedule.take();
     let own = check_settings(raw, scope, opts);
     let zone = own.zone.or(defaults.zone).unwrap_or(Tz::UTC);
-    let schedule = check_schedule(schedule_source, zone, job_at, scope);
+    let schedule = check_schedule(schedule_source, zone, job_at, schedules, scope);
     let termination_grace = own
         .termination_grace
         .or(defaults.termination_grace)
@@ -387,13 +397,15 @@ fn check_schedule(
     source: Option<Spanned<String>>,
     zone: Tz,
     job_at: Position,
+    schedules: &mut schedule::Parser,
     scope: &mut Scope<'_, '_>,
 ) -> Option<Schedule> {
     let Some(source) = source else {
         scope.missing(job_at, "missing `schedule`");
         return None;
     };
-    Schedule::parse(&source.value, zone)
+    schedules
+        .parse(&source.value, zone)
         .map_err(|err| {
             let expr = escape_controls(source.value.trim());
             scope.error(
