@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use serde_saphyr::Spanned;
 
-use super::raw::{job_label, Position, Problem, RawEnv, RawFile, RawJob, Shift};
+use super::raw::{job_label, At, Position, Problem, RawEnv, RawFile, RawJob, Shift};
 use super::{
     escape_controls, parse_duration, parse_duration_or_zero, ConcurrencyPolicy, Diagnostic,
     Diagnostics, Job, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
@@ -174,11 +173,7 @@ struct Settings {
 
 // === defaults ===
 
-fn check_defaults(
-    defaults: Spanned<RawJob>,
-    report: &mut Report<'_>,
-    opts: &LoadOptions,
-) -> Settings {
+fn check_defaults(defaults: At<RawJob>, report: &mut Report<'_>, opts: &LoadOptions) -> Settings {
     let mut raw = defaults.value;
     let problems = std::mem::take(&mut raw.problems);
     let mut scope = Scope {
@@ -188,10 +183,10 @@ fn check_defaults(
     }
     .with_problems(problems);
     let per_job = [
-        ("name", raw.name.as_ref().map(Position::at)),
-        ("schedule", raw.schedule.as_ref().map(Position::at)),
-        ("command", raw.command.as_ref().map(Position::at)),
-        ("shell", raw.shell.as_ref().map(Position::at)),
+        ("name", raw.name.as_ref().map(|value| value.at)),
+        ("schedule", raw.schedule.as_ref().map(|value| value.at)),
+        ("command", raw.command.as_ref().map(|value| value.at)),
+        ("shell", raw.shell.as_ref().map(|value| value.at)),
     ];
     for (field, at) in per_job {
         if let Some(at) = at {
@@ -207,14 +202,14 @@ fn check_defaults(
 // === jobs ===
 
 fn check_job(
-    raw: Spanned<RawJob>,
+    raw: At<RawJob>,
     defaults: &Settings,
     names: &mut HashMap<String, Position>,
     schedules: &mut schedule::Parser,
     scope: &mut Scope<'_, '_>,
     opts: &LoadOptions,
 ) -> Option<Job> {
-    let job_at = Position::at(&raw);
+    let job_at = raw.at;
     let mut raw = raw.value;
     let name = check_name(raw.name.take(), job_at, names, scope);
     let program = check_program(raw.command.take(), raw.shell.take(), job_at, scope);
@@ -277,7 +272,7 @@ fn check_job(
 }
 
 fn check_name(
-    name: Option<Spanned<String>>,
+    name: Option<At<String>>,
     job_at: Position,
     names: &mut HashMap<String, Position>,
     scope: &mut Scope<'_, '_>,
@@ -286,7 +281,7 @@ fn check_name(
         scope.missing(job_at, "missing `name`");
         return None;
     };
-    let at = Position::at(&name);
+    let at = name.at;
     if let Err(why) = check_dns_label(&name.value) {
         scope.error(
             at,
@@ -328,15 +323,15 @@ fn check_dns_label(name: &str) -> Result<(), String> {
 }
 
 fn check_program(
-    command: Option<Spanned<Vec<Spanned<String>>>>,
-    shell: Option<Spanned<String>>,
+    command: Option<At<Vec<At<String>>>>,
+    shell: Option<At<String>>,
     job_at: Position,
     scope: &mut Scope<'_, '_>,
 ) -> Option<Program> {
     match (command, shell) {
         (Some(_), Some(shell)) => {
             scope.error(
-                Position::at(&shell),
+                shell.at,
                 "set exactly one of `command` and `shell`, not both",
             );
             None
@@ -353,48 +348,39 @@ fn check_program(
     }
 }
 
-fn check_command(
-    command: Spanned<Vec<Spanned<String>>>,
-    scope: &mut Scope<'_, '_>,
-) -> Option<Program> {
+fn check_command(command: At<Vec<At<String>>>, scope: &mut Scope<'_, '_>) -> Option<Program> {
     let Some(program) = command.value.first() else {
-        scope.error(
-            Position::at(&command),
-            "`command` is empty: give at least the program",
-        );
+        scope.error(command.at, "`command` is empty: give at least the program");
         return None;
     };
     let mut valid = true;
     if program.value.is_empty() {
-        scope.error(Position::at(program), "`command[0]` (the program) is empty");
+        scope.error(program.at, "`command[0]` (the program) is empty");
         valid = false;
     }
     for (i, arg) in command.value.iter().enumerate() {
         if arg.value.contains('\0') {
-            scope.error(
-                Position::at(arg),
-                format!("`command[{i}]` contains a NUL byte"),
-            );
+            scope.error(arg.at, format!("`command[{i}]` contains a NUL byte"));
             valid = false;
         }
     }
     valid.then(|| Program::Command(command.value.into_iter().map(|a| a.value).collect()))
 }
 
-fn check_shell(shell: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Program> {
+fn check_shell(shell: At<String>, scope: &mut Scope<'_, '_>) -> Option<Program> {
     if shell.value.trim().is_empty() {
-        scope.error(Position::at(&shell), "`shell` is empty");
+        scope.error(shell.at, "`shell` is empty");
         return None;
     }
     if shell.value.contains('\0') {
-        scope.error(Position::at(&shell), "`shell` contains a NUL byte");
+        scope.error(shell.at, "`shell` contains a NUL byte");
         return None;
     }
     Some(Program::Shell(shell.value))
 }
 
 fn check_schedule(
-    source: Option<Spanned<String>>,
+    source: Option<At<String>>,
     zone: Tz,
     job_at: Position,
     schedules: &mut schedule::Parser,
@@ -408,10 +394,7 @@ fn check_schedule(
         .parse(&source.value, zone)
         .map_err(|err| {
             let expr = escape_controls(source.value.trim());
-            scope.error(
-                Position::at(&source),
-                format!("invalid schedule `{expr}`: {err}"),
-            );
+            scope.error(source.at, format!("invalid schedule `{expr}`: {err}"));
         })
         .ok()
 }
@@ -442,12 +425,12 @@ fn check_settings(raw: RawJob, scope: &mut Scope<'_, '_>, opts: &LoadOptions) ->
     }
 }
 
-fn check_zone(zone: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Tz> {
+fn check_zone(zone: At<String>, scope: &mut Scope<'_, '_>) -> Option<Tz> {
     let name = zone.value.trim();
     name.parse::<Tz>()
         .map_err(|_| {
             scope.error(
-                Position::at(&zone),
+                zone.at,
                 format!(
                     "unknown time zone `{}` (use an IANA name such as UTC or Europe/Berlin)",
                     escape_controls(name)
@@ -457,18 +440,15 @@ fn check_zone(zone: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Tz> {
         .ok()
 }
 
-fn check_env(env: Spanned<RawEnv>, scope: &mut Scope<'_, '_>) -> BTreeMap<String, String> {
+fn check_env(env: At<RawEnv>, scope: &mut Scope<'_, '_>) -> BTreeMap<String, String> {
     let mut checked = BTreeMap::new();
     for (key, value) in env.value.0 {
         if let Err(why) = check_env_name(&key.value) {
-            scope.error(Position::at(&key), why);
+            scope.error(key.at, why);
             continue;
         }
         if value.value.contains('\0') {
-            scope.error(
-                Position::at(&value),
-                format!("env `{}` contains a NUL byte", key.value),
-            );
+            scope.error(value.at, format!("env `{}` contains a NUL byte", key.value));
             continue;
         }
         checked.insert(key.value, value.value);
@@ -496,34 +476,30 @@ fn check_env_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_working_dir(dir: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<PathBuf> {
+fn check_working_dir(dir: At<String>, scope: &mut Scope<'_, '_>) -> Option<PathBuf> {
     if dir.value.is_empty() {
-        scope.error(Position::at(&dir), "`workingDir` is empty");
+        scope.error(dir.at, "`workingDir` is empty");
         return None;
     }
     if dir.value.contains('\0') {
-        scope.error(Position::at(&dir), "`workingDir` contains a NUL byte");
+        scope.error(dir.at, "`workingDir` contains a NUL byte");
         return None;
     }
     Some(PathBuf::from(dir.value))
 }
 
-fn check_duration(
-    field: &str,
-    value: Spanned<String>,
-    scope: &mut Scope<'_, '_>,
-) -> Option<Duration> {
+fn check_duration(field: &str, value: At<String>, scope: &mut Scope<'_, '_>) -> Option<Duration> {
     parse_duration(&value.value)
-        .map_err(|why| scope.error(Position::at(&value), format!("{field}: {why}")))
+        .map_err(|why| scope.error(value.at, format!("{field}: {why}")))
         .ok()
 }
 
 fn check_grace(
-    value: Spanned<String>,
+    value: At<String>,
     scope: &mut Scope<'_, '_>,
     opts: &LoadOptions,
 ) -> Option<Duration> {
-    let at = Position::at(&value);
+    let at = value.at;
     let grace = parse_duration_or_zero(&value.value)
         .map_err(|why| scope.error(at, format!("terminationGrace: {why}")))
         .ok()?;
@@ -541,8 +517,8 @@ fn check_grace(
     Some(grace)
 }
 
-fn check_backoff(value: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Duration> {
-    let at = Position::at(&value);
+fn check_backoff(value: At<String>, scope: &mut Scope<'_, '_>) -> Option<Duration> {
+    let at = value.at;
     let backoff = check_duration("retryBackoff", value, scope)?;
     if backoff > MAX_RETRY_BACKOFF {
         scope.error(
@@ -558,14 +534,14 @@ fn check_backoff(value: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Du
     Some(backoff)
 }
 
-fn check_policy(value: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<ConcurrencyPolicy> {
+fn check_policy(value: At<String>, scope: &mut Scope<'_, '_>) -> Option<ConcurrencyPolicy> {
     match value.value.trim() {
         "Forbid" => Some(ConcurrencyPolicy::Forbid),
         "Allow" => Some(ConcurrencyPolicy::Allow),
         "Replace" => Some(ConcurrencyPolicy::Replace),
         other => {
             scope.error(
-                Position::at(&value),
+                value.at,
                 format!(
                     "unknown concurrencyPolicy `{}` (expected Forbid, Allow or Replace)",
                     escape_controls(other)
@@ -576,12 +552,12 @@ fn check_policy(value: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Con
     }
 }
 
-fn check_retries(value: Spanned<i128>, scope: &mut Scope<'_, '_>) -> Option<u32> {
+fn check_retries(value: At<i128>, scope: &mut Scope<'_, '_>) -> Option<u32> {
     match u32::try_from(value.value) {
         Ok(retries) if retries <= MAX_RETRIES => Some(retries),
         _ => {
             scope.error(
-                Position::at(&value),
+                value.at,
                 format!(
                     "retries must be between 0 and {MAX_RETRIES}, not {}",
                     value.value
