@@ -337,15 +337,19 @@ fn syntax_diagnostic(origin: &str, shift: Shift, err: &serde_saphyr::Error) -> D
 
 /// `s` with control characters escaped (`\n`, `\u{1b}`), for one-line messages.
 pub(crate) fn escape_controls(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    // Called for every job's label: the common case, nothing to escape, is one copy.
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    let mut escaped = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
 }
 
 #[cfg(test)]
@@ -386,6 +390,13 @@ mod tests {
             .contains("invalid duration `30`"));
         assert!(parse_duration("-5s").is_err());
         assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape_controls("nightly-report"), "nightly-report");
+        assert_eq!(escape_controls(""), "");
+        assert_eq!(escape_controls("a\nb\u{1b}[31mé\t"), "a\\nb\\u{1b}[31mé\\t");
     }
 
     #[test]

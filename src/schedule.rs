@@ -43,6 +43,7 @@
 mod expr;
 mod timer;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
@@ -127,19 +128,7 @@ pub struct Schedule {
 impl Schedule {
     /// Parses `expr` (see the module documentation for the accepted syntax) for the zone `zone`.
     pub fn parse(expr: &str, zone: Tz) -> Result<Schedule, Error> {
-        let fields = expr::Fields::parse(expr)?;
-        let cron =
-            parse_cron(&fields.to_pattern()).map_err(|whole| name_the_field(&fields, &whole))?;
-        let epoch = DateTime::<Utc>::UNIX_EPOCH.naive_utc();
-        if cron.find_next_occurrence(&epoch, false).is_err() {
-            return Err(Error::NeverFires);
-        }
-        Ok(Schedule {
-            cron: Arc::new(cron),
-            zone,
-            expression: expr.trim().to_string(),
-            fixed_time: fields.is_fixed_time(),
-        })
+        Ok(Compiled::new(expr)?.in_zone(expr, zone))
     }
 
     /// The expression as written (trimmed).
@@ -373,6 +362,72 @@ impl Schedule {
     }
 }
 
+/// An expression parsed for croner, in no zone yet: what [`Parser`] keeps per distinct expression.
+#[derive(Debug, Clone)]
+struct Compiled {
+    cron: Arc<Cron>,
+    fixed_time: bool,
+}
+
+impl Compiled {
+    fn new(expr: &str) -> Result<Compiled, Error> {
+        let fields = expr::Fields::parse(expr)?;
+        let cron =
+            parse_cron(&fields.to_pattern()).map_err(|whole| name_the_field(&fields, &whole))?;
+        let epoch = DateTime::<Utc>::UNIX_EPOCH.naive_utc();
+        if cron.find_next_occurrence(&epoch, false).is_err() {
+            return Err(Error::NeverFires);
+        }
+        Ok(Compiled {
+            cron: Arc::new(cron),
+            fixed_time: fields.is_fixed_time(),
+        })
+    }
+
+    fn in_zone(&self, expr: &str, zone: Tz) -> Schedule {
+        Schedule {
+            cron: Arc::clone(&self.cron),
+            zone,
+            expression: expr.trim().to_string(),
+            fixed_time: self.fixed_time,
+        }
+    }
+}
+
+/// Parses many schedules (those of one jobs file), each distinct expression once.
+///
+/// A large file repeats expressions (`@daily`, `*/5 * * * *`, the same time in many zones), and parsing
+/// one costs tens of microseconds in croner; here a repeat costs a lookup, and the schedules of the same
+/// expression share one parsed form. The result is exactly [`Schedule::parse`]'s, errors included.
+#[derive(Debug, Default)]
+pub struct Parser {
+    /// By the expression exactly as given (the result depends on nothing else but the zone, which is
+    /// applied after the lookup).
+    parsed: HashMap<String, Result<Compiled, Error>>,
+}
+
+impl Parser {
+    /// A parser that has seen no expression yet.
+    pub fn new() -> Parser {
+        Parser::default()
+    }
+
+    /// [`Schedule::parse`], reusing the result for an expression seen before.
+    pub fn parse(&mut self, expr: &str, zone: Tz) -> Result<Schedule, Error> {
+        let compiled = match self.parsed.get(expr) {
+            Some(compiled) => compiled,
+            None => self
+                .parsed
+                .entry(expr.to_string())
+                .or_insert_with(|| Compiled::new(expr)),
+        };
+        match compiled {
+            Ok(compiled) => Ok(compiled.in_zone(expr, zone)),
+            Err(err) => Err(err.clone()),
+        }
+    }
+}
+
 impl PartialEq for Schedule {
     fn eq(&self, other: &Self) -> bool {
         self.expression == other.expression && self.zone == other.zone
@@ -520,6 +575,41 @@ mod tests {
                 "{zone}"
             );
         }
+    }
+
+    #[test]
+    fn the_parser_gives_what_parse_gives_and_shares_repeats() {
+        let mut parser = Parser::new();
+        let now = utc("2024-03-31T00:30:00Z");
+        for _ in 0..2 {
+            for expr in [
+                "30 2 * * *",
+                " 30 2 * * * ",
+                "*/15 * * * *",
+                "@daily",
+                "0 0 30 2 *",
+                "61 * * * *",
+                "",
+            ] {
+                for zone in [Tz::UTC, Tz::Europe__Berlin] {
+                    let direct = Schedule::parse(expr, zone);
+                    let reused = parser.parse(expr, zone);
+                    assert_eq!(reused, direct, "{expr:?} in {zone}");
+                    if let (Ok(direct), Ok(reused)) = (direct, reused) {
+                        assert_eq!(reused.expression(), direct.expression());
+                        assert_eq!(reused.is_fixed_time(), direct.is_fixed_time());
+                        assert_eq!(reused.next_after(now), direct.next_after(now), "{expr:?}");
+                    }
+                }
+            }
+        }
+        let a = parser.parse("@hourly", Tz::UTC).expect("valid");
+        let b = parser.parse("@hourly", Tz::Asia__Tokyo).expect("valid");
+        assert!(
+            Arc::ptr_eq(&a.cron, &b.cron),
+            "one parsed form per expression"
+        );
+        assert_eq!(b.zone(), Tz::Asia__Tokyo);
     }
 
     #[test]

@@ -86,6 +86,22 @@ pub(super) fn scalar_text(node: &Spanned<Node>, source: &str) -> Option<String> 
     }
 }
 
+/// [`scalar_text`], taking the string out of `node` instead of copying it; a node that is not a scalar
+/// is handed back.
+pub(super) fn into_scalar_text(
+    node: Spanned<Node>,
+    source: &str,
+) -> Result<Spanned<String>, Spanned<Node>> {
+    let (referenced, defined) = (node.referenced, node.defined);
+    match node.value {
+        Node::Str(s) => Ok(Spanned::new(s, referenced, defined)),
+        _ => match scalar_text(&node, source) {
+            Some(text) => Ok(Spanned::new(text, referenced, defined)),
+            None => Err(node),
+        },
+    }
+}
+
 /// The source text of a one-token scalar, if serde-saphyr recorded its byte span.
 fn written(node: &Spanned<Node>, source: &str) -> Option<String> {
     let span = node.defined.span();
@@ -207,6 +223,14 @@ mod tests {
         assert_eq!(text("e"), None);
         assert_eq!(text("f").as_deref(), Some(".NaN"));
         assert_eq!(text("g").as_deref(), Some("plain text"));
+        for key in ["a", "b", "c", "d", "f", "g"] {
+            let node = field(&root, key).clone();
+            let taken = into_scalar_text(node.clone(), source).expect("a scalar");
+            assert_eq!(Some(taken.value), text(key), "{key}");
+            assert_eq!(taken.referenced, node.referenced, "{key}");
+        }
+        let null = field(&root, "e").clone();
+        assert_eq!(into_scalar_text(null.clone(), source), Err(null));
     }
 
     #[test]

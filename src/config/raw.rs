@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use serde::de::{Error as _, Expected};
 use serde_saphyr::{Location, Spanned};
 
-use super::node::{scalar_text, Node};
+use super::node::{into_scalar_text, Node};
 
 /// Every field a job (or `defaults:`) may have, as written.
 pub(super) const JOB_FIELDS: &[&str] = &[
@@ -38,13 +38,16 @@ pub(super) const JOB_FIELDS: &[&str] = &[
 /// The top-level fields.
 const FILE_FIELDS: &[&str] = &["defaults", "jobs"];
 
+/// Mappings with at most this many entries find duplicate keys by looking back through the earlier ones.
+const LINEAR_KEY_SEARCH_MAX: usize = 32;
+
 /// The whole file.
 #[derive(Debug, Default)]
 pub(super) struct RawFile {
     /// Values merged under every job.
-    pub defaults: Option<Spanned<RawJob>>,
+    pub defaults: Option<At<RawJob>>,
     /// The jobs, in file order. `None` when the key is missing, null or not a list.
-    pub jobs: Option<Spanned<Vec<Spanned<RawJob>>>>,
+    pub jobs: Option<At<Vec<At<RawJob>>>>,
     /// Shape problems outside `defaults:` and the jobs.
     pub problems: Vec<Problem>,
 }
@@ -52,28 +55,49 @@ pub(super) struct RawFile {
 /// One job, or the `defaults:` block (which may not set name, schedule, command or shell).
 #[derive(Debug, Default)]
 pub(super) struct RawJob {
-    pub name: Option<Spanned<String>>,
-    pub schedule: Option<Spanned<String>>,
-    pub time_zone: Option<Spanned<String>>,
-    pub command: Option<Spanned<Vec<Spanned<String>>>>,
-    pub shell: Option<Spanned<String>>,
-    pub env: Option<Spanned<RawEnv>>,
-    pub working_dir: Option<Spanned<String>>,
-    pub timeout: Option<Spanned<String>>,
-    pub termination_grace: Option<Spanned<String>>,
-    pub concurrency_policy: Option<Spanned<String>>,
-    pub starting_deadline: Option<Spanned<String>>,
-    pub retries: Option<Spanned<i128>>,
-    pub retry_backoff: Option<Spanned<String>>,
-    pub suspend: Option<Spanned<bool>>,
-    pub rerun_interrupted: Option<Spanned<bool>>,
+    pub name: Option<At<String>>,
+    pub schedule: Option<At<String>>,
+    pub time_zone: Option<At<String>>,
+    pub command: Option<At<Vec<At<String>>>>,
+    pub shell: Option<At<String>>,
+    pub env: Option<At<RawEnv>>,
+    pub working_dir: Option<At<String>>,
+    pub timeout: Option<At<String>>,
+    pub termination_grace: Option<At<String>>,
+    pub concurrency_policy: Option<At<String>>,
+    pub starting_deadline: Option<At<String>>,
+    pub retries: Option<At<i128>>,
+    pub retry_backoff: Option<At<String>>,
+    pub suspend: Option<At<bool>>,
+    pub rerun_interrupted: Option<At<bool>>,
     /// Shape problems inside this job.
     pub problems: Vec<Problem>,
 }
 
 /// An `env:` mapping with the position of every key (a `BTreeMap` would lose them).
 #[derive(Debug, Default)]
-pub(super) struct RawEnv(pub Vec<(Spanned<String>, Spanned<String>)>);
+pub(super) struct RawEnv(pub Vec<(At<String>, At<String>)>);
+
+/// A value and the position where it is used (a [`Spanned`]'s `referenced` location), all that the
+/// checks need.
+///
+/// A [`Spanned`] carries two full locations (with byte spans and a source id), 96 bytes; a job holds up to
+/// fifteen values, and a file of 10 000 jobs held 20 MB of them at once, the memory of the whole file
+/// again.
+#[derive(Debug)]
+pub(super) struct At<T> {
+    pub value: T,
+    pub at: Position,
+}
+
+impl<T> From<Spanned<T>> for At<T> {
+    fn from(spanned: Spanned<T>) -> Self {
+        At {
+            at: Position::at(&spanned),
+            value: spanned.value,
+        }
+    }
+}
 
 /// A shape problem: a message at a position, for the caller to attribute to a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +111,7 @@ pub(super) struct Problem {
 impl RawFile {
     /// True if no shape problem was found anywhere in the file.
     pub fn is_well_shaped(&self) -> bool {
-        let job_ok = |job: &Spanned<RawJob>| job.value.problems.is_empty();
+        let job_ok = |job: &At<RawJob>| job.value.problems.is_empty();
         self.problems.is_empty()
             && self.defaults.as_ref().is_none_or(job_ok)
             && self
@@ -145,9 +169,9 @@ impl<'s> Shaper<'s> {
         self.problem(Position::at(node), err.to_string());
     }
 
-    fn unknown_field(&mut self, key: &Spanned<String>, name: &str, expected: &'static [&str]) {
+    fn unknown_field(&mut self, key: &At<String>, name: &str, expected: &'static [&str]) {
         let err = serde::de::value::Error::unknown_field(name, expected);
-        self.problem(Position::at(key), err.to_string());
+        self.problem(key.at, err.to_string());
     }
 
     /// The entries of a mapping with string keys; null is an empty mapping.
@@ -157,7 +181,7 @@ impl<'s> Shaper<'s> {
         &mut self,
         node: Spanned<Node>,
         expected: &str,
-    ) -> Option<Vec<(Spanned<String>, Spanned<Node>)>> {
+    ) -> Option<Vec<(At<String>, Spanned<Node>)>> {
         let entries = match node.value {
             Node::Map(entries) => entries,
             Node::Null => Vec::new(),
@@ -166,32 +190,47 @@ impl<'s> Shaper<'s> {
                 return None;
             }
         };
-        let mut seen: HashMap<String, Position> = HashMap::new();
-        let mut kept = Vec::with_capacity(entries.len());
+        // Jobs have a dozen keys: looking back through those is cheaper than hashing each key. Only a
+        // mapping larger than that (a big `env:`) gets an index, so that none is quadratic.
+        let mut index: Option<HashMap<String, Position>> =
+            (entries.len() > LINEAR_KEY_SEARCH_MAX).then(HashMap::new);
+        let mut kept: Vec<(At<String>, Spanned<Node>)> = Vec::with_capacity(entries.len());
         for (key, value) in entries {
-            let Some(name) = scalar_text(&key, self.source) else {
-                self.invalid_type(&key, &"a field name");
-                continue;
+            let key = match into_scalar_text(key, self.source) {
+                Ok(key) => At::from(key),
+                Err(key) => {
+                    self.invalid_type(&key, &"a field name");
+                    continue;
+                }
             };
-            let at = Position::at(&key);
-            if let Some(&first) = seen.get(&name) {
+            let first = match &index {
+                Some(index) => index.get(&key.value).copied(),
+                None => kept
+                    .iter()
+                    .find(|(seen, _)| seen.value == key.value)
+                    .map(|(seen, _)| seen.at),
+            };
+            let at = key.at;
+            if let Some(first) = first {
                 let first = self.shift.apply(first);
                 let message = format!(
-                    "duplicate mapping key `{name}` (first at line {}, column {})",
-                    first.line, first.column
+                    "duplicate mapping key `{}` (first at line {}, column {})",
+                    key.value, first.line, first.column
                 );
                 self.problem(at, message);
                 continue;
             }
-            seen.insert(name.clone(), at);
-            kept.push((respan(&key, name), value));
+            if let Some(index) = &mut index {
+                index.insert(key.value.clone(), at);
+            }
+            kept.push((key, value));
         }
         Some(kept)
     }
 
     /// The `jobs:` list; null is treated as missing.
-    fn jobs(&mut self, node: Spanned<Node>) -> Option<Spanned<Vec<Spanned<RawJob>>>> {
-        let (referenced, defined) = (node.referenced, node.defined);
+    fn jobs(&mut self, node: Spanned<Node>) -> Option<At<Vec<At<RawJob>>>> {
+        let at = Position::at(&node);
         let items = match node.value {
             Node::Seq(items) => items,
             Node::Null => return None,
@@ -203,22 +242,22 @@ impl<'s> Shaper<'s> {
         let jobs = items
             .into_iter()
             .map(|item| {
-                let (referenced, defined) = (item.referenced, item.defined);
+                let at = Position::at(&item);
                 let job = Shaper::new(self.source, self.shift).job_fields(item);
-                Spanned::new(job, referenced, defined)
+                At { value: job, at }
             })
             .collect();
-        Some(Spanned::new(jobs, referenced, defined))
+        Some(At { value: jobs, at })
     }
 
     /// `defaults:`, with its problems kept apart from the file's.
-    fn job(&mut self, node: Spanned<Node>) -> Option<Spanned<RawJob>> {
+    fn job(&mut self, node: Spanned<Node>) -> Option<At<RawJob>> {
         if node.value == Node::Null {
             return None;
         }
-        let (referenced, defined) = (node.referenced, node.defined);
+        let at = Position::at(&node);
         let job = Shaper::new(self.source, self.shift).job_fields(node);
-        Some(Spanned::new(job, referenced, defined))
+        Some(At { value: job, at })
     }
 
     /// One job's fields; this shaper's problems become the job's.
@@ -231,7 +270,7 @@ impl<'s> Shaper<'s> {
         job
     }
 
-    fn job_field(&mut self, job: &mut RawJob, key: Spanned<String>, value: Spanned<Node>) {
+    fn job_field(&mut self, job: &mut RawJob, key: At<String>, value: Spanned<Node>) {
         match key.value.as_str() {
             "name" => job.name = self.string(value),
             "schedule" => job.schedule = self.string(value),
@@ -253,7 +292,7 @@ impl<'s> Shaper<'s> {
     }
 
     /// A string field; null means unset.
-    fn string(&mut self, node: Spanned<Node>) -> Option<Spanned<String>> {
+    fn string(&mut self, node: Spanned<Node>) -> Option<At<String>> {
         if node.value == Node::Null {
             return None;
         }
@@ -261,17 +300,17 @@ impl<'s> Shaper<'s> {
     }
 
     /// A string that must be there (a list item, an env value).
-    fn required_string(&mut self, node: Spanned<Node>) -> Option<Spanned<String>> {
-        match scalar_text(&node, self.source) {
-            Some(text) => Some(respan(&node, text)),
-            None => {
+    fn required_string(&mut self, node: Spanned<Node>) -> Option<At<String>> {
+        match into_scalar_text(node, self.source) {
+            Ok(text) => Some(At::from(text)),
+            Err(node) => {
                 self.invalid_type(&node, &"a string");
                 None
             }
         }
     }
 
-    fn integer(&mut self, node: Spanned<Node>) -> Option<Spanned<i128>> {
+    fn integer(&mut self, node: Spanned<Node>) -> Option<At<i128>> {
         match node.value {
             Node::Null => None,
             Node::Int(n) => Some(respan(&node, n)),
@@ -282,7 +321,7 @@ impl<'s> Shaper<'s> {
         }
     }
 
-    fn boolean(&mut self, node: Spanned<Node>) -> Option<Spanned<bool>> {
+    fn boolean(&mut self, node: Spanned<Node>) -> Option<At<bool>> {
         match node.value {
             Node::Null => None,
             Node::Bool(b) => Some(respan(&node, b)),
@@ -294,8 +333,8 @@ impl<'s> Shaper<'s> {
     }
 
     /// `command:`, a list of strings; one bad item leaves the whole field unset.
-    fn argv(&mut self, node: Spanned<Node>) -> Option<Spanned<Vec<Spanned<String>>>> {
-        let (referenced, defined) = (node.referenced, node.defined);
+    fn argv(&mut self, node: Spanned<Node>) -> Option<At<Vec<At<String>>>> {
+        let at = Position::at(&node);
         let items = match node.value {
             Node::Null => return None,
             Node::Seq(items) => items,
@@ -309,28 +348,34 @@ impl<'s> Shaper<'s> {
             .into_iter()
             .filter_map(|item| self.required_string(item))
             .collect();
-        (argv.len() == count).then(|| Spanned::new(argv, referenced, defined))
+        (argv.len() == count).then_some(At { value: argv, at })
     }
 
     /// `env:`, a mapping of names to strings; bad entries are reported and left out.
-    fn env(&mut self, node: Spanned<Node>) -> Option<Spanned<RawEnv>> {
+    fn env(&mut self, node: Spanned<Node>) -> Option<At<RawEnv>> {
         if node.value == Node::Null {
             return None;
         }
-        let (referenced, defined) = (node.referenced, node.defined);
+        let at = Position::at(&node);
         let expected = "a mapping of environment variable names to values";
         let entries = self.mapping(node, expected)?;
         let pairs = entries
             .into_iter()
             .filter_map(|(key, value)| Some((key, self.required_string(value)?)))
             .collect();
-        Some(Spanned::new(RawEnv(pairs), referenced, defined))
+        Some(At {
+            value: RawEnv(pairs),
+            at,
+        })
     }
 }
 
 /// `value` at the position of `node`.
-fn respan<T, U>(node: &Spanned<T>, value: U) -> Spanned<U> {
-    Spanned::new(value, node.referenced, node.defined)
+fn respan<T, U>(node: &Spanned<T>, value: U) -> At<U> {
+    At {
+        value,
+        at: Position::at(node),
+    }
 }
 
 /// How diagnostics call a job: its name as written, or `jobs[INDEX]` without a usable one.

@@ -11,15 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use serde_saphyr::Spanned;
 
-use super::raw::{job_label, Position, Problem, RawEnv, RawFile, RawJob, Shift};
+use super::raw::{job_label, At, Position, Problem, RawEnv, RawFile, RawJob, Shift};
 use super::{
     escape_controls, parse_duration, parse_duration_or_zero, ConcurrencyPolicy, Diagnostic,
     Diagnostics, Job, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
     DEFAULT_TERMINATION_GRACE, MAX_NAME_LEN, MAX_RETRIES, MAX_RETRY_BACKOFF, RESERVED_ENV_PREFIX,
 };
-use crate::schedule::Schedule;
+use crate::schedule::{self, Schedule};
 
 /// Validates `raw` (from `origin`) into a [`JobSet`], or returns every problem found.
 ///
@@ -44,6 +43,7 @@ pub(super) fn validate(
         None => Settings::default(),
     };
     let mut jobs = Vec::new();
+    let mut schedules = schedule::Parser::new();
     match raw.jobs {
         None => report.missing(
             Position::START,
@@ -54,7 +54,15 @@ pub(super) fn validate(
             for (index, mut raw_job) in raw_jobs.value.into_iter().enumerate() {
                 let problems = std::mem::take(&mut raw_job.value.problems);
                 let mut scope = Scope::for_job(&mut report, index, &raw_job.value, problems);
-                if let Some(job) = check_job(raw_job, &defaults, &mut names, &mut scope, opts) {
+                let checked = check_job(
+                    raw_job,
+                    &defaults,
+                    &mut names,
+                    &mut schedules,
+                    &mut scope,
+                    opts,
+                );
+                if let Some(job) = checked {
                     jobs.push(Arc::new(job));
                 }
             }
@@ -165,11 +173,7 @@ struct Settings {
 
 // === defaults ===
 
-fn check_defaults(
-    defaults: Spanned<RawJob>,
-    report: &mut Report<'_>,
-    opts: &LoadOptions,
-) -> Settings {
+fn check_defaults(defaults: At<RawJob>, report: &mut Report<'_>, opts: &LoadOptions) -> Settings {
     let mut raw = defaults.value;
     let problems = std::mem::take(&mut raw.problems);
     let mut scope = Scope {
@@ -179,10 +183,10 @@ fn check_defaults(
     }
     .with_problems(problems);
     let per_job = [
-        ("name", raw.name.as_ref().map(Position::at)),
-        ("schedule", raw.schedule.as_ref().map(Position::at)),
-        ("command", raw.command.as_ref().map(Position::at)),
-        ("shell", raw.shell.as_ref().map(Position::at)),
+        ("name", raw.name.as_ref().map(|value| value.at)),
+        ("schedule", raw.schedule.as_ref().map(|value| value.at)),
+        ("command", raw.command.as_ref().map(|value| value.at)),
+        ("shell", raw.shell.as_ref().map(|value| value.at)),
     ];
     for (field, at) in per_job {
         if let Some(at) = at {
@@ -198,20 +202,21 @@ fn check_defaults(
 // === jobs ===
 
 fn check_job(
-    raw: Spanned<RawJob>,
+    raw: At<RawJob>,
     defaults: &Settings,
     names: &mut HashMap<String, Position>,
+    schedules: &mut schedule::Parser,
     scope: &mut Scope<'_, '_>,
     opts: &LoadOptions,
 ) -> Option<Job> {
-    let job_at = Position::at(&raw);
+    let job_at = raw.at;
     let mut raw = raw.value;
     let name = check_name(raw.name.take(), job_at, names, scope);
     let program = check_program(raw.command.take(), raw.shell.take(), job_at, scope);
     let schedule_source = raw.schedule.take();
     let own = check_settings(raw, scope, opts);
     let zone = own.zone.or(defaults.zone).unwrap_or(Tz::UTC);
-    let schedule = check_schedule(schedule_source, zone, job_at, scope);
+    let schedule = check_schedule(schedule_source, zone, job_at, schedules, scope);
     let termination_grace = own
         .termination_grace
         .or(defaults.termination_grace)
@@ -267,7 +272,7 @@ fn check_job(
 }
 
 fn check_name(
-    name: Option<Spanned<String>>,
+    name: Option<At<String>>,
     job_at: Position,
     names: &mut HashMap<String, Position>,
     scope: &mut Scope<'_, '_>,
@@ -276,7 +281,7 @@ fn check_name(
         scope.missing(job_at, "missing `name`");
         return None;
     };
-    let at = Position::at(&name);
+    let at = name.at;
     if let Err(why) = check_dns_label(&name.value) {
         scope.error(
             at,
@@ -318,15 +323,15 @@ fn check_dns_label(name: &str) -> Result<(), String> {
 }
 
 fn check_program(
-    command: Option<Spanned<Vec<Spanned<String>>>>,
-    shell: Option<Spanned<String>>,
+    command: Option<At<Vec<At<String>>>>,
+    shell: Option<At<String>>,
     job_at: Position,
     scope: &mut Scope<'_, '_>,
 ) -> Option<Program> {
     match (command, shell) {
         (Some(_), Some(shell)) => {
             scope.error(
-                Position::at(&shell),
+                shell.at,
                 "set exactly one of `command` and `shell`, not both",
             );
             None
@@ -343,63 +348,53 @@ fn check_program(
     }
 }
 
-fn check_command(
-    command: Spanned<Vec<Spanned<String>>>,
-    scope: &mut Scope<'_, '_>,
-) -> Option<Program> {
+fn check_command(command: At<Vec<At<String>>>, scope: &mut Scope<'_, '_>) -> Option<Program> {
     let Some(program) = command.value.first() else {
-        scope.error(
-            Position::at(&command),
-            "`command` is empty: give at least the program",
-        );
+        scope.error(command.at, "`command` is empty: give at least the program");
         return None;
     };
     let mut valid = true;
     if program.value.is_empty() {
-        scope.error(Position::at(program), "`command[0]` (the program) is empty");
+        scope.error(program.at, "`command[0]` (the program) is empty");
         valid = false;
     }
     for (i, arg) in command.value.iter().enumerate() {
         if arg.value.contains('\0') {
-            scope.error(
-                Position::at(arg),
-                format!("`command[{i}]` contains a NUL byte"),
-            );
+            scope.error(arg.at, format!("`command[{i}]` contains a NUL byte"));
             valid = false;
         }
     }
     valid.then(|| Program::Command(command.value.into_iter().map(|a| a.value).collect()))
 }
 
-fn check_shell(shell: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Program> {
+fn check_shell(shell: At<String>, scope: &mut Scope<'_, '_>) -> Option<Program> {
     if shell.value.trim().is_empty() {
-        scope.error(Position::at(&shell), "`shell` is empty");
+        scope.error(shell.at, "`shell` is empty");
         return None;
     }
     if shell.value.contains('\0') {
-        scope.error(Position::at(&shell), "`shell` contains a NUL byte");
+        scope.error(shell.at, "`shell` contains a NUL byte");
         return None;
     }
     Some(Program::Shell(shell.value))
 }
 
 fn check_schedule(
-    source: Option<Spanned<String>>,
+    source: Option<At<String>>,
     zone: Tz,
     job_at: Position,
+    schedules: &mut schedule::Parser,
     scope: &mut Scope<'_, '_>,
 ) -> Option<Schedule> {
     let Some(source) = source else {
         scope.missing(job_at, "missing `schedule`");
         return None;
     };
-    Schedule::parse(&source.value, zone)
+    schedules
+        .parse(&source.value, zone)
         .map_err(|err| {
             let expr = escape_controls(source.value.trim());
-            scope.error(
-                Position::at(&source),
-                format!("invalid schedule `{expr}`: {err}"),
-            );
+            scope.error(source.at, format!("invalid schedule `{expr}`: {err}"));
         })
         .ok()
 }
@@ -430,12 +425,12 @@ fn check_settings(raw: RawJob, scope: &mut Scope<'_, '_>, opts: &LoadOptions) ->
     }
 }
 
-fn check_zone(zone: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Tz> {
+fn check_zone(zone: At<String>, scope: &mut Scope<'_, '_>) -> Option<Tz> {
     let name = zone.value.trim();
     name.parse::<Tz>()
         .map_err(|_| {
             scope.error(
-                Position::at(&zone),
+                zone.at,
                 format!(
                     "unknown time zone `{}` (use an IANA name such as UTC or Europe/Berlin)",
                     escape_controls(name)
@@ -445,18 +440,15 @@ fn check_zone(zone: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Tz> {
         .ok()
 }
 
-fn check_env(env: Spanned<RawEnv>, scope: &mut Scope<'_, '_>) -> BTreeMap<String, String> {
+fn check_env(env: At<RawEnv>, scope: &mut Scope<'_, '_>) -> BTreeMap<String, String> {
     let mut checked = BTreeMap::new();
     for (key, value) in env.value.0 {
         if let Err(why) = check_env_name(&key.value) {
-            scope.error(Position::at(&key), why);
+            scope.error(key.at, why);
             continue;
         }
         if value.value.contains('\0') {
-            scope.error(
-                Position::at(&value),
-                format!("env `{}` contains a NUL byte", key.value),
-            );
+            scope.error(value.at, format!("env `{}` contains a NUL byte", key.value));
             continue;
         }
         checked.insert(key.value, value.value);
@@ -484,34 +476,30 @@ fn check_env_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_working_dir(dir: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<PathBuf> {
+fn check_working_dir(dir: At<String>, scope: &mut Scope<'_, '_>) -> Option<PathBuf> {
     if dir.value.is_empty() {
-        scope.error(Position::at(&dir), "`workingDir` is empty");
+        scope.error(dir.at, "`workingDir` is empty");
         return None;
     }
     if dir.value.contains('\0') {
-        scope.error(Position::at(&dir), "`workingDir` contains a NUL byte");
+        scope.error(dir.at, "`workingDir` contains a NUL byte");
         return None;
     }
     Some(PathBuf::from(dir.value))
 }
 
-fn check_duration(
-    field: &str,
-    value: Spanned<String>,
-    scope: &mut Scope<'_, '_>,
-) -> Option<Duration> {
+fn check_duration(field: &str, value: At<String>, scope: &mut Scope<'_, '_>) -> Option<Duration> {
     parse_duration(&value.value)
-        .map_err(|why| scope.error(Position::at(&value), format!("{field}: {why}")))
+        .map_err(|why| scope.error(value.at, format!("{field}: {why}")))
         .ok()
 }
 
 fn check_grace(
-    value: Spanned<String>,
+    value: At<String>,
     scope: &mut Scope<'_, '_>,
     opts: &LoadOptions,
 ) -> Option<Duration> {
-    let at = Position::at(&value);
+    let at = value.at;
     let grace = parse_duration_or_zero(&value.value)
         .map_err(|why| scope.error(at, format!("terminationGrace: {why}")))
         .ok()?;
@@ -529,8 +517,8 @@ fn check_grace(
     Some(grace)
 }
 
-fn check_backoff(value: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Duration> {
-    let at = Position::at(&value);
+fn check_backoff(value: At<String>, scope: &mut Scope<'_, '_>) -> Option<Duration> {
+    let at = value.at;
     let backoff = check_duration("retryBackoff", value, scope)?;
     if backoff > MAX_RETRY_BACKOFF {
         scope.error(
@@ -546,14 +534,14 @@ fn check_backoff(value: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Du
     Some(backoff)
 }
 
-fn check_policy(value: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<ConcurrencyPolicy> {
+fn check_policy(value: At<String>, scope: &mut Scope<'_, '_>) -> Option<ConcurrencyPolicy> {
     match value.value.trim() {
         "Forbid" => Some(ConcurrencyPolicy::Forbid),
         "Allow" => Some(ConcurrencyPolicy::Allow),
         "Replace" => Some(ConcurrencyPolicy::Replace),
         other => {
             scope.error(
-                Position::at(&value),
+                value.at,
                 format!(
                     "unknown concurrencyPolicy `{}` (expected Forbid, Allow or Replace)",
                     escape_controls(other)
@@ -564,12 +552,12 @@ fn check_policy(value: Spanned<String>, scope: &mut Scope<'_, '_>) -> Option<Con
     }
 }
 
-fn check_retries(value: Spanned<i128>, scope: &mut Scope<'_, '_>) -> Option<u32> {
+fn check_retries(value: At<i128>, scope: &mut Scope<'_, '_>) -> Option<u32> {
     match u32::try_from(value.value) {
         Ok(retries) if retries <= MAX_RETRIES => Some(retries),
         _ => {
             scope.error(
-                Position::at(&value),
+                value.at,
                 format!(
                     "retries must be between 0 and {MAX_RETRIES}, not {}",
                     value.value
