@@ -17,6 +17,8 @@
 //! SCALE_PROBE_HOLD_MS=5000 cargo bench --bench burst_scale   # runs that last 5 s: all in flight at once
 //! ```
 
+#[path = "support/report.rs"]
+mod report;
 #[path = "support/scale.rs"]
 mod scale;
 #[path = "../tests/support/scale_jobs.rs"]
@@ -67,14 +69,21 @@ fn main() {
             .build()
             .expect("runtime");
         let dir = tempfile::tempdir().expect("tempdir");
-        let report = runtime.block_on(burst_run(dir.path(), burst, index == 1));
-        std::fs::write(out, report).expect("write the figures");
+        let (report, figures) = runtime.block_on(burst_run(dir.path(), burst, index == 1));
+        std::fs::write(&out, report).expect("write the figures");
+        std::fs::write(figures_path(Path::new(&out)), figures.to_string())
+            .expect("write the figures");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     println!(
         "{burst} runs due at the same second (one job each, a probe that exits at once), each variant in a fresh process"
     );
+    let mut results = report::Report::new("burst_scale");
+    results
+        .param("burst", burst)
+        .param("lead_time_s", LEAD_TIME.as_secs())
+        .param("probe_hold_ms", scale::env_or(scale::HOLD_ENV, 0u64));
     for (index, name) in variants.iter().enumerate() {
         let out = dir.path().join(format!("report-{index}"));
         let status = std::process::Command::new(std::env::current_exe().expect("current exe"))
@@ -85,14 +94,24 @@ fn main() {
         assert!(status.success(), "variant {name} failed: {status}");
         println!("\n== {name}");
         print!("{}", std::fs::read_to_string(&out).expect("report"));
+        let figures = std::fs::read_to_string(figures_path(&out)).expect("figures");
+        let mut figures: serde_json::Value = serde_json::from_str(&figures).expect("figures");
+        figures["name"] = (*name).into();
+        results.raw(&format!("variant{index}"), figures);
     }
+    results.write();
     println!(
         "\ngoal: all {burst} runs started (none skipped or lost); report the spread from the slot to the last start"
     );
 }
 
-/// Runs one burst in this process and returns the report's text.
-async fn burst_run(work: &Path, burst: usize, with_state: bool) -> String {
+/// Where a variant's child writes its figures as JSON, beside its text report `out`.
+fn figures_path(out: &Path) -> std::path::PathBuf {
+    out.with_extension("json")
+}
+
+/// Runs one burst in this process and returns the report's text and its figures as JSON.
+async fn burst_run(work: &Path, burst: usize, with_state: bool) -> (String, serde_json::Value) {
     let probes = work.join("probes");
     let due = due_second(Utc::now() + chrono::Duration::from_std(LEAD_TIME).expect("small"));
     let set = jobs(burst, due, &probes);
@@ -203,8 +222,11 @@ async fn burst_run(work: &Path, burst: usize, with_state: bool) -> String {
             None => line(format!("{name:<WIDTH$} (no samples)")),
         }
         };
-        print(Summary::of(lags), "slot → child running (child's clock)");
-        print(Summary::of(to_spawn), "slot → spawn() (runner)");
+        print(
+            Summary::of(lags.clone()),
+            "slot → child running (child's clock)",
+        );
+        print(Summary::of(to_spawn.clone()), "slot → spawn() (runner)");
     }
     if let Some(last_end) = last_end {
         line(format!(
@@ -227,7 +249,30 @@ async fn burst_run(work: &Path, burst: usize, with_state: bool) -> String {
             size as f64 / (1024.0 * 1024.0)
         ));
     }
-    out
+    let peak_running = collector.peak_running.load(Ordering::Relaxed);
+    let record_bytes = std::fs::metadata(work.join("lease.state")).map_or(0, |m| m.len());
+    let figures = serde_json::json!({
+        "file_run_state": with_state,
+        "jobs": burst,
+        "ran_once": ran_once,
+        "ran_more_than_once": ran_twice,
+        "never_ran": burst - per_job.len(),
+        "skipped": skipped.len(),
+        "skipped_by_reason": summarize(&skipped),
+        "failed": failed.len(),
+        "failed_by_reason": summarize(&failed),
+        "lag": report::summarize("ms", &lags),
+        "to_spawn": report::summarize("ms", &to_spawn),
+        "every_run_finished_ms": last_end,
+        "peak_running": peak_running,
+        "peak_fds": peak_fds,
+        "fds_before": base_fds,
+        "nofile_soft": soft,
+        "nofile_hard": hard,
+        "state_writes": with_state.then_some(state_writes),
+        "record_bytes": with_state.then_some(record_bytes),
+    });
+    (out, figures)
 }
 
 /// `burst` jobs due at `due` (daily at that second, UTC), each running the probe.

@@ -11,6 +11,8 @@
 //! cargo bench --bench claim_scale             # ~10 s
 //! ```
 
+#[path = "support/report.rs"]
+mod report;
 #[path = "support/scale.rs"]
 mod scale;
 
@@ -31,6 +33,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let mut report = report::Report::new("claim_scale");
+    report.param("jobs", jobs).param("claims", claims);
     println!("file run state: one claim (a slot recorded as started) as the record grows; {claims} claims each");
     Summary::header(WIDTH);
     for n in [10, 1_000, jobs] {
@@ -71,6 +75,12 @@ fn main() {
                 started.elapsed().as_secs_f64() * 1e3
             })
             .collect();
+        report
+            .samples(&format!("claim.{n}"), "ms", &latencies)
+            .value(&format!("record_bytes.{n}"), size as f64, "B")
+            .value(&format!("encode.{n}"), encode, "ms")
+            .value(&format!("decode.{n}"), decode, "ms")
+            .value(&format!("clone.{n}"), clone, "ms");
         Summary::print(
             Summary::of(latencies),
             &format!("{n} jobs ({:.2} MiB)", size as f64 / (1024.0 * 1024.0)),
@@ -105,6 +115,21 @@ fn main() {
         CONFIG_MAP_LIMIT / per_job(pretty),
         CONFIG_MAP_LIMIT / per_job(compact)
     );
+    report
+        .param("sizes", serde_json::json!([10, 1_000, jobs]))
+        .value("per_job_bytes.pretty", per_job(pretty), "B")
+        .value("per_job_bytes.compact", per_job(compact), "B")
+        .value(
+            "config_map_capacity_jobs.pretty",
+            CONFIG_MAP_LIMIT / per_job(pretty),
+            "jobs",
+        )
+        .value(
+            "config_map_capacity_jobs.compact",
+            CONFIG_MAP_LIMIT / per_job(compact),
+            "jobs",
+        )
+        .write();
 }
 
 /// A record where each of `n` jobs started, completed and succeeded at `now`.

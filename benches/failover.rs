@@ -5,8 +5,14 @@
 //! - graceful failover: SIGTERM to the leader → the first successful Lease write of another replica, as the
 //!   API server received it;
 //! - crash failover: SIGKILL to the leader → the same;
-//! - steady state: Lease requests per minute by the leader and by each follower, by verb;
-//! - idle RSS of each replica (`VmRSS`).
+//! - steady state: API requests per minute by the leader and by each follower, by resource (the Lease,
+//!   the run state's ConfigMap `<lease>-state`, the jobs' ConfigMap, Events) and verb, over
+//!   `FAILOVER_STEADY_SECONDS` (default 60);
+//! - RSS (`VmRSS`) and CPU time per second of each replica in that window.
+//!
+//! The jobs come from the ConfigMap `leasecron-jobs` (`--jobs-configmap`): one job that succeeds every
+//! `FAILOVER_JOB_EVERY` seconds (default 10) and one that fails every 30 s, so that the leader's run-state
+//! writes and its (aggregated) Events show in the steady state.
 //!
 //! ```text
 //! cargo bench --bench failover                      # ~2.5 min with the default timings
@@ -15,6 +21,10 @@
 
 #[path = "../tests/support/fake_apiserver.rs"]
 mod fake_apiserver;
+#[path = "support/report.rs"]
+mod report;
+#[path = "support/scale.rs"]
+mod scale;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -28,7 +38,16 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 const LEASE: &str = "leasecron";
-const STEADY_WINDOW: Duration = Duration::from_secs(60);
+/// The run state's ConfigMap: `<lease>-state`.
+const STATE_CONFIG_MAP: &str = "leasecron-state";
+/// The jobs' ConfigMap (`--jobs-configmap`).
+const JOBS_CONFIG_MAP: &str = "leasecron-jobs";
+/// The bearer token that creates the jobs' ConfigMap (not a replica: not counted).
+const ADMIN: &str = "admin";
+/// Default length of the steady-state window, in seconds.
+const STEADY_SECONDS: u64 = 60;
+/// How often the failing job fires, in seconds: its Events are aggregated to one write a minute.
+const FAILING_EVERY: u64 = 30;
 
 struct Replica {
     identity: String,
@@ -61,7 +80,6 @@ impl Drop for Replica {
 struct Bench {
     server: FakeApiServer,
     dir: PathBuf,
-    jobs: PathBuf,
     timings: [String; 6],
     next_id: usize,
 }
@@ -74,8 +92,7 @@ impl Bench {
         let kubeconfig = self.server.kubeconfig(&self.dir, &token);
         let log = fs::File::create(self.dir.join(format!("{identity}.log"))).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_leasecron"))
-            .args(["run", "--jobs"])
-            .arg(&self.jobs)
+            .args(["run", "--jobs-configmap", JOBS_CONFIG_MAP])
             .args(["--identity", &identity, "--http-addr", "127.0.0.1:0"])
             .args(&self.timings)
             .env("KUBECONFIG", kubeconfig)
@@ -162,19 +179,20 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let steady_seconds: u64 = scale::env_or("FAILOVER_STEADY_SECONDS", STEADY_SECONDS);
+    let job_every: u64 = scale::env_or("FAILOVER_JOB_EVERY", 10);
     runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
-        let jobs = dir.path().join("jobs.yaml");
-        fs::write(&jobs, "jobs: []\n").expect("jobs");
         let (ld, rd, rp) = (
             env_duration("FAILOVER_LD", "15s"),
             env_duration("FAILOVER_RD", "10s"),
             env_duration("FAILOVER_RP", "2s"),
         );
+        let server = FakeApiServer::start().await;
+        create_jobs(&server, job_every).await;
         let mut bench = Bench {
-            server: FakeApiServer::start().await,
+            server,
             dir: dir.path().to_owned(),
-            jobs,
             timings: [
                 "--lease-duration".into(),
                 ld.clone(),
@@ -188,7 +206,19 @@ fn main() {
         println!("failover, 3 replicas against the fake API server, LD {ld} RD {rd} RP {rp}");
         let mut replicas: Vec<Replica> = (0..3).map(|_| bench.spawn()).collect();
 
-        steady_state(&bench, &replicas).await;
+        let mut report = report::Report::new("failover");
+        report
+            .param("replicas", replicas.len())
+            .param("lease_duration", ld.as_str())
+            .param("renew_deadline", rd.as_str())
+            .param("retry_period", rp.as_str())
+            .param("samples", samples)
+            .param("crash_samples", samples.min(3))
+            .param("steady_seconds", steady_seconds)
+            .param("job_every_seconds", job_every)
+            .param("failing_job_every_seconds", FAILING_EVERY);
+        let steady = steady_state(&bench, &replicas, Duration::from_secs(steady_seconds)).await;
+        report.raw("steady_state", steady);
 
         let mut graceful = Vec::new();
         for _ in 0..samples {
@@ -200,54 +230,118 @@ fn main() {
             crash.push(bench.failover(&mut replicas, Signal::SIGKILL).await);
         }
         print_summary("crash (SIGKILL → new holder's write)", &crash);
+        let ms = |samples: &[Duration]| -> Vec<f64> {
+            samples.iter().map(|d| d.as_secs_f64() * 1e3).collect()
+        };
+        report
+            .samples("graceful", "ms", &ms(&graceful))
+            .samples("crash", "ms", &ms(&crash))
+            .write();
     });
 }
 
-async fn steady_state(bench: &Bench, replicas: &[Replica]) {
+/// The jobs' ConfigMap, created through the API as an administrator would.
+async fn create_jobs(server: &FakeApiServer, every: u64) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    let text = format!(
+        "jobs:\n  - name: works\n    schedule: \"*/{every} * * * * *\"\n    shell: \"true\"\n  \
+         - name: fails\n    schedule: \"*/{FAILING_EVERY} * * * * *\"\n    shell: \"exit 1\"\n"
+    );
+    let config_map: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": JOBS_CONFIG_MAP},
+        "data": {"jobs.yaml": text},
+    }))
+    .expect("a ConfigMap");
+    Api::<ConfigMap>::namespaced(server.client(ADMIN).await, NAMESPACE)
+        .create(&PostParams::default(), &config_map)
+        .await
+        .expect("create the jobs' ConfigMap");
+}
+
+/// What a request was about, as the report groups them.
+fn object_class(resource: Option<Resource>, name: Option<&str>) -> &'static str {
+    match (resource, name) {
+        (Some(Resource::Leases), _) => "Lease",
+        (Some(Resource::ConfigMaps), Some(STATE_CONFIG_MAP)) => "state ConfigMap",
+        (Some(Resource::ConfigMaps), Some(JOBS_CONFIG_MAP)) => "jobs ConfigMap",
+        (Some(Resource::ConfigMaps), _) => "other ConfigMap",
+        (Some(Resource::Events), _) => "Events (events.k8s.io)",
+        (Some(Resource::CoreEvents), _) => "Events (core)",
+        (None, _) => "unrouted",
+    }
+}
+
+/// Requests per minute of each replica over `window`, by object and verb; also its RSS and CPU.
+async fn steady_state(bench: &Bench, replicas: &[Replica], window: Duration) -> serde_json::Value {
     let leader = bench.wait_for_holder(None).await;
     // Start-up requests (the first GET, the watch) are not steady state.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let cpu_before: Vec<f64> = replicas
+        .iter()
+        .map(|r| scale::cpu_ms(r.child.id()))
+        .collect();
     let from = Utc::now();
-    tokio::time::sleep(STEADY_WINDOW).await;
+    tokio::time::sleep(window).await;
     let to = Utc::now();
-    let minutes = (to - from).num_milliseconds() as f64 / 60_000.0;
-    println!(
-        "steady state over {:.0} s: Lease requests per minute",
-        minutes * 60.0
-    );
-    for replica in replicas {
-        let mut by_verb: BTreeMap<String, usize> = BTreeMap::new();
-        for r in bench.server.requests() {
-            if r.wall >= from
-                && r.wall < to
-                && r.token.as_deref() == Some(replica.token().as_str())
-                && r.resource == Some(Resource::Leases)
+    let seconds = (to - from).num_milliseconds() as f64 / 1000.0;
+    let minutes = seconds / 60.0;
+    println!("steady state over {seconds:.0} s: API requests per minute, by object and verb");
+    let requests = bench.server.requests();
+    let mut out = Vec::new();
+    for (replica, cpu_before) in replicas.iter().zip(cpu_before) {
+        let mut by_class: BTreeMap<(&str, String), usize> = BTreeMap::new();
+        for r in &requests {
+            if r.wall >= from && r.wall < to && r.token.as_deref() == Some(replica.token().as_str())
             {
+                let name = r.name.as_deref().or(r.selected_name.as_deref());
                 let verb = r
                     .verb
                     .map_or("unrouted".to_owned(), |v| format!("{v:?}").to_lowercase());
-                *by_verb.entry(verb).or_default() += 1;
+                *by_class
+                    .entry((object_class(r.resource, name), verb))
+                    .or_default() += 1;
             }
         }
-        let total: usize = by_verb.values().sum();
         let role = if replica.identity == leader {
             "leader"
         } else {
             "follower"
         };
-        let verbs: Vec<String> = by_verb
+        let cpu_ms_per_s = (scale::cpu_ms(replica.child.id()) - cpu_before) / seconds;
+        let rss_mib = replica.rss_kib().map(|k| k as f64 / 1024.0);
+        let lease: usize = by_class
             .iter()
-            .map(|(verb, n)| format!("{verb} {:.1}", *n as f64 / minutes))
+            .filter(|((class, _), _)| *class == "Lease")
+            .map(|(_, n)| n)
+            .sum();
+        let lines: Vec<String> = by_class
+            .iter()
+            .map(|((class, verb), n)| format!("{class} {verb} {:.1}", *n as f64 / minutes))
             .collect();
         println!(
-            "  {:<3} {:<8} {:>5.1}/min  ({})  idle RSS {} KiB",
+            "  {:<3} {:<8} Lease {:>5.1}/min  ({})  RSS {} MiB, CPU {cpu_ms_per_s:.2} ms/s",
             replica.identity,
             role,
-            total as f64 / minutes,
-            verbs.join(", "),
-            replica.rss_kib().map_or("?".into(), |k| k.to_string())
+            lease as f64 / minutes,
+            lines.join(", "),
+            rss_mib.map_or("?".into(), |m| format!("{m:.1}"))
         );
+        let per_minute: Vec<serde_json::Value> = by_class
+            .iter()
+            .map(|((class, verb), n)| {
+                serde_json::json!({"object": class, "verb": verb, "count": n, "per_minute": *n as f64 / minutes})
+            })
+            .collect();
+        out.push(serde_json::json!({
+            "identity": replica.identity,
+            "role": role,
+            "requests": per_minute,
+            "rss_mib": rss_mib,
+            "cpu_ms_per_s": cpu_ms_per_s,
+        }));
     }
+    serde_json::json!({"window_seconds": seconds, "replicas": out})
 }
 
 fn print_summary(name: &str, samples: &[Duration]) {

@@ -24,6 +24,8 @@
 //! SCALE_ONLY=1,6 cargo bench --bench fire_scale                    # only these scenarios (0-based)
 //! ```
 
+#[path = "support/report.rs"]
+mod report;
 #[path = "support/scale.rs"]
 mod scale;
 #[path = "../tests/support/scale_jobs.rs"]
@@ -324,6 +326,42 @@ fn main() {
         "goal: the cost per fire does not grow with the number of jobs (compare medians; the p99 of {} samples is near the max)",
         measured as u64 * seconds
     );
+    let mut report = report::Report::new("fire_scale");
+    report
+        .param("jobs", jobs)
+        .param("measured", measured)
+        .param("seconds", seconds)
+        .param("spread_minutes", spread)
+        .param("spread_fires_per_second", fires_per_second);
+    for (index, scenario) in scenarios.iter().enumerate() {
+        let Some((name, figures)) = by_index(index) else {
+            continue;
+        };
+        let key = |field: &str| format!("scenario{index}.{field}");
+        report
+            .raw(
+                &key("scenario"),
+                serde_json::json!({
+                    "name": name,
+                    "jobs": scenario.jobs,
+                    "others": match scenario.others {
+                        Others::FarAway => "far away".to_owned(),
+                        Others::Spread { minutes } => format!("every {minutes} min, spread"),
+                    },
+                    "file_run_state": scenario.state,
+                    "ballast": scenario.ballast,
+                    "scraped": scenario.scraped,
+                }),
+            )
+            .samples(&key("lag"), "ms", &figures.lag)
+            .samples(&key("first_of_slot"), "ms", &figures.first)
+            .samples(&key("to_spawn"), "ms", &figures.to_spawn)
+            .samples(&key("others_lag"), "ms", &figures.others_lag)
+            .value(&key("expected"), figures.expected as f64, "fires")
+            .value(&key("ran"), figures.lag.len() as f64, "fires")
+            .value(&key("rss"), figures.rss_mib, "MiB");
+    }
+    report.write();
 }
 
 /// Runs one scenario in this process.

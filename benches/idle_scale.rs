@@ -12,6 +12,8 @@
 
 #[path = "../tests/support/replica.rs"]
 mod replica;
+#[path = "support/report.rs"]
+mod report;
 #[path = "support/scale.rs"]
 mod scale;
 #[path = "../tests/support/scale_jobs.rs"]
@@ -97,6 +99,29 @@ fn main() {
         "per job: RSS {:.1} KiB",
         (large.rss_mib - small.rss_mib) * 1024.0 / (jobs - 10) as f64
     );
+    let mut report = report::Report::new("idle_scale");
+    report
+        .param("jobs", jobs)
+        .param("small_jobs", 10)
+        .param("idle_seconds", idle)
+        .param("settle_seconds", SETTLE.as_secs());
+    for (key, figures) in [("small", &small), ("large", &large)] {
+        report
+            .value(&format!("{key}.ready"), figures.ready_ms, "ms")
+            .value(&format!("{key}.rss"), figures.rss_mib, "MiB")
+            .value(&format!("{key}.hwm"), figures.hwm_mib, "MiB")
+            .value(&format!("{key}.cpu_per_s"), figures.cpu_ms_per_s, "ms/s")
+            .value(&format!("{key}.metrics_ms"), figures.metrics.1, "ms")
+            .value(
+                &format!("{key}.metrics_bytes"),
+                figures.metrics.0 as f64,
+                "B",
+            )
+            .value(&format!("{key}.status_ms"), figures.status.1, "ms")
+            .value(&format!("{key}.status_bytes"), figures.status.0 as f64, "B")
+            .value(&format!("{key}.sigterm_to_exit"), figures.exit_ms, "ms");
+    }
+    report.write();
 }
 
 fn measure(jobs: usize, idle: u64) -> Figures {

@@ -13,6 +13,8 @@
 
 #[path = "../tests/support/mount.rs"]
 mod mount;
+#[path = "support/report.rs"]
+mod report;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +61,19 @@ fn main() {
         reload::file::DEBOUNCE_MAX
     );
     let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    report::Report::new("reload_latency")
+        .param("samples", samples)
+        .param("gap_ms", RELOAD_GAP.as_millis() as u64)
+        .param(
+            "debounce_quiet_ms",
+            reload::file::DEBOUNCE_QUIET.as_millis() as u64,
+        )
+        .param(
+            "debounce_max_ms",
+            reload::file::DEBOUNCE_MAX.as_millis() as u64,
+        )
+        .samples("change_to_effect", "ms", &ms)
+        .write();
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
     println!(

@@ -27,6 +27,9 @@ use leasecron::state::{Backend, Ledger};
 use leasecron::term::{FencingToken, Leadership, Term};
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/report.rs"]
+mod report;
+
 const PROBE_ENV: &str = "LAG_PROBE_OUT";
 const DEFAULT_SAMPLES: u64 = 60;
 
@@ -58,7 +61,7 @@ fn main() {
         Backend::File(FileState::beside(&dir.path().join("lease"))),
         "bench".to_owned(),
     ));
-    let (with_state, _) = runtime.block_on(async {
+    let (with_state, with_state_spawn) = runtime.block_on(async {
         ledger
             .begin_term(FencingToken(1))
             .await
@@ -70,6 +73,16 @@ fn main() {
         &dir.path().join("tcs"),
         samples,
     ));
+    let mut report = report::Report::new("start_lag");
+    report
+        .param("samples", samples)
+        .param("schedule", "* * * * * *")
+        .samples("lag.leasecron", "ms", &ours)
+        .samples("to_spawn.leasecron", "ms", &ours_spawn)
+        .samples("lag.leasecron_file_state", "ms", &with_state)
+        .samples("to_spawn.leasecron_file_state", "ms", &with_state_spawn)
+        .samples("lag.tokio_cron_scheduler", "ms", &theirs)
+        .write();
     let ours = Summary::of(ours);
     let theirs = Summary::of(theirs);
     println!(

@@ -18,6 +18,8 @@
 //! SCALE_LEASECRON=/tmp/leasecron-before cargo bench --bench validate_scale   # compare with another build
 //! ```
 
+#[path = "support/report.rs"]
+mod report;
 #[path = "../tests/support/scale_jobs.rs"]
 mod scale_jobs;
 
@@ -134,6 +136,18 @@ fn main() {
         GOAL.as_millis(),
         process.median
     );
+    write_report(
+        jobs,
+        reps,
+        &text,
+        &[
+            ("validate_process", &process),
+            ("validate_process_10_jobs", &floor),
+            ("load_source", &load),
+            ("parse_str", &parse),
+            ("schedule_next_fire", &schedule),
+        ],
+    );
 }
 
 /// Wall time and CPU time of one `BINARY validate FILE`, which must succeed, in ms.
@@ -198,4 +212,21 @@ impl Summary {
             self.min, self.median, self.max
         );
     }
+}
+
+/// The machine-readable results (benches/support/report.rs), for `scripts/bench-report`.
+fn write_report(jobs: usize, reps: usize, text: &str, figures: &[(&str, &Summary)]) {
+    let mut report = report::Report::new("validate_scale");
+    report
+        .param("jobs", jobs)
+        .param("reps", reps)
+        .param("file_bytes", text.len())
+        .param("goal_ms", GOAL.as_millis() as u64);
+    for (name, summary) in figures {
+        report.raw(
+            name,
+            serde_json::json!({"unit": "ms", "n": reps, "min": summary.min, "median": summary.median, "max": summary.max}),
+        );
+    }
+    report.write();
 }
