@@ -28,8 +28,8 @@ use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 use crate::state::file::FileState;
-use crate::state::kube::KubeState;
-use crate::state::{Backend, JobRecord, Ledger, StateRecord};
+use crate::state::kube::{self as kube_state, KubeState};
+use crate::state::{Backend, JobRecord, Ledger, Pruner, StateRecord};
 
 /// Exit code for a usage or configuration error.
 pub const EXIT_USAGE: i32 = 2;
@@ -107,6 +107,15 @@ pub enum Error {
     /// The run state's ConfigMap is unusable at start (an invalid name, a denied RBAC verb).
     #[error("{0}")]
     StateConfigMap(#[from] crate::state::kube::Error),
+    /// The jobs are more than the run state ConfigMap can hold.
+    #[error("{origin}: {source}")]
+    StateCapacity {
+        /// Where the jobs came from.
+        origin: String,
+        /// How many, and the limit.
+        #[source]
+        source: kube_state::CapacityError,
+    },
     /// `--jobs-configmap` names no valid ConfigMap and key, or it cannot be read or watched.
     #[error("--jobs-configmap: {0}")]
     ConfigMap(#[from] configmap::Error),
@@ -140,6 +149,7 @@ impl Error {
             | Error::InvalidName { .. }
             | Error::Identity(_)
             | Error::UnknownJob(_)
+            | Error::StateCapacity { .. }
             | Error::Unreadable { .. } => EXIT_USAGE,
             Error::Election(
                 election::Error::EmptyIdentity
@@ -290,7 +300,8 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
                     Jobs::from_configmap(value, config.clone(), namespace, load).await?
                 }
                 (None, JobsSource::File(path)) => Jobs::from_file(path, load).await?,
-            };
+            }
+            .checking_state_capacity()?;
             // The run state beside the Lease: its RBAC is checked now, like the Lease's.
             let state = KubeState::new(
                 config.clone(),
@@ -328,6 +339,8 @@ struct Jobs {
     snapshot: Snapshot,
     load: LoadOptions,
     watcher: Watcher,
+    /// Refuse job sets whose run state may not fit in its ConfigMap (at start and on every reload).
+    check_state_capacity: bool,
 }
 
 /// What keeps the jobs current.
@@ -402,7 +415,21 @@ impl Jobs {
             snapshot,
             load,
             watcher,
+            check_state_capacity: false,
         })
+    }
+
+    /// For a run state in a ConfigMap: refuses these jobs now if their run state may not fit, and every
+    /// reload that would not.
+    fn checking_state_capacity(mut self) -> Result<Jobs, Error> {
+        if let Err(source) = state_capacity(&self.set) {
+            return Err(Error::StateCapacity {
+                origin: self.snapshot.origin.clone(),
+                source,
+            });
+        }
+        self.check_state_capacity = true;
+        Ok(self)
     }
 
     /// The load at start, as reported to the observers.
@@ -441,10 +468,21 @@ impl Jobs {
                 ));
             }
         }
-        let reloader = Reloader::new(self.load, jobs_tx, observers);
+        let mut reloader = Reloader::new(self.load, jobs_tx, observers);
+        if self.check_state_capacity {
+            reloader = reloader.with_check(Box::new(|set: &JobSet| {
+                state_capacity(set).map_err(|e| e.to_string())
+            }));
+        }
         tokio::spawn(reloader.run(snapshots, stop.clone()));
         jobs
     }
+}
+
+/// `Err` if the run state of `set` may not fit in its ConfigMap.
+fn state_capacity(set: &JobSet) -> Result<(), kube_state::CapacityError> {
+    let names = set.jobs.iter().map(|job| job.name.as_str());
+    kube_state::capacity_error(names).map_or(Ok(()), Err)
 }
 
 /// The Kubernetes Lease store, checked at start: valid names, a usable client configuration, an API
@@ -561,13 +599,17 @@ async fn run_with<S: LeaseStore>(
     observers.push(Arc::clone(&metrics) as Arc<dyn observe::Observer>);
     observers.push(Arc::clone(&status) as Arc<dyn observe::Observer>);
     observers.push(Arc::new(events.clone()) as Arc<dyn observe::Observer>);
+    let (elector, leadership) = Elector::new(store, config, Arc::clone(&clock))?;
+    observers.push(
+        Arc::new(Pruner::new(Arc::clone(&ledger), leadership.clone()))
+            as Arc<dyn observe::Observer>,
+    );
     let (senders, receivers) = observe::channels();
     observers.config_reload(&jobs.initial_report());
     let reload_observers = observers.clone();
     // Runs until every sender is gone; the runner lives until exit, so it is never awaited.
     tokio::spawn(observers.run(receivers));
 
-    let (elector, leadership) = Elector::new(store, config, Arc::clone(&clock))?;
     // Every child of this process is a run: what a term's runs leave behind dies with the term.
     let elector = elector.with_events(senders.election).sweeping_strays();
     let runner = Runner::with_ledger(
