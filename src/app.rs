@@ -252,6 +252,7 @@ pub struct RunOptions {
 /// subreaper of its descendants and, at the end of every term, kills every descendant still alive (the
 /// processes the runs left behind): call it only from a process whose every child is one of its runs.
 pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
+    raise_open_file_limit();
     let load = opts.timings.load_options()?;
     // A jobs file is checked before anything else; a ConfigMap once there is a client to read it with.
     let file_jobs = match &opts.jobs {
@@ -330,6 +331,28 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
             };
             run_with(opts, jobs, identity, lease, clock).await
         }
+    }
+}
+
+/// Raises the soft open file limit to the hard one: each run in flight holds about three descriptors, and
+/// the usual soft limit of 1 024 would cap the runs in flight at about 330. The runs' processes get the
+/// limits as they were. Logs what it did; a failure only costs capacity, so it is a warning.
+fn raise_open_file_limit() {
+    match crate::runner::raise_open_file_limit() {
+        Ok(limit) if limit.after > limit.before => tracing::info!(
+            before = limit.before,
+            after = limit.after,
+            "raised the open file limit (soft RLIMIT_NOFILE) to the hard limit; runs get the limit as it was"
+        ),
+        Ok(limit) => tracing::debug!(
+            soft = limit.after,
+            hard = limit.hard,
+            "the open file limit (soft RLIMIT_NOFILE) is already the hard limit"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot raise the open file limit (RLIMIT_NOFILE): runs in flight are limited by the soft limit"
+        ),
     }
 }
 
