@@ -500,7 +500,7 @@ impl Ledger {
             Some(Loaded { version, record }) => {
                 let why = match record {
                     Ok(record) => {
-                        format!("format {} (this leasecron reads {FORMAT})", record.format)
+                        format!("format {} (this leasecron reads format {FORMAT}, and in a ConfigMap format {})", record.format, kube::encoding::COMPACT_FORMAT)
                     }
                     Err(why) => why,
                 };
