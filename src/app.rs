@@ -3,7 +3,18 @@
 //! `main.rs` parses the flags into [`RunOptions`] and calls [`run`]; nothing else knows about the CLI.
 //! Everything that can be checked before the lease is touched is checked first (lease timings, the jobs
 //! file, the lease store, the HTTP address), so a bad input exits 2 without side effects.
+//!
+//! # Start-up against an unavailable API
+//!
+//! The start-up requests to the Kubernetes API (the GET of the Lease, the read of `--jobs-configmap`, the
+//! identity check) are retried while they fail transiently — unreachable, a reset connection, a timeout, a
+//! 5xx or a 429 — with a capped exponential backoff and jitter, for up to `--startup-timeout` (then exit 1
+//! with the last error): a brief outage while a pod starts no longer costs a crash-loop back-off. A
+//! permanent answer (403, 401, a missing ConfigMap, invalid jobs) still exits 2 at once. Meanwhile the HTTP
+//! endpoint is up, `/healthz` healthy and `/readyz` not ready, and SIGTERM or SIGINT exits 0 at once: the
+//! Lease has not been touched.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,8 +39,8 @@ use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 use crate::state::file::FileState;
-use crate::state::kube::KubeState;
-use crate::state::{Backend, JobRecord, Ledger, StateRecord};
+use crate::state::kube::{self as kube_state, KubeState};
+use crate::state::{Backend, JobRecord, Ledger, Pruner, StateRecord};
 
 /// Exit code for a usage or configuration error.
 pub const EXIT_USAGE: i32 = 2;
@@ -42,6 +53,10 @@ const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a follower on a local lease file re-reads it (at most; RP if shorter). A file has no watch;
 /// reading a few hundred bytes four times a second is cheap, and a release is noticed within this bound.
 pub const LEASE_FILE_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// The first wait between start-up attempts; it doubles per attempt, up to [`STARTUP_RETRY_MAX_DELAY`].
+const STARTUP_RETRY_FIRST_DELAY: Duration = Duration::from_millis(500);
+/// The longest wait between start-up attempts: a recovered API server is noticed within this.
+const STARTUP_RETRY_MAX_DELAY: Duration = Duration::from_secs(15);
 
 /// Errors of the commands. [`Error::exit_code`] maps them to the CLI's exit codes.
 #[derive(Debug, thiserror::Error)]
@@ -107,9 +122,31 @@ pub enum Error {
     /// The run state's ConfigMap is unusable at start (an invalid name, a denied RBAC verb).
     #[error("{0}")]
     StateConfigMap(#[from] crate::state::kube::Error),
+    /// The jobs are more than the run state ConfigMap can hold.
+    #[error("{origin}: {source}")]
+    StateCapacity {
+        /// Where the jobs came from.
+        origin: String,
+        /// How many, and the limit.
+        #[source]
+        source: kube_state::CapacityError,
+    },
     /// `--jobs-configmap` names no valid ConfigMap and key, or it cannot be read or watched.
     #[error("--jobs-configmap: {0}")]
     ConfigMap(#[from] configmap::Error),
+    /// The Kubernetes API stayed unavailable at start for `--startup-timeout`.
+    #[error("{step}: gave up after {attempts} attempts in {} (--startup-timeout): {source}", humantime::format_duration(*.timeout))]
+    StartupTimeout {
+        /// The start-up request.
+        step: &'static str,
+        /// How many times it was tried.
+        attempts: u32,
+        /// `--startup-timeout`.
+        timeout: Duration,
+        /// The last failure.
+        #[source]
+        source: Box<Error>,
+    },
     /// A task of ours panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -132,6 +169,17 @@ impl Error {
         )
     }
 
+    /// True if retrying later may succeed: the Kubernetes API is unreachable, timed out, or answered a 5xx
+    /// or 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::LeaseStore(e) | Error::Kubernetes { source: e, .. } => e.is_transient(),
+            Error::ConfigMap(e) => e.is_transient(),
+            Error::StateConfigMap(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+
     /// The process exit code for this error: 2 for bad input, 1 for failures at run time.
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -140,6 +188,7 @@ impl Error {
             | Error::InvalidName { .. }
             | Error::Identity(_)
             | Error::UnknownJob(_)
+            | Error::StateCapacity { .. }
             | Error::Unreadable { .. } => EXIT_USAGE,
             Error::Election(
                 election::Error::EmptyIdentity
@@ -234,6 +283,8 @@ pub struct RunOptions {
     pub lease_file: Option<PathBuf>,
     /// Where to serve `/healthz` and `/readyz`.
     pub http_addr: SocketAddr,
+    /// How long to retry transient Kubernetes API failures at start (zero: not at all).
+    pub startup_timeout: Duration,
 }
 
 /// `leasecron run`: elect, fire, run, until SIGTERM/SIGINT; then end the runs, release, return `Ok`.
@@ -242,11 +293,109 @@ pub struct RunOptions {
 /// subreaper of its descendants and, at the end of every term, kills every descendant still alive (the
 /// processes the runs left behind): call it only from a process whose every child is one of its runs.
 pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
+    raise_open_file_limit();
     let load = opts.timings.load_options()?;
+    // Everything that needs no request first: a bad input exits 2 before the HTTP port is taken.
+    let opened = open(&opts, load).await?;
+    // Up before the start-up requests, which may be retried for a while: probes see the replica live (not
+    // ready), and a signal ends it cleanly.
+    let listener = http::bind(opts.http_addr).await?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
+    }
+    let mut signals = Signals::install()?;
+    let (listener, starting) = StartingEndpoint::serve(listener)?;
+    let mut startup = Startup::new(opts.startup_timeout);
+    let prepared = tokio::select! {
+        prepared = opened.connect(&opts, load, &mut startup) => prepared,
+        signal = signals.recv() => {
+            tracing::info!(signal, "shutting down during start-up; the lease was not touched");
+            starting.stop().await;
+            return Ok(());
+        }
+    };
+    starting.stop().await;
+    let started = Started {
+        listener,
+        signals,
+        clock,
+    };
+    match prepared? {
+        Prepared::File {
+            jobs,
+            identity,
+            lease,
+        } => run_with(opts, jobs, identity, lease, started).await,
+        Prepared::Kube {
+            jobs,
+            identity,
+            lease,
+        } => run_with(opts, jobs, identity, lease, started).await,
+    }
+}
+
+/// What `run` opens and checks without a request: the identity, the lease store, the jobs file (or where
+/// the jobs ConfigMap is), the run state's name.
+struct Opened {
+    identity: String,
+    jobs: PendingJobs,
+    store: OpenedStore,
+}
+
+/// The jobs, loaded from a file, or still to be read from a ConfigMap.
+enum PendingJobs {
+    Loaded(Jobs),
+    ConfigMap {
+        target: ConfigMapRef,
+        /// Without a retry layer or read timeout.
+        client: kube::Client,
+    },
+}
+
+/// The lease store, opened.
+enum OpenedStore {
+    File {
+        store: FileStore,
+        state: FileState,
+    },
+    Kube {
+        store: KubeStore,
+        state: KubeState,
+        /// The API server's URL, for messages.
+        url: String,
+    },
+}
+
+/// What `run` opened and checked at start, before anything is written.
+enum Prepared {
+    /// A local lease file.
+    File {
+        jobs: Jobs,
+        identity: String,
+        lease: Lease<FileStore>,
+    },
+    /// A Kubernetes Lease.
+    Kube {
+        jobs: Jobs,
+        identity: String,
+        lease: Lease<KubeStore>,
+    },
+}
+
+/// What `run` set up before the lease store: the HTTP listener, the signal handlers, the clock.
+struct Started {
+    listener: tokio::net::TcpListener,
+    signals: Signals,
+    clock: SharedClock,
+}
+
+/// Opens the lease store, the jobs file and the run state, and checks what needs no request: every
+/// error here is a usage or configuration error (exit 2).
+async fn open(opts: &RunOptions, load: LoadOptions) -> Result<Opened, Error> {
     // A jobs file is checked before anything else; a ConfigMap once there is a client to read it with.
-    let file_jobs = match &opts.jobs {
-        JobsSource::File(path) => Some(Jobs::from_file(path, load).await?),
-        JobsSource::ConfigMap(_) => None,
+    let jobs_source = match &opts.jobs {
+        JobsSource::File(path) => Ok(Jobs::from_file(path, load).await?),
+        JobsSource::ConfigMap(value) => Err(value.as_str()),
     };
     match &opts.lease_file {
         Some(lease_file) => {
@@ -257,68 +406,303 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
             )?;
             // A corrupt lease file is a configuration error: find out before anything runs.
             store.get().await?;
-            let jobs = match (file_jobs, &opts.jobs) {
-                (Some(jobs), _) => jobs,
-                (None, JobsSource::ConfigMap(value)) => {
+            let jobs = match jobs_source {
+                Ok(jobs) => PendingJobs::Loaded(jobs),
+                Err(value) => {
                     // A local lease with the jobs in a cluster: the namespace as for a Lease.
                     let config = kube_store::infer_config().await?;
                     let namespace = resolve_namespace(opts.lease_namespace.clone(), &config)?;
-                    Jobs::from_configmap(value, config, namespace, load).await?
+                    PendingJobs::configmap(value, &config, namespace)?
                 }
-                (None, JobsSource::File(path)) => Jobs::from_file(path, load).await?,
             };
-            let ledger = Ledger::new(
-                Backend::File(FileState::beside(lease_file)),
-                identity.clone(),
-            );
-            let lease = Lease {
-                store,
-                ledger,
-                // No cluster, no Kubernetes Events.
-                events: EventSink::disabled(),
-            };
-            run_with(opts, jobs, identity, lease, clock).await
+            Ok(Opened {
+                identity,
+                jobs,
+                store: OpenedStore::File {
+                    store,
+                    state: FileState::beside(lease_file),
+                },
+            })
         }
         None => {
             let identity = resolve_identity(opts.identity.clone(), false)?;
-            let (store, config) = open_kube_store(&opts).await?;
-            // The jobs before the identity check, which may watch the Lease for a lease duration.
-            let jobs = match (file_jobs, &opts.jobs) {
-                (Some(jobs), _) => jobs,
-                (None, JobsSource::ConfigMap(value)) => {
-                    let namespace = store.params().namespace.clone();
-                    Jobs::from_configmap(value, config.clone(), namespace, load).await?
+            let (store, config) = open_kube_store(opts).await?;
+            let jobs = match jobs_source {
+                Ok(jobs) => PendingJobs::Loaded(jobs.checking_state_capacity()?),
+                Err(value) => {
+                    PendingJobs::configmap(value, &config, store.params().namespace.clone())?
                 }
-                (None, JobsSource::File(path)) => Jobs::from_file(path, load).await?,
             };
-            // The run state beside the Lease: its RBAC is checked now, like the Lease's.
+            // The run state beside the Lease.
             let state = KubeState::new(
                 config.clone(),
                 &store.params().namespace,
                 &opts.lease_name,
                 opts.timings.retry_period,
             )?;
-            state.check_access().await?;
-            store
-                .check_identity(&identity, opts.timings.lease_duration)
-                .await
-                .map_err(|source| Error::Kubernetes {
+            Ok(Opened {
+                identity,
+                jobs,
+                store: OpenedStore::Kube {
+                    store,
+                    state,
                     url: config.cluster_url.to_string(),
-                    source,
-                })?;
-            let events = EventSink::new(
-                store.client(),
-                &store.params().namespace,
-                &store.params().name,
-                &identity,
-            );
-            let lease = Lease {
-                store,
-                ledger: Ledger::new(Backend::Kube(state), identity.clone()),
-                events,
-            };
-            run_with(opts, jobs, identity, lease, clock).await
+                },
+            })
         }
+    }
+}
+
+// === impl Opened ===
+
+impl Opened {
+    /// The start-up requests: reads the Lease, checks the RBAC verbs, reads the jobs ConfigMap, checks
+    /// the identity. Transient failures are retried by `startup`; nothing is written.
+    async fn connect(
+        self,
+        opts: &RunOptions,
+        load: LoadOptions,
+        startup: &mut Startup,
+    ) -> Result<Prepared, Error> {
+        let Opened {
+            identity,
+            jobs,
+            store,
+        } = self;
+        match store {
+            OpenedStore::File { store, state } => {
+                let jobs = jobs.load(load, startup).await?;
+                let lease = Lease {
+                    store,
+                    ledger: Ledger::new(Backend::File(state), identity.clone()),
+                    // No cluster, no Kubernetes Events.
+                    events: EventSink::disabled(),
+                };
+                Ok(Prepared::File {
+                    jobs,
+                    identity,
+                    lease,
+                })
+            }
+            OpenedStore::Kube { store, state, url } => {
+                let start_error = |source| Error::Kubernetes {
+                    url: url.clone(),
+                    source,
+                };
+                startup
+                    .retry("reading the Lease", || async {
+                        store.get().await.map_err(start_error)
+                    })
+                    .await?;
+                store.check_access().await.map_err(start_error)?;
+                // The jobs before the identity check, which may watch the Lease for a lease duration.
+                let jobs = match jobs {
+                    PendingJobs::Loaded(jobs) => jobs,
+                    pending => pending
+                        .load(load, startup)
+                        .await?
+                        .checking_state_capacity()?,
+                };
+                // The run state's RBAC is checked now, like the Lease's.
+                state.check_access().await?;
+                startup
+                    .retry("checking the identity against the Lease", || async {
+                        store
+                            .check_identity(&identity, opts.timings.lease_duration)
+                            .await
+                            .map_err(start_error)
+                    })
+                    .await?;
+                let events = EventSink::new(
+                    store.client(),
+                    &store.params().namespace,
+                    &store.params().name,
+                    &identity,
+                );
+                let lease = Lease {
+                    store,
+                    ledger: Ledger::new(Backend::Kube(state), identity.clone()),
+                    events,
+                };
+                Ok(Prepared::Kube {
+                    jobs,
+                    identity,
+                    lease,
+                })
+            }
+        }
+    }
+}
+
+// === impl PendingJobs ===
+
+impl PendingJobs {
+    /// The ConfigMap `value` (`NAME[/KEY]`) in `namespace`, with a client to read it.
+    fn configmap(
+        value: &str,
+        config: &kube::Config,
+        namespace: String,
+    ) -> Result<PendingJobs, Error> {
+        Ok(PendingJobs::ConfigMap {
+            target: ConfigMapRef::parse(value, namespace)?,
+            // kube's retry layer off (every request is bounded by its params), no read timeout (a watch
+            // is quiet for minutes).
+            client: kube_store::client(config.clone(), None)?,
+        })
+    }
+
+    /// The jobs: as loaded, or read from the ConfigMap (its RBAC checked first).
+    async fn load(self, load: LoadOptions, startup: &mut Startup) -> Result<Jobs, Error> {
+        match self {
+            PendingJobs::Loaded(jobs) => Ok(jobs),
+            PendingJobs::ConfigMap { target, client } => {
+                Jobs::from_configmap(target, client, load, startup).await
+            }
+        }
+    }
+}
+
+/// Retries the start-up requests while they fail transiently ([`Error::is_transient`]), until a deadline.
+#[derive(Debug)]
+struct Startup {
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+    /// The state of the jitter's generator (xorshift64*).
+    jitter: u64,
+}
+
+// === impl Startup ===
+
+impl Startup {
+    fn new(timeout: Duration) -> Startup {
+        // Replicas started together must not retry in step: seed from the clock and the process id.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Startup {
+            timeout,
+            deadline: tokio::time::Instant::now() + timeout,
+            jitter: (nanos ^ (u64::from(std::process::id()) << 32)) | 1,
+        }
+    }
+
+    /// Runs `call` until it succeeds, fails permanently, or fails transiently after the deadline
+    /// ([`Error::StartupTimeout`] with the last failure). Each retry is logged at warn.
+    async fn retry<T, F: Future<Output = Result<T, Error>>>(
+        &mut self,
+        step: &'static str,
+        mut call: impl FnMut() -> F,
+    ) -> Result<T, Error> {
+        let mut attempt = 1;
+        loop {
+            let error = match call().await {
+                Ok(value) => {
+                    if attempt > 1 {
+                        tracing::info!(
+                            step,
+                            attempts = attempt,
+                            "the Kubernetes API answers again"
+                        );
+                    }
+                    return Ok(value);
+                }
+                Err(error) if !error.is_transient() => return Err(error),
+                Err(error) => error,
+            };
+            let remaining = self
+                .deadline
+                .saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(Error::StartupTimeout {
+                    step,
+                    attempts: attempt,
+                    timeout: self.timeout,
+                    source: Box::new(error),
+                });
+            }
+            let delay = self.delay(attempt).min(remaining);
+            tracing::warn!(
+                step,
+                attempt,
+                %error,
+                retry_in = %humantime::format_duration(delay),
+                "the Kubernetes API is unavailable at start; retrying"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// The wait after failed attempt `attempt`: doubling from [`STARTUP_RETRY_FIRST_DELAY`] up to
+    /// [`STARTUP_RETRY_MAX_DELAY`], then a random half of it taken off ("equal jitter"), in milliseconds.
+    fn delay(&mut self, attempt: u32) -> Duration {
+        let doubled =
+            STARTUP_RETRY_FIRST_DELAY.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+        let ceiling = doubled.min(STARTUP_RETRY_MAX_DELAY).as_millis() as u64;
+        self.jitter ^= self.jitter >> 12;
+        self.jitter ^= self.jitter << 25;
+        self.jitter ^= self.jitter >> 27;
+        let random = self.jitter.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let half = ceiling / 2;
+        Duration::from_millis(ceiling - random % (half + 1))
+    }
+}
+
+/// The endpoint while starting ([`http::serve_starting`]), on a second handle of the listener that the
+/// full endpoint takes over afterwards: connections that arrive meanwhile wait in the socket's backlog.
+struct StartingEndpoint {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), http::Error>>,
+}
+
+impl StartingEndpoint {
+    /// Serves the starting endpoint on a duplicate of `listener`; returns `listener` for the full one.
+    fn serve(
+        listener: tokio::net::TcpListener,
+    ) -> Result<(tokio::net::TcpListener, StartingEndpoint), Error> {
+        let shared = || -> std::io::Result<_> {
+            let listener = listener.into_std()?;
+            let duplicate = listener.try_clone()?;
+            Ok((
+                tokio::net::TcpListener::from_std(listener)?,
+                tokio::net::TcpListener::from_std(duplicate)?,
+            ))
+        };
+        let (listener, duplicate) = shared()
+            .map_err(|e| Error::Internal(format!("cannot share the HTTP listener: {e}")))?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(http::serve_starting(duplicate, stop.clone()));
+        Ok((listener, StartingEndpoint { stop, task }))
+    }
+
+    /// Stops it once the requests it is answering are answered.
+    async fn stop(self) {
+        self.stop.cancel();
+        if let Ok(Err(error)) = self.task.await {
+            tracing::warn!(%error, "the HTTP endpoint failed while starting");
+        }
+    }
+}
+
+/// Raises the soft open file limit to the hard one: each run in flight holds about three descriptors, and
+/// the usual soft limit of 1 024 would cap the runs in flight at about 330. The runs' processes get the
+/// limits as they were. Logs what it did; a failure only costs capacity, so it is a warning.
+fn raise_open_file_limit() {
+    match crate::runner::raise_open_file_limit() {
+        Ok(limit) if limit.after > limit.before => tracing::info!(
+            before = limit.before,
+            after = limit.after,
+            "raised the open file limit (soft RLIMIT_NOFILE) to the hard limit; runs get the limit as it was"
+        ),
+        Ok(limit) => tracing::debug!(
+            soft = limit.after,
+            hard = limit.hard,
+            "the open file limit (soft RLIMIT_NOFILE) is already the hard limit"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot raise the open file limit (RLIMIT_NOFILE): runs in flight are limited by the soft limit"
+        ),
     }
 }
 
@@ -328,6 +712,8 @@ struct Jobs {
     snapshot: Snapshot,
     load: LoadOptions,
     watcher: Watcher,
+    /// Refuse job sets whose run state may not fit in its ConfigMap (at start and on every reload).
+    check_state_capacity: bool,
 }
 
 /// What keeps the jobs current.
@@ -361,21 +747,22 @@ impl Jobs {
         Jobs::load(snapshot, load, Watcher::File(path.to_path_buf()))
     }
 
-    /// Reads the ConfigMap named by `value` (`NAME[/KEY]`) in `namespace`: checks the RBAC it needs, then
-    /// loads it. A missing ConfigMap or key, a denied verb or invalid jobs exit 2; an unreachable API 1.
+    /// Reads the ConfigMap `target` through `client`: checks the RBAC it needs, then loads it. A missing
+    /// ConfigMap or key, a denied verb or invalid jobs exit 2; an API that stays unreachable past the
+    /// start-up timeout 1.
     async fn from_configmap(
-        value: &str,
-        config: kube::Config,
-        namespace: String,
+        target: ConfigMapRef,
+        client: kube::Client,
         load: LoadOptions,
+        startup: &mut Startup,
     ) -> Result<Jobs, Error> {
-        let target = ConfigMapRef::parse(value, namespace)?;
         let params = configmap::Params::default();
-        // kube's retry layer off (every request is bounded by `params`), no read timeout (a watch is
-        // quiet for minutes).
-        let client = kube_store::client(config, None)?;
         configmap::check_access(&client, &target, &params).await?;
-        let snapshot = configmap::read(&client, &target, &params).await?;
+        let snapshot = startup
+            .retry("reading --jobs-configmap", || async {
+                Ok(configmap::read(&client, &target, &params).await?)
+            })
+            .await?;
         Jobs::load(
             snapshot,
             load,
@@ -402,7 +789,21 @@ impl Jobs {
             snapshot,
             load,
             watcher,
+            check_state_capacity: false,
         })
+    }
+
+    /// For a run state in a ConfigMap: refuses these jobs now if their run state may not fit, and every
+    /// reload that would not.
+    fn checking_state_capacity(mut self) -> Result<Jobs, Error> {
+        if let Err(source) = state_capacity(&self.set) {
+            return Err(Error::StateCapacity {
+                origin: self.snapshot.origin.clone(),
+                source,
+            });
+        }
+        self.check_state_capacity = true;
+        Ok(self)
     }
 
     /// The load at start, as reported to the observers.
@@ -441,15 +842,25 @@ impl Jobs {
                 ));
             }
         }
-        let reloader = Reloader::new(self.load, jobs_tx, observers);
+        let mut reloader = Reloader::new(self.load, jobs_tx, observers);
+        if self.check_state_capacity {
+            reloader = reloader.with_check(Box::new(|set: &JobSet| {
+                state_capacity(set).map_err(|e| e.to_string())
+            }));
+        }
         tokio::spawn(reloader.run(snapshots, stop.clone()));
         jobs
     }
 }
 
-/// The Kubernetes Lease store, checked at start: valid names, a usable client configuration, an API
-/// server that answers a GET of the Lease, and the RBAC verbs the election needs. Returns the client
-/// configuration too, for the ConfigMap. The caller checks the identity ([`KubeStore::check_identity`]).
+/// `Err` if the run state of `set` may not fit in its ConfigMap.
+fn state_capacity(set: &JobSet) -> Result<(), kube_state::CapacityError> {
+    let names = set.jobs.iter().map(|job| job.name.as_str());
+    kube_state::capacity_error(names).map_or(Ok(()), Err)
+}
+
+/// The Kubernetes Lease store, opened without a request: valid names and a usable client configuration.
+/// Returns the client configuration too, for the ConfigMaps. [`Opened::connect`] makes the requests.
 async fn open_kube_store(opts: &RunOptions) -> Result<(KubeStore, kube::Config), Error> {
     kube_store::check_lease_name(&opts.lease_name).map_err(|why| Error::InvalidName {
         flag: "--lease-name",
@@ -462,15 +873,8 @@ async fn open_kube_store(opts: &RunOptions) -> Result<(KubeStore, kube::Config),
     }
     let config = kube_store::infer_config().await?;
     let namespace = resolve_namespace(opts.lease_namespace.clone(), &config)?;
-    let url = config.cluster_url.to_string();
     let params = kube_store::Params::new(namespace, &opts.lease_name, opts.timings.retry_period);
     let store = KubeStore::new(config.clone(), params)?;
-    let start_error = |source| Error::Kubernetes {
-        url: url.clone(),
-        source,
-    };
-    store.get().await.map_err(start_error)?;
-    store.check_access().await.map_err(start_error)?;
     Ok((store, config))
 }
 
@@ -525,19 +929,19 @@ async fn run_with<S: LeaseStore>(
     jobs: Jobs,
     identity: String,
     lease: Lease<S>,
-    clock: SharedClock,
+    started: Started,
 ) -> Result<(), Error> {
     let Lease {
         store,
         ledger,
         events,
     } = lease;
+    let Started {
+        listener,
+        signals,
+        clock,
+    } = started;
     let ledger = Arc::new(ledger);
-    let listener = http::bind(opts.http_addr).await?;
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
-    }
-    let signals = Signals::install()?;
 
     // A reload may raise a job's grace up to the bound the timings allow: check the timings against that.
     let config = opts
@@ -561,13 +965,17 @@ async fn run_with<S: LeaseStore>(
     observers.push(Arc::clone(&metrics) as Arc<dyn observe::Observer>);
     observers.push(Arc::clone(&status) as Arc<dyn observe::Observer>);
     observers.push(Arc::new(events.clone()) as Arc<dyn observe::Observer>);
+    let (elector, leadership) = Elector::new(store, config, Arc::clone(&clock))?;
+    observers.push(
+        Arc::new(Pruner::new(Arc::clone(&ledger), leadership.clone()))
+            as Arc<dyn observe::Observer>,
+    );
     let (senders, receivers) = observe::channels();
     observers.config_reload(&jobs.initial_report());
     let reload_observers = observers.clone();
     // Runs until every sender is gone; the runner lives until exit, so it is never awaited.
     tokio::spawn(observers.run(receivers));
 
-    let (elector, leadership) = Elector::new(store, config, Arc::clone(&clock))?;
     // Every child of this process is a run: what a term's runs leave behind dies with the term.
     let elector = elector.with_events(senders.election).sweeping_strays();
     let runner = Runner::with_ledger(
@@ -821,5 +1229,118 @@ pub fn next(
     match job {
         Some(name) if !found => Err(Error::UnknownJob(name.to_owned())),
         _ => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn unavailable() -> Error {
+        Error::ConfigMap(configmap::Error::Unavailable {
+            origin: "configmap/ns/jobs/jobs.yaml".to_owned(),
+            verb: "get",
+            detail: "HTTP 503".to_owned(),
+        })
+    }
+
+    fn forbidden() -> Error {
+        Error::Kubernetes {
+            url: "https://api".to_owned(),
+            source: lease_store::Error::Forbidden {
+                store: "lease ns/l".to_owned(),
+                verb: lease_store::Verb::Get,
+                namespace: "ns".to_owned(),
+                message: "no".to_owned(),
+            },
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_until_the_call_succeeds() {
+        let calls = AtomicU32::new(0);
+        let mut startup = Startup::new(Duration::from_secs(60));
+        let value = startup
+            .retry("test", || async {
+                match calls.fetch_add(1, Ordering::Relaxed) {
+                    0..=3 => Err(unavailable()),
+                    _ => Ok(7),
+                }
+            })
+            .await
+            .expect("succeeds on the fifth attempt");
+        assert_eq!((value, calls.load(Ordering::Relaxed)), (7, 5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_failure_is_returned_at_once() {
+        let calls = AtomicU32::new(0);
+        let mut startup = Startup::new(Duration::from_secs(60));
+        let error = startup
+            .retry("test", || async {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Err::<(), _>(forbidden())
+            })
+            .await
+            .expect_err("forbidden");
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        assert_eq!(error.exit_code(), EXIT_USAGE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_at_the_deadline_with_the_last_error_and_exit_1() {
+        let start = tokio::time::Instant::now();
+        let mut startup = Startup::new(Duration::from_secs(20));
+        let error = startup
+            .retry("reading --jobs-configmap", || async {
+                Err::<(), _>(unavailable())
+            })
+            .await
+            .expect_err("gives up");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(20),
+            "the last wait ends at the deadline"
+        );
+        let Error::StartupTimeout { attempts, .. } = &error else {
+            panic!("expected StartupTimeout, got {error:?}");
+        };
+        // Waits of at most 0.5, 1, 2, 4, 8 s and at least half of each: 6 to 10 attempts in 20 s.
+        assert!((6..=10).contains(attempts), "{attempts}");
+        assert_eq!(error.exit_code(), EXIT_FAILURE);
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "reading --jobs-configmap: gave up after {attempts} attempts in 20s (--startup-timeout): "
+            )) && text.contains("HTTP 503"),
+            "{text}"
+        );
+        let no_retry = Startup::new(Duration::ZERO)
+            .retry("test", || async { Err::<(), _>(unavailable()) })
+            .await
+            .expect_err("no retry");
+        assert!(matches!(
+            no_retry,
+            Error::StartupTimeout { attempts: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn the_delays_double_up_to_the_cap_and_keep_at_least_half() {
+        let mut startup = Startup::new(Duration::from_secs(60));
+        for attempt in 1..40 {
+            let ceiling = (STARTUP_RETRY_FIRST_DELAY * 2u32.pow((attempt - 1).min(16)))
+                .min(STARTUP_RETRY_MAX_DELAY);
+            let delay = startup.delay(attempt);
+            assert!(
+                delay <= ceiling && delay >= ceiling / 2,
+                "{attempt}: {delay:?}"
+            );
+        }
+        // Jittered: not every delay at the cap is the same.
+        let capped: std::collections::HashSet<Duration> =
+            (0..20).map(|_| startup.delay(30)).collect();
+        assert!(capped.len() > 1);
     }
 }

@@ -350,6 +350,19 @@ pub async fn serve(
         .map_err(Error::Serve)
 }
 
+/// Serves the endpoints of a replica that is still starting (its start-up requests to the Kubernetes API
+/// may be retrying) on `listener` until `stop` is cancelled: `/healthz` is healthy, so probes do not restart
+/// it for waiting, `/readyz` and everything else is 503 "starting".
+pub async fn serve_starting(listener: TcpListener, stop: CancellationToken) -> Result<(), Error> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting\n") });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .map_err(Error::Serve)
+}
+
 async fn metrics_text(State(endpoints): State<Endpoints>) -> Response {
     // Off the runtime's workers: with 10 000 jobs an exposition is 17 MB and takes 400 ms to build, and the
     // timers of the jobs due meanwhile would wait for it.

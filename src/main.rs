@@ -97,6 +97,10 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// How long to retry the Kubernetes API at start while it is unreachable, times out or answers 5xx or
+    /// 429, before exiting 1 (0s: do not retry). A 401, a 403 or a missing object exits 2 at once.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DUR")]
+    startup_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +214,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         timings: Timings::from(&args.timings),
         lease_file: args.lease_file,
         http_addr: args.http_addr,
+        startup_timeout: args.startup_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

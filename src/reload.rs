@@ -35,11 +35,24 @@ pub struct Snapshot {
 }
 
 /// Checks each new [`Snapshot`] and publishes the valid ones as the jobs in force.
-#[derive(Debug)]
 pub struct Reloader {
     opts: LoadOptions,
     jobs: watch::Sender<Arc<JobSet>>,
     observers: Observers,
+    check: Option<JobSetCheck>,
+}
+
+/// A check of a valid job set against what the rest of the replica can hold (the run state's capacity):
+/// `Err(why)` refuses it.
+pub type JobSetCheck = Box<dyn Fn(&JobSet) -> Result<(), String> + Send + Sync>;
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("opts", &self.opts)
+            .field("check", &self.check.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 // === impl Reloader ===
@@ -51,7 +64,15 @@ impl Reloader {
             opts,
             jobs,
             observers,
+            check: None,
         }
+    }
+
+    /// Also refuses a valid job set that `check` refuses, keeping the jobs in force.
+    #[must_use]
+    pub fn with_check(mut self, check: JobSetCheck) -> Self {
+        self.check = Some(check);
+        self
     }
 
     /// Applies every new snapshot until `stop` is cancelled or the source is gone.
@@ -84,7 +105,15 @@ impl Reloader {
                 return;
             }
         };
-        match config::parse_str(text, origin, &self.opts) {
+        let parsed = config::parse_str(text, origin, &self.opts);
+        if let (Ok(jobs), Some(check)) = (&parsed, &self.check) {
+            if let Err(why) = check(jobs) {
+                tracing::error!(source = %origin, jobs = jobs.jobs.len(), error = %why, "the new jobs are refused; keeping the jobs in force");
+                self.fail(origin, format!("{origin}: {why}"));
+                return;
+            }
+        }
+        match parsed {
             Ok(jobs) => {
                 let hash = content_hash(text);
                 let count = jobs.jobs.len();
@@ -192,6 +221,29 @@ mod tests {
             reports.as_slice(),
             [ConfigReload::Applied { jobs: 1, initial: false, hash, .. }] if *hash == content_hash(ONE_JOB)
         ));
+    }
+
+    #[test]
+    fn a_version_the_check_refuses_keeps_the_jobs_in_force_and_says_why() {
+        let (reloader, jobs, recorder) = reloader();
+        let reloader = reloader.with_check(Box::new(|jobs: &JobSet| {
+            if jobs.jobs.len() > 1 {
+                Err(format!("{} jobs are too many", jobs.jobs.len()))
+            } else {
+                Ok(())
+            }
+        }));
+        reloader.apply(&snapshot(ONE_JOB));
+        let two = format!("{ONE_JOB}  - name: b\n    schedule: \"@hourly\"\n    shell: \"true\"\n");
+        reloader.apply(&snapshot(&two));
+        assert_eq!(jobs.borrow().jobs.len(), 1, "the jobs in force stay");
+        let reports = recorder.0.lock().expect("not poisoned");
+        let [ConfigReload::Applied { jobs: 1, .. }, ConfigReload::Failed { message, .. }] =
+            reports.as_slice()
+        else {
+            panic!("expected an applied then a refused reload, got {reports:?}");
+        };
+        assert_eq!(message, "jobs.yaml: 2 jobs are too many");
     }
 
     #[test]

@@ -37,6 +37,7 @@ use crate::term::Term;
 pub use attempt::OUTPUT_DRAIN_TIMEOUT;
 pub use output::MAX_LINE_BYTES;
 pub use report::{Failure, Outcome, RunEvent, RunReport, SkipReason};
+pub use spawner::{raise_open_file_limit, OpenFileLimit};
 
 use attempt::{Attempt, AttemptSpec};
 use command::RunEnv;

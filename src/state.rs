@@ -500,7 +500,7 @@ impl Ledger {
             Some(Loaded { version, record }) => {
                 let why = match record {
                     Ok(record) => {
-                        format!("format {} (this leasecron reads {FORMAT})", record.format)
+                        format!("format {} (this leasecron reads format {FORMAT}, and in a ConfigMap format {})", record.format, kube::encoding::COMPACT_FORMAT)
                     }
                     Err(why) => why,
                 };
@@ -527,6 +527,54 @@ impl Ledger {
             store: self.backend.describe(),
             attempts: CLAIM_ATTEMPTS,
         }
+    }
+}
+
+/// Forgets the run state of removed jobs as soon as a reload removes them (not only when the next term
+/// begins), so a reload that replaces jobs does not carry both sets into the record until then: the
+/// capacity a job set is checked against counts only its own jobs.
+///
+/// Only the leader writes; a follower leaves it to the next term's [`Ledger::begin_term`] pruning.
+/// Forgetting is on the safe side: a job without an entry owes nothing, so nothing runs because of it.
+pub struct Pruner {
+    ledger: std::sync::Arc<Ledger>,
+    leadership: tokio::sync::watch::Receiver<crate::term::Leadership>,
+}
+
+impl Pruner {
+    /// Prunes `ledger` while this replica leads, per `leadership`.
+    pub fn new(
+        ledger: std::sync::Arc<Ledger>,
+        leadership: tokio::sync::watch::Receiver<crate::term::Leadership>,
+    ) -> Pruner {
+        Pruner { ledger, leadership }
+    }
+}
+
+impl crate::observe::Observer for Pruner {
+    fn on_run(&self, _: &crate::runner::RunEvent) {}
+
+    fn on_election(&self, _: &crate::election::ElectionEvent) {}
+
+    fn on_dispatch(&self, event: &crate::dispatch::DispatchEvent) {
+        let crate::dispatch::DispatchEvent::JobsApplied { jobs, diff } = event else {
+            return;
+        };
+        if diff.removed.is_empty() {
+            return;
+        }
+        let token = match &*self.leadership.borrow() {
+            crate::term::Leadership::Leader { term } if term.is_live() => term.fencing_token(),
+            _ => return,
+        };
+        let ledger = std::sync::Arc::clone(&self.ledger);
+        let jobs = std::sync::Arc::clone(jobs);
+        tokio::spawn(async move {
+            let names: Vec<&str> = jobs.jobs.iter().map(|job| job.name.as_str()).collect();
+            if let Err(error) = ledger.retain_jobs(token, &names).await {
+                tracing::debug!(%error, "could not prune removed jobs from the run state");
+            }
+        });
     }
 }
 
@@ -672,6 +720,68 @@ mod tests {
             }),
             last_success: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_removes_jobs_prunes_them_while_leading_only() {
+        use crate::dispatch::{DispatchEvent, JobsDiff};
+        use crate::observe::Observer;
+        use crate::term::{Leadership, Term};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lease = dir.path().join("lease.json");
+        let ledger = std::sync::Arc::new(Ledger::new(
+            Backend::File(file::FileState::beside(&lease)),
+            "me".to_owned(),
+        ));
+        let token = FencingToken(4);
+        for name in ["kept", "gone"] {
+            let claim = ledger.claim(name, at(10), token, at(10), false).await;
+            assert_eq!(claim.expect("writes"), Claim::Claimed);
+        }
+        let (leading, leadership) = tokio::sync::watch::channel(Leadership::Unknown);
+        let pruner = Pruner::new(std::sync::Arc::clone(&ledger), leadership);
+        let kept = config::parse_str(
+            "jobs:\n  - name: kept\n    schedule: \"@hourly\"\n    shell: \"true\"\n",
+            "jobs.yaml",
+            &LoadOptions {
+                max_termination_grace: Duration::MAX,
+            },
+        )
+        .expect("valid");
+        let event = DispatchEvent::JobsApplied {
+            jobs: std::sync::Arc::new(kept),
+            diff: JobsDiff {
+                removed: vec!["gone".to_owned()],
+                ..JobsDiff::default()
+            },
+        };
+        let names = |ledger: &Ledger| ledger.snapshot().jobs.into_keys().collect::<Vec<_>>();
+        // A follower leaves the record alone (it decides at once, without a task).
+        pruner.on_dispatch(&event);
+        assert_eq!(names(&ledger), ["gone", "kept"]);
+        let handle = Term::begin(
+            token,
+            at(0),
+            tokio::time::Instant::now() + Duration::from_secs(60),
+        );
+        leading.send_replace(Leadership::Leader {
+            term: handle.term().clone(),
+        });
+        pruner.on_dispatch(&event);
+        let mut pruned = false;
+        for _ in 0..100 {
+            let record = ledger.refresh().await.expect("reads");
+            if record.jobs.keys().eq(["kept"].iter()) {
+                pruned = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            pruned,
+            "the removed job's entry is forgotten: {:?}",
+            names(&ledger)
+        );
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn an_unreachable_api_server_exits_1_naming_its_url() {
     let out = leasecron()
         .args(["run", "--jobs"])
         .arg(jobs(dir.path()))
-        .args(["--http-addr", "127.0.0.1:0"])
+        .args(["--http-addr", "127.0.0.1:0", "--startup-timeout", "1s"])
         .env("KUBECONFIG", unreachable_kubeconfig(dir.path()))
         .output()
         .expect("run");
@@ -104,6 +104,13 @@ fn an_unreachable_api_server_exits_1_naming_its_url() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("http://127.0.0.1:9") && stderr.contains("cannot reach the Kubernetes API"),
+        "{stderr}"
+    );
+    // Retried for --startup-timeout, then given up with the last error.
+    assert!(
+        stderr.contains("the Kubernetes API is unavailable at start; retrying")
+            && stderr.contains("reading the Lease: gave up after ")
+            && stderr.contains(" in 1s (--startup-timeout): "),
         "{stderr}"
     );
 }

@@ -220,7 +220,7 @@ async fn a_stale_term_cannot_write() {
 async fn a_corrupt_or_newer_record_is_rebuilt() {
     let server = FakeApiServer::start().await;
     let unknown_field = r#"{"format": 1, "fencingToken": 2, "jobs": {}, "newField": 1}"#;
-    let newer_format = r#"{"format": 2, "fencingToken": 2, "jobs": {}}"#;
+    let newer_format = r#"{"format": 3, "fencingToken": 2, "jobs": {}}"#;
     let cases: [&[(&str, &str)]; 4] = [
         &[(KEY, "not json")],
         &[(KEY, unknown_field)],
@@ -382,7 +382,7 @@ async fn every_write_is_a_compare_and_swap_on_the_resource_version() {
 }
 
 #[tokio::test]
-async fn the_configmap_holds_the_pretty_record_a_label_and_an_annotation() {
+async fn the_configmap_holds_the_record_in_format_1_a_label_and_an_annotation() {
     let server = FakeApiServer::start().await;
     let ledger = ledger(&server, "a").await;
     begin(&ledger, 1).await;
@@ -391,7 +391,8 @@ async fn the_configmap_holds_the_pretty_record_a_label_and_an_annotation() {
         .await
         .expect("api");
     let object = stored(&server);
-    let expected = serde_json::to_string_pretty(&ledger.snapshot()).expect("encodes");
+    // Format 1, compact: what every leasecron version reads.
+    let expected = serde_json::to_string(&ledger.snapshot()).expect("encodes");
     assert_eq!(object["data"][KEY], expected.as_str());
     assert_eq!(
         object["metadata"]["labels"][kube_state::MANAGED_BY_LABEL],
@@ -436,14 +437,14 @@ async fn a_configmap_deleted_under_a_ledger_is_created_again() {
 }
 
 #[tokio::test]
-async fn a_record_too_large_for_a_configmap_is_a_permanent_error_naming_it() {
+async fn a_record_too_large_for_a_configmap_is_a_permanent_error_naming_it_without_a_request() {
     let server = FakeApiServer::start().await;
     let state = store(&server, "a").await;
     let job = JobRecord {
         last_started: Some(SlotStart {
             slot: slot(0),
             fencing_token: 1,
-            identity: "i".repeat(1000),
+            identity: "pod-a".to_owned(),
             started_at: slot(0),
         }),
         ..JobRecord::default()
@@ -451,23 +452,41 @@ async fn a_record_too_large_for_a_configmap_is_a_permanent_error_naming_it() {
     let record = StateRecord {
         format: state::FORMAT,
         fencing_token: 1,
-        // About 1.1 KiB per job: over the 1 MiB a ConfigMap may hold.
-        jobs: (0..1100)
-            .map(|i| (format!("job-{i}"), job.clone()))
+        // About 80 bytes per job even with the essentials only: over the 1 MiB a ConfigMap may hold.
+        jobs: (0..15_000)
+            .map(|i| (format!("job-{i:05}-{}", "n".repeat(50)), job.clone()))
             .collect(),
     };
     let error = state.save(&record, None).await.expect_err("too large");
     assert!(!error.is_transient());
     assert!(
-        matches!(error, kube_state::Error::Api { code: 422, .. }),
+        matches!(
+            error,
+            kube_state::Error::TooLarge {
+                jobs: 15_000,
+                limit: 1_048_576,
+                ..
+            }
+        ),
         "{error:?}"
     );
     let message = error.to_string();
     assert!(
-        message.starts_with("run state configmap default/cron-state: create failed: HTTP 422"),
+        message
+            .starts_with("run state configmap default/cron-state: the record of 15000 jobs needs "),
         "{message}"
     );
-    assert!(message.contains("Too long"), "{message}");
+    assert!(
+        message.ends_with("bytes, over the 1048576 bytes a ConfigMap holds"),
+        "{message}"
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| r.verb != Some(ApiVerb::Create)),
+        "nothing was sent"
+    );
 }
 
 // === Outages ===

@@ -12,6 +12,7 @@ use std::process::Stdio;
 use chrono::{DateTime, SecondsFormat, Utc};
 use nix::errno::Errno;
 use nix::sys::prctl;
+use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::Signal;
 use nix::unistd::{getppid, Pid};
 use tokio::process::Command;
@@ -87,19 +88,24 @@ pub(crate) fn format_scheduled(scheduled: DateTime<Utc>) -> String {
     scheduled.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// Makes the child die with SIGKILL when its parent goes away, so no run outlives a crashed runner.
+/// Makes the child die with SIGKILL when its parent goes away, so no run outlives a crashed runner; and
+/// gives it the open file limits leasecron was started with (leasecron raises its own, see `spawner`).
 #[allow(unsafe_code)]
 fn die_with_parent(command: &mut Command) {
     let parent = Pid::this();
+    let open_files = super::spawner::child_open_file_limit();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe calls are
-    // allowed. It makes two system calls (prctl(2), getppid(2)), allocates nothing and takes no lock; the
-    // error it may return is built from a raw errno, without allocation.
+    // allowed. It makes at most three system calls (prctl(2), getppid(2), setrlimit(2)), allocates nothing
+    // and takes no lock; the error it may return is built from a raw errno, without allocation.
     unsafe {
         command.pre_exec(move || {
             prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
             // If the parent died before prctl took effect, the signal will never come: give up instead.
             if getppid() != parent {
                 return Err(io::Error::from(Errno::ESRCH));
+            }
+            if let Some((soft, hard)) = open_files {
+                setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(io::Error::from)?;
             }
             Ok(())
         });

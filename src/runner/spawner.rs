@@ -12,6 +12,15 @@
 //!
 //! One thread for the whole process, started on first use and never ended: the kernel sends a child's
 //! parent-death signal when the *thread* that forked it exits (see `command`).
+//!
+//! # Open files
+//!
+//! Each run in flight holds about three descriptors (its stdout and stderr pipes, the pidfd or signal
+//! plumbing of its child), so the usual soft `RLIMIT_NOFILE` of 1 024 allowed only about 330 runs at once.
+//! [`raise_open_file_limit`] raises the soft limit to the hard one when `run` starts, and every child gets
+//! the limits back as they were ([`child_open_file_limit`]), as systemd does: a job sees the limits its
+//! container gives, not ours. A spawn refused for lack of descriptors (EMFILE, ENFILE) fails its run with a
+//! message saying so and naming the limit.
 
 use std::io;
 use std::panic::AssertUnwindSafe;
@@ -29,6 +38,66 @@ use crate::reaper::{self, TrackedChild};
 
 /// The spawner thread's name, as `ps -L` and panics show it.
 const THREAD_NAME: &str = "leasecron-spawn";
+/// About how many descriptors a run in flight holds, for the message of a spawn refused for lack of them.
+const DESCRIPTORS_PER_RUN: u64 = 3;
+
+/// The open file limits (soft, hard) as they were before [`raise_open_file_limit`], which children get back.
+static CHILD_OPEN_FILE_LIMIT: OnceLock<(u64, u64)> = OnceLock::new();
+
+/// What [`raise_open_file_limit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFileLimit {
+    /// The soft limit before.
+    pub before: u64,
+    /// The soft limit now.
+    pub after: u64,
+    /// The hard limit.
+    pub hard: u64,
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (never lowers it), and remembers the
+/// limits as they were for the runs' processes. Call it once, before the first run.
+pub fn raise_open_file_limit() -> Result<OpenFileLimit, nix::Error> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let _ = CHILD_OPEN_FILE_LIMIT.set((soft, hard));
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    let (after, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    Ok(OpenFileLimit {
+        before: soft,
+        after,
+        hard,
+    })
+}
+
+/// The open file limits (soft, hard) a run's process gets: as they were before [`raise_open_file_limit`]
+/// (`None` if it was not called).
+pub(crate) fn child_open_file_limit() -> Option<(u64, u64)> {
+    CHILD_OPEN_FILE_LIMIT.get().copied()
+}
+
+/// `error`, explained if the process ran out of descriptors.
+fn explain(error: io::Error) -> io::Error {
+    let why = match error.raw_os_error().map(nix::errno::Errno::from_raw) {
+        Some(nix::errno::Errno::EMFILE) => {
+            let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or_else(|_| "unknown".to_owned(), |(soft, _)| soft.to_string());
+            format!(
+                "leasecron has no file descriptor left (its open file limit, RLIMIT_NOFILE, is {soft}; each \
+                 run in flight holds about {DESCRIPTORS_PER_RUN}): raise the container's nofile limit or \
+                 spread the runs over time"
+            )
+        }
+        Some(nix::errno::Errno::ENFILE) => {
+            "the system's file table is full (fs.file-max): too many open files on this node"
+                .to_owned()
+        }
+        _ => return error,
+    };
+    io::Error::new(error.kind(), format!("{error}: {why}"))
+}
 
 /// Why a request was not spawned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +193,7 @@ fn serve(request: Request) {
         gate()?;
         let started_wall = clock.now();
         let started = Instant::now();
-        let result = reaper::spawn_tracked(&mut command);
+        let result = reaper::spawn_tracked(&mut command).map_err(explain);
         Ok(Tried {
             result,
             started_wall,
@@ -140,4 +209,40 @@ fn serve(request: Request) {
         })
     });
     let _ = reply.send(outcome);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_is_explained_and_other_errors_are_kept() {
+        let emfile = explain(io::Error::from_raw_os_error(
+            nix::errno::Errno::EMFILE as i32,
+        ));
+        let text = emfile.to_string();
+        assert!(text.starts_with("Too many open files"), "{text}");
+        assert!(
+            text.contains(
+                "leasecron has no file descriptor left (its open file limit, RLIMIT_NOFILE, is "
+            ),
+            "{text}"
+        );
+        let enfile = explain(io::Error::from_raw_os_error(
+            nix::errno::Errno::ENFILE as i32,
+        ));
+        assert!(
+            enfile
+                .to_string()
+                .contains("the system's file table is full"),
+            "{enfile}"
+        );
+        let other = explain(io::Error::from_raw_os_error(
+            nix::errno::Errno::ENOENT as i32,
+        ));
+        assert_eq!(
+            other.to_string(),
+            io::Error::from_raw_os_error(nix::errno::Errno::ENOENT as i32).to_string()
+        );
+    }
 }

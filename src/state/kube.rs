@@ -1,5 +1,8 @@
 //! The run state in the ConfigMap `<lease-name>-state` beside the Lease, under the key `state.json`, as
-//! pretty JSON.
+//! JSON in the most readable [`encoding`] that fits the 1 MiB a ConfigMap holds (format 1 while it fits,
+//! which every leasecron reads; a compact format 2 beyond). A record that fits in none is
+//! [`Error::TooLarge`], without a request; [`capacity_error`] checks a job set against that limit when
+//! it is loaded, so a job set the state could not hold is refused instead of failing every claim.
 //!
 //! # Requests
 //!
@@ -28,6 +31,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
+
+pub mod encoding;
 
 use super::{Loaded, Saved, StateRecord};
 use crate::lease_store::kube::{
@@ -150,14 +155,50 @@ pub enum Error {
         /// The API server's message.
         message: String,
     },
-    /// The record cannot be encoded as JSON.
-    #[error("run state {store}: encoding the record: {detail}")]
-    Encode {
+    /// The record does not fit in a ConfigMap, even in its most compact encoding (no request was made).
+    #[error(
+        "run state {store}: the record of {jobs} jobs needs {bytes} bytes, over the {limit} bytes a \
+         ConfigMap holds"
+    )]
+    TooLarge {
         /// [`KubeState::describe`].
         store: String,
-        /// The encoder's error.
-        detail: String,
+        /// How many jobs the record holds.
+        jobs: usize,
+        /// Its smallest encoding's size.
+        bytes: usize,
+        /// [`encoding::MAX_BYTES`].
+        limit: usize,
     },
+}
+
+/// Why a job set is refused: its run state might not fit in the ConfigMap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{jobs} jobs are more than the run state ConfigMap of one Lease holds: their run state may need \
+     {needed} bytes, over the {limit} bytes of a ConfigMap (about 40 bytes per job plus its name: 10 000 \
+     jobs fit whatever their names); split the jobs over several Leases (one leasecron Deployment per \
+     --lease-name), or shorten their names"
+)]
+pub struct CapacityError {
+    /// How many jobs.
+    pub jobs: usize,
+    /// The bytes their run state may need ([`encoding::capacity_needed`]).
+    pub needed: usize,
+    /// [`encoding::MAX_BYTES`].
+    pub limit: usize,
+}
+
+/// Checks that the run state of jobs with these names always fits in the ConfigMap: `None` if it does,
+/// else why not. (Entries of removed jobs are pruned when a term begins and when jobs are reloaded.)
+pub fn capacity_error<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Option<CapacityError> {
+    let jobs = names.len();
+    let needed = encoding::capacity_needed(names);
+    (needed > encoding::MAX_BYTES).then_some(CapacityError {
+        jobs,
+        needed,
+        limit: encoding::MAX_BYTES,
+    })
 }
 
 /// The RBAC rules leasecron needs on the ConfigMap: `create` cannot be limited to a name, the others can.
@@ -181,6 +222,8 @@ pub struct KubeState {
     request_timeout: Duration,
     /// The metadata of the last ConfigMap read or written, sent back on a replace of that version.
     last_meta: std::sync::Mutex<Option<Box<ObjectMeta>>>,
+    /// The encoding of the last write, to log when it changes.
+    last_encoding: std::sync::Mutex<Option<encoding::Encoding>>,
 }
 
 // === impl Error ===
@@ -234,6 +277,7 @@ impl KubeState {
             describe,
             request_timeout,
             last_meta: std::sync::Mutex::new(None),
+            last_encoding: std::sync::Mutex::new(None),
         })
     }
 
@@ -264,10 +308,20 @@ impl KubeState {
     /// Writes `record` if the ConfigMap's resourceVersion is still `version` (`None`: if there is no
     /// ConfigMap).
     pub async fn save(&self, record: &StateRecord, version: Option<&str>) -> Result<Saved, Error> {
-        let text = serde_json::to_string_pretty(record).map_err(|e| Error::Encode {
-            store: self.describe.clone(),
-            detail: e.to_string(),
-        })?;
+        let text = match encoding::encode(record, encoding::MAX_BYTES) {
+            Ok((text, encoding)) => {
+                self.note_encoding(encoding, record.jobs.len());
+                text
+            }
+            Err(bytes) => {
+                return Err(Error::TooLarge {
+                    store: self.describe.clone(),
+                    jobs: record.jobs.len(),
+                    bytes,
+                    limit: encoding::MAX_BYTES,
+                })
+            }
+        };
         let config_map = ConfigMap {
             metadata: self.metadata_for(version),
             data: Some(BTreeMap::from([(KEY.to_owned(), text)])),
@@ -339,6 +393,36 @@ impl KubeState {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
         })
+    }
+
+    /// Logs when the encoding changes: format 2 cannot be read by a leasecron before it, and its
+    /// essentials-only form drops the details `/status` shows.
+    fn note_encoding(&self, encoding: encoding::Encoding, jobs: usize) {
+        let mut last = self
+            .last_encoding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *last == Some(encoding) {
+            return;
+        }
+        *last = Some(encoding);
+        match encoding {
+            encoding::Encoding::Full => {
+                tracing::debug!(store = %self.describe, jobs, "run state written in format 1");
+            }
+            encoding::Encoding::Compact => tracing::info!(
+                store = %self.describe,
+                jobs,
+                "run state too large for format 1: written in the compact format 2 (a leasecron before \
+                 format 2 would rebuild it)"
+            ),
+            encoding::Encoding::Essential => tracing::warn!(
+                store = %self.describe,
+                jobs,
+                "run state too large for format 2 with details: written with the essentials only (who \
+                 started each slot, when exactly, and the last success are no longer kept)"
+            ),
+        }
     }
 
     fn config_maps(&self) -> Api<ConfigMap> {
@@ -481,7 +565,7 @@ fn decode(store: &str, config_map: &ConfigMap) -> Result<StateRecord, String> {
     let Some(text) = config_map.data.as_ref().and_then(|data| data.get(KEY)) else {
         return Err(format!("{store}: {}", missing_key(config_map)));
     };
-    serde_json::from_str(text).map_err(|e| format!("{store} key {KEY}: {e}"))
+    encoding::decode(text).map_err(|e| format!("{store} key {KEY}: {e}"))
 }
 
 /// Why `config_map` has no text under [`KEY`].

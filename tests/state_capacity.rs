@@ -1,0 +1,272 @@
+//! The run state ConfigMap's capacity, against the strict fake API server (which refuses a ConfigMap over
+//! 1 MiB with 422, as the real one does): 10 000 jobs fit; format 1, which every version reads, is written
+//! while it fits and read whoever wrote it; and a job set whose run state may not fit is refused when it
+//! is loaded (exit 2 at start, the jobs in force kept on a reload) instead of failing every claim.
+
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/replica.rs"]
+mod replica;
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use fake_apiserver::{FakeApiServer, Resource, NAMESPACE};
+use futures_util::future::join_all;
+use leasecron::state::kube::{encoding, KubeState, KEY};
+use leasecron::state::{Backend, Claim, Completion, Ledger, StateRecord};
+use leasecron::term::FencingToken;
+use replica::{wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
+
+const LEASE: &str = "cron";
+const STATE: &str = "cron-state";
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn slot(s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + s, 0)
+        .single()
+        .expect("valid")
+}
+
+async fn ledger(server: &FakeApiServer, token: &str) -> Ledger {
+    let state = KubeState::new(server.config(token).await, NAMESPACE, LEASE, TIMEOUT)
+        .expect("a store for a valid Lease name");
+    Ledger::new(
+        Backend::Kube(state),
+        format!("{token}-replica-7d9f8b6c5-x2k4q"),
+    )
+}
+
+/// The text under `state.json`.
+fn stored_text(server: &FakeApiServer) -> String {
+    server
+        .object(Resource::ConfigMaps, NAMESPACE, STATE)
+        .expect("the state ConfigMap exists")["data"][KEY]
+        .as_str()
+        .expect("a state.json text")
+        .to_owned()
+}
+
+/// The stored format, as a version that reads only format 1 sees it: `Some(record)` if it can read it.
+fn readable_by_format_1_readers(server: &FakeApiServer) -> Option<StateRecord> {
+    serde_json::from_str::<StateRecord>(&stored_text(server)).ok()
+}
+
+/// Claims slot `at` of every job and records its completion, all at once (as at a burst of fires).
+async fn run_all(ledger: &Ledger, names: &[String], at: i64, token: u64, outcome: &str) {
+    let claims = join_all(
+        names
+            .iter()
+            .map(|name| ledger.claim(name, slot(at), FencingToken(token), slot(at), false)),
+    )
+    .await;
+    for (name, claim) in names.iter().zip(claims) {
+        assert_eq!(claim.expect("the API answers"), Claim::Claimed, "{name}");
+    }
+    let completions = join_all(names.iter().map(|name| {
+        let completion = Completion {
+            slot: slot(at),
+            outcome: outcome.to_owned(),
+            finished_at: slot(at + 5),
+        };
+        ledger.complete(name, FencingToken(token), completion)
+    }))
+    .await;
+    for completion in completions {
+        completion.expect("the API answers");
+    }
+}
+
+fn names(count: usize, stem: &str) -> Vec<String> {
+    (0..count).map(|i| format!("{stem}-{i:05}")).collect()
+}
+
+#[tokio::test]
+async fn ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_another_replica() {
+    let server = FakeApiServer::start().await;
+    let a = ledger(&server, "a").await;
+    a.begin_term(FencingToken(1))
+        .await
+        .expect("api")
+        .expect("not stale");
+    // 63 characters: the longest job name (a DNS-1123 label). Failed runs: the last success is kept apart.
+    let names = names(10_000, &"n".repeat(57));
+    run_all(&a, &names, 60, 1, "failed").await;
+
+    let text = stored_text(&server);
+    assert!(text.len() <= encoding::MAX_BYTES, "{} bytes", text.len());
+    let format = serde_json::from_str::<serde_json::Value>(&text).expect("JSON")["format"].clone();
+    assert_eq!(format, 2, "the compact format");
+    let b = ledger(&server, "b").await;
+    let record = b
+        .begin_term(FencingToken(2))
+        .await
+        .expect("api")
+        .expect("not stale");
+    assert_eq!(record.jobs.len(), 10_000);
+    for name in &names {
+        let job = &record.jobs[name];
+        let started = job.last_started.as_ref().expect("started");
+        assert_eq!(
+            (started.slot, started.fencing_token),
+            (slot(60), 1),
+            "{name}"
+        );
+        let completed = job.last_completion.as_ref().expect("completed");
+        assert_eq!(
+            (completed.slot, completed.outcome.as_str()),
+            (slot(60), "failed")
+        );
+    }
+    // The slots are claimed: the new term does not start them again.
+    assert_eq!(
+        b.claim(&names[0], slot(60), FencingToken(2), slot(61), false)
+            .await
+            .expect("api"),
+        Claim::AlreadyStarted {
+            slot: slot(60),
+            fencing_token: 1
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_while_it_fits() {
+    let server = FakeApiServer::start().await;
+    // The previous version wrote pretty JSON in format 1.
+    let old = ledger(&server, "old").await;
+    old.begin_term(FencingToken(1))
+        .await
+        .expect("api")
+        .expect("not stale");
+    run_all(&old, &names(3, "job"), 60, 1, "succeeded").await;
+    let pretty = serde_json::to_string_pretty(&old.snapshot()).expect("encodes");
+    let admin = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        server.client("admin").await,
+        NAMESPACE,
+    );
+    let mut config_map = admin.get(STATE).await.expect("get");
+    config_map.data = Some([(KEY.to_owned(), pretty)].into());
+    admin
+        .replace(STATE, &Default::default(), &config_map)
+        .await
+        .expect("replace");
+
+    let new = ledger(&server, "new").await;
+    let record = new
+        .begin_term(FencingToken(2))
+        .await
+        .expect("api")
+        .expect("not stale");
+    assert_eq!(record.jobs, old.snapshot().jobs, "every field read");
+    let more = names(5, "job");
+    run_all(&new, &more, 120, 2, "succeeded").await;
+    // Small enough for format 1: an older replica taking over reads it all.
+    let readable = readable_by_format_1_readers(&server).expect("format 1");
+    assert_eq!(readable.jobs.len(), 5);
+    assert_eq!(readable, new.snapshot());
+}
+
+#[tokio::test]
+async fn a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_are_removed() {
+    let server = FakeApiServer::start().await;
+    let a = ledger(&server, "a").await;
+    a.begin_term(FencingToken(1))
+        .await
+        .expect("api")
+        .expect("not stale");
+    // Format 1 holds about 2 500 jobs with names of 23 characters: 4 000 do not fit.
+    let names = names(4_000, "nightly-report-db");
+    run_all(&a, &names, 60, 1, "succeeded").await;
+    assert!(readable_by_format_1_readers(&server).is_none(), "format 2");
+    let in_memory = a.snapshot();
+    let b = ledger(&server, "b").await;
+    let record = b
+        .begin_term(FencingToken(2))
+        .await
+        .expect("api")
+        .expect("not stale");
+    // Format 2 with details keeps every field, to the millisecond (these are whole seconds).
+    assert_eq!(record.jobs, in_memory.jobs);
+
+    let kept: Vec<&str> = names[..100].iter().map(String::as_str).collect();
+    b.retain_jobs(FencingToken(2), &kept).await.expect("api");
+    let readable = readable_by_format_1_readers(&server).expect("format 1 again");
+    assert_eq!(readable.jobs.len(), 100);
+}
+
+/// A jobs file of `count` jobs with names of 63 characters.
+fn jobs_file(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
+    let mut text = String::from("defaults:\n  terminationGrace: 100ms\njobs:\n");
+    for name in names(count, &"n".repeat(57)) {
+        text.push_str(&format!(
+            "  - name: {name}\n    schedule: \"@yearly\"\n    command: [\"true\"]\n"
+        ));
+    }
+    let path = dir.join("jobs.yaml");
+    std::fs::write(&path, text).expect("write the jobs");
+    path
+}
+
+#[test]
+fn more_jobs_than_the_run_state_holds_exit_2_at_start_naming_the_count_and_the_limit() {
+    let (_runtime, server) = FakeApiServer::start_in_background();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jobs = jobs_file(dir.path(), 11_000);
+    let kubeconfig = server.kubeconfig(dir.path(), "r1");
+    let mut replica = Replica::start_on_kube(dir.path(), "r1", &jobs, &kubeconfig, &FAST_TIMINGS);
+    let status = replica.wait_exit(EXIT_LIMIT).expect("exits");
+    let log = replica.log_text();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains(
+            "jobs.yaml: 11000 jobs are more than the run state ConfigMap of one Lease holds"
+        ) && log.contains("over the 1048576 bytes of a ConfigMap")
+            && log.contains("split the jobs over several Leases"),
+        "{log}"
+    );
+    assert!(
+        server
+            .object(Resource::Leases, NAMESPACE, "leasecron")
+            .is_none(),
+        "the Lease is not touched"
+    );
+}
+
+#[test]
+fn a_reload_with_more_jobs_than_the_run_state_holds_is_refused_and_the_jobs_in_force_kept() {
+    let (_runtime, server) = FakeApiServer::start_in_background();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jobs = jobs_file(dir.path(), 2);
+    let kubeconfig = server.kubeconfig(dir.path(), "r1");
+    let mut replica = Replica::start_on_kube(dir.path(), "r1", &jobs, &kubeconfig, &FAST_TIMINGS);
+    let metric = |name: &str| {
+        let body = replica.http_get("/metrics")?.body;
+        body.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    wait_for(EXIT_LIMIT, || {
+        metric("leasecron_jobs ").filter(|n| *n == 2.0)
+    })
+    .expect("2 jobs");
+
+    let bigger = jobs_file(dir.path(), 11_000);
+    assert_eq!(bigger, jobs);
+    wait_for(EXIT_LIMIT, || {
+        metric("leasecron_config_reloads_total{result=\"failure\"}").filter(|n| *n >= 1.0)
+    })
+    .unwrap_or_else(|| panic!("the reload is refused: {}", replica.log_text()));
+    assert_eq!(
+        metric("leasecron_jobs "),
+        Some(2.0),
+        "the jobs in force stay"
+    );
+    let log = replica.log_text();
+    assert!(
+        log.contains("the new jobs are refused; keeping the jobs in force")
+            && log.contains("11000 jobs are more than the run state ConfigMap of one Lease holds"),
+        "{log}"
+    );
+    replica.stop_cleanly();
+}
