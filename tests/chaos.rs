@@ -91,11 +91,11 @@
 //!    `startingDeadline` brings back the latest missed slot; the others are lost, as the design says
 //!    (catch-up runs only the latest). Faults on followers that never led in their window cost nothing.
 //! 6. **Replicas behave**: none exits unless killed or terminated; a terminated one exits 0 within 13 s.
-//!    Two exceptions, reported as notes, both documented start-up behaviour (exit, and the kubelet
-//!    restarts the container): a replica still starting when an API fault hit its client exits 1 (its
-//!    start-up read of the Lease failed); a container restart refuses to start (exit 2) when its identity
-//!    was renewed while it watched the Lease (a renew of its dead predecessor that a latency fault held
-//!    back and the fake served late: `run` cannot tell it from a live twin).
+//!    A replica still starting when an API fault hits its client rides it out (start-up retries
+//!    transient errors). One exception, reported as a note, is documented start-up behaviour (exit, and
+//!    the kubelet restarts the container): a container restart refuses to start (exit 2) when its
+//!    identity was renewed while it watched the Lease (a renew of its dead predecessor that a latency
+//!    fault held back and the fake served late: `run` cannot tell it from a live twin).
 //!
 //! The run ends with a settling period longer than the bound, so its last seconds are checked in steady
 //! state, and with every replica woken and killed with its job processes.

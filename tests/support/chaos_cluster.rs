@@ -37,8 +37,6 @@ const DEATH_LIMIT: Duration = Duration::from_secs(5);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(50);
 /// What `run` logs once its start-up checks have passed and its signal handlers are installed.
 const STARTED: &str = "leasecron starting";
-/// A replica that exits 1 during start-up this soon after an API fault on its client met the fault.
-const STARTUP_FAULT_GRACE: Duration = Duration::from_secs(5);
 /// What `run` says when it refuses to start because its identity was renewed while it watched the Lease.
 const IDENTITY_IN_USE: &str = "is already held by another live process";
 /// A replica that exited on its own is restarted after this long (kubelet's first back-off is 10 s; the
@@ -312,8 +310,6 @@ pub struct Cluster {
     pub notes: Vec<String>,
     /// Every log file, old incarnations' included.
     pub logs: Vec<PathBuf>,
-    /// The last API fault on each client: `None` while it lasts, else when it was cleared.
-    api_faults: HashMap<String, Option<Instant>>,
     torn_down: bool,
 }
 
@@ -332,7 +328,6 @@ impl Cluster {
             problems: Vec::new(),
             notes: Vec::new(),
             logs: Vec::new(),
-            api_faults: HashMap::new(),
             torn_down: false,
         };
         for i in 0..replicas {
@@ -428,9 +423,6 @@ impl Cluster {
                         member.replica.pid()
                     );
                     let log = member.replica.log_text();
-                    let api_fault_lately = self.api_faults.get(&identity).is_some_and(|end| {
-                        end.is_none_or(|end| end.elapsed() < STARTUP_FAULT_GRACE)
-                    });
                     if log.contains(IDENTITY_IN_USE) {
                         // A container restart that found its own name renewed while it watched the
                         // Lease: a request of its dead predecessor that a latency fault held back. `run`
@@ -438,14 +430,9 @@ impl Cluster {
                         // restarts it.
                         self.notes
                             .push(format!("{what}: refused, its identity looked in use"));
-                    } else if !log.contains(STARTED) && status.code() == Some(1) && api_fault_lately
-                    {
-                        // Start-up checks read the Lease once: a failing API server there is exit 1
-                        // (documented; the kubelet restarts it), not something to ride out.
-                        self.notes.push(format!(
-                            "{what}: its start-up read of the Lease met its API fault"
-                        ));
                     } else {
+                        // Start-up retries transient API errors (--startup-timeout, 5 min): an API
+                        // fault while a replica starts is ridden out, never an exit.
                         self.problems.push(what);
                     }
                     // Its jobs got SIGKILL from the kernel (PR_SET_PDEATHSIG); in a container their
@@ -625,11 +612,8 @@ impl Cluster {
                     Some(verbs) => handle.set_for(verbs, fault.clone()),
                     None => handle.set(fault.clone()),
                 }
-                self.api_faults.insert(identity.clone(), None);
                 self.idle(plan.hold, monitor);
                 handle.clear();
-                self.api_faults
-                    .insert(identity.clone(), Some(Instant::now()));
                 event.end_ns = now_ns();
             }
         }
