@@ -21,6 +21,7 @@
 mod manifest;
 mod node;
 mod raw;
+mod split;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -272,6 +273,38 @@ pub fn parse_source(
 /// Parses and validates a jobs file held in memory; `origin` names it in diagnostics.
 pub fn parse_str(source: &str, origin: &str, opts: &LoadOptions) -> Result<JobSet, Error> {
     parse_text(source, origin, Shift::NONE, opts).map_err(Error::Invalid)
+}
+
+/// How the YAML of a jobs file is parsed. Every way gives the same result; [`parse_str_with`] lets
+/// tests and benchmarks choose one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum YamlPass {
+    /// What [`parse_str`] does: a large file of the usual shape in pieces on several threads, else in
+    /// one pass.
+    #[default]
+    Auto,
+    /// One pass over the whole file.
+    Single,
+    /// The `jobs:` sequence cut into this many pieces parsed at once, whatever the file's size, when
+    /// its shape allows; else one pass.
+    Split(usize),
+}
+
+/// [`parse_str`], with the YAML parsed as `pass` says.
+pub fn parse_str_with(
+    source: &str,
+    origin: &str,
+    opts: &LoadOptions,
+    pass: YamlPass,
+) -> Result<JobSet, Error> {
+    let root = node::parse_with(source, pass).map_err(|err| {
+        Error::Invalid(Diagnostics(vec![syntax_diagnostic(
+            origin,
+            Shift::NONE,
+            &err,
+        )]))
+    })?;
+    validate_tree(root, source, origin, Shift::NONE, opts).map_err(Error::Invalid)
 }
 
 /// Parses and validates the text of a jobs file found in `origin`, where `shift` places its positions.

@@ -1,6 +1,11 @@
 //! The `leasecron` command: parses flags and calls the library. See the crate docs for the layout.
 #![forbid(unsafe_code)]
 
+/// mimalloc rather than glibc's malloc: parsing a jobs file allocates once per YAML node, and `validate` of
+/// 10 000 jobs takes a quarter less time with it (docs/decisions.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, MappedLocalTime, TimeDelta, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
-use leasecron::config::{self, Diagnostic, JobSet, LoadOptions, Source, DEFAULT_CONFIG_MAP_KEY};
+use leasecron::config::{
+    self, Diagnostic, JobSet, LoadOptions, Source, YamlPass, DEFAULT_CONFIG_MAP_KEY,
+};
 use leasecron::schedule::Schedule;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -691,6 +693,65 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+// === the YAML pass: pieces on several threads or one pass, the same result ===
+
+/// The jobs, or the problems, of `text` parsed as `pass` says.
+fn parsed_as(
+    text: &str,
+    opts: &LoadOptions,
+    pass: YamlPass,
+) -> Result<Result<JobSet, Vec<Diagnostic>>, TestCaseError> {
+    match config::parse_str_with(text, ORIGIN, opts, pass) {
+        Ok(jobs) => Ok(Ok(jobs)),
+        Err(config::Error::Invalid(found)) => Ok(Err(found.into_vec())),
+        Err(err) => Err(TestCaseError::fail(format!(
+            "not a validation result: {err}"
+        ))),
+    }
+}
+
+/// The jobs sequence cut into 2 to 5 pieces (when the file's shape allows) gives what one pass gives.
+fn check_split_equals_single(text: &str, opts: &LoadOptions) -> Result<(), TestCaseError> {
+    let single = parsed_as(text, opts, YamlPass::Single)?;
+    prop_assert_eq!(
+        &parsed_as(text, opts, YamlPass::Auto)?,
+        &single,
+        "auto:\n{}",
+        text
+    );
+    for pieces in 2..=5 {
+        let split = parsed_as(text, opts, YamlPass::Split(pieces))?;
+        prop_assert_eq!(&split, &single, "{} pieces:\n{}", pieces, text);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(256, Some(10_000)))]
+
+    /// Valid files in every style: the same jobs.
+    #[test]
+    fn valid_files_read_the_same_in_pieces(model in model_file(), seed in any::<u64>()) {
+        let text = model.render(&mut Style::new(seed));
+        check_split_equals_single(&text, &load_options(&model.timings))?;
+    }
+
+    /// Garbled files (a quoted scalar or flow collection left open across a cut, an item start out of
+    /// place, an alias, broken YAML in one piece): the same jobs, or the same problems at the same places.
+    #[test]
+    fn mutated_files_read_the_same_in_pieces(
+        model in model_file(),
+        seed in any::<u64>(),
+        mutations in prop::collection::vec(mutation(), 1..=3),
+    ) {
+        let mut text = model.render(&mut Style::block(seed));
+        for m in &mutations {
+            text = mutate(&text, m);
+        }
+        check_split_equals_single(&text, &load_options(&model.timings))?;
     }
 }
 

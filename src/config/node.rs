@@ -12,6 +12,8 @@ use serde::de::{MapAccess, SeqAccess, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::{DuplicateKeyPolicy, NonFiniteFloatPolicy, Spanned};
 
+use super::{split, YamlPass};
+
 /// A YAML value as written, before any type is imposed on it.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Node {
@@ -32,7 +34,32 @@ pub(super) enum Node {
 }
 
 /// Parses `source` into a tree; fails only where YAML itself is broken (first such error only).
+///
+/// A large file is parsed on several threads when its shape allows ([`super::split`]).
 pub(super) fn parse(source: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
+    parse_with(source, YamlPass::Auto)
+}
+
+/// [`parse`], on the path `pass` asks for (the result is the same on every path).
+pub(super) fn parse_with(
+    source: &str,
+    pass: YamlPass,
+) -> Result<Spanned<Node>, serde_saphyr::Error> {
+    let pieces = match pass {
+        YamlPass::Auto => split::pieces_for(source.len()),
+        YamlPass::Single => 1,
+        YamlPass::Split(pieces) => pieces,
+    };
+    if pieces > 1 {
+        if let Some(root) = split::parse(source, pieces) {
+            return Ok(root);
+        }
+    }
+    parse_single(source)
+}
+
+/// [`parse`] in one pass over the whole file.
+pub(super) fn parse_single(source: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
     serde_saphyr::from_str_with_options(source, options())
 }
 
@@ -42,7 +69,8 @@ pub(super) fn parse_documents(source: &str) -> Result<Vec<Spanned<Node>>, serde_
     serde_saphyr::from_multiple_with_options(source, options())
 }
 
-fn options() -> serde_saphyr::Options {
+/// The options of every parse of a jobs file or manifest.
+pub(super) fn options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         // Duplicate keys reach `raw`, which reports each one and goes on: serde-saphyr's own check
         // aborts the whole parse.
