@@ -39,8 +39,6 @@ use leasecron::http::StatusBoard;
 use leasecron::metrics::Metrics;
 use leasecron::observe::{self, Observer, Observers};
 use leasecron::runner::{Outcome, RunEvent, Runner};
-use leasecron::state::file::FileState;
-use leasecron::state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
 use scale::{Summary, PROBE_ENV};
 use scale_jobs::JobSpec;
 use tokio_util::sync::CancellationToken;
@@ -113,7 +111,9 @@ fn figures_path(out: &Path) -> std::path::PathBuf {
 /// Runs one burst in this process and returns the report's text and its figures as JSON.
 async fn burst_run(work: &Path, burst: usize, with_state: bool) -> (String, serde_json::Value) {
     let probes = work.join("probes");
-    let due = due_second(Utc::now() + chrono::Duration::from_std(LEAD_TIME).expect("small"));
+    let due = scale::next_whole_second(
+        Utc::now() + chrono::Duration::from_std(LEAD_TIME).expect("small"),
+    );
     let set = jobs(burst, due, &probes);
     let clock: SharedClock = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::new().expect("metrics"));
@@ -131,7 +131,7 @@ async fn burst_run(work: &Path, burst: usize, with_state: bool) -> (String, serd
 
     let (handle, leadership, _leader) = scale::lead();
     let ledger = match with_state {
-        true => Some(steady_state_ledger(work, &set).await),
+        true => Some(scale::steady_state_ledger(work, &set).await),
         false => None,
     };
     let runner = match &ledger {
@@ -293,50 +293,6 @@ fn jobs(burst: usize, due: DateTime<Utc>, probes: &Path) -> JobSet {
         &LoadOptions::default(),
     )
     .expect("valid bench jobs")
-}
-
-/// A whole second at or after `t`.
-fn due_second(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.timestamp() + 1, 0).expect("in range")
-}
-
-/// A ledger over a state file whose record has an entry for every job (each ran yesterday at this time).
-async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
-    let now = Utc::now();
-    let mut record = StateRecord {
-        format: leasecron::state::FORMAT,
-        fencing_token: 1,
-        ..StateRecord::default()
-    };
-    for job in &set.jobs {
-        let Some(slot) = job.schedule.latest_at_or_before(now) else {
-            continue;
-        };
-        let completion = Completion {
-            slot,
-            outcome: "succeeded".to_owned(),
-            finished_at: slot + chrono::Duration::seconds(1),
-        };
-        record.jobs.insert(
-            job.name.clone(),
-            JobRecord {
-                last_started: Some(SlotStart {
-                    slot,
-                    fencing_token: 1,
-                    identity: "bench".to_owned(),
-                    started_at: slot,
-                }),
-                last_completion: Some(completion.clone()),
-                last_success: Some(completion),
-            },
-        );
-    }
-    let store = FileState::beside(&work.join("lease"));
-    store
-        .save(&record, None)
-        .await
-        .expect("the state file is writable");
-    Arc::new(Ledger::new(Backend::File(store), "bench".to_owned()))
 }
 
 /// The state file's generation: one per write.

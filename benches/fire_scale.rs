@@ -31,7 +31,7 @@ mod scale;
 #[path = "../tests/support/scale_jobs.rs"]
 mod scale_jobs;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,8 +45,6 @@ use leasecron::http::{self, Endpoints, Health, StatusBoard};
 use leasecron::metrics::Metrics;
 use leasecron::observe::{self, Observer, Observers};
 use leasecron::runner::{RunEvent, Runner};
-use leasecron::state::file::FileState;
-use leasecron::state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
 use scale::{Probe, Summary, PROBE_ENV};
 use scale_jobs::JobSpec;
 use tokio_util::sync::CancellationToken;
@@ -410,7 +408,7 @@ async fn scenario_run(work: &Path, scenario: Scenario, measured: usize, seconds:
         false => None,
     };
     let ledger = match with_state {
-        true => Some(steady_state_ledger(work, &set).await),
+        true => Some(scale::steady_state_ledger(work, &set).await),
         false => None,
     };
     let runner = match &ledger {
@@ -444,7 +442,7 @@ async fn scenario_run(work: &Path, scenario: Scenario, measured: usize, seconds:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let from = next_whole_second(Utc::now());
+    let from = scale::next_whole_second(Utc::now());
     let until = from + chrono::Duration::seconds(seconds as i64);
     let rss_mib = scale::rss_mib(std::process::id());
     tokio::time::sleep(
@@ -570,56 +568,6 @@ fn jobs(total: usize, measured: usize, others: Others, probes: &Path) -> JobSet 
         .collect();
     let text = scale_jobs::jobs_file(&specs);
     config::parse_str(&text, "bench", &LoadOptions::default()).expect("valid bench jobs")
-}
-
-/// A ledger over a state file whose record has an entry for every job, as after each ran once.
-async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
-    let lease: PathBuf = work.join("lease");
-    let now = Utc::now();
-    let mut record = StateRecord {
-        format: leasecron::state::FORMAT,
-        fencing_token: 1,
-        ..StateRecord::default()
-    };
-    for job in &set.jobs {
-        let Some(slot) = job.schedule.latest_at_or_before(now) else {
-            continue;
-        };
-        let completion = Completion {
-            slot,
-            outcome: "succeeded".to_owned(),
-            finished_at: slot + chrono::Duration::seconds(2),
-        };
-        record.jobs.insert(
-            job.name.clone(),
-            JobRecord {
-                last_started: Some(SlotStart {
-                    slot,
-                    fencing_token: 1,
-                    identity: "bench".to_owned(),
-                    started_at: slot,
-                }),
-                last_completion: Some(completion.clone()),
-                last_success: Some(completion),
-            },
-        );
-    }
-    let store = FileState::beside(&lease);
-    store
-        .save(&record, None)
-        .await
-        .expect("the state file is writable");
-    let size = std::fs::metadata(store.path()).map_or(0, |m| m.len());
-    eprintln!(
-        "run state: {} entries, {:.2} MiB",
-        record.jobs.len(),
-        size as f64 / (1024.0 * 1024.0)
-    );
-    Arc::new(Ledger::new(Backend::File(store), "bench".to_owned()))
-}
-
-fn next_whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.timestamp() + 1, 0).expect("in range")
 }
 
 /// Counts the other jobs' timer reports (each timer's first, unless they fire), and records each run's

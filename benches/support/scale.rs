@@ -10,9 +10,13 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
+use leasecron::config::JobSet;
+use leasecron::state::file::FileState;
+use leasecron::state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
 use leasecron::term::{FencingToken, Leadership, Term, TermHandle};
 use tokio::sync::watch;
 
@@ -184,4 +188,55 @@ impl Summary {
             None => println!("{name:<width$} (no samples)"),
         }
     }
+}
+
+/// The first whole second after `t`.
+pub fn next_whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp() + 1, 0).expect("in range")
+}
+
+/// A ledger over the state file beside `work/lease` whose record has an entry for every job of `set`, as
+/// after each ran its latest slot (the steady state); prints the file's size.
+pub async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
+    let now = Utc::now();
+    let mut record = StateRecord {
+        format: leasecron::state::FORMAT,
+        fencing_token: 1,
+        ..StateRecord::default()
+    };
+    for job in &set.jobs {
+        let Some(slot) = job.schedule.latest_at_or_before(now) else {
+            continue;
+        };
+        let completion = Completion {
+            slot,
+            outcome: "succeeded".to_owned(),
+            finished_at: slot + chrono::Duration::seconds(1),
+        };
+        record.jobs.insert(
+            job.name.clone(),
+            JobRecord {
+                last_started: Some(SlotStart {
+                    slot,
+                    fencing_token: 1,
+                    identity: "bench".to_owned(),
+                    started_at: slot,
+                }),
+                last_completion: Some(completion.clone()),
+                last_success: Some(completion),
+            },
+        );
+    }
+    let store = FileState::beside(&work.join("lease"));
+    store
+        .save(&record, None)
+        .await
+        .expect("the state file is writable");
+    let size = std::fs::metadata(store.path()).map_or(0, |m| m.len());
+    eprintln!(
+        "run state: {} entries, {:.2} MiB",
+        record.jobs.len(),
+        size as f64 / (1024.0 * 1024.0)
+    );
+    Arc::new(Ledger::new(Backend::File(store), "bench".to_owned()))
 }
