@@ -36,11 +36,12 @@ use crate::observe::{self, ConfigReload, Observers};
 use crate::reaper::{self, Reaper};
 use crate::reload::configmap::{self, ConfigMapRef};
 use crate::reload::{self, Reloader, Snapshot};
-use crate::runner::Runner;
+use crate::runner::{Launcher, Runner};
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 use crate::state::file::FileState;
 use crate::state::kube::{self as kube_state, KubeState};
 use crate::state::{Backend, JobRecord, Ledger, Pruner, StateRecord};
+use crate::supervisor::{self, Supervisor};
 
 /// Exit code for a usage or configuration error.
 pub const EXIT_USAGE: i32 = 2;
@@ -150,6 +151,19 @@ pub enum Error {
     /// A task of ours panicked.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The run supervisor could not be started.
+    #[error("{0}")]
+    Supervisor(#[from] supervisor::Error),
+    /// The run supervisor died while leasecron ran (killed by hand): the term was ended and the lease
+    /// released; leasecron exits to be restarted with a new one rather than run without.
+    #[error(
+        "the run supervisor (pid {pid}) died: its runs were ended, the lease released; exiting so that a \
+         restart brings a new one"
+    )]
+    SupervisorLost {
+        /// Its pid.
+        pid: u32,
+    },
 }
 
 fn display_all(errors: &[config::Error]) -> String {
@@ -285,6 +299,10 @@ pub struct RunOptions {
     pub http_addr: SocketAddr,
     /// How long to retry transient Kubernetes API failures at start (zero: not at all).
     pub startup_timeout: Duration,
+    /// The leasecron binary, started again as the run supervisor (`/proc/self/exe`).
+    pub supervisor_program: PathBuf,
+    /// The format of the supervisor's log lines, as leasecron's.
+    pub log_format: supervisor::LogFormat,
 }
 
 /// `leasecron run`: elect, fire, run, until SIGTERM/SIGINT; then end the runs, release, return `Ok`.
@@ -293,6 +311,25 @@ pub struct RunOptions {
 /// subreaper of its descendants and, at the end of every term, kills every descendant still alive (the
 /// processes the runs left behind): call it only from a process whose every child is one of its runs.
 pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
+    // First, while nothing else runs: every run's process is its child, and it keeps the open file limits
+    // this process was started with.
+    let supervisor = Supervisor::start(&opts.supervisor_program, opts.log_format)?;
+    tracing::debug!(pid = supervisor.pid(), "run supervisor started");
+    let result = run_supervised(opts, clock, Arc::clone(&supervisor)).await;
+    supervisor.stop().await;
+    match result {
+        Ok(()) if supervisor.lost().is_cancelled() => Err(Error::SupervisorLost {
+            pid: supervisor.pid(),
+        }),
+        result => result,
+    }
+}
+
+async fn run_supervised(
+    opts: RunOptions,
+    clock: SharedClock,
+    supervisor: Arc<Supervisor>,
+) -> Result<(), Error> {
     raise_open_file_limit();
     let load = opts.timings.load_options()?;
     // Everything that needs no request first: a bad input exits 2 before the HTTP port is taken.
@@ -319,6 +356,7 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
         listener,
         signals,
         clock,
+        supervisor,
     };
     match prepared? {
         Prepared::File {
@@ -387,6 +425,7 @@ struct Started {
     listener: tokio::net::TcpListener,
     signals: Signals,
     clock: SharedClock,
+    supervisor: Arc<Supervisor>,
 }
 
 /// Opens the lease store, the jobs file and the run state, and checks what needs no request: every
@@ -940,6 +979,7 @@ async fn run_with<S: LeaseStore>(
         listener,
         signals,
         clock,
+        supervisor,
     } = started;
     let ledger = Arc::new(ledger);
 
@@ -978,11 +1018,13 @@ async fn run_with<S: LeaseStore>(
 
     // Every child of this process is a run: what a term's runs leave behind dies with the term.
     let elector = elector.with_events(senders.election).sweeping_strays();
-    let runner = Runner::with_ledger(
+    let lost = supervisor.lost();
+    let runner = Runner::with_ledger_and_launcher(
         identity,
         Arc::clone(&clock),
         Some(senders.runs),
         Arc::clone(&ledger),
+        Launcher::Supervised(supervisor),
     );
     let health = Health::new(leadership.clone());
     health.set_ready();
@@ -1001,6 +1043,15 @@ async fn run_with<S: LeaseStore>(
         }
     };
     tokio::spawn(signals.watch(shutdown.clone(), force));
+    // Without its supervisor no run can start and none in flight is watched: end the term, release the
+    // lease, exit (`run` turns this into Error::SupervisorLost).
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            lost.cancelled().await;
+            shutdown.cancel();
+        }
+    });
     // Reloading stops at shutdown; the dispatcher keeps the jobs in force until its timers stop.
     let jobs = jobs.spawn(reload_observers, &shutdown);
     // Orphaned grandchildren of jobs become ours (as PID 1 in a container, or as their subreaper), so that

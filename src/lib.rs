@@ -82,4 +82,5 @@ pub mod runner;
 pub mod schedule;
 pub mod shutdown;
 pub mod state;
+pub mod supervisor;
 pub mod term;

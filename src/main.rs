@@ -65,6 +65,17 @@ enum Command {
         #[arg(long, value_name = "NS", requires = "lease_name")]
         lease_namespace: Option<String>,
     },
+    /// The run supervisor, started by `run` (not by hand): spawns the runs' processes and ends them all if
+    /// `run` dies.
+    #[command(name = "supervise", hide = true)]
+    Supervise {
+        /// The socket `run` passed.
+        #[arg(long, value_name = "FD")]
+        fd: i32,
+        /// The format of its log lines.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +148,19 @@ enum LogFormat {
     Json,
 }
 
+impl From<LogFormat> for leasecron::supervisor::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
+}
+
+/// This very binary, even if its file was replaced or removed since it started: the run supervisor is
+/// the same version.
+const SELF_EXE: &str = "/proc/self/exe";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
@@ -158,6 +182,10 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Supervise { fd, log_format } => {
+            leasecron::supervisor::serve::serve_fd(fd, log_format.into())
+                .map_err(|error| anyhow::Error::new(app::Error::Internal(error.to_string())))
+        }
         Command::Validate {
             files,
             key,
@@ -220,6 +248,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_file: args.lease_file,
         http_addr: args.http_addr,
         startup_timeout: args.startup_timeout,
+        supervisor_program: PathBuf::from(SELF_EXE),
+        log_format: args.log_format.into(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

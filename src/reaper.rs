@@ -78,10 +78,16 @@ pub struct Reaper {
 pub struct TrackedChild {
     /// The child.
     pub child: Child,
-    pid: Option<i32>,
+    _tracked: Option<TrackedPid>,
 }
 
-/// Pids whose exit status belongs to tokio. One set per process, like the zombies it guards.
+/// A pid whose exit status and lifetime belong to someone else: the reaper does not reap it, and the term's
+/// sweep does not signal it (nor, while it leads its group, its group). Tracked until dropped.
+#[derive(Debug)]
+pub struct TrackedPid(i32);
+
+/// Pids whose exit status belongs to tokio or to the supervisor. One set per process, like the zombies it
+/// guards.
 static TRACKED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
 fn tracked() -> MutexGuard<'static, BTreeSet<i32>> {
@@ -94,17 +100,34 @@ pub fn spawn_tracked(command: &mut Command) -> io::Result<TrackedChild> {
     let mut set = tracked();
     let child = command.spawn()?;
     let pid = child.id().and_then(|id| i32::try_from(id).ok());
-    if let Some(pid) = pid {
+    let tracked = pid.map(|pid| {
         set.insert(pid);
-    }
-    Ok(TrackedChild { child, pid })
+        TrackedPid(pid)
+    });
+    Ok(TrackedChild {
+        child,
+        _tracked: tracked,
+    })
 }
 
-impl Drop for TrackedChild {
+// === impl TrackedPid ===
+
+impl TrackedPid {
+    /// Tracks `pid` until the guard is dropped.
+    pub fn new(pid: i32) -> Self {
+        tracked().insert(pid);
+        Self(pid)
+    }
+
+    /// The pid.
+    pub fn pid(&self) -> i32 {
+        self.0
+    }
+}
+
+impl Drop for TrackedPid {
     fn drop(&mut self) {
-        if let Some(pid) = self.pid {
-            tracked().remove(&pid);
-        }
+        tracked().remove(&self.0);
     }
 }
 
@@ -298,15 +321,20 @@ const KILL_PASSES: usize = 100;
 /// The pause between two passes of [`kill_descendants`].
 const KILL_PASS_PAUSE: Duration = Duration::from_millis(10);
 
-/// SIGKILLs every descendant of this process, pass after pass (a process may fork while it is being
-/// killed), until none is left alive. Returns how many were killed. Call it only when no run is in
-/// flight: it spares nothing.
+/// SIGKILLs every descendant of this process but the tracked ones (the run supervisor; no run is in
+/// flight), pass after pass (a process may fork while it is being killed), until none is left alive.
+/// Returns how many were killed. Call it only when no run is in flight.
 pub async fn kill_descendants() -> usize {
     let me = getpid().as_raw();
     let mut killed = BTreeSet::new();
     for _ in 0..KILL_PASSES {
         let alive = match scan_proc() {
-            Ok(stats) => descendants(&stats, me),
+            Ok(stats) => {
+                let spared = tracked();
+                let mut alive = descendants(&stats, me);
+                alive.retain(|process| !spared.contains(&process.pid));
+                alive
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot look for processes the runs left behind");
                 break;
@@ -440,7 +468,11 @@ mod tests {
             .expect("spawn true");
         let orphan = i32::try_from(orphan.id()).expect("pid fits i32");
         let mut ours = spawn_tracked(Command::new("true").arg("tracked")).expect("spawn true");
-        let tracked_pid = ours.pid.expect("a fresh child has a pid");
+        let tracked_pid = ours
+            ._tracked
+            .as_ref()
+            .expect("a fresh child has a pid")
+            .pid();
         assert!(
             wait_until_zombie(orphan),
             "the orphan exited and stayed unreaped"

@@ -13,18 +13,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
-use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{self, RunEnv};
 use super::group::{signal_group, ProcessGroups};
+use super::launch::{self, Launcher, Process};
 use super::output::{OutputContext, Pumps};
 use super::report::{Failure, Outcome};
-use super::spawner::{self, Gate, Refused};
+use super::spawner::{Gate, Refused};
 use crate::clock::SharedClock;
 use crate::config::Job;
-use crate::reaper;
 
 /// How long the pipes may stay open after the process group is gone. Only a process that left the group
 /// (e.g. `setsid`) can hold them that long; the runner stops reading rather than hang the run.
@@ -40,6 +39,9 @@ pub(crate) struct AttemptSpec<'a> {
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) groups: &'a ProcessGroups,
     pub(crate) clock: &'a SharedClock,
+    pub(crate) launcher: &'a Launcher,
+    /// The term's deadline: no process is started after it.
+    pub(crate) deadline: Instant,
 }
 
 /// The result of one attempt.
@@ -77,22 +79,25 @@ pub(crate) async fn run(
             started,
         }
     };
-    let command = match command::build(spec.job, &spec.env) {
-        Ok(command) => command,
+    let process = match command::build(spec.job, &spec.env) {
+        Ok(process) => process,
         Err(error) => return Ok(spawn_failed(error, spec.clock.now(), Instant::now())),
     };
-    let program = command
-        .as_std()
-        .get_program()
-        .to_string_lossy()
-        .into_owned();
-    let tried = spawner::spawn(command, gate, Arc::clone(spec.clock)).await?;
+    let tried = launch::launch(
+        spec.launcher,
+        &process,
+        gate,
+        spec.deadline,
+        spec.job.termination_grace,
+        Arc::clone(spec.clock),
+    )
+    .await?;
     let outcome = match tried.result {
-        Ok(tracked) => supervise(&spec, tracked, on_spawn).await,
+        Ok(started) => supervise(&spec, started, on_spawn).await,
         Err(source) => {
             let error = super::Error::Spawn {
                 job: spec.job.name.clone(),
-                program,
+                program: process.program,
                 source,
             };
             return Ok(spawn_failed(error, tried.started_wall, tried.started));
@@ -107,14 +112,15 @@ pub(crate) async fn run(
 
 async fn supervise(
     spec: &AttemptSpec<'_>,
-    mut tracked: reaper::TrackedChild,
+    mut process: Process,
     on_spawn: impl FnOnce(u32),
 ) -> Outcome {
-    let child = &mut tracked.child;
-    let Some(pid) = child.id() else {
+    let pid = process.pid;
+    if pid == 0 {
         // Only a child already reaped has no id, and nothing has waited for it yet.
         return Outcome::Failed(Failure::Lost("the process has no pid".into()));
-    };
+    }
+    let child = &mut process;
     let pgid = i32::try_from(pid).unwrap_or(0);
     let job = &spec.job.name;
     let attempt = spec.env.attempt;
@@ -141,14 +147,14 @@ async fn supervise(
     if !pumps.drain(OUTPUT_DRAIN_TIMEOUT).await {
         tracing::warn!(job = %job, run_id, attempt, pid, "output pipes still open after the process group ended; stopped reading");
     }
-    drop(tracked);
+    drop(process);
     classify(
         ending,
         spec.cancel.is_cancelled() || spec.groups.is_killed(),
     )
 }
 
-async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Child, pgid: i32) -> Ending {
+async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Process, pgid: i32) -> Ending {
     let ending = tokio::select! {
         status = child.wait() => return Ending::Exited(status),
         () = sleep_opt(spec.job.timeout) => Ending::TimedOut,

@@ -79,7 +79,7 @@ pub(crate) fn child_open_file_limit() -> Option<(u64, u64)> {
 }
 
 /// `error`, explained if the process ran out of descriptors.
-fn explain(error: io::Error) -> io::Error {
+pub(crate) fn explain(error: io::Error) -> io::Error {
     let why = match error.raw_os_error().map(nix::errno::Errno::from_raw) {
         Some(nix::errno::Errno::EMFILE) => {
             let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
