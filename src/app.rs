@@ -316,9 +316,10 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
     let supervisor = Supervisor::start(&opts.supervisor_program, opts.log_format)?;
     tracing::debug!(pid = supervisor.pid(), "run supervisor started");
     let result = run_supervised(opts, clock, Arc::clone(&supervisor)).await;
+    let lost = supervisor.lost().is_cancelled();
     supervisor.stop().await;
     match result {
-        Ok(()) if supervisor.lost().is_cancelled() => Err(Error::SupervisorLost {
+        Ok(()) if lost => Err(Error::SupervisorLost {
             pid: supervisor.pid(),
         }),
         result => result,

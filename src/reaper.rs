@@ -316,6 +316,45 @@ pub fn signal_strays(signal: Signal) -> usize {
     strays.len()
 }
 
+/// SIGKILLs every live descendant of this process whose environment carries every one of `marks`
+/// (`NAME=VALUE`: the `LEASECRON_*` variables of one attempt): what the attempt left behind outside its
+/// process group (`setsid`, a double fork). Call it once the attempt's group is gone. A process that
+/// cleared its environment is not recognised here; the term's end, and the supervisor if leasecron
+/// dies, still end it. Returns the pids killed.
+pub fn kill_marked(marks: &[String]) -> Vec<i32> {
+    let stats = match scan_proc() {
+        Ok(stats) => stats,
+        Err(error) => {
+            tracing::warn!(%error, "cannot look for processes a run left behind");
+            return Vec::new();
+        }
+    };
+    let spared = tracked();
+    let marked: Vec<i32> = descendants(&stats, getpid().as_raw())
+        .into_iter()
+        .filter(|process| !spared.contains(&process.pid))
+        .filter(|process| environ_has(process.pid, marks))
+        .map(|process| process.pid)
+        .collect();
+    drop(spared);
+    for &pid in &marked {
+        send(pid, Signal::SIGKILL);
+    }
+    marked
+}
+
+/// True if `/proc/PID/environ` holds every one of `marks`.
+fn environ_has(pid: i32, marks: &[String]) -> bool {
+    let Ok(environ) = std::fs::read(format!("{PROC_ROOT}/{pid}/environ")) else {
+        return false;
+    };
+    marks.iter().all(|mark| {
+        environ
+            .split(|&byte| byte == 0)
+            .any(|entry| entry == mark.as_bytes())
+    })
+}
+
 /// How many times [`kill_descendants`] scans before it gives up on a process that keeps forking.
 const KILL_PASSES: usize = 100;
 /// The pause between two passes of [`kill_descendants`].

@@ -297,7 +297,7 @@ impl Supervisor {
         };
         {
             let mut pending = self.shared.lock();
-            if self.shared.lost.is_cancelled() {
+            if self.shared.lost.is_cancelled() || self.shared.stopping.load(Ordering::SeqCst) {
                 return Err(SpawnError::Io(self.shared.gone_error()));
             }
             pending.spawns.insert(id, (answer_tx, exit_tx));
@@ -393,9 +393,9 @@ impl Shared {
         // Dropping the senders fails every waiter with "gone".
         pending.spawns.clear();
         pending.exits.clear();
-        self.lost.cancel();
         drop(pending);
         if !stopping {
+            self.lost.cancel();
             tracing::error!(
                 supervisor_pid = self.pid,
                 runs_in_flight = in_flight,

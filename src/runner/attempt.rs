@@ -24,6 +24,7 @@ use super::report::{Failure, Outcome};
 use super::spawner::{Gate, Refused};
 use crate::clock::SharedClock;
 use crate::config::Job;
+use crate::reaper;
 
 /// How long the pipes may stay open after the process group is gone. Only a process that left the group
 /// (e.g. `setsid`) can hold them that long; the runner stops reading rather than hang the run.
@@ -144,6 +145,7 @@ async fn supervise(
     };
     signal_group(pgid, Signal::SIGKILL);
     spec.groups.release(pgid);
+    end_strays(spec).await;
     if !pumps.drain(OUTPUT_DRAIN_TIMEOUT).await {
         tracing::warn!(job = %job, run_id, attempt, pid, "output pipes still open after the process group ended; stopped reading");
     }
@@ -175,6 +177,28 @@ async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Process, pgid: i32
         }
     }
     ending
+}
+
+/// Kills what the attempt left behind outside its group, recognised by its `LEASECRON_*` variables: no
+/// process of a run outlives it.
+async fn end_strays(spec: &AttemptSpec<'_>) {
+    let marks: Vec<String> = command::leasecron_env(&spec.job.name, &spec.env)
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    // /proc is read synchronously: off the runtime's workers.
+    let killed = tokio::task::spawn_blocking(move || reaper::kill_marked(&marks))
+        .await
+        .unwrap_or_default();
+    if !killed.is_empty() {
+        tracing::warn!(
+            job = %spec.job.name,
+            run_id = spec.run_id,
+            attempt = spec.env.attempt,
+            pids = ?killed,
+            "the run left processes behind outside its process group; killed them with the run"
+        );
+    }
 }
 
 async fn sleep_opt(timeout: Option<Duration>) {

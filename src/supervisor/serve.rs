@@ -25,6 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, killpg, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -89,20 +90,16 @@ struct Supervisor {
 
 /// [`serve`] on descriptor `fd`, inherited from `leasecron run`.
 pub fn serve_fd(fd: i32, log: LogFormat) -> Result<(), Error> {
-    let flags = nix::fcntl::fcntl(
-        // SAFETY of the borrow: fcntl only reads the descriptor's flags; an invalid number is EBADF.
-        borrow(fd),
-        nix::fcntl::FcntlArg::F_GETFD,
-    );
-    if let Err(source) = flags {
-        return Err(Error::NotASocket { fd, source });
-    }
+    // Inherited without FD_CLOEXEC, on purpose; set it again so that no run inherits it: leasecron must
+    // see end-of-file the moment this process is gone, even while runs live on.
+    nix::fcntl::fcntl(borrow(fd), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|source| Error::NotASocket { fd, source })?;
     serve(own(fd), log)
 }
 
 #[allow(unsafe_code)]
 fn borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: used only for fcntl(F_GETFD) right away, while nothing in this process can close `fd`
+    // SAFETY: used only for one fcntl(2) right away, while nothing in this process can close `fd`
     // (single-threaded, first thing in `main`); a number that is no descriptor fails with EBADF.
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
