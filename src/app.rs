@@ -1020,11 +1020,11 @@ async fn run_with<S: LeaseStore>(
     // Every child of this process is a run: what a term's runs leave behind dies with the term.
     let elector = elector.with_events(senders.election).sweeping_strays();
     let lost = supervisor.lost();
-    let runner = Runner::with_ledger_and_launcher(
+    let runner = Runner::with_launcher(
         identity,
         Arc::clone(&clock),
         Some(senders.runs),
-        Arc::clone(&ledger),
+        Some(Arc::clone(&ledger)),
         Launcher::Supervised(supervisor),
     );
     let health = Health::new(leadership.clone());

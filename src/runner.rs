@@ -152,16 +152,16 @@ impl Runner {
         Runner::build(identity, clock, events, Some(ledger), Launcher::InProcess)
     }
 
-    /// Like [`Runner::with_ledger`], starting every process through `launcher` (`leasecron run`: the run
-    /// supervisor).
-    pub fn with_ledger_and_launcher(
+    /// Like [`Runner::with_ledger`] (or [`Runner::new`] without a ledger), starting every process through
+    /// `launcher` (`leasecron run`: the run supervisor).
+    pub fn with_launcher(
         identity: String,
         clock: SharedClock,
         events: Option<UnboundedSender<RunEvent>>,
-        ledger: Arc<Ledger>,
+        ledger: Option<Arc<Ledger>>,
         launcher: Launcher,
     ) -> Arc<Self> {
-        Runner::build(identity, clock, events, Some(ledger), launcher)
+        Runner::build(identity, clock, events, ledger, launcher)
     }
 
     fn build(
