@@ -318,7 +318,8 @@ pub fn signal_strays(signal: Signal) -> usize {
 
 /// SIGKILLs every live descendant of this process whose environment carries every one of `marks`
 /// (`NAME=VALUE`: the `LEASECRON_*` variables of one attempt): what the attempt left behind outside its
-/// process group (`setsid`, a double fork). Call it once the attempt's group is gone. A process that
+/// process group (`setsid`, a double fork). Call it once the attempt's group is gone. Processes of a live
+/// run's group are spared, as in [`strays`]. A process that
 /// cleared its environment is not recognised here; the term's end, and the supervisor if leasecron
 /// dies, still end it. Returns the pids killed.
 pub fn kill_marked(marks: &[String]) -> Vec<i32> {
@@ -330,9 +331,8 @@ pub fn kill_marked(marks: &[String]) -> Vec<i32> {
         }
     };
     let spared = tracked();
-    let marked: Vec<i32> = descendants(&stats, getpid().as_raw())
+    let marked: Vec<i32> = strays(&stats, getpid().as_raw(), &spared)
         .into_iter()
-        .filter(|process| !spared.contains(&process.pid))
         .filter(|process| environ_has(process.pid, marks))
         .map(|process| process.pid)
         .collect();
@@ -482,6 +482,38 @@ mod tests {
         ];
         let tracked = BTreeSet::from([11]);
         assert_eq!(orphan_zombies(stats, 1, &tracked), vec![10]);
+    }
+
+    #[test]
+    fn only_processes_carrying_every_mark_are_killed() {
+        let spawn = |mark: &str| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env("LEASECRON_TEST_MARK", mark)
+                .env("LEASECRON_TEST_OTHER", "same")
+                .spawn()
+                .expect("spawn sleep")
+        };
+        let mark = format!("kill-marked-{}", std::process::id());
+        let mut marked = spawn(&mark);
+        let mut other = spawn("someone-else");
+        let marks = [
+            format!("LEASECRON_TEST_MARK={mark}"),
+            "LEASECRON_TEST_OTHER=same".to_owned(),
+        ];
+        let killed = kill_marked(&marks);
+        let marked_pid = i32::try_from(marked.id()).expect("pid fits i32");
+        assert_eq!(killed, vec![marked_pid]);
+        // The reaper test, running beside this one, may reap the zombie first (ECHILD here).
+        if let Ok(status) = marked.wait() {
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(9)
+            );
+        }
+        assert!(other.try_wait().expect("try_wait").is_none(), "spared");
+        let _ = other.kill();
+        let _ = other.wait();
     }
 
     fn wait_until_zombie(pid: i32) -> bool {

@@ -360,7 +360,6 @@ impl Supervisor {
                 Ok(_) => {}
             }
         }
-        self.runs.clear();
         let stats = reaper::scan_proc().unwrap_or_default();
         reaper::descendants(&stats, me).len()
     }
