@@ -174,6 +174,12 @@ pub fn monotonic_now_ns() -> u64 {
     })
 }
 
+/// `instant` on the `CLOCK_MONOTONIC` nanosecond scale the supervisor reads.
+fn ns_at(instant: Instant) -> u64 {
+    let ahead = instant.saturating_duration_since(Instant::now());
+    monotonic_now_ns().saturating_add(u64::try_from(ahead.as_nanos()).unwrap_or(u64::MAX))
+}
+
 // === impl LogFormat ===
 
 impl LogFormat {
@@ -289,10 +295,7 @@ impl Supervisor {
             args: request.args,
             env: request.env,
             cwd: request.cwd,
-            not_after_ns: monotonic_now_ns().saturating_add(
-                u64::try_from(request.deadline.saturating_duration_since(now).as_nanos())
-                    .unwrap_or(u64::MAX),
-            ),
+            not_after_ns: ns_at(request.deadline),
             grace_ms: u64::try_from(request.grace.as_millis()).unwrap_or(u64::MAX),
         };
         {
@@ -333,6 +336,18 @@ impl Supervisor {
             }),
             SpawnAnswer::TooLate => Err(SpawnError::TooLate),
             SpawnAnswer::Failed(error) => Err(SpawnError::Io(error)),
+        }
+    }
+
+    /// Tells the supervisor that leasecron sent SIGTERM to process `pid`'s group and will SIGKILL it at
+    /// `kill_at`: should leasecron die meanwhile, the supervisor kills it then, not a whole grace later.
+    pub(crate) fn terminating(&self, pid: u32, kill_at: Instant) {
+        let message = Request::Terminating {
+            pid: i32::try_from(pid).unwrap_or(i32::MAX),
+            kill_at_ns: ns_at(kill_at),
+        };
+        if let Err(error) = protocol::send(self.shared.socket.as_fd(), &message, &[], true) {
+            tracing::debug!(pid, %error, "cannot tell the run supervisor about a termination");
         }
     }
 

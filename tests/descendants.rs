@@ -236,3 +236,49 @@ fn descendants_started_n(dir: &Path, replica: &Replica, n: usize) -> Vec<i32> {
     })
     .unwrap_or_else(|| panic!("the run started no descendants: {}", replica.log_text()))
 }
+
+#[test]
+fn a_leader_killed_during_a_runs_grace_does_not_give_the_run_a_new_grace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display();
+    let jobs = dir.path().join("jobs.yaml");
+    // Ignores SIGTERM, so only the SIGKILL at the end of its 12 s grace ends it.
+    fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: stubborn\n    schedule: \"* * * * * *\"\n    concurrencyPolicy: Forbid\n    \
+             terminationGrace: 12s\n    shell: |\n      trap '' TERM\n      echo $$ >> {d}/pids\n      \
+             sleep 60\n"
+        ),
+    )
+    .expect("write the jobs file");
+    let lease = dir.path().join("lease.json");
+    let timings = [
+        "--lease-duration",
+        "60s",
+        "--renew-deadline",
+        "10s",
+        "--retry-period",
+        "2s",
+    ];
+    let mut replica = Replica::start(dir.path(), "r0", &jobs, &lease, &timings);
+    let run = descendants_started_n(dir.path(), &replica, 1)[0];
+    replica.signal(Signal::SIGTERM);
+    wait_for(WAIT, || {
+        replica
+            .log_text()
+            .contains("sending SIGTERM to the process group")
+            .then_some(())
+    })
+    .expect("the shutdown escalates");
+    // 8 s into its 12 s grace, the leader dies: 4 s of grace are left, not 12.
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(alive(run), "the run still has its grace");
+    replica.signal(Signal::SIGKILL);
+    replica.wait_exit(WAIT).expect("SIGKILL ends it");
+    let gone = wait_for(Duration::from_secs(8), || (!alive(run)).then_some(()));
+    assert!(
+        gone.is_some(),
+        "the run outlived the end of the grace leasecron had given it"
+    );
+}

@@ -169,6 +169,7 @@ async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Process, pgid: i32
     let grace = spec.job.termination_grace;
     tracing::info!(job = %spec.job.name, run_id = spec.run_id, attempt = spec.env.attempt, pgid, ?grace, "{why}: sending SIGTERM to the process group");
     signal_group(pgid, Signal::SIGTERM);
+    child.terminating(grace);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         tracing::warn!(job = %spec.job.name, run_id = spec.run_id, attempt = spec.env.attempt, pgid, "still running after the grace: sending SIGKILL");
         signal_group(pgid, Signal::SIGKILL);

@@ -43,6 +43,7 @@ pub(crate) struct Process {
 enum Exit {
     Local(TrackedChild),
     Remote {
+        supervisor: Arc<Supervisor>,
         report: oneshot::Receiver<ExitReport>,
         /// The report once received: `wait` may be called again after it completed.
         got: Option<Result<ExitStatus, String>>,
@@ -93,7 +94,7 @@ pub(crate) async fn launch(
                 deadline,
             };
             let result = match supervisor.spawn(request).await {
-                Ok(spawned) => Process::remote(spawned),
+                Ok(spawned) => Process::remote(Arc::clone(supervisor), spawned),
                 Err(SpawnError::TooLate) => return Err(Refused::NotLive),
                 Err(SpawnError::Io(error)) => Err(explain(error)),
             };
@@ -129,7 +130,10 @@ impl Process {
         }
     }
 
-    fn remote(spawned: crate::supervisor::Spawned) -> io::Result<Self> {
+    fn remote(
+        supervisor: Arc<Supervisor>,
+        spawned: crate::supervisor::Spawned,
+    ) -> io::Result<Self> {
         let receiver = |fd| {
             tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map(|pipe| Box::new(pipe) as Output)
         };
@@ -138,6 +142,7 @@ impl Process {
             stdout: Some(receiver(spawned.stdout)?),
             stderr: Some(receiver(spawned.stderr)?),
             exit: Exit::Remote {
+                supervisor,
                 report: spawned.exit,
                 got: None,
                 pid: spawned.pid,
@@ -145,11 +150,21 @@ impl Process {
         })
     }
 
+    /// Says that its group was just sent SIGTERM and gets SIGKILL after `grace`: the supervisor keeps
+    /// that deadline if this process dies in between.
+    pub(crate) fn terminating(&self, grace: Duration) {
+        if let Exit::Remote { supervisor, .. } = &self.exit {
+            supervisor.terminating(self.pid, Instant::now() + grace);
+        }
+    }
+
     /// Waits for the process to end. Cancel-safe, and may be called again once it returned.
     pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
         match &mut self.exit {
             Exit::Local(tracked) => tracked.child.wait().await,
-            Exit::Remote { report, got, pid } => {
+            Exit::Remote {
+                report, got, pid, ..
+            } => {
                 let result = match got {
                     Some(result) => result.clone(),
                     None => {

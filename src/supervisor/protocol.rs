@@ -59,11 +59,20 @@ pub enum Request {
         /// The working directory, if not the supervisor's (leasecron's).
         cwd: Option<String>,
         /// `CLOCK_MONOTONIC` in nanoseconds after which the process must not be started: the term's
-        /// deadline (DESIGN §2, rule 5), checked by the process that forks.
+        /// deadline (docs/design.md §2, rule 5), checked by the process that forks.
         not_after_ns: u64,
         /// The job's termination grace in milliseconds: if leasecron dies, the process gets SIGTERM, then
         /// SIGKILL after this long.
         grace_ms: u64,
+    },
+    /// leasecron sent SIGTERM to process `pid`'s group and will SIGKILL it at `kill_at_ns`
+    /// (`CLOCK_MONOTONIC`). Should leasecron die meanwhile, the supervisor keeps that instant rather than
+    /// granting a whole grace again: a run never outlives `s + RD + G` (docs/design.md §2).
+    Terminating {
+        /// The run's process.
+        pid: i32,
+        /// When its grace ends.
+        kill_at_ns: u64,
     },
 }
 

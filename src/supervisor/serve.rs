@@ -22,7 +22,7 @@ use std::io::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag};
@@ -79,6 +79,8 @@ pub enum Error {
 #[derive(Debug, Clone, Copy)]
 struct Run {
     grace: Duration,
+    /// Set once leasecron has sent it SIGTERM: when its grace ends (`CLOCK_MONOTONIC` ns).
+    kill_at_ns: Option<u64>,
 }
 
 struct Supervisor {
@@ -197,15 +199,23 @@ impl Supervisor {
     }
 
     fn handle(&mut self, request: Request, fds: Vec<OwnedFd>) {
-        let Request::Spawn {
-            id,
-            program,
-            args,
-            env,
-            cwd,
-            not_after_ns,
-            grace_ms,
-        } = request;
+        let (id, program, args, env, cwd, not_after_ns, grace_ms) = match request {
+            Request::Spawn {
+                id,
+                program,
+                args,
+                env,
+                cwd,
+                not_after_ns,
+                grace_ms,
+            } => (id, program, args, env, cwd, not_after_ns, grace_ms),
+            Request::Terminating { pid, kill_at_ns } => {
+                if let Some(run) = self.runs.get_mut(&pid) {
+                    run.kill_at_ns = Some(kill_at_ns);
+                }
+                return;
+            }
+        };
         let reply = if monotonic_now_ns() >= not_after_ns {
             Reply::TooLate { id }
         } else if fds.len() != 2 {
@@ -236,6 +246,7 @@ impl Supervisor {
                         pid,
                         Run {
                             grace: Duration::from_millis(grace_ms),
+                            kill_at_ns: None,
                         },
                     );
                     Reply::Spawned { id, pid }
@@ -299,19 +310,41 @@ impl Supervisor {
         }
     }
 
-    /// leasecron is gone: SIGTERM every descendant, SIGKILL after the largest grace of the runs in flight,
-    /// until nothing is left.
+    /// leasecron is gone: SIGTERM every descendant; SIGKILL each run's group when its grace ends (counted
+    /// from now, or from leasecron's own SIGTERM if it had sent one), and every descendant once the last
+    /// grace has ended; until nothing is left.
     fn end_everything(&mut self) {
         let me = getpid().as_raw();
-        let grace = self
+        let now_ns = monotonic_now_ns();
+        let mut deadlines: Vec<(i32, u64)> = self
             .runs
-            .values()
-            .map(|run| run.grace)
-            .max()
-            .unwrap_or_default();
+            .iter()
+            .map(|(&pid, run)| {
+                let grace = u64::try_from(run.grace.as_nanos()).unwrap_or(u64::MAX);
+                (pid, run.kill_at_ns.unwrap_or(now_ns.saturating_add(grace)))
+            })
+            .collect();
+        let last_ns = deadlines.iter().map(|&(_, at)| at).max().unwrap_or(now_ns);
+        let grace = Duration::from_nanos(last_ns.saturating_sub(now_ns));
         let terminated = self.signal_all(me, Signal::SIGTERM).len();
-        let until = Instant::now() + grace;
-        while Instant::now() < until && self.alive(me) > 0 {
+        loop {
+            let now = monotonic_now_ns();
+            deadlines.retain(|&(pid, at)| {
+                if at > now {
+                    return true;
+                }
+                match killpg(Pid::from_raw(pid), Signal::SIGKILL) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(error) => self.log(
+                        "WARN",
+                        &format!("SIGKILL to process group {pid} failed: {error}"),
+                    ),
+                }
+                false
+            });
+            if now >= last_ns || self.alive(me) == 0 {
+                break;
+            }
             std::thread::sleep(CLEANUP_PAUSE);
         }
         let mut killed = BTreeSet::new();
@@ -330,7 +363,7 @@ impl Supervisor {
                 level,
                 &format!(
                     "leasecron is gone: ended the processes of its runs (SIGTERM to {terminated}, SIGKILL to \
-                     {killed} after a grace of {grace:?}; {left} still alive)"
+                     {killed} after at most {grace:?}; {left} still alive)"
                 ),
             );
         }
