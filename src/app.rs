@@ -263,7 +263,7 @@ impl Timings {
     }
 
     /// Checks the timings on their own and returns the jobs-file bound they imply: a `terminationGrace`
-    /// of at most LD − margin − RD (DESIGN.md §2).
+    /// of at most LD − margin − RD (docs/design.md §2).
     pub fn load_options(&self) -> Result<LoadOptions, election::Error> {
         let config = self.election_config("-".to_owned(), Duration::ZERO);
         config.validate()?;

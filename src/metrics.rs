@@ -1,4 +1,4 @@
-//! The Prometheus metrics of DESIGN.md §3, on a [`Metrics`] that owns its own `Registry` (no global).
+//! The Prometheus metrics of docs/design.md §3, on a [`Metrics`] that owns its own `Registry` (no global).
 //!
 //! Labels are bounded: a `job` label value only ever comes from the loaded [`JobSet`]. Events naming a
 //! job outside the current set (a run of a job removed by a reload, still finishing) are ignored, and
@@ -112,7 +112,7 @@ fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
 // === impl Metrics ===
 
 impl Metrics {
-    /// A registry with every metric of DESIGN.md §3, the process metrics, and `leasecron_build_info`.
+    /// A registry with every metric of docs/design.md §3, the process metrics, and `leasecron_build_info`.
     pub fn new() -> Result<Self, Error> {
         let r = Registry::new();
         #[cfg(target_os = "linux")]

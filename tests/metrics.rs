@@ -19,7 +19,7 @@ use leasecron::observe::{self, ConfigReload, Observers};
 use leasecron::runner::{Failure, Outcome, RunEvent, RunReport, SkipReason};
 use leasecron::term::FencingToken;
 
-/// Every metric name of DESIGN.md §3.
+/// The metric names of the first design contract (docs/design.md §3 lists them with those added since).
 const CONTRACT: [&str; 16] = [
     "leasecron_is_leader",
     "leasecron_lease_transitions",

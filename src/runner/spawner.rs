@@ -8,7 +8,7 @@
 //!
 //! A request may wait in line, so the caller's gate (a live term, a run not cancelled) is checked here,
 //! right before the fork, not when the request was made: no time passes between the check and the spawn
-//! (DESIGN.md §2, rule 5).
+//! (docs/design.md §2, rule 5).
 //!
 //! One thread for the whole process, started on first use and never ended: the kernel sends a child's
 //! parent-death signal when the *thread* that forked it exits (see `command`).
