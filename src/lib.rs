@@ -34,8 +34,11 @@
 //! - [`runner`] executes a run: its own process group, environment, output into the log, timeout and
 //!   cancellation escalation (SIGTERM, then SIGKILL after the grace), concurrency policy and retries. Every
 //!   run ends with exactly one [`runner::Outcome`].
+//! - [`supervisor`] is the small process `run` starts first (`leasecron supervise`): it spawns every run's
+//!   process on request, is their subreaper, and ends every descendant when leasecron dies, SIGKILL
+//!   included. The runner reaches it through [`runner::Launcher`].
 //! - [`reaper`] reaps orphaned grandchildren when leasecron is PID 1 in a container, without stealing the
-//!   exit status of the runner's own children.
+//!   exit status of the runner's own children, and finds what a run or a term left behind.
 //! - [`observe`] fans the runner's, the elector's and the dispatcher's events out to every
 //!   [`observe::Observer`]: [`metrics::Metrics`] (an owned Prometheus registry), the
 //!   [`http::StatusBoard`] behind `/status`, and [`events::EventSink`] (Kubernetes Events about the Lease,
@@ -51,7 +54,7 @@
 //!                                        schedule::Timer (one per job)
 //!                                        │ Tick::Fire(job, scheduled)
 //!                                        ▼
-//!   election ──watch<Leadership>──► dispatch ── live term? ──► runner ──► process group
+//!   election ──watch<Leadership>──► dispatch ── live term? ──► runner ──► supervisor ──► process group
 //!      │ LeaseStore                                               │ Outcome
 //!      ├─ kube (Lease, watch)                                     ▼
 //!      └─ file (flock + JSON)                                   logs
