@@ -352,7 +352,7 @@ impl Supervisor {
     }
 
     /// Closes leasecron's end: the supervisor ends whatever is left (nothing, after a clean shutdown) and
-    /// exits. Waits for it, at most [`STOP_TIMEOUT`].
+    /// exits. Waits for it, at most 5 s.
     pub async fn stop(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = nix::sys::socket::shutdown(
