@@ -48,6 +48,8 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_FAILURE: i32 = 1;
 /// At shutdown, how long the fan-out task gets to hand the last events to the Kubernetes Events sink.
 const EVENTS_HANDOVER: Duration = Duration::from_millis(50);
+/// On a forced exit (a second signal), how long the last log lines may take to be written.
+const FORCED_EXIT_LOG_FLUSH: Duration = Duration::from_millis(500);
 /// At shutdown, how long writing the last Kubernetes Events may take.
 const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a follower on a local lease file re-reads it (at most; RP if shorter). A file has no watch;
@@ -997,6 +999,8 @@ async fn run_with<S: LeaseStore>(
         let runner = Arc::clone(&runner);
         move || {
             runner.kill_all();
+            // The exit skips main's flush: write the last lines (the warning above) first, within a bound.
+            crate::logging::flush(FORCED_EXIT_LOG_FLUSH);
             std::process::exit(FORCED_EXIT_CODE);
         }
     };

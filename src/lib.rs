@@ -42,6 +42,8 @@
 //!   aggregated and rate-limited; disabled on a file lease).
 //! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`http`] serves
 //!   `/metrics`, `/status`, `/healthz` and `/readyz`.
+//! - [`logging`] carries the log to stderr without ever panicking or blocking the runtime: a bounded queue
+//!   and a writer thread, counting what is lost.
 //! - [`app`] wires them into the `run`, `validate` and `next` commands; `main.rs` only parses flags.
 //! - [`clock`] makes the wall clock injectable, so timing logic is tested under paused tokio time.
 //!
@@ -74,6 +76,7 @@ pub mod election;
 pub mod events;
 pub mod http;
 pub mod lease_store;
+pub mod logging;
 pub mod metrics;
 pub mod observe;
 pub mod reaper;
