@@ -35,7 +35,7 @@ use crate::metrics::{self, Metrics};
 use crate::observe::{self, ConfigReload, Observers};
 use crate::reaper::{self, Reaper};
 use crate::reload::configmap::{self, ConfigMapRef};
-use crate::reload::{self, Reloader, Snapshot};
+use crate::reload::{self, Reloader, Reread, Snapshot};
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 use crate::state::file::FileState;
@@ -828,7 +828,12 @@ impl Jobs {
         let (jobs_tx, jobs) = watch::channel(Arc::new(self.set));
         match self.watcher {
             Watcher::File(path) => {
-                tokio::spawn(reload::file::watch(path, snapshots_tx, stop.clone()));
+                tokio::spawn(reload::file::watch(
+                    path,
+                    snapshots_tx,
+                    Reread::new(),
+                    stop.clone(),
+                ));
             }
             Watcher::ConfigMap {
                 client,
@@ -840,6 +845,7 @@ impl Jobs {
                     target,
                     *params,
                     snapshots_tx,
+                    Reread::new(),
                     stop.clone(),
                 ));
             }
