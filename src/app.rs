@@ -13,6 +13,12 @@
 //! permanent answer (403, 401, a missing ConfigMap, invalid jobs) still exits 2 at once. Meanwhile the HTTP
 //! endpoint is up, `/healthz` healthy and `/readyz` not ready, and SIGTERM or SIGINT exits 0 at once: the
 //! Lease has not been touched.
+//!
+//! # Signals
+//!
+//! The first thing `run` does is install the handlers of SIGHUP (re-read the jobs), SIGUSR1, SIGUSR2 and
+//! SIGALRM (ignored, logged): from then on none of them ends the process ([`crate::signals`]). SIGTERM and
+//! SIGINT shut down ([`crate::shutdown`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +44,7 @@ use crate::reload::configmap::{self, ConfigMapRef};
 use crate::reload::{self, Reloader, Reread, Snapshot};
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
+use crate::signals;
 use crate::state::file::FileState;
 use crate::state::kube::{self as kube_state, KubeState};
 use crate::state::{Backend, JobRecord, Ledger, Pruner, StateRecord};
@@ -107,6 +114,9 @@ pub enum Error {
     /// Signal handlers could not be installed.
     #[error("{0}")]
     Signals(#[from] shutdown::Error),
+    /// The handlers of the signals that do not shut down could not be installed.
+    #[error("{0}")]
+    OtherSignals(#[from] signals::Error),
     /// `validate` found problems in one or more files.
     #[error("{}", display_all(.0))]
     Invalid(Vec<config::Error>),
@@ -268,6 +278,16 @@ pub enum JobsSource {
     ConfigMap(String),
 }
 
+impl JobsSource {
+    /// "the jobs file PATH" or "the jobs ConfigMap NAME[/KEY]", for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            JobsSource::File(path) => format!("the jobs file {}", path.display()),
+            JobsSource::ConfigMap(value) => format!("the jobs ConfigMap {value}"),
+        }
+    }
+}
+
 /// What `leasecron run` needs, as parsed from flags and environment.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -295,6 +315,10 @@ pub struct RunOptions {
 /// subreaper of its descendants and, at the end of every term, kills every descendant still alive (the
 /// processes the runs left behind): call it only from a process whose every child is one of its runs.
 pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
+    // Before anything else: SIGHUP and the like must never end the process (a SIGHUP that arrives before
+    // the jobs are watched is kept for the watch).
+    let reread = Reread::new();
+    tokio::spawn(signals::Handlers::install(reread.clone(), opts.jobs.describe())?.run());
     raise_open_file_limit();
     let load = opts.timings.load_options()?;
     // Everything that needs no request first: a bad input exits 2 before the HTTP port is taken.
@@ -321,6 +345,7 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
         listener,
         signals,
         clock,
+        reread,
     };
     match prepared? {
         Prepared::File {
@@ -384,11 +409,13 @@ enum Prepared {
     },
 }
 
-/// What `run` set up before the lease store: the HTTP listener, the signal handlers, the clock.
+/// What `run` set up before the lease store: the HTTP listener, the signal handlers, the clock, and the
+/// re-read requests of SIGHUP.
 struct Started {
     listener: tokio::net::TcpListener,
     signals: Signals,
     clock: SharedClock,
+    reread: Reread,
 }
 
 /// Opens the lease store, the jobs file and the run state, and checks what needs no request: every
@@ -822,8 +849,14 @@ impl Jobs {
         }
     }
 
-    /// Starts watching the source and reloading, until `stop`; returns the jobs in force as they change.
-    fn spawn(self, observers: Observers, stop: &CancellationToken) -> watch::Receiver<Arc<JobSet>> {
+    /// Starts watching the source (re-reading it whenever `reread` asks) and reloading, until `stop`;
+    /// returns the jobs in force as they change.
+    fn spawn(
+        self,
+        observers: Observers,
+        reread: Reread,
+        stop: &CancellationToken,
+    ) -> watch::Receiver<Arc<JobSet>> {
         let (snapshots_tx, snapshots) = watch::channel(self.snapshot);
         let (jobs_tx, jobs) = watch::channel(Arc::new(self.set));
         match self.watcher {
@@ -831,7 +864,7 @@ impl Jobs {
                 tokio::spawn(reload::file::watch(
                     path,
                     snapshots_tx,
-                    Reread::new(),
+                    reread,
                     stop.clone(),
                 ));
             }
@@ -845,7 +878,7 @@ impl Jobs {
                     target,
                     *params,
                     snapshots_tx,
-                    Reread::new(),
+                    reread,
                     stop.clone(),
                 ));
             }
@@ -948,6 +981,7 @@ async fn run_with<S: LeaseStore>(
         listener,
         signals,
         clock,
+        reread,
     } = started;
     let ledger = Arc::new(ledger);
 
@@ -1012,7 +1046,7 @@ async fn run_with<S: LeaseStore>(
     };
     tokio::spawn(signals.watch(shutdown.clone(), force));
     // Reloading stops at shutdown; the dispatcher keeps the jobs in force until its timers stop.
-    let jobs = jobs.spawn(reload_observers, &shutdown);
+    let jobs = jobs.spawn(reload_observers, reread, &shutdown);
     // Orphaned grandchildren of jobs become ours (as PID 1 in a container, or as their subreaper), so that
     // a term's end finds them and nobody else must reap them; the reaper runs until the very end, after
     // the last run has ended.
