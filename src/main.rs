@@ -208,14 +208,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Writes `text` to stdout; a failure (a closed pipe: `leasecron next … | head -1`) is an error, not a
-/// panic.
+/// Writes `text` to stdout without ever panicking. A reader that stopped reading (`leasecron next … |
+/// head -1`) has what it wanted: that is not an error, as it is not for a tool killed by SIGPIPE.
 fn print_stdout(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    stdout
+    match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
-        .context("cannot write to stdout")
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -439,3 +439,32 @@ fn sighup_gets_the_jobs_configmap_again() {
     );
     replica.stop_cleanly();
 }
+
+#[test]
+fn a_closed_stdout_ends_next_and_validate_quietly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jobs = write_jobs(dir.path(), "tick", "true");
+    let jobs = jobs.to_str().expect("a UTF-8 path");
+    for args in [
+        vec!["next", jobs, "--count", "1000"],
+        vec!["validate", jobs],
+    ] {
+        let mut child = leasecron()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn leasecron");
+        // The reader is gone before anything is written: every write fails with EPIPE.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{args:?}: {} {stderr}",
+            output.status
+        );
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
