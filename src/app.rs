@@ -16,9 +16,9 @@
 //!
 //! # Signals
 //!
-//! The first thing `run` does is install the handlers of SIGHUP (re-read the jobs), SIGUSR1, SIGUSR2 and
-//! SIGALRM (ignored, logged): from then on none of them ends the process ([`crate::signals`]). SIGTERM and
-//! SIGINT shut down ([`crate::shutdown`]).
+//! Before it opens anything, `run` installs the handlers of SIGHUP (re-read the jobs), SIGUSR1, SIGUSR2
+//! and SIGALRM (ignored, logged): from then on none of them ends the process ([`crate::signals`]). SIGTERM
+//! and SIGINT shut down ([`crate::shutdown`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,7 +41,7 @@ use crate::metrics::{self, Metrics};
 use crate::observe::{self, ConfigReload, Observers};
 use crate::reaper::{self, Reaper};
 use crate::reload::configmap::{self, ConfigMapRef};
-use crate::reload::{self, Reloader, Reread, Snapshot};
+use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 use crate::signals;
@@ -315,11 +315,11 @@ pub struct RunOptions {
 /// subreaper of its descendants and, at the end of every term, kills every descendant still alive (the
 /// processes the runs left behind): call it only from a process whose every child is one of its runs.
 pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
-    // Before anything else: SIGHUP and the like must never end the process (a SIGHUP that arrives before
-    // the jobs are watched is kept for the watch).
-    let reread = Reread::new();
-    tokio::spawn(signals::Handlers::install(reread.clone(), opts.jobs.describe())?.run());
     raise_open_file_limit();
+    // Before the lease store is opened: SIGHUP and the like must never end the process (a SIGHUP that
+    // arrives before the jobs are watched is kept for the watch).
+    let reread = reload::Reread::new();
+    tokio::spawn(signals::Handlers::install(reread.clone(), opts.jobs.describe())?.run());
     let load = opts.timings.load_options()?;
     // Everything that needs no request first: a bad input exits 2 before the HTTP port is taken.
     let opened = open(&opts, load).await?;
@@ -342,10 +342,10 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
     };
     starting.stop().await;
     let started = Started {
+        reread,
         listener,
         signals,
         clock,
-        reread,
     };
     match prepared? {
         Prepared::File {
@@ -409,13 +409,13 @@ enum Prepared {
     },
 }
 
-/// What `run` set up before the lease store: the HTTP listener, the signal handlers, the clock, and the
-/// re-read requests of SIGHUP.
+/// What `run` set up before the lease store: the HTTP listener, the signal handlers, the clock.
 struct Started {
+    /// SIGHUP's requests to re-read the jobs.
+    reread: reload::Reread,
     listener: tokio::net::TcpListener,
     signals: Signals,
     clock: SharedClock,
-    reread: Reread,
 }
 
 /// Opens the lease store, the jobs file and the run state, and checks what needs no request: every
@@ -854,7 +854,7 @@ impl Jobs {
     fn spawn(
         self,
         observers: Observers,
-        reread: Reread,
+        reread: reload::Reread,
         stop: &CancellationToken,
     ) -> watch::Receiver<Arc<JobSet>> {
         let (snapshots_tx, snapshots) = watch::channel(self.snapshot);
@@ -978,10 +978,10 @@ async fn run_with<S: LeaseStore>(
         events,
     } = lease;
     let Started {
+        reread,
         listener,
         signals,
         clock,
-        reread,
     } = started;
     let ledger = Arc::new(ledger);
 
