@@ -13,6 +13,12 @@
 //! permanent answer (403, 401, a missing ConfigMap, invalid jobs) still exits 2 at once. Meanwhile the HTTP
 //! endpoint is up, `/healthz` healthy and `/readyz` not ready, and SIGTERM or SIGINT exits 0 at once: the
 //! Lease has not been touched.
+//!
+//! # Signals
+//!
+//! Before it opens anything, `run` installs the handlers of SIGHUP (re-read the jobs), SIGUSR1, SIGUSR2
+//! and SIGALRM (ignored, logged): from then on none of them ends the process ([`crate::signals`]). SIGTERM
+//! and SIGINT shut down ([`crate::shutdown`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +44,7 @@ use crate::reload::configmap::{self, ConfigMapRef};
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::{Launcher, Runner};
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
+use crate::signals;
 use crate::state::file::FileState;
 use crate::state::kube::{self as kube_state, KubeState};
 use crate::state::{Backend, JobRecord, Ledger, Pruner, StateRecord};
@@ -49,6 +56,8 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_FAILURE: i32 = 1;
 /// At shutdown, how long the fan-out task gets to hand the last events to the Kubernetes Events sink.
 const EVENTS_HANDOVER: Duration = Duration::from_millis(50);
+/// On a forced exit (a second signal), how long the last log lines may take to be written.
+const FORCED_EXIT_LOG_FLUSH: Duration = Duration::from_millis(500);
 /// At shutdown, how long writing the last Kubernetes Events may take.
 const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a follower on a local lease file re-reads it (at most; RP if shorter). A file has no watch;
@@ -106,6 +115,9 @@ pub enum Error {
     /// Signal handlers could not be installed.
     #[error("{0}")]
     Signals(#[from] shutdown::Error),
+    /// The handlers of the signals that do not shut down could not be installed.
+    #[error("{0}")]
+    OtherSignals(#[from] signals::Error),
     /// `validate` found problems in one or more files.
     #[error("{}", display_all(.0))]
     Invalid(Vec<config::Error>),
@@ -280,6 +292,16 @@ pub enum JobsSource {
     ConfigMap(String),
 }
 
+impl JobsSource {
+    /// "the jobs file PATH" or "the jobs ConfigMap NAME[/KEY]", for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            JobsSource::File(path) => format!("the jobs file {}", path.display()),
+            JobsSource::ConfigMap(value) => format!("the jobs ConfigMap {value}"),
+        }
+    }
+}
+
 /// What `leasecron run` needs, as parsed from flags and environment.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -332,6 +354,10 @@ async fn run_supervised(
     supervisor: Arc<Supervisor>,
 ) -> Result<(), Error> {
     raise_open_file_limit();
+    // Before the lease store is opened: SIGHUP and the like must never end the process (a SIGHUP that
+    // arrives before the jobs are watched is kept for the watch).
+    let reread = reload::Reread::new();
+    tokio::spawn(signals::Handlers::install(reread.clone(), opts.jobs.describe())?.run());
     let load = opts.timings.load_options()?;
     // Everything that needs no request first: a bad input exits 2 before the HTTP port is taken.
     let opened = open(&opts, load).await?;
@@ -354,6 +380,7 @@ async fn run_supervised(
     };
     starting.stop().await;
     let started = Started {
+        reread,
         listener,
         signals,
         clock,
@@ -423,6 +450,8 @@ enum Prepared {
 
 /// What `run` set up before the lease store: the HTTP listener, the signal handlers, the clock.
 struct Started {
+    /// SIGHUP's requests to re-read the jobs.
+    reread: reload::Reread,
     listener: tokio::net::TcpListener,
     signals: Signals,
     clock: SharedClock,
@@ -860,13 +889,24 @@ impl Jobs {
         }
     }
 
-    /// Starts watching the source and reloading, until `stop`; returns the jobs in force as they change.
-    fn spawn(self, observers: Observers, stop: &CancellationToken) -> watch::Receiver<Arc<JobSet>> {
+    /// Starts watching the source (re-reading it whenever `reread` asks) and reloading, until `stop`;
+    /// returns the jobs in force as they change.
+    fn spawn(
+        self,
+        observers: Observers,
+        reread: reload::Reread,
+        stop: &CancellationToken,
+    ) -> watch::Receiver<Arc<JobSet>> {
         let (snapshots_tx, snapshots) = watch::channel(self.snapshot);
         let (jobs_tx, jobs) = watch::channel(Arc::new(self.set));
         match self.watcher {
             Watcher::File(path) => {
-                tokio::spawn(reload::file::watch(path, snapshots_tx, stop.clone()));
+                tokio::spawn(reload::file::watch(
+                    path,
+                    snapshots_tx,
+                    reread,
+                    stop.clone(),
+                ));
             }
             Watcher::ConfigMap {
                 client,
@@ -878,6 +918,7 @@ impl Jobs {
                     target,
                     *params,
                     snapshots_tx,
+                    reread,
                     stop.clone(),
                 ));
             }
@@ -977,6 +1018,7 @@ async fn run_with<S: LeaseStore>(
         events,
     } = lease;
     let Started {
+        reread,
         listener,
         signals,
         clock,
@@ -1040,6 +1082,8 @@ async fn run_with<S: LeaseStore>(
         let runner = Arc::clone(&runner);
         move || {
             runner.kill_all();
+            // The exit skips main's flush: write the last lines (the warning above) first, within a bound.
+            crate::logging::flush(FORCED_EXIT_LOG_FLUSH);
             std::process::exit(FORCED_EXIT_CODE);
         }
     };
@@ -1054,7 +1098,7 @@ async fn run_with<S: LeaseStore>(
         }
     });
     // Reloading stops at shutdown; the dispatcher keeps the jobs in force until its timers stop.
-    let jobs = jobs.spawn(reload_observers, &shutdown);
+    let jobs = jobs.spawn(reload_observers, reread, &shutdown);
     // Orphaned grandchildren of jobs become ours (as PID 1 in a container, or as their subreaper), so that
     // a term's end finds them and nobody else must reap them; the reaper runs until the very end, after
     // the last run has ended.

@@ -43,8 +43,11 @@
 //!   [`observe::Observer`]: [`metrics::Metrics`] (an owned Prometheus registry), the
 //!   [`http::StatusBoard`] behind `/status`, and [`events::EventSink`] (Kubernetes Events about the Lease,
 //!   aggregated and rate-limited; disabled on a file lease).
-//! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`http`] serves
-//!   `/metrics`, `/status`, `/healthz` and `/readyz`.
+//! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`signals`]
+//!   keeps the other signals a daemon gets from ending it (SIGHUP re-reads the jobs; SIGUSR1, SIGUSR2 and
+//!   SIGALRM are logged and ignored); [`http`] serves `/metrics`, `/status`, `/healthz` and `/readyz`.
+//! - [`logging`] carries the log to stderr without ever panicking or blocking the runtime: a bounded queue
+//!   and a writer thread, counting what is lost.
 //! - [`app`] wires them into the `run`, `validate` and `next` commands; `main.rs` only parses flags.
 //! - [`clock`] makes the wall clock injectable, so timing logic is tested under paused tokio time.
 //!
@@ -77,6 +80,7 @@ pub mod election;
 pub mod events;
 pub mod http;
 pub mod lease_store;
+pub mod logging;
 pub mod metrics;
 pub mod observe;
 pub mod reaper;
@@ -84,6 +88,7 @@ pub mod reload;
 pub mod runner;
 pub mod schedule;
 pub mod shutdown;
+pub mod signals;
 pub mod state;
 pub mod supervisor;
 pub mod term;

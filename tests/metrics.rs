@@ -135,6 +135,25 @@ fn every_contract_metric_is_exposed_with_help_text_and_a_type() {
 }
 
 #[test]
+fn the_log_loss_counters_are_counters_with_help() {
+    let text = text(&metrics_for(&[]));
+    for name in [
+        "leasecron_log_write_errors_total",
+        "leasecron_log_lines_dropped_total",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} counter")), "{text}");
+        let help = format!("# HELP {name} ");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&help) && l.len() > help.len() + 10),
+            "{text}"
+        );
+        // Nothing here writes to the process's log queue.
+        assert_eq!(sample(&text, name), Some(0.0), "{name}");
+    }
+}
+
+#[test]
 fn build_info_carries_the_crate_version() {
     let text = text(&metrics_for(&[]));
     let series = format!(
