@@ -18,7 +18,6 @@
 
 use std::collections::BTreeSet;
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
@@ -51,6 +50,10 @@ const HANDLED: [Signal; 8] = [
 
 /// Between two looks at what is left while ending everything.
 const CLEANUP_PAUSE: Duration = Duration::from_millis(10);
+/// How long a log line waits for room on stderr before it is dropped.
+const LOG_WAIT_MS: u16 = 100;
+/// What a pipe that polls writable takes in one write without blocking (POSIX's minimum; Linux's).
+const PIPE_BUF: usize = 4096;
 /// SIGKILL passes before giving up on a process that keeps forking.
 const KILL_PASSES: usize = 500;
 
@@ -399,7 +402,17 @@ impl Supervisor {
 
     fn log(&self, level: &str, message: &str) {
         let line = self.log.line(level, message);
-        // A closed stderr must not stop the clean-up: the line is dropped.
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        // Never blocks: a stopped reader must not stop the reaping or the clean-up. A pipe that polls
+        // writable has room for PIPE_BUF bytes, so a line that fits is written whole; otherwise, or if
+        // stderr is closed, the line is dropped.
+        let stderr = std::io::stderr();
+        let mut fds = [PollFd::new(stderr.as_fd(), PollFlags::POLLOUT)];
+        let writable = matches!(poll(&mut fds, PollTimeout::from(LOG_WAIT_MS)), Ok(n) if n > 0)
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLOUT));
+        if writable && line.len() <= PIPE_BUF {
+            let _ = nix::unistd::write(stderr.as_fd(), line.as_bytes());
+        }
     }
 }
