@@ -227,7 +227,7 @@ pub fn write_jobs(dir: &Path) -> Jobs {
         end = record(TICK, "end", "-"),
     );
     let long = format!(
-        "trap '' TERM\n      {probe}\n      {start}\n      setsid sleep 4 &\n      sleep 5\n      {end}",
+        "trap '' TERM\n      {probe}\n      {start}\n      setsid sleep 4.5 &\n      sleep 5\n      {end}",
         probe = probe(LONG),
         start = record(LONG, "start", "$lock"),
         end = record(LONG, "end", "-"),
