@@ -1,6 +1,6 @@
 //! Start lag: from a job's scheduled instant until its child process is running, measured by the child's
 //! own clock. leasecron (the real schedule timer, dispatcher and runner, as a leader) and
-//! tokio-cron-scheduler 0.15 (the baseline, see DESIGN.md §1) each run a 1-second job for `LAG_SAMPLES`
+//! tokio-cron-scheduler 0.15 (the baseline, see docs/design.md §1) each run a 1-second job for `LAG_SAMPLES`
 //! (default 60) seconds, one after the other, in this one process. leasecron runs four times: without
 //! run state and with the file run state, each with the process forked here (`Launcher::InProcess`, on
 //! the spawner thread) and then through the run supervisor (`Launcher::Supervised`, what `leasecron run`
