@@ -976,8 +976,12 @@ async fn run_with<S: LeaseStore>(
     // Runs until every sender is gone; the runner lives until exit, so it is never awaited.
     tokio::spawn(observers.run(receivers));
 
-    // Every child of this process is a run: what a term's runs leave behind dies with the term.
-    let elector = elector.with_events(senders.election).sweeping_strays();
+    // Every child of this process is a run: what a term's runs leave behind dies with the term. Every term's
+    // fencing token exceeds the run state's, so deleting the lease alone never stalls a leader.
+    let elector = elector
+        .with_events(senders.election)
+        .with_token_floor(Arc::clone(&ledger) as Arc<dyn election::TokenFloor>)
+        .sweeping_strays();
     let runner = Runner::with_ledger(
         identity,
         Arc::clone(&clock),
