@@ -400,12 +400,14 @@ async fn open(opts: &RunOptions, load: LoadOptions) -> Result<Opened, Error> {
     match &opts.lease_file {
         Some(lease_file) => {
             let identity = resolve_identity(opts.identity.clone(), true)?;
-            let store = FileStore::open(
+            let mut store = FileStore::open(
                 lease_file,
                 opts.timings.retry_period.min(LEASE_FILE_POLL_INTERVAL),
             )?;
             // A corrupt lease file is a configuration error: find out before anything runs.
             store.get().await?;
+            // Another live process with this identity would hold it (on Kubernetes the Lease tells).
+            store.claim_identity(&identity)?;
             let jobs = match jobs_source {
                 Ok(jobs) => PendingJobs::Loaded(jobs),
                 Err(value) => {

@@ -277,3 +277,85 @@ fn processes_that_leave_their_group_die_with_the_term_before_the_release() {
         "the strays died before the release: {log}"
     );
 }
+
+#[test]
+fn a_second_process_with_an_identity_in_use_on_the_lease_file_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let jobs = recording_job(dir.path(), &runs);
+    let lease = dir.path().join("lease.json");
+    let mut leader = Replica::start(dir.path(), "lead", &jobs, &lease, &FAST_TIMINGS);
+    wait_for(WAIT, || read_recorded_runs(&runs).first().cloned()).expect("lead leads and runs");
+    let mut follower = Replica::start(dir.path(), "dup", &jobs, &lease, &FAST_TIMINGS);
+    wait_for(WAIT, || {
+        let ready = follower.http_get("/readyz")?;
+        (ready.status == 200).then_some(())
+    })
+    .expect("dup joins as a follower");
+
+    // The same identity as the holder, and as a follower (which the lease record cannot tell).
+    for identity in ["lead", "dup"] {
+        let mut twin = Replica::start_as(
+            dir.path(),
+            &format!("{identity}-twin"),
+            identity,
+            &jobs,
+            &lease,
+            &FAST_TIMINGS,
+        );
+        let status = twin.wait_exit(WAIT).expect("the twin exits");
+        assert_eq!(status.code(), Some(2), "{}", twin.log_text());
+        let log = twin.log_text();
+        assert!(
+            log.contains(&format!(
+                "identity \"{identity}\" is already used by another live leasecron process"
+            )),
+            "{log}"
+        );
+        assert!(
+            twin.http_addr().is_none(),
+            "refused before the HTTP port is taken: {log}"
+        );
+    }
+    assert_eq!(lease_holder(&lease).as_deref(), Some("lead"));
+    leader.stop_cleanly();
+    follower.stop_cleanly();
+}
+
+#[test]
+fn a_holder_killed_with_sigkill_restarts_with_its_identity_and_acquires_after_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let jobs = recording_job(dir.path(), &runs);
+    let lease = dir.path().join("lease.json");
+    let mut first = Replica::start(dir.path(), "solo", &jobs, &lease, &FAST_TIMINGS);
+    let before = wait_for(WAIT, || read_recorded_runs(&runs).first().cloned()).expect("solo runs");
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(WAIT).expect("SIGKILL ends it");
+    assert_eq!(
+        lease_holder(&lease).as_deref(),
+        Some("solo"),
+        "no release: the record still names it"
+    );
+
+    let mut again = Replica::start_as(
+        dir.path(),
+        "solo-again",
+        "solo",
+        &jobs,
+        &lease,
+        &FAST_TIMINGS,
+    );
+    let after = wait_for(WAIT, || {
+        read_recorded_runs(&runs)
+            .into_iter()
+            .find(|r| r.token > before.token)
+    })
+    .unwrap_or_else(|| panic!("the restarted solo acquires: {}", again.log_text()));
+    assert_eq!(after.identity, "solo");
+    assert!(
+        again.child.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
+    again.stop_cleanly();
+}

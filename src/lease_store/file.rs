@@ -11,7 +11,15 @@
 //!   directory is fsynced, so a crash leaves either the old record or the new one, never half of one.
 //!   Readers need no lock for the same reason.
 //!
-//! Deleting `PATH` while electors run restarts the version counter and the fencing tokens: don't.
+//! - `PATH.id-IDENTITY.lock`: held (exclusive `flock`) for its whole life by the process that runs as
+//!   IDENTITY ([`FileStore::claim_identity`]), so that a second process with the same `--identity` is
+//!   refused at start ([`Error::IdentityLocked`]) instead of following a lease that names "itself" forever.
+//!   The kernel drops the lock when its holder dies, however it dies, so a holder killed with SIGKILL and
+//!   restarted gets it back at once; a clean exit removes the file. IDENTITY is the identity with bytes
+//!   other than `A-Z a-z 0-9 . _ -` written as `%XX`, or a hash of it if the name would be too long.
+//!
+//! Deleting `PATH` while electors run ends the leader's term (it takes the lease again at once, with a
+//! larger fencing token: [`crate::election::fencing`]); followers wait LD after they saw it vanish.
 //!
 //! # Blocking
 //!
@@ -52,6 +60,12 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a request retries a held lock.
 const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(5);
 
+/// The longest file name most file systems accept.
+const MAX_FILE_NAME: usize = 255;
+/// How often [`FileStore::claim_identity`] tries again when the identity's lock file was replaced between
+/// its open and its lock (a peer exiting removes it).
+const IDENTITY_LOCK_ATTEMPTS: u32 = 5;
+
 /// A lease record in a local file. See the [module documentation](self).
 #[derive(Debug)]
 pub struct FileStore {
@@ -63,6 +77,16 @@ pub struct FileStore {
     /// When [`LeaseStore::changed`] polls next; shared by successive calls so that dropping one does not
     /// postpone the poll.
     next_poll: Mutex<Option<Instant>>,
+    /// This process's identity lock, once claimed.
+    identity: Option<IdentityLock>,
+}
+
+/// An exclusive `flock` on `PATH.id-IDENTITY.lock`, held while this process runs as IDENTITY; the file is
+/// removed (while still locked) when it is dropped.
+#[derive(Debug)]
+struct IdentityLock {
+    path: PathBuf,
+    _lock: Flock<File>,
 }
 
 /// The file's JSON.
@@ -98,9 +122,74 @@ impl FileStore {
             dir,
             poll_interval,
             next_poll: Mutex::new(None),
+            identity: None,
         };
         store.open_lock_file()?;
         Ok(store)
+    }
+
+    /// Claims `identity` on this lease file for as long as the store lives: [`Error::IdentityLocked`] if
+    /// another live process holds it. See the [module documentation](self).
+    pub fn claim_identity(&mut self, identity: &str) -> Result<(), Error> {
+        let path = self.identity_lock_path(identity);
+        for _ in 0..IDENTITY_LOCK_ATTEMPTS {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io_error(&path, "opening the identity's lock file", e))?;
+            let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => lock,
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    return Err(Error::IdentityLocked {
+                        store: self.describe(),
+                        identity: identity.to_owned(),
+                        lock: path,
+                    })
+                }
+                Err((_, errno)) => {
+                    return Err(io_error(
+                        &path,
+                        "locking the identity's lock file",
+                        errno.into(),
+                    ))
+                }
+            };
+            // A holder that exits removes the file while it still holds the lock: the inode we locked may
+            // be one nobody will find any more. Keep the lock only on the file that is at the path.
+            if same_file(&lock, &path)? {
+                self.identity = Some(IdentityLock { path, _lock: lock });
+                return Ok(());
+            }
+        }
+        Err(io_error(
+            &path,
+            "locking the identity's lock file",
+            io::Error::other("the file kept being replaced while it was locked"),
+        ))
+    }
+
+    /// `PATH.id-IDENTITY.lock`, IDENTITY encoded (or hashed) into a valid file name.
+    fn identity_lock_path(&self, identity: &str) -> PathBuf {
+        let lease_name = self
+            .path
+            .file_name()
+            .map_or(0, |name| name.as_encoded_bytes().len());
+        let mut name = String::new();
+        for byte in identity.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-') {
+                name.push(char::from(byte));
+            } else {
+                name.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        let suffix = |name: &str| format!(".id-{name}.lock");
+        if lease_name + suffix(&name).len() > MAX_FILE_NAME {
+            name = format!("{:016x}", crate::reload::content_hash(identity));
+        }
+        with_suffix(&self.path, &suffix(&name))
     }
 
     /// The record file.
@@ -310,6 +399,31 @@ impl StoredLease {
     }
 }
 
+/// True if `locked` is the file now at `path` (same device and inode).
+fn same_file(locked: &File, path: &Path) -> Result<bool, Error> {
+    use std::os::unix::fs::MetadataExt as _;
+    let held = locked
+        .metadata()
+        .map_err(|e| io_error(path, "reading the identity's lock file", e))?;
+    match fs::metadata(path) {
+        Ok(current) => Ok(current.dev() == held.dev() && current.ino() == held.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error(path, "reading the identity's lock file", e)),
+    }
+}
+
+impl Drop for IdentityLock {
+    fn drop(&mut self) {
+        // Removed while still locked: a process that opened it before the removal finds, once it holds
+        // the lock, that it is no longer the file at the path, and opens the path again.
+        if let Err(error) = fs::remove_file(&self.path) {
+            if error.kind() != io::ErrorKind::NotFound {
+                tracing::debug!(path = %self.path.display(), %error, "cannot remove the identity's lock file");
+            }
+        }
+    }
+}
+
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
@@ -381,6 +495,36 @@ mod tests {
         stored.lease_transitions = 0;
         stored.version = 0;
         assert!(stored.check().unwrap_err().contains("version"));
+    }
+
+    #[test]
+    fn identity_lock_files_have_a_safe_name_beside_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            FileStore::open(dir.path().join("x.lease"), Duration::from_secs(1)).expect("opens");
+        let name = |identity: &str| {
+            let path = store.identity_lock_path(identity);
+            assert_eq!(path.parent(), Some(dir.path()), "{identity:?}");
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+                .expect("a UTF-8 name")
+        };
+        assert_eq!(name("host-1234"), "x.lease.id-host-1234.lock");
+        assert_eq!(name("a/b c"), "x.lease.id-a%2Fb%20c.lock");
+        assert_eq!(name("../x"), "x.lease.id-..%2Fx.lock");
+        assert_eq!(
+            name("a%2Fb"),
+            "x.lease.id-a%252Fb.lock",
+            "`%` is encoded too: no two identities share a file"
+        );
+        let long = name(&"é".repeat(200));
+        assert!(long.len() <= MAX_FILE_NAME, "{long}");
+        assert_ne!(
+            long,
+            name(&"é".repeat(201)),
+            "different identities, different files"
+        );
     }
 
     #[test]
