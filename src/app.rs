@@ -50,9 +50,6 @@ pub const EXIT_FAILURE: i32 = 1;
 const EVENTS_HANDOVER: Duration = Duration::from_millis(50);
 /// At shutdown, how long writing the last Kubernetes Events may take.
 const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often a follower on a local lease file re-reads it (at most; RP if shorter). A file has no watch;
-/// reading a few hundred bytes four times a second is cheap, and a release is noticed within this bound.
-pub const LEASE_FILE_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// The first wait between start-up attempts; it doubles per attempt, up to [`STARTUP_RETRY_MAX_DELAY`].
 const STARTUP_RETRY_FIRST_DELAY: Duration = Duration::from_millis(500);
 /// The longest wait between start-up attempts: a recovered API server is noticed within this.
@@ -400,10 +397,8 @@ async fn open(opts: &RunOptions, load: LoadOptions) -> Result<Opened, Error> {
     match &opts.lease_file {
         Some(lease_file) => {
             let identity = resolve_identity(opts.identity.clone(), true)?;
-            let mut store = FileStore::open(
-                lease_file,
-                opts.timings.retry_period.min(LEASE_FILE_POLL_INTERVAL),
-            )?;
+            // Watched through inotify; polled every RP as the fallback.
+            let mut store = FileStore::open(lease_file, opts.timings.retry_period)?;
             // A corrupt lease file is a configuration error: find out before anything runs.
             store.get().await?;
             // Another live process with this identity would hold it (on Kubernetes the Lease tells).

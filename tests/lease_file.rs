@@ -378,3 +378,68 @@ fn a_lock_on_a_removed_identity_file_is_not_a_claim() {
     );
     drop(old);
 }
+
+/// Far longer than any test waits: a change seen is a change the watch delivered, not a poll.
+const NO_POLL: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn changed_wakes_on_another_instances_write_without_waiting_for_the_poll() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let writer = open(&path);
+    let watcher = FileStore::open(&path, NO_POLL).expect("opens");
+    let created = writer.create(&record("a", 1)).await.expect("creates");
+
+    let waiting = {
+        let known = Some(created.version.clone());
+        tokio::spawn(async move { (watcher.changed(known).await, watcher) })
+    };
+    // Give the watch time to start before the write, so it is the watch that reports it (had the write
+    // come first, the first read would).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "nothing changed yet");
+    let released = writer
+        .update(&record("", 1), &created.version)
+        .await
+        .expect("updates");
+    let (change, watcher) = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the watch reports the write long before the hour-long poll")
+        .expect("no panic");
+    assert!(watcher.is_watching());
+    assert_eq!(change, Change::Record(Some(released.clone())));
+
+    // A deletion too.
+    let waiting = tokio::spawn(async move {
+        (
+            watcher.changed(Some(released.version.clone())).await,
+            watcher,
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::remove_file(&path).expect("deletes");
+    let (change, _) = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the watch reports the deletion")
+        .expect("no panic");
+    assert_eq!(change, Change::Record(None));
+}
+
+#[tokio::test]
+async fn changes_beside_the_lease_file_do_not_resolve_changed() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let created = open(&path).create(&record("a", 1)).await.expect("creates");
+    let watcher = FileStore::open(&path, NO_POLL).expect("opens");
+    let waiting = tokio::spawn(async move { watcher.changed(Some(created.version)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The run state and the lock files live beside the lease file.
+    std::fs::write(dir.path().join("leasecron.lease.state"), "{}").expect("writes");
+    std::fs::write(dir.path().join("other"), "x").expect("writes");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "only the lease file's changes count"
+    );
+    waiting.abort();
+}

@@ -184,6 +184,40 @@ fn a_released_lease_is_taken_at_once_not_after_the_lease_duration() {
 }
 
 #[test]
+fn a_follower_on_a_lease_file_wakes_on_the_release_not_on_its_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let jobs = recording_job(dir.path(), &runs);
+    let lease = dir.path().join("lease.json");
+    // The follower polls every RP = 60 s and would wait LD = 200 s for an expiry: only the watch of the
+    // lease file's directory can wake it within the test's wait.
+    let slow = [
+        "--lease-duration",
+        "200s",
+        "--renew-deadline",
+        "100s",
+        "--retry-period",
+        "60s",
+    ];
+    let mut first = Replica::start(dir.path(), "a", &jobs, &lease, &slow);
+    wait_for(WAIT, || read_recorded_runs(&runs).first().cloned()).expect("a leads and runs");
+    let mut second = Replica::start(dir.path(), "b", &jobs, &lease, &slow);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lease_holder(&lease).as_deref(), Some("a"));
+    first.stop_cleanly();
+
+    let taken = wait_for(WAIT, || {
+        (lease_holder(&lease).as_deref() == Some("b")).then_some(())
+    });
+    assert!(
+        taken.is_some(),
+        "b took the released lease long before its 60 s poll: {}",
+        second.log_text()
+    );
+    second.stop_cleanly();
+}
+
+#[test]
 fn a_second_signal_kills_the_runs_and_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("job.pid");

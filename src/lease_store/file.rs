@@ -34,21 +34,30 @@
 //!
 //! # Change detection
 //!
-//! [`LeaseStore::changed`] polls: every `poll_interval` (`run` passes the retry period, at most
-//! [`crate::app::LEASE_FILE_POLL_INTERVAL`]) it reads the record and resolves if the version differs from
-//! the caller's. A local file offers no cheaper signal that works across processes without inotify, and the
-//! poll keeps a follower's reaction to a release within one interval.
+//! [`LeaseStore::changed`] reads the record at once, then again on every `notify` (inotify) event about
+//! `PATH` in its directory — the directory, not the file, because every write replaces the file (a rename)
+//! and a deletion removes it — and on a poll every `poll_interval` (`run` passes RP) as the fallback. It
+//! resolves as soon as the version read differs from the caller's. A release thus wakes a follower within
+//! milliseconds, as the Lease's watch does on Kubernetes, without the follower reading the file more than
+//! once per RP while nothing happens. The watch starts with the first `changed` call and is set up again
+//! when the directory was replaced; while it cannot be set up (inotify limits, a file system without
+//! inotify), the poll runs every [`UNWATCHED_POLL_INTERVAL`] (RP if shorter). Changes made on another
+//! machine (a network file system) raise no local event: there the poll is what notices them.
 
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Change, Error, LeaseRecord, LeaseStore, Verb, Versioned};
@@ -59,6 +68,10 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a request retries a held lock.
 const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(5);
+
+/// How often [`LeaseStore::changed`] polls (at most) while the directory cannot be watched: a release is
+/// then noticed within this bound instead of within milliseconds.
+pub const UNWATCHED_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The longest file name most file systems accept.
 const MAX_FILE_NAME: usize = 255;
@@ -77,8 +90,25 @@ pub struct FileStore {
     /// When [`LeaseStore::changed`] polls next; shared by successive calls so that dropping one does not
     /// postpone the poll.
     next_poll: Mutex<Option<Instant>>,
+    /// Counts the watch's events about the record file; [`LeaseStore::changed`] waits for it to move.
+    events: Arc<watch::Sender<u64>>,
+    /// The watch of the directory, once started (`None` before, or while it cannot be set up).
+    watch: Mutex<WatchState>,
     /// This process's identity lock, once claimed.
     identity: Option<IdentityLock>,
+}
+
+/// A device and inode number: which directory is watched.
+type DirIdentity = Option<(u64, u64)>;
+
+/// The `notify` watch of the record's directory.
+#[derive(Debug, Default)]
+struct WatchState {
+    /// The watch (boxed: it is large), and the directory's
+    /// device and inode when it was set up.
+    current: Option<(Box<RecommendedWatcher>, DirIdentity)>,
+    /// A failure to set it up was logged (at warn, once).
+    warned: bool,
 }
 
 /// An exclusive `flock` on `PATH.id-IDENTITY.lock`, held while this process runs as IDENTITY; the file is
@@ -107,7 +137,8 @@ struct StoredLease {
 // === impl FileStore ===
 
 impl FileStore {
-    /// A store on `path`, polled every `poll_interval` by [`LeaseStore::changed`]. Creates the lock file
+    /// A store on `path`, whose [`LeaseStore::changed`] watches the directory and polls every
+    /// `poll_interval` as the fallback. Creates the lock file
     /// beside it, so a missing directory or a permission problem shows up here rather than mid-election.
     pub fn open(path: impl Into<PathBuf>, poll_interval: Duration) -> Result<Self, Error> {
         let path = path.into();
@@ -122,6 +153,8 @@ impl FileStore {
             dir,
             poll_interval,
             next_poll: Mutex::new(None),
+            events: Arc::new(watch::Sender::new(0)),
+            watch: Mutex::new(WatchState::default()),
             identity: None,
         };
         store.open_lock_file()?;
@@ -265,19 +298,99 @@ impl FileStore {
 
     /// The next poll instant of [`LeaseStore::changed`].
     fn next_poll(&self) -> Instant {
+        let interval = self.current_poll_interval();
         let mut next = self
             .next_poll
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *next.get_or_insert_with(|| Instant::now() + self.poll_interval)
+        *next.get_or_insert_with(|| Instant::now() + interval)
     }
 
     fn polled(&self) {
+        let interval = self.current_poll_interval();
         let mut next = self
             .next_poll
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *next = Some(Instant::now() + self.poll_interval);
+        *next = Some(Instant::now() + interval);
+    }
+
+    /// `poll_interval` while the directory is watched, else at most [`UNWATCHED_POLL_INTERVAL`].
+    fn current_poll_interval(&self) -> Duration {
+        if self.lock_watch().current.is_some() {
+            self.poll_interval
+        } else {
+            self.poll_interval.min(UNWATCHED_POLL_INTERVAL)
+        }
+    }
+
+    /// True if the directory is watched (for tests and diagnostics).
+    pub fn is_watching(&self) -> bool {
+        self.lock_watch().current.is_some()
+    }
+
+    fn lock_watch(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        // Replaced in one assignment: consistent even after a panic elsewhere.
+        self.watch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the watch of the directory if it is not running, or if the directory was replaced since.
+    fn ensure_watching(&self) {
+        let identity = dir_identity(&self.dir);
+        let mut state = self.lock_watch();
+        if matches!(&state.current, Some((_, watched)) if watched.is_some() && *watched == identity)
+        {
+            return;
+        }
+        state.current = None;
+        match self.start_watch() {
+            Ok(watcher) => {
+                tracing::debug!(dir = %self.dir.display(), "watching the lease file's directory");
+                state.current = Some((Box::new(watcher), identity));
+                state.warned = false;
+            }
+            Err(error) if !state.warned => {
+                state.warned = true;
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    %error,
+                    poll_interval = %humantime::format_duration(self.poll_interval.min(UNWATCHED_POLL_INTERVAL)),
+                    "cannot watch the lease file's directory; polling the lease file instead"
+                );
+            }
+            Err(error) => {
+                tracing::debug!(dir = %self.dir.display(), %error, "cannot watch the lease file's directory");
+            }
+        }
+    }
+
+    /// A `notify` watch of the directory that counts, on `events`, every change to the record file.
+    fn start_watch(&self) -> Result<RecommendedWatcher, notify::Error> {
+        let name: OsString = self
+            .path
+            .file_name()
+            .map(OsString::from)
+            .unwrap_or_default();
+        let events = Arc::clone(&self.events);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let relevant = match &event {
+                    Ok(event) => {
+                        is_change(&event.kind)
+                            && event
+                                .paths
+                                .iter()
+                                .any(|p| p.file_name().is_some_and(|n| n == name))
+                    }
+                    // An error (a queue overflow) may hide a change: look.
+                    Err(_) => true,
+                };
+                if relevant {
+                    events.send_modify(|count| *count = count.wrapping_add(1));
+                }
+            })?;
+        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
     }
 
     fn corrupt(&self, detail: impl ToString) -> Error {
@@ -334,9 +447,11 @@ impl LeaseStore for FileStore {
     }
 
     async fn changed(&self, known: Option<String>) -> Change {
+        // Subscribed before the first read: an event after it is not missed.
+        let mut events = self.events.subscribe();
+        self.ensure_watching();
+        let mut waited = false;
         loop {
-            tokio::time::sleep_until(self.next_poll()).await;
-            self.polled();
             match self.read() {
                 Ok(current) => {
                     let current = current.map(StoredLease::into_versioned);
@@ -344,11 +459,38 @@ impl LeaseStore for FileStore {
                         return Change::Record(current);
                     }
                 }
-                // The caller's `get` reports the error with its detail.
-                Err(_) => return Change::Unknown,
+                // The caller's `get` reports the error with its detail. Not before a wait: a caller that
+                // retries at once would spin.
+                Err(_) if waited => return Change::Unknown,
+                Err(_) => {}
             }
+            tokio::select! {
+                // The sender lives as long as `self`: this never fails.
+                _ = events.changed() => {}
+                () = tokio::time::sleep_until(self.next_poll()) => {
+                    self.polled();
+                    self.ensure_watching();
+                }
+            }
+            waited = true;
         }
     }
+}
+
+/// True for events that may change what reading the file returns (not reads, opens, or closes after
+/// reading).
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// The device and inode of a directory, to notice that it was replaced.
+fn dir_identity(dir: &Path) -> DirIdentity {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 // === impl StoredLease ===
