@@ -38,6 +38,7 @@ use crate::reload::configmap::{self, ConfigMapRef};
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::Runner;
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
+use crate::stall::StallWatch;
 use crate::state::file::FileState;
 use crate::state::kube::{self as kube_state, KubeState};
 use crate::state::{Backend, JobRecord, Ledger, Pruner, StateRecord};
@@ -967,6 +968,13 @@ async fn run_with<S: LeaseStore>(
         Arc::new(Pruner::new(Arc::clone(&ledger), leadership.clone()))
             as Arc<dyn observe::Observer>,
     );
+    // A leader that holds the lease but starts nothing shows as a gauge and on /readyz.
+    let stall = Arc::new(StallWatch::new(
+        opts.timings.lease_duration,
+        leadership.clone(),
+    ));
+    metrics.register(stall.collector().map_err(metrics::Error::from)?)?;
+    observers.push(Arc::clone(&stall) as Arc<dyn observe::Observer>);
     let (senders, receivers) = observe::channels();
     observers.config_reload(&jobs.initial_report());
     let reload_observers = observers.clone();
@@ -985,7 +993,7 @@ async fn run_with<S: LeaseStore>(
         Some(senders.runs),
         Arc::clone(&ledger),
     );
-    let health = Health::new(leadership.clone());
+    let health = Health::new(leadership.clone()).with_stall_watch(stall);
     health.set_ready();
     let endpoints = Endpoints {
         health,

@@ -40,6 +40,8 @@
 //!   [`observe::Observer`]: [`metrics::Metrics`] (an owned Prometheus registry), the
 //!   [`http::StatusBoard`] behind `/status`, and [`events::EventSink`] (Kubernetes Events about the Lease,
 //!   aggregated and rate-limited; disabled on a file lease).
+//! - [`stall`] notices a leader that holds the lease but starts nothing (every fire skipped as
+//!   `not_leader` or `state_unavailable` for longer than LD): a gauge, and `/readyz` 503.
 //! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`http`] serves
 //!   `/metrics`, `/status`, `/healthz` and `/readyz`.
 //! - [`app`] wires them into the `run`, `validate` and `next` commands; `main.rs` only parses flags.
@@ -81,5 +83,6 @@ pub mod reload;
 pub mod runner;
 pub mod schedule;
 pub mod shutdown;
+pub mod stall;
 pub mod state;
 pub mod term;

@@ -173,6 +173,12 @@ impl Metrics {
         }
     }
 
+    /// Registers `collector`: a metric computed when gathered, such as [`crate::stall`]'s gauge.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> Result<(), Error> {
+        self.registry.register(collector)?;
+        Ok(())
+    }
+
     /// Makes `jobs` the job set: creates its series at 0 and deletes the series of jobs not in it.
     pub fn set_jobs(&self, jobs: &JobSet) {
         let mut known = self.lock_jobs();
