@@ -273,6 +273,8 @@ struct FileBench {
     jobs: PathBuf,
     timings: [String; 6],
     next_id: usize,
+    /// Failovers so far.
+    samples: u64,
 }
 
 impl FileBench {
@@ -289,6 +291,7 @@ impl FileBench {
             jobs,
             timings,
             next_id: 0,
+            samples: 0,
         }
     }
 
@@ -330,8 +333,13 @@ impl FileBench {
             assert!(start.elapsed() < Duration::from_secs(120), "no leader");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        // Let the followers settle on the current record (their watch is up).
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Let the followers settle on the current record (their watch is up). Not a fixed second: a
+        // follower that polls (every 250 ms before it watched the directory) last polled when it saw the
+        // previous holder's first write, so a fixed settle time would put its next poll right at the
+        // release. 1 s plus 0–499 ms, spread over the samples.
+        self.samples += 1;
+        let settle = Duration::from_millis(1000 + (self.samples * 211) % 500);
+        tokio::time::sleep(settle).await;
         let index = replicas
             .iter()
             .position(|r| r.identity == holder)
