@@ -107,7 +107,12 @@ async fn measure(samples: usize) -> Vec<Duration> {
     let (snapshots_tx, snapshots) = watch::channel::<Snapshot>(initial);
     let (jobs_tx, jobs_rx) = watch::channel(Arc::new(jobs));
     let stop = CancellationToken::new();
-    tokio::spawn(reload::file::watch(path, snapshots_tx, stop.clone()));
+    tokio::spawn(reload::file::watch(
+        path,
+        snapshots_tx,
+        reload::Reread::new(),
+        stop.clone(),
+    ));
     tokio::spawn(Reloader::new(load, jobs_tx, Observers::new()).run(snapshots, stop.clone()));
     let dispatching = tokio::spawn({
         let stop = stop.clone();

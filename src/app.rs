@@ -13,6 +13,12 @@
 //! permanent answer (403, 401, a missing ConfigMap, invalid jobs) still exits 2 at once. Meanwhile the HTTP
 //! endpoint is up, `/healthz` healthy and `/readyz` not ready, and SIGTERM or SIGINT exits 0 at once: the
 //! Lease has not been touched.
+//!
+//! # Signals
+//!
+//! Before it opens anything, `run` installs the handlers of SIGHUP (re-read the jobs), SIGUSR1, SIGUSR2
+//! and SIGALRM (ignored, logged): from then on none of them ends the process ([`crate::signals`]). SIGTERM
+//! and SIGINT shut down ([`crate::shutdown`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,12 +42,14 @@ use crate::observe::{self, ConfigReload, Observers};
 use crate::reaper::{self, Reaper};
 use crate::reload::configmap::{self, ConfigMapRef};
 use crate::reload::{self, Reloader, Snapshot};
-use crate::runner::Runner;
+use crate::runner::{Launcher, Runner};
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
+use crate::signals;
 use crate::stall::StallWatch;
 use crate::state::file::FileState;
 use crate::state::kube::{self as kube_state, KubeState};
 use crate::state::{Backend, JobRecord, Ledger, Pruner, StateRecord};
+use crate::supervisor::{self, Supervisor};
 
 /// Exit code for a usage or configuration error.
 pub const EXIT_USAGE: i32 = 2;
@@ -49,6 +57,8 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_FAILURE: i32 = 1;
 /// At shutdown, how long the fan-out task gets to hand the last events to the Kubernetes Events sink.
 const EVENTS_HANDOVER: Duration = Duration::from_millis(50);
+/// On a forced exit (a second signal), how long the last log lines may take to be written.
+const FORCED_EXIT_LOG_FLUSH: Duration = Duration::from_millis(500);
 /// At shutdown, how long writing the last Kubernetes Events may take.
 const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first wait between start-up attempts; it doubles per attempt, up to [`STARTUP_RETRY_MAX_DELAY`].
@@ -103,6 +113,9 @@ pub enum Error {
     /// Signal handlers could not be installed.
     #[error("{0}")]
     Signals(#[from] shutdown::Error),
+    /// The handlers of the signals that do not shut down could not be installed.
+    #[error("{0}")]
+    OtherSignals(#[from] signals::Error),
     /// `validate` found problems in one or more files.
     #[error("{}", display_all(.0))]
     Invalid(Vec<config::Error>),
@@ -148,6 +161,19 @@ pub enum Error {
     /// A task of ours panicked.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The run supervisor could not be started.
+    #[error("{0}")]
+    Supervisor(#[from] supervisor::Error),
+    /// The run supervisor died while leasecron ran (killed by hand): the term was ended and the lease
+    /// released; leasecron exits to be restarted with a new one rather than run without.
+    #[error(
+        "the run supervisor (pid {pid}) died: its runs were ended, the lease released; exiting so that a \
+         restart brings a new one"
+    )]
+    SupervisorLost {
+        /// Its pid.
+        pid: u32,
+    },
 }
 
 fn display_all(errors: &[config::Error]) -> String {
@@ -247,7 +273,7 @@ impl Timings {
     }
 
     /// Checks the timings on their own and returns the jobs-file bound they imply: a `terminationGrace`
-    /// of at most LD − margin − RD (DESIGN.md §2).
+    /// of at most LD − margin − RD (docs/design.md §2).
     pub fn load_options(&self) -> Result<LoadOptions, election::Error> {
         let config = self.election_config("-".to_owned(), Duration::ZERO);
         config.validate()?;
@@ -262,6 +288,16 @@ pub enum JobsSource {
     File(PathBuf),
     /// `--jobs-configmap NAME[/KEY]`: a ConfigMap in the lease namespace, watched through the API.
     ConfigMap(String),
+}
+
+impl JobsSource {
+    /// "the jobs file PATH" or "the jobs ConfigMap NAME[/KEY]", for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            JobsSource::File(path) => format!("the jobs file {}", path.display()),
+            JobsSource::ConfigMap(value) => format!("the jobs ConfigMap {value}"),
+        }
+    }
 }
 
 /// What `leasecron run` needs, as parsed from flags and environment.
@@ -283,6 +319,10 @@ pub struct RunOptions {
     pub http_addr: SocketAddr,
     /// How long to retry transient Kubernetes API failures at start (zero: not at all).
     pub startup_timeout: Duration,
+    /// The leasecron binary, started again as the run supervisor (`/proc/self/exe`).
+    pub supervisor_program: PathBuf,
+    /// The format of the supervisor's log lines, as leasecron's.
+    pub log_format: supervisor::LogFormat,
 }
 
 /// `leasecron run`: elect, fire, run, until SIGTERM/SIGINT; then end the runs, release, return `Ok`.
@@ -291,7 +331,31 @@ pub struct RunOptions {
 /// subreaper of its descendants and, at the end of every term, kills every descendant still alive (the
 /// processes the runs left behind): call it only from a process whose every child is one of its runs.
 pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
+    // First, while nothing else runs: every run's process is its child, and it keeps the open file limits
+    // this process was started with.
+    let supervisor = Supervisor::start(&opts.supervisor_program, opts.log_format)?;
+    tracing::debug!(pid = supervisor.pid(), "run supervisor started");
+    let result = run_supervised(opts, clock, Arc::clone(&supervisor)).await;
+    let lost = supervisor.lost().is_cancelled();
+    supervisor.stop().await;
+    match result {
+        Ok(()) if lost => Err(Error::SupervisorLost {
+            pid: supervisor.pid(),
+        }),
+        result => result,
+    }
+}
+
+async fn run_supervised(
+    opts: RunOptions,
+    clock: SharedClock,
+    supervisor: Arc<Supervisor>,
+) -> Result<(), Error> {
     raise_open_file_limit();
+    // Before the lease store is opened: SIGHUP and the like must never end the process (a SIGHUP that
+    // arrives before the jobs are watched is kept for the watch).
+    let reread = reload::Reread::new();
+    tokio::spawn(signals::Handlers::install(reread.clone(), opts.jobs.describe())?.run());
     let load = opts.timings.load_options()?;
     // Everything that needs no request first: a bad input exits 2 before the HTTP port is taken.
     let opened = open(&opts, load).await?;
@@ -314,9 +378,11 @@ pub async fn run(opts: RunOptions, clock: SharedClock) -> Result<(), Error> {
     };
     starting.stop().await;
     let started = Started {
+        reread,
         listener,
         signals,
         clock,
+        supervisor,
     };
     match prepared? {
         Prepared::File {
@@ -382,9 +448,12 @@ enum Prepared {
 
 /// What `run` set up before the lease store: the HTTP listener, the signal handlers, the clock.
 struct Started {
+    /// SIGHUP's requests to re-read the jobs.
+    reread: reload::Reread,
     listener: tokio::net::TcpListener,
     signals: Signals,
     clock: SharedClock,
+    supervisor: Arc<Supervisor>,
 }
 
 /// Opens the lease store, the jobs file and the run state, and checks what needs no request: every
@@ -818,13 +887,24 @@ impl Jobs {
         }
     }
 
-    /// Starts watching the source and reloading, until `stop`; returns the jobs in force as they change.
-    fn spawn(self, observers: Observers, stop: &CancellationToken) -> watch::Receiver<Arc<JobSet>> {
+    /// Starts watching the source (re-reading it whenever `reread` asks) and reloading, until `stop`;
+    /// returns the jobs in force as they change.
+    fn spawn(
+        self,
+        observers: Observers,
+        reread: reload::Reread,
+        stop: &CancellationToken,
+    ) -> watch::Receiver<Arc<JobSet>> {
         let (snapshots_tx, snapshots) = watch::channel(self.snapshot);
         let (jobs_tx, jobs) = watch::channel(Arc::new(self.set));
         match self.watcher {
             Watcher::File(path) => {
-                tokio::spawn(reload::file::watch(path, snapshots_tx, stop.clone()));
+                tokio::spawn(reload::file::watch(
+                    path,
+                    snapshots_tx,
+                    reread,
+                    stop.clone(),
+                ));
             }
             Watcher::ConfigMap {
                 client,
@@ -836,6 +916,7 @@ impl Jobs {
                     target,
                     *params,
                     snapshots_tx,
+                    reread,
                     stop.clone(),
                 ));
             }
@@ -935,9 +1016,11 @@ async fn run_with<S: LeaseStore>(
         events,
     } = lease;
     let Started {
+        reread,
         listener,
         signals,
         clock,
+        supervisor,
     } = started;
     let ledger = Arc::new(ledger);
 
@@ -987,11 +1070,13 @@ async fn run_with<S: LeaseStore>(
         .with_events(senders.election)
         .with_token_floor(Arc::clone(&ledger) as Arc<dyn election::TokenFloor>)
         .sweeping_strays();
-    let runner = Runner::with_ledger(
+    let lost = supervisor.lost();
+    let runner = Runner::with_launcher(
         identity,
         Arc::clone(&clock),
         Some(senders.runs),
-        Arc::clone(&ledger),
+        Some(Arc::clone(&ledger)),
+        Launcher::Supervised(supervisor),
     );
     let health = Health::new(leadership.clone()).with_stall_watch(stall);
     health.set_ready();
@@ -1006,12 +1091,23 @@ async fn run_with<S: LeaseStore>(
         let runner = Arc::clone(&runner);
         move || {
             runner.kill_all();
+            // The exit skips main's flush: write the last lines (the warning above) first, within a bound.
+            crate::logging::flush(FORCED_EXIT_LOG_FLUSH);
             std::process::exit(FORCED_EXIT_CODE);
         }
     };
     tokio::spawn(signals.watch(shutdown.clone(), force));
+    // Without its supervisor no run can start and none in flight is watched: end the term, release the
+    // lease, exit (`run` turns this into Error::SupervisorLost).
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            lost.cancelled().await;
+            shutdown.cancel();
+        }
+    });
     // Reloading stops at shutdown; the dispatcher keeps the jobs in force until its timers stop.
-    let jobs = jobs.spawn(reload_observers, &shutdown);
+    let jobs = jobs.spawn(reload_observers, reread, &shutdown);
     // Orphaned grandchildren of jobs become ours (as PID 1 in a container, or as their subreaper), so that
     // a term's end finds them and nobody else must reap them; the reaper runs until the very end, after
     // the last run has ended.

@@ -108,7 +108,7 @@ pub struct Job {
 /// Caller-supplied bounds for validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Largest accepted `terminationGrace`: LD − margin − RD (DESIGN.md §2), so that a run stopped at the
+    /// Largest accepted `terminationGrace`: LD − margin − RD (docs/design.md §2), so that a run stopped at the
     /// term deadline is dead before any other replica can acquire the lease.
     pub max_termination_grace: Duration,
 }

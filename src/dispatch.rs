@@ -4,7 +4,7 @@
 //! Every replica runs every job's timer (followers too, so `/status` and the metrics know the next fire),
 //! but a fire starts a run only when this replica holds a **live** term: the term has not been ended and
 //! the monotonic clock is before its deadline. The check happens here, at the fire, and again inside the
-//! runner right before it spawns a process (DESIGN.md §2, rule 5), so a leader frozen past its deadline
+//! runner right before it spawns a process (docs/design.md §2, rule 5), so a leader frozen past its deadline
 //! starts nothing when it wakes.
 //!
 //! # Reloads

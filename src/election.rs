@@ -2,7 +2,7 @@
 //!
 //! The [`Elector`] reads the lease record, acquires it when it is free or has expired, renews it every
 //! retry period while it leads, and publishes [`Leadership`] on a watch channel. The rules are those of
-//! DESIGN.md §2 (LD = lease duration, RD = renew deadline, RP = retry period):
+//! docs/design.md §2 (LD = lease duration, RD = renew deadline, RP = retry period):
 //!
 //! - **Expiry** is judged on the local monotonic clock: a follower may take the lease over at *o* + LD,
 //!   where *o* is the instant at which it first observed the current record version. The record's

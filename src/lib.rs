@@ -34,16 +34,22 @@
 //! - [`runner`] executes a run: its own process group, environment, output into the log, timeout and
 //!   cancellation escalation (SIGTERM, then SIGKILL after the grace), concurrency policy and retries. Every
 //!   run ends with exactly one [`runner::Outcome`].
+//! - [`supervisor`] is the small process `run` starts first (`leasecron supervise`): it spawns every run's
+//!   process on request, is their subreaper, and ends every descendant when leasecron dies, SIGKILL
+//!   included. The runner reaches it through [`runner::Launcher`].
 //! - [`reaper`] reaps orphaned grandchildren when leasecron is PID 1 in a container, without stealing the
-//!   exit status of the runner's own children.
+//!   exit status of the runner's own children, and finds what a run or a term left behind.
 //! - [`observe`] fans the runner's, the elector's and the dispatcher's events out to every
 //!   [`observe::Observer`]: [`metrics::Metrics`] (an owned Prometheus registry), the
 //!   [`http::StatusBoard`] behind `/status`, and [`events::EventSink`] (Kubernetes Events about the Lease,
 //!   aggregated and rate-limited; disabled on a file lease).
 //! - [`stall`] notices a leader that holds the lease but starts nothing (every fire skipped as
 //!   `not_leader` or `state_unavailable` for longer than LD): a gauge, and `/readyz` 503.
-//! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`http`] serves
-//!   `/metrics`, `/status`, `/healthz` and `/readyz`.
+//! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`signals`]
+//!   keeps the other signals a daemon gets from ending it (SIGHUP re-reads the jobs; SIGUSR1, SIGUSR2 and
+//!   SIGALRM are logged and ignored); [`http`] serves `/metrics`, `/status`, `/healthz` and `/readyz`.
+//! - [`logging`] carries the log to stderr without ever panicking or blocking the runtime: a bounded queue
+//!   and a writer thread, counting what is lost.
 //! - [`app`] wires them into the `run`, `validate` and `next` commands; `main.rs` only parses flags.
 //! - [`clock`] makes the wall clock injectable, so timing logic is tested under paused tokio time.
 //!
@@ -53,7 +59,7 @@
 //!                                        schedule::Timer (one per job)
 //!                                        │ Tick::Fire(job, scheduled)
 //!                                        ▼
-//!   election ──watch<Leadership>──► dispatch ── live term? ──► runner ──► process group
+//!   election ──watch<Leadership>──► dispatch ── live term? ──► runner ──► supervisor ──► process group
 //!      │ LeaseStore                                               │ Outcome
 //!      ├─ kube (Lease, watch)                                     ▼
 //!      └─ file (flock + JSON)                                   logs
@@ -76,6 +82,7 @@ pub mod election;
 pub mod events;
 pub mod http;
 pub mod lease_store;
+pub mod logging;
 pub mod metrics;
 pub mod observe;
 pub mod reaper;
@@ -83,6 +90,8 @@ pub mod reload;
 pub mod runner;
 pub mod schedule;
 pub mod shutdown;
+pub mod signals;
 pub mod stall;
 pub mod state;
+pub mod supervisor;
 pub mod term;

@@ -6,7 +6,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +64,17 @@ enum Command {
         /// Namespace of that Lease [default: POD_NAMESPACE, else the kubeconfig's].
         #[arg(long, value_name = "NS", requires = "lease_name")]
         lease_namespace: Option<String>,
+    },
+    /// The run supervisor, started by `run` (not by hand): spawns the runs' processes and ends them all if
+    /// `run` dies.
+    #[command(name = "supervise", hide = true)]
+    Supervise {
+        /// The socket `run` passed.
+        #[arg(long, value_name = "FD")]
+        fd: i32,
+        /// The format of its log lines.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
 }
 
@@ -137,6 +148,19 @@ enum LogFormat {
     Json,
 }
 
+impl From<LogFormat> for leasecron::supervisor::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
+}
+
+/// This very binary, even if its file was replaced or removed since it started: the run supervisor is
+/// the same version.
+const SELF_EXE: &str = "/proc/self/exe";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
@@ -144,12 +168,14 @@ fn main() -> ExitCode {
         Err(err) => {
             let app_error = err.downcast_ref::<app::Error>();
             let code = app_error.map_or(app::EXIT_FAILURE, app::Error::exit_code);
-            match app_error {
-                Some(e) if e.is_diagnostics() => eprintln!("{e}"),
+            // Written directly (the log's writer has flushed by now); a closed stderr loses it, silently.
+            let mut stderr = std::io::stderr().lock();
+            let _ = match app_error {
+                Some(e) if e.is_diagnostics() => writeln!(stderr, "{e}"),
                 // Our errors' messages already name their cause.
-                Some(e) => eprintln!("leasecron: {e}"),
-                None => eprintln!("leasecron: {err:#}"),
-            }
+                Some(e) => writeln!(stderr, "leasecron: {e}"),
+                None => writeln!(stderr, "leasecron: {err:#}"),
+            };
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
@@ -158,15 +184,21 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Supervise { fd, log_format } => {
+            leasecron::supervisor::serve::serve_fd(fd, log_format.into())
+                .map_err(|error| anyhow::Error::new(app::Error::Internal(error.to_string())))
+        }
         Command::Validate {
             files,
             key,
             timings,
         } => {
+            let mut out = String::new();
             for line in app::validate(&files, &key, &Timings::from(&timings))? {
-                println!("{line}");
+                out.push_str(&line);
+                out.push('\n');
             }
-            Ok(())
+            print_stdout(&out)
         }
         Command::Next {
             file,
@@ -194,17 +226,33 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            print!(
-                "{}",
-                app::next(&file, usize::from(count), job.as_deref(), record.as_ref())?
-            );
-            Ok(())
+            print_stdout(&app::next(
+                &file,
+                usize::from(count),
+                job.as_deref(),
+                record.as_ref(),
+            )?)
         }
     }
 }
 
+/// Writes `text` to stdout without ever panicking. A reader that stopped reading (`leasecron next … |
+/// head -1`) has what it wanted: that is not an error, as it is not for a tool killed by SIGPIPE.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    init_logging(args.log_format)?;
     let jobs = match (args.jobs, args.jobs_configmap) {
         (Some(path), _) => JobsSource::File(path),
         (None, Some(configmap)) => JobsSource::ConfigMap(configmap),
@@ -220,16 +268,22 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_file: args.lease_file,
         http_addr: args.http_addr,
         startup_timeout: args.startup_timeout,
+        supervisor_program: PathBuf::from(SELF_EXE),
+        log_format: args.log_format.into(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(app::run(opts, Arc::new(SystemClock)))?;
-    Ok(())
+    let result = runtime.block_on(app::run(opts, Arc::new(SystemClock)));
+    drop(runtime);
+    // The log is written by a thread of its own: let it write the last lines before the process exits.
+    leasecron::logging::flush(leasecron::logging::EXIT_FLUSH_LIMIT);
+    Ok(result?)
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr through [`leasecron::logging`]: a log write never panics and never blocks the runtime.
+fn init_logging(format: LogFormat) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     // kube's HTTP layer logs every failed request at ERROR; the elector reports them with context.
     let filter = EnvFilter::try_from_default_env()
@@ -237,13 +291,16 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(leasecron::logging::stderr()?)
+        // Our writer never fails; were it to, reporting that with eprintln! could panic.
+        .log_internal_errors(false);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .init(),
+            .try_init(),
     }
+    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }

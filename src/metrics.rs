@@ -1,4 +1,4 @@
-//! The Prometheus metrics of DESIGN.md §3, on a [`Metrics`] that owns its own `Registry` (no global).
+//! The Prometheus metrics of docs/design.md §3, on a [`Metrics`] that owns its own `Registry` (no global).
 //!
 //! Labels are bounded: a `job` label value only ever comes from the loaded [`JobSet`]. Events naming a
 //! job outside the current set (a run of a job removed by a reload, still finishing) are ignored, and
@@ -9,6 +9,8 @@
 //! dispatcher's events.
 
 use chrono::{DateTime, Utc};
+use prometheus::core::{Collector, Desc, Describer as _};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Encoder as _, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -113,7 +115,7 @@ fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
 // === impl Metrics ===
 
 impl Metrics {
-    /// A registry with every metric of DESIGN.md §3, the process metrics, and `leasecron_build_info`.
+    /// A registry with every metric of docs/design.md §3, the process metrics, and `leasecron_build_info`.
     pub fn new() -> Result<Self, Error> {
         let r = Registry::new();
         #[cfg(target_os = "linux")]
@@ -156,6 +158,16 @@ impl Metrics {
             job_count: register(&r, IntGauge::new("leasecron_jobs", "Jobs in the loaded jobs file."))?,
             registry: r,
         };
+        metrics.registry.register(Box::new(ProcessCounter::new(
+            "leasecron_log_write_errors_total",
+            "Log lines lost because writing them to stderr failed (its reader is gone: EPIPE, EBADF, ...).",
+            || crate::logging::STDERR.write_errors(),
+        )?))?;
+        metrics.registry.register(Box::new(ProcessCounter::new(
+            "leasecron_log_lines_dropped_total",
+            "Log lines dropped because stderr was not taking them (its reader is stopped and the log queue was full).",
+            || crate::logging::STDERR.dropped(),
+        )?))?;
         metrics.init_unlabelled_series();
         Ok(metrics)
     }
@@ -385,6 +397,46 @@ impl Observer for Metrics {
 
     fn on_config_reload(&self, reload: &ConfigReload) {
         self.config_reload(reload);
+    }
+}
+
+/// A counter kept outside the registry (a process-wide atomic), read at each scrape.
+struct ProcessCounter {
+    opts: Opts,
+    desc: Desc,
+    read: fn() -> u64,
+}
+
+impl ProcessCounter {
+    fn new(name: &str, help: &str, read: fn() -> u64) -> Result<Self, prometheus::Error> {
+        let opts = Opts::new(name, help);
+        let desc = opts.describe()?;
+        Ok(Self { opts, desc, read })
+    }
+}
+
+impl Collector for ProcessCounter {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // A fresh counter per scrape: concurrent scrapes never add the value twice.
+        match IntCounter::with_opts(self.opts.clone()) {
+            Ok(counter) => {
+                counter.inc_by((self.read)());
+                counter.collect()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ProcessCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessCounter")
+            .field("name", &self.opts.name)
+            .finish_non_exhaustive()
     }
 }
 

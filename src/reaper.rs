@@ -78,10 +78,16 @@ pub struct Reaper {
 pub struct TrackedChild {
     /// The child.
     pub child: Child,
-    pid: Option<i32>,
+    _tracked: Option<TrackedPid>,
 }
 
-/// Pids whose exit status belongs to tokio. One set per process, like the zombies it guards.
+/// A pid whose exit status and lifetime belong to someone else: the reaper does not reap it, and the term's
+/// sweep does not signal it (nor, while it leads its group, its group). Tracked until dropped.
+#[derive(Debug)]
+pub struct TrackedPid(i32);
+
+/// Pids whose exit status belongs to tokio or to the supervisor. One set per process, like the zombies it
+/// guards.
 static TRACKED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
 fn tracked() -> MutexGuard<'static, BTreeSet<i32>> {
@@ -94,17 +100,34 @@ pub fn spawn_tracked(command: &mut Command) -> io::Result<TrackedChild> {
     let mut set = tracked();
     let child = command.spawn()?;
     let pid = child.id().and_then(|id| i32::try_from(id).ok());
-    if let Some(pid) = pid {
+    let tracked = pid.map(|pid| {
         set.insert(pid);
-    }
-    Ok(TrackedChild { child, pid })
+        TrackedPid(pid)
+    });
+    Ok(TrackedChild {
+        child,
+        _tracked: tracked,
+    })
 }
 
-impl Drop for TrackedChild {
+// === impl TrackedPid ===
+
+impl TrackedPid {
+    /// Tracks `pid` until the guard is dropped.
+    pub fn new(pid: i32) -> Self {
+        tracked().insert(pid);
+        Self(pid)
+    }
+
+    /// The pid.
+    pub fn pid(&self) -> i32 {
+        self.0
+    }
+}
+
+impl Drop for TrackedPid {
     fn drop(&mut self) {
-        if let Some(pid) = self.pid {
-            tracked().remove(&pid);
-        }
+        tracked().remove(&self.0);
     }
 }
 
@@ -293,20 +316,64 @@ pub fn signal_strays(signal: Signal) -> usize {
     strays.len()
 }
 
+/// SIGKILLs every live descendant of this process whose environment carries every one of `marks`
+/// (`NAME=VALUE`: the `LEASECRON_*` variables of one attempt): what the attempt left behind outside its
+/// process group (`setsid`, a double fork). Call it once the attempt's group is gone. Processes of a live
+/// run's group are spared, as in [`strays`]. A process that
+/// cleared its environment is not recognised here; the term's end, and the supervisor if leasecron
+/// dies, still end it. Returns the pids killed.
+pub fn kill_marked(marks: &[String]) -> Vec<i32> {
+    let stats = match scan_proc() {
+        Ok(stats) => stats,
+        Err(error) => {
+            tracing::warn!(%error, "cannot look for processes a run left behind");
+            return Vec::new();
+        }
+    };
+    let spared = tracked();
+    let marked: Vec<i32> = strays(&stats, getpid().as_raw(), &spared)
+        .into_iter()
+        .filter(|process| environ_has(process.pid, marks))
+        .map(|process| process.pid)
+        .collect();
+    drop(spared);
+    for &pid in &marked {
+        send(pid, Signal::SIGKILL);
+    }
+    marked
+}
+
+/// True if `/proc/PID/environ` holds every one of `marks`.
+fn environ_has(pid: i32, marks: &[String]) -> bool {
+    let Ok(environ) = std::fs::read(format!("{PROC_ROOT}/{pid}/environ")) else {
+        return false;
+    };
+    marks.iter().all(|mark| {
+        environ
+            .split(|&byte| byte == 0)
+            .any(|entry| entry == mark.as_bytes())
+    })
+}
+
 /// How many times [`kill_descendants`] scans before it gives up on a process that keeps forking.
 const KILL_PASSES: usize = 100;
 /// The pause between two passes of [`kill_descendants`].
 const KILL_PASS_PAUSE: Duration = Duration::from_millis(10);
 
-/// SIGKILLs every descendant of this process, pass after pass (a process may fork while it is being
-/// killed), until none is left alive. Returns how many were killed. Call it only when no run is in
-/// flight: it spares nothing.
+/// SIGKILLs every descendant of this process but the tracked ones (the run supervisor; no run is in
+/// flight), pass after pass (a process may fork while it is being killed), until none is left alive.
+/// Returns how many were killed. Call it only when no run is in flight.
 pub async fn kill_descendants() -> usize {
     let me = getpid().as_raw();
     let mut killed = BTreeSet::new();
     for _ in 0..KILL_PASSES {
         let alive = match scan_proc() {
-            Ok(stats) => descendants(&stats, me),
+            Ok(stats) => {
+                let spared = tracked();
+                let mut alive = descendants(&stats, me);
+                alive.retain(|process| !spared.contains(&process.pid));
+                alive
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot look for processes the runs left behind");
                 break;
@@ -417,6 +484,38 @@ mod tests {
         assert_eq!(orphan_zombies(stats, 1, &tracked), vec![10]);
     }
 
+    #[test]
+    fn only_processes_carrying_every_mark_are_killed() {
+        let spawn = |mark: &str| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env("LEASECRON_TEST_MARK", mark)
+                .env("LEASECRON_TEST_OTHER", "same")
+                .spawn()
+                .expect("spawn sleep")
+        };
+        let mark = format!("kill-marked-{}", std::process::id());
+        let mut marked = spawn(&mark);
+        let mut other = spawn("someone-else");
+        let marks = [
+            format!("LEASECRON_TEST_MARK={mark}"),
+            "LEASECRON_TEST_OTHER=same".to_owned(),
+        ];
+        let killed = kill_marked(&marks);
+        let marked_pid = i32::try_from(marked.id()).expect("pid fits i32");
+        assert_eq!(killed, vec![marked_pid]);
+        // The reaper test, running beside this one, may reap the zombie first (ECHILD here).
+        if let Ok(status) = marked.wait() {
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(9)
+            );
+        }
+        assert!(other.try_wait().expect("try_wait").is_none(), "spared");
+        let _ = other.kill();
+        let _ = other.wait();
+    }
+
     fn wait_until_zombie(pid: i32) -> bool {
         for _ in 0..1000 {
             let zombie = scan_proc()
@@ -440,7 +539,11 @@ mod tests {
             .expect("spawn true");
         let orphan = i32::try_from(orphan.id()).expect("pid fits i32");
         let mut ours = spawn_tracked(Command::new("true").arg("tracked")).expect("spawn true");
-        let tracked_pid = ours.pid.expect("a fresh child has a pid");
+        let tracked_pid = ours
+            ._tracked
+            .as_ref()
+            .expect("a fresh child has a pid")
+            .pid();
         assert!(
             wait_until_zombie(orphan),
             "the orphan exited and stayed unreaped"

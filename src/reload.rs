@@ -9,6 +9,10 @@
 //!   periodic re-read as the fallback for everything a watch can miss;
 //! - [`configmap`]: the ConfigMap itself, through a watch on the Kubernetes API (no kubelet sync delay).
 //!
+//! Each source also re-reads at once when asked through its [`Reread`] handle: `run` asks on SIGHUP, the
+//! daemon convention for "re-read your configuration" (the file is read again; the ConfigMap is read
+//! again with a GET, and watched again from there).
+//!
 //! The [`Reloader`] never lets a bad version in: an unreadable or invalid text is logged (every
 //! diagnostic, `FILE:LINE:COL`), counted and reported as an Event through the observers, and the last good
 //! jobs stay in force until the next valid version. Every replica reloads, leader or not, so a new leader
@@ -19,7 +23,7 @@ pub mod file;
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, JobSet, LoadOptions};
@@ -32,6 +36,31 @@ pub struct Snapshot {
     pub origin: String,
     /// The text, or why there is none (the file is missing, the ConfigMap or its key was deleted).
     pub text: Result<String, String>,
+}
+
+/// Asks a source to re-read the jobs now, whatever its watch says (on SIGHUP). Clones share one request.
+///
+/// A request made while the source is busy, or before it started, is kept, and requests made meanwhile
+/// count as one: the source re-reads once, at its next chance.
+#[derive(Debug, Clone, Default)]
+pub struct Reread(Arc<Notify>);
+
+impl Reread {
+    /// A handle no one has asked through yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the source to re-read now.
+    pub fn request(&self) {
+        self.0.notify_one();
+    }
+
+    /// Completes when a re-read was asked for (at once if one is pending), taking the request.
+    /// Cancel-safe: a request taken by a dropped future is kept for the next call.
+    pub async fn requested(&self) {
+        self.0.notified().await;
+    }
 }
 
 /// Checks each new [`Snapshot`] and publishes the valid ones as the jobs in force.
@@ -153,15 +182,15 @@ impl Reloader {
 }
 
 /// Publishes `snapshot` on `out` if it differs from the one there (a source's unchanged re-read costs
-/// the reloader nothing).
-fn publish(out: &watch::Sender<Snapshot>, snapshot: Snapshot) {
+/// the reloader nothing); true if it did.
+fn publish(out: &watch::Sender<Snapshot>, snapshot: Snapshot) -> bool {
     out.send_if_modified(|current| {
         if *current == snapshot {
             return false;
         }
         *current = snapshot;
         true
-    });
+    })
 }
 
 /// A stable 64-bit hash of the jobs text (FNV-1a), to compare replicas' versions in `/status` and in
@@ -295,15 +324,37 @@ mod tests {
         };
         let (tx, mut rx) = watch::channel(first.clone());
         rx.mark_unchanged();
-        publish(&tx, first.clone());
+        assert!(!publish(&tx, first.clone()));
         assert!(!rx.has_changed().expect("open"));
-        publish(
+        assert!(publish(
             &tx,
             Snapshot {
                 text: Ok("b".to_owned()),
                 ..first
             },
-        );
+        ));
         assert!(rx.has_changed().expect("open"));
+    }
+
+    #[tokio::test]
+    async fn a_reread_asked_before_anyone_waits_is_kept_and_several_count_as_one() {
+        let reread = Reread::new();
+        reread.request();
+        reread.clone().request();
+        tokio::time::timeout(std::time::Duration::from_secs(30), reread.requested())
+            .await
+            .expect("the pending request completes at once");
+        // Taken: the next wait waits for the next request.
+        let next = tokio::spawn({
+            let reread = reread.clone();
+            async move { reread.requested().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!next.is_finished());
+        reread.request();
+        tokio::time::timeout(std::time::Duration::from_secs(30), next)
+            .await
+            .expect("the request wakes the waiter")
+            .expect("no panic");
     }
 }

@@ -6,14 +6,16 @@
 //! returns only once they are all gone. A process is spawned only while the term is live, checked right
 //! before the first attempt and again before every retry.
 //!
-//! Layout: `command` builds the process (environment, process group, parent-death signal), `spawner` forks
-//! it on a thread of its own, `attempt` supervises one process to its end, `output` streams its pipes into
+//! Layout: `command` builds the process (environment, process group, parent-death signal), `launch` starts
+//! it through the run supervisor ([`crate::supervisor`]) or, embedded, through `spawner`, which forks it
+//! on a thread of its own, `attempt` supervises one process to its end, `output` streams its pipes into
 //! `tracing`, `group` remembers the live process groups for [`Runner::kill_all`], `report` holds the
 //! public result types.
 
 mod attempt;
 mod command;
 mod group;
+mod launch;
 mod output;
 mod report;
 mod spawner;
@@ -35,9 +37,13 @@ use crate::state::{Claim, Completion, Ledger};
 use crate::term::Term;
 
 pub use attempt::OUTPUT_DRAIN_TIMEOUT;
+pub use launch::Launcher;
 pub use output::MAX_LINE_BYTES;
 pub use report::{Failure, Outcome, RunEvent, RunReport, SkipReason};
 pub use spawner::{raise_open_file_limit, OpenFileLimit};
+
+pub(crate) use command::die_with_parent;
+pub(crate) use group::signal_group;
 
 use attempt::{Attempt, AttemptSpec};
 use command::RunEnv;
@@ -87,6 +93,8 @@ pub struct Runner {
     next_run_id: AtomicU64,
     /// Where slots are claimed before a run is spawned, and completions recorded; `None`: no run state.
     ledger: Option<Arc<Ledger>>,
+    /// Where processes are started.
+    launcher: Launcher,
 }
 
 /// A run in flight, as the concurrency policy sees it.
@@ -130,7 +138,7 @@ impl Runner {
         clock: SharedClock,
         events: Option<UnboundedSender<RunEvent>>,
     ) -> Arc<Self> {
-        Runner::build(identity, clock, events, None)
+        Runner::build(identity, clock, events, None, Launcher::InProcess)
     }
 
     /// Like [`Runner::new`], claiming every slot in `ledger` before its run is spawned (a slot runs at most
@@ -141,7 +149,19 @@ impl Runner {
         events: Option<UnboundedSender<RunEvent>>,
         ledger: Arc<Ledger>,
     ) -> Arc<Self> {
-        Runner::build(identity, clock, events, Some(ledger))
+        Runner::build(identity, clock, events, Some(ledger), Launcher::InProcess)
+    }
+
+    /// Like [`Runner::with_ledger`] (or [`Runner::new`] without a ledger), starting every process through
+    /// `launcher` (`leasecron run`: the run supervisor).
+    pub fn with_launcher(
+        identity: String,
+        clock: SharedClock,
+        events: Option<UnboundedSender<RunEvent>>,
+        ledger: Option<Arc<Ledger>>,
+        launcher: Launcher,
+    ) -> Arc<Self> {
+        Runner::build(identity, clock, events, ledger, launcher)
     }
 
     fn build(
@@ -149,6 +169,7 @@ impl Runner {
         clock: SharedClock,
         events: Option<UnboundedSender<RunEvent>>,
         ledger: Option<Arc<Ledger>>,
+        launcher: Launcher,
     ) -> Arc<Self> {
         Arc::new(Self {
             identity,
@@ -159,6 +180,7 @@ impl Runner {
             // Run ids start at 1, so `run_id=0` never appears in a log.
             next_run_id: AtomicU64::new(1),
             ledger,
+            launcher,
         })
     }
 
@@ -425,6 +447,8 @@ impl Run {
             cancel: &self.cancel,
             groups: &self.runner.groups,
             clock: &self.runner.clock,
+            launcher: &self.runner.launcher,
+            deadline: self.term.deadline(),
         };
         let gate = {
             let (runner, term, cancel) = (

@@ -3,7 +3,7 @@
 //! A [`Term`] is one uninterrupted period of holding the lease. It owns a [`CancellationToken`] that is
 //! cancelled when the term ends (lease lost, renew deadline passed, shutdown), a [`TaskTracker`] on which
 //! every run of the term executes, the term's [`FencingToken`], and its *deadline*: *s* + RD, where *s* is
-//! the monotonic instant at which the last successful renew was sent (DESIGN.md §2). The elector moves the
+//! the monotonic instant at which the last successful renew was sent (docs/design.md §2). The elector moves the
 //! deadline forward on every renew; the dispatcher checks [`Term::is_live`] right before it spawns a
 //! process, so a leader that was frozen past its deadline starts nothing when it wakes.
 

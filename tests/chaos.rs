@@ -47,7 +47,7 @@
 //!
 //! # What the design covers, and what it leaves to the fencing token
 //!
-//! DESIGN.md §2 stops a term's runs by *s* + RD + G on the leader's clock, and lets no follower acquire
+//! docs/design.md §2 stops a term's runs by *s* + RD + G on the leader's clock, and lets no follower acquire
 //! before *s* + LD on its own; the margin (1 s) absorbs the leader's timers firing late. So:
 //!
 //! - SIGKILL, SIGTERM, every API fault, restarts, and **short freezes** (≤ 500 ms: a late timer, within half

@@ -19,7 +19,7 @@ use leasecron::observe::{self, ConfigReload, Observers};
 use leasecron::runner::{Failure, Outcome, RunEvent, RunReport, SkipReason};
 use leasecron::term::FencingToken;
 
-/// Every metric name of DESIGN.md §3.
+/// The metric names of the first design contract (docs/design.md §3 lists them with those added since).
 const CONTRACT: [&str; 16] = [
     "leasecron_is_leader",
     "leasecron_lease_transitions",
@@ -132,6 +132,25 @@ fn every_contract_metric_is_exposed_with_help_text_and_a_type() {
     }
     assert!(text.contains("process_resident_memory_bytes"));
     assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4");
+}
+
+#[test]
+fn the_log_loss_counters_are_counters_with_help() {
+    let text = text(&metrics_for(&[]));
+    for name in [
+        "leasecron_log_write_errors_total",
+        "leasecron_log_lines_dropped_total",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} counter")), "{text}");
+        let help = format!("# HELP {name} ");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&help) && l.len() > help.len() + 10),
+            "{text}"
+        );
+        // Nothing here writes to the process's log queue.
+        assert_eq!(sample(&text, name), Some(0.0), "{name}");
+    }
 }
 
 #[test]

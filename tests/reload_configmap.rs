@@ -11,7 +11,7 @@ use fake_apiserver::{FakeApiServer, Fault, Options, Resource, Verb as ApiVerb, N
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use leasecron::reload::configmap::{self, ConfigMapRef, Error, Params};
-use leasecron::reload::Snapshot;
+use leasecron::reload::{Reread, Snapshot};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -115,6 +115,8 @@ fn text(snapshot: &Snapshot) -> Result<&str, &str> {
 /// A running [`configmap::watch`] task and the receiving end of its channel.
 struct Watching {
     snapshots: watch::Receiver<Snapshot>,
+    /// Asks the task to read the ConfigMap again now.
+    reread: Reread,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -134,15 +136,18 @@ impl Watching {
         let (out, mut snapshots) = watch::channel(initial);
         snapshots.mark_unchanged();
         let stop = CancellationToken::new();
+        let reread = Reread::new();
         let task = tokio::spawn(configmap::watch(
             client,
             target(),
             params,
             out,
+            reread.clone(),
             stop.clone(),
         ));
         Watching {
             snapshots,
+            reread,
             stop,
             task,
         }
@@ -531,6 +536,68 @@ async fn a_hung_watch_is_abandoned_and_made_again() {
     .await
     .expect("a new watch is made after the hung one times out");
     edit(&server, V3).await;
+    assert_eq!(text(&watching.next().await), Ok(V3));
+    watching.stop().await;
+}
+
+/// Waits until `token` has made more than `count` requests of `verb`.
+async fn more_requests_than(server: &FakeApiServer, token: &str, verb: ApiVerb, count: usize) {
+    tokio::time::timeout(PATIENCE, async {
+        while requests(server, token, verb) <= count {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no further {verb:?} request"));
+}
+
+#[tokio::test]
+async fn a_reread_request_gets_the_configmap_again_and_watches_from_there() {
+    let server = FakeApiServer::start().await;
+    create(&server, &[("jobs.yaml", V1)]).await;
+    let mut watching = Watching::start(&server, "w", params()).await;
+    // A first edit proves the watch is up.
+    edit(&server, V2).await;
+    assert_eq!(text(&watching.next().await), Ok(V2));
+    let (gets, watches) = (
+        requests(&server, "w", ApiVerb::Get),
+        requests(&server, "w", ApiVerb::Watch),
+    );
+    watching.reread.request();
+    more_requests_than(&server, "w", ApiVerb::Get, gets).await;
+    more_requests_than(&server, "w", ApiVerb::Watch, watches).await;
+    assert!(
+        watching.quiet(),
+        "the text is unchanged: nothing to publish"
+    );
+    // The new watch sees the next edit.
+    edit(&server, V3).await;
+    assert_eq!(text(&watching.next().await), Ok(V3));
+    assert_eq!(requests(&server, "w", ApiVerb::List), 0, "it never lists");
+    watching.stop().await;
+}
+
+#[tokio::test]
+async fn a_reread_request_during_a_pause_after_a_failure_reads_at_once() {
+    let server = FakeApiServer::start().await;
+    create(&server, &[("jobs.yaml", V1)]).await;
+    // Pauses long enough that only a request can end one within the test.
+    let slow = Params {
+        retry_interval: Duration::from_secs(3600),
+        ..params()
+    };
+    let mut watching = Watching::start(&server, "w", slow).await;
+    // A first edit proves the watch is up.
+    edit(&server, V2).await;
+    assert_eq!(text(&watching.next().await), Ok(V2));
+    let watches = requests(&server, "w", ApiVerb::Watch);
+    server.faults("w").set(Fault::Status(503));
+    server.break_watches();
+    // The re-watch after the broken watch fails: the task pauses for an hour.
+    more_requests_than(&server, "w", ApiVerb::Watch, watches).await;
+    server.faults("w").set(Fault::None);
+    edit(&server, V3).await;
+    watching.reread.request();
     assert_eq!(text(&watching.next().await), Ok(V3));
     watching.stop().await;
 }

@@ -1,4 +1,4 @@
-//! The elector's timings and identity, and the rules that make them safe (DESIGN.md §2.4).
+//! The elector's timings and identity, and the rules that make them safe (docs/design.md §2.4).
 
 use std::time::Duration;
 

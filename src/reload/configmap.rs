@@ -22,6 +22,14 @@
 //! reports them and keeps the jobs in force. A snapshot is published only if it differs from the one in
 //! the channel, so an edit that leaves the text alone (a label, an annotation, another key) costs nothing.
 //!
+//! # Re-reading on request
+//!
+//! A [`Reread`] request (SIGHUP) drops whatever the task is doing (a watch, a pause after a failure, the
+//! wait between polls) and reads the ConfigMap at once with a GET, then watches from the version read,
+//! as after a `410 Gone`. While the watch is forbidden that also tries the watch again, so a request is
+//! the way to pick up a newly granted `watch` verb without waiting. An unchanged text is logged, since
+//! nothing else would answer the request.
+//!
 //! # Trouble
 //!
 //! A dropped watch, a 5xx, a timeout or a refused connection says nothing about the jobs, so it is never
@@ -51,7 +59,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{publish, Snapshot};
+use super::{publish, Reread, Snapshot};
 use crate::lease_store::kube::{
     bounded_request, check_lease_name as check_object_name, denied_verbs, error_chain, ApiFailure,
     Reviewed,
@@ -248,6 +256,8 @@ struct Watcher {
     down: bool,
     /// True once a forbidden watch was reported, until a watch succeeds.
     forbidden: bool,
+    /// True from a [`Reread`] request until the read it asked for.
+    requested: bool,
 }
 
 // === impl ConfigMapRef ===
@@ -443,12 +453,14 @@ pub async fn check_access(
 }
 
 /// Watches the ConfigMap until `stop` is cancelled, publishing on `out` every snapshot that differs from
-/// the one there (`out` starts with the snapshot [`read`] at start). See the [module documentation](self).
+/// the one there (`out` starts with the snapshot [`read`] at start); reads it again at once whenever
+/// `reread` asks. See the [module documentation](self).
 pub async fn watch(
     client: kube::Client,
     target: ConfigMapRef,
     params: Params,
     out: watch::Sender<Snapshot>,
+    reread: Reread,
     stop: CancellationToken,
 ) {
     let mut watcher = Watcher {
@@ -456,12 +468,18 @@ pub async fn watch(
         out,
         down: false,
         forbidden: false,
+        requested: false,
     };
     let mut state = State::Read;
     loop {
         state = tokio::select! {
             biased;
             () = stop.cancelled() => return,
+            // `step` is cancel-safe: dropping it drops a watch, a pause or a read in flight.
+            () = reread.requested() => {
+                watcher.requested = true;
+                State::Read
+            }
             next = watcher.step(state) => next,
         };
     }
@@ -588,16 +606,17 @@ impl Watcher {
     /// GETs the ConfigMap and publishes what it says; returns its resourceVersion (empty if there is
     /// none, or no ConfigMap).
     async fn read(&mut self) -> Result<String, Error> {
-        let Some(config_map) = self.source.get().await? else {
-            self.publish(self.source.target.deleted());
-            return Ok(String::new());
+        let (snapshot, version) = match self.source.get().await? {
+            Some(config_map) => (
+                self.source.target.snapshot(&config_map),
+                config_map.metadata.resource_version.unwrap_or_default(),
+            ),
+            None => (self.source.target.deleted(), String::new()),
         };
-        let version = config_map
-            .metadata
-            .resource_version
-            .clone()
-            .unwrap_or_default();
-        self.publish(self.source.target.snapshot(&config_map));
+        let changed = self.publish(snapshot);
+        if std::mem::take(&mut self.requested) && !changed {
+            tracing::info!(source = %self.source.origin, "re-read the jobs ConfigMap on request: unchanged");
+        }
         Ok(version)
     }
 
@@ -664,8 +683,9 @@ impl Watcher {
         }
     }
 
-    fn publish(&self, snapshot: Snapshot) {
-        publish(&self.out, snapshot);
+    /// Publishes `snapshot` if it differs from the one in force; true if it did.
+    fn publish(&self, snapshot: Snapshot) -> bool {
+        publish(&self.out, snapshot)
     }
 
     /// `410 Gone`: the version is too old; read again (no pause: nothing failed).

@@ -16,6 +16,10 @@
 //! The periodic re-read every [`POLL_INTERVAL`] catches what a watch cannot: a file that is a symlink into
 //! another directory, a watch that could not be set up (inotify limits), a watched directory that was
 //! replaced. Each re-read also re-establishes the watch if it is missing or the directory changed.
+//!
+//! A [`Reread`] request (SIGHUP) reads the file at once, as an event would, and re-establishes the watch
+//! if needed, as the periodic re-read does; if the text is unchanged, that is logged, since nothing else
+//! would answer the request.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{publish, Snapshot};
+use super::{publish, Reread, Snapshot};
 
 /// How long the directory must be quiet before the file is read.
 pub const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
@@ -66,10 +70,16 @@ pub async fn read(path: &Path) -> Snapshot {
     }
 }
 
-/// Watches the jobs file at `path` and publishes every new version on `out` until `stop` is cancelled.
+/// Watches the jobs file at `path` and publishes every new version on `out` until `stop` is cancelled;
+/// reads it at once whenever `reread` asks.
 ///
 /// `out` holds the version in force; only a differing text is published.
-pub async fn watch(path: PathBuf, out: watch::Sender<Snapshot>, stop: CancellationToken) {
+pub async fn watch(
+    path: PathBuf,
+    out: watch::Sender<Snapshot>,
+    reread: Reread,
+    stop: CancellationToken,
+) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut watch = DirWatch::start(&path, &events_tx);
     // A change between the load at start and the watch being set up would otherwise wait for the poll.
@@ -77,21 +87,26 @@ pub async fn watch(path: PathBuf, out: watch::Sender<Snapshot>, stop: Cancellati
     let mut poll = tokio::time::interval_at(Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        // Why the file is read now: asked to, and whether to check the watch first.
+        let (requested, check_watch) = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
+            () = reread.requested() => (true, true),
             Some(()) = events.recv() => {
                 if !debounce(&mut events, &stop).await {
                     return;
                 }
+                (false, false)
             }
-            _ = poll.tick() => {
-                if !watch.as_ref().is_some_and(DirWatch::is_current) {
-                    watch = DirWatch::start(&path, &events_tx);
-                }
-            }
+            _ = poll.tick() => (false, true),
+        };
+        if check_watch && !watch.as_ref().is_some_and(DirWatch::is_current) {
+            watch = DirWatch::start(&path, &events_tx);
         }
-        publish(&out, read(&path).await);
+        let changed = publish(&out, read(&path).await);
+        if requested && !changed {
+            tracing::info!(source = %path.display(), "re-read the jobs file on request: unchanged");
+        }
     }
 }
 
@@ -274,7 +289,7 @@ mod tests {
         };
         let (tx, mut rx) = watch::channel(loaded);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(watch(path, tx, stop.clone()));
+        let task = tokio::spawn(watch(path, tx, Reread::new(), stop.clone()));
         tokio::time::timeout(POLL_INTERVAL / 2, rx.changed())
             .await
             .expect("published before the first poll")
@@ -291,7 +306,7 @@ mod tests {
         std::fs::write(&path, "one").expect("write");
         let (tx, mut rx) = watch::channel(read(&path).await);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(watch(path.clone(), tx, stop.clone()));
+        let task = tokio::spawn(watch(path.clone(), tx, Reread::new(), stop.clone()));
         // Let the watch be set up, then write.
         tokio::time::sleep(Duration::from_millis(100)).await;
         std::fs::write(&path, "two").expect("write");
@@ -316,12 +331,38 @@ mod tests {
         std::os::unix::fs::symlink(&target, &path).expect("symlink");
         let (tx, mut rx) = watch::channel(read(&path).await);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(watch(path, tx, stop.clone()));
+        let task = tokio::spawn(watch(path, tx, Reread::new(), stop.clone()));
         tokio::time::sleep(Duration::from_millis(100)).await;
         std::fs::write(&target, "two").expect("write");
         tokio::time::timeout(POLL_INTERVAL * 3, rx.changed())
             .await
             .expect("the poll reads it")
+            .expect("open");
+        assert_eq!(rx.borrow().text.as_deref(), Ok("two"));
+        stop.cancel();
+        task.await.expect("the watch stops");
+    }
+
+    #[tokio::test]
+    async fn a_reread_request_reads_what_the_watch_cannot_see_without_waiting_for_the_poll() {
+        // As above, a write the watch does not see; a request reads it.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let target = elsewhere.path().join("real.yaml");
+        std::fs::write(&target, "one").expect("write");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.yaml");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        let (tx, mut rx) = watch::channel(read(&path).await);
+        let reread = Reread::new();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch(path, tx, reread.clone(), stop.clone()));
+        // Let the watch read the file at its start, then write.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(&target, "two").expect("write");
+        reread.request();
+        tokio::time::timeout(POLL_INTERVAL / 2, rx.changed())
+            .await
+            .expect("published before the first poll")
             .expect("open");
         assert_eq!(rx.borrow().text.as_deref(), Ok("two"));
         stop.cancel();

@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
-use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{self, RunEnv};
 use super::group::{signal_group, ProcessGroups};
+use super::launch::{self, Launcher, Process};
 use super::output::{OutputContext, Pumps};
 use super::report::{Failure, Outcome};
-use super::spawner::{self, Gate, Refused};
+use super::spawner::{Gate, Refused};
 use crate::clock::SharedClock;
 use crate::config::Job;
 use crate::reaper;
@@ -40,6 +40,9 @@ pub(crate) struct AttemptSpec<'a> {
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) groups: &'a ProcessGroups,
     pub(crate) clock: &'a SharedClock,
+    pub(crate) launcher: &'a Launcher,
+    /// The term's deadline: no process is started after it.
+    pub(crate) deadline: Instant,
 }
 
 /// The result of one attempt.
@@ -77,22 +80,25 @@ pub(crate) async fn run(
             started,
         }
     };
-    let command = match command::build(spec.job, &spec.env) {
-        Ok(command) => command,
+    let process = match command::build(spec.job, &spec.env) {
+        Ok(process) => process,
         Err(error) => return Ok(spawn_failed(error, spec.clock.now(), Instant::now())),
     };
-    let program = command
-        .as_std()
-        .get_program()
-        .to_string_lossy()
-        .into_owned();
-    let tried = spawner::spawn(command, gate, Arc::clone(spec.clock)).await?;
+    let tried = launch::launch(
+        spec.launcher,
+        &process,
+        gate,
+        spec.deadline,
+        spec.job.termination_grace,
+        Arc::clone(spec.clock),
+    )
+    .await?;
     let outcome = match tried.result {
-        Ok(tracked) => supervise(&spec, tracked, on_spawn).await,
+        Ok(started) => supervise(&spec, started, on_spawn).await,
         Err(source) => {
             let error = super::Error::Spawn {
                 job: spec.job.name.clone(),
-                program,
+                program: process.program,
                 source,
             };
             return Ok(spawn_failed(error, tried.started_wall, tried.started));
@@ -107,14 +113,15 @@ pub(crate) async fn run(
 
 async fn supervise(
     spec: &AttemptSpec<'_>,
-    mut tracked: reaper::TrackedChild,
+    mut process: Process,
     on_spawn: impl FnOnce(u32),
 ) -> Outcome {
-    let child = &mut tracked.child;
-    let Some(pid) = child.id() else {
+    let pid = process.pid;
+    if pid == 0 {
         // Only a child already reaped has no id, and nothing has waited for it yet.
         return Outcome::Failed(Failure::Lost("the process has no pid".into()));
-    };
+    }
+    let child = &mut process;
     let pgid = i32::try_from(pid).unwrap_or(0);
     let job = &spec.job.name;
     let attempt = spec.env.attempt;
@@ -138,17 +145,18 @@ async fn supervise(
     };
     signal_group(pgid, Signal::SIGKILL);
     spec.groups.release(pgid);
+    end_strays(spec).await;
     if !pumps.drain(OUTPUT_DRAIN_TIMEOUT).await {
         tracing::warn!(job = %job, run_id, attempt, pid, "output pipes still open after the process group ended; stopped reading");
     }
-    drop(tracked);
+    drop(process);
     classify(
         ending,
         spec.cancel.is_cancelled() || spec.groups.is_killed(),
     )
 }
 
-async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Child, pgid: i32) -> Ending {
+async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Process, pgid: i32) -> Ending {
     let ending = tokio::select! {
         status = child.wait() => return Ending::Exited(status),
         () = sleep_opt(spec.job.timeout) => Ending::TimedOut,
@@ -161,6 +169,7 @@ async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Child, pgid: i32) 
     let grace = spec.job.termination_grace;
     tracing::info!(job = %spec.job.name, run_id = spec.run_id, attempt = spec.env.attempt, pgid, ?grace, "{why}: sending SIGTERM to the process group");
     signal_group(pgid, Signal::SIGTERM);
+    child.terminating(grace);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         tracing::warn!(job = %spec.job.name, run_id = spec.run_id, attempt = spec.env.attempt, pgid, "still running after the grace: sending SIGKILL");
         signal_group(pgid, Signal::SIGKILL);
@@ -169,6 +178,28 @@ async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Child, pgid: i32) 
         }
     }
     ending
+}
+
+/// Kills what the attempt left behind outside its group, recognised by its `LEASECRON_*` variables: no
+/// process of a run outlives it.
+async fn end_strays(spec: &AttemptSpec<'_>) {
+    let marks: Vec<String> = command::leasecron_env(&spec.job.name, &spec.env)
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    // /proc is read synchronously: off the runtime's workers.
+    let killed = tokio::task::spawn_blocking(move || reaper::kill_marked(&marks))
+        .await
+        .unwrap_or_default();
+    if !killed.is_empty() {
+        tracing::warn!(
+            job = %spec.job.name,
+            run_id = spec.run_id,
+            attempt = spec.env.attempt,
+            pids = ?killed,
+            "the run left processes behind outside its process group; killed them with the run"
+        );
+    }
 }
 
 async fn sleep_opt(timeout: Option<Duration>) {

@@ -1,5 +1,5 @@
-//! Building the [`Command`] for one attempt: program, environment, working directory, process group, and
-//! the parent-death signal.
+//! Building the process of one attempt ([`ProcessSpec`]: program, environment, working directory) and the
+//! [`Command`] that starts it (process group, pipes, the parent-death signal).
 //!
 //! **Spawn only from a thread that lives as long as the process: the spawner's (`spawner`), never from
 //! `spawn_blocking`.** The kernel sends the parent-death signal when the *thread* that forked the child
@@ -13,7 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use nix::errno::Errno;
 use nix::sys::prctl;
 use nix::sys::resource::{setrlimit, Resource};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::unistd::{getppid, Pid};
 use tokio::process::Command;
 
@@ -34,41 +34,71 @@ pub(crate) struct RunEnv<'a> {
     pub(crate) attempt: u32,
 }
 
-/// The command for one attempt of `job`: its own process group, stdin from `/dev/null`, stdout and stderr
-/// piped, the replica's environment, then the job's `env`, then the `LEASECRON_*` variables.
-pub(crate) fn build(job: &Job, run: &RunEnv<'_>) -> Result<Command, Error> {
-    let mut command = program(job)?;
-    command
-        .envs(&job.env)
-        .envs(leasecron_env(&job.name, run))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        // A backstop only: the runner always waits for its children; this covers a dropped run future.
-        .kill_on_drop(true);
-    if let Some(dir) = &job.working_dir {
-        command.current_dir(dir);
-    }
-    die_with_parent(&mut command);
-    Ok(command)
+/// What to execute for one attempt: program, arguments, the variables added to the replica's environment
+/// (the job's `env`, then the `LEASECRON_*` variables) and the working directory. The same for both ways
+/// of starting it: [`ProcessSpec::command`] here, or the run supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProcessSpec {
+    pub(crate) program: String,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: Option<String>,
 }
 
-fn program(job: &Job) -> Result<Command, Error> {
-    match &job.program {
-        Program::Shell(script) => {
-            let mut command = Command::new(SHELL);
-            command.arg("-c").arg(script);
-            Ok(command)
-        }
+/// The process of one attempt of `job`.
+pub(crate) fn build(job: &Job, run: &RunEnv<'_>) -> Result<ProcessSpec, Error> {
+    let (program, args) = match &job.program {
+        Program::Shell(script) => (SHELL.to_owned(), vec!["-c".to_owned(), script.clone()]),
         Program::Command(argv) => {
             let (program, args) = argv.split_first().ok_or_else(|| Error::EmptyCommand {
                 job: job.name.clone(),
             })?;
-            let mut command = Command::new(program);
-            command.args(args);
-            Ok(command)
+            (program.clone(), args.to_vec())
         }
+    };
+    let env = job
+        .env
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .chain(
+            leasecron_env(&job.name, run)
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value)),
+        )
+        .collect();
+    Ok(ProcessSpec {
+        program,
+        args,
+        env,
+        cwd: job
+            .working_dir
+            .as_ref()
+            .map(|dir| dir.display().to_string()),
+    })
+}
+
+impl ProcessSpec {
+    /// The command that starts it from this process: its own process group, stdin from `/dev/null`,
+    /// stdout and stderr piped, the parent-death signal, the open file limits leasecron started with.
+    pub(crate) fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            // A backstop only: the runner always waits for its children; this covers a dropped run future.
+            .kill_on_drop(true);
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        die_with_parent(
+            command.as_std_mut(),
+            super::spawner::child_open_file_limit(),
+        );
+        command
     }
 }
 
@@ -88,22 +118,26 @@ pub(crate) fn format_scheduled(scheduled: DateTime<Utc>) -> String {
     scheduled.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// Makes the child die with SIGKILL when its parent goes away, so no run outlives a crashed runner; and
-/// gives it the open file limits leasecron was started with (leasecron raises its own, see `spawner`).
+/// Makes the child die with SIGKILL when its parent goes away, so no run's process outlives the process
+/// that started it; gives it an empty signal mask (the run supervisor blocks the signals it reads from a
+/// signalfd, and a mask survives `exec`); and gives it `open_files` (soft, hard) as its open file limits if
+/// set (leasecron raises its own, see `spawner`). Used by the runner and by the run supervisor.
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut std::process::Command, open_files: Option<(u64, u64)>) {
     let parent = Pid::this();
-    let open_files = super::spawner::child_open_file_limit();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe calls are
-    // allowed. It makes at most three system calls (prctl(2), getppid(2), setrlimit(2)), allocates nothing
+    // allowed. It makes at most four system calls (prctl(2), getppid(2), sigprocmask(2), setrlimit(2)),
+    // all async-signal-safe; it allocates nothing
     // and takes no lock; the error it may return is built from a raw errno, without allocation.
     unsafe {
-        command.pre_exec(move || {
+        std::os::unix::process::CommandExt::pre_exec(command, move || {
             prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
             // If the parent died before prctl took effect, the signal will never come: give up instead.
             if getppid() != parent {
                 return Err(io::Error::from(Errno::ESRCH));
             }
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .map_err(io::Error::from)?;
             if let Some((soft, hard)) = open_files {
                 setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(io::Error::from)?;
             }

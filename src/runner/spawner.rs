@@ -8,7 +8,7 @@
 //!
 //! A request may wait in line, so the caller's gate (a live term, a run not cancelled) is checked here,
 //! right before the fork, not when the request was made: no time passes between the check and the spawn
-//! (DESIGN.md §2, rule 5).
+//! (docs/design.md §2, rule 5).
 //!
 //! One thread for the whole process, started on first use and never ended: the kernel sends a child's
 //! parent-death signal when the *thread* that forked it exits (see `command`).
@@ -79,7 +79,7 @@ pub(crate) fn child_open_file_limit() -> Option<(u64, u64)> {
 }
 
 /// `error`, explained if the process ran out of descriptors.
-fn explain(error: io::Error) -> io::Error {
+pub(crate) fn explain(error: io::Error) -> io::Error {
     let why = match error.raw_os_error().map(nix::errno::Errno::from_raw) {
         Some(nix::errno::Errno::EMFILE) => {
             let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)

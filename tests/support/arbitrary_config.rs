@@ -1,4 +1,4 @@
-//! Valid jobs files for the property tests: a model of the file (DESIGN.md §3, README "The jobs file"),
+//! Valid jobs files for the property tests: a model of the file (docs/design.md §3, README "The jobs file"),
 //! proptest strategies that generate it within the documented bounds, a renderer that writes it as YAML in
 //! one of many equivalent styles, and the jobs the model means ([`ModelFile::expected`]), computed from the
 //! documented defaults and merge rules without going through the parser.

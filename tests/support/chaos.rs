@@ -193,6 +193,10 @@ pub struct Jobs {
 /// inherited; a killed or exited process drops it, a stopped one keeps it), and first probes it with a
 /// non-blocking exclusive lock: `free` if that succeeds, `busy` if some other run still holds it. A run
 /// that could not take its shared lock within 2 s says `-unlocked` (`busy-unlocked`).
+///
+/// Both jobs have descendants that hold the lock too: `tick` sleeps in a nested shell, `long` starts a
+/// `setsid` sleep that leaves its process group (and, like the job, ignores SIGTERM). A descendant that
+/// outlived its run or its replica would be seen as `busy` by the next run.
 pub fn write_jobs(dir: &Path) -> Jobs {
     let runs = dir.join("runs");
     let marker = dir.display().to_string();
@@ -216,14 +220,14 @@ pub fn write_jobs(dir: &Path) -> Jobs {
         )
     };
     let tick = format!(
-        "trap '{term}; exit 143' TERM\n      {probe}\n      {start}\n      sleep 0.2 & wait $!\n      {end}",
+        "trap '{term}; exit 143' TERM\n      {probe}\n      {start}\n      sh -c 'sleep 0.2' & wait $!\n      {end}",
         term = record(TICK, "term", "-"),
         probe = probe(TICK),
         start = record(TICK, "start", "$lock"),
         end = record(TICK, "end", "-"),
     );
     let long = format!(
-        "trap '' TERM\n      {probe}\n      {start}\n      sleep 5\n      {end}",
+        "trap '' TERM\n      {probe}\n      {start}\n      setsid sleep 4.5 &\n      sleep 5\n      {end}",
         probe = probe(LONG),
         start = record(LONG, "start", "$lock"),
         end = record(LONG, "end", "-"),

@@ -3,12 +3,12 @@
 //! A replica is a real `leasecron run` on the fake API server, with its own bearer token (its identity),
 //! so API faults can target it. What happens to it models what happens to a pod:
 //!
-//! - **SIGKILL** models a container or node death: the replica is stopped, its job process groups and
-//!   then the replica itself are SIGKILLed, and the test waits until none of them is left (in a container
-//!   leasecron is PID 1 and its death takes every process with it; here the test does it).
+//! - **SIGKILL** of leasecron alone (`kill -9`, the OOM killer): its run supervisor must end every process
+//!   under it, descendants that left their group included; the test waits until none of them is left (a
+//!   container's death, which takes every process at once, is the easier case).
 //! - **SIGTERM** is a graceful shutdown (`kubectl delete pod`, a rollout); the replica must exit 0.
-//! - **SIGSTOP** of the whole replica (leasecron and every job process group: a frozen VM or cgroup) or of
-//!   the runner alone (its jobs keep running), short or long, then SIGCONT.
+//! - **SIGSTOP** of the whole replica (leasecron and every process under it: a frozen VM or cgroup) or of
+//!   the runner alone (its supervisor and jobs keep running), short or long, then SIGCONT.
 //! - **API faults** on its client only: hangs, 5xx bursts, connection resets, latency; on every verb, or
 //!   on writes only, or on reads only.
 //! - A killed or terminated replica is **restarted** after a while, with the same identity (a container
@@ -81,33 +81,47 @@ pub fn processes() -> Vec<Proc> {
         .collect()
 }
 
-/// The live children of `pid`: a replica's job processes, each the leader of its own group once it has
-/// set its group up (the spawn does that before exec).
-fn children_of(pid: i32) -> Vec<Proc> {
-    processes()
-        .into_iter()
-        .filter(|p| p.ppid == pid && p.state != 'Z')
-        .collect()
-}
-
-/// Signals a job: its whole process group if it leads one, else (still between fork and exec) itself.
-/// Never the group of a process that does not lead it: that is the test's own group.
-fn signal_job(job: &Proc, signal: Signal) {
-    if job.pgrp == job.pid {
-        let _ = killpg(Pid::from_raw(job.pid), signal);
-    } else {
-        let _ = kill(Pid::from_raw(job.pid), signal);
+/// Every live descendant of `pid`: its run supervisor, the runs' processes, and what they started.
+fn tree_of(pid: i32) -> Vec<Proc> {
+    let all = processes();
+    let mut found = vec![pid];
+    let mut tree = Vec::new();
+    // Parents may be listed after their children: repeat until a pass adds nothing.
+    loop {
+        let before = found.len();
+        for p in &all {
+            if p.state != 'Z' && !found.contains(&p.pid) && found.contains(&p.ppid) {
+                found.push(p.pid);
+                tree.push(*p);
+            }
+        }
+        if found.len() == before {
+            return tree;
+        }
     }
 }
 
-/// Waits until no live process is left in any of `groups` (a zombie is not alive: PID 1 here does not reap
-/// orphans); returns false if some are still there after `limit`.
-fn wait_groups_gone(groups: &[i32], limit: Duration) -> bool {
+/// A replica's job processes: the leaders of the runs' process groups among its descendants (the run
+/// supervisor, in leasecron's own group, is not one).
+fn jobs_in(tree: &[Proc]) -> Vec<Proc> {
+    tree.iter().filter(|p| p.pgrp == p.pid).copied().collect()
+}
+
+/// Signals every process of `tree`, one by one (a frozen or dead machine takes every process, whichever
+/// group or session it is in).
+fn signal_tree(tree: &[Proc], signal: Signal) {
+    for p in tree {
+        let _ = kill(Pid::from_raw(p.pid), signal);
+    }
+}
+
+/// Waits until none of `pids` is alive (a zombie is not); returns false if some are after `limit`.
+fn wait_gone(pids: &[i32], limit: Duration) -> bool {
     let start = Instant::now();
     loop {
         let left = processes()
             .into_iter()
-            .any(|p| p.state != 'Z' && groups.contains(&p.pgrp));
+            .any(|p| p.state != 'Z' && pids.contains(&p.pid));
         if !left {
             return true;
         }
@@ -581,12 +595,12 @@ impl Cluster {
                 } else {
                     "SIGSTOP runner"
                 };
-                let jobs = freeze(pid, *whole);
+                let (jobs, stopped) = freeze(pid, *whole);
                 event.detail =
                     format!("{} ms, {} job processes", plan.hold.as_millis(), jobs.len());
                 event.jobs = jobs.iter().map(|j| j.pid).collect();
                 self.idle(plan.hold, monitor);
-                thaw(pid, if *whole { &jobs } else { &[] });
+                thaw(pid, &stopped);
                 event.end_ns = now_ns();
                 event.freeze = Some((*whole, plan.hold > super::COVERED_FREEZE));
             }
@@ -668,7 +682,7 @@ impl Cluster {
         }
         for mut member in std::mem::take(&mut self.members) {
             let pid = member.replica.pid().as_raw();
-            thaw(pid, &children_of(pid));
+            thaw(pid, &tree_of(pid));
             let gone = self.kill(&mut member.replica);
             self.end_incarnation(member.incarnation, "teardown".to_owned(), Some(gone));
         }
@@ -682,41 +696,38 @@ impl Drop for Cluster {
     }
 }
 
-/// A container's death: stop leasecron (so it spawns nothing more), SIGKILL its job process groups and
-/// itself, and wait until none of their processes is left; returns when that was seen, and whether it was.
+/// `kill -9` of leasecron alone (by hand, or the OOM killer's choice): its run supervisor must end every
+/// process under it, descendants that left their group included. Waits until none of the processes under
+/// it at that moment is left; returns when that was seen, and whether it was.
 fn kill_replica(replica: &mut Replica) -> (u128, bool) {
     let pid = replica.pid();
     let _ = kill(pid, Signal::SIGSTOP);
-    let jobs = children_of(pid.as_raw());
-    for job in &jobs {
-        signal_job(job, Signal::SIGKILL);
-    }
+    let tree = tree_of(pid.as_raw());
     let _ = kill(pid, Signal::SIGKILL);
     let _ = replica.child.wait();
-    let groups: Vec<i32> = jobs.iter().map(|j| j.pid).collect();
-    let all_gone = wait_groups_gone(&groups, DEATH_LIMIT);
+    let pids: Vec<i32> = tree.iter().map(|p| p.pid).collect();
+    let all_gone = wait_gone(&pids, DEATH_LIMIT);
     (now_ns(), all_gone)
 }
 
-/// SIGSTOPs leasecron, then (`whole`) each of its job process groups; returns its jobs at that moment
-/// (stopped, it spawns no more), stopped or not.
-fn freeze(pid: i32, whole: bool) -> Vec<Proc> {
+/// SIGSTOPs leasecron, then (`whole`) every process under it (the run supervisor, the runs and what they
+/// started: a frozen VM or cgroup); returns its job processes at that moment (stopped, it spawns no more),
+/// stopped or not, and the processes to wake.
+fn freeze(pid: i32, whole: bool) -> (Vec<Proc>, Vec<Proc>) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
-    let jobs = children_of(pid);
+    let tree = tree_of(pid);
     if whole {
-        for job in &jobs {
-            signal_job(job, Signal::SIGSTOP);
-        }
+        signal_tree(&tree, Signal::SIGSTOP);
+        (jobs_in(&tree), tree)
+    } else {
+        (jobs_in(&tree), Vec::new())
     }
-    jobs
 }
 
-/// SIGCONTs the jobs, then leasecron: a frozen machine wakes all at once; the jobs first, so that the
-/// runner's first act (possibly SIGTERM to them) finds them awake.
-fn thaw(pid: i32, jobs: &[Proc]) {
-    for job in jobs {
-        signal_job(job, Signal::SIGCONT);
-    }
+/// SIGCONTs the processes under leasecron, then leasecron: a frozen machine wakes all at once; the jobs
+/// first, so that the runner's first act (possibly SIGTERM to them) finds them awake.
+fn thaw(pid: i32, stopped: &[Proc]) {
+    signal_tree(stopped, Signal::SIGCONT);
     let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
 }
 
