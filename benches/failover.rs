@@ -8,7 +8,9 @@
 //! - steady state: API requests per minute by the leader and by each follower, by resource (the Lease,
 //!   the run state's ConfigMap `<lease>-state`, the jobs' ConfigMap, Events) and verb, over
 //!   `FAILOVER_STEADY_SECONDS` (default 60);
-//! - RSS (`VmRSS`) and CPU time per second of each replica in that window.
+//! - RSS (`VmRSS`) and CPU time per second of each replica in that window;
+//! - graceful failover on a lease file (`--lease-file`, three replicas with the same timings): SIGTERM to
+//!   the holder → the lease file naming another replica, as this process reads it (every 200 µs).
 //!
 //! The jobs come from the ConfigMap `leasecron-jobs` (`--jobs-configmap`): one job that succeeds every
 //! `FAILOVER_JOB_EVERY` seconds (default 10) and one that fails every 30 s, so that the leader's run-state
@@ -17,6 +19,7 @@
 //! ```text
 //! cargo bench --bench failover                      # ~2.5 min with the default timings
 //! FAILOVER_SAMPLES=10 cargo bench --bench failover
+//! FAILOVER_STORE=file cargo bench --bench failover   # the lease file only (~15 s; no results file)
 //! ```
 
 #[path = "../tests/support/fake_apiserver.rs"]
@@ -48,6 +51,10 @@ const ADMIN: &str = "admin";
 const STEADY_SECONDS: u64 = 60;
 /// How often the failing job fires, in seconds: its Events are aggregated to one write a minute.
 const FAILING_EVERY: u64 = 30;
+/// The lease file of the file-lease part, in the bench's directory.
+const LEASE_FILE: &str = "leasecron.lease";
+/// How often the file-lease part reads the lease file while it waits for the new holder.
+const LEASE_FILE_READ_EVERY: Duration = Duration::from_micros(200);
 
 struct Replica {
     identity: String,
@@ -175,6 +182,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    // `kube`, `file`, or both (the default; only then are the results written).
+    let store = std::env::var("FAILOVER_STORE").unwrap_or_else(|_| "both".to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -188,27 +197,17 @@ fn main() {
             env_duration("FAILOVER_RD", "10s"),
             env_duration("FAILOVER_RP", "2s"),
         );
-        let server = FakeApiServer::start().await;
-        create_jobs(&server, job_every).await;
-        let mut bench = Bench {
-            server,
-            dir: dir.path().to_owned(),
-            timings: [
-                "--lease-duration".into(),
-                ld.clone(),
-                "--renew-deadline".into(),
-                rd.clone(),
-                "--retry-period".into(),
-                rp.clone(),
-            ],
-            next_id: 0,
-        };
-        println!("failover, 3 replicas against the fake API server, LD {ld} RD {rd} RP {rp}");
-        let mut replicas: Vec<Replica> = (0..3).map(|_| bench.spawn()).collect();
-
+        let timings: [String; 6] = [
+            "--lease-duration".into(),
+            ld.clone(),
+            "--renew-deadline".into(),
+            rd.clone(),
+            "--retry-period".into(),
+            rp.clone(),
+        ];
         let mut report = report::Report::new("failover");
         report
-            .param("replicas", replicas.len())
+            .param("replicas", 3)
             .param("lease_duration", ld.as_str())
             .param("renew_deadline", rd.as_str())
             .param("retry_period", rp.as_str())
@@ -217,27 +216,154 @@ fn main() {
             .param("steady_seconds", steady_seconds)
             .param("job_every_seconds", job_every)
             .param("failing_job_every_seconds", FAILING_EVERY);
-        let steady = steady_state(&bench, &replicas, Duration::from_secs(steady_seconds)).await;
-        report.raw("steady_state", steady);
-
-        let mut graceful = Vec::new();
-        for _ in 0..samples {
-            graceful.push(bench.failover(&mut replicas, Signal::SIGTERM).await);
-        }
-        print_summary("graceful (SIGTERM → new holder's write)", &graceful);
-        let mut crash = Vec::new();
-        for _ in 0..samples.min(3) {
-            crash.push(bench.failover(&mut replicas, Signal::SIGKILL).await);
-        }
-        print_summary("crash (SIGKILL → new holder's write)", &crash);
         let ms = |samples: &[Duration]| -> Vec<f64> {
             samples.iter().map(|d| d.as_secs_f64() * 1e3).collect()
         };
-        report
-            .samples("graceful", "ms", &ms(&graceful))
-            .samples("crash", "ms", &ms(&crash))
-            .write();
+        if store != "file" {
+            let server = FakeApiServer::start().await;
+            create_jobs(&server, job_every).await;
+            let mut bench = Bench {
+                server,
+                dir: dir.path().to_owned(),
+                timings: timings.clone(),
+                next_id: 0,
+            };
+            println!("failover, 3 replicas against the fake API server, LD {ld} RD {rd} RP {rp}");
+            let mut replicas: Vec<Replica> = (0..3).map(|_| bench.spawn()).collect();
+            let steady = steady_state(&bench, &replicas, Duration::from_secs(steady_seconds)).await;
+            report.raw("steady_state", steady);
+
+            let mut graceful = Vec::new();
+            for _ in 0..samples {
+                graceful.push(bench.failover(&mut replicas, Signal::SIGTERM).await);
+            }
+            print_summary("graceful (SIGTERM → new holder's write)", &graceful);
+            let mut crash = Vec::new();
+            for _ in 0..samples.min(3) {
+                crash.push(bench.failover(&mut replicas, Signal::SIGKILL).await);
+            }
+            print_summary("crash (SIGKILL → new holder's write)", &crash);
+            report
+                .samples("graceful", "ms", &ms(&graceful))
+                .samples("crash", "ms", &ms(&crash));
+        }
+        if store != "kube" {
+            let mut bench = FileBench::new(dir.path().join("file"), timings, job_every);
+            println!("failover, 3 replicas on a lease file, LD {ld} RD {rd} RP {rp}");
+            let mut replicas: Vec<Replica> = (0..3).map(|_| bench.spawn()).collect();
+            let mut graceful = Vec::new();
+            for _ in 0..samples {
+                graceful.push(bench.failover(&mut replicas).await);
+            }
+            print_summary(
+                "graceful on a lease file (SIGTERM → the file names another holder)",
+                &graceful,
+            );
+            report.samples("graceful_file", "ms", &ms(&graceful));
+        }
+        if store == "both" {
+            report.write();
+        }
     });
+}
+
+/// Three replicas electing through one lease file.
+struct FileBench {
+    dir: PathBuf,
+    jobs: PathBuf,
+    timings: [String; 6],
+    next_id: usize,
+    /// Failovers so far.
+    samples: u64,
+}
+
+impl FileBench {
+    /// A bench in `dir` (created), with a job that succeeds every `every` seconds.
+    fn new(dir: PathBuf, timings: [String; 6], every: u64) -> FileBench {
+        fs::create_dir_all(&dir).expect("the bench directory");
+        let jobs = dir.join("jobs.yaml");
+        let text = format!(
+            "jobs:\n  - name: works\n    schedule: \"*/{every} * * * * *\"\n    shell: \"true\"\n"
+        );
+        fs::write(&jobs, text).expect("the jobs file");
+        FileBench {
+            dir,
+            jobs,
+            timings,
+            next_id: 0,
+            samples: 0,
+        }
+    }
+
+    fn spawn(&mut self) -> Replica {
+        let identity = format!("f{}", self.next_id);
+        self.next_id += 1;
+        let log = fs::File::create(self.dir.join(format!("{identity}.log"))).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_leasecron"))
+            .args(["run", "--jobs"])
+            .arg(&self.jobs)
+            .arg("--lease-file")
+            .arg(self.dir.join(LEASE_FILE))
+            .args(["--identity", &identity, "--http-addr", "127.0.0.1:0"])
+            .args(&self.timings)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn leasecron");
+        Replica { identity, child }
+    }
+
+    /// The holder the lease file names, if any.
+    fn holder(path: &std::path::Path) -> Option<String> {
+        let text = fs::read(path).ok()?;
+        let record: serde_json::Value = serde_json::from_slice(&text).ok()?;
+        let holder = record.get("holderIdentity")?.as_str()?;
+        (!holder.is_empty()).then(|| holder.to_owned())
+    }
+
+    /// SIGTERM to the holder; the time until the lease file names another replica.
+    async fn failover(&mut self, replicas: &mut Vec<Replica>) -> Duration {
+        let path = self.dir.join(LEASE_FILE);
+        let start = Instant::now();
+        let holder = loop {
+            if let Some(holder) = FileBench::holder(&path) {
+                break holder;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "no leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Let the followers settle on the current record (their watch is up). Not a fixed second: a
+        // follower that polls (every 250 ms before it watched the directory) last polled when it saw the
+        // previous holder's first write, so a fixed settle time would put its next poll right at the
+        // release. 1 s plus 0–499 ms, spread over the samples.
+        self.samples += 1;
+        let settle = Duration::from_millis(1000 + (self.samples * 211) % 500);
+        tokio::time::sleep(settle).await;
+        let index = replicas
+            .iter()
+            .position(|r| r.identity == holder)
+            .expect("the holder is ours");
+        let leader = replicas.remove(index);
+        let taken = tokio::task::spawn_blocking(move || {
+            let sent = Instant::now();
+            leader.signal(Signal::SIGTERM);
+            loop {
+                if FileBench::holder(&path).is_some_and(|h| h != holder) {
+                    return (sent.elapsed(), leader);
+                }
+                assert!(
+                    sent.elapsed() < Duration::from_secs(120),
+                    "nobody took over"
+                );
+                std::thread::sleep(LEASE_FILE_READ_EVERY);
+            }
+        });
+        let (elapsed, leader) = taken.await.expect("the reader does not panic");
+        drop(leader);
+        replicas.push(self.spawn());
+        elapsed
+    }
 }
 
 /// The jobs' ConfigMap, created through the API as an administrator would.

@@ -45,6 +45,7 @@ use crate::reload::{self, Reloader, Snapshot};
 use crate::runner::{Launcher, Runner};
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 use crate::signals;
+use crate::stall::StallWatch;
 use crate::state::file::FileState;
 use crate::state::kube::{self as kube_state, KubeState};
 use crate::state::{Backend, JobRecord, Ledger, Pruner, StateRecord};
@@ -60,9 +61,6 @@ const EVENTS_HANDOVER: Duration = Duration::from_millis(50);
 const FORCED_EXIT_LOG_FLUSH: Duration = Duration::from_millis(500);
 /// At shutdown, how long writing the last Kubernetes Events may take.
 const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often a follower on a local lease file re-reads it (at most; RP if shorter). A file has no watch;
-/// reading a few hundred bytes four times a second is cheap, and a release is noticed within this bound.
-pub const LEASE_FILE_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// The first wait between start-up attempts; it doubles per attempt, up to [`STARTUP_RETRY_MAX_DELAY`].
 const STARTUP_RETRY_FIRST_DELAY: Duration = Duration::from_millis(500);
 /// The longest wait between start-up attempts: a recovered API server is noticed within this.
@@ -469,12 +467,12 @@ async fn open(opts: &RunOptions, load: LoadOptions) -> Result<Opened, Error> {
     match &opts.lease_file {
         Some(lease_file) => {
             let identity = resolve_identity(opts.identity.clone(), true)?;
-            let store = FileStore::open(
-                lease_file,
-                opts.timings.retry_period.min(LEASE_FILE_POLL_INTERVAL),
-            )?;
+            // Watched through inotify; polled every RP as the fallback.
+            let mut store = FileStore::open(lease_file, opts.timings.retry_period)?;
             // A corrupt lease file is a configuration error: find out before anything runs.
             store.get().await?;
+            // Another live process with this identity would hold it (on Kubernetes the Lease tells).
+            store.claim_identity(&identity)?;
             let jobs = match jobs_source {
                 Ok(jobs) => PendingJobs::Loaded(jobs),
                 Err(value) => {
@@ -1053,14 +1051,25 @@ async fn run_with<S: LeaseStore>(
         Arc::new(Pruner::new(Arc::clone(&ledger), leadership.clone()))
             as Arc<dyn observe::Observer>,
     );
+    // A leader that holds the lease but starts nothing shows as a gauge and on /readyz.
+    let stall = Arc::new(StallWatch::new(
+        opts.timings.lease_duration,
+        leadership.clone(),
+    ));
+    metrics.register(stall.collector().map_err(metrics::Error::from)?)?;
+    observers.push(Arc::clone(&stall) as Arc<dyn observe::Observer>);
     let (senders, receivers) = observe::channels();
     observers.config_reload(&jobs.initial_report());
     let reload_observers = observers.clone();
     // Runs until every sender is gone; the runner lives until exit, so it is never awaited.
     tokio::spawn(observers.run(receivers));
 
-    // Every child of this process is a run: what a term's runs leave behind dies with the term.
-    let elector = elector.with_events(senders.election).sweeping_strays();
+    // Every child of this process is a run: what a term's runs leave behind dies with the term. Every term's
+    // fencing token exceeds the run state's, so deleting the lease alone never stalls a leader.
+    let elector = elector
+        .with_events(senders.election)
+        .with_token_floor(Arc::clone(&ledger) as Arc<dyn election::TokenFloor>)
+        .sweeping_strays();
     let lost = supervisor.lost();
     let runner = Runner::with_launcher(
         identity,
@@ -1069,7 +1078,7 @@ async fn run_with<S: LeaseStore>(
         Some(Arc::clone(&ledger)),
         Launcher::Supervised(supervisor),
     );
-    let health = Health::new(leadership.clone());
+    let health = Health::new(leadership.clone()).with_stall_watch(stall);
     health.set_ready();
     let endpoints = Endpoints {
         health,

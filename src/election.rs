@@ -8,10 +8,14 @@
 //!   where *o* is the instant at which it first observed the current record version. The record's
 //!   `renewTime` is never compared with the local wall clock, so clock skew cannot cause a split brain. A
 //!   record with no holder is free at once. A record naming this replica's own identity that this elector
-//!   did not write (an earlier incarnation) is treated like anyone else's: it may still have runs.
+//!   did not write (an earlier incarnation) is treated like anyone else's: it may still have runs. A held
+//!   record that disappears (the lease was deleted) counts as a new observation that expires LD later:
+//!   its holder may still be running its term, and re-creates the record as soon as its term has ended.
 //! - **Writes** carry the version last read (`Conflict` / `AlreadyExists` → re-read, never a blind write).
-//! - **Terms**: every acquisition increments `leaseTransitions` — also when the same identity acquires
-//!   again — and the new value is the term's [`FencingToken`]. A term's
+//! - **Terms**: every acquisition writes a larger `leaseTransitions` — also when the same identity acquires
+//!   again — and the new value is the term's [`FencingToken`]: one more than the largest of the record's
+//!   count, the run state's token ([`TokenFloor`]) and the largest token this process has seen
+//!   ([`fencing`]), so tokens never go backwards when the lease is deleted. A term's
 //!   deadline is *s* + RD, *s* being the instant the last successful renew was *sent*; it is a timer of
 //!   its own, and every store request is bounded so that none outlives it. When the deadline passes, the
 //!   term ends (its token is cancelled and its runs are awaited) before anything else happens.
@@ -22,6 +26,7 @@
 //! left before the deadline); a reply that arrives after the deadline counts as a failure.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -37,12 +42,14 @@ use observation::Observation;
 
 mod config;
 mod event;
+pub mod fencing;
 mod observation;
 
 pub use config::{
     Config, DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY_PERIOD, MIN_MARGIN,
 };
 pub use event::{ElectionEvent, LossReason};
+pub use fencing::TokenFloor;
 
 /// `leaseDurationSeconds` of a released record, as client-go writes it: other implementations that judge
 /// expiry by the record see it expire at once.
@@ -120,6 +127,10 @@ pub struct Elector<S: LeaseStore> {
     leadership: watch::Sender<Leadership>,
     events: Option<mpsc::UnboundedSender<ElectionEvent>>,
     sweep_strays: bool,
+    /// The run state's tokens, which a new term's token must exceed.
+    floor: Option<Arc<dyn TokenFloor>>,
+    /// The largest token seen, and the lease's count as last observed.
+    memory: fencing::Memory,
 }
 
 /// Where the elector is. Each variant waits for its own events; [`Elector::step`] moves to the next.
@@ -179,6 +190,8 @@ impl<S: LeaseStore> Elector<S> {
             leadership,
             events: None,
             sweep_strays: false,
+            floor: None,
+            memory: fencing::Memory::default(),
         };
         Ok((elector, rx))
     }
@@ -195,6 +208,15 @@ impl<S: LeaseStore> Elector<S> {
     #[must_use]
     pub fn sweeping_strays(mut self) -> Self {
         self.sweep_strays = true;
+        self
+    }
+
+    /// Gives every new term a token above the largest one `floor` holds (the run state's), as well as above
+    /// the lease's count. Reading it is part of every acquisition: while it cannot be read, this replica
+    /// does not acquire.
+    #[must_use]
+    pub fn with_token_floor(mut self, floor: Arc<dyn TokenFloor>) -> Self {
+        self.floor = Some(floor);
         self
     }
 
@@ -309,13 +331,33 @@ impl<S: LeaseStore> Elector<S> {
         }
     }
 
-    /// Writes a record naming this replica, over the observed (free or expired) one.
+    /// Writes a record naming this replica, over the observed (free or expired) one, with the next fencing
+    /// token ([`fencing`]).
     async fn acquire(&self, observed: Observation) -> Result<State, Error> {
-        let previous = observed
-            .record
-            .as_ref()
-            .map_or(0, |v| v.record.lease_transitions.max(0));
-        let transitions = previous.checked_add(1).ok_or(Error::TransitionsExhausted)?;
+        let lease = observed.record.as_ref().map_or(0, |v| {
+            u64::try_from(v.record.lease_transitions).unwrap_or(0)
+        });
+        let state = match self.read_floor().await {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "cannot read the run state's fencing token; not acquiring the lease until it can be read \
+                     (a term below it would start nothing)"
+                );
+                return Ok(State::Following {
+                    observed,
+                    retry_at: Some(Instant::now() + self.config.retry_period),
+                });
+            }
+        };
+        let floor = fencing::Floor {
+            lease,
+            state,
+            seen: self.memory.highest(),
+        };
+        let token = floor.next_token().ok_or(Error::TransitionsExhausted)?;
+        let transitions = i32::try_from(token).map_err(|_| Error::TransitionsExhausted)?;
         let now = self.clock.now();
         let record = self.held_record(now, now, transitions);
         let sent = Instant::now();
@@ -330,7 +372,20 @@ impl<S: LeaseStore> Elector<S> {
             }
         };
         match result {
-            Ok(written) => Ok(self.begin_term(written, sent, now)),
+            Ok(written) => {
+                if let Some(regression) = floor.regression() {
+                    self.regressed(regression, "the lease and the run state both lost their fencing tokens (deleted or replaced)");
+                } else if floor.state > floor.lease {
+                    tracing::warn!(
+                        lease_transitions = floor.lease,
+                        run_state_token = floor.state,
+                        fencing_token = token,
+                        "the lease's leaseTransitions was below the run state's fencing token (the lease was \
+                         deleted or rewritten): the new term continues above the run state's token"
+                    );
+                }
+                Ok(self.begin_term(written, sent, now))
+            }
             Err(e) if e.is_conflict() => {
                 tracing::debug!(error = %e, "a peer wrote the lease record first; re-reading");
                 self.reread(observed).await
@@ -344,6 +399,47 @@ impl<S: LeaseStore> Elector<S> {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The run state's largest token (0 without a [`TokenFloor`]), bounded by RP like a follower's request.
+    async fn read_floor(&self) -> Result<u64, fencing::FloorError> {
+        let Some(floor) = &self.floor else {
+            return Ok(0);
+        };
+        let limit = self.config.retry_period;
+        let token = match tokio::time::timeout(limit, floor.highest_token()).await {
+            Ok(result) => result?,
+            Err(_elapsed) => {
+                return Err(format!(
+                    "{}: no answer within {}",
+                    floor.describe(),
+                    humantime::format_duration(limit)
+                )
+                .into())
+            }
+        };
+        self.memory.saw(token);
+        Ok(token)
+    }
+
+    /// Logs and reports that the durable record of the fencing tokens went backwards (once per fall).
+    fn regressed(&self, regression: fencing::Regression, why: &str) {
+        if !self.memory.first_report(regression) {
+            return;
+        }
+        tracing::error!(
+            highest_seen = regression.seen,
+            durable = regression.durable,
+            "{why}: fencing tokens went backwards from {} to {}; this replica's terms continue above {}, \
+             a replica that never saw them starts again from the lower count",
+            regression.seen,
+            regression.durable,
+            regression.seen
+        );
+        self.emit(ElectionEvent::TokenRegression {
+            highest_seen: regression.seen,
+            durable: regression.durable,
+        });
     }
 
     async fn reread(&self, observed: Observation) -> Result<State, Error> {
@@ -365,6 +461,7 @@ impl<S: LeaseStore> Elector<S> {
 
     fn begin_term(&self, written: Versioned, sent: Instant, acquired_at: DateTime<Utc>) -> State {
         let token = fencing_token(written.record.lease_transitions);
+        self.note(&written);
         let mut term = Term::begin(token, acquired_at, sent + self.config.renew_deadline);
         if self.sweep_strays {
             term = term.sweeping_strays();
@@ -402,6 +499,7 @@ impl<S: LeaseStore> Elector<S> {
 
     fn observed(&self, observed: &Observation) {
         if let Some(current) = &observed.record {
+            self.note(current);
             self.emit(ElectionEvent::Observed {
                 holder: current.record.holder().map(str::to_owned),
                 lease_transitions: current.record.lease_transitions,
@@ -503,6 +601,9 @@ impl<S: LeaseStore> Elector<S> {
             Err(e) => return Ownership::Unknown(e),
         };
         let now = Instant::now();
+        if let Some(current) = &current {
+            self.note(current);
+        }
         match current {
             Some(current) if self.is_ours(&current, lead.token) => {
                 lead.record = current;
@@ -554,6 +655,7 @@ impl<S: LeaseStore> Elector<S> {
         let observed = observed.unwrap_or(Observation {
             record: Some(lead.record),
             at: lead.observed_at,
+            vanished: false,
         });
         tracing::warn!(
             identity = %self.config.identity,
@@ -625,6 +727,17 @@ impl<S: LeaseStore> Elector<S> {
     }
 
     // --- helpers ---
+
+    /// Remembers a record's count as a token seen, and reports it if it went backwards.
+    fn note(&self, current: &Versioned) {
+        let transitions = u64::try_from(current.record.lease_transitions).unwrap_or(0);
+        if let Some(regression) = self.memory.observed_lease(transitions) {
+            self.regressed(
+                regression,
+                "the lease's leaseTransitions went backwards (the lease was deleted or rewritten)",
+            );
+        }
+    }
 
     fn held_record(
         &self,

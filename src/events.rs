@@ -208,7 +208,8 @@ impl EventSink {
     }
 
     /// `Acquired`: Normal `LeaderElection` "ID became leader (fencing token N)". `Lost`: Warning
-    /// `LeadershipLost` with the reason (Normal on shutdown, which is no trouble). Others: nothing.
+    /// `LeadershipLost` with the reason (Normal on shutdown, which is no trouble). `TokenRegression`:
+    /// Warning `FencingTokenRegression`. Others: nothing.
     pub fn on_election(&self, event: &ElectionEvent) {
         let Some(identity) = self.identity() else {
             return;
@@ -232,6 +233,20 @@ impl EventSink {
                 note: format!(
                     "{identity} lost leadership (fencing token {token}): {}",
                     loss_explanation(*reason)
+                ),
+            }),
+            ElectionEvent::TokenRegression {
+                highest_seen,
+                durable,
+            } => self.send(Draft {
+                type_: EventType::Warning,
+                reason: "FencingTokenRegression",
+                action: "AcquireLease",
+                job: None,
+                note: format!(
+                    "{identity}: the fencing tokens of the Lease and the run state went backwards from \
+                     {highest_seen} to {durable} (deleted or rewritten); {identity}'s terms continue above \
+                     {highest_seen}"
                 ),
             }),
             _ => {}

@@ -2,7 +2,10 @@
 //!
 //! `/healthz` fails only when the process is wedged: a leader whose term is past its deadline by more than
 //! [`WEDGED_AFTER`] and still not ended means the elector's deadline timer is not running, and a restart is
-//! the right cure. `/readyz` is ready once the jobs file is loaded and the lease store has answered once.
+//! the right cure. `/readyz` is ready once the jobs file is loaded and the lease store has answered once,
+//! except while this replica is a stalled leader ([`crate::stall`]): it holds the lease but has skipped
+//! every fire for longer than LD, and `/readyz` answers 503 with the reason (a restart would not cure a
+//! run state that cannot be written, so `/healthz` stays healthy).
 //! `/status` combines the leadership channel with a [`StatusBoard`], an [`Observer`] of runs and fires.
 
 use std::collections::BTreeMap;
@@ -28,6 +31,7 @@ use crate::election::ElectionEvent;
 use crate::metrics::{self, Metrics};
 use crate::observe::{ConfigReload, Observer};
 use crate::runner::RunEvent;
+use crate::stall::{Stall, StallWatch};
 use crate::state::{JobRecord, Ledger};
 use crate::term::{Leadership, Term};
 
@@ -58,6 +62,7 @@ pub enum Error {
 pub struct Health {
     leadership: watch::Receiver<Leadership>,
     ready: Arc<AtomicBool>,
+    stall: Option<Arc<StallWatch>>,
 }
 
 // === impl Health ===
@@ -68,7 +73,20 @@ impl Health {
         Self {
             leadership,
             ready: Arc::new(AtomicBool::new(false)),
+            stall: None,
         }
+    }
+
+    /// Not ready while `stall` says this replica is a stalled leader.
+    #[must_use]
+    pub fn with_stall_watch(mut self, stall: Arc<StallWatch>) -> Self {
+        self.stall = Some(stall);
+        self
+    }
+
+    /// `Some` while this replica is a stalled leader.
+    pub fn stall(&self) -> Option<Stall> {
+        self.stall.as_ref().and_then(|watch| watch.stall())
     }
 
     /// Marks the replica ready (config loaded, lease store answered).
@@ -396,11 +414,16 @@ async fn healthz(State(endpoints): State<Endpoints>) -> (StatusCode, &'static st
     }
 }
 
-async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, &'static str) {
-    if endpoints.health.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
+    if !endpoints.health.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
+    }
+    match endpoints.health.stall() {
+        Some(stall) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {stall} (docs/alerts.md#leasecronleaderstalled)\n"),
+        ),
+        None => (StatusCode::OK, "ready\n".to_owned()),
     }
 }
 

@@ -234,6 +234,21 @@ pub enum Error {
         /// The identity in conflict.
         identity: String,
     },
+    /// On a lease file, another live process holds the lock of this identity: two replicas share one
+    /// identity.
+    #[error(
+        "{store}: identity {identity:?} is already used by another live leasecron process on this lease \
+         file (it holds {}); give each replica its own --identity",
+        .lock.display()
+    )]
+    IdentityLocked {
+        /// [`LeaseStore::describe`].
+        store: String,
+        /// The identity in conflict.
+        identity: String,
+        /// The identity's lock file, beside the lease file.
+        lock: PathBuf,
+    },
     /// A `SelfSubjectAccessReview` at start says this replica lacks some of the verbs leasecron needs.
     #[error(
         "{store}: this replica's service account may not {} leases: add the RBAC rule \
@@ -306,7 +321,8 @@ impl Error {
             | Error::Forbidden { .. }
             | Error::AccessDenied { .. }
             | Error::Unauthorized { .. }
-            | Error::IdentityInUse { .. } => false,
+            | Error::IdentityInUse { .. }
+            | Error::IdentityLocked { .. } => false,
             Error::Api { code, .. } => is_transient_status(*code),
             Error::Io { source, .. } => !matches!(
                 source.kind(),

@@ -43,6 +43,8 @@
 //!   [`observe::Observer`]: [`metrics::Metrics`] (an owned Prometheus registry), the
 //!   [`http::StatusBoard`] behind `/status`, and [`events::EventSink`] (Kubernetes Events about the Lease,
 //!   aggregated and rate-limited; disabled on a file lease).
+//! - [`stall`] notices a leader that holds the lease but starts nothing (every fire skipped as
+//!   `not_leader` or `state_unavailable` for longer than LD): a gauge, and `/readyz` 503.
 //! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`signals`]
 //!   keeps the other signals a daemon gets from ending it (SIGHUP re-reads the jobs; SIGUSR1, SIGUSR2 and
 //!   SIGALRM are logged and ignored); [`http`] serves `/metrics`, `/status`, `/healthz` and `/readyz`.
@@ -89,6 +91,7 @@ pub mod runner;
 pub mod schedule;
 pub mod shutdown;
 pub mod signals;
+pub mod stall;
 pub mod state;
 pub mod supervisor;
 pub mod term;

@@ -82,6 +82,7 @@ pub struct Metrics {
     acquired: IntCounter,
     lost: IntCounterVec,
     renew_failures: IntCounter,
+    token_regressions: IntCounter,
     request_duration: HistogramVec,
     runs: IntCounterVec,
     skipped: IntCounterVec,
@@ -141,6 +142,7 @@ impl Metrics {
             acquired: register(&r, IntCounter::new("leasecron_leadership_acquired_total", "Leadership terms this replica began."))?,
             lost: register(&r, IntCounterVec::new(Opts::new("leasecron_leadership_lost_total", "Leadership terms this replica ended, by reason."), &["reason"]))?,
             renew_failures: register(&r, IntCounter::new("leasecron_lease_renew_failures_total", "Lease renew attempts that failed (the term continues until its renew deadline)."))?,
+            token_regressions: register(&r, IntCounter::new("leasecron_fencing_token_regressions_total", "Times the fencing tokens went backwards: a Lease observed with a lower leaseTransitions than before, or an acquisition that found the Lease and the run state both below a token this replica had seen (both deleted or rewritten). This replica's own terms continue above the largest token it has seen."))?,
             request_duration: register(&r, HistogramVec::new(histogram_opts("leasecron_lease_request_duration_seconds", "Duration of lease store requests, by verb.", &REQUEST_DURATION_BUCKETS), &["verb"]))?,
             runs: register(&r, IntCounterVec::new(Opts::new("leasecron_job_runs_total", "Finished runs, by job and outcome."), &["job", "outcome"]))?,
             skipped: register(&r, IntCounterVec::new(Opts::new("leasecron_job_skipped_total", "Fires that started no run, by job and reason."), &["job", "reason"]))?,
@@ -181,6 +183,12 @@ impl Metrics {
         for result in RELOAD_RESULTS {
             self.config_reloads.with_label_values(&[result]);
         }
+    }
+
+    /// Registers `collector`: a metric computed when gathered, such as [`crate::stall`]'s gauge.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> Result<(), Error> {
+        self.registry.register(collector)?;
+        Ok(())
     }
 
     /// Makes `jobs` the job set: creates its series at 0 and deletes the series of jobs not in it.
@@ -262,7 +270,8 @@ impl Metrics {
         }
     }
 
-    /// Records an elector event: leadership, transitions, renew failures, request durations.
+    /// Records an elector event: leadership, transitions, renew failures, fencing token regressions,
+    /// request durations.
     pub fn observe_election(&self, event: &ElectionEvent) {
         match event {
             ElectionEvent::Observed {
@@ -278,6 +287,7 @@ impl Metrics {
             }
             ElectionEvent::Released { .. } => self.is_leader.set(0),
             ElectionEvent::RenewFailed { .. } => self.renew_failures.inc(),
+            ElectionEvent::TokenRegression { .. } => self.token_regressions.inc(),
             ElectionEvent::Request { verb, duration, .. } => self
                 .request_duration
                 .with_label_values(&[verb.as_str()])

@@ -54,6 +54,17 @@ pub struct StateRecord {
     pub jobs: BTreeMap<String, JobRecord>,
 }
 
+impl StateRecord {
+    /// The largest fencing token in the record: its own, or one a job's last start carries.
+    pub fn highest_token(&self) -> u64 {
+        self.jobs
+            .values()
+            .filter_map(|job| job.last_started.as_ref())
+            .map(|start| start.fencing_token)
+            .fold(self.fencing_token, u64::max)
+    }
+}
+
 /// The run state of one job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -530,6 +541,24 @@ impl Ledger {
     }
 }
 
+/// A new term's token must exceed the run state's: a term below it is refused every write, and would lead
+/// while starting nothing (the lease alone was deleted).
+impl crate::election::TokenFloor for Ledger {
+    fn describe(&self) -> String {
+        format!("run state {}", self.backend.describe())
+    }
+
+    fn highest_token(&self) -> crate::election::fencing::FloorFuture<'_> {
+        Box::pin(async move {
+            let loaded = self.backend.load().await?;
+            // Unusable content is rebuilt by the next term: it fences nothing.
+            Ok(loaded
+                .and_then(|loaded| loaded.record.ok())
+                .map_or(0, |record| record.highest_token()))
+        })
+    }
+}
+
 /// Forgets the run state of removed jobs as soon as a reload removes them (not only when the next term
 /// begins), so a reload that replaces jobs does not carry both sets into the record until then: the
 /// capacity a job set is checked against counts only its own jobs.
@@ -781,6 +810,51 @@ mod tests {
             pruned,
             "the removed job's entry is forgotten: {:?}",
             names(&ledger)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_token_floor_is_the_largest_token_in_the_record() {
+        use crate::election::TokenFloor;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lease = dir.path().join("lease.json");
+        let ledger = Ledger::new(
+            Backend::File(file::FileState::beside(&lease)),
+            "me".to_owned(),
+        );
+        assert_eq!(
+            ledger.highest_token().await.expect("reads"),
+            0,
+            "no record yet"
+        );
+        ledger
+            .begin_term(FencingToken(7))
+            .await
+            .expect("writes")
+            .expect("not stale");
+        assert_eq!(ledger.highest_token().await.expect("reads"), 7);
+        let mut record = StateRecord {
+            format: FORMAT,
+            fencing_token: 3,
+            ..StateRecord::default()
+        };
+        record.jobs.insert("j".to_owned(), started(10, true));
+        record
+            .jobs
+            .get_mut("j")
+            .and_then(|j| j.last_started.as_mut())
+            .expect("a start")
+            .fencing_token = 9;
+        assert_eq!(
+            record.highest_token(),
+            9,
+            "a job's start carries a larger one"
+        );
+        std::fs::write(file::FileState::beside(&lease).path(), "not json").expect("write");
+        assert_eq!(
+            ledger.highest_token().await.expect("reads"),
+            0,
+            "an unusable record is rebuilt: it fences nothing"
         );
     }
 

@@ -21,8 +21,9 @@ const RUNBOOKS: &str = "docs/alerts.md";
 /// The Grafana dashboard.
 const DASHBOARD: &str = "deploy/grafana-dashboard.json";
 
-/// The alerts issue [3/7] asks for, and [4/7]'s replicas-disagree alert.
-const ALERTS: [&str; 8] = [
+/// The alerts issue [3/7] asks for, [4/7]'s replicas-disagree alert, and [1/7]'s stalled leader and
+/// fencing token regression.
+const ALERTS: [&str; 10] = [
     "LeasecronLeaseFlapping",
     "LeasecronNoLeader",
     "LeasecronMultipleLeaders",
@@ -31,6 +32,8 @@ const ALERTS: [&str; 8] = [
     "LeasecronConfigReloadFailing",
     "LeasecronConfigDiverged",
     "LeasecronRunStateUnavailable",
+    "LeasecronLeaderStalled",
+    "LeasecronFencingTokenRegression",
 ];
 
 fn path(relative: &str) -> PathBuf {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use faults::{
-    config, run_until, run_until_true, skewed_clock, Mode, Replica, EPSILON, GRACE, LD, RD, RP,
+    config, run_until, run_until_true, skewed_clock, Mode, Replica, TestFloor, EPSILON, GRACE, LD,
+    RD, RP,
 };
 use leasecron::clock::PausedClock;
 use leasecron::election::{Config, ElectionEvent, Elector, LossReason};
@@ -642,4 +643,222 @@ async fn an_invalid_config_is_refused_before_anything_runs() {
     };
     let error = Elector::new(store, config, clock).expect_err("RD + G > LD");
     assert!(error.to_string().contains("terminationGrace"), "{error}");
+}
+
+/// Starts `identity` with the run state's token in `floor`, and lets it take the (free) lease.
+async fn start_leader_with_floor(
+    path: &std::path::Path,
+    identity: &str,
+    floor: &Arc<TestFloor>,
+) -> Replica {
+    let replica = Replica::start_with_floor(
+        path,
+        config(identity),
+        skewed_clock(TimeDelta::zero()),
+        Some(Arc::clone(floor)),
+    );
+    run_until(Instant::now() + EPSILON).await;
+    assert!(replica.leads(), "{identity} takes a free lease at once");
+    replica
+}
+
+/// The tokens of the terms `replica` began, in order.
+fn acquired_tokens(events: &[ElectionEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ElectionEvent::Acquired { token } => Some(token.0),
+            _ => None,
+        })
+        .collect()
+}
+
+fn regressions(events: &[ElectionEvent]) -> Vec<(u64, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ElectionEvent::TokenRegression {
+                highest_seen,
+                durable,
+            } => Some((*highest_seen, *durable)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_term_gets_a_token_above_the_run_states() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    // The lease was deleted after term 7 wrote the run state: leaseTransitions would restart at 1.
+    let floor = TestFloor::at(7);
+    let mut a = start_leader_with_floor(&path, "a", &floor).await;
+    assert_eq!(token(&a), FencingToken(8));
+    let stored = FileStore::open(&path, RP)
+        .expect("opens")
+        .get()
+        .await
+        .expect("reads")
+        .expect("a record");
+    assert_eq!(
+        stored.record.lease_transitions, 8,
+        "the token is written back into the lease, for peers and later terms"
+    );
+    assert!(
+        regressions(&a.drain_events()).is_empty(),
+        "the run state still held the token: nothing was lost"
+    );
+    a.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_lease_is_taken_back_by_its_leader_with_a_larger_token() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let floor = TestFloor::at(0);
+    let mut a = start_leader_with_floor(&path, "a", &floor).await;
+    let b = Replica::start_with_floor(
+        &path,
+        config("b"),
+        skewed_clock(TimeDelta::zero()),
+        Some(Arc::clone(&floor)),
+    );
+    run_until(Instant::now() + Duration::from_secs(5)).await;
+    let first = a.term().expect("a leads");
+    // The first term claimed slots: the run state holds its token.
+    floor.set(first.fencing_token().0);
+
+    std::fs::remove_file(&path).expect("the lease file is deleted");
+    assert!(
+        run_until_true(RP + EPSILON, || first.is_ended()).await,
+        "the leader sees its record gone and ends the term"
+    );
+    assert!(
+        run_until_true(EPSILON, || a.leads()).await,
+        "its term ended, so it takes the lease again at once"
+    );
+    assert!(token(&a) > first.fencing_token(), "{:?}", token(&a));
+    // b saw the record vanish; it waits LD from then, and by then a's new record is there.
+    assert!(!run_until_true(LD + RP, || b.leads()).await);
+    assert_eq!(b.follows(), Some(Some("a".to_owned())));
+    assert_eq!(acquired_tokens(&a.drain_events()), [1, 2]);
+    a.stop().await.expect("a clean shutdown");
+    b.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_waits_lease_duration_after_a_held_lease_vanished() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let a = start_leader(&path, "a").await;
+    let b = Replica::start(&path, "b");
+    run_until(Instant::now() + Duration::from_secs(5)).await;
+    assert_eq!(b.follows(), Some(Some("a".to_owned())));
+    // a can no longer write (nor re-create its record); then its record is deleted.
+    a.faults.set(Mode::Hang);
+    let deleted_at = Instant::now();
+    std::fs::remove_file(&path).expect("the lease file is deleted");
+    // A follower that took a vanished record for a free one would acquire within a poll, while a's runs
+    // may still be stopping.
+    run_until(deleted_at + LD - EPSILON).await;
+    assert!(
+        !b.leads(),
+        "b must not acquire before LD after the record vanished"
+    );
+    assert!(
+        run_until_true(RP + EPSILON, || b.leads()).await,
+        "b acquires LD after it saw the record vanish"
+    );
+    assert!(!a.leads());
+    b.stop().await.expect("a clean shutdown");
+    a.faults.set(Mode::Healthy);
+    a.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleting_the_lease_and_the_run_state_keeps_tokens_increasing_and_reports_the_regression() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let floor = TestFloor::at(5);
+    let mut a = start_leader_with_floor(&path, "a", &floor).await;
+    assert_eq!(token(&a), FencingToken(6));
+    run_until(Instant::now() + Duration::from_secs(3)).await;
+    assert!(regressions(&a.drain_events()).is_empty());
+
+    // A /tmp cleaner deletes the lease file and the run state beside it.
+    floor.set(0);
+    std::fs::remove_file(&path).expect("the lease file is deleted");
+    assert!(
+        run_until_true(RP + RP, || a.leads() && token(&a) != FencingToken(6)).await,
+        "a takes the lease again"
+    );
+    assert_eq!(
+        token(&a),
+        FencingToken(7),
+        "above every token a has seen, though the lease and the run state hold none"
+    );
+    assert_eq!(regressions(&a.drain_events()), [(6, 0)]);
+    a.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_reports_a_lease_whose_count_went_backwards_and_continues_above_it() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let floor = TestFloor::at(5);
+    let a = start_leader_with_floor(&path, "a", &floor).await;
+    let mut b = Replica::start(&path, "b");
+    run_until(Instant::now() + Duration::from_secs(3)).await;
+    assert!(regressions(&b.drain_events()).is_empty());
+
+    // Someone rewrites the lease with a lower count (and then releases it).
+    let intruder = FileStore::open(&path, RP).expect("opens");
+    let current = intruder.get().await.expect("reads").expect("a record");
+    let mut rewritten = current.record.clone();
+    rewritten.holder_identity = None;
+    rewritten.lease_transitions = 1;
+    intruder
+        .update(&rewritten, &current.version)
+        .await
+        .expect("the version is current");
+    a.faults.set(Mode::Hang);
+
+    assert!(
+        run_until_true(RP + EPSILON, || b.leads()).await,
+        "b takes the free lease"
+    );
+    assert_eq!(
+        token(&b),
+        FencingToken(7),
+        "above the 6 b observed before, not 2"
+    );
+    assert_eq!(regressions(&b.drain_events()), [(6, 1)]);
+    b.stop().await.expect("a clean shutdown");
+    a.faults.set(Mode::Healthy);
+    a.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_term_begins_while_the_run_states_token_cannot_be_read() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let floor = TestFloor::at(3);
+    floor.fail(true);
+    let a = Replica::start_with_floor(
+        &path,
+        config("a"),
+        skewed_clock(TimeDelta::zero()),
+        Some(Arc::clone(&floor)),
+    );
+    run_until(Instant::now() + Duration::from_secs(5)).await;
+    assert!(
+        !a.leads(),
+        "a term below the run state's token would start nothing"
+    );
+    assert_eq!(a.follows(), Some(None));
+
+    floor.fail(false);
+    assert!(run_until_true(RP + EPSILON, || a.leads()).await);
+    assert_eq!(token(&a), FencingToken(4));
+    a.stop().await.expect("a clean shutdown");
 }

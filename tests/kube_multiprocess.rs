@@ -319,3 +319,76 @@ fn wait_successor_after(runs: &Path, olds: &[&str]) -> RecordedRun {
     })
     .unwrap_or_else(|| panic!("nobody took over from {olds:?}"))
 }
+
+#[test]
+fn a_lease_deleted_mid_term_leaves_the_leader_running_jobs_with_a_larger_token() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, DeleteParams};
+    let (runtime, server) = FakeApiServer::start_in_background();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runs = dir.path().join("runs");
+    let jobs = recording_job(dir.path(), &runs);
+    let start = |identity: &str| {
+        let kubeconfig = server.kubeconfig(dir.path(), identity);
+        Replica::start_on_kube(dir.path(), identity, &jobs, &kubeconfig, &FAST_TIMINGS)
+    };
+    // Two terms, so that the run state (the ConfigMap leasecron-state) records token 2.
+    let mut first = start("kube-a");
+    wait_runs(&runs, 1, &[]);
+    first.stop_cleanly();
+    let mut leader = start("kube-a");
+    wait_for(WAIT, || {
+        let all = read_recorded_runs(&runs);
+        all.iter()
+            .any(|r| r.token == 2 && r.end_ns.is_some())
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("a second term: {:?}", read_recorded_runs(&runs)));
+    let mut follower = start("kube-b");
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Someone deletes the Lease (`kubectl delete lease leasecron`).
+    runtime
+        .block_on(async {
+            Api::<Lease>::namespaced(server.client("admin").await, NAMESPACE)
+                .delete(LEASE, &DeleteParams::default())
+                .await
+        })
+        .expect("the Lease is deleted");
+    let all = wait_for(WAIT, || {
+        let all = read_recorded_runs(&runs);
+        let done = all
+            .iter()
+            .filter(|r| r.token > 2 && r.end_ns.is_some())
+            .count();
+        (done >= 3).then_some(all)
+    })
+    .unwrap_or_else(|| panic!("runs with a token above 2: {:?}", read_recorded_runs(&runs)));
+    for pair in all.windows(2) {
+        assert!(
+            pair[0].token <= pair[1].token,
+            "the fencing token went backwards: {pair:?}"
+        );
+    }
+    assert!(
+        all.iter()
+            .filter(|r| r.token > 2)
+            .all(|r| r.identity == "kube-a"),
+        "the leader takes its Lease back: {all:?}"
+    );
+    let token = leader.status().expect("/status")["fencing_token"]
+        .as_u64()
+        .expect("a leader's token");
+    assert!(token > 2);
+    let lease = server
+        .object(Resource::Leases, NAMESPACE, LEASE)
+        .expect("the Lease exists again");
+    assert_eq!(
+        lease["spec"]["leaseTransitions"].as_u64(),
+        Some(token),
+        "the token is the Lease's leaseTransitions, for client-go peers and later terms: {lease}"
+    );
+    assert_eq!(leader.http_get("/readyz").map(|r| r.status), Some(200));
+    leader.stop_cleanly();
+    follower.stop_cleanly();
+}

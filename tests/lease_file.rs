@@ -309,3 +309,137 @@ async fn concurrent_read_modify_writes_lose_no_update() {
     assert_eq!(last.record.lease_transitions, 2 * INCREMENTS);
     assert_eq!(last.version, (2 * INCREMENTS + 1).to_string());
 }
+
+#[test]
+fn one_identity_is_claimed_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let mut first = open(&path);
+    first.claim_identity("pod/a").expect("a free identity");
+    let lock = dir.path().join("leasecron.lease.id-pod%2Fa.lock");
+    assert!(lock.exists(), "the lock file sits beside the lease file");
+
+    let mut second = open(&path);
+    let error = second
+        .claim_identity("pod/a")
+        .expect_err("the identity is held");
+    assert!(
+        matches!(&error, Error::IdentityLocked { identity, .. } if identity == "pod/a"),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("\"pod/a\""), "{message}");
+    assert!(message.contains("--identity"), "{message}");
+    assert!(!error.is_transient(), "a usage error, not retried");
+    second
+        .claim_identity("pod/b")
+        .expect("another identity is free");
+
+    drop(first);
+    assert!(!lock.exists(), "a clean exit removes its lock file");
+    let mut third = open(&path);
+    third
+        .claim_identity("pod/a")
+        .expect("free again once its holder is gone");
+}
+
+#[test]
+fn an_identity_lock_file_left_behind_does_not_hold_the_identity() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    // What a holder killed with SIGKILL leaves: the file, without a lock (the kernel dropped it).
+    File::create(dir.path().join("leasecron.lease.id-a.lock")).expect("creates");
+    open(&path)
+        .claim_identity("a")
+        .expect("a stale lock file is no claim");
+}
+
+#[test]
+fn a_lock_on_a_removed_identity_file_is_not_a_claim() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let lock = dir.path().join("leasecron.lease.id-a.lock");
+    // A holder exiting removes its file while it holds the lock; a peer that opened the old file before
+    // locks it afterwards. Here: lock a file, then replace it with a new one at the path.
+    let old = Flock::lock(
+        File::create(&lock).expect("creates"),
+        FlockArg::LockExclusiveNonblock,
+    )
+    .expect("locks");
+    std::fs::remove_file(&lock).expect("removes");
+    let mut store = open(&path);
+    store
+        .claim_identity("a")
+        .expect("the old file's lock claims nothing");
+    let mut rival = open(&path);
+    assert!(
+        rival.claim_identity("a").is_err(),
+        "the new file at the path is what holds the identity"
+    );
+    drop(old);
+}
+
+/// Far longer than any test waits: a change seen is a change the watch delivered, not a poll.
+const NO_POLL: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn changed_wakes_on_another_instances_write_without_waiting_for_the_poll() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let writer = open(&path);
+    let watcher = FileStore::open(&path, NO_POLL).expect("opens");
+    let created = writer.create(&record("a", 1)).await.expect("creates");
+
+    let waiting = {
+        let known = Some(created.version.clone());
+        tokio::spawn(async move { (watcher.changed(known).await, watcher) })
+    };
+    // Give the watch time to start before the write, so it is the watch that reports it (had the write
+    // come first, the first read would).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "nothing changed yet");
+    let released = writer
+        .update(&record("", 1), &created.version)
+        .await
+        .expect("updates");
+    let (change, watcher) = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the watch reports the write long before the hour-long poll")
+        .expect("no panic");
+    assert!(watcher.is_watching());
+    assert_eq!(change, Change::Record(Some(released.clone())));
+
+    // A deletion too.
+    let waiting = tokio::spawn(async move {
+        (
+            watcher.changed(Some(released.version.clone())).await,
+            watcher,
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::remove_file(&path).expect("deletes");
+    let (change, _) = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the watch reports the deletion")
+        .expect("no panic");
+    assert_eq!(change, Change::Record(None));
+}
+
+#[tokio::test]
+async fn changes_beside_the_lease_file_do_not_resolve_changed() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    let created = open(&path).create(&record("a", 1)).await.expect("creates");
+    let watcher = FileStore::open(&path, NO_POLL).expect("opens");
+    let waiting = tokio::spawn(async move { watcher.changed(Some(created.version)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The run state and the lock files live beside the lease file.
+    std::fs::write(dir.path().join("leasecron.lease.state"), "{}").expect("writes");
+    std::fs::write(dir.path().join("other"), "x").expect("writes");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "only the lease file's changes count"
+    );
+    waiting.abort();
+}

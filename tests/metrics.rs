@@ -419,6 +419,24 @@ fn lease_transitions_mirror_the_observed_record() {
 }
 
 #[test]
+fn fencing_token_regressions_are_counted_from_zero() {
+    let metrics = metrics_for(&[]);
+    assert_eq!(
+        sample(&text(&metrics), "leasecron_fencing_token_regressions_total"),
+        Some(0.0),
+        "exported at 0 from the start, for alerts and rates"
+    );
+    metrics.observe_election(&ElectionEvent::TokenRegression {
+        highest_seen: 9,
+        durable: 0,
+    });
+    assert_eq!(
+        sample(&text(&metrics), "leasecron_fencing_token_regressions_total"),
+        Some(1.0)
+    );
+}
+
+#[test]
 fn renew_failures_and_request_durations_are_recorded() {
     let metrics = metrics_for(&[]);
     metrics.observe_election(&ElectionEvent::RenewFailed {

@@ -64,6 +64,16 @@ pub enum ElectionEvent {
         /// The released term's fencing token.
         token: FencingToken,
     },
+    /// The durable record of the fencing tokens went backwards: a lease observed with a lower
+    /// `leaseTransitions` than before, or, at an acquisition, the lease and the run state both below a
+    /// token this process had seen (both deleted or replaced). This replica's next term still gets a token
+    /// above `highest_seen`.
+    TokenRegression {
+        /// The largest token this process had seen.
+        highest_seen: u64,
+        /// The largest token the lease (and, at an acquisition, the run state) still held.
+        durable: u64,
+    },
     /// A renew attempt failed (the term continues until its deadline).
     RenewFailed {
         /// The error, as text.

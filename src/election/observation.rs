@@ -3,6 +3,10 @@
 //! Expiry is judged from that first sighting on the local monotonic clock (client-go's rule), never from
 //! the record's `renewTime`: a follower may take a held record over LD after it first observed the
 //! record's current version, and re-reading the same version does not move that instant.
+//!
+//! A held record that disappears (the lease was deleted) is not free at once: its holder may still be in
+//! its term, with runs, and will create the record again as soon as that term has ended. Its absence is
+//! observed like a new version, and expires LD later.
 
 use std::time::Duration;
 
@@ -17,11 +21,17 @@ pub(super) struct Observation {
     pub(super) record: Option<Versioned>,
     /// When this version was first observed.
     pub(super) at: Instant,
+    /// There is no record, and the version observed before it had a holder (the lease was deleted).
+    pub(super) vanished: bool,
 }
 
 impl Observation {
     pub(super) fn first(record: Option<Versioned>, at: Instant) -> Self {
-        Observation { record, at }
+        Observation {
+            record,
+            at,
+            vanished: false,
+        }
     }
 
     /// The observation after reading `record` at `now`: the same first-observed instant if the version is
@@ -30,7 +40,14 @@ impl Observation {
         if self.version() == record.as_ref().map(|v| v.version.as_str()) {
             (Observation { record, ..self }, false)
         } else {
-            (Observation::first(record, now), true)
+            let vanished = record.is_none() && self.holder().is_some();
+            (
+                Observation {
+                    vanished,
+                    ..Observation::first(record, now)
+                },
+                true,
+            )
         }
     }
 
@@ -42,9 +59,10 @@ impl Observation {
         self.record.as_ref().and_then(|v| v.record.holder())
     }
 
-    /// When a held record may be taken over: LD after it was first observed. `None` if it is free.
+    /// When a held record may be taken over: LD after it was first observed. `None` if it is free. A held
+    /// record that vanished expires LD after its absence was first observed.
     pub(super) fn expires_at(&self, lease_duration: Duration) -> Option<Instant> {
-        self.holder().map(|_| self.at + lease_duration)
+        (self.holder().is_some() || self.vanished).then(|| self.at + lease_duration)
     }
 }
 
@@ -89,6 +107,27 @@ mod tests {
         assert_eq!(changed.at, Instant::now());
         let (gone, is_new) = changed.then(None, Instant::now());
         assert!(is_new && gone.record.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_record_that_vanishes_expires_lease_duration_after_its_absence_was_seen() {
+        let ld = Duration::from_secs(15);
+        let held = Observation::first(Some(versioned(Some("b"), "7")), Instant::now());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (gone, is_new) = held.then(None, Instant::now());
+        assert!(is_new && gone.vanished);
+        assert_eq!(gone.expires_at(ld), Some(Instant::now() + ld));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (still, is_new) = gone.then(None, Instant::now());
+        assert!(!is_new, "still no record: the same observation");
+        assert_eq!(still.expires_at(ld), Some(still.at + ld));
+        // Created again: a version like any other.
+        let (back, _) = still.then(Some(versioned(Some("b"), "1")), Instant::now());
+        assert!(!back.vanished);
+        // A released record that vanishes was free, and stays free.
+        let released = Observation::first(Some(versioned(Some(""), "8")), Instant::now());
+        let (gone, _) = released.then(None, Instant::now());
+        assert_eq!(gone.expires_at(ld), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,15 @@
 //!   directory is fsynced, so a crash leaves either the old record or the new one, never half of one.
 //!   Readers need no lock for the same reason.
 //!
-//! Deleting `PATH` while electors run restarts the version counter and the fencing tokens: don't.
+//! - `PATH.id-IDENTITY.lock`: held (exclusive `flock`) for its whole life by the process that runs as
+//!   IDENTITY ([`FileStore::claim_identity`]), so that a second process with the same `--identity` is
+//!   refused at start ([`Error::IdentityLocked`]) instead of following a lease that names "itself" forever.
+//!   The kernel drops the lock when its holder dies, however it dies, so a holder killed with SIGKILL and
+//!   restarted gets it back at once; a clean exit removes the file. IDENTITY is the identity with bytes
+//!   other than `A-Z a-z 0-9 . _ -` written as `%XX`, or a hash of it if the name would be too long.
+//!
+//! Deleting `PATH` while electors run ends the leader's term (it takes the lease again at once, with a
+//! larger fencing token: [`crate::election::fencing`]); followers wait LD after they saw it vanish.
 //!
 //! # Blocking
 //!
@@ -26,21 +34,30 @@
 //!
 //! # Change detection
 //!
-//! [`LeaseStore::changed`] polls: every `poll_interval` (`run` passes the retry period, at most
-//! [`crate::app::LEASE_FILE_POLL_INTERVAL`]) it reads the record and resolves if the version differs from
-//! the caller's. A local file offers no cheaper signal that works across processes without inotify, and the
-//! poll keeps a follower's reaction to a release within one interval.
+//! [`LeaseStore::changed`] reads the record at once, then again on every `notify` (inotify) event about
+//! `PATH` in its directory — the directory, not the file, because every write replaces the file (a rename)
+//! and a deletion removes it — and on a poll every `poll_interval` (`run` passes RP) as the fallback. It
+//! resolves as soon as the version read differs from the caller's. A release thus wakes a follower within
+//! milliseconds, as the Lease's watch does on Kubernetes, without the follower reading the file more than
+//! once per RP while nothing happens. The watch starts with the first `changed` call and is set up again
+//! when the directory was replaced; while it cannot be set up (inotify limits, a file system without
+//! inotify), the poll runs every [`UNWATCHED_POLL_INTERVAL`] (RP if shorter). Changes made on another
+//! machine (a network file system) raise no local event: there the poll is what notices them.
 
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Change, Error, LeaseRecord, LeaseStore, Verb, Versioned};
@@ -51,6 +68,16 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a request retries a held lock.
 const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(5);
+
+/// How often [`LeaseStore::changed`] polls (at most) while the directory cannot be watched: a release is
+/// then noticed within this bound instead of within milliseconds.
+pub const UNWATCHED_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The longest file name most file systems accept.
+const MAX_FILE_NAME: usize = 255;
+/// How often [`FileStore::claim_identity`] tries again when the identity's lock file was replaced between
+/// its open and its lock (a peer exiting removes it).
+const IDENTITY_LOCK_ATTEMPTS: u32 = 5;
 
 /// A lease record in a local file. See the [module documentation](self).
 #[derive(Debug)]
@@ -63,6 +90,33 @@ pub struct FileStore {
     /// When [`LeaseStore::changed`] polls next; shared by successive calls so that dropping one does not
     /// postpone the poll.
     next_poll: Mutex<Option<Instant>>,
+    /// Counts the watch's events about the record file; [`LeaseStore::changed`] waits for it to move.
+    events: Arc<watch::Sender<u64>>,
+    /// The watch of the directory, once started (`None` before, or while it cannot be set up).
+    watch: Mutex<WatchState>,
+    /// This process's identity lock, once claimed.
+    identity: Option<IdentityLock>,
+}
+
+/// A device and inode number: which directory is watched.
+type DirIdentity = Option<(u64, u64)>;
+
+/// The `notify` watch of the record's directory.
+#[derive(Debug, Default)]
+struct WatchState {
+    /// The watch (boxed: it is large), and the directory's
+    /// device and inode when it was set up.
+    current: Option<(Box<RecommendedWatcher>, DirIdentity)>,
+    /// A failure to set it up was logged (at warn, once).
+    warned: bool,
+}
+
+/// An exclusive `flock` on `PATH.id-IDENTITY.lock`, held while this process runs as IDENTITY; the file is
+/// removed (while still locked) when it is dropped.
+#[derive(Debug)]
+struct IdentityLock {
+    path: PathBuf,
+    _lock: Flock<File>,
 }
 
 /// The file's JSON.
@@ -83,7 +137,8 @@ struct StoredLease {
 // === impl FileStore ===
 
 impl FileStore {
-    /// A store on `path`, polled every `poll_interval` by [`LeaseStore::changed`]. Creates the lock file
+    /// A store on `path`, whose [`LeaseStore::changed`] watches the directory and polls every
+    /// `poll_interval` as the fallback. Creates the lock file
     /// beside it, so a missing directory or a permission problem shows up here rather than mid-election.
     pub fn open(path: impl Into<PathBuf>, poll_interval: Duration) -> Result<Self, Error> {
         let path = path.into();
@@ -98,9 +153,76 @@ impl FileStore {
             dir,
             poll_interval,
             next_poll: Mutex::new(None),
+            events: Arc::new(watch::Sender::new(0)),
+            watch: Mutex::new(WatchState::default()),
+            identity: None,
         };
         store.open_lock_file()?;
         Ok(store)
+    }
+
+    /// Claims `identity` on this lease file for as long as the store lives: [`Error::IdentityLocked`] if
+    /// another live process holds it. See the [module documentation](self).
+    pub fn claim_identity(&mut self, identity: &str) -> Result<(), Error> {
+        let path = self.identity_lock_path(identity);
+        for _ in 0..IDENTITY_LOCK_ATTEMPTS {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io_error(&path, "opening the identity's lock file", e))?;
+            let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => lock,
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    return Err(Error::IdentityLocked {
+                        store: self.describe(),
+                        identity: identity.to_owned(),
+                        lock: path,
+                    })
+                }
+                Err((_, errno)) => {
+                    return Err(io_error(
+                        &path,
+                        "locking the identity's lock file",
+                        errno.into(),
+                    ))
+                }
+            };
+            // A holder that exits removes the file while it still holds the lock: the inode we locked may
+            // be one nobody will find any more. Keep the lock only on the file that is at the path.
+            if same_file(&lock, &path)? {
+                self.identity = Some(IdentityLock { path, _lock: lock });
+                return Ok(());
+            }
+        }
+        Err(io_error(
+            &path,
+            "locking the identity's lock file",
+            io::Error::other("the file kept being replaced while it was locked"),
+        ))
+    }
+
+    /// `PATH.id-IDENTITY.lock`, IDENTITY encoded (or hashed) into a valid file name.
+    fn identity_lock_path(&self, identity: &str) -> PathBuf {
+        let lease_name = self
+            .path
+            .file_name()
+            .map_or(0, |name| name.as_encoded_bytes().len());
+        let mut name = String::new();
+        for byte in identity.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-') {
+                name.push(char::from(byte));
+            } else {
+                name.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        let suffix = |name: &str| format!(".id-{name}.lock");
+        if lease_name + suffix(&name).len() > MAX_FILE_NAME {
+            name = format!("{:016x}", crate::reload::content_hash(identity));
+        }
+        with_suffix(&self.path, &suffix(&name))
     }
 
     /// The record file.
@@ -176,19 +298,99 @@ impl FileStore {
 
     /// The next poll instant of [`LeaseStore::changed`].
     fn next_poll(&self) -> Instant {
+        let interval = self.current_poll_interval();
         let mut next = self
             .next_poll
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *next.get_or_insert_with(|| Instant::now() + self.poll_interval)
+        *next.get_or_insert_with(|| Instant::now() + interval)
     }
 
     fn polled(&self) {
+        let interval = self.current_poll_interval();
         let mut next = self
             .next_poll
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *next = Some(Instant::now() + self.poll_interval);
+        *next = Some(Instant::now() + interval);
+    }
+
+    /// `poll_interval` while the directory is watched, else at most [`UNWATCHED_POLL_INTERVAL`].
+    fn current_poll_interval(&self) -> Duration {
+        if self.lock_watch().current.is_some() {
+            self.poll_interval
+        } else {
+            self.poll_interval.min(UNWATCHED_POLL_INTERVAL)
+        }
+    }
+
+    /// True if the directory is watched (for tests and diagnostics).
+    pub fn is_watching(&self) -> bool {
+        self.lock_watch().current.is_some()
+    }
+
+    fn lock_watch(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        // Replaced in one assignment: consistent even after a panic elsewhere.
+        self.watch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the watch of the directory if it is not running, or if the directory was replaced since.
+    fn ensure_watching(&self) {
+        let identity = dir_identity(&self.dir);
+        let mut state = self.lock_watch();
+        if matches!(&state.current, Some((_, watched)) if watched.is_some() && *watched == identity)
+        {
+            return;
+        }
+        state.current = None;
+        match self.start_watch() {
+            Ok(watcher) => {
+                tracing::debug!(dir = %self.dir.display(), "watching the lease file's directory");
+                state.current = Some((Box::new(watcher), identity));
+                state.warned = false;
+            }
+            Err(error) if !state.warned => {
+                state.warned = true;
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    %error,
+                    poll_interval = %humantime::format_duration(self.poll_interval.min(UNWATCHED_POLL_INTERVAL)),
+                    "cannot watch the lease file's directory; polling the lease file instead"
+                );
+            }
+            Err(error) => {
+                tracing::debug!(dir = %self.dir.display(), %error, "cannot watch the lease file's directory");
+            }
+        }
+    }
+
+    /// A `notify` watch of the directory that counts, on `events`, every change to the record file.
+    fn start_watch(&self) -> Result<RecommendedWatcher, notify::Error> {
+        let name: OsString = self
+            .path
+            .file_name()
+            .map(OsString::from)
+            .unwrap_or_default();
+        let events = Arc::clone(&self.events);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let relevant = match &event {
+                    Ok(event) => {
+                        is_change(&event.kind)
+                            && event
+                                .paths
+                                .iter()
+                                .any(|p| p.file_name().is_some_and(|n| n == name))
+                    }
+                    // An error (a queue overflow) may hide a change: look.
+                    Err(_) => true,
+                };
+                if relevant {
+                    events.send_modify(|count| *count = count.wrapping_add(1));
+                }
+            })?;
+        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
     }
 
     fn corrupt(&self, detail: impl ToString) -> Error {
@@ -245,9 +447,11 @@ impl LeaseStore for FileStore {
     }
 
     async fn changed(&self, known: Option<String>) -> Change {
+        // Subscribed before the first read: an event after it is not missed.
+        let mut events = self.events.subscribe();
+        self.ensure_watching();
+        let mut waited = false;
         loop {
-            tokio::time::sleep_until(self.next_poll()).await;
-            self.polled();
             match self.read() {
                 Ok(current) => {
                     let current = current.map(StoredLease::into_versioned);
@@ -255,11 +459,38 @@ impl LeaseStore for FileStore {
                         return Change::Record(current);
                     }
                 }
-                // The caller's `get` reports the error with its detail.
-                Err(_) => return Change::Unknown,
+                // The caller's `get` reports the error with its detail. Not before a wait: a caller that
+                // retries at once would spin.
+                Err(_) if waited => return Change::Unknown,
+                Err(_) => {}
             }
+            tokio::select! {
+                // The sender lives as long as `self`: this never fails.
+                _ = events.changed() => {}
+                () = tokio::time::sleep_until(self.next_poll()) => {
+                    self.polled();
+                    self.ensure_watching();
+                }
+            }
+            waited = true;
         }
     }
+}
+
+/// True for events that may change what reading the file returns (not reads, opens, or closes after
+/// reading).
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// The device and inode of a directory, to notice that it was replaced.
+fn dir_identity(dir: &Path) -> DirIdentity {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 // === impl StoredLease ===
@@ -306,6 +537,31 @@ impl StoredLease {
                 renew_time: self.renew_time,
                 lease_transitions: self.lease_transitions,
             },
+        }
+    }
+}
+
+/// True if `locked` is the file now at `path` (same device and inode).
+fn same_file(locked: &File, path: &Path) -> Result<bool, Error> {
+    use std::os::unix::fs::MetadataExt as _;
+    let held = locked
+        .metadata()
+        .map_err(|e| io_error(path, "reading the identity's lock file", e))?;
+    match fs::metadata(path) {
+        Ok(current) => Ok(current.dev() == held.dev() && current.ino() == held.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error(path, "reading the identity's lock file", e)),
+    }
+}
+
+impl Drop for IdentityLock {
+    fn drop(&mut self) {
+        // Removed while still locked: a process that opened it before the removal finds, once it holds
+        // the lock, that it is no longer the file at the path, and opens the path again.
+        if let Err(error) = fs::remove_file(&self.path) {
+            if error.kind() != io::ErrorKind::NotFound {
+                tracing::debug!(path = %self.path.display(), %error, "cannot remove the identity's lock file");
+            }
         }
     }
 }
@@ -381,6 +637,36 @@ mod tests {
         stored.lease_transitions = 0;
         stored.version = 0;
         assert!(stored.check().unwrap_err().contains("version"));
+    }
+
+    #[test]
+    fn identity_lock_files_have_a_safe_name_beside_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            FileStore::open(dir.path().join("x.lease"), Duration::from_secs(1)).expect("opens");
+        let name = |identity: &str| {
+            let path = store.identity_lock_path(identity);
+            assert_eq!(path.parent(), Some(dir.path()), "{identity:?}");
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+                .expect("a UTF-8 name")
+        };
+        assert_eq!(name("host-1234"), "x.lease.id-host-1234.lock");
+        assert_eq!(name("a/b c"), "x.lease.id-a%2Fb%20c.lock");
+        assert_eq!(name("../x"), "x.lease.id-..%2Fx.lock");
+        assert_eq!(
+            name("a%2Fb"),
+            "x.lease.id-a%252Fb.lock",
+            "`%` is encoded too: no two identities share a file"
+        );
+        let long = name(&"é".repeat(200));
+        assert!(long.len() <= MAX_FILE_NAME, "{long}");
+        assert_ne!(
+            long,
+            name(&"é".repeat(201)),
+            "different identities, different files"
+        );
     }
 
     #[test]

@@ -4,12 +4,14 @@
 #![allow(dead_code)] // Each test binary uses a different part of this file.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use leasecron::clock::{PausedClock, SharedClock};
-use leasecron::election::{self, Config, ElectionEvent, Elector};
+use leasecron::election::fencing::FloorFuture;
+use leasecron::election::{self, Config, ElectionEvent, Elector, TokenFloor};
 use leasecron::lease_store::{self, Change, FileStore, LeaseRecord, LeaseStore, Verb, Versioned};
 use leasecron::term::{Leadership, Term};
 use tokio::sync::{mpsc, watch};
@@ -243,6 +245,47 @@ impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
     }
 }
 
+/// A run state's fencing token, as the test sets it: the [`TokenFloor`] of a [`Replica`].
+#[derive(Debug, Default)]
+pub struct TestFloor {
+    token: AtomicU64,
+    failing: AtomicBool,
+}
+
+impl TestFloor {
+    /// A floor holding `token`.
+    pub fn at(token: u64) -> Arc<TestFloor> {
+        let floor = TestFloor::default();
+        floor.set(token);
+        Arc::new(floor)
+    }
+
+    /// The run state now holds `token` (0: it was deleted).
+    pub fn set(&self, token: u64) {
+        self.token.store(token, Ordering::Release);
+    }
+
+    /// Reading it fails from now on (or no longer).
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Release);
+    }
+}
+
+impl TokenFloor for TestFloor {
+    fn describe(&self) -> String {
+        "the test's run state".to_owned()
+    }
+
+    fn highest_token(&self) -> FloorFuture<'_> {
+        let result = if self.failing.load(Ordering::Acquire) {
+            Err("the test made the run state unreadable".into())
+        } else {
+            Ok(self.token.load(Ordering::Acquire))
+        };
+        Box::pin(async move { result })
+    }
+}
+
 /// The wall-clock time every test starts at.
 pub fn start_of_test() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 3, 30, 0, 30, 0)
@@ -289,12 +332,26 @@ impl Replica {
 
     /// Starts an elector with `config` on the lease file `path`, with the wall clock `clock`.
     pub fn start_with_config(path: &Path, config: Config, clock: SharedClock) -> Replica {
+        Replica::start_with_floor(path, config, clock, None)
+    }
+
+    /// Starts an elector with `config` on the lease file `path`, with the wall clock `clock`, whose terms'
+    /// tokens exceed `floor` if given.
+    pub fn start_with_floor(
+        path: &Path,
+        config: Config,
+        clock: SharedClock,
+        floor: Option<Arc<TestFloor>>,
+    ) -> Replica {
         let identity = config.identity.clone();
         let file =
             FileStore::open(path, config.retry_period).expect("the lease file can be opened");
         let (store, faults) = FaultyStore::new(file);
-        let (elector, leadership) =
+        let (mut elector, leadership) =
             Elector::new(store, config, clock).expect("the test config is valid");
+        if let Some(floor) = floor {
+            elector = elector.with_token_floor(floor);
+        }
         let (tx, events) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(elector.with_events(tx).run(shutdown.clone()));

@@ -75,6 +75,19 @@ pub struct Replica {
 impl Replica {
     /// Starts `leasecron run --jobs JOBS --lease-file LEASE --identity ID` with `extra` flags.
     pub fn start(dir: &Path, identity: &str, jobs: &Path, lease: &Path, extra: &[&str]) -> Replica {
+        Replica::start_as(dir, identity, identity, jobs, lease, extra)
+    }
+
+    /// Like [`Replica::start`], with its log in `dir/NAME.log`: for a second process with an identity
+    /// already in use.
+    pub fn start_as(
+        dir: &Path,
+        name: &str,
+        identity: &str,
+        jobs: &Path,
+        lease: &Path,
+        extra: &[&str],
+    ) -> Replica {
         let mut command = leasecron();
         command
             .args(["run", "--jobs"])
@@ -83,7 +96,9 @@ impl Replica {
             .arg(lease)
             .args(["--identity", identity, "--http-addr", "127.0.0.1:0"])
             .args(extra);
-        Replica::spawn(dir, identity, command)
+        let mut replica = Replica::spawn(dir, name, command);
+        replica.identity = identity.to_owned();
+        replica
     }
 
     /// Starts `leasecron run --jobs JOBS --identity ID` with `extra` flags, electing through the Kubernetes
