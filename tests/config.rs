@@ -745,3 +745,17 @@ fn rerun_interrupted_needs_a_starting_deadline() {
             .rerun_interrupted
     );
 }
+
+#[test]
+fn deep_nesting_does_not_overflow_a_small_stack() {
+    // A reload runs on a tokio worker (2 MiB of stack); the parse must not need more than it has.
+    let handle = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            let deep = format!("jobs: {}{}\n", "[".repeat(63), "]".repeat(63));
+            let deeper = format!("jobs: {}{}\n", "[".repeat(70), "]".repeat(70));
+            (parse(&deep).is_err(), parse(&deeper).is_err())
+        })
+        .expect("a thread");
+    assert_eq!(handle.join().expect("no overflow"), (true, true));
+}
