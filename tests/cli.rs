@@ -29,7 +29,7 @@ fn validate_accepts_a_good_file_and_the_example() {
     let out = output(&["validate", good.to_str().unwrap(), example]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("good.yaml: ok (1 jobs)"), "{stdout}");
+    assert!(stdout.contains("good.yaml: ok (1 job)\n"), "{stdout}");
     assert!(
         stdout.contains("jobs.example.yaml: ok (4 jobs)"),
         "{stdout}"
@@ -292,7 +292,7 @@ fn validate_accepts_a_config_map_manifest_and_a_plain_file_side_by_side() {
     assert_eq!(
         stdout,
         format!(
-            "{manifest}: ok (ConfigMap leasecron-jobs, key jobs.yaml, 3 jobs)\n{}: ok (1 jobs)\n",
+            "{manifest}: ok (ConfigMap leasecron-jobs, key jobs.yaml, 3 jobs)\n{}: ok (1 job)\n",
             plain.display()
         )
     );
