@@ -25,7 +25,7 @@ fn stderr(out: &std::process::Output) -> String {
 fn validate_accepts_a_good_file_and_the_example() {
     let dir = tempfile::tempdir().unwrap();
     let good = write_file(&dir, "good.yaml", GOOD);
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/core/jobs.example.yaml");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs.example.yaml");
     let out = output(&["validate", good.to_str().unwrap(), example]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);

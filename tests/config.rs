@@ -1086,3 +1086,39 @@ fn deep_nesting_does_not_overflow_a_small_stack() {
         .expect("a thread");
     assert_eq!(handle.join().expect("no overflow"), (true, true));
 }
+
+// === the example ===
+
+/// `jobs.example.yaml` at the repository's root.
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs.example.yaml")
+}
+
+#[test]
+fn the_examples_flaky_job_fails_as_often_as_its_comment_says_and_retries_succeed() {
+    let set = config::load_file(&example(), &LoadOptions::default()).expect("the example is valid");
+    let job = set.get("flaky-sync").expect("the example has flaky-sync");
+    let Program::Shell(script) = &job.program else {
+        panic!("flaky-sync is a shell job");
+    };
+    assert_eq!(job.retries, 2);
+    // Attempt by attempt, whether it succeeds, for slots in minutes 00, 01, 02, 08 and 59.
+    let succeeds = |minute: u32, attempt: u32| {
+        std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .env(
+                "LEASECRON_SCHEDULED_TIME",
+                format!("2026-11-21T02:{minute:02}:15Z"),
+            )
+            .env("LEASECRON_ATTEMPT", attempt.to_string())
+            .output()
+            .expect("run /bin/sh")
+            .status
+            .success()
+    };
+    for (minute, failures) in [(0, 0), (1, 1), (2, 2), (8, 2), (59, 2), (10, 1)] {
+        let results: Vec<bool> = (1..=3).map(|attempt| succeeds(minute, attempt)).collect();
+        let expected: Vec<bool> = (1..=3).map(|attempt| attempt > failures).collect();
+        assert_eq!(results, expected, "minute {minute}");
+    }
+}
