@@ -101,6 +101,47 @@ pub enum Error {
     /// No identity could be determined.
     #[error("--identity: cannot determine an identity (LEASECRON_IDENTITY, POD_NAME and the hostname are all unset): {0}")]
     Identity(String),
+    /// `--identity` (or `LEASECRON_IDENTITY`) is empty or blank.
+    #[error(
+        "--identity is empty: give this replica a name unique among the replicas, or leave the flag (and \
+         LEASECRON_IDENTITY) out to use POD_NAME or the hostname"
+    )]
+    EmptyIdentity,
+    /// The lease timings leave no time for any `terminationGrace`: RD ≥ LD − margin.
+    #[error(
+        "--renew-deadline ({}) leaves no time for the jobs' terminationGrace: renew deadline + grace must \
+         stay within --lease-duration ({}) minus its safety margin max(1s, lease duration / 10) ({}); {advice}",
+        humantime::format_duration(*.renew_deadline),
+        humantime::format_duration(*.lease_duration),
+        humantime::format_duration(*.margin)
+    )]
+    NoRoomForGrace {
+        /// LD.
+        lease_duration: Duration,
+        /// RD.
+        renew_deadline: Duration,
+        /// max(1 s, LD/10).
+        margin: Duration,
+        /// Which flags to change, and to what, for the default grace.
+        advice: String,
+    },
+    /// `next --lease-file PATH` names no lease file and no run state.
+    #[error(
+        "--lease-file {}: there is no run state at {} (and no lease file at {}): check the path; the run \
+         state is written beside the lease file once a leader has run a job",
+        lease.display(),
+        state.display(),
+        lease.display()
+    )]
+    NoRunState {
+        /// The lease file given.
+        lease: PathBuf,
+        /// Where its run state would be.
+        state: PathBuf,
+    },
+    /// `help COMMAND` names no command.
+    #[error("help {0}: no such command (the commands are run, validate, next and help)")]
+    UnknownCommand(String),
     /// `next --job NAME` names no job.
     #[error("--job {0}: no such job in the file")]
     UnknownJob(String),
@@ -211,6 +252,10 @@ impl Error {
             | Error::Invalid(_)
             | Error::InvalidName { .. }
             | Error::Identity(_)
+            | Error::EmptyIdentity
+            | Error::UnknownCommand(_)
+            | Error::NoRoomForGrace { .. }
+            | Error::NoRunState { .. }
             | Error::UnknownJob(_)
             | Error::StateCapacity { .. }
             | Error::Unreadable { .. } => EXIT_USAGE,
@@ -274,10 +319,62 @@ impl Timings {
 
     /// Checks the timings on their own and returns the jobs-file bound they imply: a `terminationGrace`
     /// of at most LD − margin − RD (docs/design.md §2).
-    pub fn load_options(&self) -> Result<LoadOptions, election::Error> {
+    ///
+    /// Timings that leave no time for any grace (RD ≥ LD − margin) are [`Error::NoRoomForGrace`], which
+    /// says what would fit the default grace, rather than a check of "the largest grace" that no job has
+    /// been read for yet.
+    pub fn load_options(&self) -> Result<LoadOptions, Error> {
         let config = self.election_config("-".to_owned(), Duration::ZERO);
-        config.validate()?;
-        Ok(LoadOptions::for_lease_timings(&config))
+        match config.validate() {
+            Ok(()) => Ok(LoadOptions::for_lease_timings(&config)),
+            Err(election::Error::LeaseTooShort { .. }) => {
+                Err(self.no_room_for_grace(config.margin()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Error::NoRoomForGrace`], with the LD and RD that would fit the default grace.
+    fn no_room_for_grace(&self, margin: Duration) -> Error {
+        let grace = config::DEFAULT_TERMINATION_GRACE;
+        let needed = self.renew_deadline.saturating_add(grace);
+        // LD ≥ RD + G + max(1 s, LD/10): RD + G + 1 s up to 10 s, else (RD + G) × 10/9; in whole seconds.
+        let with_min_margin = needed.saturating_add(election::MIN_MARGIN);
+        let lease_duration_needed = if with_min_margin <= election::MIN_MARGIN * 10 {
+            with_min_margin
+        } else {
+            needed.saturating_mul(10) / 9
+        };
+        let lease_duration_needed = Duration::from_secs(
+            lease_duration_needed.as_secs() + u64::from(lease_duration_needed.subsec_nanos() > 0),
+        );
+        let format = humantime::format_duration;
+        let raise = format!(
+            "raise --lease-duration to at least {}",
+            format(lease_duration_needed)
+        );
+        let renew_deadline_allowed = self
+            .lease_duration
+            .saturating_sub(margin)
+            .saturating_sub(grace);
+        // client-go's rule, RD ≥ 1.2 × RP, still has to hold.
+        let lower = (renew_deadline_allowed.as_nanos() * 5 >= self.retry_period.as_nanos() * 6)
+            .then(|| {
+                format!(
+                    " or lower --renew-deadline to at most {}",
+                    format(renew_deadline_allowed)
+                )
+            });
+        Error::NoRoomForGrace {
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            margin,
+            advice: format!(
+                "for the default grace of {}, {raise}{}",
+                format(grace),
+                lower.unwrap_or_default()
+            ),
+        }
     }
 }
 
@@ -323,6 +420,8 @@ pub struct RunOptions {
     pub supervisor_program: PathBuf,
     /// The format of the supervisor's log lines, as leasecron's.
     pub log_format: supervisor::LogFormat,
+    /// The largest jobs file read, at start and on every reload (`--max-file-size`).
+    pub max_file_size: u64,
 }
 
 /// `leasecron run`: elect, fire, run, until SIGTERM/SIGINT; then end the runs, release, return `Ok`.
@@ -461,7 +560,7 @@ struct Started {
 async fn open(opts: &RunOptions, load: LoadOptions) -> Result<Opened, Error> {
     // A jobs file is checked before anything else; a ConfigMap once there is a client to read it with.
     let jobs_source = match &opts.jobs {
-        JobsSource::File(path) => Ok(Jobs::from_file(path, load).await?),
+        JobsSource::File(path) => Ok(Jobs::from_file(path, load, opts.max_file_size).await?),
         JobsSource::ConfigMap(value) => Err(value.as_str()),
     };
     match &opts.lease_file {
@@ -786,7 +885,12 @@ struct Jobs {
 /// What keeps the jobs current.
 enum Watcher {
     /// The jobs file, with `notify` and a periodic re-read.
-    File(PathBuf),
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The largest version read.
+        max_size: u64,
+    },
     /// The ConfigMap, watched through the API.
     ConfigMap {
         /// Without a retry layer or read timeout.
@@ -799,19 +903,25 @@ enum Watcher {
 }
 
 impl Jobs {
-    /// Loads the jobs file: unreadable or invalid is a configuration error (exit 2).
-    async fn from_file(path: &Path, load: LoadOptions) -> Result<Jobs, Error> {
-        let text = tokio::fs::read_to_string(path)
+    /// Loads the jobs file (at most `max_size` bytes): unreadable, too large or invalid is a
+    /// configuration error (exit 2).
+    async fn from_file(path: &Path, load: LoadOptions, max_size: u64) -> Result<Jobs, Error> {
+        let owned = path.to_path_buf();
+        let text = tokio::task::spawn_blocking(move || config::read_text(&owned, max_size))
             .await
-            .map_err(|source| config::Error::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(|e| Error::Internal(format!("reading the jobs file: {e}")))??;
         let snapshot = Snapshot {
             origin: path.display().to_string(),
             text: Ok(text),
         };
-        Jobs::load(snapshot, load, Watcher::File(path.to_path_buf()))
+        Jobs::load(
+            snapshot,
+            load,
+            Watcher::File {
+                path: path.to_path_buf(),
+                max_size,
+            },
+        )
     }
 
     /// Reads the ConfigMap `target` through `client`: checks the RBAC it needs, then loads it. A missing
@@ -898,12 +1008,24 @@ impl Jobs {
         let (snapshots_tx, snapshots) = watch::channel(self.snapshot);
         let (jobs_tx, jobs) = watch::channel(Arc::new(self.set));
         match self.watcher {
-            Watcher::File(path) => {
-                tokio::spawn(reload::file::watch(
+            Watcher::File { path, max_size } => {
+                // A version that fails right after a change may be a save still being written: the
+                // source reads it once more before it is reported.
+                let load = self.load;
+                let check_capacity = self.check_state_capacity;
+                let settles = reload::file::Options {
+                    max_size,
+                    is_valid: Some(Arc::new(move |text: &str| {
+                        config::parse_str(text, "", &load)
+                            .is_ok_and(|set| !check_capacity || state_capacity(&set).is_ok())
+                    })),
+                };
+                tokio::spawn(reload::file::watch_with(
                     path,
                     snapshots_tx,
                     reread,
                     stop.clone(),
+                    settles,
                 ));
             }
             Watcher::ConfigMap {
@@ -1212,7 +1334,10 @@ fn describe_record(record: Option<&JobRecord>) -> String {
 /// The identity: the flag (or `LEASECRON_IDENTITY`), else `POD_NAME`, else the hostname. On a local file
 /// lease several processes usually share one hostname, so there the hostname gets the process id appended.
 pub fn resolve_identity(flag: Option<String>, local: bool) -> Result<String, Error> {
-    if let Some(id) = flag.filter(|id| !id.is_empty()) {
+    if let Some(id) = flag {
+        if id.trim().is_empty() {
+            return Err(Error::EmptyIdentity);
+        }
         return Ok(id);
     }
     if let Some(pod) = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()) {
@@ -1232,30 +1357,49 @@ pub fn resolve_identity(flag: Option<String>, local: bool) -> Result<String, Err
     })
 }
 
+/// What `leasecron validate` found, file by file.
+#[derive(Debug, Default)]
+pub struct Validation {
+    /// `FILE: ok (…)` for every valid file, in the order given.
+    pub valid: Vec<String>,
+    /// What depends on this machine, in valid files (`FILE:LINE:COL: warning: …`).
+    pub warnings: Vec<String>,
+    /// The problems of the invalid files, in the order given.
+    pub invalid: Vec<config::Error>,
+}
+
 /// `leasecron validate`: checks every file (a jobs file, or manifests whose ConfigMaps hold one under
-/// `data.KEY`) and reports every problem of every file.
+/// `data.KEY`; `-` is standard input), each read up to `max_file_size` bytes, and reports every problem of
+/// every file, and every valid file.
 ///
-/// Returns the per-file summaries on success; on failure, the diagnostics of all invalid files.
-pub fn validate(files: &[PathBuf], key: &str, timings: &Timings) -> Result<Vec<String>, Error> {
+/// Fails only if the timings are invalid; the files' problems are in [`Validation::invalid`].
+pub fn validate(
+    files: &[PathBuf],
+    key: &str,
+    timings: &Timings,
+    max_file_size: u64,
+) -> Result<Validation, Error> {
     let opts = timings.load_options()?;
-    let mut summaries = Vec::new();
-    let mut errors = Vec::new();
+    let mut validation = Validation::default();
     for file in files {
-        match config::load_source(file, key, &opts) {
-            Ok(source) => {
-                summaries.push(format!("{}: ok ({source})", file.display()));
+        match config::check_source(file, key, &opts, max_file_size) {
+            Ok(checked) => {
+                validation.valid.push(format!(
+                    "{}: ok ({})",
+                    config::origin_of(file),
+                    checked.source
+                ));
+                validation
+                    .warnings
+                    .extend(checked.warnings.iter().map(ToString::to_string));
                 // The process ends right after `validate`; freeing every job one by one would only
                 // add to its time (2 % for 10 000 jobs).
-                std::mem::forget(source);
+                std::mem::forget(checked);
             }
-            Err(e) => errors.push(e),
+            Err(e) => validation.invalid.push(e),
         }
     }
-    if errors.is_empty() {
-        Ok(summaries)
-    } else {
-        Err(Error::Invalid(errors))
-    }
+    Ok(validation)
 }
 
 /// Where `leasecron next` reads the run state from.
@@ -1279,7 +1423,17 @@ const NEXT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// rebuild it).
 pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
     let backend = match source {
-        StateSource::File(lease) => Backend::File(FileState::beside(&lease)),
+        StateSource::File(lease) => {
+            let state = FileState::beside(&lease);
+            // No lease file and no run state: most likely a typo, not a lease with no runs yet.
+            if !lease.exists() && !state.path().exists() {
+                return Err(Error::NoRunState {
+                    state: state.path().to_path_buf(),
+                    lease,
+                });
+            }
+            Backend::File(state)
+        }
         StateSource::Kube { name, namespace } => {
             kube_store::check_lease_name(&name).map_err(|why| Error::InvalidName {
                 flag: "--lease-name",
@@ -1301,9 +1455,12 @@ pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
 }
 
 /// `leasecron next`: the next `count` fire times of each job (or of `job`), in each job's zone; with a run
-/// state `record`, each job's last slot from it.
+/// state `record`, each job's last slot from it. `file` is a jobs file or a manifest whose ConfigMaps hold
+/// one under `data.KEY`, as `validate` takes it (`-`: standard input), read up to `max_file_size` bytes.
 pub fn next(
     file: &Path,
+    key: &str,
+    max_file_size: u64,
     count: usize,
     job: Option<&str>,
     record: Option<&StateRecord>,
@@ -1312,28 +1469,39 @@ pub fn next(
     let opts = LoadOptions {
         max_termination_grace: Duration::MAX,
     };
-    let set = config::load_file(file, &opts)?;
+    let checked = config::check_source(file, key, &opts, max_file_size)?;
     let now = Utc::now();
     let mut out = String::new();
     let mut found = false;
-    for j in set
-        .jobs
-        .iter()
-        .filter(|j| job.is_none_or(|name| name == j.name))
-    {
-        found = true;
-        out.push_str(&format!(
-            "{}  \"{}\"  {}{}\n",
-            j.name,
-            j.schedule.expression(),
-            j.schedule.zone(),
-            if j.suspend { "  (suspended)" } else { "" }
-        ));
-        if let Some(record) = record {
-            out.push_str(&describe_record(record.jobs.get(&j.name)));
+    let config_maps = match &checked.source {
+        config::Source::JobsFile(_) => Vec::new(),
+        config::Source::Manifest { config_maps, .. } => config_maps.iter().collect(),
+    };
+    for (index, set) in checked.source.job_sets().enumerate() {
+        // Several ConfigMaps: say whose jobs follow.
+        if let (true, Some(config_map)) = (config_maps.len() > 1, config_maps.get(index)) {
+            let name = config_map.name.as_deref().unwrap_or("(unnamed)");
+            out.push_str(&format!("# ConfigMap {name}, key {}\n", config_map.key));
         }
-        for at in j.schedule.upcoming(now, count) {
-            out.push_str(&format!("  {}\n", at.to_rfc3339()));
+        for j in set
+            .jobs
+            .iter()
+            .filter(|j| job.is_none_or(|name| name == j.name))
+        {
+            found = true;
+            out.push_str(&format!(
+                "{}  \"{}\"  {}{}\n",
+                j.name,
+                j.schedule.expression(),
+                j.schedule.zone(),
+                if j.suspend { "  (suspended)" } else { "" }
+            ));
+            if let Some(record) = record {
+                out.push_str(&describe_record(record.jobs.get(&j.name)));
+            }
+            for at in j.schedule.upcoming(now, count) {
+                out.push_str(&format!("  {}\n", at.to_rfc3339()));
+            }
         }
     }
     match job {
@@ -1434,6 +1602,65 @@ mod tests {
             no_retry,
             Error::StartupTimeout { attempts: 1, .. }
         ));
+    }
+
+    #[test]
+    fn timings_that_leave_no_grace_say_what_fits_the_default_grace() {
+        let timings = Timings {
+            lease_duration: Duration::from_secs(10),
+            renew_deadline: Duration::from_millis(9500),
+            retry_period: Duration::from_secs(2),
+        };
+        let error = timings.load_options().expect_err("RD > LD − margin");
+        assert_eq!(
+            error.to_string(),
+            "--renew-deadline (9s 500ms) leaves no time for the jobs' terminationGrace: renew deadline + \
+             grace must stay within --lease-duration (10s) minus its safety margin max(1s, lease \
+             duration / 10) (1s); for the default grace of 3s, raise --lease-duration to at least 14s or \
+             lower --renew-deadline to at most 6s"
+        );
+        assert_eq!(error.exit_code(), EXIT_USAGE);
+        // Either suggestion fits the default grace.
+        for fixed in [
+            Timings {
+                lease_duration: Duration::from_secs(14),
+                ..timings
+            },
+            Timings {
+                renew_deadline: Duration::from_secs(6),
+                ..timings
+            },
+        ] {
+            let bound = fixed.load_options().expect("valid").max_termination_grace;
+            assert!(
+                bound >= config::DEFAULT_TERMINATION_GRACE,
+                "{fixed:?}: {bound:?}"
+            );
+        }
+        // No lower renew deadline fits when the lease is too short for the grace and the retry period.
+        let short = Timings {
+            lease_duration: Duration::from_secs(4),
+            renew_deadline: Duration::from_millis(3500),
+            retry_period: Duration::from_secs(2),
+        };
+        let text = short.load_options().expect_err("no room").to_string();
+        assert!(
+            text.ends_with("for the default grace of 3s, raise --lease-duration to at least 8s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_empty_identity_is_refused_not_replaced() {
+        for empty in ["", "  "] {
+            let error = resolve_identity(Some(empty.to_owned()), true).expect_err("empty");
+            assert!(matches!(error, Error::EmptyIdentity), "{error:?}");
+            assert_eq!(error.exit_code(), EXIT_USAGE);
+        }
+        assert_eq!(
+            resolve_identity(Some("r1".to_owned()), true).expect("given"),
+            "r1"
+        );
     }
 
     #[test]

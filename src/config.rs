@@ -21,7 +21,9 @@
 mod manifest;
 mod node;
 mod raw;
+mod read;
 mod split;
+mod syntax;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -31,13 +33,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_saphyr::MessageFormatter;
-
 use crate::election;
 use crate::schedule::Schedule;
-use raw::{Position, Shift};
+use raw::Shift;
 
 pub use manifest::{ConfigMapJobs, KubeObject, Source, DEFAULT_CONFIG_MAP_KEY};
+pub use read::{format_size, origin_of, parse_size, read_text, STDIN_ORIGIN, STDIN_PATH};
 
 /// Default `terminationGrace`.
 pub const DEFAULT_TERMINATION_GRACE: Duration = Duration::from_secs(3);
@@ -51,6 +52,14 @@ pub const MAX_RETRIES: u32 = 100;
 pub const RESERVED_ENV_PREFIX: &str = "LEASECRON_";
 /// Longest job name: a DNS-1123 label.
 pub const MAX_NAME_LEN: usize = 63;
+/// Largest jobs file the commands read unless `--max-file-size` says otherwise: 1 MiB, the most a
+/// ConfigMap holds.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1024 * 1024;
+/// Longest `shell:` script, `command:` argument and `env` entry (`NAME=value`), in bytes: Linux refuses to
+/// exec a program with a longer one (`MAX_ARG_STRLEN`, 128 KiB with its terminating NUL; `E2BIG`).
+pub const MAX_ARGUMENT_LEN: usize = 128 * 1024 - 1;
+/// Shortest `timeout`: a shorter one stops every attempt before its process has started.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// What a job executes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,13 +156,25 @@ impl JobSet {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
-    #[error("{}: cannot read the jobs file: {source}", path.display())]
+    #[error("{}: cannot read the jobs file: {source}", origin_of(path))]
     Read {
-        /// The file.
+        /// The file (`-`: standard input).
         path: PathBuf,
         /// The I/O error.
         #[source]
         source: io::Error,
+    },
+    /// The file is larger than the commands read.
+    #[error(
+        "{origin}: the file is larger than {}, the most leasecron reads as a jobs file: check the path, \
+         or raise the limit with --max-file-size",
+        format_size(*limit)
+    )]
+    TooLarge {
+        /// The file, as messages name it.
+        origin: String,
+        /// The limit, in bytes.
+        limit: u64,
     },
     /// The file was read but is not valid; every problem found is listed.
     #[error("{0}")]
@@ -235,25 +256,73 @@ impl fmt::Display for Diagnostic {
 
 // === loading ===
 
-/// Reads and validates the jobs file at `path`.
+/// Reads and validates the jobs file at `path`, all of it (the commands bound what they read: see
+/// [`check_source`] and [`read_text`]).
 pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<JobSet, Error> {
-    let source = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_str(&source, &path.display().to_string(), opts)
+    let source = read_text(path, u64::MAX)?;
+    parse_str(&source, &origin_of(path), opts)
 }
 
-/// Reads and validates `path`: a jobs file, or Kubernetes manifests that embed one in each ConfigMap, under
-/// `data.KEY` ([`DEFAULT_CONFIG_MAP_KEY`] unless `key` names another one).
+/// Reads and validates `path`, all of it: a jobs file, or Kubernetes manifests that embed one in each
+/// ConfigMap, under `data.KEY` ([`DEFAULT_CONFIG_MAP_KEY`] unless `key` names another one).
 ///
 /// A file is a manifest if one of its documents has `apiVersion` and `kind`; see [`parse_source`].
 pub fn load_source(path: &Path, key: &str, opts: &LoadOptions) -> Result<Source, Error> {
-    let source = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
+    let source = read_text(path, u64::MAX)?;
+    parse_source(&source, &origin_of(path), key, opts)
+}
+
+/// A file that [`check_source`] accepted, with what only this machine can tell about it.
+#[derive(Debug)]
+pub struct Checked {
+    /// The jobs.
+    pub source: Source,
+    /// What may fail when the jobs run on this machine (a `workingDir` that does not exist here), in
+    /// file order.
+    pub warnings: Vec<Warning>,
+}
+
+/// A problem that depends on the machine: reported, but the file is valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning(pub Diagnostic);
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Diagnostic {
+            origin,
+            line,
+            column,
+            job,
+            message,
+        } = &self.0;
+        write!(f, "{origin}:")?;
+        if *line > 0 {
+            write!(f, "{line}:{column}:")?;
+        }
+        write!(f, " warning:")?;
+        if let Some(job) = job {
+            write!(f, " job {job}:")?;
+        }
+        write!(f, " {message}")
+    }
+}
+
+/// What `leasecron validate` does with one file: reads at most `max_size` bytes of `path` (`-`: standard
+/// input), loads it as [`load_source`] does, and checks on this machine what the file can only name (each
+/// `workingDir`).
+pub fn check_source(
+    path: &Path,
+    key: &str,
+    opts: &LoadOptions,
+    max_size: u64,
+) -> Result<Checked, Error> {
+    let text = read_text(path, max_size)?;
+    let mut facts = validate::MachineFacts::default();
+    let source = manifest::parse(&text, &origin_of(path), key, opts, &mut facts)?;
+    Ok(Checked {
         source,
-    })?;
-    parse_source(&source, &path.display().to_string(), key, opts)
+        warnings: facts.check(),
+    })
 }
 
 /// Like [`load_source`], for a file held in memory; `origin` names it in diagnostics.
@@ -267,12 +336,19 @@ pub fn parse_source(
     key: &str,
     opts: &LoadOptions,
 ) -> Result<Source, Error> {
-    manifest::parse(source, origin, key, opts)
+    manifest::parse(
+        source,
+        origin,
+        key,
+        opts,
+        &mut validate::MachineFacts::default(),
+    )
 }
 
 /// Parses and validates a jobs file held in memory; `origin` names it in diagnostics.
 pub fn parse_str(source: &str, origin: &str, opts: &LoadOptions) -> Result<JobSet, Error> {
-    parse_text(source, origin, Shift::NONE, opts).map_err(Error::Invalid)
+    let mut facts = validate::MachineFacts::default();
+    parse_text(source, origin, Shift::NONE, opts, &mut facts).map_err(Error::Invalid)
 }
 
 /// How the YAML of a jobs file is parsed. Every way gives the same result; [`parse_str_with`] lets
@@ -298,13 +374,15 @@ pub fn parse_str_with(
     pass: YamlPass,
 ) -> Result<JobSet, Error> {
     let root = node::parse_with(source, pass).map_err(|err| {
-        Error::Invalid(Diagnostics(vec![syntax_diagnostic(
+        Error::Invalid(Diagnostics(vec![syntax::diagnostic(
             origin,
+            source,
             Shift::NONE,
             &err,
         )]))
     })?;
-    validate_tree(root, source, origin, Shift::NONE, opts).map_err(Error::Invalid)
+    let mut facts = validate::MachineFacts::default();
+    validate_tree(root, source, origin, Shift::NONE, opts, &mut facts).map_err(Error::Invalid)
 }
 
 /// Parses and validates the text of a jobs file found in `origin`, where `shift` places its positions.
@@ -313,23 +391,25 @@ fn parse_text(
     origin: &str,
     shift: Shift,
     opts: &LoadOptions,
+    facts: &mut validate::MachineFacts,
 ) -> Result<JobSet, Diagnostics> {
     let root = node::parse(text)
-        .map_err(|err| Diagnostics(vec![syntax_diagnostic(origin, shift, &err)]))?;
-    validate_tree(root, text, origin, shift, opts)
+        .map_err(|err| Diagnostics(vec![syntax::diagnostic(origin, text, shift, &err)]))?;
+    validate_tree(root, text, origin, shift, opts, facts)
 }
 
 /// Validates the parsed tree `root` of `text`, a jobs file found in `origin` where `shift` places its
-/// positions.
+/// positions; what only the machine can check goes to `facts`.
 fn validate_tree(
     root: serde_saphyr::Spanned<node::Node>,
     text: &str,
     origin: &str,
     shift: Shift,
     opts: &LoadOptions,
+    facts: &mut validate::MachineFacts,
 ) -> Result<JobSet, Diagnostics> {
     let raw = raw::RawFile::from_node(root, text, shift);
-    validate::validate(raw, origin, shift, opts)
+    validate::validate(raw, origin, shift, opts, facts)
 }
 
 /// Parses a duration as humantime does (`500ms`, `30s`, `1m30s`, `2h`) and requires it to be positive.
@@ -345,27 +425,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Like [`parse_duration`], but zero is accepted.
 fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    humantime::parse_duration(s).map_err(|err| {
-        format!("invalid duration `{s}`: {err} (write e.g. 500ms, 30s, 1m30s or 2h)")
-    })
-}
-
-/// A YAML error (syntax, alias, limit) as a diagnostic at its own position, in no particular job.
-fn syntax_diagnostic(origin: &str, shift: Shift, err: &serde_saphyr::Error) -> Diagnostic {
-    let position = err
-        .location()
-        .map_or(Position { line: 0, column: 0 }, |at| {
-            shift.apply(Position::of(at))
-        });
-    let message = serde_saphyr::UserMessageFormatter.format_message(err.without_snippet());
-    Diagnostic {
-        origin: origin.to_string(),
-        line: position.line,
-        column: position.column,
-        job: None,
-        // The message may quote the input; keep control characters out of terminals and logs.
-        message: escape_controls(&message),
+    let example = "write e.g. 500ms, 30s, 1m30s or 2h";
+    if s.starts_with('-') {
+        return Err(format!(
+            "invalid duration `{s}`: a duration cannot be negative ({example})"
+        ));
     }
+    humantime::parse_duration(s).map_err(|err| {
+        // humantime counts bytes from 0; people count characters from 1.
+        let character = |offset: usize| {
+            let column = s.get(..offset).map_or(offset, |head| head.chars().count()) + 1;
+            match s.get(offset..).and_then(|tail| tail.chars().next()) {
+                Some(c) => format!("`{c}` (character {column})"),
+                None => format!("the end (character {column})"),
+            }
+        };
+        let why = match err {
+            humantime::DurationError::InvalidCharacter(offset) => {
+                format!("unexpected {}", character(offset))
+            }
+            humantime::DurationError::NumberExpected(offset) => {
+                format!("expected a number at {}", character(offset))
+            }
+            humantime::DurationError::Empty => "it is empty".to_owned(),
+            other => other.to_string(),
+        };
+        format!("invalid duration `{s}`: {why} ({example})")
+    })
 }
 
 /// `s` with control characters escaped (`\n`, `\u{1b}`), for one-line messages.

@@ -45,7 +45,7 @@ pub const JSON_CONTENT_TYPE: &str = "application/json";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The address could not be bound.
-    #[error("--http-addr {addr}: cannot listen: {source}")]
+    #[error("--http-addr {addr}: cannot listen: {source}{}", bind_hint(source))]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -55,6 +55,18 @@ pub enum Error {
     /// The server failed.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+}
+
+/// What to do about a bind error, if anything is to be said.
+fn bind_hint(source: &std::io::Error) -> &'static str {
+    match source.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            ": another process holds this address (another leasecron on this machine?): give each \
+             replica its own port, e.g. --http-addr 127.0.0.1:9091, or --http-addr 127.0.0.1:0 for any \
+             free one (it is logged)"
+        }
+        _ => "",
+    }
 }
 
 /// What the endpoints read.

@@ -7,21 +7,31 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::io::{IsTerminal as _, Write as _};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 use leasecron::app::{self, JobsSource, RunOptions, Timings};
 use leasecron::clock::SystemClock;
-use leasecron::config::{parse_duration, DEFAULT_CONFIG_MAP_KEY};
+use leasecron::config::{parse_duration, parse_size, DEFAULT_CONFIG_MAP_KEY};
+
+/// `--max-file-size`'s default, as written in the help: `config::DEFAULT_MAX_FILE_SIZE`.
+const DEFAULT_MAX_FILE_SIZE: &str = "1MiB";
 
 /// A singleton cron runner: every replica loads the jobs, only the holder of the lease runs them.
 #[derive(Debug, Parser)]
-#[command(name = "leasecron", version, about, max_term_width = 110)]
+// Our own `help` subcommand: clap's refuses `leasecron help --help`.
+#[command(
+    name = "leasecron",
+    version,
+    about,
+    max_term_width = 110,
+    disable_help_subcommand = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,10 +41,12 @@ struct Cli {
 enum Command {
     /// Elect a leader and run the jobs while leading, until SIGTERM/SIGINT.
     Run(RunArgs),
-    /// Check jobs files, or ConfigMap manifests that embed one: exit 0 if valid, else print every error as
-    /// FILE:LINE:COL: message and exit 2.
+    /// Check jobs files, or ConfigMap manifests that embed one: print FILE: ok for each valid file and exit
+    /// 0, else print every error as FILE:LINE:COL: message and exit 2. What depends on this machine (a
+    /// workingDir missing here) is a warning.
     Validate {
-        /// Jobs files, or manifests (kubectl/kustomize YAML; every ConfigMap in them is checked).
+        /// Jobs files, or manifests (kubectl/kustomize YAML; every ConfigMap in them is checked); `-` reads
+        /// standard input.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// The ConfigMap data key that holds the jobs file.
@@ -42,12 +54,20 @@ enum Command {
         key: String,
         #[command(flatten)]
         timings: TimingArgs,
+        #[command(flatten)]
+        size: MaxFileSize,
     },
     /// Print the next fire times of each job, in the job's time zone.
     Next {
-        /// The jobs file.
+        /// The jobs file, or a manifest whose ConfigMaps embed one (as for validate); `-` reads standard
+        /// input.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// The ConfigMap data key that holds the jobs file, in a manifest.
+        #[arg(long, default_value = DEFAULT_CONFIG_MAP_KEY, value_name = "KEY")]
+        key: String,
+        #[command(flatten)]
+        size: MaxFileSize,
         /// How many fire times per job.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
         count: u16,
@@ -64,6 +84,12 @@ enum Command {
         /// Namespace of that Lease [default: POD_NAMESPACE, else the kubeconfig's].
         #[arg(long, value_name = "NS", requires = "lease_name")]
         lease_namespace: Option<String>,
+    },
+    /// Print this help, or the help of the given command.
+    Help {
+        /// The command.
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
     },
     /// The run supervisor, started by `run` (not by hand): spawns the runs' processes and ends them all if
     /// `run` dies.
@@ -107,8 +133,10 @@ struct RunArgs {
     /// Elect through a lease record in this local file instead of the Kubernetes API.
     #[arg(long, value_name = "PATH")]
     lease_file: Option<PathBuf>,
-    /// Address for /metrics, /status, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:9090", value_name = "ADDR")]
+    /// Address for /metrics, /status, /healthz and /readyz: IP:PORT, HOST:PORT (resolved), or :PORT for
+    /// every interface. The default serves every interface, as a container needs; on a laptop, give
+    /// 127.0.0.1:9090 (or 127.0.0.1:0 for any free port).
+    #[arg(long, default_value = "0.0.0.0:9090", value_parser = parse_http_addr, value_name = "ADDR")]
     http_addr: SocketAddr,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -117,6 +145,41 @@ struct RunArgs {
     /// 429, before exiting 1 (0s: do not retry). A 401, a 403 or a missing object exits 2 at once.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DUR")]
     startup_timeout: Duration,
+    #[command(flatten)]
+    size: MaxFileSize,
+}
+
+#[derive(Debug, Args)]
+struct MaxFileSize {
+    /// The largest jobs file read, on start and on every reload (e.g. 512KiB, 4MiB); the default is what a
+    /// ConfigMap holds.
+    #[arg(long, default_value = DEFAULT_MAX_FILE_SIZE, value_parser = parse_size, value_name = "SIZE")]
+    max_file_size: u64,
+}
+
+/// `--http-addr`: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (resolved now; the first address is used), or
+/// `:PORT` (every IPv4 interface, as the default and as Go's `:PORT`).
+fn parse_http_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let example = "write IP:PORT, HOST:PORT or :PORT, e.g. 127.0.0.1:9090, localhost:9090 or :9090";
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("no port in `{text}`: {example}"));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid port `{port}`: {example}"))?;
+    if host.is_empty() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("host `{host}` has no address")),
+        Err(e) => Err(format!("cannot resolve host `{host}`: {e} ({example})")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -188,20 +251,39 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             leasecron::supervisor::serve::serve_fd(fd, log_format.into())
                 .map_err(|error| anyhow::Error::new(app::Error::Internal(error.to_string())))
         }
+        Command::Help { command } => help(command.as_deref()),
         Command::Validate {
             files,
             key,
             timings,
+            size,
         } => {
+            let validation =
+                app::validate(&files, &key, &Timings::from(&timings), size.max_file_size)?;
+            // Every valid file is said so, whatever the others are.
             let mut out = String::new();
-            for line in app::validate(&files, &key, &Timings::from(&timings))? {
-                out.push_str(&line);
+            for line in &validation.valid {
+                out.push_str(line);
                 out.push('\n');
             }
-            print_stdout(&out)
+            print_stdout(&out)?;
+            if !validation.warnings.is_empty() {
+                let mut stderr = std::io::stderr().lock();
+                for warning in &validation.warnings {
+                    // A closed stderr loses them, as it would lose the errors.
+                    let _ = writeln!(stderr, "{warning}");
+                }
+            }
+            if validation.invalid.is_empty() {
+                Ok(())
+            } else {
+                Err(app::Error::Invalid(validation.invalid).into())
+            }
         }
         Command::Next {
             file,
+            key,
+            size,
             count,
             job,
             lease_file,
@@ -228,12 +310,34 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             print_stdout(&app::next(
                 &file,
+                &key,
+                size.max_file_size,
                 usize::from(count),
                 job.as_deref(),
                 record.as_ref(),
             )?)
         }
     }
+}
+
+/// `leasecron help [COMMAND]`: the help of leasecron, or of one of its commands.
+fn help(command: Option<&str>) -> anyhow::Result<()> {
+    let mut cli = Cli::command();
+    let help = match command {
+        None => cli.render_long_help(),
+        Some(name) => match cli.find_subcommand_mut(name) {
+            Some(sub) => sub
+                .clone()
+                .bin_name(format!("leasecron {name}"))
+                .render_long_help(),
+            None => {
+                return Err(anyhow::Error::new(app::Error::UnknownCommand(
+                    name.to_owned(),
+                )))
+            }
+        },
+    };
+    print_stdout(&help.to_string())
 }
 
 /// Writes `text` to stdout without ever panicking. A reader that stopped reading (`leasecron next … |
@@ -270,6 +374,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         startup_timeout: args.startup_timeout,
         supervisor_program: PathBuf::from(SELF_EXE),
         log_format: args.log_format.into(),
+        max_file_size: args.size.max_file_size,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -166,7 +166,7 @@ impl Reloader {
                 );
                 self.fail(origin, diagnostics.to_string());
             }
-            Err(e @ config::Error::Read { .. }) => {
+            Err(e @ (config::Error::Read { .. } | config::Error::TooLarge { .. })) => {
                 tracing::error!(error = %e, "cannot reload the jobs; keeping the jobs in force");
                 self.fail(origin, e.to_string());
             }

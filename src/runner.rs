@@ -59,6 +59,18 @@ pub enum Error {
         /// The job's name.
         job: String,
     },
+    /// The job's working directory is missing or unusable, so its program could not be started.
+    #[error("job {job}: cannot start {program}: its workingDir {dir} {problem}")]
+    WorkingDir {
+        /// The job's name.
+        job: String,
+        /// The program that was to be executed.
+        program: String,
+        /// The working directory.
+        dir: String,
+        /// What is wrong with it: "does not exist", "is not a directory", ...
+        problem: String,
+    },
     /// The operating system refused to start the program.
     #[error("job {job}: cannot start {program}: {source}")]
     Spawn {

@@ -4,8 +4,10 @@
 mod replica;
 
 use std::fs;
+use std::io::Write as _;
+use std::process::Stdio;
 
-use replica::{output, output_without_kubeconfig, FAST_TIMINGS};
+use replica::{leasecron, output, output_without_kubeconfig, FAST_TIMINGS};
 
 const GOOD: &str =
     "jobs:\n  - name: hello\n    schedule: \"*/5 * * * *\"\n    command: [\"/bin/true\"]\n";
@@ -25,11 +27,11 @@ fn stderr(out: &std::process::Output) -> String {
 fn validate_accepts_a_good_file_and_the_example() {
     let dir = tempfile::tempdir().unwrap();
     let good = write_file(&dir, "good.yaml", GOOD);
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/core/jobs.example.yaml");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs.example.yaml");
     let out = output(&["validate", good.to_str().unwrap(), example]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("good.yaml: ok (1 jobs)"), "{stdout}");
+    assert!(stdout.contains("good.yaml: ok (1 job)\n"), "{stdout}");
     assert!(
         stdout.contains("jobs.example.yaml: ok (4 jobs)"),
         "{stdout}"
@@ -243,13 +245,14 @@ fn next_shows_each_jobs_last_slot_from_the_run_state() {
         "{stdout}"
     );
     assert!(stdout.contains("  last slot: none recorded"), "{stdout}");
-    // Without a state file yet, every job has none.
+    // A lease without a state file yet: every job has none.
     let empty = tempfile::tempdir().unwrap();
+    let lease = write_file(&empty, "lease", "");
     let out = output(&[
         "next",
         jobs.to_str().unwrap(),
         "--lease-file",
-        empty.path().join("lease").to_str().unwrap(),
+        lease.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
@@ -257,6 +260,23 @@ fn next_shows_each_jobs_last_slot_from_the_run_state() {
             .matches("none recorded")
             .count(),
         2
+    );
+    // Neither a lease file nor a run state: a wrong path, said so.
+    let typo = empty.path().join("typo");
+    let out = output(&[
+        "next",
+        jobs.to_str().unwrap(),
+        "--lease-file",
+        typo.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "leasecron: --lease-file {0}: there is no run state at {0}.state (and no lease file at {0}): \
+             check the path; the run state is written beside the lease file once a leader has run a job\n",
+            typo.display()
+        )
     );
 }
 
@@ -292,7 +312,7 @@ fn validate_accepts_a_config_map_manifest_and_a_plain_file_side_by_side() {
     assert_eq!(
         stdout,
         format!(
-            "{manifest}: ok (ConfigMap leasecron-jobs, key jobs.yaml, 3 jobs)\n{}: ok (1 jobs)\n",
+            "{manifest}: ok (ConfigMap leasecron-jobs, key jobs.yaml, 3 jobs)\n{}: ok (1 job)\n",
             plain.display()
         )
     );
@@ -370,4 +390,359 @@ fn validate_rejects_a_manifest_of_another_kind_at_its_kind() {
             deployment.display()
         )
     );
+}
+
+// === the first hour: what a new user runs into ===
+
+/// `leasecron ARGS` with `input` on its standard input.
+fn output_with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = leasecron()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn leasecron");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // The command may stop reading early (a file over the limit): a broken pipe is fine.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().expect("wait for leasecron")
+}
+
+#[test]
+fn validate_says_ok_for_every_good_file_even_beside_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_file(&dir, "good.yaml", GOOD);
+    let bad = write_file(&dir, "bad.yaml", "jobs:\n  - name: Bad\n");
+    let out = output(&["validate", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}: ok (1 job)\n", good.display())
+    );
+    assert!(
+        stderr(&out).starts_with(&format!("{}:2:", bad.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn validate_reads_standard_input_as_dash() {
+    let out = output_with_stdin(&["validate", "-"], GOOD.as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "<stdin>: ok (1 job)\n"
+    );
+    let out = output_with_stdin(
+        &["validate", "-"],
+        b"jobs:\n  - name: a\n    schedule: \"61 * * * *\"\n    shell: x\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("<stdin>:3:15: job a: invalid schedule"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn validate_reads_no_more_than_the_size_limit() {
+    let out = output(&["validate", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "/dev/zero: the file is larger than 1 MiB, the most leasecron reads as a jobs file: check the \
+         path, or raise the limit with --max-file-size\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let padded = format!("{GOOD}#{}\n", "x".repeat(2000));
+    let file = write_file(&dir, "padded.yaml", &padded);
+    let out = output(&[
+        "validate",
+        "--max-file-size",
+        "1KiB",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("larger than 1 KiB"),
+        "{}",
+        stderr(&out)
+    );
+    let out = output(&[
+        "validate",
+        "--max-file-size",
+        "4KiB",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = output(&[
+        "validate",
+        "--max-file-size",
+        "lots",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid size `lots`"),
+        "{}",
+        stderr(&out)
+    );
+    // `run` takes the same bound, before anything else.
+    let lease = dir.path().join("lease");
+    let out = output(&[
+        "run",
+        "--jobs",
+        file.to_str().unwrap(),
+        "--lease-file",
+        lease.to_str().unwrap(),
+        "--max-file-size",
+        "1KiB",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("larger than 1 KiB"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn validate_warns_about_what_this_machine_lacks_and_still_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let jobs = write_file(
+        &dir,
+        "jobs.yaml",
+        &format!("{GOOD}    workingDir: {}\n", missing.display()),
+    );
+    let out = output(&["validate", jobs.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}: ok (1 job)\n", jobs.display())
+    );
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "{}:5:17: warning: job hello: workingDir {} does not exist here",
+            jobs.display(),
+            missing.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn one_grace_that_does_not_fit_is_one_error_and_run_names_what_would_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write_file(
+        &dir,
+        "jobs.yaml",
+        &format!("{GOOD}    terminationGrace: 3s\n"),
+    );
+    let out = output(&[
+        "validate",
+        jobs.to_str().unwrap(),
+        "--lease-duration",
+        "12s",
+        "--renew-deadline",
+        "9s",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "{}:5:23: job hello: terminationGrace 3s is more than the 1s 800ms",
+            jobs.display()
+        )),
+        "{err}"
+    );
+    let lease = dir.path().join("lease");
+    let out = output(&[
+        "run",
+        "--jobs",
+        jobs.to_str().unwrap(),
+        "--lease-file",
+        lease.to_str().unwrap(),
+        "--lease-duration",
+        "10s",
+        "--renew-deadline",
+        "9500ms",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("leaves no time for the jobs' terminationGrace") && !err.contains("(0s)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn next_takes_a_config_map_manifest_as_validate_does() {
+    let manifest = manifest_fixture("configmap.yaml");
+    let out = output(&["next", &manifest, "--count", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let jobs: Vec<&str> = stdout.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(jobs.len(), 3, "{stdout}");
+    let stream = manifest_fixture("stream.yaml");
+    let out = output(&["next", "--key", "crontab.yaml", &stream, "--count", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn an_empty_identity_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write_file(&dir, "jobs.yaml", GOOD);
+    let lease = dir.path().join("lease");
+    let out = output(&[
+        "run",
+        "--jobs",
+        jobs.to_str().unwrap(),
+        "--lease-file",
+        lease.to_str().unwrap(),
+        "--identity",
+        "",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("leasecron: --identity is empty"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!lease.exists());
+}
+
+#[test]
+fn help_answers_help_too() {
+    for args in [
+        &["help", "--help"][..],
+        &["help"],
+        &["help", "validate"],
+        &["validate", "--help"],
+    ] {
+        let out = output(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage: leasecron"),
+            "{args:?}"
+        );
+    }
+    let out = output(&["help", "validate"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--max-file-size"));
+    let out = output(&["help", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("help nope: no such command"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn http_addr_takes_a_host_name_and_a_bare_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write_file(&dir, "jobs.yaml", GOOD);
+    let lease = dir.path().join("lease");
+    let run = |addr: &str| {
+        output(&[
+            "run",
+            "--jobs",
+            jobs.to_str().unwrap(),
+            "--lease-file",
+            lease.to_str().unwrap(),
+            "--http-addr",
+            addr,
+        ])
+    };
+    // Hold the port where `localhost` resolves: `run` gets as far as binding it, and says why it cannot.
+    use std::net::ToSocketAddrs as _;
+    let local = ("localhost", 0).to_socket_addrs().unwrap().next().unwrap();
+    let taken = std::net::TcpListener::bind(local).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = run(&format!("localhost:{port}"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "leasecron: --http-addr {}: cannot listen: ",
+            taken.local_addr().unwrap()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("another process holds this address (another leasecron on this machine?)")
+            && err.contains("--http-addr 127.0.0.1:0"),
+        "{err}"
+    );
+    // `:PORT` is every interface.
+    let any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = any.local_addr().unwrap().port();
+    let err = stderr(&run(&format!(":{port}")));
+    assert!(
+        err.starts_with(&format!(
+            "leasecron: --http-addr 0.0.0.0:{port}: cannot listen"
+        )),
+        "{err}"
+    );
+    // Neither: a usage error that shows the forms.
+    let out = run("9090");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("localhost:9090 or :9090"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_broken_file_is_reported_where_to_fix_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "quote.yaml",
+            b"jobs:\n  - name: \"a\n    schedule: \"* * * * *\"\n    shell: \"true\"\n".to_vec(),
+            ":2:11: unclosed quote: ",
+        ),
+        (
+            "latin1.yaml",
+            b"jobs:\n  - name: a\n    shell: \"caf\xe9\"\n".to_vec(),
+            ":3:16: the file is not valid UTF-8",
+        ),
+        (
+            "crontz.yaml",
+            b"jobs:\n  - name: a\n    schedule: \"CRON_TZ=Asia/Tokyo 0 9 * * *\"\n    shell: x\n"
+                .to_vec(),
+            ":3:15: job a: a time zone cannot be set in `schedule`",
+        ),
+        (
+            "negative.yaml",
+            format!("{GOOD}    timeout: -5s\n").into_bytes(),
+            ":5:14: job hello: timeout: invalid duration `-5s`: a duration cannot be negative",
+        ),
+        (
+            "rerun.yaml",
+            format!("{GOOD}    rerunInterrupted: true\n").into_bytes(),
+            ":5:23: job hello: rerunInterrupted needs startingDeadline",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.path().join(name);
+        fs::write(&path, text).unwrap();
+        let out = output(&["validate", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        assert!(
+            err.starts_with(&format!("{}{expected}", path.display())),
+            "{name}: {err}"
+        );
+    }
 }

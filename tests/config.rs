@@ -620,24 +620,104 @@ fn termination_grace_over_the_lease_bound_is_rejected() {
     assert!(parse(ok).is_ok());
 }
 
+/// The bound of `--lease-duration 12s --renew-deadline 9s`: 12 − 1.2 − 9 = 1.8 s.
+fn tight() -> LoadOptions {
+    LoadOptions {
+        max_termination_grace: Duration::from_millis(1800),
+    }
+}
+
 #[test]
 fn the_default_grace_must_fit_tight_lease_timings_too() {
-    let tight = LoadOptions {
-        max_termination_grace: Duration::from_secs(1),
-    };
     let source = "jobs:\n  - name: tight\n    schedule: \"@daily\"\n    shell: \"true\"\n";
-    let found = problems_with(source, &tight);
+    let found = problems_with(source, &tight());
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_problem(
         &found[0],
         2,
         5,
         Some("tight"),
-        "terminationGrace defaults to 3s",
+        "terminationGrace is not set, and its default of 3s is more than the 1s 800ms the lease \
+         timings allow: set `terminationGrace: 1s 800ms` (or less) in the job or in `defaults:`",
     );
     let with_grace = format!("defaults:\n  terminationGrace: 1s\n{source}");
-    let set = config::parse_str(&with_grace, "jobs.yaml", &tight).expect("valid");
+    let set = config::parse_str(&with_grace, "jobs.yaml", &tight()).expect("valid");
     assert_eq!(set.jobs[0].termination_grace, Duration::from_secs(1));
+}
+
+#[test]
+fn a_grace_that_does_not_fit_is_one_problem_where_it_is_written() {
+    // Set in the job: one problem, at the value (not a second one about the default).
+    let own = "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n    terminationGrace: 3s\n";
+    let found = problems_with(own, &tight());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_problem(
+        &found[0],
+        5,
+        23,
+        Some("a"),
+        "terminationGrace 3s is more than the 1s 800ms the lease timings allow",
+    );
+    assert!(
+        found[0].message.contains("lower it to at most 1s 800ms"),
+        "{}",
+        found[0]
+    );
+
+    // Set in defaults: one problem there, none in the jobs that inherit it.
+    let defaults = "defaults:\n  terminationGrace: 3s\njobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n  - name: b\n    schedule: \"@daily\"\n    shell: \"true\"\n";
+    let found = problems_with(defaults, &tight());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_problem(
+        &found[0],
+        2,
+        21,
+        None,
+        "defaults: terminationGrace 3s is more than the 1s 800ms",
+    );
+
+    // Written but not a duration: reported as such, not as a default that does not fit.
+    let garbled = own.replace("terminationGrace: 3s", "terminationGrace: three");
+    let found = problems_with(&garbled, &tight());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].message.contains("invalid duration `three`"),
+        "{}",
+        found[0]
+    );
+}
+
+#[test]
+fn the_default_grace_used_by_several_jobs_is_one_problem() {
+    let jobs = "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n  - name: b\n    schedule: \"@daily\"\n    shell: \"true\"\n  - name: c\n    schedule: \"@daily\"\n    shell: \"true\"\n    terminationGrace: 1s\n";
+    let found = problems_with(jobs, &tight());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_problem(
+        &found[0],
+        2,
+        5,
+        None,
+        "jobs a and b set no terminationGrace, and its default of 3s is more than the 1s 800ms the \
+         lease timings allow: set `terminationGrace: 1s 800ms` (or less) in `defaults:`",
+    );
+    // With a `defaults:` block, the problem is there, where the fix goes.
+    let with_defaults = format!("defaults:\n  timeZone: UTC\n{jobs}");
+    let found = problems_with(&with_defaults, &tight());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].line, found[0].column), (2, 3), "{}", found[0]);
+    // Many jobs are counted, not all listed.
+    let many: String = (0..6)
+        .map(|i| format!("  - name: j{i}\n    schedule: \"@daily\"\n    shell: \"true\"\n"))
+        .collect();
+    let found = problems_with(&format!("jobs:\n{many}"), &tight());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0]
+            .message
+            .starts_with("jobs j0, j1, j2 and 3 more set no terminationGrace"),
+        "{}",
+        found[0]
+    );
 }
 
 // === valid files ===
@@ -728,10 +808,19 @@ fn an_unreadable_file_is_a_read_error_naming_the_path() {
 fn rerun_interrupted_needs_a_starting_deadline() {
     assert_one(
         "jobs:\n  - name: a\n    schedule: \"@hourly\"\n    shell: \"true\"\n    rerunInterrupted: true\n",
-        2,
         5,
+        23,
         Some("a"),
         "rerunInterrupted needs startingDeadline",
+    );
+    // From defaults: one problem at defaults, naming the jobs without a deadline.
+    assert_one(
+        "defaults:\n  rerunInterrupted: true\njobs:\n  - name: a\n    schedule: \"@hourly\"\n    shell: \"true\"\n  - name: b\n    schedule: \"@hourly\"\n    shell: \"true\"\n    startingDeadline: 1m\n  - name: c\n    schedule: \"@hourly\"\n    shell: \"true\"\n",
+        2,
+        21,
+        None,
+        "defaults: rerunInterrupted needs startingDeadline (how late the rerun of an interrupted run \
+         may still start), which jobs a and c do not set",
     );
     let jobs = parse(
         "defaults:\n  startingDeadline: 5m\njobs:\n  - name: a\n    schedule: \"@hourly\"\n    shell: \"true\"\n    rerunInterrupted: true\n",
@@ -744,4 +833,292 @@ fn rerun_interrupted_needs_a_starting_deadline() {
             .jobs[0]
             .rerun_interrupted
     );
+}
+
+// === what a new user gets wrong ===
+
+#[test]
+fn a_budget_limit_is_said_in_words_with_the_limit() {
+    let deep = format!("jobs: {}{}\n", "[".repeat(70), "]".repeat(70));
+    let found = problems(&deep);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(
+        found[0].message,
+        "lists and mappings are nested more than 64 levels deep here, the most a jobs file may have"
+    );
+    let wide: String = (0..5200)
+        .map(|_| format!("  - [{}]\n", vec!["1"; 50].join(",")))
+        .collect();
+    let found = problems(&format!("jobs:\n{wide}"));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(
+        found[0].message,
+        "the file has more than 250000 values (scalars, lists and mappings), the most a jobs file may have"
+    );
+    assert!(!found[0].message.contains('{'), "no internal names");
+}
+
+#[test]
+fn a_huge_integer_is_quoted_as_written() {
+    let source = "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n    retries: 18446744073709551616\n";
+    assert_one(
+        source,
+        5,
+        14,
+        Some("a"),
+        "retries must be between 0 and 100, not 18446744073709551616",
+    );
+    let hex = source.replace("18446744073709551616", "0x1F4");
+    assert_one(
+        &hex,
+        5,
+        14,
+        Some("a"),
+        "retries must be between 0 and 100, not 0x1F4",
+    );
+    let float = source.replace("18446744073709551616", "1.5");
+    assert_one(&float, 5, 14, Some("a"), "expected an integer");
+}
+
+#[test]
+fn an_unclosed_quote_is_reported_at_the_quote() {
+    for (source, line, column) in [
+        // The parser notices only on the next line, as an indentation problem.
+        ("jobs:\n  - name: \"a\n    schedule: \"* * * * *\"\n    shell: \"true\"\n", 2, 11),
+        ("jobs:\n  - name: a\n    schedule: '* * * * *\n    shell: \"true\"\n", 3, 15),
+        // At the end of the file.
+        ("jobs:\n  - name: a\n    shell: \"true\n", 3, 12),
+        // After a block scalar that holds a quote of its own.
+        ("jobs:\n  - name: a\n    shell: |\n      echo \"\n    schedule: \"@daily\n    timeZone: UTC\n", 5, 15),
+    ] {
+        let found = problems(source);
+        assert_eq!(found.len(), 1, "{source:?}: {found:#?}");
+        assert_eq!((found[0].line, found[0].column), (line, column), "{source:?}: {}", found[0]);
+        assert!(found[0].message.starts_with("unclosed quote: "), "{}", found[0]);
+        assert!(found[0].message.contains("add the closing"), "{}", found[0]);
+    }
+}
+
+#[test]
+fn text_that_is_not_utf8_is_placed_at_the_first_bad_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("latin1.yaml");
+    std::fs::write(&path, b"jobs:\n  - name: a\n    shell: \"caf\xe9\"\n").expect("write");
+    let err = config::load_file(&path, &LoadOptions::default()).expect_err("not UTF-8");
+    let config::Error::Invalid(found) = &err else {
+        panic!("expected a diagnostic, got {err:?}");
+    };
+    assert_eq!(
+        (found.as_slice()[0].line, found.as_slice()[0].column),
+        (3, 16)
+    );
+    assert!(
+        err.to_string().contains("not valid UTF-8 (byte 0xE9 here)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_negative_duration_says_so() {
+    let source =
+        "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n    timeout: -5s\n";
+    assert_one(
+        source,
+        5,
+        14,
+        Some("a"),
+        "timeout: invalid duration `-5s`: a duration cannot be negative",
+    );
+    let typo = source.replace("-5s", "5 minutes ago");
+    let found = problems(&typo);
+    assert!(!found[0].message.contains(" at 0"), "{}", found[0]);
+    assert_eq!(
+        config::parse_duration("1x").unwrap_err(),
+        "invalid duration `1x`: unknown time unit \"x\", supported units: ns, us/µs, ms, sec, min, \
+         hours, days, weeks, months, years (and few variations) (write e.g. 500ms, 30s, 1m30s or 2h)"
+    );
+    assert!(
+        config::parse_duration("5s!")
+            .unwrap_err()
+            .contains("unexpected `!` (character 3)"),
+        "{}",
+        config::parse_duration("5s!").unwrap_err()
+    );
+}
+
+#[test]
+fn a_zone_in_the_schedule_points_at_time_zone() {
+    let source = "jobs:\n  - name: a\n    schedule: \"CRON_TZ=Europe/Berlin 0 2 * * *\"\n    shell: \"true\"\n";
+    assert_one(
+        source,
+        3,
+        15,
+        Some("a"),
+        "a time zone cannot be set in `schedule` (`CRON_TZ=Europe/Berlin`): put the zone in \
+         `timeZone: Europe/Berlin` and write `schedule: \"0 2 * * *\"`",
+    );
+    let tz = source.replace("CRON_TZ=", "TZ=");
+    assert_one(&tz, 3, 15, Some("a"), "(`TZ=Europe/Berlin`)");
+}
+
+#[test]
+fn jobs_that_can_never_run_are_rejected() {
+    let long = "x".repeat(config::MAX_ARGUMENT_LEN + 1);
+    let shell = format!("jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"{long}\"\n");
+    assert_one(
+        &shell,
+        4,
+        12,
+        Some("a"),
+        "the `shell` script is 131072 bytes, more than the 131071 Linux passes to a program in one \
+         argument (MAX_ARG_STRLEN)",
+    );
+    let fits = format!(
+        "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"{}\"\n",
+        &long[1..]
+    );
+    assert!(parse(&fits).is_ok());
+    let argument = format!(
+        "jobs:\n  - name: a\n    schedule: \"@daily\"\n    command: [/bin/echo, \"{long}\"]\n"
+    );
+    assert_one(&argument, 4, 26, Some("a"), "`command[1]` is 131072 bytes");
+    let env = format!(
+        "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n    env: {{DATA: \"{long}\"}}\n"
+    );
+    assert_one(&env, 5, 17, Some("a"), "env `DATA` is 131077 bytes");
+
+    let timeout =
+        "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n    timeout: 1ns\n";
+    assert_one(
+        timeout,
+        5,
+        14,
+        Some("a"),
+        "timeout 1ns is less than the minimum of 1ms",
+    );
+    assert!(parse(&timeout.replace("1ns", "1ms")).is_ok());
+
+    let relative = "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n    workingDir: srv/reports\n";
+    assert_one(
+        relative,
+        5,
+        17,
+        Some("a"),
+        "workingDir `srv/reports` is relative: give an absolute path",
+    );
+    let in_defaults = "defaults:\n  workingDir: ./srv\njobs: []\n";
+    assert_one(
+        in_defaults,
+        2,
+        15,
+        None,
+        "defaults: workingDir `./srv` is relative",
+    );
+}
+
+#[test]
+fn what_depends_on_the_machine_is_a_warning_of_a_valid_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exists = dir.path().display().to_string();
+    let missing = dir.path().join("missing").display().to_string();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").expect("write");
+    let path = dir.path().join("jobs.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "defaults:\n  workingDir: {missing}\njobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n    workingDir: {exists}\n  - name: b\n    schedule: \"@daily\"\n    shell: \"true\"\n    workingDir: {}\n  - name: c\n    schedule: \"@daily\"\n    shell: \"true\"\n",
+            file.display()
+        ),
+    )
+    .expect("write");
+    let checked = config::check_source(
+        &path,
+        config::DEFAULT_CONFIG_MAP_KEY,
+        &LoadOptions::default(),
+        config::DEFAULT_MAX_FILE_SIZE,
+    )
+    .expect("valid: what the machine lacks is only a warning");
+    assert_eq!(checked.source.to_string(), "3 jobs");
+    let warnings: Vec<String> = checked.warnings.iter().map(ToString::to_string).collect();
+    let origin = path.display();
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "{origin}:2:15: warning: defaults: workingDir {missing} does not exist here"
+        )),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].starts_with(&format!(
+            "{origin}:11:17: warning: job b: workingDir {} is not a directory here",
+            file.display()
+        )),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn the_commands_read_at_most_the_size_they_are_given() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("jobs.yaml");
+    std::fs::write(&path, "jobs: []\n").expect("write");
+    let key = config::DEFAULT_CONFIG_MAP_KEY;
+    assert!(config::check_source(&path, key, &LoadOptions::default(), 9).is_ok());
+    let err = config::check_source(&path, key, &LoadOptions::default(), 8).expect_err("too large");
+    assert!(
+        matches!(err, config::Error::TooLarge { limit: 8, .. }),
+        "{err:?}"
+    );
+    assert_eq!(config::DEFAULT_MAX_FILE_SIZE, 1024 * 1024);
+}
+
+#[test]
+fn deep_nesting_does_not_overflow_a_small_stack() {
+    // A reload runs on a tokio worker (2 MiB of stack); the parse must not need more than it has.
+    let handle = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            let deep = format!("jobs: {}{}\n", "[".repeat(63), "]".repeat(63));
+            let deeper = format!("jobs: {}{}\n", "[".repeat(70), "]".repeat(70));
+            (parse(&deep).is_err(), parse(&deeper).is_err())
+        })
+        .expect("a thread");
+    assert_eq!(handle.join().expect("no overflow"), (true, true));
+}
+
+// === the example ===
+
+/// `jobs.example.yaml` at the repository's root.
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs.example.yaml")
+}
+
+#[test]
+fn the_examples_flaky_job_fails_as_often_as_its_comment_says_and_retries_succeed() {
+    let set = config::load_file(&example(), &LoadOptions::default()).expect("the example is valid");
+    let job = set.get("flaky-sync").expect("the example has flaky-sync");
+    let Program::Shell(script) = &job.program else {
+        panic!("flaky-sync is a shell job");
+    };
+    assert_eq!(job.retries, 2);
+    // Attempt by attempt, whether it succeeds, for slots in minutes 00, 01, 02, 08 and 59.
+    let succeeds = |minute: u32, attempt: u32| {
+        std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .env(
+                "LEASECRON_SCHEDULED_TIME",
+                format!("2026-11-21T02:{minute:02}:15Z"),
+            )
+            .env("LEASECRON_ATTEMPT", attempt.to_string())
+            .output()
+            .expect("run /bin/sh")
+            .status
+            .success()
+    };
+    for (minute, failures) in [(0, 0), (1, 1), (2, 2), (8, 2), (59, 2), (10, 1)] {
+        let results: Vec<bool> = (1..=3).map(|attempt| succeeds(minute, attempt)).collect();
+        let expected: Vec<bool> = (1..=3).map(|attempt| attempt > failures).collect();
+        assert_eq!(results, expected, "minute {minute}");
+    }
 }

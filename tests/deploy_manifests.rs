@@ -123,6 +123,19 @@ fn jobs_are_the_generated_configmap_mounted_as_a_directory() {
 }
 
 #[test]
+fn the_kustomizations_jobs_file_is_a_copy_of_the_example_at_the_root() {
+    // kustomize refuses a file outside the kustomization's directory, a symlink to one included: the
+    // example lives at the root, and deploy/core holds a copy of it.
+    let root = fs::read(path("jobs.example.yaml")).expect("jobs.example.yaml at the root");
+    let copy = fs::read(path("deploy/core/jobs.example.yaml")).expect("the kustomization's copy");
+    assert!(
+        root == copy,
+        "deploy/core/jobs.example.yaml differs from jobs.example.yaml: edit the root one and copy it \
+         over (cp jobs.example.yaml deploy/core/)"
+    );
+}
+
+#[test]
 fn the_example_jobs_fit_the_deployments_lease_timings() {
     let deployment = yaml("deploy/core/deployment.yaml");
     let container = container(&deployment);

@@ -75,6 +75,57 @@ async fn a_missing_program_is_a_spawn_failure() {
     }
 }
 
+/// The spawn failure of `job`, run once.
+async fn spawn_failure(job: leasecron::config::Job) -> String {
+    let (runner, mut events) = runner();
+    let term = live_term();
+    runner.start(Arc::new(job), slot(0), term.term());
+    match events.next().await {
+        RunEvent::Finished(report) => match report.outcome {
+            Outcome::Failed(Failure::Spawn(why)) => why,
+            other => panic!("expected a spawn failure, got {other:?}"),
+        },
+        other => panic!("expected Finished without Started, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_missing_working_directory_is_named_not_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = job("no-dir", Program::Command(vec!["/bin/true".into()]));
+    job.working_dir = Some(dir.path().join("missing"));
+    let why = spawn_failure(job.clone()).await;
+    assert_eq!(
+        why,
+        format!(
+            "job no-dir: cannot start /bin/true: its workingDir {} does not exist",
+            dir.path().join("missing").display()
+        )
+    );
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    job.working_dir = Some(file.clone());
+    let why = spawn_failure(job.clone()).await;
+    assert_eq!(
+        why,
+        format!(
+            "job no-dir: cannot start /bin/true: its workingDir {} is not a directory",
+            file.display()
+        )
+    );
+
+    // With a good directory, a missing program is still the program's fault.
+    job.working_dir = Some(dir.path().to_owned());
+    job.program = Program::Command(vec!["/nonexistent/leasecron-test".into()]);
+    let why = spawn_failure(job).await;
+    assert!(
+        why.starts_with("job no-dir: cannot start /nonexistent/leasecron-test: ")
+            && !why.contains("workingDir"),
+        "{why}"
+    );
+}
+
 #[tokio::test]
 async fn argv_is_executed_directly_without_a_shell() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -195,6 +195,14 @@ async fn a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_ar
     assert_eq!(readable.jobs.len(), 100);
 }
 
+/// The replicas' flags: fast timings, and room for a jobs file of 11 000 jobs (1.2 MiB), over the default
+/// --max-file-size of 1 MiB: the run state's limit is the one under test.
+fn flags() -> Vec<&'static str> {
+    let mut flags = FAST_TIMINGS.to_vec();
+    flags.extend(["--max-file-size", "4MiB"]);
+    flags
+}
+
 /// A jobs file of `count` jobs with names of 63 characters.
 fn jobs_file(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
     let mut text = String::from("defaults:\n  terminationGrace: 100ms\njobs:\n");
@@ -214,7 +222,7 @@ fn more_jobs_than_the_run_state_holds_exit_2_at_start_naming_the_count_and_the_l
     let dir = tempfile::tempdir().expect("tempdir");
     let jobs = jobs_file(dir.path(), 11_000);
     let kubeconfig = server.kubeconfig(dir.path(), "r1");
-    let mut replica = Replica::start_on_kube(dir.path(), "r1", &jobs, &kubeconfig, &FAST_TIMINGS);
+    let mut replica = Replica::start_on_kube(dir.path(), "r1", &jobs, &kubeconfig, &flags());
     let status = replica.wait_exit(EXIT_LIMIT).expect("exits");
     let log = replica.log_text();
     assert_eq!(status.code(), Some(2), "{log}");
@@ -239,7 +247,7 @@ fn a_reload_with_more_jobs_than_the_run_state_holds_is_refused_and_the_jobs_in_f
     let dir = tempfile::tempdir().expect("tempdir");
     let jobs = jobs_file(dir.path(), 2);
     let kubeconfig = server.kubeconfig(dir.path(), "r1");
-    let mut replica = Replica::start_on_kube(dir.path(), "r1", &jobs, &kubeconfig, &FAST_TIMINGS);
+    let mut replica = Replica::start_on_kube(dir.path(), "r1", &jobs, &kubeconfig, &flags());
     let metric = |name: &str| {
         let body = replica.http_get("/metrics")?.body;
         body.lines()

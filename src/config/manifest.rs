@@ -24,9 +24,8 @@ use serde_saphyr::Spanned;
 
 use super::node::{self, scalar_text, Node};
 use super::raw::{Position, Shift};
-use super::{
-    escape_controls, syntax_diagnostic, Diagnostic, Diagnostics, Error, JobSet, LoadOptions,
-};
+use super::validate::MachineFacts;
+use super::{escape_controls, syntax, Diagnostic, Diagnostics, Error, JobSet, LoadOptions};
 use literal::block_literal_shift;
 
 /// The `data` key that holds the jobs file unless the caller names another one.
@@ -80,12 +79,20 @@ impl Source {
     }
 }
 
+/// `1 job`, `4 jobs`.
+fn jobs_count(jobs: &JobSet) -> String {
+    match jobs.jobs.len() {
+        1 => "1 job".to_string(),
+        n => format!("{n} jobs"),
+    }
+}
+
 /// What was loaded, for a summary: `4 jobs`, or
 /// `ConfigMap leasecron-jobs, key jobs.yaml, 4 jobs; skipped Deployment leasecron`.
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (config_maps, skipped) = match self {
-            Source::JobsFile(jobs) => return write!(f, "{} jobs", jobs.jobs.len()),
+            Source::JobsFile(jobs) => return f.write_str(&jobs_count(jobs)),
             Source::Manifest {
                 config_maps,
                 skipped,
@@ -99,8 +106,8 @@ impl fmt::Display for Source {
                 kind: "ConfigMap".to_string(),
                 name: config_map.name.clone(),
             };
-            let (key, count) = (&config_map.key, config_map.jobs.jobs.len());
-            write!(f, "{object}, key {key}, {count} jobs")?;
+            let (key, count) = (&config_map.key, jobs_count(&config_map.jobs));
+            write!(f, "{object}, key {key}, {count}")?;
         }
         for (i, object) in skipped.iter().enumerate() {
             f.write_str(if i == 0 { "; skipped " } else { ", " })?;
@@ -122,17 +129,19 @@ impl fmt::Display for KubeObject {
 // === loading ===
 
 /// Parses `source` (named `origin`): a manifest if a document is a Kubernetes object, else a jobs file.
+/// What only the machine can check goes to `facts`.
 pub(super) fn parse(
     source: &str,
     origin: &str,
     key: &str,
     opts: &LoadOptions,
+    facts: &mut MachineFacts,
 ) -> Result<Source, Error> {
     // Almost every file is one document: parse it once, whichever it turns out to be. A stream of several
     // documents, or a syntax error, takes the general path below (the jobs-file path reports both).
     if let Ok(document) = node::parse(source) {
         if kind_of(&document).is_none() {
-            return super::validate_tree(document, source, origin, Shift::NONE, opts)
+            return super::validate_tree(document, source, origin, Shift::NONE, opts, facts)
                 .map(Source::JobsFile)
                 .map_err(Error::Invalid);
         }
@@ -141,25 +150,30 @@ pub(super) fn parse(
             origin,
             key,
             opts,
+            facts,
             problems: Vec::new(),
         };
         return checker.manifest(std::slice::from_ref(&document));
     }
     let documents = node::parse_documents(source).map_err(|err| {
-        Error::Invalid(Diagnostics(vec![syntax_diagnostic(
+        Error::Invalid(Diagnostics(vec![syntax::diagnostic(
             origin,
+            source,
             Shift::NONE,
             &err,
         )]))
     })?;
     if !documents.iter().any(|doc| kind_of(doc).is_some()) {
-        return super::parse_str(source, origin, opts).map(Source::JobsFile);
+        return super::parse_text(source, origin, Shift::NONE, opts, facts)
+            .map(Source::JobsFile)
+            .map_err(Error::Invalid);
     }
     let checker = Checker {
         source,
         origin,
         key,
         opts,
+        facts,
         problems: Vec::new(),
     };
     checker.manifest(&documents)
@@ -225,6 +239,7 @@ struct Checker<'a> {
     origin: &'a str,
     key: &'a str,
     opts: &'a LoadOptions,
+    facts: &'a mut MachineFacts,
     problems: Vec<Diagnostic>,
 }
 
@@ -363,7 +378,7 @@ impl Checker<'_> {
                 (escape_controls(&origin), Shift::NONE)
             }
         };
-        match super::parse_text(text_value, &origin, shift, self.opts) {
+        match super::parse_text(text_value, &origin, shift, self.opts, self.facts) {
             Ok(jobs) => Some(ConfigMapJobs {
                 name: object.name(),
                 key: key.to_string(),
@@ -486,6 +501,7 @@ mod tests {
             "cm.yaml",
             DEFAULT_CONFIG_MAP_KEY,
             &LoadOptions::default(),
+            &mut MachineFacts::default(),
         )
     }
 
@@ -544,7 +560,7 @@ mod tests {
         let loaded = parse_manifest(JOB).expect("valid");
         let plain = crate::config::parse_str(JOB, "cm.yaml", &opts).expect("valid");
         assert_eq!(loaded, Source::JobsFile(plain));
-        assert_eq!(loaded.to_string(), "1 jobs");
+        assert_eq!(loaded.to_string(), "1 job");
 
         for broken in ["jobs: [\n", "jobs:\n  - name: a\n bad: 1\n", "kind: x\n"] {
             let plain =
@@ -560,7 +576,7 @@ mod tests {
         let loaded = parse_manifest(&manifest).expect("valid");
         assert_eq!(
             loaded.to_string(),
-            "ConfigMap leasecron-jobs, key jobs.yaml, 1 jobs"
+            "ConfigMap leasecron-jobs, key jobs.yaml, 1 job"
         );
         assert_eq!(loaded.job_sets().count(), 1);
     }
@@ -678,13 +694,14 @@ mod tests {
     }
 
     #[test]
-    fn an_error_at_the_end_of_a_block_literal_stays_on_its_line() {
-        // The unclosed quote is reported at the end of the embedded text: the last, empty line.
+    fn an_unclosed_quote_at_the_end_of_a_block_literal_is_placed_at_the_quote() {
+        // The parser finds it at the end of the embedded text (the last, empty line); it is reported
+        // where the quote is, on its own line of the manifest.
         let manifest = config_map("  jobs.yaml: |\n    jobs: '\n");
         let lines = manifest.lines().count();
         let found = one_problem(&manifest);
         assert!(
-            found.starts_with(&format!("cm.yaml:{}:1: ", lines + 1)),
+            found.starts_with(&format!("cm.yaml:{lines}:11: unclosed quote: ")),
             "{found}"
         );
     }
@@ -743,8 +760,8 @@ mod tests {
         let loaded = parse_manifest(&manifest).expect("valid");
         assert_eq!(
             loaded.to_string(),
-            "ConfigMap leasecron-jobs, key jobs.yaml, 1 jobs; ConfigMap more-jobs, key jobs.yaml, \
-             1 jobs; skipped Deployment leasecron"
+            "ConfigMap leasecron-jobs, key jobs.yaml, 1 job; ConfigMap more-jobs, key jobs.yaml, \
+             1 job; skipped Deployment leasecron"
         );
         assert_eq!(loaded.job_sets().count(), 2);
 
@@ -754,7 +771,7 @@ mod tests {
         let loaded = parse_manifest(&with_dashboard).expect("valid");
         assert_eq!(
             loaded.to_string(),
-            "ConfigMap leasecron-jobs, key jobs.yaml, 1 jobs; skipped ConfigMap dashboard"
+            "ConfigMap leasecron-jobs, key jobs.yaml, 1 job; skipped ConfigMap dashboard"
         );
         assert!(
             one_problem(dashboard).contains("d.json"),
@@ -814,10 +831,11 @@ mod tests {
             "cm.yaml",
             "crontab.yaml",
             &LoadOptions::default(),
+            &mut MachineFacts::default(),
         );
         assert_eq!(
             loaded.expect("valid").to_string(),
-            "ConfigMap leasecron-jobs, key crontab.yaml, 1 jobs"
+            "ConfigMap leasecron-jobs, key crontab.yaml, 1 job"
         );
     }
 

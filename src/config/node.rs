@@ -14,6 +14,12 @@ use serde_saphyr::{DuplicateKeyPolicy, NonFiniteFloatPolicy, Spanned};
 
 use super::{split, YamlPass};
 
+/// The stack of the threads that parse YAML. The parse recurses once per level of nesting, up to the
+/// budget's 64 levels, and a debug build takes about 35 KiB of stack per level: more than the 2 MiB of a
+/// tokio worker or of a default thread, where a reload used to run it (a file nested 60 levels deep ended
+/// the process with a stack overflow). Only the pages used are ever touched.
+pub(super) const PARSE_STACK_SIZE: usize = 16 * 1024 * 1024;
+
 /// A YAML value as written, before any type is imposed on it.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Node {
@@ -40,11 +46,47 @@ pub(super) fn parse(source: &str) -> Result<Spanned<Node>, serde_saphyr::Error> 
     parse_with(source, YamlPass::Auto)
 }
 
-/// [`parse`], on the path `pass` asks for (the result is the same on every path).
+/// [`parse`], on the path `pass` asks for (the result is the same on every path), on a thread with a
+/// stack of [`PARSE_STACK_SIZE`].
 pub(super) fn parse_with(
     source: &str,
     pass: YamlPass,
 ) -> Result<Spanned<Node>, serde_saphyr::Error> {
+    on_parse_stack(|| parse_here(source, pass))
+}
+
+/// Runs `parse` on a thread with a stack of [`PARSE_STACK_SIZE`] and returns what it returns; if no
+/// thread can be started, runs it here.
+fn on_parse_stack<T: Send>(
+    parse: impl FnOnce() -> Result<T, serde_saphyr::Error> + Send,
+) -> Result<T, serde_saphyr::Error> {
+    let mut slot = Some(parse);
+    let taken = &mut slot;
+    let outcome = std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("leasecron-yaml".into())
+            .stack_size(PARSE_STACK_SIZE)
+            .spawn_scoped(scope, move || taken.take().map(|parse| parse()));
+        spawned.map(|handle| handle.join())
+    });
+    match outcome {
+        Ok(Ok(Some(result))) => result,
+        // No thread to be had: parse here, as before.
+        Err(_) => match slot.take() {
+            Some(parse) => parse(),
+            None => Err(thread_failed()),
+        },
+        // The parser panicked (it does not), or the closure was gone.
+        Ok(_) => Err(thread_failed()),
+    }
+}
+
+fn thread_failed() -> serde_saphyr::Error {
+    <serde_saphyr::Error as serde::de::Error>::custom("the YAML parser failed unexpectedly")
+}
+
+/// [`parse_with`], on this thread.
+fn parse_here(source: &str, pass: YamlPass) -> Result<Spanned<Node>, serde_saphyr::Error> {
     let pieces = match pass {
         YamlPass::Auto => split::pieces_for(source.len()),
         YamlPass::Single => 1,
@@ -64,9 +106,9 @@ pub(super) fn parse_single(source: &str) -> Result<Spanned<Node>, serde_saphyr::
 }
 
 /// Parses every document of a `---` separated stream (a manifest), skipping empty ones; positions are
-/// those of the whole stream. Fails like [`parse`].
+/// those of the whole stream. Fails like [`parse`], and runs on a thread with a large stack as it does.
 pub(super) fn parse_documents(source: &str) -> Result<Vec<Spanned<Node>>, serde_saphyr::Error> {
-    serde_saphyr::from_multiple_with_options(source, options())
+    on_parse_stack(|| serde_saphyr::from_multiple_with_options(source, options()))
 }
 
 /// The options of every parse of a jobs file or manifest.

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use serde::de::{Error as _, Expected};
 use serde_saphyr::{Location, Spanned};
 
-use super::node::{into_scalar_text, Node};
+use super::node::{into_scalar_text, scalar_text, Node};
 
 /// Every field a job (or `defaults:`) may have, as written.
 pub(super) const JOB_FIELDS: &[&str] = &[
@@ -66,12 +66,19 @@ pub(super) struct RawJob {
     pub termination_grace: Option<At<String>>,
     pub concurrency_policy: Option<At<String>>,
     pub starting_deadline: Option<At<String>>,
-    pub retries: Option<At<i128>>,
+    pub retries: Option<At<RawInt>>,
     pub retry_backoff: Option<At<String>>,
     pub suspend: Option<At<bool>>,
     pub rerun_interrupted: Option<At<bool>>,
     /// Shape problems inside this job.
     pub problems: Vec<Problem>,
+}
+
+/// An integer as written: its value, if it fits an `i128`, and its text, for messages.
+#[derive(Debug)]
+pub(super) struct RawInt {
+    pub value: Option<i128>,
+    pub written: String,
 }
 
 /// An `env:` mapping with the position of every key (a `BTreeMap` would lose them).
@@ -310,10 +317,31 @@ impl<'s> Shaper<'s> {
         }
     }
 
-    fn integer(&mut self, node: Spanned<Node>) -> Option<At<i128>> {
+    fn integer(&mut self, node: Spanned<Node>) -> Option<At<RawInt>> {
+        let written = scalar_text(&node, self.source);
         match node.value {
             Node::Null => None,
-            Node::Int(n) => Some(respan(&node, n)),
+            Node::Int(n) => Some(respan(
+                &node,
+                RawInt {
+                    value: Some(n),
+                    written: written.unwrap_or_else(|| n.to_string()),
+                },
+            )),
+            // Digits too many for an integer type are read as a float: still an integer as written.
+            Node::Float(_) => match written.filter(|text| is_integer_text(text)) {
+                Some(written) => Some(respan(
+                    &node,
+                    RawInt {
+                        value: None,
+                        written,
+                    },
+                )),
+                None => {
+                    self.invalid_type(&node, &"an integer");
+                    None
+                }
+            },
             _ => {
                 self.invalid_type(&node, &"an integer");
                 None
@@ -368,6 +396,12 @@ impl<'s> Shaper<'s> {
             at,
         })
     }
+}
+
+/// True if `text` is a decimal integer (a sign, then digits).
+fn is_integer_text(text: &str) -> bool {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `value` at the position of `node`.

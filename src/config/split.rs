@@ -58,6 +58,7 @@ pub(super) fn parse(source: &str, pieces: usize) -> Option<Spanned<Node>> {
             .map(|&(start, end)| {
                 std::thread::Builder::new()
                     .name("leasecron-yaml".into())
+                    .stack_size(node::PARSE_STACK_SIZE)
                     .spawn_scoped(scope, move || parse_piece(&blanked(source, start, end)?))
                     .map_err(|_| (start, end))
             })

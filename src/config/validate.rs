@@ -4,23 +4,32 @@
 //! required fields (`jobs:`, a job's `name`, `schedule`, `command`/`shell`) are not reported: an unknown
 //! or mistyped key is most often the missing one, misspelled or misshapen, and saying both is noise. Every
 //! other check still runs on every value that is there.
+//!
+//! One cause gives one problem, at the place that sets the value: a `terminationGrace` or a
+//! `rerunInterrupted` in `defaults:` that does not fit is reported there once, not again in every job that
+//! inherits it, and a value that is wrong where it is written is not reported a second time as a default.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
 
-use super::raw::{job_label, At, Position, Problem, RawEnv, RawFile, RawJob, Shift};
+use super::raw::{job_label, At, Position, Problem, RawEnv, RawFile, RawInt, RawJob, Shift};
 use super::{
     escape_controls, parse_duration, parse_duration_or_zero, ConcurrencyPolicy, Diagnostic,
-    Diagnostics, Job, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
-    DEFAULT_TERMINATION_GRACE, MAX_NAME_LEN, MAX_RETRIES, MAX_RETRY_BACKOFF, RESERVED_ENV_PREFIX,
+    Diagnostics, Job, JobSet, LoadOptions, Program, Warning, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_TERMINATION_GRACE, MAX_ARGUMENT_LEN, MAX_NAME_LEN, MAX_RETRIES, MAX_RETRY_BACKOFF,
+    MIN_TIMEOUT, RESERVED_ENV_PREFIX,
 };
 use crate::schedule::{self, Schedule};
 
-/// Validates `raw` (from `origin`) into a [`JobSet`], or returns every problem found.
+/// How many job names a problem about several jobs lists before it says how many more there are.
+const NAMES_LISTED: usize = 3;
+
+/// Validates `raw` (from `origin`) into a [`JobSet`], or returns every problem found. What only the
+/// machine can check (each `workingDir`) goes to `facts`.
 ///
 /// `raw` keeps the positions of the text it was parsed from; `shift` places them in `origin`.
 pub(super) fn validate(
@@ -28,22 +37,27 @@ pub(super) fn validate(
     origin: &str,
     shift: Shift,
     opts: &LoadOptions,
+    facts: &mut MachineFacts,
 ) -> Result<JobSet, Diagnostics> {
     let mut report = Report {
         origin,
         shift,
         problems: Vec::new(),
         report_missing: raw.is_well_shaped(),
+        working_dirs: Vec::new(),
     };
     for problem in raw.problems {
         report.add(problem.at, None, problem.message);
     }
+    let defaults_at = raw.defaults.as_ref().map(|defaults| defaults.at);
     let defaults = match raw.defaults {
         Some(defaults) => check_defaults(defaults, &mut report, opts),
         None => Settings::default(),
     };
     let mut jobs = Vec::new();
     let mut schedules = schedule::Parser::new();
+    // The jobs that use a default that does not fit: one problem for all of them, below.
+    let mut inheriting = Inheriting::default();
     match raw.jobs {
         None => report.missing(
             Position::START,
@@ -60,6 +74,7 @@ pub(super) fn validate(
                     &mut names,
                     &mut schedules,
                     &mut scope,
+                    &mut inheriting,
                     opts,
                 );
                 if let Some(job) = checked {
@@ -68,7 +83,9 @@ pub(super) fn validate(
             }
         }
     }
+    inheriting.report(&mut report, &defaults, defaults_at, opts);
     if report.problems.is_empty() {
+        facts.working_dirs.append(&mut report.working_dirs);
         return Ok(JobSet { jobs });
     }
     // Checks run field by field, not in file order; report top to bottom like a compiler.
@@ -76,6 +93,60 @@ pub(super) fn validate(
         .problems
         .sort_by_key(|problem| (problem.line, problem.column));
     Err(Diagnostics(report.problems))
+}
+
+/// What a valid file names that only the machine it runs on can check.
+#[derive(Debug, Default)]
+pub(super) struct MachineFacts {
+    /// Every `workingDir`, where it is written.
+    working_dirs: Vec<WorkingDir>,
+}
+
+/// A `workingDir`, where it is written.
+#[derive(Debug)]
+struct WorkingDir {
+    /// The diagnostic to give if the directory is not usable here, without its message.
+    place: Diagnostic,
+    /// `defaults: ` or nothing.
+    prefix: &'static str,
+    dir: PathBuf,
+}
+
+impl MachineFacts {
+    /// Checks each fact on this machine: a warning for every `workingDir` that is not a directory here.
+    pub(super) fn check(self) -> Vec<Warning> {
+        let mut seen: HashMap<PathBuf, Option<String>> = HashMap::new();
+        let mut warnings = Vec::new();
+        for use_ in self.working_dirs {
+            let problem = seen
+                .entry(use_.dir.clone())
+                .or_insert_with(|| working_dir_problem(&use_.dir))
+                .clone();
+            if let Some(problem) = problem {
+                let mut diagnostic = use_.place;
+                diagnostic.message = format!("{}{problem}", use_.prefix);
+                warnings.push(Warning(diagnostic));
+            }
+        }
+        warnings
+    }
+}
+
+/// Why `dir` cannot be a job's working directory on this machine, if it cannot.
+fn working_dir_problem(dir: &Path) -> Option<String> {
+    let shown = escape_controls(&dir.display().to_string());
+    let later =
+        "runs on this machine would fail to start (the directory is checked again at each run)";
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some(format!(
+            "workingDir {shown} is not a directory here: {later}"
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some(format!("workingDir {shown} does not exist here: {later}"))
+        }
+        Err(e) => Some(format!("workingDir {shown} cannot be checked here: {e}")),
+    }
 }
 
 /// The problems found so far in one file.
@@ -86,6 +157,8 @@ struct Report<'a> {
     problems: Vec<Diagnostic>,
     /// False while the file has shape problems (see the module docs).
     report_missing: bool,
+    /// Every `workingDir` written, for [`MachineFacts`].
+    working_dirs: Vec<WorkingDir>,
 }
 
 impl Report<'_> {
@@ -97,8 +170,13 @@ impl Report<'_> {
     }
 
     fn add(&mut self, at: Position, job: Option<&str>, message: String) {
+        let diagnostic = self.diagnostic(at, job, message);
+        self.problems.push(diagnostic);
+    }
+
+    fn diagnostic(&self, at: Position, job: Option<&str>, message: String) -> Diagnostic {
         let at = self.shift.apply(at);
-        self.problems.push(Diagnostic {
+        Diagnostic {
             origin: self.origin.to_string(),
             line: at.line,
             column: at.column,
@@ -106,7 +184,7 @@ impl Report<'_> {
             // Messages quote values (a duration, a schedule and croner's reason); escaping here covers
             // every check.
             message: escape_controls(&message),
-        });
+        }
     }
 }
 
@@ -153,6 +231,18 @@ impl<'r, 'a> Scope<'r, 'a> {
             self.error(at, message);
         }
     }
+
+    /// Notes a `workingDir` written at `at`, for the machine's check.
+    fn working_dir(&mut self, at: Position, dir: &Path) {
+        let place = self
+            .report
+            .diagnostic(at, self.job.as_deref(), String::new());
+        self.report.working_dirs.push(WorkingDir {
+            place,
+            prefix: self.prefix,
+            dir: dir.to_path_buf(),
+        });
+    }
 }
 
 /// The job fields `defaults:` may also set, parsed; `None` where unset or invalid.
@@ -169,6 +259,99 @@ struct Settings {
     retry_backoff: Option<Duration>,
     suspend: Option<bool>,
     rerun_interrupted: Option<bool>,
+    /// Where the fields whose problems span fields are written (set even when the value is invalid,
+    /// which is then reported where it is and nowhere else).
+    written: Written,
+}
+
+/// Where some fields are written.
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    termination_grace: Option<Position>,
+    starting_deadline: Option<Position>,
+    rerun_interrupted: Option<Position>,
+}
+
+/// The jobs that take a value from a default that does not fit, for one problem about them all.
+#[derive(Debug, Default)]
+struct Inheriting {
+    /// The jobs without a `terminationGrace` anywhere, when the built-in one is more than the timings
+    /// allow: their labels and positions.
+    builtin_grace: Vec<(String, Position)>,
+    /// The jobs with `rerunInterrupted: true` from `defaults:` and no `startingDeadline` anywhere.
+    rerun_without_deadline: Vec<String>,
+}
+
+impl Inheriting {
+    /// One problem per default that does not fit, naming the jobs that use it.
+    fn report(
+        self,
+        report: &mut Report<'_>,
+        defaults: &Settings,
+        defaults_at: Option<Position>,
+        opts: &LoadOptions,
+    ) {
+        if let Some((label, at)) = self.builtin_grace.first() {
+            let bound = fmt_duration(opts.max_termination_grace);
+            let default = fmt_duration(DEFAULT_TERMINATION_GRACE);
+            if self.builtin_grace.len() == 1 {
+                let message = format!(
+                    "terminationGrace is not set, and its default of {default} is more than the \
+                     {bound} the lease timings allow: set `terminationGrace: {bound}` (or less) in the \
+                     job or in `defaults:`"
+                );
+                report.add(*at, Some(label), message);
+            } else {
+                let names: Vec<&str> = self
+                    .builtin_grace
+                    .iter()
+                    .map(|(label, _)| label.as_str())
+                    .collect();
+                let message = format!(
+                    "{} set no terminationGrace, and its default of {default} is more than the {bound} \
+                     the lease timings allow: set `terminationGrace: {bound}` (or less) in `defaults:`",
+                    list_jobs(&names)
+                );
+                report.add(defaults_at.unwrap_or(*at), None, message);
+            }
+        }
+        if let (Some(at), false) = (
+            defaults.written.rerun_interrupted,
+            self.rerun_without_deadline.is_empty(),
+        ) {
+            let names: Vec<&str> = self
+                .rerun_without_deadline
+                .iter()
+                .map(String::as_str)
+                .collect();
+            let message = format!(
+                "defaults: rerunInterrupted needs startingDeadline (how late the rerun of an interrupted \
+                 run may still start), which {} set: set `startingDeadline` in `defaults:` or in \
+                 those jobs",
+                match names.len() {
+                    1 => format!("job {} does not", names[0]),
+                    _ => format!("{} do not", list_jobs(&names)),
+                }
+            );
+            report.add(at, None, message);
+        }
+    }
+}
+
+/// `jobs a, b and c`, or `jobs a, b, c and 7 more`.
+fn list_jobs(names: &[&str]) -> String {
+    match names {
+        [one] => format!("job {one}"),
+        _ if names.len() <= NAMES_LISTED => {
+            let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+            format!("jobs {} and {last}", rest.join(", "))
+        }
+        _ => format!(
+            "jobs {} and {} more",
+            names[..NAMES_LISTED].join(", "),
+            names.len() - NAMES_LISTED
+        ),
+    }
 }
 
 // === defaults ===
@@ -207,6 +390,7 @@ fn check_job(
     names: &mut HashMap<String, Position>,
     schedules: &mut schedule::Parser,
     scope: &mut Scope<'_, '_>,
+    inheriting: &mut Inheriting,
     opts: &LoadOptions,
 ) -> Option<Job> {
     let job_at = raw.at;
@@ -217,34 +401,31 @@ fn check_job(
     let own = check_settings(raw, scope, opts);
     let zone = own.zone.or(defaults.zone).unwrap_or(Tz::UTC);
     let schedule = check_schedule(schedule_source, zone, job_at, schedules, scope);
+    let label = || scope.job.clone().unwrap_or_default();
     let termination_grace = own
         .termination_grace
         .or(defaults.termination_grace)
         .unwrap_or(DEFAULT_TERMINATION_GRACE);
-    if own.termination_grace.is_none()
-        && defaults.termination_grace.is_none()
-        && termination_grace > opts.max_termination_grace
-    {
-        scope.error(
-            job_at,
-            format!(
-                "terminationGrace defaults to {}, more than the {} the lease timings allow: set it in the job or in defaults",
-                fmt_duration(termination_grace),
-                fmt_duration(opts.max_termination_grace)
-            ),
-        );
+    let grace_written =
+        own.written.termination_grace.is_some() || defaults.written.termination_grace.is_some();
+    if !grace_written && DEFAULT_TERMINATION_GRACE > opts.max_termination_grace {
+        inheriting.builtin_grace.push((label(), job_at));
     }
+    let deadline_written =
+        own.written.starting_deadline.is_some() || defaults.written.starting_deadline.is_some();
     let rerun_interrupted = own
         .rerun_interrupted
         .or(defaults.rerun_interrupted)
         .unwrap_or(false);
-    if rerun_interrupted && own.starting_deadline.is_none() && defaults.starting_deadline.is_none()
-    {
-        scope.error(
-            job_at,
-            "rerunInterrupted needs startingDeadline: how late the rerun of an interrupted run may still start"
-                .to_owned(),
-        );
+    if rerun_interrupted && !deadline_written {
+        match own.written.rerun_interrupted {
+            Some(at) => scope.error(
+                at,
+                "rerunInterrupted needs startingDeadline: how late the rerun of an interrupted run may \
+                 still start (set `startingDeadline` in the job or in `defaults:`)",
+            ),
+            None => inheriting.rerun_without_deadline.push(label()),
+        }
     }
     let mut env = defaults.env.clone().unwrap_or_default();
     env.extend(own.env.unwrap_or_default());
@@ -362,6 +543,12 @@ fn check_command(command: At<Vec<At<String>>>, scope: &mut Scope<'_, '_>) -> Opt
         if arg.value.contains('\0') {
             scope.error(arg.at, format!("`command[{i}]` contains a NUL byte"));
             valid = false;
+        } else if let Some(why) = too_long_for_exec(arg.value.len()) {
+            scope.error(
+                arg.at,
+                format!("`command[{i}]` {why}: pass the data in a file instead"),
+            );
+            valid = false;
         }
     }
     valid.then(|| Program::Command(command.value.into_iter().map(|a| a.value).collect()))
@@ -376,7 +563,27 @@ fn check_shell(shell: At<String>, scope: &mut Scope<'_, '_>) -> Option<Program> 
         scope.error(shell.at, "`shell` contains a NUL byte");
         return None;
     }
+    if let Some(why) = too_long_for_exec(shell.value.len()) {
+        scope.error(
+            shell.at,
+            format!(
+                "the `shell` script {why}: put it in a file and run that \
+                 (`command: [/bin/sh, /path/to/script.sh]`)"
+            ),
+        );
+        return None;
+    }
     Some(Program::Shell(shell.value))
+}
+
+/// Why an argument or environment entry of `len` bytes cannot be passed to a program, if it cannot.
+fn too_long_for_exec(len: usize) -> Option<String> {
+    (len > MAX_ARGUMENT_LEN).then(|| {
+        format!(
+            "is {len} bytes, more than the {MAX_ARGUMENT_LEN} Linux passes to a program in one \
+             argument (MAX_ARG_STRLEN): every run would fail to start"
+        )
+    })
 }
 
 fn check_schedule(
@@ -390,6 +597,10 @@ fn check_schedule(
         scope.missing(job_at, "missing `schedule`");
         return None;
     };
+    if let Some(message) = zone_prefix(&source.value) {
+        scope.error(source.at, message);
+        return None;
+    }
     schedules
         .parse(&source.value, zone)
         .map_err(|err| {
@@ -399,18 +610,36 @@ fn check_schedule(
         .ok()
 }
 
+/// The problem with a schedule that starts with a `CRON_TZ=` or `TZ=` prefix, if it does.
+fn zone_prefix(expression: &str) -> Option<String> {
+    let expression = expression.trim();
+    let (variable, rest) = ["CRON_TZ=", "TZ="]
+        .into_iter()
+        .find_map(|prefix| Some((prefix, expression.strip_prefix(prefix)?)))?;
+    let (zone, schedule) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    Some(escape_controls(&format!(
+        "a time zone cannot be set in `schedule` (`{variable}{zone}`): put the zone in `timeZone: {zone}` \
+         and write `schedule: \"{}\"`",
+        schedule.trim()
+    )))
+}
+
 // === settings shared with defaults ===
 
 fn check_settings(raw: RawJob, scope: &mut Scope<'_, '_>, opts: &LoadOptions) -> Settings {
+    let written = Written {
+        termination_grace: raw.termination_grace.as_ref().map(|value| value.at),
+        starting_deadline: raw.starting_deadline.as_ref().map(|value| value.at),
+        rerun_interrupted: raw.rerun_interrupted.as_ref().map(|value| value.at),
+    };
     Settings {
+        written,
         zone: raw.time_zone.and_then(|z| check_zone(z, scope)),
         env: raw.env.map(|env| check_env(env, scope)),
         working_dir: raw
             .working_dir
             .and_then(|dir| check_working_dir(dir, scope)),
-        timeout: raw
-            .timeout
-            .and_then(|d| check_duration("timeout", d, scope)),
+        timeout: raw.timeout.and_then(|d| check_timeout(d, scope)),
         termination_grace: raw
             .termination_grace
             .and_then(|d| check_grace(d, scope, opts)),
@@ -451,6 +680,14 @@ fn check_env(env: At<RawEnv>, scope: &mut Scope<'_, '_>) -> BTreeMap<String, Str
             scope.error(value.at, format!("env `{}` contains a NUL byte", key.value));
             continue;
         }
+        // Passed as one `NAME=value` string.
+        if let Some(why) = too_long_for_exec(key.value.len() + 1 + value.value.len()) {
+            scope.error(
+                value.at,
+                format!("env `{}` {why}: pass the data in a file instead", key.value),
+            );
+            continue;
+        }
         checked.insert(key.value, value.value);
     }
     checked
@@ -485,7 +722,38 @@ fn check_working_dir(dir: At<String>, scope: &mut Scope<'_, '_>) -> Option<PathB
         scope.error(dir.at, "`workingDir` contains a NUL byte");
         return None;
     }
-    Some(PathBuf::from(dir.value))
+    let path = PathBuf::from(dir.value);
+    if !path.is_absolute() {
+        scope.error(
+            dir.at,
+            format!(
+                "workingDir `{}` is relative: give an absolute path (it would depend on the directory \
+                 leasecron was started in)",
+                path.display()
+            ),
+        );
+        return None;
+    }
+    scope.working_dir(dir.at, &path);
+    Some(path)
+}
+
+fn check_timeout(value: At<String>, scope: &mut Scope<'_, '_>) -> Option<Duration> {
+    let at = value.at;
+    let timeout = check_duration("timeout", value, scope)?;
+    if timeout < MIN_TIMEOUT {
+        scope.error(
+            at,
+            format!(
+                "timeout {} is less than the minimum of {}: every attempt would be stopped before its \
+                 process has started",
+                fmt_duration(timeout),
+                fmt_duration(MIN_TIMEOUT)
+            ),
+        );
+        return None;
+    }
+    Some(timeout)
 }
 
 fn check_duration(field: &str, value: At<String>, scope: &mut Scope<'_, '_>) -> Option<Duration> {
@@ -507,7 +775,9 @@ fn check_grace(
         scope.error(
             at,
             format!(
-                "terminationGrace {} is more than the {} the lease timings allow (renew deadline + grace must stay within the lease duration minus its margin)",
+                "terminationGrace {} is more than the {} the lease timings allow (renew deadline + grace \
+                 must stay within the lease duration minus its margin): lower it to at most {1}, or \
+                 lengthen --lease-duration",
                 fmt_duration(grace),
                 fmt_duration(opts.max_termination_grace)
             ),
@@ -552,15 +822,15 @@ fn check_policy(value: At<String>, scope: &mut Scope<'_, '_>) -> Option<Concurre
     }
 }
 
-fn check_retries(value: At<i128>, scope: &mut Scope<'_, '_>) -> Option<u32> {
-    match u32::try_from(value.value) {
-        Ok(retries) if retries <= MAX_RETRIES => Some(retries),
+fn check_retries(value: At<RawInt>, scope: &mut Scope<'_, '_>) -> Option<u32> {
+    match value.value.value.and_then(|n| u32::try_from(n).ok()) {
+        Some(retries) if retries <= MAX_RETRIES => Some(retries),
         _ => {
             scope.error(
                 value.at,
                 format!(
                     "retries must be between 0 and {MAX_RETRIES}, not {}",
-                    value.value
+                    value.value.written
                 ),
             );
             None

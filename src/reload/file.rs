@@ -20,8 +20,17 @@
 //! A [`Reread`] request (SIGHUP) reads the file at once, as an event would, and re-establishes the watch
 //! if needed, as the periodic re-read does; if the text is unchanged, that is logged, since nothing else
 //! would answer the request.
+//!
+//! A save is not always one write: an editor or a script that truncates the file and then writes it in
+//! pieces leaves it empty or half-written for a moment, and a read then may land in between. So a new
+//! version that fails the caller's check ([`Options::is_valid`]) is read once more, [`SETTLE_DELAY`]
+//! later, and that read is the version published: a slow save costs one delay, not a rejected version and
+//! two errors in the log. A version that is still invalid then is published, and reported, as it is.
+//!
+//! Every read is bounded ([`Options::max_size`]): a file that grew past it reads as an error.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
@@ -31,6 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{publish, Reread, Snapshot};
+use crate::config;
 
 /// How long the directory must be quiet before the file is read.
 pub const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
@@ -38,6 +48,40 @@ pub const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
 pub const DEBOUNCE_MAX: Duration = Duration::from_millis(250);
 /// How often the file is re-read whatever the watch says.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a new version that fails the check is given to settle before it is read once more.
+pub const SETTLE_DELAY: Duration = Duration::from_millis(300);
+
+/// Whether a text is a version worth applying; see [`Options::is_valid`].
+pub type Check = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// How [`watch_with`] reads the file.
+#[derive(Clone)]
+pub struct Options {
+    /// The largest file read; a larger one reads as an error ([`config::Error::TooLarge`]).
+    pub max_size: u64,
+    /// Whether a text is valid: a new version that is not is read again after [`SETTLE_DELAY`] before
+    /// it is published. `None`: every version is published as read.
+    pub is_valid: Option<Check>,
+}
+
+impl Default for Options {
+    /// The commands' default size bound, and no check.
+    fn default() -> Self {
+        Options {
+            max_size: config::DEFAULT_MAX_FILE_SIZE,
+            is_valid: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("max_size", &self.max_size)
+            .field("is_valid", &self.is_valid.is_some())
+            .finish()
+    }
+}
 
 /// Why the file cannot be watched (it is re-read every [`POLL_INTERVAL`] all the same).
 #[derive(Debug, thiserror::Error)]
@@ -59,11 +103,29 @@ pub enum Error {
     },
 }
 
-/// Reads the jobs file as a [`Snapshot`] (for the load at start, and for every check).
+/// Reads the jobs file as a [`Snapshot`] (for the load at start, and for every check), bounded by
+/// [`config::DEFAULT_MAX_FILE_SIZE`].
 pub async fn read(path: &Path) -> Snapshot {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| format!("cannot read the jobs file: {e}"));
+    read_at_most(path, config::DEFAULT_MAX_FILE_SIZE).await
+}
+
+/// Reads the jobs file as a [`Snapshot`], at most `max_size` bytes of it.
+pub async fn read_at_most(path: &Path, max_size: u64) -> Snapshot {
+    let owned = path.to_path_buf();
+    let text = match tokio::task::spawn_blocking(move || config::read_text(&owned, max_size)).await
+    {
+        Ok(Ok(text)) => Ok(text),
+        Ok(Err(config::Error::Read { source, .. })) => {
+            Err(format!("cannot read the jobs file: {source}"))
+        }
+        Ok(Err(config::Error::TooLarge { limit, .. })) => Err(format!(
+            "the file is larger than {}, the most leasecron reads as a jobs file (--max-file-size)",
+            config::format_size(limit)
+        )),
+        // Not UTF-8: the diagnostic names the line and column.
+        Ok(Err(error @ config::Error::Invalid(_))) => Err(error.to_string()),
+        Err(join) => Err(format!("cannot read the jobs file: {join}")),
+    };
     Snapshot {
         origin: path.display().to_string(),
         text,
@@ -71,7 +133,7 @@ pub async fn read(path: &Path) -> Snapshot {
 }
 
 /// Watches the jobs file at `path` and publishes every new version on `out` until `stop` is cancelled;
-/// reads it at once whenever `reread` asks.
+/// reads it at once whenever `reread` asks. [`watch_with`] with the default [`Options`].
 ///
 /// `out` holds the version in force; only a differing text is published.
 pub async fn watch(
@@ -80,10 +142,25 @@ pub async fn watch(
     reread: Reread,
     stop: CancellationToken,
 ) {
+    watch_with(path, out, reread, stop, Options::default()).await;
+}
+
+/// [`watch()`], reading the file as `options` say: bounded, and a new version that fails the check read
+/// once more after [`SETTLE_DELAY`] before it is published.
+pub async fn watch_with(
+    path: PathBuf,
+    out: watch::Sender<Snapshot>,
+    reread: Reread,
+    stop: CancellationToken,
+    options: Options,
+) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut watch = DirWatch::start(&path, &events_tx);
     // A change between the load at start and the watch being set up would otherwise wait for the poll.
-    publish(&out, read(&path).await);
+    let Some(snapshot) = settled_read(&path, &out, &mut events, &options, &stop).await else {
+        return;
+    };
+    publish(&out, snapshot);
     let mut poll = tokio::time::interval_at(Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -103,11 +180,59 @@ pub async fn watch(
         if check_watch && !watch.as_ref().is_some_and(DirWatch::is_current) {
             watch = DirWatch::start(&path, &events_tx);
         }
-        let changed = publish(&out, read(&path).await);
+        let Some(snapshot) = settled_read(&path, &out, &mut events, &options, &stop).await else {
+            return;
+        };
+        let changed = publish(&out, snapshot);
         if requested && !changed {
             tracing::info!(source = %path.display(), "re-read the jobs file on request: unchanged");
         }
     }
+}
+
+/// Reads the file. A new version (not the one in `out`) that fails the check of `options` is read once
+/// more after [`SETTLE_DELAY`], and that read is returned: the events that came meanwhile are taken, as
+/// it covers them. `None` if stopped meanwhile.
+async fn settled_read(
+    path: &Path,
+    out: &watch::Sender<Snapshot>,
+    events: &mut mpsc::UnboundedReceiver<()>,
+    options: &Options,
+    stop: &CancellationToken,
+) -> Option<Snapshot> {
+    let snapshot = read_at_most(path, options.max_size).await;
+    let Some(is_valid) = &options.is_valid else {
+        return Some(snapshot);
+    };
+    if *out.borrow() == snapshot {
+        return Some(snapshot);
+    }
+    let valid = match &snapshot.text {
+        // The check parses the whole file: off the runtime's threads.
+        Ok(text) => {
+            let (is_valid, text) = (Arc::clone(is_valid), text.clone());
+            tokio::task::spawn_blocking(move || is_valid(&text))
+                .await
+                .unwrap_or(false)
+        }
+        Err(_) => false,
+    };
+    if valid {
+        return Some(snapshot);
+    }
+    tracing::debug!(
+        source = %path.display(),
+        settle = ?SETTLE_DELAY,
+        "the new version of the jobs file is invalid or unreadable; reading it once more in case it was \
+         still being written"
+    );
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => return None,
+        () = tokio::time::sleep(SETTLE_DELAY) => {}
+    }
+    while events.try_recv().is_ok() {}
+    Some(read_at_most(path, options.max_size).await)
 }
 
 /// Waits until no event came for [`DEBOUNCE_QUIET`], or [`DEBOUNCE_MAX`] has passed; false if stopped.
@@ -367,6 +492,102 @@ mod tests {
         assert_eq!(rx.borrow().text.as_deref(), Ok("two"));
         stop.cancel();
         task.await.expect("the watch stops");
+    }
+
+    /// Valid when complete: the last line says so.
+    fn complete_when_ended() -> Options {
+        Options {
+            max_size: 1024,
+            is_valid: Some(Arc::new(|text: &str| text.ends_with("END\n"))),
+        }
+    }
+
+    /// Every version `rx` gets within `wait`.
+    async fn published(
+        rx: &mut watch::Receiver<Snapshot>,
+        wait: Duration,
+    ) -> Vec<Result<String, String>> {
+        let mut seen = Vec::new();
+        let until = Instant::now() + wait;
+        while let Ok(Ok(())) = tokio::time::timeout_at(until, rx.changed()).await {
+            seen.push(rx.borrow_and_update().text.clone());
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_slow_save_is_published_once_complete_not_half_written() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.yaml");
+        std::fs::write(&path, "v1 END\n").expect("write");
+        let (tx, mut rx) = watch::channel(read(&path).await);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch_with(
+            path.clone(),
+            tx,
+            Reread::new(),
+            stop.clone(),
+            complete_when_ended(),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // An in-place save: truncate, then two writes 100 ms apart.
+        let mut file = std::fs::File::create(&path).expect("truncate");
+        file.write_all(b"v2 first half\n").expect("write");
+        file.flush().expect("flush");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        file.write_all(b"v2 END\n").expect("write");
+        drop(file);
+        let seen = published(&mut rx, SETTLE_DELAY * 3).await;
+        assert_eq!(seen, [Ok("v2 first half\nv2 END\n".to_owned())]);
+        stop.cancel();
+        task.await.expect("the watch stops");
+    }
+
+    #[tokio::test]
+    async fn a_version_still_invalid_after_the_settle_delay_is_published_as_it_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.yaml");
+        std::fs::write(&path, "v1 END\n").expect("write");
+        let (tx, mut rx) = watch::channel(read(&path).await);
+        let reread = Reread::new();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch_with(
+            path.clone(),
+            tx,
+            reread.clone(),
+            stop.clone(),
+            complete_when_ended(),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let written = Instant::now();
+        std::fs::write(&path, "broken\n").expect("write");
+        let seen = published(&mut rx, SETTLE_DELAY * 3).await;
+        assert_eq!(seen, [Ok("broken\n".to_owned())]);
+        assert!(written.elapsed() >= SETTLE_DELAY);
+        // A request (SIGHUP) still reads at once; an unchanged text is not published again.
+        std::fs::write(&path, "v3 END\n").expect("write");
+        reread.request();
+        let seen = published(&mut rx, SETTLE_DELAY).await;
+        assert_eq!(seen, [Ok("v3 END\n".to_owned())]);
+        stop.cancel();
+        task.await.expect("the watch stops");
+    }
+
+    #[tokio::test]
+    async fn a_file_over_the_size_limit_reads_as_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.yaml");
+        std::fs::write(&path, "x".repeat(2000)).expect("write");
+        let snapshot = read_at_most(&path, 1024).await;
+        assert_eq!(
+            snapshot.text,
+            Err(
+                "the file is larger than 1 KiB, the most leasecron reads as a jobs file \
+                 (--max-file-size)"
+                    .to_owned()
+            )
+        );
     }
 
     #[tokio::test]

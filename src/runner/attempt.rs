@@ -96,10 +96,22 @@ pub(crate) async fn run(
     let outcome = match tried.result {
         Ok(started) => supervise(&spec, started, on_spawn).await,
         Err(source) => {
-            let error = super::Error::Spawn {
-                job: spec.job.name.clone(),
-                program: process.program,
-                source,
+            let dir_problem = process
+                .cwd
+                .as_deref()
+                .and_then(|dir| Some((dir, working_dir_problem(dir, &source)?)));
+            let error = match dir_problem {
+                Some((dir, problem)) => super::Error::WorkingDir {
+                    job: spec.job.name.clone(),
+                    program: process.program,
+                    dir: dir.to_owned(),
+                    problem,
+                },
+                None => super::Error::Spawn {
+                    job: spec.job.name.clone(),
+                    program: process.program,
+                    source,
+                },
             };
             return Ok(spawn_failed(error, tried.started_wall, tried.started));
         }
@@ -223,6 +235,30 @@ fn classify(ending: Ending, cancelled: bool) -> Outcome {
             (None, Some(signal)) => Outcome::Failed(Failure::Signal(signal)),
             (None, None) => Outcome::Failed(Failure::Lost(status.to_string())),
         },
+    }
+}
+
+/// What is wrong with `dir`, the working directory of a process whose start failed with `error`, if the
+/// failure may be the directory's: the kernel says "no such file" whether the program or the directory is
+/// missing, and the message must name the right one.
+fn working_dir_problem(dir: &str, error: &io::Error) -> Option<String> {
+    use nix::errno::Errno;
+    if !matches!(
+        error.raw_os_error().map(Errno::from_raw),
+        Some(Errno::ENOENT | Errno::ENOTDIR | Errno::EACCES)
+    ) {
+        return None;
+    }
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Some("is not a directory".to_owned()),
+        Ok(_) => nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK)
+            .err()
+            .map(|errno| format!("cannot be entered: {}", errno.desc())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some("does not exist".to_owned()),
+        Err(e) if e.raw_os_error() == Some(Errno::ENOTDIR as i32) => {
+            Some("does not exist (a part of its path is not a directory)".to_owned())
+        }
+        Err(e) => Some(format!("cannot be used: {e}")),
     }
 }
 

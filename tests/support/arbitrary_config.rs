@@ -226,7 +226,8 @@ fn settings(max_grace: Duration) -> impl Strategy<Value = Settings> {
         (
             prop::option::weighted(0.3, zone_setting()),
             prop::option::weighted(0.3, env()),
-            prop::option::weighted(0.2, free_text().prop_filter("not empty", |d| !d.is_empty())),
+            // `workingDir` must be absolute.
+            prop::option::weighted(0.2, free_text().prop_map(|d| format!("/{d}"))),
             prop::option::weighted(0.3, written(1, 7 * day)),
             prop::option::weighted(0.3, written(0, max_grace_ms)),
             prop::option::weighted(0.3, policy()),
