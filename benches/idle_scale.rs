@@ -128,7 +128,14 @@ fn measure(jobs: usize, idle: u64) -> Figures {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = jobs_file(dir.path(), jobs);
     let started = Instant::now();
-    let mut replica = Replica::start(dir.path(), "idle", &file, &dir.path().join("lease"), &[]);
+    let mut replica = Replica::start(
+        dir.path(),
+        "idle",
+        &file,
+        &dir.path().join("lease"),
+        // 10 000 jobs are over the 1 MiB a ConfigMap holds, the default bound.
+        &["--max-file-size", "16MiB"],
+    );
     let ready = wait_for(STARTUP_LIMIT, || {
         if let Ok(Some(status)) = replica.child.try_wait() {
             panic!("the replica exited: {status}\n{}", replica.log_text());

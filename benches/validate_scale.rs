@@ -156,6 +156,8 @@ fn validate_process(binary: &Path, path: &Path) -> (f64, f64) {
     let started = Instant::now();
     let status = Command::new(binary)
         .arg("validate")
+        // 10 000 jobs are about 2 MiB: over the 1 MiB a ConfigMap holds, the default bound.
+        .args(["--max-file-size", "16MiB"])
         .arg(path)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
