@@ -5,7 +5,9 @@
 //!
 //! - no run state;
 //! - the file run state (every slot claimed, written and fsynced, before its spawn), whose record already
-//!   holds every job (each ran before: the steady state).
+//!   holds every job (each ran before: the steady state);
+//! - no run state, every process started through the run supervisor (`Launcher::Supervised`, as
+//!   `leasecron run` does: a small child process forks them, one request at a time, over a socket).
 //!
 //! Reported: the spread from the slot to each child's start (min, median, p99, max), slot → `spawn()`
 //! (the runner), the time until every run has finished, failures and skips, that every job ran exactly
@@ -38,7 +40,8 @@ use leasecron::election::ElectionEvent;
 use leasecron::http::StatusBoard;
 use leasecron::metrics::Metrics;
 use leasecron::observe::{self, Observer, Observers};
-use leasecron::runner::{Outcome, RunEvent, Runner};
+use leasecron::runner::{Launcher, Outcome, RunEvent, Runner};
+use leasecron::supervisor::{LogFormat, Supervisor};
 use scale::{Summary, PROBE_ENV};
 use scale_jobs::JobSpec;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +61,12 @@ fn main() {
         return;
     }
     let burst: usize = scale::env_or("SCALE_BURST", 1_000);
-    let variants = ["no run state", "file run state (record holds every job)"];
+    // (name, file run state, through the run supervisor)
+    let variants = [
+        ("no run state", false, false),
+        ("file run state (record holds every job)", true, false),
+        ("no run state, supervised", false, true),
+    ];
     if let Ok(index) = std::env::var(VARIANT_ENV) {
         let index: usize = index.parse().expect("a variant index");
         let out = std::env::var_os(RESULT_ENV).expect("a result file");
@@ -67,7 +75,9 @@ fn main() {
             .build()
             .expect("runtime");
         let dir = tempfile::tempdir().expect("tempdir");
-        let (report, figures) = runtime.block_on(burst_run(dir.path(), burst, index == 1));
+        let (_, with_state, supervised) = variants[index];
+        let (report, figures) =
+            runtime.block_on(burst_run(dir.path(), burst, with_state, supervised));
         std::fs::write(&out, report).expect("write the figures");
         std::fs::write(figures_path(Path::new(&out)), figures.to_string())
             .expect("write the figures");
@@ -82,7 +92,7 @@ fn main() {
         .param("burst", burst)
         .param("lead_time_s", LEAD_TIME.as_secs())
         .param("probe_hold_ms", scale::env_or(scale::HOLD_ENV, 0u64));
-    for (index, name) in variants.iter().enumerate() {
+    for (index, (name, ..)) in variants.iter().enumerate() {
         let out = dir.path().join(format!("report-{index}"));
         let status = std::process::Command::new(std::env::current_exe().expect("current exe"))
             .env(VARIANT_ENV, index.to_string())
@@ -109,7 +119,12 @@ fn figures_path(out: &Path) -> std::path::PathBuf {
 }
 
 /// Runs one burst in this process and returns the report's text and its figures as JSON.
-async fn burst_run(work: &Path, burst: usize, with_state: bool) -> (String, serde_json::Value) {
+async fn burst_run(
+    work: &Path,
+    burst: usize,
+    with_state: bool,
+    supervised: bool,
+) -> (String, serde_json::Value) {
     let probes = work.join("probes");
     let due = scale::next_whole_second(
         Utc::now() + chrono::Duration::from_std(LEAD_TIME).expect("small"),
@@ -134,15 +149,21 @@ async fn burst_run(work: &Path, burst: usize, with_state: bool) -> (String, serd
         true => Some(scale::steady_state_ledger(work, &set).await),
         false => None,
     };
-    let runner = match &ledger {
-        Some(ledger) => Runner::with_ledger(
-            "bench".to_owned(),
-            Arc::clone(&clock),
-            Some(senders.runs),
-            Arc::clone(ledger),
-        ),
-        None => Runner::new("bench".to_owned(), Arc::clone(&clock), Some(senders.runs)),
+    let supervisor = supervised.then(|| {
+        Supervisor::start(Path::new(env!("CARGO_BIN_EXE_leasecron")), LogFormat::Text)
+            .expect("start the run supervisor")
+    });
+    let launcher = match &supervisor {
+        Some(supervisor) => Launcher::Supervised(Arc::clone(supervisor)),
+        None => Launcher::InProcess,
     };
+    let runner = Runner::with_launcher(
+        "bench".to_owned(),
+        Arc::clone(&clock),
+        Some(senders.runs),
+        ledger.clone(),
+        launcher,
+    );
     let mut dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
     if let Some(ledger) = &ledger {
         dispatcher = dispatcher.with_ledger(Arc::clone(ledger));
@@ -169,6 +190,9 @@ async fn burst_run(work: &Path, burst: usize, with_state: bool) -> (String, serd
     stop.cancel();
     running.await.expect("the dispatcher stops");
     handle.end().await;
+    if let Some(supervisor) = &supervisor {
+        supervisor.stop().await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(10), fan_out).await;
     let state_writes = state_generation(work).saturating_sub(state_writes_before);
 
@@ -202,6 +226,11 @@ async fn burst_run(work: &Path, burst: usize, with_state: bool) -> (String, serd
         .filter(|f| !f.succeeded)
         .map(|f| f.outcome.rsplit(": ").next().unwrap_or_default().to_owned())
         .collect();
+    // One failure whole, for its cause (the reasons above keep only the message's last part).
+    let failed_example = finished
+        .iter()
+        .find(|f| !f.succeeded)
+        .map(|f| f.outcome.clone());
     let skipped = collector.skipped.lock().expect("lock").clone();
     let (soft, hard) = nofile_limits();
     line(format!(
@@ -228,6 +257,9 @@ async fn burst_run(work: &Path, burst: usize, with_state: bool) -> (String, serd
         );
         print(Summary::of(to_spawn.clone()), "slot → spawn() (runner)");
     }
+    if let Some(example) = &failed_example {
+        line(format!("{:<WIDTH$} {example}", "a failure, whole"));
+    }
     if let Some(last_end) = last_end {
         line(format!(
             "{:<WIDTH$} {last_end:.1}ms after the slot",
@@ -253,6 +285,11 @@ async fn burst_run(work: &Path, burst: usize, with_state: bool) -> (String, serd
     let record_bytes = std::fs::metadata(work.join("lease.state")).map_or(0, |m| m.len());
     let figures = serde_json::json!({
         "file_run_state": with_state,
+        "launcher": if supervised { "supervised" } else { "in-process" },
+        // The default send buffer of a socket: how many requests the supervisor's socket holds.
+        "wmem_default": std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok()),
         "jobs": burst,
         "ran_once": ran_once,
         "ran_more_than_once": ran_twice,
@@ -261,6 +298,7 @@ async fn burst_run(work: &Path, burst: usize, with_state: bool) -> (String, serd
         "skipped_by_reason": summarize(&skipped),
         "failed": failed.len(),
         "failed_by_reason": summarize(&failed),
+        "failed_example": failed_example,
         "lag": report::summarize("ms", &lags),
         "to_spawn": report::summarize("ms", &to_spawn),
         "every_run_finished_ms": last_end,
@@ -375,7 +413,9 @@ struct Finished {
 #[derive(Default)]
 struct Collector {
     done: AtomicUsize,
-    running: AtomicUsize,
+    /// Runs whose first attempt's process was spawned and that have not finished yet: a run whose spawn
+    /// failed finishes with an attempt but was never started, so a plain counter would underflow.
+    running: Mutex<std::collections::HashSet<(String, DateTime<Utc>)>>,
     peak_running: AtomicUsize,
     finished: Mutex<Vec<Finished>>,
     skipped: Mutex<Vec<String>>,
@@ -384,14 +424,22 @@ struct Collector {
 impl Observer for Collector {
     fn on_run(&self, event: &RunEvent) {
         match event {
-            RunEvent::Started { attempt: 1, .. } => {
-                let now = self.running.fetch_add(1, Ordering::Relaxed) + 1;
-                self.peak_running.fetch_max(now, Ordering::Relaxed);
+            RunEvent::Started {
+                job,
+                scheduled,
+                attempt: 1,
+                ..
+            } => {
+                let mut running = self.running.lock().expect("lock");
+                running.insert((job.clone(), *scheduled));
+                self.peak_running
+                    .fetch_max(running.len(), Ordering::Relaxed);
             }
             RunEvent::Finished(report) => {
-                if report.attempts > 0 {
-                    self.running.fetch_sub(1, Ordering::Relaxed);
-                }
+                self.running
+                    .lock()
+                    .expect("lock")
+                    .remove(&(report.job.clone(), report.scheduled));
                 let ended = report.started_at
                     + chrono::Duration::from_std(report.duration).unwrap_or_default();
                 self.finished.lock().expect("lock").push(Finished {

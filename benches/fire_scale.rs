@@ -16,10 +16,18 @@
 //! - 10 jobs with as much memory touched (ballast) as the many jobs took: the cost of a fork grows with the
 //!   memory of the process that forks;
 //! - `SCALE_JOBS` jobs far away, with the HTTP endpoints served and `/metrics` and `/status` fetched every
-//!   second.
+//!   second;
+//! - 10 jobs, `SCALE_JOBS` jobs far away, and `SCALE_JOBS` jobs spread, each again with every process
+//!   started through the run supervisor (`Launcher::Supervised`, as `leasecron run` does: a small child
+//!   process forks, not this one), the others with `Launcher::InProcess` (the spawner thread forks this
+//!   process). Each supervised scenario runs right after its in-process twin, so that both see about the
+//!   same load.
+//!
+//! For a supervised run, "slot → spawn()" is the runner's `start_delay`: slot → the request to the
+//! supervisor, before it is sent; the wait in the supervisor's line, its fork and the exec are in the rest.
 //!
 //! ```text
-//! cargo bench --bench fire_scale                                   # ~2 min
+//! cargo bench --bench fire_scale                                   # ~3 min
 //! SCALE_SECONDS=60 SCALE_JOBS=20000 cargo bench --bench fire_scale
 //! SCALE_ONLY=1,6 cargo bench --bench fire_scale                    # only these scenarios (0-based)
 //! ```
@@ -44,7 +52,8 @@ use leasecron::election::ElectionEvent;
 use leasecron::http::{self, Endpoints, Health, StatusBoard};
 use leasecron::metrics::Metrics;
 use leasecron::observe::{self, Observer, Observers};
-use leasecron::runner::{RunEvent, Runner};
+use leasecron::runner::{Launcher, RunEvent, Runner};
+use leasecron::supervisor::{LogFormat, Supervisor};
 use scale::{Probe, Summary, PROBE_ENV};
 use scale_jobs::JobSpec;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +68,24 @@ const WARM_UP_LIMIT: Duration = Duration::from_secs(60);
 enum Others {
     FarAway,
     Spread { minutes: usize },
+}
+
+/// Which process forks each run's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    /// This process, on the runner's spawner thread (`Launcher::InProcess`).
+    InProcess,
+    /// The run supervisor, a small child process (`Launcher::Supervised`, what `leasecron run` uses).
+    Supervised,
+}
+
+impl Launch {
+    fn label(self) -> &'static str {
+        match self {
+            Launch::InProcess => "in-process",
+            Launch::Supervised => "supervised",
+        }
+    }
 }
 
 /// Runs scenario N in a child process (set by the parent).
@@ -82,6 +109,11 @@ struct Figures {
     expected: usize,
     /// This process's RSS with the jobs loaded and every timer running.
     rss_mib: f64,
+    /// The RSS of the process that forks the runs at the same moment: this one, or the supervisor.
+    forker_rss_mib: f64,
+    /// Of which anonymous memory (`RssAnon`): what `fork` copies the page tables of and marks
+    /// copy-on-write; the binary's file-backed pages are not copied.
+    forker_rss_anon_mib: f64,
 }
 
 impl Figures {
@@ -98,6 +130,8 @@ impl Figures {
             line("others", &self.others_lag),
             line("expected", &[self.expected as f64]),
             line("rss", &[self.rss_mib]),
+            line("forker_rss", &[self.forker_rss_mib]),
+            line("forker_rss_anon", &[self.forker_rss_anon_mib]),
         ]
         .concat()
     }
@@ -118,6 +152,8 @@ impl Figures {
             others_lag: field("others"),
             expected: field("expected").first().copied().unwrap_or(0.0) as usize,
             rss_mib: field("rss").first().copied().unwrap_or(0.0),
+            forker_rss_mib: field("forker_rss").first().copied().unwrap_or(0.0),
+            forker_rss_anon_mib: field("forker_rss_anon").first().copied().unwrap_or(0.0),
         }
     }
 }
@@ -132,6 +168,8 @@ struct Scenario {
     ballast: bool,
     /// Serve the HTTP endpoints, and GET `/metrics` and `/status` every second as a scraper would.
     scraped: bool,
+    /// Which process forks.
+    launch: Launch,
 }
 
 fn main() {
@@ -149,6 +187,7 @@ fn main() {
             state: false,
             ballast: false,
             scraped: false,
+            launch: Launch::InProcess,
         },
         Scenario {
             jobs,
@@ -156,6 +195,7 @@ fn main() {
             state: false,
             ballast: false,
             scraped: false,
+            launch: Launch::InProcess,
         },
         Scenario {
             jobs,
@@ -163,6 +203,7 @@ fn main() {
             state: false,
             ballast: false,
             scraped: false,
+            launch: Launch::InProcess,
         },
         Scenario {
             jobs: 10,
@@ -170,6 +211,7 @@ fn main() {
             state: false,
             ballast: true,
             scraped: false,
+            launch: Launch::InProcess,
         },
         Scenario {
             jobs: 10,
@@ -177,6 +219,7 @@ fn main() {
             state: true,
             ballast: false,
             scraped: false,
+            launch: Launch::InProcess,
         },
         Scenario {
             jobs,
@@ -184,6 +227,7 @@ fn main() {
             state: true,
             ballast: false,
             scraped: false,
+            launch: Launch::InProcess,
         },
         Scenario {
             jobs,
@@ -191,8 +235,38 @@ fn main() {
             state: false,
             ballast: false,
             scraped: true,
+            launch: Launch::InProcess,
+        },
+        // The same through the run supervisor (indices 7 to 9: the results of 0 to 6 keep their keys).
+        Scenario {
+            jobs: 10,
+            others: Others::FarAway,
+            state: false,
+            ballast: false,
+            scraped: false,
+            launch: Launch::Supervised,
+        },
+        Scenario {
+            jobs,
+            others: Others::FarAway,
+            state: false,
+            ballast: false,
+            scraped: false,
+            launch: Launch::Supervised,
+        },
+        Scenario {
+            jobs,
+            others: Others::Spread { minutes: spread },
+            state: false,
+            ballast: false,
+            scraped: false,
+            launch: Launch::Supervised,
         },
     ];
+    // Each supervised scenario right after its in-process twin; the ballast after 0 and 1 (it takes the
+    // RSS they measured).
+    let order = [0, 7, 1, 8, 2, 9, 3, 4, 5, 6];
+    debug_assert_eq!(order.len(), scenarios.len());
     if let Ok(index) = std::env::var(SCENARIO_ENV) {
         let index: usize = index.parse().expect("a scenario index");
         let out = std::env::var_os(RESULT_ENV).expect("a result file");
@@ -212,15 +286,15 @@ fn main() {
             .filter_map(|i| i.trim().parse().ok())
             .collect()
     });
-    let mut results: Vec<Option<(String, Figures)>> = Vec::new();
-    for (index, scenario) in scenarios.iter().enumerate() {
+    let mut results: Vec<Option<(String, Figures)>> = scenarios.iter().map(|_| None).collect();
+    for index in order {
+        let scenario = scenarios[index];
         if only.as_ref().is_some_and(|only| !only.contains(&index)) {
-            results.push(None);
             continue;
         }
-        let ballast_mib = match (scenario.ballast, results.first(), results.get(1)) {
+        let ballast_mib = match (scenario.ballast, &results[0], &results[1]) {
             // The RSS the far-away jobs added.
-            (true, Some(Some(small)), Some(Some(large))) => {
+            (true, Some(small), Some(large)) => {
                 (large.1.rss_mib - small.1.rss_mib).max(0.0) as usize
             }
             (true, ..) => scale::env_or(BALLAST_ENV, 170),
@@ -242,6 +316,10 @@ fn main() {
             }
             (n, _, true, _) => format!("{n} jobs + file run state"),
         };
+        let name = match scenario.launch {
+            Launch::InProcess => name,
+            Launch::Supervised => format!("{name}, supervised"),
+        };
         let out = dir.path().join(format!("figures-{index}"));
         let status = std::process::Command::new(std::env::current_exe().expect("current exe"))
             .env(SCENARIO_ENV, index.to_string())
@@ -252,28 +330,19 @@ fn main() {
         assert!(status.success(), "scenario {name} failed: {status}");
         let figures = Figures::decode(&std::fs::read_to_string(&out).expect("figures"));
         eprintln!(
-            "{name}: {} of {} measured fires ran; RSS {:.0} MiB",
+            "{name}: {} of {} measured fires ran; RSS {:.0} MiB, the forking process's {:.0} MiB",
             figures.lag.len(),
             figures.expected,
-            figures.rss_mib
+            figures.rss_mib,
+            figures.forker_rss_mib
         );
-        results.push(Some((name, figures)));
+        results[index] = Some((name, figures));
     }
-    let results: Vec<&(String, Figures)> = results.iter().flatten().collect();
-    let by_index = |i: usize| {
-        let mut present = 0;
-        for (index, _) in scenarios.iter().enumerate() {
-            let ran = only.as_ref().is_none_or(|only| only.contains(&index));
-            if index == i {
-                return ran.then(|| results[present]);
-            }
-            present += usize::from(ran);
-        }
-        None
-    };
+    let by_index = |i: usize| results.get(i).and_then(Option::as_ref);
+    let ran: Vec<&(String, Figures)> = order.iter().filter_map(|&i| by_index(i)).collect();
     println!();
     Summary::header(WIDTH);
-    for (name, figures) in results.iter().copied() {
+    for (name, figures) in ran.iter().copied() {
         Summary::print(Summary::of(figures.lag.clone()), name, WIDTH);
         Summary::print(
             Summary::of(figures.first.clone()),
@@ -297,7 +366,21 @@ fn main() {
     let of = |i: usize, pick: fn(&Figures) -> &Vec<f64>| {
         Summary::of(pick(&by_index(i)?.1).clone()).map(|s| (s.median, s.p99))
     };
-    for (base, other) in [(0, 1), (0, 2), (0, 3), (4, 5), (1, 6)] {
+    // (base, other): in-process 10 → 10 000 jobs and the rest as before; supervised 10 → 10 000 jobs;
+    // supervised / in-process at the same job count.
+    let pairs = [
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (4, 5),
+        (1, 6),
+        (7, 8),
+        (7, 9),
+        (0, 7),
+        (1, 8),
+        (2, 9),
+    ];
+    for (base, other) in pairs {
         let (Some(a), Some(b)) = (of(base, |f| &f.lag), of(other, |f| &f.lag)) else {
             continue;
         };
@@ -312,16 +395,34 @@ fn main() {
             by_index(other).map_or("", |r| r.0.as_str()), by_index(base).map_or("", |r| r.0.as_str()), b.0 / a.0, b.1 / a.1, fb.0 / fa.0, sb.0 / sa.0, sb.1 / sa.1
         );
     }
-    for (name, figures) in results.iter().copied() {
+    println!();
+    for (launch, small, large) in [(Launch::InProcess, 0, 1), (Launch::Supervised, 7, 8)] {
+        let (Some(a), Some(b)) = (of(small, |f| &f.lag), of(large, |f| &f.lag)) else {
+            continue;
+        };
         println!(
-            "{name}: {} of {} measured fires ran, process RSS {:.0} MiB",
+            "fire lag {jobs} vs 10 jobs, {}: median {:.2} vs {:.2} ms ({:.2}x), p99 {:.2} vs {:.2} ms ({:.2}x)",
+            launch.label(),
+            b.0,
+            a.0,
+            b.0 / a.0,
+            b.1,
+            a.1,
+            b.1 / a.1
+        );
+    }
+    for (name, figures) in ran.iter().copied() {
+        println!(
+            "{name}: {} of {} measured fires ran, process RSS {:.0} MiB, the forking process's {:.0} MiB ({:.1} MiB anonymous)",
             figures.lag.len(),
             figures.expected,
-            figures.rss_mib
+            figures.rss_mib,
+            figures.forker_rss_mib,
+            figures.forker_rss_anon_mib
         );
     }
     println!(
-        "goal: the cost per fire does not grow with the number of jobs (compare medians; the p99 of {} samples is near the max)",
+        "goal: the cost per fire does not grow with the number of jobs: ≤ 2x or + 1 ms (compare medians; the p99 of {} samples is near the max)",
         measured as u64 * seconds
     );
     let mut report = report::Report::new("fire_scale");
@@ -349,6 +450,8 @@ fn main() {
                     "file_run_state": scenario.state,
                     "ballast": scenario.ballast,
                     "scraped": scenario.scraped,
+                    "launcher": scenario.launch.label(),
+                    "run_order": order.iter().position(|&i| i == index),
                 }),
             )
             .samples(&key("lag"), "ms", &figures.lag)
@@ -357,7 +460,9 @@ fn main() {
             .samples(&key("others_lag"), "ms", &figures.others_lag)
             .value(&key("expected"), figures.expected as f64, "fires")
             .value(&key("ran"), figures.lag.len() as f64, "fires")
-            .value(&key("rss"), figures.rss_mib, "MiB");
+            .value(&key("rss"), figures.rss_mib, "MiB")
+            .value(&key("forker_rss"), figures.forker_rss_mib, "MiB")
+            .value(&key("forker_rss_anon"), figures.forker_rss_anon_mib, "MiB");
     }
     report.write();
 }
@@ -411,15 +516,24 @@ async fn scenario_run(work: &Path, scenario: Scenario, measured: usize, seconds:
         true => Some(scale::steady_state_ledger(work, &set).await),
         false => None,
     };
-    let runner = match &ledger {
-        Some(ledger) => Runner::with_ledger(
-            "bench".to_owned(),
-            Arc::clone(&clock),
-            Some(senders.runs),
-            Arc::clone(ledger),
+    let supervisor = match scenario.launch {
+        Launch::InProcess => None,
+        Launch::Supervised => Some(
+            Supervisor::start(Path::new(env!("CARGO_BIN_EXE_leasecron")), LogFormat::Text)
+                .expect("start the run supervisor"),
         ),
-        None => Runner::new("bench".to_owned(), Arc::clone(&clock), Some(senders.runs)),
     };
+    let launcher = match &supervisor {
+        Some(supervisor) => Launcher::Supervised(Arc::clone(supervisor)),
+        None => Launcher::InProcess,
+    };
+    let runner = Runner::with_launcher(
+        "bench".to_owned(),
+        Arc::clone(&clock),
+        Some(senders.runs),
+        ledger.clone(),
+        launcher,
+    );
     let mut dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
     if let Some(ledger) = &ledger {
         dispatcher = dispatcher.with_ledger(Arc::clone(ledger));
@@ -445,6 +559,11 @@ async fn scenario_run(work: &Path, scenario: Scenario, measured: usize, seconds:
     let from = scale::next_whole_second(Utc::now());
     let until = from + chrono::Duration::seconds(seconds as i64);
     let rss_mib = scale::rss_mib(std::process::id());
+    let forker = supervisor
+        .as_ref()
+        .map_or(std::process::id(), |supervisor| supervisor.pid());
+    let forker_rss_mib = scale::rss_mib(forker);
+    let forker_rss_anon_mib = scale::status_kib(forker, "RssAnon:") as f64 / 1024.0;
     tokio::time::sleep(
         (until - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(500),
     )
@@ -457,6 +576,9 @@ async fn scenario_run(work: &Path, scenario: Scenario, measured: usize, seconds:
     }
     running.await.expect("the dispatcher stops");
     handle.end().await;
+    if let Some(supervisor) = &supervisor {
+        supervisor.stop().await;
+    }
     // Every sender is gone once the runner is (the dispatcher held it): the fan-out task ends.
     let _ = tokio::time::timeout(Duration::from_secs(10), fan_out).await;
 
@@ -498,6 +620,8 @@ async fn scenario_run(work: &Path, scenario: Scenario, measured: usize, seconds:
         others_lag,
         expected: measured * seconds as usize,
         rss_mib,
+        forker_rss_mib,
+        forker_rss_anon_mib,
     }
 }
 

@@ -39,7 +39,7 @@ pub mod serve;
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -51,6 +51,8 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::time::{clock_gettime, ClockId};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -132,10 +134,23 @@ pub(crate) struct SpawnRequest {
 #[derive(Debug)]
 pub struct Supervisor {
     shared: Arc<Shared>,
+    /// The socket, registered with tokio for writability: a burst of requests waits for room in the
+    /// socket's buffer (a few hundred requests) instead of failing.
+    writable: AsyncFd<SocketFd>,
     child: Mutex<Option<std::process::Child>>,
     pid: u32,
     /// Keeps the supervisor's pid out of the reaper's hands and out of the term's sweep.
     _tracked: reaper::TrackedPid,
+}
+
+/// The socket's descriptor, for [`AsyncFd`]; the socket itself is owned by [`Shared`].
+#[derive(Debug)]
+struct SocketFd(Arc<Shared>);
+
+impl AsRawFd for SocketFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.socket.as_raw_fd()
+    }
 }
 
 #[derive(Debug)]
@@ -253,6 +268,11 @@ impl Supervisor {
             stopping: AtomicBool::new(false),
             pid,
         });
+        let writable =
+            register_writable(SocketFd(Arc::clone(&shared))).map_err(|source| Error::Start {
+                program: program.to_owned(),
+                source,
+            })?;
         let reader = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("leasecron-sup-rx".to_owned())
@@ -263,6 +283,7 @@ impl Supervisor {
             })?;
         Ok(Arc::new(Self {
             shared,
+            writable,
             child: Mutex::new(Some(child)),
             pid,
             _tracked: tracked,
@@ -305,19 +326,24 @@ impl Supervisor {
             }
             pending.spawns.insert(id, (answer_tx, exit_tx));
         }
-        let fds = [stdout_w.as_fd(), stderr_w.as_fd()];
-        if let Err(error) = protocol::send(self.shared.socket.as_fd(), &message, &fds, true) {
-            self.shared.lock().spawns.remove(&id);
-            return Err(SpawnError::Io(io::Error::other(format!(
-                "the run supervisor (pid {}) did not take the request: {error}",
-                self.pid
-            ))));
-        }
-        drop((stdout_w, stderr_w));
         let wait = request.deadline.saturating_duration_since(now) + REPLY_MARGIN;
-        let answer = match tokio::time::timeout(wait, answer).await {
+        let exchange = async {
+            let fds = [stdout_w.as_fd(), stderr_w.as_fd()];
+            self.send(&message, &fds).await.map_err(|error| {
+                io::Error::other(format!(
+                    "the run supervisor (pid {}) did not take the request: {error}",
+                    self.pid
+                ))
+            })?;
+            drop((stdout_w, stderr_w));
+            answer.await.map_err(|_| self.shared.gone_error())
+        };
+        let answer = match tokio::time::timeout(wait, exchange).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => return Err(SpawnError::Io(self.shared.gone_error())),
+            Ok(Err(error)) => {
+                self.shared.lock().spawns.remove(&id);
+                return Err(SpawnError::Io(error));
+            }
             Err(_) => {
                 // Past the deadline it refuses anyway; a late `Spawned` finds no one and is killed.
                 self.shared.lock().spawns.remove(&id);
@@ -336,6 +362,29 @@ impl Supervisor {
             }),
             SpawnAnswer::TooLate => Err(SpawnError::TooLate),
             SpawnAnswer::Failed(error) => Err(SpawnError::Io(error)),
+        }
+    }
+
+    /// Sends `message` with `fds`, waiting for room in the socket's buffer.
+    async fn send(&self, message: &Request, fds: &[BorrowedFd<'_>]) -> Result<(), protocol::Error> {
+        loop {
+            match protocol::send(self.shared.socket.as_fd(), message, fds, true) {
+                Err(protocol::Error::Io {
+                    source: nix::Error::EAGAIN,
+                    ..
+                }) => {}
+                other => return other,
+            }
+            match self.writable.writable().await {
+                // Readiness is edge-triggered: forget it, and try again (room may be gone already).
+                Ok(mut guard) => guard.clear_ready(),
+                Err(error) => {
+                    return Err(protocol::Error::Io {
+                        op: "poll",
+                        source: nix::Error::from_raw(error.raw_os_error().unwrap_or(libc_eio())),
+                    })
+                }
+            }
         }
     }
 
@@ -472,6 +521,20 @@ fn exit_status(code: Option<i32>, signal: Option<i32>, core: bool) -> ExitStatus
         // Neither: the supervisor could not read the status; report a SIGKILL, the likeliest end.
         (None, None) => ExitStatus::from_raw(Signal::SIGKILL as i32),
     }
+}
+
+/// Registers the socket with tokio's reactor for writability. Must be called within a tokio runtime.
+#[allow(unsafe_code)]
+fn register_writable(socket: SocketFd) -> io::Result<AsyncFd<SocketFd>> {
+    // SAFETY: `SocketFd` holds an `Arc` to the `Shared` that owns the socket's `OwnedFd`, which is never
+    // replaced: the descriptor stays open, and `as_raw_fd` returns the same one, for as long as the
+    // `AsyncFd` lives.
+    unsafe { AsyncFd::register_with_interest(socket, Interest::WRITABLE) }
+        .map_err(|error| error.into_parts().1)
+}
+
+fn libc_eio() -> i32 {
+    nix::Error::EIO as i32
 }
 
 fn kill_unwanted(pid: i32) {
