@@ -460,6 +460,8 @@ mod tests {
             started_at: scheduled,
             duration: Duration::from_secs(2),
             start_delay: Duration::ZERO,
+            fencing_token: 1,
+            leftover_processes_killed: 0,
         })
     }
 

@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{getpid, Pid};
 use tokio::process::{Child, Command};
@@ -50,6 +50,16 @@ pub enum Error {
         path: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// A process group could not be signalled.
+    #[error("{signal} to process group {pgid}: {source}")]
+    SignalGroup {
+        /// The group.
+        pgid: i32,
+        /// The signal.
+        signal: Signal,
+        /// Why.
+        source: Errno,
     },
 }
 
@@ -355,6 +365,45 @@ fn environ_has(pid: i32, marks: &[String]) -> bool {
     })
 }
 
+/// Ends what is left of process group `pgid` once its leader has been reaped, and counts it: the processes
+/// a run's process left behind in its group (`cmd &`). A signal-0 probe comes first: a group whose every
+/// member is gone (the common case) does not exist any more, and costs no `/proc` scan. Otherwise the group
+/// is stopped (SIGSTOP: none of its processes forks or leaves it meanwhile), its live processes are
+/// counted, and it is SIGKILLed. Returns how many were alive.
+///
+/// Once its leader is reaped, a group id stays pinned only by the members that remain, so the signals can
+/// reach no other group (unless every member ends between the probe and the stop). `Err`: the count or the
+/// SIGKILL failed (the SIGKILL is sent all the same).
+pub fn end_leftover_group(pgid: i32) -> Result<usize, Error> {
+    // killpg(0) would signal our own group and killpg(1) init's; neither is ever a run's group.
+    if pgid <= 1 {
+        return Ok(0);
+    }
+    let group = Pid::from_raw(pgid);
+    if killpg(group, None).is_err() {
+        return Ok(0);
+    }
+    // Ignored: EPERM from a member we may not signal; the SIGKILL below reports it.
+    let _ = killpg(group, Signal::SIGSTOP);
+    let counted = scan_proc().map(|stats| live_in_group(&stats, pgid));
+    match killpg(group, Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => counted,
+        Err(source) => Err(Error::SignalGroup {
+            pgid,
+            signal: Signal::SIGKILL,
+            source,
+        }),
+    }
+}
+
+/// How many processes in `stats` belong to group `pgid` and are alive (not zombies).
+pub fn live_in_group(stats: &[ProcStat], pgid: i32) -> usize {
+    stats
+        .iter()
+        .filter(|s| s.pgrp == pgid && !matches!(s.state, 'Z' | 'X' | 'x'))
+        .count()
+}
+
 /// How many times [`kill_descendants`] scans before it gives up on a process that keeps forking.
 const KILL_PASSES: usize = 100;
 /// The pause between two passes of [`kill_descendants`].
@@ -482,6 +531,54 @@ mod tests {
         ];
         let tracked = BTreeSet::from([11]);
         assert_eq!(orphan_zombies(stats, 1, &tracked), vec![10]);
+    }
+
+    #[test]
+    fn only_live_members_of_the_group_count() {
+        let stats = [
+            in_group(30, 10, 30),
+            in_group(31, 30, 30),
+            ProcStat {
+                state: 'Z',
+                ..in_group(32, 30, 30)
+            },
+            in_group(33, 10, 33),
+        ];
+        assert_eq!(live_in_group(&stats, 30), 2);
+        assert_eq!(live_in_group(&stats, 99), 0);
+    }
+
+    #[test]
+    fn what_a_reaped_leader_left_in_its_group_is_counted_and_killed() {
+        use std::os::unix::process::CommandExt as _;
+        let group = |script: &str| {
+            let mut leader = std::process::Command::new("sh")
+                .args(["-c", script])
+                .process_group(0)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn sh");
+            let pgid = i32::try_from(leader.id()).expect("pid fits i32");
+            let output = std::io::read_to_string(leader.stdout.take().expect("a pipe"));
+            let pids: Vec<i32> = output
+                .expect("read the pids")
+                .split_whitespace()
+                .map(|pid| pid.parse().expect("a pid"))
+                .collect();
+            assert!(leader.wait().expect("wait").success());
+            (pgid, pids)
+        };
+        let (pgid, left) = group("sleep 30 >/dev/null & echo $!; sleep 30 >/dev/null & echo $!");
+        assert_eq!(left.len(), 2);
+        assert_eq!(end_leftover_group(pgid).expect("counted"), 2);
+        // SIGKILL is delivered asynchronously: the processes die in a moment.
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            live_in_group(&scan_proc().expect("scan"), pgid) == 0
+        });
+        assert!(gone, "every member was killed");
+        let (empty, _) = group("true");
+        assert_eq!(end_leftover_group(empty).expect("nothing left"), 0);
     }
 
     #[test]

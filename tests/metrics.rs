@@ -93,6 +93,8 @@ fn report(job: &str, outcome: Outcome, attempts: u32) -> RunReport {
         started_at: at(1_002),
         duration: Duration::from_secs(3),
         start_delay: Duration::from_secs(2),
+        fencing_token: 1,
+        leftover_processes_killed: 0,
     }
 }
 
