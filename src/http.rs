@@ -318,7 +318,7 @@ impl Observer for StatusBoard {
             ConfigReload::Applied { origin, hash, .. } => {
                 *config = ConfigStatus {
                     source: Some(origin.clone()),
-                    hash: Some(format!("{hash:016x}")),
+                    hash: Some(crate::observe::hash_hex(*hash)),
                     loaded_at: Some(Utc::now()),
                     last_error: None,
                     last_error_at: None,
