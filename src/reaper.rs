@@ -328,11 +328,11 @@ pub fn signal_strays(signal: Signal) -> usize {
 
 /// SIGKILLs every live descendant of this process whose environment carries every one of `marks`
 /// (`NAME=VALUE`: the `LEASECRON_*` variables of one attempt): what the attempt left behind outside its
-/// process group (`setsid`, a double fork). Call it once the attempt's group is gone. Processes of a live
-/// run's group are spared, as in [`strays`]. A process that
-/// cleared its environment is not recognised here; the term's end, and the supervisor if leasecron
-/// dies, still end it. Returns the pids killed.
-pub fn kill_marked(marks: &[String]) -> Vec<i32> {
+/// process group `group` (`setsid`, a double fork). Call it once the attempt's group has been SIGKILLed:
+/// what is still in it is dying, and not counted again here. Processes of a live run's group are spared,
+/// as in [`strays`]. A process that cleared its environment is not recognised here; the term's end, and
+/// the supervisor if leasecron dies, still end it. Returns the pids killed.
+pub fn kill_marked(marks: &[String], group: i32) -> Vec<i32> {
     let stats = match scan_proc() {
         Ok(stats) => stats,
         Err(error) => {
@@ -343,7 +343,7 @@ pub fn kill_marked(marks: &[String]) -> Vec<i32> {
     let spared = tracked();
     let marked: Vec<i32> = strays(&stats, getpid().as_raw(), &spared)
         .into_iter()
-        .filter(|process| environ_has(process.pid, marks))
+        .filter(|process| process.pgrp != group && environ_has(process.pid, marks))
         .map(|process| process.pid)
         .collect();
     drop(spared);
@@ -583,22 +583,29 @@ mod tests {
 
     #[test]
     fn only_processes_carrying_every_mark_are_killed() {
-        let spawn = |mark: &str| {
-            std::process::Command::new("sleep")
+        use std::os::unix::process::CommandExt as _;
+        let spawn = |mark: &str, group: Option<i32>| {
+            let mut command = std::process::Command::new("sleep");
+            command
                 .arg("30")
                 .env("LEASECRON_TEST_MARK", mark)
-                .env("LEASECRON_TEST_OTHER", "same")
-                .spawn()
-                .expect("spawn sleep")
+                .env("LEASECRON_TEST_OTHER", "same");
+            if let Some(group) = group {
+                command.process_group(group);
+            }
+            command.spawn().expect("spawn sleep")
         };
         let mark = format!("kill-marked-{}", std::process::id());
-        let mut marked = spawn(&mark);
-        let mut other = spawn("someone-else");
+        let mut marked = spawn(&mark, None);
+        let mut other = spawn("someone-else", None);
+        // Marked, but in the attempt's own group: that group's SIGKILL ends it, and counts it.
+        let mut in_group = spawn(&mark, Some(0));
+        let group = i32::try_from(in_group.id()).expect("pid fits i32");
         let marks = [
             format!("LEASECRON_TEST_MARK={mark}"),
             "LEASECRON_TEST_OTHER=same".to_owned(),
         ];
-        let killed = kill_marked(&marks);
+        let killed = kill_marked(&marks, group);
         let marked_pid = i32::try_from(marked.id()).expect("pid fits i32");
         assert_eq!(killed, vec![marked_pid]);
         // The reaper test, running beside this one, may reap the zombie first (ECHILD here).
@@ -609,8 +616,11 @@ mod tests {
             );
         }
         assert!(other.try_wait().expect("try_wait").is_none(), "spared");
-        let _ = other.kill();
-        let _ = other.wait();
+        assert!(in_group.try_wait().expect("try_wait").is_none(), "spared");
+        for mut spared in [other, in_group] {
+            let _ = spared.kill();
+            let _ = spared.wait();
+        }
     }
 
     fn wait_until_zombie(pid: i32) -> bool {

@@ -157,7 +157,7 @@ async fn supervise(
     let signalled = !matches!(ending, Ending::Exited(_)) || !admitted || spec.groups.is_killed();
     let left_in_group = end_group(spec, process.left_in_group(), pgid, signalled).await;
     spec.groups.release(pgid);
-    let strays = end_strays(spec).await;
+    let strays = end_strays(spec, pgid).await;
     if !pumps.drain(OUTPUT_DRAIN_TIMEOUT).await {
         tracing::warn!(job = %job, run_id, attempt, pid, "output pipes still open after the process group ended; stopped reading");
     }
@@ -239,14 +239,15 @@ async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Process, pgid: i32
 }
 
 /// Kills what the attempt left behind outside its group, recognised by its `LEASECRON_*` variables: no
-/// process of a run outlives it. Returns how many it killed.
-async fn end_strays(spec: &AttemptSpec<'_>) -> u32 {
+/// process of a run outlives it. What is still in the attempt's group `pgid` was SIGKILLed with it, and is
+/// dying. Returns how many it killed.
+async fn end_strays(spec: &AttemptSpec<'_>, pgid: i32) -> u32 {
     let marks: Vec<String> = command::leasecron_env(&spec.job.name, &spec.env)
         .iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
     // /proc is read synchronously: off the runtime's workers.
-    let killed = tokio::task::spawn_blocking(move || reaper::kill_marked(&marks))
+    let killed = tokio::task::spawn_blocking(move || reaper::kill_marked(&marks, pgid))
         .await
         .unwrap_or_default();
     if !killed.is_empty() {
