@@ -184,7 +184,8 @@ async fn background_processes_are_killed_after_a_normal_exit() {
 async fn processes_left_in_the_group_are_counted_over_every_attempt() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Each attempt leaves two processes in its group, and fails. (What leaves the group is found by its
-    // environment among this process's descendants: the real binary is a subreaper, tests/status.rs.)
+    // environment among the runner's descendants, so only where it is a subreaper, as `leasecron run` is:
+    // tests/http.rs counts both kinds.)
     let script = "sleep 1000 & echo $! >> pids; sleep 1000 & echo $! >> pids; exit 1";
     let mut job = in_dir(shell_job("leaves-two", script), &dir);
     job.retries = 1;
