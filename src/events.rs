@@ -954,6 +954,8 @@ mod tests {
             started_at: scheduled,
             duration: Duration::from_millis(1500),
             start_delay: Duration::ZERO,
+            fencing_token: 1,
+            leftover_processes_killed: 0,
         };
         assert_eq!(
             run_note("pod-a", &report),

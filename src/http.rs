@@ -30,7 +30,7 @@ use crate::dispatch::DispatchEvent;
 use crate::election::ElectionEvent;
 use crate::metrics::{self, Metrics};
 use crate::observe::{ConfigReload, Observer};
-use crate::runner::RunEvent;
+use crate::runner::{Failure, Outcome, RunEvent, RunReport};
 use crate::stall::{Stall, StallWatch};
 use crate::state::{JobRecord, Ledger};
 use crate::term::{Leadership, Term};
@@ -125,9 +125,22 @@ impl Health {
 #[derive(Debug)]
 pub struct StatusBoard {
     identity: String,
-    jobs: Mutex<BTreeMap<String, JobStatus>>,
+    jobs: Mutex<BTreeMap<String, JobEntry>>,
     config: Mutex<ConfigStatus>,
     ledger: std::sync::OnceLock<Arc<Ledger>>,
+}
+
+/// What the board keeps of one job; [`StatusBoard::snapshot`] turns it into a [`JobStatus`].
+#[derive(Debug, Clone)]
+struct JobEntry {
+    schedule: String,
+    zone: String,
+    suspended: bool,
+    /// The schedule's next slot, whether or not the job is suspended.
+    next_slot: Option<DateTime<Utc>>,
+    /// The last run that finished on this replica.
+    last_run: Option<LastRun>,
+    running: u32,
 }
 
 /// The jobs in force and the last reload, in `/status`.
@@ -154,11 +167,15 @@ pub struct JobStatus {
     pub schedule: String,
     /// The schedule's time zone.
     pub zone: String,
-    /// True if the job is suspended.
+    /// True if the job is suspended (`suspend: true`): its fires start nothing.
     pub suspended: bool,
-    /// The next fire (RFC 3339), if any.
+    /// The next fire that will start a run (RFC 3339); null if the schedule has none, or while suspended.
     pub next_run: Option<DateTime<Utc>>,
-    /// The last run that finished on this replica, if any.
+    /// While suspended, the schedule's next slot: the fire the job would have if it were resumed now.
+    /// Null otherwise.
+    pub next_slot_if_resumed: Option<DateTime<Utc>>,
+    /// The job's last finished run: the last one that finished on this replica, or, if the run state
+    /// records a later completion (another replica ran it: on a follower, after a failover), that one.
     pub last_run: Option<LastRun>,
     /// Runs in flight on this replica.
     pub running: u32,
@@ -169,14 +186,52 @@ pub struct JobStatus {
 }
 
 /// The last finished run of a job, in `/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// A run that finished on this replica (`source: this_replica`) is known in full. One known from the run
+/// state (`source: run_state`) is what the record keeps: its slot, outcome and end, and, from the record of
+/// the slot's start, who ran it and when it started; its exit code, signal, error, attempts and leftovers
+/// are null. A follower re-reads the run state every [`crate::dispatch::STATE_REFRESH_INTERVAL`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LastRun {
     /// The slot it ran for.
     pub scheduled: DateTime<Utc>,
     /// `succeeded`, `failed`, `timed_out` or `cancelled`.
-    pub outcome: &'static str,
+    pub outcome: String,
+    /// The exit code of a run that failed with one.
+    pub exit_code: Option<i32>,
+    /// The number of the signal that killed a run that failed by one (not the runner's own escalation,
+    /// which is `timed_out` or `cancelled`).
+    pub signal: Option<i32>,
+    /// Why a failed run's process could not be started, or why its exit status was lost.
+    pub error: Option<String>,
+    /// When its first attempt started; from the run state, when its slot was recorded as started.
+    pub started: Option<DateTime<Utc>>,
     /// When it finished.
     pub finished: DateTime<Utc>,
+    /// From its first attempt's start to its last attempt's end, backoff included; from the run state,
+    /// from the slot's start record to its completion record.
+    pub duration_seconds: Option<f64>,
+    /// How many attempts it made (0: cancelled before the first).
+    pub attempts: Option<u32>,
+    /// Processes its attempts left behind, killed as each attempt ended (what
+    /// `leasecron_job_leftover_processes_killed_total` counts).
+    pub leftover_processes_killed: Option<u32>,
+    /// Where this replica knows it from.
+    pub source: RunSource,
+    /// The replica that ran it; null if the run state no longer says (a later slot has started since).
+    pub identity: Option<String>,
+    /// The fencing token of the term it ran under; null as `identity`.
+    pub fencing_token: Option<u64>,
+}
+
+/// Where `/status` knows a run from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunSource {
+    /// It finished on this replica.
+    ThisReplica,
+    /// From the run state shared by the replicas (this replica did not run it, or has restarted since).
+    RunState,
 }
 
 /// The `/status` document.
@@ -221,15 +276,13 @@ impl StatusBoard {
             let old = board.remove(&job.name);
             next.insert(
                 job.name.clone(),
-                JobStatus {
-                    name: job.name.clone(),
+                JobEntry {
                     schedule: job.schedule.expression().to_owned(),
                     zone: job.schedule.zone().to_string(),
                     suspended: job.suspend,
-                    next_run: old.as_ref().and_then(|o| o.next_run),
+                    next_slot: old.as_ref().and_then(|o| o.next_slot),
                     last_run: old.as_ref().and_then(|o| o.last_run.clone()),
                     running: old.as_ref().map_or(0, |o| o.running),
-                    run_state: None,
                 },
             );
         }
@@ -266,27 +319,25 @@ impl StatusBoard {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
             jobs: {
-                let record = self.ledger.get().map(|ledger| ledger.snapshot());
+                let mut record = self.ledger.get().map(|ledger| ledger.snapshot());
                 self.lock()
-                    .values()
-                    .cloned()
-                    .map(|mut job| {
-                        job.run_state =
-                            record.as_ref().and_then(|r| r.jobs.get(&job.name).cloned());
-                        job
+                    .iter()
+                    .map(|(name, entry)| {
+                        let run_state = record.as_mut().and_then(|r| r.jobs.remove(name));
+                        job_status(name, entry, run_state)
                     })
                     .collect()
             },
         }
     }
 
-    fn update(&self, job: &str, change: impl FnOnce(&mut JobStatus)) {
-        if let Some(status) = self.lock().get_mut(job) {
-            change(status);
+    fn update(&self, job: &str, change: impl FnOnce(&mut JobEntry)) {
+        if let Some(entry) = self.lock().get_mut(job) {
+            change(entry);
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, JobStatus>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, JobEntry>> {
         // Every update is a single field write or one replacement: consistent even after a panic.
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -302,13 +353,7 @@ impl Observer for StatusBoard {
                 if report.attempts > 0 {
                     s.running = s.running.saturating_sub(1);
                 }
-                let finished = report.started_at
-                    + chrono::Duration::from_std(report.duration).unwrap_or_default();
-                s.last_run = Some(LastRun {
-                    scheduled: report.scheduled,
-                    outcome: report.outcome.label(),
-                    finished,
-                });
+                s.last_run = Some(LastRun::finished_here(&self.identity, report));
             }),
             _ => {}
         }
@@ -318,7 +363,7 @@ impl Observer for StatusBoard {
 
     fn on_dispatch(&self, event: &DispatchEvent) {
         match event {
-            DispatchEvent::NextRun { job, at } => self.update(job, |s| s.next_run = *at),
+            DispatchEvent::NextRun { job, at } => self.update(job, |s| s.next_slot = *at),
             DispatchEvent::JobsApplied { jobs, .. } => self.set_jobs(jobs),
             DispatchEvent::Skipped { .. } | DispatchEvent::MissedSlots { .. } => {}
         }
@@ -330,7 +375,7 @@ impl Observer for StatusBoard {
             ConfigReload::Applied { origin, hash, .. } => {
                 *config = ConfigStatus {
                     source: Some(origin.clone()),
-                    hash: Some(format!("{hash:016x}")),
+                    hash: Some(crate::observe::hash_hex(*hash)),
                     loaded_at: Some(Utc::now()),
                     last_error: None,
                     last_error_at: None,
@@ -341,6 +386,102 @@ impl Observer for StatusBoard {
                 config.last_error_at = Some(Utc::now());
             }
         }
+    }
+}
+
+/// A job's `/status` entry from what the board keeps and the job's record in the run state.
+fn job_status(name: &str, entry: &JobEntry, run_state: Option<JobRecord>) -> JobStatus {
+    let recorded = run_state.as_ref().and_then(LastRun::recorded);
+    let last_run = match (&entry.last_run, recorded) {
+        (Some(here), Some(recorded)) if recorded.is_later_than(here) => Some(recorded),
+        (Some(here), _) => Some(here.clone()),
+        (None, recorded) => recorded,
+    };
+    let (next_run, next_slot_if_resumed) = if entry.suspended {
+        (None, entry.next_slot)
+    } else {
+        (entry.next_slot, None)
+    };
+    JobStatus {
+        name: name.to_owned(),
+        schedule: entry.schedule.clone(),
+        zone: entry.zone.clone(),
+        suspended: entry.suspended,
+        next_run,
+        next_slot_if_resumed,
+        last_run,
+        running: entry.running,
+        run_state,
+    }
+}
+
+// === impl LastRun ===
+
+impl LastRun {
+    /// A run that finished on the replica `identity`.
+    fn finished_here(identity: &str, report: &RunReport) -> LastRun {
+        let (exit_code, signal, error) = match &report.outcome {
+            Outcome::Failed(Failure::ExitCode(code)) => (Some(*code), None, None),
+            Outcome::Failed(Failure::Signal(signal)) => (None, Some(*signal), None),
+            Outcome::Failed(Failure::Spawn(why) | Failure::Lost(why)) => {
+                (None, None, Some(why.clone()))
+            }
+            Outcome::Succeeded | Outcome::TimedOut | Outcome::Cancelled => (None, None, None),
+        };
+        LastRun {
+            scheduled: report.scheduled,
+            outcome: report.outcome.label().to_owned(),
+            exit_code,
+            signal,
+            error,
+            started: Some(report.started_at),
+            finished: report.started_at
+                + chrono::Duration::from_std(report.duration).unwrap_or_default(),
+            duration_seconds: Some(report.duration.as_secs_f64()),
+            attempts: Some(report.attempts),
+            leftover_processes_killed: Some(report.leftover_processes_killed),
+            source: RunSource::ThisReplica,
+            identity: Some(identity.to_owned()),
+            fencing_token: Some(report.fencing_token),
+        }
+    }
+
+    /// The last completion the run state records, with who ran it and when it started if the record of
+    /// the slot's start is still that run's.
+    fn recorded(record: &JobRecord) -> Option<LastRun> {
+        let completion = record.last_completion.as_ref()?;
+        let start = record
+            .last_started
+            .as_ref()
+            .filter(|start| start.slot == completion.slot);
+        let duration =
+            start.and_then(|start| (completion.finished_at - start.started_at).to_std().ok());
+        Some(LastRun {
+            scheduled: completion.slot,
+            outcome: completion.outcome.clone(),
+            exit_code: None,
+            signal: None,
+            error: None,
+            started: start.map(|start| start.started_at),
+            finished: completion.finished_at,
+            duration_seconds: duration.map(|d| d.as_secs_f64()),
+            attempts: None,
+            leftover_processes_killed: None,
+            source: RunSource::RunState,
+            identity: start.map(|start| start.identity.clone()),
+            fencing_token: start.map(|start| start.fencing_token),
+        })
+    }
+
+    /// True if this recorded run is another run than `here`, and finished after it. The same slot under
+    /// the same term is the same run (each slot starts at most once per term; a rerun of an interrupted
+    /// slot is a newer term's).
+    fn is_later_than(&self, here: &LastRun) -> bool {
+        let same_run = self.scheduled == here.scheduled
+            && self
+                .fencing_token
+                .is_none_or(|token| Some(token) == here.fencing_token);
+        !same_run && self.finished > here.finished
     }
 }
 
@@ -447,7 +588,6 @@ mod tests {
     use tokio::time::Instant;
 
     use crate::config::{self, LoadOptions};
-    use crate::runner::{Outcome, RunReport};
 
     fn job_set(names: &[&str]) -> JobSet {
         let mut yaml = String::from("jobs:\n");
@@ -463,16 +603,255 @@ mod tests {
     }
 
     fn finished(job: &str, attempts: u32) -> RunEvent {
+        RunEvent::Finished(report(job, attempts, Outcome::TimedOut))
+    }
+
+    fn report(job: &str, attempts: u32, outcome: Outcome) -> RunReport {
         let scheduled = Utc::now();
-        RunEvent::Finished(RunReport {
+        RunReport {
             job: job.to_owned(),
             scheduled,
             attempts,
-            outcome: Outcome::TimedOut,
+            outcome,
             started_at: scheduled,
             duration: Duration::from_secs(2),
             start_delay: Duration::ZERO,
-        })
+            fencing_token: 1,
+            leftover_processes_killed: 0,
+        }
+    }
+
+    fn job_set_with(yaml_tail: &str) -> JobSet {
+        let yaml = format!(
+            "jobs:\n  - name: a\n    schedule: \"*/5 * * * *\"\n    shell: \"true\"\n{yaml_tail}"
+        );
+        let opts = LoadOptions {
+            max_termination_grace: Duration::MAX,
+        };
+        config::parse_str(&yaml, "test.yaml", &opts).expect("valid jobs")
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("a valid time")
+    }
+
+    /// A ledger over a run state file in `dir`, writing as `identity`.
+    fn ledger(dir: &tempfile::TempDir, identity: &str) -> Arc<Ledger> {
+        let lease = dir.path().join("lease.json");
+        Arc::new(Ledger::new(
+            crate::state::Backend::File(crate::state::file::FileState::beside(&lease)),
+            identity.to_owned(),
+        ))
+    }
+
+    /// Records in `ledger` a run of job `a` for `slot`, started and finished at the given offsets.
+    async fn record_run(ledger: &Ledger, slot: i64, token: u64, outcome: &str, finished: i64) {
+        let token = FencingToken(token);
+        let claim = ledger
+            .claim("a", at(slot), token, at(slot + 1), false)
+            .await;
+        assert_eq!(claim.expect("claims"), crate::state::Claim::Claimed);
+        let completion = crate::state::Completion {
+            slot: at(slot),
+            outcome: outcome.to_owned(),
+            finished_at: at(finished),
+        };
+        let completed = ledger.complete("a", token, completion).await;
+        assert_eq!(completed.expect("completes"), crate::state::Claim::Claimed);
+    }
+
+    fn last_run(board: &StatusBoard) -> Option<LastRun> {
+        board.snapshot(&Leadership::Unknown).jobs[0]
+            .last_run
+            .clone()
+    }
+
+    #[test]
+    fn a_failed_runs_last_run_carries_its_exit_code_signal_or_error_and_every_run_its_duration() {
+        let board = StatusBoard::new("me");
+        board.set_jobs(&job_set(&["a"]));
+        let cases = [
+            (Outcome::Failed(Failure::ExitCode(3)), Some(3), None, None),
+            (Outcome::Failed(Failure::Signal(9)), None, Some(9), None),
+            (
+                Outcome::Failed(Failure::Spawn("No such file or directory".to_owned())),
+                None,
+                None,
+                Some("No such file or directory"),
+            ),
+            (
+                Outcome::Failed(Failure::Lost("supervisor gone".to_owned())),
+                None,
+                None,
+                Some("supervisor gone"),
+            ),
+            (Outcome::Succeeded, None, None, None),
+            (Outcome::TimedOut, None, None, None),
+            (Outcome::Cancelled, None, None, None),
+        ];
+        for (outcome, exit_code, signal, error) in cases {
+            let label = outcome.label();
+            let mut report = report("a", 2, outcome);
+            report.fencing_token = 7;
+            report.leftover_processes_killed = 3;
+            report.duration = Duration::from_millis(1500);
+            board.on_run(&RunEvent::Finished(report.clone()));
+            let last = last_run(&board).expect("a last run");
+            assert_eq!(last.outcome, label);
+            assert_eq!(
+                (last.exit_code, last.signal, last.error.as_deref()),
+                (exit_code, signal, error),
+                "{label}"
+            );
+            assert_eq!(last.duration_seconds, Some(1.5), "{label}");
+            assert_eq!(last.started, Some(report.started_at));
+            assert_eq!(
+                last.finished - report.started_at,
+                chrono::Duration::milliseconds(1500)
+            );
+            assert_eq!(last.attempts, Some(2));
+            assert_eq!(last.leftover_processes_killed, Some(3));
+            assert_eq!(last.source, RunSource::ThisReplica);
+            assert_eq!(
+                (last.identity.as_deref(), last.fencing_token),
+                (Some("me"), Some(7))
+            );
+        }
+        let json = serde_json::to_value(last_run(&board)).expect("serializes");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "attempts",
+                "duration_seconds",
+                "error",
+                "exit_code",
+                "fencing_token",
+                "finished",
+                "identity",
+                "leftover_processes_killed",
+                "outcome",
+                "scheduled",
+                "signal",
+                "source",
+                "started"
+            ]
+        );
+        assert_eq!(json["source"], "this_replica");
+        assert_eq!(json["exit_code"], serde_json::Value::Null);
+    }
+
+    #[tokio::test]
+    async fn without_a_run_of_its_own_a_replica_shows_the_last_run_the_run_state_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let peer = ledger(&dir, "peer");
+        record_run(&peer, 0, 5, "failed", 3).await;
+        // This replica reads the record its peer wrote, as a follower's refresh does.
+        let mine = ledger(&dir, "me");
+        mine.refresh().await.expect("reads");
+        let board = StatusBoard::new("me");
+        board.set_jobs(&job_set_with(""));
+        assert_eq!(last_run(&board), None, "no run state shown yet");
+        board.set_ledger(Arc::clone(&mine));
+        let last = last_run(&board).expect("a last run from the run state");
+        assert_eq!(last.source, RunSource::RunState);
+        assert_eq!((last.scheduled, last.finished), (at(0), at(3)));
+        assert_eq!(last.outcome, "failed");
+        assert_eq!(
+            (last.identity.as_deref(), last.fencing_token),
+            (Some("peer"), Some(5))
+        );
+        assert_eq!(
+            last.started,
+            Some(at(1)),
+            "when the slot was recorded as started"
+        );
+        assert_eq!(last.duration_seconds, Some(2.0));
+        assert_eq!(
+            (
+                last.exit_code,
+                last.signal,
+                last.error.clone(),
+                last.attempts,
+                last.leftover_processes_killed
+            ),
+            (None, None, None, None, None),
+            "the run state does not keep them"
+        );
+        let json = serde_json::to_value(&last).expect("serializes");
+        assert_eq!(json["source"], "run_state");
+
+        // A later slot started (running now, or interrupted): who ran the completed one is not known.
+        let claim = peer
+            .claim("a", at(10), FencingToken(5), at(10), false)
+            .await;
+        assert_eq!(claim.expect("claims"), crate::state::Claim::Claimed);
+        mine.refresh().await.expect("reads");
+        let last = last_run(&board).expect("still the completed run");
+        assert_eq!(
+            (last.scheduled, last.identity, last.fencing_token),
+            (at(0), None, None)
+        );
+        assert_eq!((last.started, last.duration_seconds), (None, None));
+    }
+
+    #[tokio::test]
+    async fn the_later_of_this_replicas_last_run_and_the_run_states_is_shown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = ledger(&dir, "peer");
+        let board = StatusBoard::new("me");
+        board.set_jobs(&job_set_with(""));
+        board.set_ledger(Arc::clone(&ledger));
+        // This replica ran slot 0 under token 4 (and recorded it: the same run, shown with its detail).
+        record_run(&ledger, 0, 4, "failed", 2).await;
+        let mut here = report("a", 1, Outcome::Failed(Failure::ExitCode(3)));
+        (here.scheduled, here.started_at, here.fencing_token) = (at(0), at(1), 4);
+        board.on_run(&RunEvent::Finished(here));
+        let last = last_run(&board).expect("a last run");
+        assert_eq!(
+            (last.source, last.exit_code),
+            (RunSource::ThisReplica, Some(3))
+        );
+        // Then another replica led and ran slot 10.
+        record_run(&ledger, 10, 6, "succeeded", 12).await;
+        let last = last_run(&board).expect("a last run");
+        assert_eq!(last.source, RunSource::RunState);
+        assert_eq!(
+            (last.scheduled, last.identity.as_deref(), last.fencing_token),
+            (at(10), Some("peer"), Some(6))
+        );
+    }
+
+    #[test]
+    fn a_suspended_job_has_no_next_run_but_shows_the_slot_it_would_fire_at() {
+        let board = StatusBoard::new("me");
+        board.set_jobs(&job_set_with("    suspend: true\n"));
+        board.on_dispatch(&DispatchEvent::NextRun {
+            job: "a".to_owned(),
+            at: Some(at(300)),
+        });
+        let job = board.snapshot(&Leadership::Unknown).jobs[0].clone();
+        assert!(job.suspended);
+        assert_eq!(
+            (job.next_run, job.next_slot_if_resumed),
+            (None, Some(at(300)))
+        );
+        let json = serde_json::to_value(&job).expect("serializes");
+        assert_eq!(json["next_run"], serde_json::Value::Null);
+        assert_eq!(json["next_slot_if_resumed"], serde_json::json!(at(300)));
+        // Resumed by a reload: the same slot is its next run.
+        board.set_jobs(&job_set_with(""));
+        let job = board.snapshot(&Leadership::Unknown).jobs[0].clone();
+        assert!(!job.suspended);
+        assert_eq!(
+            (job.next_run, job.next_slot_if_resumed),
+            (Some(at(300)), None)
+        );
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub struct Metrics {
     config_successful: IntGauge,
     config_success_time: prometheus::Gauge,
     config_hash: prometheus::Gauge,
+    config_info: IntGaugeVec,
+    leftovers: IntCounterVec,
     job_count: IntGauge,
 }
 
@@ -154,7 +156,9 @@ impl Metrics {
             config_reloads: register(&r, IntCounterVec::new(Opts::new("leasecron_config_reloads_total", "Jobs file reloads, by result."), &["result"]))?,
             config_successful: register(&r, IntGauge::new("leasecron_config_last_reload_successful", "1 if the last load or reload of the jobs succeeded, 0 if it failed (the last good jobs stay in force)."))?,
             config_success_time: register(&r, prometheus::Gauge::new("leasecron_config_last_reload_success_timestamp_seconds", "Unix time at which the jobs in force were loaded."))?,
-            config_hash: register(&r, prometheus::Gauge::new("leasecron_config_hash", "Hash of the jobs text in force (top 53 bits of its FNV-1a 64), to compare replicas."))?,
+            config_hash: register(&r, prometheus::Gauge::new("leasecron_config_hash", "Hash of the jobs text in force as a number (the top 53 bits of the FNV-1a 64 that leasecron_config_info's hash label and /status show in hex), to compare replicas."))?,
+            config_info: register(&r, IntGaugeVec::new(Opts::new("leasecron_config_info", "Always 1; the hash label is the hash of the jobs text in force (FNV-1a 64, 16 hex digits, as /status shows it): equal on replicas that run the same version. Absent until the jobs are loaded."), &["hash"]))?,
+            leftovers: register(&r, IntCounterVec::new(Opts::new("leasecron_job_leftover_processes_killed_total", "Processes the job's runs left behind, SIGKILLed as each attempt ended: alive in the attempt's process group after its process exited by itself, or outside the group carrying the attempt's LEASECRON_* variables."), &["job"]))?,
             job_count: register(&r, IntGauge::new("leasecron_jobs", "Jobs in the loaded jobs file."))?,
             registry: r,
         };
@@ -215,6 +219,7 @@ impl Metrics {
         }
         self.running.with_label_values(&[job]);
         self.duration.with_label_values(&[job]);
+        self.leftovers.with_label_values(&[job]);
     }
 
     fn remove_job_series(&self, job: &str) {
@@ -227,12 +232,13 @@ impl Metrics {
         }
         let _ = self.running.remove_label_values(&[job]);
         let _ = self.duration.remove_label_values(&[job]);
+        let _ = self.leftovers.remove_label_values(&[job]);
         let _ = self.last_success.remove_label_values(&[job]);
         let _ = self.next_run.remove_label_values(&[job]);
     }
 
     /// Records a runner event: running attempts, finished runs by outcome, durations, start delay, last
-    /// success, and the runner's own skips.
+    /// success, processes left behind, and the runner's own skips.
     pub fn observe_run(&self, event: &RunEvent) {
         let known = self.lock_jobs();
         match event {
@@ -255,6 +261,9 @@ impl Metrics {
                 self.duration
                     .with_label_values(&[job])
                     .observe(report.duration.as_secs_f64());
+                self.leftovers
+                    .with_label_values(&[job])
+                    .inc_by(u64::from(report.leftover_processes_killed));
                 if report.outcome == Outcome::Succeeded {
                     let finished = report.started_at
                         + chrono::Duration::from_std(report.duration).unwrap_or_default();
@@ -340,6 +349,12 @@ impl Metrics {
                 self.config_success_time.set(unix_seconds(Utc::now()));
                 // An f64 holds 53 bits exactly.
                 self.config_hash.set((hash >> 11) as f64);
+                // Under the scrape lock: a scrape sees the old hash or the new one, never none or both.
+                let _consistent = self.lock_jobs();
+                self.config_info.reset();
+                self.config_info
+                    .with_label_values(&[&crate::observe::hash_hex(*hash)])
+                    .set(1);
             }
             ConfigReload::Failed { .. } => {
                 self.config_reloads.with_label_values(&["failure"]).inc();

@@ -53,6 +53,11 @@ pub enum ConfigReload {
     },
 }
 
+/// A jobs text's hash as `/status` (`config.hash`) and `leasecron_config_info{hash}` show it: 16 hex digits.
+pub fn hash_hex(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
 /// The senders to hand to the runner, the elector and the dispatcher.
 #[derive(Debug)]
 pub struct Senders {

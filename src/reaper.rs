@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{getpid, Pid};
 use tokio::process::{Child, Command};
@@ -50,6 +50,16 @@ pub enum Error {
         path: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// A process group could not be signalled.
+    #[error("{signal} to process group {pgid}: {source}")]
+    SignalGroup {
+        /// The group.
+        pgid: i32,
+        /// The signal.
+        signal: Signal,
+        /// Why.
+        source: Errno,
     },
 }
 
@@ -318,11 +328,11 @@ pub fn signal_strays(signal: Signal) -> usize {
 
 /// SIGKILLs every live descendant of this process whose environment carries every one of `marks`
 /// (`NAME=VALUE`: the `LEASECRON_*` variables of one attempt): what the attempt left behind outside its
-/// process group (`setsid`, a double fork). Call it once the attempt's group is gone. Processes of a live
-/// run's group are spared, as in [`strays`]. A process that
-/// cleared its environment is not recognised here; the term's end, and the supervisor if leasecron
-/// dies, still end it. Returns the pids killed.
-pub fn kill_marked(marks: &[String]) -> Vec<i32> {
+/// process group `group` (`setsid`, a double fork). Call it once the attempt's group has been SIGKILLed:
+/// what is still in it is dying, and not counted again here. Processes of a live run's group are spared,
+/// as in [`strays`]. A process that cleared its environment is not recognised here; the term's end, and
+/// the supervisor if leasecron dies, still end it. Returns the pids killed.
+pub fn kill_marked(marks: &[String], group: i32) -> Vec<i32> {
     let stats = match scan_proc() {
         Ok(stats) => stats,
         Err(error) => {
@@ -333,7 +343,7 @@ pub fn kill_marked(marks: &[String]) -> Vec<i32> {
     let spared = tracked();
     let marked: Vec<i32> = strays(&stats, getpid().as_raw(), &spared)
         .into_iter()
-        .filter(|process| environ_has(process.pid, marks))
+        .filter(|process| process.pgrp != group && environ_has(process.pid, marks))
         .map(|process| process.pid)
         .collect();
     drop(spared);
@@ -353,6 +363,45 @@ fn environ_has(pid: i32, marks: &[String]) -> bool {
             .split(|&byte| byte == 0)
             .any(|entry| entry == mark.as_bytes())
     })
+}
+
+/// Ends what is left of process group `pgid` once its leader has been reaped, and counts it: the processes
+/// a run's process left behind in its group (`cmd &`). A signal-0 probe comes first: a group whose every
+/// member is gone (the common case) does not exist any more, and costs no `/proc` scan. Otherwise the group
+/// is stopped (SIGSTOP: none of its processes forks or leaves it meanwhile), its live processes are
+/// counted, and it is SIGKILLed. Returns how many were alive.
+///
+/// Once its leader is reaped, a group id stays pinned only by the members that remain, so the signals can
+/// reach no other group (unless every member ends between the probe and the stop). `Err`: the count or the
+/// SIGKILL failed (the SIGKILL is sent all the same).
+pub fn end_leftover_group(pgid: i32) -> Result<usize, Error> {
+    // killpg(0) would signal our own group and killpg(1) init's; neither is ever a run's group.
+    if pgid <= 1 {
+        return Ok(0);
+    }
+    let group = Pid::from_raw(pgid);
+    if killpg(group, None).is_err() {
+        return Ok(0);
+    }
+    // Ignored: EPERM from a member we may not signal; the SIGKILL below reports it.
+    let _ = killpg(group, Signal::SIGSTOP);
+    let counted = scan_proc().map(|stats| live_in_group(&stats, pgid));
+    match killpg(group, Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => counted,
+        Err(source) => Err(Error::SignalGroup {
+            pgid,
+            signal: Signal::SIGKILL,
+            source,
+        }),
+    }
+}
+
+/// How many processes in `stats` belong to group `pgid` and are alive (not zombies).
+pub fn live_in_group(stats: &[ProcStat], pgid: i32) -> usize {
+    stats
+        .iter()
+        .filter(|s| s.pgrp == pgid && !matches!(s.state, 'Z' | 'X' | 'x'))
+        .count()
 }
 
 /// How many times [`kill_descendants`] scans before it gives up on a process that keeps forking.
@@ -485,23 +534,78 @@ mod tests {
     }
 
     #[test]
+    fn only_live_members_of_the_group_count() {
+        let stats = [
+            in_group(30, 10, 30),
+            in_group(31, 30, 30),
+            ProcStat {
+                state: 'Z',
+                ..in_group(32, 30, 30)
+            },
+            in_group(33, 10, 33),
+        ];
+        assert_eq!(live_in_group(&stats, 30), 2);
+        assert_eq!(live_in_group(&stats, 99), 0);
+    }
+
+    #[test]
+    fn what_a_reaped_leader_left_in_its_group_is_counted_and_killed() {
+        use std::os::unix::process::CommandExt as _;
+        let group = |script: &str| {
+            let mut leader = std::process::Command::new("sh")
+                .args(["-c", script])
+                .process_group(0)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn sh");
+            let pgid = i32::try_from(leader.id()).expect("pid fits i32");
+            let output = std::io::read_to_string(leader.stdout.take().expect("a pipe"));
+            let pids: Vec<i32> = output
+                .expect("read the pids")
+                .split_whitespace()
+                .map(|pid| pid.parse().expect("a pid"))
+                .collect();
+            assert!(leader.wait().expect("wait").success());
+            (pgid, pids)
+        };
+        let (pgid, left) = group("sleep 30 >/dev/null & echo $!; sleep 30 >/dev/null & echo $!");
+        assert_eq!(left.len(), 2);
+        assert_eq!(end_leftover_group(pgid).expect("counted"), 2);
+        // SIGKILL is delivered asynchronously: the processes die in a moment.
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            live_in_group(&scan_proc().expect("scan"), pgid) == 0
+        });
+        assert!(gone, "every member was killed");
+        let (empty, _) = group("true");
+        assert_eq!(end_leftover_group(empty).expect("nothing left"), 0);
+    }
+
+    #[test]
     fn only_processes_carrying_every_mark_are_killed() {
-        let spawn = |mark: &str| {
-            std::process::Command::new("sleep")
+        use std::os::unix::process::CommandExt as _;
+        let spawn = |mark: &str, group: Option<i32>| {
+            let mut command = std::process::Command::new("sleep");
+            command
                 .arg("30")
                 .env("LEASECRON_TEST_MARK", mark)
-                .env("LEASECRON_TEST_OTHER", "same")
-                .spawn()
-                .expect("spawn sleep")
+                .env("LEASECRON_TEST_OTHER", "same");
+            if let Some(group) = group {
+                command.process_group(group);
+            }
+            command.spawn().expect("spawn sleep")
         };
         let mark = format!("kill-marked-{}", std::process::id());
-        let mut marked = spawn(&mark);
-        let mut other = spawn("someone-else");
+        let mut marked = spawn(&mark, None);
+        let mut other = spawn("someone-else", None);
+        // Marked, but in the attempt's own group: that group's SIGKILL ends it, and counts it.
+        let mut in_group = spawn(&mark, Some(0));
+        let group = i32::try_from(in_group.id()).expect("pid fits i32");
         let marks = [
             format!("LEASECRON_TEST_MARK={mark}"),
             "LEASECRON_TEST_OTHER=same".to_owned(),
         ];
-        let killed = kill_marked(&marks);
+        let killed = kill_marked(&marks, group);
         let marked_pid = i32::try_from(marked.id()).expect("pid fits i32");
         assert_eq!(killed, vec![marked_pid]);
         // The reaper test, running beside this one, may reap the zombie first (ECHILD here).
@@ -512,8 +616,11 @@ mod tests {
             );
         }
         assert!(other.try_wait().expect("try_wait").is_none(), "spared");
-        let _ = other.kill();
-        let _ = other.wait();
+        assert!(in_group.try_wait().expect("try_wait").is_none(), "spared");
+        for mut spared in [other, in_group] {
+            let _ = spared.kill();
+            let _ = spared.wait();
+        }
     }
 
     fn wait_until_zombie(pid: i32) -> bool {

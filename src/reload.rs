@@ -193,8 +193,9 @@ fn publish(out: &watch::Sender<Snapshot>, snapshot: Snapshot) -> bool {
     })
 }
 
-/// A stable 64-bit hash of the jobs text (FNV-1a), to compare replicas' versions in `/status` and in
-/// `leasecron_config_hash`: equal texts give equal hashes on every replica and every build.
+/// A stable 64-bit hash of the jobs text (FNV-1a), to compare replicas' versions in `/status`, in
+/// `leasecron_config_info` and in `leasecron_config_hash`: equal texts give equal hashes on every replica and
+/// every build.
 pub fn content_hash(text: &str) -> u64 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;

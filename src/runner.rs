@@ -349,6 +349,7 @@ impl Run {
         let mut attempts = 0;
         let mut first = None;
         let mut last = None;
+        let mut leftovers = 0u32;
         let outcome = loop {
             if self.cancel.is_cancelled() || self.runner.groups.is_killed() {
                 break Outcome::Cancelled;
@@ -376,6 +377,7 @@ impl Run {
                 }
             };
             first.get_or_insert((attempt.started_wall, attempt.started));
+            leftovers = leftovers.saturating_add(attempt.leftovers);
             if !self.should_retry(&attempt.outcome, attempts).await {
                 break attempt.outcome;
             }
@@ -392,6 +394,8 @@ impl Run {
             started_at,
             duration: started.elapsed(),
             start_delay: (started_at - self.scheduled).to_std().unwrap_or_default(),
+            fencing_token: self.term.fencing_token().0,
+            leftover_processes_killed: leftovers,
         });
     }
 

@@ -96,7 +96,16 @@ pub enum LogFormat {
 }
 
 /// How one run's process ended, as the supervisor reported it.
-pub(crate) type ExitReport = io::Result<ExitStatus>;
+pub(crate) type ExitReport = io::Result<Ended>;
+
+/// A run's process that ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ended {
+    /// Its exit status.
+    pub(crate) status: ExitStatus,
+    /// How many processes of its group were still alive when it ended (SIGKILLed with the group).
+    pub(crate) left_in_group: u32,
+}
 
 /// A process the supervisor started.
 #[derive(Debug)]
@@ -504,9 +513,13 @@ impl Shared {
                 code,
                 signal,
                 core,
+                left_in_group,
             } => {
                 if let Some((exit, _tracked)) = pending.exits.remove(&pid) {
-                    let _ = exit.send(Ok(exit_status(code, signal, core)));
+                    let _ = exit.send(Ok(Ended {
+                        status: exit_status(code, signal, core),
+                        left_in_group,
+                    }));
                 }
             }
         }

@@ -174,13 +174,13 @@ fn admin_put_jobs(
     });
 }
 
-/// Whether `replica` leads and has finished a run of job `job`.
+/// Whether `replica` leads and has finished a run of job `job` itself (not one the run state records).
 fn ran(replica: &Replica, job: &str) -> bool {
     replica.status().is_some_and(|s| {
         s["leading"] == true
             && s["jobs"].as_array().is_some_and(|jobs| {
                 jobs.iter()
-                    .any(|j| j["name"] == job && !j["last_run"].is_null())
+                    .any(|j| j["name"] == job && j["last_run"]["source"] == "this_replica")
             })
     })
 }

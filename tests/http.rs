@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use exposition::sample;
 use fake_apiserver::{FakeApiServer, Resource, NAMESPACE};
-use replica::{every_second_job, output, wait_for, Replica, FAST_TIMINGS};
+use replica::{alive, every_second_job, output, wait_for, Replica, FAST_TIMINGS};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -106,6 +106,172 @@ fn status_shows_the_term_and_each_jobs_schedule_next_and_last_run() {
     assert!(job["running"].is_u64());
     let response = leader.http_get("/status").expect("/status answers");
     assert!(response.headers.contains("content-type: application/json"));
+    leader.stop_cleanly();
+}
+
+/// The entry of job `name` in a `/status` document.
+fn job_status<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["jobs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|job| job["name"] == name))
+        .unwrap_or_else(|| panic!("no job {name} in {status}"))
+}
+
+#[test]
+fn a_failed_runs_exit_code_error_duration_and_leftover_processes_show_in_status_and_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lease = dir.path().join("lease.json");
+    let pids = dir.path().join("pids");
+    // Each run leaves one process in its group and one in a session of its own, and exits 3.
+    let jobs = dir.path().join("jobs.yaml");
+    std::fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: leaves\n    schedule: \"* * * * * *\"\n    terminationGrace: 500ms\n    \
+             shell: 'sleep 1000 & echo $! >> {p}; setsid sleep 1000 & echo $! >> {p}; exit 3'\n  \
+             - name: missing\n    schedule: \"* * * * * *\"\n    terminationGrace: 500ms\n    \
+             command: [/nonexistent/leasecron-test-program]\n",
+            p = pids.display()
+        ),
+    )
+    .expect("write the jobs file");
+    let mut leader = Replica::start(dir.path(), "solo", &jobs, &lease, &FAST_TIMINGS);
+    let status = wait_for(WAIT, || {
+        leader.status().filter(|s| {
+            !job_status(s, "leaves")["last_run"].is_null()
+                && !job_status(s, "missing")["last_run"].is_null()
+        })
+    })
+    .unwrap_or_else(|| panic!("no finished runs in /status: {}", leader.log_text()));
+    let token = status["fencing_token"].as_u64().expect("leading");
+    let last = &job_status(&status, "leaves")["last_run"];
+    assert_eq!(last["outcome"], "failed", "{last}");
+    assert_eq!(last["exit_code"], 3, "{last}");
+    assert!(
+        last["signal"].is_null() && last["error"].is_null(),
+        "{last}"
+    );
+    assert!(
+        last["duration_seconds"].as_f64().is_some_and(|d| d >= 0.0),
+        "{last}"
+    );
+    assert!(last["started"].is_string(), "{last}");
+    assert_eq!(last["attempts"], 1, "{last}");
+    assert_eq!(
+        last["leftover_processes_killed"], 2,
+        "one in its group, one outside: {last}"
+    );
+    assert_eq!(last["source"], "this_replica");
+    assert_eq!(last["identity"], "solo");
+    assert_eq!(last["fencing_token"], token);
+    let missing = &job_status(&status, "missing")["last_run"];
+    assert_eq!(missing["outcome"], "failed", "{missing}");
+    assert!(missing["exit_code"].is_null(), "{missing}");
+    let error = missing["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("/nonexistent/leasecron-test-program") && error.contains("No such file"),
+        "{missing}"
+    );
+    assert_eq!(missing["leftover_processes_killed"], 0, "{missing}");
+
+    // One scrape: every failed run of `leaves` counted its two processes.
+    let response = leader.http_get("/metrics").expect("/metrics answers");
+    let failed = sample(
+        &response.body,
+        "leasecron_job_runs_total{job=\"leaves\",outcome=\"failed\"}",
+    )
+    .expect("runs counted");
+    let leftovers = sample(
+        &response.body,
+        "leasecron_job_leftover_processes_killed_total{job=\"leaves\"}",
+    )
+    .expect("leftovers counted");
+    assert!(failed >= 1.0);
+    assert_eq!(leftovers, 2.0 * failed);
+    assert_eq!(
+        sample(
+            &response.body,
+            "leasecron_job_leftover_processes_killed_total{job=\"missing\"}"
+        ),
+        Some(0.0)
+    );
+    let hash = status["config"]["hash"].as_str().expect("a hash");
+    assert_eq!(
+        sample(
+            &response.body,
+            &format!("leasecron_config_info{{hash=\"{hash}\"}}")
+        ),
+        Some(1.0),
+        "the metric names the hash /status shows"
+    );
+    leader.stop_cleanly();
+    let pids = std::fs::read_to_string(&pids).expect("the runs wrote their pids");
+    for pid in pids.split_whitespace() {
+        let pid: i32 = pid.parse().expect("a pid");
+        assert!(
+            wait_for(WAIT, || (!alive(pid)).then_some(())).is_some(),
+            "{pid} outlived its run"
+        );
+    }
+}
+
+#[test]
+fn a_follower_shows_the_last_run_from_the_run_state_and_a_suspended_job_its_next_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lease = dir.path().join("lease.json");
+    let jobs = every_second_job(dir.path(), "tick", "500ms", "echo tick-output");
+    let text = std::fs::read_to_string(&jobs).expect("read the jobs file");
+    let mut leader = Replica::start(dir.path(), "leader", &jobs, &lease, &FAST_TIMINGS);
+    wait_for(WAIT, || {
+        leader
+            .status()
+            .filter(|s| !job_status(s, "tick")["last_run"].is_null())
+    })
+    .unwrap_or_else(|| panic!("the leader never ran: {}", leader.log_text()));
+    // Suspended, the job starts no new slot: the run state stops moving once its last run completed.
+    std::fs::write(&jobs, format!("{text}    suspend: true\n")).expect("suspend the job");
+    let settled = wait_for(WAIT, || {
+        leader.status().filter(|s| {
+            let job = job_status(s, "tick");
+            job["suspended"] == true
+                && job["running"] == 0
+                && job["run_state"]["lastCompletion"]["slot"] == job["last_run"]["scheduled"]
+                && job["run_state"]["lastStarted"]["slot"] == job["last_run"]["scheduled"]
+        })
+    })
+    .unwrap_or_else(|| panic!("the leader never settled: {}", leader.log_text()));
+    let ran = job_status(&settled, "tick")["last_run"].clone();
+    let token = settled["fencing_token"].as_u64().expect("leading");
+    assert_eq!(ran["source"], "this_replica");
+
+    let follower = Replica::start(dir.path(), "follower", &jobs, &lease, &FAST_TIMINGS);
+    let status = wait_for(WAIT, || {
+        follower
+            .status()
+            .filter(|s| s["holder"] == "leader" && !job_status(s, "tick")["last_run"].is_null())
+    })
+    .unwrap_or_else(|| panic!("no last run on the follower: {}", follower.log_text()));
+    assert_eq!(status["leading"], false);
+    let job = job_status(&status, "tick");
+    let last = &job["last_run"];
+    assert_eq!(last["source"], "run_state", "{last}");
+    assert_eq!(last["identity"], "leader", "{last}");
+    assert_eq!(last["fencing_token"], token, "{last}");
+    assert_eq!(last["scheduled"], ran["scheduled"], "{last}");
+    assert_eq!(last["outcome"], "succeeded", "{last}");
+    assert!(last["duration_seconds"].is_f64(), "{last}");
+    assert!(
+        last["exit_code"].is_null() && last["attempts"].is_null(),
+        "{last}"
+    );
+    assert_eq!(job["running"], 0);
+    for (who, status) in [("leader", &settled), ("follower", &status)] {
+        let job = job_status(status, "tick");
+        assert_eq!(job["suspended"], true, "{who}: {job}");
+        assert!(job["next_run"].is_null(), "{who}: {job}");
+        assert!(job["next_slot_if_resumed"].is_string(), "{who}: {job}");
+    }
+    drop(follower);
     leader.stop_cleanly();
 }
 

@@ -81,6 +81,8 @@ fn finished(job: &str, outcome: Outcome) -> RunEvent {
         started_at: scheduled,
         duration: Duration::from_secs(2),
         start_delay: Duration::ZERO,
+        fencing_token: 1,
+        leftover_processes_killed: 0,
     })
 }
 

@@ -93,6 +93,8 @@ fn report(job: &str, outcome: Outcome, attempts: u32) -> RunReport {
         started_at: at(1_002),
         duration: Duration::from_secs(3),
         start_delay: Duration::from_secs(2),
+        fencing_token: 1,
+        leftover_processes_killed: 0,
     }
 }
 
@@ -179,6 +181,8 @@ fn a_new_job_set_exposes_every_job_series_at_zero() {
         }
         let running = format!("leasecron_job_running{{job=\"{job}\"}}");
         assert_eq!(sample(&text, &running), Some(0.0));
+        let leftovers = format!("leasecron_job_leftover_processes_killed_total{{job=\"{job}\"}}");
+        assert_eq!(sample(&text, &leftovers), Some(0.0));
     }
     assert_eq!(
         sample(&text, "leasecron_config_reloads_total{result=\"failure\"}"),
@@ -231,6 +235,30 @@ fn finished_runs_count_by_outcome_with_duration_delay_and_last_success() {
         ),
         Some(1005.0)
     );
+}
+
+#[test]
+fn processes_left_behind_are_counted_per_job_and_go_with_the_job() {
+    let metrics = metrics_for(&["a", "b"]);
+    let left = |count| {
+        RunEvent::Finished(RunReport {
+            leftover_processes_killed: count,
+            ..report("a", Outcome::Succeeded, 1)
+        })
+    };
+    metrics.observe_run(&left(2));
+    metrics.observe_run(&left(0));
+    metrics.observe_run(&left(3));
+    let series =
+        |job: &str| format!("leasecron_job_leftover_processes_killed_total{{job=\"{job}\"}}");
+    let counted = text(&metrics);
+    assert!(counted.contains("# TYPE leasecron_job_leftover_processes_killed_total counter"));
+    assert_eq!(sample(&counted, &series("a")), Some(5.0));
+    assert_eq!(sample(&counted, &series("b")), Some(0.0));
+    metrics.set_jobs(&jobs(&["b"]));
+    let after_reload = text(&metrics);
+    assert_eq!(sample(&after_reload, &series("a")), None);
+    assert_eq!(sample(&after_reload, &series("b")), Some(0.0));
 }
 
 #[test]
@@ -554,6 +582,46 @@ fn the_last_reload_gauges_follow_success_and_failure() {
         Some(1.0)
     );
     assert_eq!(sample(&text_after_fix, "leasecron_config_hash"), Some(7.0));
+}
+
+/// The `hash` label values of `leasecron_config_info`, with their values.
+fn config_info(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("leasecron_config_info{hash=\""))
+        .filter_map(|rest| {
+            let (hash, value) = rest.split_once("\"} ")?;
+            Some((hash.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn the_config_info_names_the_hash_in_force_in_hex_as_status_shows_it() {
+    let metrics = metrics_for(&[]);
+    assert_eq!(config_info(&text(&metrics)), [], "absent before the load");
+    let hash = 0x0123_4567_89ab_cdef_u64;
+    metrics.config_reload(&applied(hash, true));
+    let loaded = text(&metrics);
+    assert!(loaded.contains("# TYPE leasecron_config_info gauge"));
+    assert_eq!(config_info(&loaded), [("0123456789abcdef".to_owned(), 1.0)]);
+    assert_eq!(leasecron::observe::hash_hex(hash), "0123456789abcdef");
+    // The number gauge stays, the same hash's top 53 bits.
+    assert_eq!(
+        sample(&loaded, "leasecron_config_hash"),
+        Some((hash >> 11) as f64)
+    );
+    metrics.config_reload(&failed());
+    assert_eq!(
+        config_info(&text(&metrics)),
+        [("0123456789abcdef".to_owned(), 1.0)],
+        "a rejected version changes nothing in force"
+    );
+    metrics.config_reload(&applied(0xff, false));
+    assert_eq!(
+        config_info(&text(&metrics)),
+        [("00000000000000ff".to_owned(), 1.0)],
+        "one series: the old hash's is gone"
+    );
 }
 
 #[test]

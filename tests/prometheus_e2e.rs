@@ -1,7 +1,8 @@
 //! End to end with a real Prometheus: two `leasecron run` replicas elect through the fake API server's
 //! Lease, a `prometheus` server on 127.0.0.1 scrapes both (with deploy/alerts/leasecron.rules.yaml loaded),
 //! and PromQL over its HTTP API must show exactly one leader before and after a forced failover, while the
-//! Lease-flapping expression of the rules file moves.
+//! Lease-flapping expression of the rules file moves; the config-diverged expression counts one jobs
+//! version over both replicas.
 //!
 //! Skips, with a message, only when `prometheus` is not installed; `.ci/run` installs Debian's `prometheus`
 //! package, so CI always runs it.
@@ -29,6 +30,8 @@ const WAIT: Duration = Duration::from_secs(60);
 const RULES: &str = "deploy/alerts/leasecron.rules.yaml";
 /// The alert whose expression (without its threshold) is the flapping expression.
 const FLAPPING_ALERT: &str = "LeasecronLeaseFlapping";
+/// The alert whose expression (without its threshold) counts the jobs versions the replicas run.
+const DIVERGED_ALERT: &str = "LeasecronConfigDiverged";
 /// The scrape job's name in the generated prometheus.yml.
 const SCRAPE_JOB: &str = "leasecron";
 /// The leasecron job in the jobs file.
@@ -172,20 +175,36 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-/// The flapping alert's expression from the rules file without its final `> N` threshold line: the number
-/// of Lease acquisitions in the last 15 minutes.
-fn flapping_expression() -> String {
+/// The expression of the alert `name` in the rules file.
+fn alert_expression(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(RULES);
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{RULES}: {e}"));
     let rules: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{RULES}: {e}"));
-    let expr = rules["groups"]
+    rules["groups"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|group| group["rules"].as_array().into_iter().flatten())
-        .find(|rule| rule["alert"] == FLAPPING_ALERT)
+        .find(|rule| rule["alert"] == name)
         .and_then(|rule| rule["expr"].as_str())
-        .unwrap_or_else(|| panic!("{RULES} has no {FLAPPING_ALERT} alert with an expr"));
+        .unwrap_or_else(|| panic!("{RULES} has no {name} alert with an expr"))
+        .to_owned()
+}
+
+/// The diverged alert's expression without its `> 1` threshold: how many jobs versions the replicas of
+/// one Deployment run.
+fn versions_expression() -> String {
+    let expr = alert_expression(DIVERGED_ALERT);
+    expr.trim_end()
+        .strip_suffix("> 1")
+        .unwrap_or_else(|| panic!("{DIVERGED_ALERT}'s expr ends in `> 1`: {expr}"))
+        .to_owned()
+}
+
+/// The flapping alert's expression from the rules file without its final `> N` threshold line: the number
+/// of Lease acquisitions in the last 15 minutes.
+fn flapping_expression() -> String {
+    let expr = alert_expression(FLAPPING_ALERT);
     let lines: Vec<&str> = expr.trim_end().lines().collect();
     let [body @ .., threshold] = &lines[..] else {
         panic!("{FLAPPING_ALERT}'s expr is empty");
@@ -273,6 +292,20 @@ fn prometheus_sees_exactly_one_leader_across_a_failover_and_the_flapping_express
     assert!(
         both_up.is_some(),
         "Prometheus never saw both targets up: {}",
+        logs(&replicas, &prometheus)
+    );
+    // Both replicas run the same jobs: two info series, one hash, so the diverged alert's count is 1.
+    let versions = versions_expression();
+    let agreed = wait_for(WAIT, || {
+        let series = prometheus.scalar("count(leasecron_config_info)")?;
+        (series == 2.0)
+            .then(|| prometheus.scalar(&versions))
+            .flatten()
+    });
+    assert_eq!(
+        agreed,
+        Some(1.0),
+        "{versions}: {}",
         logs(&replicas, &prometheus)
     );
     let first = wait_single_leader(&prometheus, None).unwrap_or_else(|| {

@@ -396,6 +396,15 @@ fn a_reload_storm_ends_in_the_final_state() {
     assert_eq!(labelled, ["v100", "w2"]);
     let hash_metric = sample(&metrics, "leasecron_config_hash").expect("hash gauge");
     assert_eq!(hash_metric, (content_hash(&last) >> 11) as f64);
+    let info = format!(
+        "leasecron_config_info{{hash=\"{:016x}\"}}",
+        content_hash(&last)
+    );
+    assert_eq!(sample(&metrics, &info), Some(1.0), "{info}");
+    let infos = metrics
+        .lines()
+        .filter(|l| l.starts_with("leasecron_config_info{"));
+    assert_eq!(infos.count(), 1, "the versions before are gone");
     assert!(
         replica.log_text().lines().all(|l| !l.contains("panicked")),
         "no panic"

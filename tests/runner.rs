@@ -39,6 +39,7 @@ async fn exit_zero_succeeds() {
     assert_eq!(report.attempts, 1);
     assert_eq!(report.job, "exit-zero");
     assert_eq!(report.scheduled, slot(0));
+    assert_eq!(report.leftover_processes_killed, 0);
 }
 
 #[tokio::test]
@@ -205,6 +206,10 @@ async fn grandchildren_die_with_the_process_group() {
     job.termination_grace = Duration::from_secs(1);
     let report = run_once(job).await;
     assert_eq!(report.outcome, Outcome::TimedOut);
+    assert_eq!(
+        report.leftover_processes_killed, 0,
+        "the escalation signalled the whole group: nothing in it was left behind"
+    );
     let grandchild = read_pid(&dir.path().join("grandchild"));
     assert!(
         wait_until_gone(grandchild).await,
@@ -218,11 +223,33 @@ async fn background_processes_are_killed_after_a_normal_exit() {
     let script = "sleep 1000 & echo $! > background; exit 0";
     let report = run_once(in_dir(shell_job("background", script), &dir)).await;
     assert_eq!(report.outcome, Outcome::Succeeded);
+    assert_eq!(report.leftover_processes_killed, 1);
     let background = read_pid(&dir.path().join("background"));
     assert!(
         wait_until_gone(background).await,
         "background {background} leaked"
     );
+}
+
+#[tokio::test]
+async fn processes_left_in_the_group_are_counted_over_every_attempt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Each attempt leaves two processes in its group, and fails. (What leaves the group is found by its
+    // environment among the runner's descendants, so only where it is a subreaper, as `leasecron run` is:
+    // tests/http.rs counts both kinds.)
+    let script = "sleep 1000 & echo $! >> pids; sleep 1000 & echo $! >> pids; exit 1";
+    let mut job = in_dir(shell_job("leaves-two", script), &dir);
+    job.retries = 1;
+    job.retry_backoff = Duration::ZERO;
+    let report = run_once(job).await;
+    assert_eq!(report.outcome, Outcome::Failed(Failure::ExitCode(1)));
+    assert_eq!(report.attempts, 2);
+    assert_eq!(report.leftover_processes_killed, 4);
+    let pids = std::fs::read_to_string(dir.path().join("pids")).expect("the pids");
+    for pid in pids.split_whitespace() {
+        let pid = pid.parse().expect("a pid");
+        assert!(wait_until_gone(pid).await, "{pid} outlived its run");
+    }
 }
 
 // === the term ===

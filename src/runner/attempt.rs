@@ -53,6 +53,9 @@ pub(crate) struct Attempt {
     pub(crate) started_wall: DateTime<Utc>,
     /// Monotonic instant of the same moment.
     pub(crate) started: Instant,
+    /// Processes the attempt left behind, SIGKILLed at its end: alive in its group when its process
+    /// exited by itself, or outside the group carrying its `LEASECRON_*` variables.
+    pub(crate) leftovers: u32,
 }
 
 /// Why supervision stopped waiting.
@@ -78,6 +81,7 @@ pub(crate) async fn run(
             outcome: Outcome::Failed(Failure::Spawn(error.to_string())),
             started_wall,
             started,
+            leftovers: 0,
         }
     };
     let process = match command::build(spec.job, &spec.env) {
@@ -93,7 +97,7 @@ pub(crate) async fn run(
         Arc::clone(spec.clock),
     )
     .await?;
-    let outcome = match tried.result {
+    let (outcome, leftovers) = match tried.result {
         Ok(started) => supervise(&spec, started, on_spawn).await,
         Err(source) => {
             let dir_problem = process
@@ -120,18 +124,23 @@ pub(crate) async fn run(
         outcome,
         started_wall: tried.started_wall,
         started: tried.started,
+        leftovers,
     })
 }
 
+/// Supervises the attempt's process to its end; returns its outcome and how many processes it left behind.
 async fn supervise(
     spec: &AttemptSpec<'_>,
     mut process: Process,
     on_spawn: impl FnOnce(u32),
-) -> Outcome {
+) -> (Outcome, u32) {
     let pid = process.pid;
     if pid == 0 {
         // Only a child already reaped has no id, and nothing has waited for it yet.
-        return Outcome::Failed(Failure::Lost("the process has no pid".into()));
+        return (
+            Outcome::Failed(Failure::Lost("the process has no pid".into())),
+            0,
+        );
     }
     let child = &mut process;
     let pgid = i32::try_from(pid).unwrap_or(0);
@@ -155,17 +164,66 @@ async fn supervise(
     } else {
         Ending::Exited(child.wait().await)
     };
-    signal_group(pgid, Signal::SIGKILL);
+    // A group the runner signalled (timeout, cancellation, a forced shutdown) died with its process:
+    // nothing in it was left behind.
+    let signalled = !matches!(ending, Ending::Exited(_)) || !admitted || spec.groups.is_killed();
+    let left_in_group = end_group(spec, process.left_in_group(), pgid, signalled).await;
     spec.groups.release(pgid);
-    end_strays(spec).await;
+    let strays = end_strays(spec, pgid).await;
     if !pumps.drain(OUTPUT_DRAIN_TIMEOUT).await {
         tracing::warn!(job = %job, run_id, attempt, pid, "output pipes still open after the process group ended; stopped reading");
     }
     drop(process);
-    classify(
+    let outcome = classify(
         ending,
         spec.cancel.is_cancelled() || spec.groups.is_killed(),
-    )
+    );
+    (outcome, left_in_group.saturating_add(strays))
+}
+
+/// SIGKILLs what the attempt's process left in its group once it has ended, and returns how many processes
+/// were still alive there (0 if `signalled`: the group was ended with the process). The run supervisor has
+/// done it and `reported` the count already; a process launched in-process is counted here.
+async fn end_group(
+    spec: &AttemptSpec<'_>,
+    reported: Option<u32>,
+    pgid: i32,
+    signalled: bool,
+) -> u32 {
+    let left = match reported {
+        _ if signalled => {
+            signal_group(pgid, Signal::SIGKILL);
+            0
+        }
+        Some(left) => {
+            // The supervisor has SIGKILLed the group already; this finds it gone.
+            signal_group(pgid, Signal::SIGKILL);
+            left
+        }
+        // Counting needs a scan of /proc, if anything is left: off the runtime's workers.
+        None => match tokio::task::spawn_blocking(move || reaper::end_leftover_group(pgid)).await {
+            Ok(Ok(left)) => u32::try_from(left).unwrap_or(u32::MAX),
+            Ok(Err(error)) => {
+                tracing::warn!(job = %spec.job.name, run_id = spec.run_id, pgid, %error, "cannot end what the run left in its process group");
+                0
+            }
+            Err(_) => {
+                signal_group(pgid, Signal::SIGKILL);
+                0
+            }
+        },
+    };
+    if left > 0 {
+        tracing::warn!(
+            job = %spec.job.name,
+            run_id = spec.run_id,
+            attempt = spec.env.attempt,
+            pgid,
+            processes = left,
+            "the run's process exited and left processes in its group; killed them with the run"
+        );
+    }
+    left
 }
 
 async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Process, pgid: i32) -> Ending {
@@ -193,14 +251,15 @@ async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Process, pgid: i32
 }
 
 /// Kills what the attempt left behind outside its group, recognised by its `LEASECRON_*` variables: no
-/// process of a run outlives it.
-async fn end_strays(spec: &AttemptSpec<'_>) {
+/// process of a run outlives it. What is still in the attempt's group `pgid` was SIGKILLed with it, and is
+/// dying. Returns how many it killed.
+async fn end_strays(spec: &AttemptSpec<'_>, pgid: i32) -> u32 {
     let marks: Vec<String> = command::leasecron_env(&spec.job.name, &spec.env)
         .iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
     // /proc is read synchronously: off the runtime's workers.
-    let killed = tokio::task::spawn_blocking(move || reaper::kill_marked(&marks))
+    let killed = tokio::task::spawn_blocking(move || reaper::kill_marked(&marks, pgid))
         .await
         .unwrap_or_default();
     if !killed.is_empty() {
@@ -212,6 +271,7 @@ async fn end_strays(spec: &AttemptSpec<'_>) {
             "the run left processes behind outside its process group; killed them with the run"
         );
     }
+    u32::try_from(killed.len()).unwrap_or(u32::MAX)
 }
 
 async fn sleep_opt(timeout: Option<Duration>) {

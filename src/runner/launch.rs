@@ -16,7 +16,7 @@ use super::command::ProcessSpec;
 use super::spawner::{self, explain, Gate, Refused};
 use crate::clock::SharedClock;
 use crate::reaper::TrackedChild;
-use crate::supervisor::{ExitReport, SpawnError, SpawnRequest, Supervisor};
+use crate::supervisor::{Ended, ExitReport, SpawnError, SpawnRequest, Supervisor};
 
 /// How a runner starts processes.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +46,7 @@ enum Exit {
         supervisor: Arc<Supervisor>,
         report: oneshot::Receiver<ExitReport>,
         /// The report once received: `wait` may be called again after it completed.
-        got: Option<Result<ExitStatus, String>>,
+        got: Option<Result<Ended, String>>,
         pid: u32,
     },
 }
@@ -169,7 +169,7 @@ impl Process {
                     Some(result) => result.clone(),
                     None => {
                         let result = match report.await {
-                            Ok(Ok(status)) => Ok(status),
+                            Ok(Ok(ended)) => Ok(ended),
                             Ok(Err(error)) => Err(error.to_string()),
                             Err(_) => Err(format!(
                                 "the run supervisor is gone: the end of process {pid} is unknown"
@@ -178,8 +178,21 @@ impl Process {
                         got.insert(result).clone()
                     }
                 };
-                result.map_err(io::Error::other)
+                result.map(|ended| ended.status).map_err(io::Error::other)
             }
+        }
+    }
+
+    /// Once [`Process::wait`] returned: how many processes of its group the supervisor found alive and
+    /// SIGKILLed when it ended; `None` if this process must end its group itself (launched in-process, or
+    /// the supervisor did not report).
+    pub(crate) fn left_in_group(&self) -> Option<u32> {
+        match &self.exit {
+            Exit::Remote {
+                got: Some(Ok(ended)),
+                ..
+            } => Some(ended.left_in_group),
+            _ => None,
         }
     }
 }

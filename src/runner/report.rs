@@ -61,6 +61,13 @@ pub struct RunReport {
     pub duration: Duration,
     /// How late the first attempt started: `started_at - scheduled`, zero if early.
     pub start_delay: Duration,
+    /// The fencing token of the term the run belonged to.
+    pub fencing_token: u64,
+    /// Processes the run's attempts left behind, SIGKILLed as each attempt ended: alive in the attempt's
+    /// process group when its process exited by itself (`cmd &`), or outside the group and carrying its
+    /// `LEASECRON_*` variables (`setsid`, a double fork). Not counted for an attempt the runner ended
+    /// (timeout, cancellation): its group was signalled with it.
+    pub leftover_processes_killed: u32,
 }
 
 /// What the runner tells the rest of the process (metrics, `/status`).

@@ -111,6 +111,9 @@ pub enum Reply {
         signal: Option<i32>,
         /// It dumped core.
         core: bool,
+        /// How many processes of its group were still alive when it ended (SIGKILLed with the group).
+        #[serde(default)]
+        left_in_group: u32,
     },
 }
 
@@ -261,6 +264,7 @@ mod tests {
             code: None,
             signal: Some(9),
             core: false,
+            left_in_group: 2,
         };
         send(a.as_fd(), &reply, &[], true).expect("send");
         drop(a);

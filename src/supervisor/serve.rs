@@ -6,8 +6,9 @@
 //!
 //! - A spawn request is served at once: deadline checked, fork, exec, reply.
 //! - On SIGCHLD it reaps. A run's process is first seen as a zombie (`waitid(WNOWAIT)`), its process group
-//!   SIGKILLed while the zombie still pins the group id, then reaped and reported. Other children (orphans
-//!   reparented here) are reaped silently.
+//!   stopped (SIGSTOP) while the zombie still pins the group id, then it is reaped; what is left of the
+//!   group (its live processes pin the id now) is counted and SIGKILLed, and the end reported with that
+//!   count. Other children (orphans reparented here) are reaped silently.
 //! - SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM are blocked and read from the signalfd:
 //!   a terminal's Ctrl-C or hang-up, or a `pkill leasecron`, reaches leasecron, which ends its runs in
 //!   order; the supervisor's life is bound to leasecron's, not to signals. (The run's processes get an
@@ -280,17 +281,31 @@ impl Supervisor {
             let Some(pid) = status.pid() else { return };
             let run = self.runs.remove(&pid.as_raw());
             if run.is_some() {
-                // The zombie still holds the group id: the group cannot have been recycled yet.
-                match killpg(pid, Signal::SIGKILL) {
+                // The zombie still holds the group id: the group cannot have been recycled yet. What is
+                // left of it stops here (nothing forks or leaves it from now on), and is counted and
+                // SIGKILLed once the leader is reaped.
+                match killpg(pid, Signal::SIGSTOP) {
                     Ok(()) | Err(Errno::ESRCH) => {}
                     Err(error) => self.log(
                         "WARN",
-                        &format!("SIGKILL to process group {pid} failed: {error}"),
+                        &format!("SIGSTOP to process group {pid} failed: {error}"),
                     ),
                 }
             }
             let reaped = waitpid(pid, Some(WaitPidFlag::WNOHANG));
             if run.is_some() {
+                // Without the leader, only the processes left in the group hold its id: the group is
+                // gone (no scan of /proc), or they pin it until they are SIGKILLed.
+                let left_in_group = match reaper::end_leftover_group(pid.as_raw()) {
+                    Ok(left) => u32::try_from(left).unwrap_or(u32::MAX),
+                    Err(error) => {
+                        self.log(
+                            "WARN",
+                            &format!("ending what process {pid} left in its group: {error}"),
+                        );
+                        0
+                    }
+                };
                 let (code, signal, core) = match reaped {
                     Ok(WaitStatus::Exited(_, code)) => (Some(code), None, false),
                     Ok(WaitStatus::Signaled(_, signal, core)) => (None, Some(signal as i32), core),
@@ -301,6 +316,7 @@ impl Supervisor {
                     code,
                     signal,
                     core,
+                    left_in_group,
                 });
             }
         }
