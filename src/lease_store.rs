@@ -165,8 +165,22 @@ pub enum Error {
         /// The time limit that passed.
         after: Duration,
     },
+    /// The lease file's directory does not exist, or the path is a directory.
+    #[error("lease file {}: {problem}", .path.display())]
+    BadPath {
+        /// The `--lease-file` path.
+        path: PathBuf,
+        /// What is wrong with it, and the fix.
+        problem: String,
+    },
     /// The stored record cannot be read as a lease record.
-    #[error("lease file {}: corrupt: {detail}", .path.display())]
+    #[error(
+        "lease file {}: corrupt: {detail}. It holds only the current holder and fencing count: stop every \
+         leasecron using it, remove it (and {}.state only if that is corrupt too), and start again; the \
+         fencing tokens continue from the run state",
+        .path.display(),
+        .path.display()
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -317,6 +331,7 @@ impl Error {
             | Error::Unreachable { .. }
             | Error::Malformed { .. } => true,
             Error::Corrupt { .. }
+            | Error::BadPath { .. }
             | Error::ClientConfig { .. }
             | Error::Forbidden { .. }
             | Error::AccessDenied { .. }

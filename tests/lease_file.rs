@@ -194,7 +194,13 @@ async fn a_record_with_wrong_fields_is_corrupt() {
             r#"{"leaseDurationSeconds": 15, "leaseTransitions": -2, "version": 1}"#,
             "leaseTransitions must not be negative",
         ),
-        ("", "EOF"),
+        ("", "the file is empty"),
+        ("  \n", "the file is empty"),
+        ("null", "expected a JSON object with the lease's fields"),
+        (
+            r#"{"leaseDurationSeconds": 15"#,
+            "the file ends before the record does",
+        ),
     ];
     let store = open(&path);
     for (json, fragment) in cases {
@@ -269,13 +275,49 @@ async fn a_peer_stuck_holding_the_lock_makes_writes_time_out() {
 }
 
 #[tokio::test]
-async fn opening_in_a_missing_directory_fails_naming_the_lock_file() {
+async fn opening_in_a_missing_directory_fails_naming_the_directory() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("missing").join("leasecron.lease");
+    let missing = dir.path().join("missing");
+    let path = missing.join("leasecron.lease");
     let error = FileStore::open(&path, POLL).expect_err("no such directory");
     let message = error.to_string();
-    assert!(message.contains("leasecron.lease.lock"), "{message}");
+    assert!(
+        message.contains(&format!(
+            "its directory {} does not exist",
+            missing.display()
+        )),
+        "{message}"
+    );
+    assert!(!message.contains(".lock"), "{message}");
     assert!(!error.is_transient());
+}
+
+#[tokio::test]
+async fn a_directory_as_the_lease_file_is_refused_and_nothing_is_left_in_it() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let error = FileStore::open(dir.path(), POLL).expect_err("a directory");
+    let message = error.to_string();
+    assert!(message.contains("is a directory"), "{message}");
+    assert!(!error.is_transient());
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("lists").collect();
+    assert!(left.is_empty(), "nothing created: {left:?}");
+    let beside = dir.path().parent().expect("a parent").join(format!(
+        "{}.lock",
+        dir.path().file_name().expect("a name").to_string_lossy()
+    ));
+    assert!(!beside.exists(), "no lock file beside it");
+}
+
+#[tokio::test]
+async fn a_corrupt_record_says_how_to_recover() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = lease_path(&dir);
+    std::fs::write(&path, "").expect("writes");
+    let message = open(&path).get().await.expect_err("corrupt").to_string();
+    assert!(
+        message.contains("stop every leasecron using it, remove it"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,6 +146,26 @@ impl FileStore {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        // Checked before anything is created beside it, so that no `.lock` is left behind.
+        if path.is_dir() {
+            return Err(Error::BadPath {
+                path,
+                problem:
+                    "is a directory: give the path of a file in it (e.g. DIR/leasecron.lease); \
+                          leasecron creates it"
+                        .to_owned(),
+            });
+        }
+        if !dir.is_dir() {
+            return Err(Error::BadPath {
+                problem: format!(
+                    "its directory {} does not exist: create it, or choose a path in an existing \
+                     directory",
+                    dir.display()
+                ),
+                path,
+            });
+        }
         let store = FileStore {
             lock_path: with_suffix(&path, ".lock"),
             temp_path: with_suffix(&path, ".tmp"),
@@ -273,7 +293,11 @@ impl FileStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(&self.path, "reading", e)),
         };
-        let stored: StoredLease = serde_json::from_slice(&bytes).map_err(|e| self.corrupt(e))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(self.corrupt("the file is empty (a write cut short, or created by hand)"));
+        }
+        let stored: StoredLease =
+            serde_json::from_slice(&bytes).map_err(|e| self.corrupt(plain_json_error(&e)))?;
         stored.check().map_err(|detail| self.corrupt(detail))?;
         Ok(Some(stored))
     }
@@ -570,6 +594,31 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+/// serde_json's message without the Rust type names it may carry (`struct StoredLease`): what was expected,
+/// in the file's words, with its line and column.
+fn plain_json_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let text = text
+        .replace(
+            "struct StoredLease",
+            "a JSON object with the lease's fields",
+        )
+        .replace(
+            "expected a string",
+            "expected a lease record (a JSON object)",
+        );
+    match error.classify() {
+        serde_json::error::Category::Eof => {
+            format!(
+                "the file ends before the record does (line {}, column {})",
+                error.line(),
+                error.column()
+            )
+        }
+        _ => text,
+    }
 }
 
 fn io_error(path: &Path, op: &'static str, source: io::Error) -> Error {
