@@ -1091,7 +1091,8 @@ async fn run_with<S: LeaseStore>(
         let runner = Arc::clone(&runner);
         move || {
             runner.kill_all();
-            // The exit skips main's flush: write the last lines (the warning above) first, within a bound.
+            tracing::warn!(exit_code = FORCED_EXIT_CODE, "leasecron exiting");
+            // The exit skips main's flush: write the last lines (the warnings above) first, within a bound.
             crate::logging::flush(FORCED_EXIT_LOG_FLUSH);
             std::process::exit(FORCED_EXIT_CODE);
         }

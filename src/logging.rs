@@ -23,6 +23,9 @@
 //!
 //! Writes go to the descriptor through `write(2)` (`nix`) rather than `std::io::Stderr`, which reports a
 //! closed descriptor (`EBADF`) as success: such a loss is counted too.
+//!
+//! What a line looks like (logfmt text or JSON, and the conventions for field values) is in [`format`];
+//! [`subscriber`] puts the two together.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -31,6 +34,10 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
+
+pub mod format;
+
+pub use format::{rfc3339, seconds, subscriber, LogFormat};
 
 /// How many bytes of formatted events may wait for the writer thread; an event that would exceed it is
 /// dropped. 1 MiB is thousands of ordinary lines, or 64 of the longest job output lines (16 KiB).

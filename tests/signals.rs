@@ -336,7 +336,7 @@ fn sigterm_and_sigint_still_shut_down_cleanly_after_the_other_signals() {
         assert!(
             replica
                 .log_text()
-                .contains(&format!("signal=\"{shutdown}\"")),
+                .contains(&format!(" signal={shutdown}")),
             "{}",
             replica.log_text()
         );
