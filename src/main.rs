@@ -265,7 +265,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     match &result {
         Ok(()) => tracing::info!(exit_code = 0, "leasecron exiting"),
         Err(error) => {
-            tracing::error!(exit_code = exit_code(error), error = %format!("{error:#}"), "leasecron exiting");
+            // Our errors' messages already name their cause; another error shows its chain.
+            let text = match error.downcast_ref::<app::Error>() {
+                Some(e) => e.to_string(),
+                None => format!("{error:#}"),
+            };
+            tracing::error!(
+                exit_code = exit_code(error),
+                error = text,
+                "leasecron exiting"
+            );
         }
     }
     // The log is written by a thread of its own: let it write the last lines before the process exits.

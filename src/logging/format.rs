@@ -350,8 +350,13 @@ mod tests {
 
     impl Buffer {
         fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap_or_else(PoisonError::into_inner).clone())
-                .expect("UTF-8")
+            String::from_utf8(
+                self.0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            )
+            .expect("UTF-8")
         }
     }
 
@@ -458,7 +463,10 @@ mod tests {
             .and_then(|rest| rest.split_once(' '))
             .map(|(ts, rest)| {
                 DateTime::parse_from_rfc3339(ts).expect("RFC 3339");
-                assert!(ts.ends_with('Z') && ts.len() == 27, "UTC, microseconds: {ts}");
+                assert!(
+                    ts.ends_with('Z') && ts.len() == 27,
+                    "UTC, microseconds: {ts}"
+                );
                 rest
             })
             .expect("starts with ts=");
@@ -564,7 +572,12 @@ mod tests {
         assert_eq!(pairs[1].1, "warn");
         assert_eq!(pairs[3].1, "a \"b\"");
         assert_eq!(pairs[4].1, "12");
-        let json = LogFormat::Json.line(Level::ERROR, "leasecron::supervisor", "x", &[("supervisor_pid", 12)]);
+        let json = LogFormat::Json.line(
+            Level::ERROR,
+            "leasecron::supervisor",
+            "x",
+            &[("supervisor_pid", 12)],
+        );
         let value: serde_json::Value = serde_json::from_str(json.trim_end()).expect("JSON");
         assert_eq!(value["level"], "ERROR");
         assert_eq!(value["supervisor_pid"], 12);
@@ -578,7 +591,9 @@ mod tests {
             .parse::<DateTime<chrono::FixedOffset>>()
             .expect("a time");
         assert_eq!(rfc3339(&paris), "2026-03-29T01:30:00Z");
-        let precise = "2026-03-29T01:30:00.5Z".parse::<DateTime<Utc>>().expect("a time");
+        let precise = "2026-03-29T01:30:00.5Z"
+            .parse::<DateTime<Utc>>()
+            .expect("a time");
         assert_eq!(rfc3339(&precise), "2026-03-29T01:30:00.500Z");
     }
 }

@@ -171,7 +171,10 @@ impl Supervisor {
                     Ok(_) => {}
                     Err(Errno::EINTR) => continue,
                     Err(error) => {
-                        self.log(Level::ERROR, &format!("poll failed: {error}; ending every run"));
+                        self.log(
+                            Level::ERROR,
+                            &format!("poll failed: {error}; ending every run"),
+                        );
                         return;
                     }
                 }
