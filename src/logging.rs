@@ -24,7 +24,7 @@
 //! Writes go to the descriptor through `write(2)` (`nix`) rather than `std::io::Stderr`, which reports a
 //! closed descriptor (`EBADF`) as success: such a loss is counted too.
 //!
-//! What a line looks like (logfmt text or JSON, and the conventions for field values) is in [`format`];
+//! What a line looks like (logfmt text or JSON, and the conventions for field values) is in [`format`](mod@format);
 //! [`subscriber`] puts the two together.
 
 use std::collections::VecDeque;
