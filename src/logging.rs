@@ -66,6 +66,7 @@ pub struct LogQueue {
     /// Signalled when the writer has written everything queued.
     idle: Condvar,
     max_bytes: usize,
+    events: AtomicU64,
     write_errors: AtomicU64,
     dropped: AtomicU64,
     /// True once a writer thread was started.
@@ -123,6 +124,7 @@ impl LogQueue {
             queued: Condvar::new(),
             idle: Condvar::new(),
             max_bytes,
+            events: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             started: AtomicBool::new(false),
@@ -147,6 +149,11 @@ impl LogQueue {
         Ok(QueueWriter { queue: self })
     }
 
+    /// Events handed to the queue since the start: written, failed or dropped.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
     /// Events whose write failed, since the start.
     pub fn write_errors(&self) -> u64 {
         self.write_errors.load(Ordering::Relaxed)
@@ -159,6 +166,7 @@ impl LogQueue {
 
     /// Queues one event; drops and counts it if the queue is full. Never waits for the writer.
     pub fn push(&self, event: Vec<u8>) {
+        self.events.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         if state.bytes > 0 && state.bytes + event.len() > self.max_bytes {
             drop(state);
@@ -330,6 +338,7 @@ mod tests {
         let expected: Vec<String> = (0..100).map(|i| format!("line {i}\n")).collect();
         assert_eq!(written, expected);
         assert_eq!((queue.write_errors(), queue.dropped()), (0, 0));
+        assert_eq!(queue.events(), 100);
     }
 
     #[test]
@@ -364,6 +373,7 @@ mod tests {
         log(&writer, &"c".repeat(40));
         log(&writer, &"d".repeat(20));
         assert_eq!(queue.dropped(), 1, "c did not fit; d did");
+        assert_eq!(queue.events(), 4, "dropped ones count too");
         assert!(
             !queue.flush(Duration::from_millis(10)),
             "nothing drains while blocked"

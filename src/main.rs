@@ -261,9 +261,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format)?;
     let result = run_logged(args);
     // The last line of the log says how the replica ended; an error is also printed on its own after
-    // the log (by main), for whoever reads the terminal.
+    // the log (by main), for whoever reads the terminal. An error before anything was logged (bad flags
+    // or input, found before the replica starts) is the whole output: one line, not wrapped in a log line.
+    let logged = leasecron::logging::STDERR.events() > 0;
     match &result {
         Ok(()) => tracing::info!(exit_code = 0, "leasecron exiting"),
+        Err(_) if !logged => {}
         Err(error) => {
             // Our errors' messages already name their cause; another error shows its chain.
             let text = match error.downcast_ref::<app::Error>() {
