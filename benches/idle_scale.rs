@@ -140,7 +140,7 @@ fn measure(jobs: usize, idle: u64) -> Figures {
         if let Ok(Some(status)) = replica.child.try_wait() {
             panic!("the replica exited: {status}\n{}", replica.log_text());
         }
-        let leads = replica.log_text().contains("acquired leadership");
+        let leads = replica.log_text().contains(" msg=\"acquired");
         let ready = replica.http_get("/readyz").is_some_and(|r| r.status == 200);
         (leads && ready).then_some(())
     });

@@ -791,7 +791,7 @@ impl Startup {
                 step,
                 attempt,
                 %error,
-                retry_in = %humantime::format_duration(delay),
+                retry_in_seconds = delay.as_secs_f64(),
                 "the Kubernetes API is unavailable at start; retrying"
             );
             tokio::time::sleep(delay).await;
@@ -1155,9 +1155,9 @@ async fn run_with<S: LeaseStore>(
         lease = %store.describe(),
         jobs_source = %jobs.snapshot.origin,
         jobs = jobs.set.jobs.len(),
-        lease_duration = %humantime::format_duration(opts.timings.lease_duration),
-        renew_deadline = %humantime::format_duration(opts.timings.renew_deadline),
-        retry_period = %humantime::format_duration(opts.timings.retry_period),
+        lease_duration_seconds = opts.timings.lease_duration.as_secs_f64(),
+        renew_deadline_seconds = opts.timings.renew_deadline.as_secs_f64(),
+        retry_period_seconds = opts.timings.retry_period.as_secs_f64(),
         "leasecron starting"
     );
     let metrics = Arc::new(Metrics::new()?);
@@ -1213,7 +1213,8 @@ async fn run_with<S: LeaseStore>(
         let runner = Arc::clone(&runner);
         move || {
             runner.kill_all();
-            // The exit skips main's flush: write the last lines (the warning above) first, within a bound.
+            tracing::warn!(exit_code = FORCED_EXIT_CODE, "leasecron exiting");
+            // The exit skips main's flush: write the last lines (the warnings above) first, within a bound.
             crate::logging::flush(FORCED_EXIT_LOG_FLUSH);
             std::process::exit(FORCED_EXIT_CODE);
         }

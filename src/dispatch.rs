@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::{Job, JobSet};
+use crate::logging::rfc3339;
 use crate::runner::{Runner, Start};
 use crate::schedule::{Tick, Timer};
 use crate::state::{self, Ledger};
@@ -270,7 +271,7 @@ impl Dispatcher {
             for job in &jobs.jobs {
                 let owed = state::catch_up(job, record.jobs.get(&job.name), now);
                 if owed.missed > 0 {
-                    let latest = owed.latest_missed.map(|at| at.to_rfc3339());
+                    let latest = owed.latest_missed.as_ref().map(rfc3339);
                     tracing::warn!(job = %job.name, missed = owed.missed, truncated = owed.missed_truncated, latest, "slots fell due without a leader and are skipped (past startingDeadline, or older than the latest)");
                     this.send(DispatchEvent::MissedSlots {
                         job: job.name.clone(),
@@ -281,9 +282,9 @@ impl Dispatcher {
                 }
                 if let Some(slot) = owed.run {
                     if owed.rerun {
-                        tracing::info!(job = %job.name, %slot, fencing_token = token.0, "rerunning a run the previous term interrupted (rerunInterrupted)");
+                        tracing::info!(job = %job.name, slot = rfc3339(&slot), fencing_token = token.0, "rerunning a run the previous term interrupted (rerunInterrupted)");
                     } else {
-                        tracing::info!(job = %job.name, %slot, fencing_token = token.0, "catching up a slot that fell due without a leader");
+                        tracing::info!(job = %job.name, slot = rfc3339(&slot), fencing_token = token.0, "catching up a slot that fell due without a leader");
                     }
                     let _: Start = this
                         .runner
@@ -325,6 +326,7 @@ impl Dispatcher {
             .map(|(name, timer)| (name.clone(), Arc::clone(&timer.job)))
             .collect();
         let diff = JobsDiff::between(&in_force, &jobs);
+        log_suspensions(&in_force, &jobs);
         for name in diff.removed.iter().chain(&diff.changed) {
             if let Some(timer) = timers.remove(name) {
                 timer.stop.cancel();
@@ -337,9 +339,9 @@ impl Dispatcher {
                 tracing::info!(jobs = jobs.jobs.len(), "jobs applied: no job changed");
             } else {
                 tracing::info!(
-                    added = ?diff.added,
-                    removed = ?diff.removed,
-                    changed = ?diff.changed,
+                    added = diff.added.join(","),
+                    removed = diff.removed.join(","),
+                    changed = diff.changed.join(","),
                     unchanged = diff.unchanged,
                     "jobs applied"
                 );
@@ -412,7 +414,7 @@ impl Dispatcher {
         }
         let leadership = self.leadership.borrow().clone();
         let Some(term) = leadership.live_term() else {
-            tracing::debug!(job = %job.name, %scheduled, "not the leader: not starting");
+            tracing::debug!(job = %job.name, scheduled = rfc3339(&scheduled), reason = "not_leader", "run skipped");
             return;
         };
         // The runner logs and reports its own skips (overlap, term no longer live).
@@ -427,11 +429,14 @@ impl Dispatcher {
         lateness: Option<std::time::Duration>,
     ) {
         let leads = self.leadership.borrow().is_leader();
-        let lateness = lateness.map(|l| humantime::format_duration(l).to_string());
-        if leads {
-            tracing::warn!(job = %job.name, %scheduled, reason = reason.label(), lateness, "fire skipped");
+        let lateness_seconds = lateness.map(|l| l.as_secs_f64());
+        let slot = rfc3339(&scheduled);
+        // A missed slot is news from a leader. A suspended job's skips are not: its suspension is logged
+        // once, when it is loaded (log_suspensions), not at every fire (every second for some schedules).
+        if leads && reason == Skip::MissedDeadline {
+            tracing::warn!(job = %job.name, scheduled = slot, reason = reason.label(), lateness_seconds, "run skipped");
         } else {
-            tracing::debug!(job = %job.name, %scheduled, reason = reason.label(), lateness, "fire skipped");
+            tracing::debug!(job = %job.name, scheduled = slot, reason = reason.label(), lateness_seconds, "run skipped");
         }
         self.send(DispatchEvent::Skipped {
             job: job.name.clone(),
@@ -445,6 +450,27 @@ impl Dispatcher {
         if let Some(events) = &self.events {
             // A closed channel means nobody listens any more (shutdown); dispatching is unaffected.
             let _ = events.send(event);
+        }
+    }
+}
+
+/// Logs each job that a version of the jobs suspends or resumes, against the jobs in force before it
+/// (none at the start): once per change, rather than a line at every skipped fire.
+fn log_suspensions(in_force: &BTreeMap<String, Arc<Job>>, jobs: &JobSet) {
+    for job in &jobs.jobs {
+        let was = in_force.get(&job.name).map(|before| before.suspend);
+        match (was, job.suspend) {
+            (None | Some(false), true) => tracing::info!(
+                job = %job.name,
+                suspended = true,
+                "job suspended: its fires are skipped until it is resumed"
+            ),
+            (Some(true), false) => tracing::info!(
+                job = %job.name,
+                suspended = false,
+                "job resumed: its fires start runs again"
+            ),
+            _ => {}
         }
     }
 }

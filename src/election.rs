@@ -38,7 +38,7 @@ use crate::clock::SharedClock;
 use crate::lease_store::{self, Change, LeaseRecord, LeaseStore, Verb, Versioned};
 use crate::term::{FencingToken, Leadership, Term, TermHandle};
 
-use observation::Observation;
+use observation::{Observation, Takeover};
 
 mod config;
 mod event;
@@ -361,6 +361,7 @@ impl<S: LeaseStore> Elector<S> {
         let now = self.clock.now();
         let record = self.held_record(now, now, transitions);
         let sent = Instant::now();
+        let takeover = observed.takeover(sent);
         let result = match &observed.record {
             None => {
                 self.follower_call(Verb::Create, self.store.create(&record))
@@ -384,7 +385,7 @@ impl<S: LeaseStore> Elector<S> {
                          deleted or rewritten): the new term continues above the run state's token"
                     );
                 }
-                Ok(self.begin_term(written, sent, now))
+                Ok(self.begin_term(written, sent, now, &takeover))
             }
             Err(e) if e.is_conflict() => {
                 tracing::debug!(error = %e, "a peer wrote the lease record first; re-reading");
@@ -459,17 +460,30 @@ impl<S: LeaseStore> Elector<S> {
         }
     }
 
-    fn begin_term(&self, written: Versioned, sent: Instant, acquired_at: DateTime<Utc>) -> State {
+    fn begin_term(
+        &self,
+        written: Versioned,
+        sent: Instant,
+        acquired_at: DateTime<Utc>,
+        takeover: &Takeover,
+    ) -> State {
         let token = fencing_token(written.record.lease_transitions);
         self.note(&written);
         let mut term = Term::begin(token, acquired_at, sent + self.config.renew_deadline);
         if self.sweep_strays {
             term = term.sweeping_strays();
         }
+        let own = if takeover.holder() == Some(self.config.identity.as_str()) {
+            " (this replica's identity: an earlier process or term)"
+        } else {
+            ""
+        };
         tracing::info!(
             identity = %self.config.identity,
-            fencing_token = %token,
-            "acquired leadership"
+            fencing_token = token.0,
+            cause = takeover.label(),
+            previous_holder = takeover.holder(),
+            "{takeover}{own}"
         );
         self.emit(ElectionEvent::Observed {
             holder: Some(self.config.identity.clone()),
@@ -505,8 +519,15 @@ impl<S: LeaseStore> Elector<S> {
                 lease_transitions: current.record.lease_transitions,
             });
         }
+        self.publish_follower(observed, true);
+    }
+
+    /// Publishes [`Leadership::Follower`] with the observed holder. If that is news (this replica was not
+    /// following that holder: it just started, led, or the holder changed) and `announce`, logs
+    /// "following HOLDER": once per holder, not once per renew.
+    fn publish_follower(&self, observed: &Observation, announce: bool) {
         let holder = observed.holder();
-        self.leadership.send_if_modified(|current| {
+        let changed = self.leadership.send_if_modified(|current| {
             let same =
                 matches!(current, Leadership::Follower { holder: h } if h.as_deref() == holder);
             if !same {
@@ -516,6 +537,44 @@ impl<S: LeaseStore> Elector<S> {
             }
             !same
         });
+        // No holder: this replica acquires at once, and says so.
+        if let (true, true, Some(holder)) = (changed, announce, holder) {
+            self.log_following(holder, observed);
+        }
+    }
+
+    /// "following r1 (lease renewed 1.2 s ago)". The age compares the record's `renewTime` with this
+    /// replica's wall clock: for the reader only (expiry never uses it).
+    fn log_following(&self, holder: &str, observed: &Observation) {
+        let renewed = observed.record.as_ref().and_then(|v| v.record.renew_time);
+        let ago = renewed.map(|at| (self.clock.now() - at).num_milliseconds() as f64 / 1000.0);
+        let when = match ago {
+            Some(ago) if ago < 0.0 => {
+                format!(
+                    "lease renewed {:.1} s in the future: the clocks differ",
+                    -ago
+                )
+            }
+            Some(ago) => format!("lease renewed {ago:.1} s ago"),
+            None => "no renew time in the lease".to_owned(),
+        };
+        let transitions = observed.record.as_ref().map(|v| v.record.lease_transitions);
+        if holder == self.config.identity {
+            tracing::info!(
+                holder,
+                renewed_seconds_ago = ago,
+                lease_transitions = transitions,
+                "following {holder} ({when}): this replica's own identity (an earlier process, or this \
+                 one's ended term); acquiring once it expires"
+            );
+        } else {
+            tracing::info!(
+                holder,
+                renewed_seconds_ago = ago,
+                lease_transitions = transitions,
+                "following {holder} ({when})"
+            );
+        }
     }
 
     // --- leading ---
@@ -524,7 +583,7 @@ impl<S: LeaseStore> Elector<S> {
         let known = Some(lead.record.version.clone());
         tokio::select! {
             biased;
-            () = sleep_until(lead.deadline()) => Ok(self.lose(lead, LossReason::RenewDeadline, None).await),
+            () = sleep_until(lead.deadline()) => Ok(self.lose(lead, LossReason::RenewDeadline, None, None).await),
             () = shutdown.cancelled() => Ok(self.shut_down(lead).await),
             () = sleep_until(lead.next_renew_at) => self.renew(lead).await,
             change = self.store.changed(known) => self.on_change_while_leading(lead, change).await,
@@ -538,7 +597,7 @@ impl<S: LeaseStore> Elector<S> {
                 Ownership::Ours => result = self.try_renew(&mut lead).await,
                 Ownership::Taken(observed) => {
                     return Ok(self
-                        .lose(lead, LossReason::LeaseTaken, Some(observed))
+                        .lose(lead, LossReason::LeaseTaken, Some(observed), None)
                         .await)
                 }
                 Ownership::Unknown(e) => result = Err(e),
@@ -549,7 +608,7 @@ impl<S: LeaseStore> Elector<S> {
             Err(e) if e.is_transient() => {
                 tracing::warn!(
                     error = %e,
-                    deadline_in = ?lead.deadline().saturating_duration_since(Instant::now()),
+                    deadline_in_seconds = lead.deadline().saturating_duration_since(Instant::now()).as_secs_f64(),
                     "renewing the lease failed; retrying until the renew deadline"
                 );
                 self.emit(ElectionEvent::RenewFailed {
@@ -558,7 +617,8 @@ impl<S: LeaseStore> Elector<S> {
                 Ok(State::Leading(Box::new(lead)))
             }
             Err(e) => {
-                self.lose(lead, LossReason::StoreError, None).await;
+                self.lose(lead, LossReason::StoreError, None, Some(&e))
+                    .await;
                 Err(e.into())
             }
         }
@@ -610,7 +670,7 @@ impl<S: LeaseStore> Elector<S> {
                 lead.observed_at = now;
                 Ownership::Ours
             }
-            other => Ownership::Taken(Observation::first(other, now)),
+            other => Ownership::Taken(Observation::after(other, now, &self.config.identity)),
         }
     }
 
@@ -628,14 +688,15 @@ impl<S: LeaseStore> Elector<S> {
                 Ownership::Ours => {}
                 Ownership::Taken(observed) => {
                     return Ok(self
-                        .lose(lead, LossReason::LeaseTaken, Some(observed))
+                        .lose(lead, LossReason::LeaseTaken, Some(observed), None)
                         .await)
                 }
                 Ownership::Unknown(e) if e.is_transient() => {
                     tracing::debug!(error = %e, "cannot re-read the lease record after a change");
                 }
                 Ownership::Unknown(e) => {
-                    self.lose(lead, LossReason::StoreError, None).await;
+                    self.lose(lead, LossReason::StoreError, None, Some(&e))
+                        .await;
                     return Err(e.into());
                 }
             },
@@ -651,31 +712,90 @@ impl<S: LeaseStore> Elector<S> {
         lead: Leading,
         reason: LossReason,
         observed: Option<Observation>,
+        error: Option<&lease_store::Error>,
     ) -> State {
-        let observed = observed.unwrap_or(Observation {
-            record: Some(lead.record),
-            at: lead.observed_at,
-            vanished: false,
-        });
+        let overdue = Instant::now() >= lead.deadline();
+        let observed =
+            observed.unwrap_or_else(|| Observation::first(Some(lead.record), lead.observed_at));
+        let mut cause = self.loss_cause(reason, &observed, error);
+        if overdue && reason != LossReason::RenewDeadline {
+            // A replica frozen past its deadline may see the take-over before its deadline timer fires.
+            cause.push_str(" (the renew deadline had passed too)");
+        }
+        let token = lead.token.0;
         tracing::warn!(
             identity = %self.config.identity,
-            fencing_token = %lead.token,
-            %reason,
-            holder = observed.holder().unwrap_or(""),
-            "lost leadership; ending the term"
+            fencing_token = token,
+            reason = reason.as_str(),
+            holder = (reason == LossReason::LeaseTaken)
+                .then(|| observed.holder())
+                .flatten(),
+            "lost leadership: {cause}; ending the term"
         );
+        let acquired_at = lead.term.term().acquired_at();
         lead.term.end().await;
+        self.log_term_ended(token, reason, acquired_at, &cause);
         self.emit(ElectionEvent::Lost {
             token: lead.token,
             reason,
         });
-        self.leadership.send_replace(Leadership::Follower {
-            holder: observed.holder().map(str::to_owned),
-        });
+        // A store error ends the elector: it follows nobody. After its own last record (the renew deadline
+        // passed), it follows itself until that expires or a peer takes over: the line above says so, and
+        // the peer's record, when it comes, is news.
+        let announce = reason != LossReason::StoreError
+            && observed.holder() != Some(self.config.identity.as_str());
+        self.publish_follower(&observed, announce);
         State::Following {
             observed,
             retry_at: None,
         }
+    }
+
+    /// Why a term ended, in words: "lost the lease to r1", "renew deadline passed: …", "lease deleted", …
+    fn loss_cause(
+        &self,
+        reason: LossReason,
+        observed: &Observation,
+        error: Option<&lease_store::Error>,
+    ) -> String {
+        match reason {
+            LossReason::RenewDeadline => format!(
+                "renew deadline passed (no renew succeeded for {} s)",
+                self.config.renew_deadline.as_secs_f64()
+            ),
+            LossReason::LeaseTaken => match (&observed.record, observed.holder()) {
+                (None, _) => "lease deleted".to_owned(),
+                (Some(_), None) => "lease released by another writer".to_owned(),
+                (Some(_), Some(holder)) if holder == self.config.identity => {
+                    "lost the lease to another process with this replica's identity".to_owned()
+                }
+                (Some(_), Some(holder)) => format!("lost the lease to {holder}"),
+            },
+            LossReason::Shutdown => "shutdown".to_owned(),
+            LossReason::StoreError => match error {
+                Some(error) => format!("store error: {error}"),
+                None => "store error".to_owned(),
+            },
+        }
+    }
+
+    /// "term ended: CAUSE", once every run of the term has ended.
+    fn log_term_ended(
+        &self,
+        token: u64,
+        reason: LossReason,
+        acquired_at: DateTime<Utc>,
+        cause: &str,
+    ) {
+        let term_seconds = (self.clock.now() - acquired_at)
+            .to_std()
+            .map_or(0.0, |d| d.as_secs_f64());
+        tracing::info!(
+            fencing_token = token,
+            reason = reason.as_str(),
+            term_seconds,
+            "term ended: {cause}"
+        );
     }
 
     /// Ends the term, waits for its runs, and only then releases the lease.
@@ -686,8 +806,13 @@ impl<S: LeaseStore> Elector<S> {
             record,
             ..
         } = lead;
-        tracing::info!(fencing_token = %token, "shutting down: ending the term before releasing the lease");
+        tracing::info!(
+            fencing_token = token.0,
+            "shutting down: ending the term before releasing the lease"
+        );
+        let acquired_at = term.term().acquired_at();
         term.end().await;
+        self.log_term_ended(token.0, LossReason::Shutdown, acquired_at, "shutdown");
         self.emit(ElectionEvent::Lost {
             token,
             reason: LossReason::Shutdown,
@@ -711,7 +836,7 @@ impl<S: LeaseStore> Elector<S> {
         let update = self.store.update(&released, &ours.version);
         match self.follower_call(Verb::Update, update).await {
             Ok(_) => {
-                tracing::info!(fencing_token = %token, "released the lease");
+                tracing::info!(fencing_token = token.0, "released the lease");
                 self.emit(ElectionEvent::Released { token });
                 None
             }

@@ -49,7 +49,7 @@
 //!   keeps the other signals a daemon gets from ending it (SIGHUP re-reads the jobs; SIGUSR1, SIGUSR2 and
 //!   SIGALRM are logged and ignored); [`http`] serves `/metrics`, `/status`, `/healthz` and `/readyz`.
 //! - [`logging`] carries the log to stderr without ever panicking or blocking the runtime: a bounded queue
-//!   and a writer thread, counting what is lost.
+//!   and a writer thread, counting what is lost. [`logging::format`](mod@logging::format) makes its lines: logfmt or JSON.
 //! - [`app`] wires them into the `run`, `validate` and `next` commands; `main.rs` only parses flags.
 //! - [`clock`] makes the wall clock injectable, so timing logic is tested under paused tokio time.
 //!

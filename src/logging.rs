@@ -23,6 +23,9 @@
 //!
 //! Writes go to the descriptor through `write(2)` (`nix`) rather than `std::io::Stderr`, which reports a
 //! closed descriptor (`EBADF`) as success: such a loss is counted too.
+//!
+//! What a line looks like (logfmt text or JSON, and the conventions for field values) is in [`format`](mod@format);
+//! [`subscriber`] puts the two together.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -31,6 +34,10 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
+
+pub mod format;
+
+pub use format::{rfc3339, seconds, subscriber, LogFormat};
 
 /// How many bytes of formatted events may wait for the writer thread; an event that would exceed it is
 /// dropped. 1 MiB is thousands of ordinary lines, or 64 of the longest job output lines (16 KiB).
@@ -59,6 +66,7 @@ pub struct LogQueue {
     /// Signalled when the writer has written everything queued.
     idle: Condvar,
     max_bytes: usize,
+    events: AtomicU64,
     write_errors: AtomicU64,
     dropped: AtomicU64,
     /// True once a writer thread was started.
@@ -116,6 +124,7 @@ impl LogQueue {
             queued: Condvar::new(),
             idle: Condvar::new(),
             max_bytes,
+            events: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             started: AtomicBool::new(false),
@@ -140,6 +149,11 @@ impl LogQueue {
         Ok(QueueWriter { queue: self })
     }
 
+    /// Events handed to the queue since the start: written, failed or dropped.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
     /// Events whose write failed, since the start.
     pub fn write_errors(&self) -> u64 {
         self.write_errors.load(Ordering::Relaxed)
@@ -152,6 +166,7 @@ impl LogQueue {
 
     /// Queues one event; drops and counts it if the queue is full. Never waits for the writer.
     pub fn push(&self, event: Vec<u8>) {
+        self.events.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         if state.bytes > 0 && state.bytes + event.len() > self.max_bytes {
             drop(state);
@@ -323,6 +338,7 @@ mod tests {
         let expected: Vec<String> = (0..100).map(|i| format!("line {i}\n")).collect();
         assert_eq!(written, expected);
         assert_eq!((queue.write_errors(), queue.dropped()), (0, 0));
+        assert_eq!(queue.events(), 100);
     }
 
     #[test]
@@ -357,6 +373,7 @@ mod tests {
         log(&writer, &"c".repeat(40));
         log(&writer, &"d".repeat(20));
         assert_eq!(queue.dropped(), 1, "c did not fit; d did");
+        assert_eq!(queue.events(), 4, "dropped ones count too");
         assert!(
             !queue.flush(Duration::from_millis(10)),
             "nothing drains while blocked"

@@ -6,7 +6,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -211,7 +211,7 @@ enum LogFormat {
     Json,
 }
 
-impl From<LogFormat> for leasecron::supervisor::LogFormat {
+impl From<LogFormat> for leasecron::logging::LogFormat {
     fn from(format: LogFormat) -> Self {
         match format {
             LogFormat::Text => Self::Text,
@@ -230,7 +230,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let app_error = err.downcast_ref::<app::Error>();
-            let code = app_error.map_or(app::EXIT_FAILURE, app::Error::exit_code);
+            let code = exit_code(&err);
             // Written directly (the log's writer has flushed by now); a closed stderr loses it, silently.
             let mut stderr = std::io::stderr().lock();
             let _ = match app_error {
@@ -242,6 +242,12 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
+}
+
+/// The exit code of a command that failed with `err`: 2 for bad input, 1 for failures at run time.
+fn exit_code(err: &anyhow::Error) -> i32 {
+    err.downcast_ref::<app::Error>()
+        .map_or(app::EXIT_FAILURE, app::Error::exit_code)
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -357,6 +363,34 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format)?;
+    let result = run_logged(args);
+    // The last line of the log says how the replica ended; an error is also printed on its own after
+    // the log (by main), for whoever reads the terminal. An error before anything was logged (bad flags
+    // or input, found before the replica starts) is the whole output: one line, not wrapped in a log line.
+    let logged = leasecron::logging::STDERR.events() > 0;
+    match &result {
+        Ok(()) => tracing::info!(exit_code = 0, "leasecron exiting"),
+        Err(_) if !logged => {}
+        Err(error) => {
+            // Our errors' messages already name their cause; another error shows its chain.
+            let text = match error.downcast_ref::<app::Error>() {
+                Some(e) => e.to_string(),
+                None => format!("{error:#}"),
+            };
+            tracing::error!(
+                exit_code = exit_code(error),
+                error = text,
+                "leasecron exiting"
+            );
+        }
+    }
+    // The log is written by a thread of its own: let it write the last lines before the process exits.
+    leasecron::logging::flush(leasecron::logging::EXIT_FLUSH_LIMIT);
+    result
+}
+
+/// `run` once logging is set up.
+fn run_logged(args: RunArgs) -> anyhow::Result<()> {
     let jobs = match (args.jobs, args.jobs_configmap) {
         (Some(path), _) => JobsSource::File(path),
         (None, Some(configmap)) => JobsSource::ConfigMap(configmap),
@@ -382,30 +416,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     let result = runtime.block_on(app::run(opts, Arc::new(SystemClock)));
     drop(runtime);
-    // The log is written by a thread of its own: let it write the last lines before the process exits.
-    leasecron::logging::flush(leasecron::logging::EXIT_FLUSH_LIMIT);
     Ok(result?)
 }
 
 /// Logs to stderr through [`leasecron::logging`]: a log write never panics and never blocks the runtime.
 fn init_logging(format: LogFormat) -> anyhow::Result<()> {
+    use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::EnvFilter;
     // kube's HTTP layer logs every failed request at ERROR; the elector reports them with context.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube_client=off"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(leasecron::logging::stderr()?)
-        // Our writer never fails; were it to, reporting that with eprintln! could panic.
-        .log_internal_errors(false);
-    match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+    leasecron::logging::subscriber(format.into(), filter, leasecron::logging::stderr()?)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }

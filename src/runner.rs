@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::{ConcurrencyPolicy, Job, MAX_RETRY_BACKOFF};
+use crate::logging::rfc3339;
 use crate::state::{Claim, Completion, Ledger};
 use crate::term::Term;
 
@@ -286,7 +287,12 @@ impl Runner {
     }
 
     fn skip(&self, job: &str, scheduled: DateTime<Utc>, reason: SkipReason) {
-        tracing::info!(job, %scheduled, reason = reason.label(), "run skipped");
+        tracing::info!(
+            job,
+            scheduled = rfc3339(&scheduled),
+            reason = reason.label(),
+            "run skipped"
+        );
         self.send(RunEvent::Skipped {
             job: job.to_owned(),
             scheduled,
@@ -345,7 +351,7 @@ impl Run {
                 .skip(&self.job.name, self.scheduled, SkipReason::NotLeader);
             return;
         }
-        tracing::debug!(job = %self.job.name, run_id = self.slot.id, fencing_token = self.term.fencing_token().0, scheduled = %self.scheduled, "run begins");
+        tracing::debug!(job = %self.job.name, run_id = self.slot.id, fencing_token = self.term.fencing_token().0, scheduled = rfc3339(&self.scheduled), "run begins");
         let mut attempts = 0;
         let mut first = None;
         let mut last = None;
@@ -414,15 +420,27 @@ impl Run {
                 slot,
                 fencing_token,
             }) => {
-                tracing::info!(job, scheduled = %self.scheduled, recorded_slot = %slot, recorded_fencing_token = fencing_token, "slot already started: not running it again");
+                tracing::info!(
+                    job,
+                    scheduled = rfc3339(&self.scheduled),
+                    recorded_slot = rfc3339(&slot),
+                    recorded_fencing_token = fencing_token,
+                    "slot already started: not running it again"
+                );
                 Some(SkipReason::AlreadyStarted)
             }
             Ok(Claim::Stale { record_token }) => {
-                tracing::warn!(job, scheduled = %self.scheduled, fencing_token = token.0, record_token, "a newer term wrote the run state: this term is stale, not starting");
+                tracing::warn!(
+                    job,
+                    scheduled = rfc3339(&self.scheduled),
+                    fencing_token = token.0,
+                    record_token,
+                    "a newer term wrote the run state: this term is stale, not starting"
+                );
                 Some(SkipReason::NotLeader)
             }
             Err(error) => {
-                tracing::error!(job, scheduled = %self.scheduled, %error, "cannot record the slot as started: not starting it (a slot runs at most once)");
+                tracing::error!(job, scheduled = rfc3339(&self.scheduled), %error, "cannot record the slot as started: not starting it (a slot runs at most once)");
                 Some(SkipReason::StateUnavailable)
             }
         }
@@ -446,7 +464,7 @@ impl Run {
             .complete(&self.job.name, self.term.fencing_token(), completion)
             .await
         {
-            tracing::warn!(job = %self.job.name, scheduled = %self.scheduled, %error, "cannot record the run's completion in the run state");
+            tracing::warn!(job = %self.job.name, scheduled = rfc3339(&self.scheduled), %error, "cannot record the run's completion in the run state");
         }
     }
 
@@ -501,7 +519,7 @@ impl Run {
         let backoff = retry_backoff(self.job.retry_backoff, attempts);
         let job = &self.job.name;
         let (run_id, fencing_token) = (self.slot.id, self.term.fencing_token().0);
-        tracing::info!(job, run_id, fencing_token, attempt = attempts, %outcome, ?backoff, "attempt failed; retrying after backoff");
+        tracing::info!(job, run_id, fencing_token, attempt = attempts, detail = %outcome, backoff_seconds = backoff.as_secs_f64(), "attempt failed; retrying after backoff");
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             () = self.cancel.cancelled() => return false,
@@ -530,14 +548,24 @@ impl Run {
         } = &report;
         let label = outcome.label();
         let (run_id, fencing_token) = (self.slot.id, self.term.fencing_token().0);
-        let duration_seconds = duration.as_secs_f64();
+        let (duration_seconds, scheduled) = (duration.as_secs_f64(), rfc3339(scheduled));
         // `attempt` (the last one) matches the other lines of the run; `attempts` is the count.
         match outcome {
             Outcome::Succeeded | Outcome::Cancelled => {
-                tracing::info!(job, run_id, fencing_token, %scheduled, attempt = attempts, attempts, outcome = label, duration_seconds, ?duration, "run finished")
+                tracing::info!(
+                    job,
+                    run_id,
+                    fencing_token,
+                    scheduled,
+                    attempt = attempts,
+                    attempts,
+                    outcome = label,
+                    duration_seconds,
+                    "run finished"
+                )
             }
             Outcome::Failed(_) | Outcome::TimedOut => {
-                tracing::warn!(job, run_id, fencing_token, %scheduled, attempt = attempts, attempts, outcome = label, detail = %outcome, duration_seconds, ?duration, "run finished")
+                tracing::warn!(job, run_id, fencing_token, scheduled, attempt = attempts, attempts, outcome = label, detail = %outcome, duration_seconds, "run finished")
             }
         }
         // Leave the running set before reporting, so a listener that sees Finished also sees running() drop;

@@ -86,14 +86,8 @@ pub enum Error {
     },
 }
 
-/// The format of the supervisor's few log lines, as leasecron's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// `TIMESTAMP LEVEL leasecron::supervisor: message`.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+/// The format of the supervisor's few log lines: leasecron's own (`--log-format`).
+pub use crate::logging::LogFormat;
 
 /// How one run's process ended, as the supervisor reported it.
 pub(crate) type ExitReport = io::Result<Ended>;
@@ -202,39 +196,6 @@ pub fn monotonic_now_ns() -> u64 {
 fn ns_at(instant: Instant) -> u64 {
     let ahead = instant.saturating_duration_since(Instant::now());
     monotonic_now_ns().saturating_add(u64::try_from(ahead.as_nanos()).unwrap_or(u64::MAX))
-}
-
-// === impl LogFormat ===
-
-impl LogFormat {
-    /// One log line of the supervisor, newline included.
-    pub fn line(self, level: &str, message: &str) -> String {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let pid = std::process::id();
-        match self {
-            LogFormat::Text => {
-                format!("{now} {level:>5} leasecron::supervisor: {message} supervisor_pid={pid}\n")
-            }
-            LogFormat::Json => {
-                let object = serde_json::json!({
-                    "timestamp": now,
-                    "level": level,
-                    "target": "leasecron::supervisor",
-                    "message": message,
-                    "supervisor_pid": pid,
-                });
-                format!("{object}\n")
-            }
-        }
-    }
-
-    /// The name `--log-format` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
-    }
 }
 
 // === impl Supervisor ===
@@ -582,19 +543,5 @@ mod tests {
         let dumped = exit_status(None, Some(6), true);
         assert_eq!(dumped.signal(), Some(6));
         assert!(dumped.core_dumped());
-    }
-
-    #[test]
-    fn log_lines_are_one_line_each_in_both_formats() {
-        let text = LogFormat::Text.line("WARN", "a b");
-        assert!(
-            text.ends_with('\n') && text.matches('\n').count() == 1,
-            "{text}"
-        );
-        assert!(text.contains(" WARN leasecron::supervisor: a b"), "{text}");
-        let json = LogFormat::Json.line("ERROR", "quote \" here");
-        let value: serde_json::Value = serde_json::from_str(json.trim_end()).expect("JSON");
-        assert_eq!(value["level"], "ERROR");
-        assert_eq!(value["message"], "quote \" here");
     }
 }

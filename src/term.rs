@@ -182,7 +182,7 @@ impl TermHandle {
             let killed = reaper::kill_descendants().await;
             if signalled + killed > 0 {
                 tracing::warn!(
-                    fencing_token = %self.term.fencing_token,
+                    fencing_token = self.term.fencing_token.0,
                     terminated = signalled,
                     killed,
                     "the term's runs left processes behind (outside their process groups); ended them \

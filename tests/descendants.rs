@@ -5,6 +5,8 @@
 //! decided by the kernel, not by clocks. Each of those processes also records its pid, so the tests can
 //! tell that none is left.
 
+#[path = "support/logfmt.rs"]
+mod logfmt;
 #[path = "support/replica.rs"]
 mod replica;
 
@@ -169,6 +171,25 @@ fn a_killed_supervisor_ends_the_term_releases_the_lease_and_exits_1() {
         log.contains(&format!("the run supervisor (pid {supervisor}) died")),
         "{log}"
     );
+    // The log's last line says how it ended; then the error, on its own, for a terminal.
+    let exit = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("ts="))
+        .map(|l| logfmt::parse(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .expect("a log line");
+    assert_eq!(exit.msg(), "leasecron exiting", "{log}");
+    assert_eq!(
+        (exit.get("level"), exit.get("exit_code")),
+        (Some("error"), Some("1"))
+    );
+    assert!(
+        exit.get("error")
+            .is_some_and(|e| e.starts_with(&format!("the run supervisor (pid {supervisor}) died"))),
+        "{exit:?}"
+    );
+    let last = log.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("leasecron: the run supervisor"), "{last}");
     assert_eq!(lease_holder(&lease), None, "the lease is released: {log}");
     assert_all_gone(&started, "after the supervisor's SIGKILL");
 }

@@ -515,7 +515,7 @@ fn deleting_the_lease_file_and_the_run_state_keeps_tokens_increasing_and_reports
         .lines()
         .find(|l| l.contains("fencing tokens went backwards"))
         .unwrap_or_else(|| panic!("an error is logged: {log}"));
-    assert!(error.contains("ERROR"), "{error}");
+    assert!(error.contains(" level=error "), "{error}");
     assert!(error.contains("from 2 to 0"), "{error}");
     assert_eq!(leader.http_get("/readyz").map(|r| r.status), Some(200));
     leader.stop_cleanly();

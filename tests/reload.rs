@@ -170,7 +170,7 @@ fn a_swap_to_broken_yaml_keeps_the_old_jobs_and_reports_the_failure() {
     let origin = mount.path().display().to_string();
     assert!(
         log.lines()
-            .any(|l| l.contains("ERROR") && l.contains(&format!("{origin}:3:15"))),
+            .any(|l| l.contains(" level=error ") && l.contains(&format!("{origin}:3:15"))),
         "the log names FILE:LINE:COL: {log}"
     );
     assert_eq!(

@@ -334,9 +334,7 @@ fn sigterm_and_sigint_still_shut_down_cleanly_after_the_other_signals() {
             "{shutdown}: the lease was released"
         );
         assert!(
-            replica
-                .log_text()
-                .contains(&format!("signal=\"{shutdown}\"")),
+            replica.log_text().contains(&format!(" signal={shutdown}")),
             "{}",
             replica.log_text()
         );

@@ -7,7 +7,11 @@
 //! A held record that disappears (the lease was deleted) is not free at once: its holder may still be in
 //! its term, with runs, and will create the record again as soon as that term has ended. Its absence is
 //! observed like a new version, and expires LD later.
+//!
+//! An observation also remembers the last holder it saw, so that whoever takes over a released or deleted
+//! record knows whom it took it from ([`Takeover`]), for the log.
 
+use std::fmt;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,15 +27,58 @@ pub(super) struct Observation {
     pub(super) at: Instant,
     /// There is no record, and the version observed before it had a holder (the lease was deleted).
     pub(super) vanished: bool,
+    /// The holder of the latest held version observed up to this one: this one's own if it is held.
+    pub(super) last_holder: Option<String>,
+}
+
+/// Whom a new term took the lease from, and why it was free: what the acquisition's log line says.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Takeover {
+    /// Nobody held it as far as this replica saw: no record, or one never observed held.
+    NoHolder,
+    /// `holder` released it (the record is there, without a holder).
+    Released {
+        /// The last holder observed.
+        holder: String,
+    },
+    /// `holder` stopped renewing: its record was unchanged for `after` (at least LD).
+    Expired {
+        /// The holder in the record.
+        holder: String,
+        /// How long the record had been unchanged.
+        after: Duration,
+    },
+    /// The record was deleted; `after` since its absence was first observed.
+    Deleted {
+        /// The last holder observed.
+        holder: String,
+        /// How long the record had been absent.
+        after: Duration,
+    },
 }
 
 impl Observation {
     pub(super) fn first(record: Option<Versioned>, at: Instant) -> Self {
+        let last_holder = record
+            .as_ref()
+            .and_then(|v| v.record.holder())
+            .map(str::to_owned);
         Observation {
             record,
             at,
             vanished: false,
+            last_holder,
         }
+    }
+
+    /// Like [`Observation::first`], after a version held by `previous` (so it is the last holder if
+    /// `record` has none).
+    pub(super) fn after(record: Option<Versioned>, at: Instant, previous: &str) -> Self {
+        let mut observed = Observation::first(record, at);
+        observed
+            .last_holder
+            .get_or_insert_with(|| previous.to_owned());
+        observed
     }
 
     /// The observation after reading `record` at `now`: the same first-observed instant if the version is
@@ -41,13 +88,12 @@ impl Observation {
             (Observation { record, ..self }, false)
         } else {
             let vanished = record.is_none() && self.holder().is_some();
-            (
-                Observation {
-                    vanished,
-                    ..Observation::first(record, now)
-                },
-                true,
-            )
+            let mut next = Observation::first(record, now);
+            next.vanished = vanished;
+            if next.last_holder.is_none() {
+                next.last_holder = self.last_holder;
+            }
+            (next, true)
         }
     }
 
@@ -63,6 +109,71 @@ impl Observation {
     /// record that vanished expires LD after its absence was first observed.
     pub(super) fn expires_at(&self, lease_duration: Duration) -> Option<Instant> {
         (self.holder().is_some() || self.vanished).then(|| self.at + lease_duration)
+    }
+
+    /// Whom acquiring this (free or expired) observation at `now` takes the lease from, and why it is
+    /// free.
+    pub(super) fn takeover(&self, now: Instant) -> Takeover {
+        let after = now.saturating_duration_since(self.at);
+        match (&self.record, self.holder(), &self.last_holder) {
+            (_, Some(holder), _) => Takeover::Expired {
+                holder: holder.to_owned(),
+                after,
+            },
+            (Some(_), None, Some(holder)) => Takeover::Released {
+                holder: holder.clone(),
+            },
+            (None, None, Some(holder)) => Takeover::Deleted {
+                holder: holder.clone(),
+                after,
+            },
+            (_, None, None) => Takeover::NoHolder,
+        }
+    }
+}
+
+// === impl Takeover ===
+
+impl Takeover {
+    /// The cause as a log field: `no_holder`, `released`, `expired` or `deleted`.
+    pub(super) fn label(&self) -> &'static str {
+        match self {
+            Takeover::NoHolder => "no_holder",
+            Takeover::Released { .. } => "released",
+            Takeover::Expired { .. } => "expired",
+            Takeover::Deleted { .. } => "deleted",
+        }
+    }
+
+    /// The holder the lease was taken from, if any.
+    pub(super) fn holder(&self) -> Option<&str> {
+        match self {
+            Takeover::NoHolder => None,
+            Takeover::Released { holder }
+            | Takeover::Expired { holder, .. }
+            | Takeover::Deleted { holder, .. } => Some(holder),
+        }
+    }
+}
+
+/// `acquired: no holder`, `acquired from r1: released`, `acquired from r1: expired after 15.0 s`,
+/// `acquired from r1: lease deleted, absent for 15.0 s`.
+impl fmt::Display for Takeover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Takeover::NoHolder => f.write_str("acquired: no holder"),
+            Takeover::Released { holder } => write!(f, "acquired from {holder}: released"),
+            Takeover::Expired { holder, after } => write!(
+                f,
+                "acquired from {holder}: expired after {:.1} s",
+                after.as_secs_f64()
+            ),
+            Takeover::Deleted { holder, after } => write!(
+                f,
+                "acquired from {holder}: lease deleted, absent for {:.1} s",
+                after.as_secs_f64()
+            ),
+        }
     }
 }
 
@@ -128,6 +239,52 @@ mod tests {
         let released = Observation::first(Some(versioned(Some(""), "8")), Instant::now());
         let (gone, _) = released.then(None, Instant::now());
         assert_eq!(gone.expires_at(ld), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_takeover_names_the_last_holder_and_why_the_lease_was_free() {
+        let ld = Duration::from_secs(15);
+        let start = Instant::now();
+        assert_eq!(
+            Observation::first(None, start).takeover(start),
+            Takeover::NoHolder
+        );
+        let never_held = Observation::first(Some(versioned(Some(""), "1")), start);
+        assert_eq!(
+            never_held.takeover(start).to_string(),
+            "acquired: no holder"
+        );
+
+        let held = Observation::first(Some(versioned(Some("r1"), "7")), start);
+        tokio::time::advance(ld).await;
+        let expired = held.takeover(Instant::now());
+        assert_eq!(
+            expired.to_string(),
+            "acquired from r1: expired after 15.0 s"
+        );
+        assert_eq!((expired.label(), expired.holder()), ("expired", Some("r1")));
+
+        // Renewed (a new version), then released: the holder is remembered across versions.
+        let (renewed, _) = held.then(Some(versioned(Some("r1"), "8")), Instant::now());
+        let (released, _) = renewed.then(Some(versioned(Some(""), "9")), Instant::now());
+        assert_eq!(
+            released.takeover(Instant::now()).to_string(),
+            "acquired from r1: released"
+        );
+        let (gone, _) = released.then(None, Instant::now());
+        assert_eq!(gone.takeover(Instant::now()).label(), "deleted");
+
+        let held = Observation::first(Some(versioned(Some("r2"), "3")), Instant::now());
+        let (vanished, _) = held.then(None, Instant::now());
+        tokio::time::advance(ld).await;
+        assert_eq!(
+            vanished.takeover(Instant::now()).to_string(),
+            "acquired from r2: lease deleted, absent for 15.0 s"
+        );
+
+        // A leader that finds its record gone follows the absence, remembering itself.
+        let after_ours = Observation::after(None, Instant::now(), "r0");
+        assert_eq!(after_ours.takeover(Instant::now()).holder(), Some("r0"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -378,7 +378,7 @@ impl FileStore {
                 tracing::warn!(
                     dir = %self.dir.display(),
                     %error,
-                    poll_interval = %humantime::format_duration(self.poll_interval.min(UNWATCHED_POLL_INTERVAL)),
+                    poll_interval_seconds = self.poll_interval.min(UNWATCHED_POLL_INTERVAL).as_secs_f64(),
                     "cannot watch the lease file's directory; polling the lease file instead"
                 );
             }

@@ -264,7 +264,7 @@ impl KubeStore {
         tracing::warn!(
             %identity,
             lease = %self.describe(),
-            window = %humantime::format_duration(window),
+            window_seconds = window.as_secs_f64(),
             "the Lease names this identity; watching it to tell an earlier incarnation from a live process"
         );
         let until = Instant::now() + window;

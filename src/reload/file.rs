@@ -266,7 +266,7 @@ impl DirWatch {
         match DirWatch::try_start(path, events) {
             Ok(watch) => Some(watch),
             Err(e) => {
-                tracing::warn!(error = %e, poll_interval = ?POLL_INTERVAL, "jobs file: no change notification; re-reading it periodically");
+                tracing::warn!(error = %e, poll_interval_seconds = POLL_INTERVAL.as_secs_f64(), "jobs file: no change notification; re-reading it periodically");
                 None
             }
         }

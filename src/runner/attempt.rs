@@ -237,7 +237,7 @@ async fn wait_or_escalate(spec: &AttemptSpec<'_>, child: &mut Process, pgid: i32
         _ => "cancelled",
     };
     let grace = spec.job.termination_grace;
-    tracing::info!(job = %spec.job.name, run_id = spec.run_id, attempt = spec.env.attempt, pgid, ?grace, "{why}: sending SIGTERM to the process group");
+    tracing::info!(job = %spec.job.name, run_id = spec.run_id, attempt = spec.env.attempt, pgid, grace_seconds = grace.as_secs_f64(), "{why}: sending SIGTERM to the process group");
     signal_group(pgid, Signal::SIGTERM);
     child.terminating(grace);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
@@ -267,7 +267,7 @@ async fn end_strays(spec: &AttemptSpec<'_>, pgid: i32) -> u32 {
             job = %spec.job.name,
             run_id = spec.run_id,
             attempt = spec.env.attempt,
-            pids = ?killed,
+            pids = killed.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             "the run left processes behind outside its process group; killed them with the run"
         );
     }

@@ -214,14 +214,11 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, stream: Stream, ctx: OutputConte
 fn log_line(ctx: &OutputContext, stream: Stream, line: &Line) {
     let (job, attempt, pid, partial) = (&ctx.job, ctx.attempt, ctx.pid, line.partial);
     let (run_id, fencing_token) = (ctx.run_id, ctx.fencing_token);
-    match stream {
-        Stream::Stdout => {
-            tracing::info!(job = %job, run_id, fencing_token, stream = "stdout", attempt, pid, partial, "{}", line.text)
-        }
-        Stream::Stderr => {
-            tracing::warn!(job = %job, run_id, fencing_token, stream = "stderr", attempt, pid, partial, "{}", line.text)
-        }
-    }
+    // Both streams at INFO: what a job writes to stderr is its own business (progress, warnings of its
+    // tools), not a warning of leasecron's; `stream` tells them apart, and the run's outcome says if it
+    // failed.
+    let stream = stream.name();
+    tracing::info!(job = %job, run_id, fencing_token, stream, attempt, pid, partial, "{}", line.text);
 }
 
 #[cfg(test)]

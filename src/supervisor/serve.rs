@@ -31,6 +31,7 @@ use nix::sys::signal::{kill, killpg, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, Pid};
+use tracing::Level;
 
 use super::protocol::{self, Reply, Request, MAX_MESSAGE_BYTES};
 use super::{monotonic_now_ns, LogFormat};
@@ -57,6 +58,8 @@ const LOG_WAIT_MS: u16 = 100;
 const PIPE_BUF: usize = 4096;
 /// SIGKILL passes before giving up on a process that keeps forking.
 const KILL_PASSES: usize = 500;
+/// The `target` of the supervisor's log lines.
+const TARGET: &str = "leasecron::supervisor";
 
 /// Errors that stop the supervisor.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +172,10 @@ impl Supervisor {
                     Ok(_) => {}
                     Err(Errno::EINTR) => continue,
                     Err(error) => {
-                        self.log("ERROR", &format!("poll failed: {error}; ending every run"));
+                        self.log(
+                            Level::ERROR,
+                            &format!("poll failed: {error}; ending every run"),
+                        );
                         return;
                     }
                 }
@@ -184,7 +190,7 @@ impl Supervisor {
                     Ok(Some((request, fds))) => self.handle(request, fds),
                     Ok(None) => return,
                     Err(error) => {
-                        self.log("ERROR", &format!("{error}; ending every run"));
+                        self.log(Level::ERROR, &format!("{error}; ending every run"));
                         return;
                     }
                 }
@@ -274,7 +280,7 @@ impl Supervisor {
                 Ok(status) => status,
                 Err(Errno::EINTR) => continue,
                 Err(error) => {
-                    self.log("WARN", &format!("waitid failed: {error}"));
+                    self.log(Level::WARN, &format!("waitid failed: {error}"));
                     return;
                 }
             };
@@ -287,7 +293,7 @@ impl Supervisor {
                 match killpg(pid, Signal::SIGSTOP) {
                     Ok(()) | Err(Errno::ESRCH) => {}
                     Err(error) => self.log(
-                        "WARN",
+                        Level::WARN,
                         &format!("SIGSTOP to process group {pid} failed: {error}"),
                     ),
                 }
@@ -300,7 +306,7 @@ impl Supervisor {
                     Ok(left) => u32::try_from(left).unwrap_or(u32::MAX),
                     Err(error) => {
                         self.log(
-                            "WARN",
+                            Level::WARN,
                             &format!("ending what process {pid} left in its group: {error}"),
                         );
                         0
@@ -325,7 +331,7 @@ impl Supervisor {
     fn send(&self, reply: &Reply) {
         // Blocking: a frozen leasecron only delays us. A gone one (EPIPE) is noticed at the next poll.
         if let Err(error) = protocol::send(self.socket.as_fd(), reply, &[], false) {
-            self.log("WARN", &format!("cannot report to leasecron: {error}"));
+            self.log(Level::WARN, &format!("cannot report to leasecron: {error}"));
         }
     }
 
@@ -355,7 +361,7 @@ impl Supervisor {
                 match killpg(Pid::from_raw(pid), Signal::SIGKILL) {
                     Ok(()) | Err(Errno::ESRCH) => {}
                     Err(error) => self.log(
-                        "WARN",
+                        Level::WARN,
                         &format!("SIGKILL to process group {pid} failed: {error}"),
                     ),
                 }
@@ -377,7 +383,7 @@ impl Supervisor {
         let killed = killed.len();
         let left = self.alive(me);
         if terminated + killed + left > 0 {
-            let level = if left > 0 { "ERROR" } else { "WARN" };
+            let level = if left > 0 { Level::ERROR } else { Level::WARN };
             self.log(
                 level,
                 &format!(
@@ -396,7 +402,7 @@ impl Supervisor {
             match kill(Pid::from_raw(process.pid), signal) {
                 Ok(()) | Err(Errno::ESRCH) => {}
                 Err(error) => self.log(
-                    "WARN",
+                    Level::WARN,
                     &format!("{signal} to {} failed: {error}", process.pid),
                 ),
             }
@@ -416,8 +422,11 @@ impl Supervisor {
         reaper::descendants(&stats, me).len()
     }
 
-    fn log(&self, level: &str, message: &str) {
-        let line = self.log.line(level, message);
+    fn log(&self, level: Level, message: &str) {
+        let pid = u64::from(std::process::id());
+        let line = self
+            .log
+            .line(level, TARGET, message, &[("supervisor_pid", pid)]);
         // Never blocks: a stopped reader must not stop the reaping or the clean-up. A pipe that polls
         // writable has room for PIPE_BUF bytes, so a line that fits is written whole; otherwise, or if
         // stderr is closed, the line is dropped.
