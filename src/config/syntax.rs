@@ -118,12 +118,11 @@ fn open_quote(source: &str, end: Position) -> Option<(Position, char)> {
     let mut open: Option<(Position, char)> = None;
     // While in a block scalar: the indentation of its key; more indented lines are its text.
     let mut block: Option<usize> = None;
-    for (index, line) in source.split('\n').enumerate() {
+    for (index, line) in yaml_lines(source).enumerate() {
         let number = index + 1;
         if number > end.line {
             break;
         }
-        let line = line.strip_suffix('\r').unwrap_or(line);
         let chars: Vec<char> = line.chars().collect();
         let indent = chars.iter().take_while(|&&c| c == ' ').count();
         if open.is_none() {
@@ -205,9 +204,28 @@ fn open_quote(source: &str, end: Position) -> Option<(Position, char)> {
 /// The quote at `at` in `source`, if there is one there (the parser may report an unclosed quote at the
 /// quote itself).
 fn quote_at(source: &str, at: Position) -> Option<(Position, char)> {
-    let line = source.split('\n').nth(at.line.checked_sub(1)?)?;
+    let line = yaml_lines(source).nth(at.line.checked_sub(1)?)?;
     let c = line.chars().nth(at.column.checked_sub(1)?)?;
     matches!(c, '"' | '\'').then_some((at, c))
+}
+
+/// The lines of `source` as YAML counts them: a line ends at `\n`, `\r\n` or a lone `\r`.
+fn yaml_lines(source: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(source);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.find(['\n', '\r']) {
+            Some(at) => {
+                let skip = if text[at..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&text[at + skip..]);
+                Some(&text[..at])
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    })
 }
 
 /// If `line` (outside quotes, without its comment) ends with a block scalar header (`key: |`, `- >-`),
@@ -243,6 +261,17 @@ mod tests {
 
     fn at(line: usize, column: usize) -> Position {
         Position { line, column }
+    }
+
+    #[test]
+    fn lines_end_as_yaml_ends_them() {
+        let lines: Vec<&str> = yaml_lines("a\nb\r\nc\rd\r\r\n").collect();
+        assert_eq!(lines, ["a", "b", "c", "d", "", ""]);
+        assert_eq!(
+            open_quote("x: 1\r[\"", at(2, 3)),
+            Some((at(2, 2), '"')),
+            "a lone CR ends a line"
+        );
     }
 
     #[test]
