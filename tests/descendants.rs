@@ -25,7 +25,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Each writes its pid into `dir/pids`, and the run records `start TOKEN` in `dir/runs`.
 fn job_with_descendants(dir: &Path) -> PathBuf {
     let d = dir.display();
-    let jobs = dir.join("jobs.yaml");
     let script = format!(
         r#"flock -n -E 99 {d}/lock sh -c '
   echo "start $LEASECRON_FENCING_TOKEN $$" >> {d}/runs
@@ -37,15 +36,20 @@ fn job_with_descendants(dir: &Path) -> PathBuf {
 exit 0
 "#
     );
-    let indented: String = script
-        .lines()
-        .map(|line| format!("      {line}\n"))
-        .collect();
+    let lines: Vec<String> = script.lines().map(str::to_owned).collect();
+    write_job(dir, "holder", "* * * * * *", "500ms", &lines)
+}
+
+/// Writes `dir/jobs.yaml` with one `Forbid` job, `name`, on `schedule` with `grace`, running the shell
+/// `lines`; returns its path.
+fn write_job(dir: &Path, name: &str, schedule: &str, grace: &str, lines: &[String]) -> PathBuf {
+    let jobs = dir.join("jobs.yaml");
+    let script: String = lines.iter().map(|line| format!("      {line}\n")).collect();
     fs::write(
         &jobs,
         format!(
-            "jobs:\n  - name: holder\n    schedule: \"* * * * * *\"\n    terminationGrace: 500ms\n    \
-             concurrencyPolicy: Forbid\n    shell: |\n{indented}"
+            "jobs:\n  - name: {name}\n    schedule: \"{schedule}\"\n    terminationGrace: {grace}\n    \
+             concurrencyPolicy: Forbid\n    shell: |\n{script}"
         ),
     )
     .expect("write the jobs file");
@@ -217,17 +221,17 @@ fn supervisor_of(parent: i32) -> Option<i32> {
 fn what_a_run_leaves_outside_its_group_dies_with_the_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().display();
-    let jobs = dir.path().join("jobs.yaml");
-    fs::write(
-        &jobs,
-        format!(
-            "jobs:\n  - name: detacher\n    schedule: \"*/2 * * * * *\"\n    concurrencyPolicy: Forbid\n    \
-             terminationGrace: 500ms\n    \
-             shell: |\n      setsid sh -c \"echo \\$\\$ >> {d}/pids; exec sleep 30\" &\n      \
-             (nohup sh -c \"echo \\$\\$ >> {d}/pids; exec sleep 30\" >/dev/null 2>&1 &)\n      sleep 0.3\n"
-        ),
-    )
-    .expect("write the jobs file");
+    let jobs = write_job(
+        dir.path(),
+        "detacher",
+        "*/2 * * * * *",
+        "500ms",
+        &[
+            format!("setsid sh -c \"echo \\$\\$ >> {d}/pids; exec sleep 30\" &"),
+            format!("(nohup sh -c \"echo \\$\\$ >> {d}/pids; exec sleep 30\" >/dev/null 2>&1 &)"),
+            "sleep 0.3".to_owned(),
+        ],
+    );
     let lease = dir.path().join("lease.json");
     let mut replica = Replica::start(dir.path(), "r0", &jobs, &lease, &FAST_TIMINGS);
     let started = descendants_started_n(dir.path(), &replica, 2);
@@ -262,17 +266,18 @@ fn descendants_started_n(dir: &Path, replica: &Replica, n: usize) -> Vec<i32> {
 fn a_leader_killed_during_a_runs_grace_does_not_give_the_run_a_new_grace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().display();
-    let jobs = dir.path().join("jobs.yaml");
     // Ignores SIGTERM, so only the SIGKILL at the end of its 12 s grace ends it.
-    fs::write(
-        &jobs,
-        format!(
-            "jobs:\n  - name: stubborn\n    schedule: \"* * * * * *\"\n    concurrencyPolicy: Forbid\n    \
-             terminationGrace: 12s\n    shell: |\n      trap '' TERM\n      echo $$ >> {d}/pids\n      \
-             sleep 60\n"
-        ),
-    )
-    .expect("write the jobs file");
+    let jobs = write_job(
+        dir.path(),
+        "stubborn",
+        "* * * * * *",
+        "12s",
+        &[
+            "trap '' TERM".to_owned(),
+            format!("echo $$ >> {d}/pids"),
+            "sleep 60".to_owned(),
+        ],
+    );
     let lease = dir.path().join("lease.json");
     let timings = [
         "--lease-duration",
