@@ -40,8 +40,7 @@ use leasecron::election::ElectionEvent;
 use leasecron::http::StatusBoard;
 use leasecron::metrics::Metrics;
 use leasecron::observe::{self, Observer, Observers};
-use leasecron::runner::{Launcher, Outcome, RunEvent, Runner};
-use leasecron::supervisor::{LogFormat, Supervisor};
+use leasecron::runner::{Outcome, RunEvent};
 use scale::{Summary, PROBE_ENV};
 use scale_jobs::JobSpec;
 use tokio_util::sync::CancellationToken;
@@ -149,21 +148,8 @@ async fn burst_run(
         true => Some(scale::steady_state_ledger(work, &set).await),
         false => None,
     };
-    let supervisor = supervised.then(|| {
-        Supervisor::start(Path::new(env!("CARGO_BIN_EXE_leasecron")), LogFormat::Text)
-            .expect("start the run supervisor")
-    });
-    let launcher = match &supervisor {
-        Some(supervisor) => Launcher::Supervised(Arc::clone(supervisor)),
-        None => Launcher::InProcess,
-    };
-    let runner = Runner::with_launcher(
-        "bench".to_owned(),
-        Arc::clone(&clock),
-        Some(senders.runs),
-        ledger.clone(),
-        launcher,
-    );
+    let (runner, supervisor) =
+        scale::bench_runner(supervised, Arc::clone(&clock), senders.runs, ledger.clone());
     let mut dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
     if let Some(ledger) = &ledger {
         dispatcher = dispatcher.with_ledger(Arc::clone(ledger));

@@ -52,8 +52,7 @@ use leasecron::election::ElectionEvent;
 use leasecron::http::{self, Endpoints, Health, StatusBoard};
 use leasecron::metrics::Metrics;
 use leasecron::observe::{self, Observer, Observers};
-use leasecron::runner::{Launcher, RunEvent, Runner};
-use leasecron::supervisor::{LogFormat, Supervisor};
+use leasecron::runner::RunEvent;
 use scale::{Probe, Summary, PROBE_ENV};
 use scale_jobs::JobSpec;
 use tokio_util::sync::CancellationToken;
@@ -516,23 +515,11 @@ async fn scenario_run(work: &Path, scenario: Scenario, measured: usize, seconds:
         true => Some(scale::steady_state_ledger(work, &set).await),
         false => None,
     };
-    let supervisor = match scenario.launch {
-        Launch::InProcess => None,
-        Launch::Supervised => Some(
-            Supervisor::start(Path::new(env!("CARGO_BIN_EXE_leasecron")), LogFormat::Text)
-                .expect("start the run supervisor"),
-        ),
-    };
-    let launcher = match &supervisor {
-        Some(supervisor) => Launcher::Supervised(Arc::clone(supervisor)),
-        None => Launcher::InProcess,
-    };
-    let runner = Runner::with_launcher(
-        "bench".to_owned(),
+    let (runner, supervisor) = scale::bench_runner(
+        matches!(scenario.launch, Launch::Supervised),
         Arc::clone(&clock),
-        Some(senders.runs),
+        senders.runs,
         ledger.clone(),
-        launcher,
     );
     let mut dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
     if let Some(ledger) = &ledger {

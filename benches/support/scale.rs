@@ -240,3 +240,28 @@ pub async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
     );
     Arc::new(Ledger::new(Backend::File(store), "bench".to_owned()))
 }
+
+/// The runner of a scale bench, starting processes in this process or (`supervised`) through a run
+/// supervisor of the leasecron binary, which it returns too (stop it at the end).
+pub fn bench_runner(
+    supervised: bool,
+    clock: leasecron::clock::SharedClock,
+    runs: tokio::sync::mpsc::UnboundedSender<leasecron::runner::RunEvent>,
+    ledger: Option<Arc<Ledger>>,
+) -> (
+    Arc<leasecron::runner::Runner>,
+    Option<Arc<leasecron::supervisor::Supervisor>>,
+) {
+    use leasecron::runner::{Launcher, Runner};
+    use leasecron::supervisor::{LogFormat, Supervisor};
+    let supervisor = supervised.then(|| {
+        Supervisor::start(Path::new(env!("CARGO_BIN_EXE_leasecron")), LogFormat::Text)
+            .expect("start the run supervisor")
+    });
+    let launcher = match &supervisor {
+        Some(supervisor) => Launcher::Supervised(Arc::clone(supervisor)),
+        None => Launcher::InProcess,
+    };
+    let runner = Runner::with_launcher("bench".to_owned(), clock, Some(runs), ledger, launcher);
+    (runner, supervisor)
+}
