@@ -136,10 +136,12 @@ fn a_failed_runs_exit_code_error_duration_and_leftover_processes_show_in_status_
     )
     .expect("write the jobs file");
     let mut leader = Replica::start(dir.path(), "solo", &jobs, &lease, &FAST_TIMINGS);
+    // The run state may show a completion a moment before the run's own report reaches /status: wait for
+    // this replica's account of both runs.
     let status = wait_for(WAIT, || {
         leader.status().filter(|s| {
-            !job_status(s, "leaves")["last_run"].is_null()
-                && !job_status(s, "missing")["last_run"].is_null()
+            job_status(s, "leaves")["last_run"]["source"] == "this_replica"
+                && job_status(s, "missing")["last_run"]["source"] == "this_replica"
         })
     })
     .unwrap_or_else(|| panic!("no finished runs in /status: {}", leader.log_text()));
