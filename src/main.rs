@@ -224,6 +224,20 @@ impl From<LogFormat> for leasecron::logging::LogFormat {
 /// the same version.
 const SELF_EXE: &str = "/proc/self/exe";
 
+/// The program to start as the run supervisor: this binary through `/proc/self/exe`; where `/proc` is not
+/// mounted (a bare chroot), the path it was started by, if that names a file.
+fn supervisor_program() -> PathBuf {
+    let self_exe = PathBuf::from(SELF_EXE);
+    if self_exe.exists() {
+        return self_exe;
+    }
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .filter(|path| path.components().count() > 1 && path.is_file())
+        .unwrap_or(self_exe)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
@@ -406,7 +420,7 @@ fn run_logged(args: RunArgs) -> anyhow::Result<()> {
         lease_file: args.lease_file,
         http_addr: args.http_addr,
         startup_timeout: args.startup_timeout,
-        supervisor_program: PathBuf::from(SELF_EXE),
+        supervisor_program: supervisor_program(),
         log_format: args.log_format.into(),
         max_file_size: args.size.max_file_size,
     };
