@@ -444,16 +444,24 @@ mod tests {
         task.await.expect("the watch stops");
     }
 
-    #[tokio::test]
-    async fn the_poll_catches_what_the_watch_cannot_see() {
-        // The jobs file is a symlink into another directory: writes there are not events of the watched
-        // directory.
+    /// A jobs file `jobs.yaml` holding "one" that is a symlink to a file in another directory, so that
+    /// writes to it are not events of the watched directory: the directories (keep them), the target, the
+    /// link.
+    fn symlinked_jobs_file() -> ([tempfile::TempDir; 2], PathBuf, PathBuf) {
         let elsewhere = tempfile::tempdir().expect("tempdir");
         let target = elsewhere.path().join("real.yaml");
         std::fs::write(&target, "one").expect("write");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("jobs.yaml");
         std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        ([elsewhere, dir], target, path)
+    }
+
+    #[tokio::test]
+    async fn the_poll_catches_what_the_watch_cannot_see() {
+        // The jobs file is a symlink into another directory: writes there are not events of the watched
+        // directory.
+        let (_dirs, target, path) = symlinked_jobs_file();
         let (tx, mut rx) = watch::channel(read(&path).await);
         let stop = CancellationToken::new();
         let task = tokio::spawn(watch(path, tx, Reread::new(), stop.clone()));
@@ -471,12 +479,7 @@ mod tests {
     #[tokio::test]
     async fn a_reread_request_reads_what_the_watch_cannot_see_without_waiting_for_the_poll() {
         // As above, a write the watch does not see; a request reads it.
-        let elsewhere = tempfile::tempdir().expect("tempdir");
-        let target = elsewhere.path().join("real.yaml");
-        std::fs::write(&target, "one").expect("write");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("jobs.yaml");
-        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        let (_dirs, target, path) = symlinked_jobs_file();
         let (tx, mut rx) = watch::channel(read(&path).await);
         let reread = Reread::new();
         let stop = CancellationToken::new();
