@@ -176,9 +176,7 @@ fn a_replica_whose_stderr_reader_is_gone_keeps_running_jobs_and_shuts_down_clean
     assert_eq!(lease_holder(&lease).as_deref(), Some("piped"));
     still_running(&mut replica);
 
-    replica.signal(Signal::SIGTERM);
-    let status = replica.wait_exit(EXIT_LIMIT).expect("exits after SIGTERM");
-    assert!(status.success(), "exited with {status}");
+    replica.stop_cleanly();
     assert_eq!(lease_holder(&lease), None, "the lease was released");
 }
 
@@ -202,9 +200,7 @@ fn a_replica_whose_stderr_reader_is_stopped_keeps_running_jobs_and_shuts_down_cl
     assert_eq!(lease_holder(&lease).as_deref(), Some("piped"));
     still_running(&mut replica);
 
-    replica.signal(Signal::SIGTERM);
-    let status = replica.wait_exit(EXIT_LIMIT).expect("exits after SIGTERM");
-    assert!(status.success(), "exited with {status}");
+    replica.stop_cleanly();
     assert_eq!(lease_holder(&lease), None, "the lease was released");
 }
 
