@@ -11,7 +11,9 @@
 //!   the items' indent), blank lines and comments; the cuts are at item starts;
 //! - the first piece is the file up to the first cut, parsed as it is; every later piece is parsed as
 //!   the text before it blanked out (each byte but `\n` a space: lines, columns, byte and character
-//!   offsets all stay those of the whole file) followed by its items, so its root is a sequence;
+//!   offsets all stay those of the whole file) followed by its items, so its root is a sequence; a
+//!   piece that ends at a cut ends with the next item's dash, so that an empty value or block scalar
+//!   last in it is placed where the single pass places it, and the empty item that dash adds is dropped;
 //! - every piece must parse, the first piece's root must be a mapping whose last key is that `jobs:`
 //!   line and whose value is a sequence, and every later root a sequence;
 //! - no piece may use anchors, aliases or merge keys (an alias may name an anchor of another piece), and
@@ -59,17 +61,20 @@ pub(super) fn parse(source: &str, pieces: usize) -> Option<Spanned<Node>> {
                 std::thread::Builder::new()
                     .name("leasecron-yaml".into())
                     .stack_size(node::PARSE_STACK_SIZE)
-                    .spawn_scoped(scope, move || parse_piece(&blanked(source, start, end)?))
+                    .spawn_scoped(scope, move || {
+                        parse_piece(&blanked(source, start, end, end < source.len())?)
+                    })
                     .map_err(|_| (start, end))
             })
             .collect();
-        let head = parse_piece(&source[..plan.cuts[0] + plan.indent]);
+        let head = blanked(source, 0, plan.cuts[0] + plan.indent, true)
+            .and_then(|text| parse_piece(&text));
         let rest: Vec<_> = spawned
             .into_iter()
             .map(|piece| match piece {
                 Ok(handle) => handle.join().ok().flatten(),
                 // No thread to be had: parse the piece here instead.
-                Err((start, end)) => parse_piece(&blanked(source, start, end)?),
+                Err((start, end)) => parse_piece(&blanked(source, start, end, end < source.len())?),
             })
             .collect();
         (head, rest)
@@ -92,10 +97,15 @@ pub(super) fn parse(source: &str, pieces: usize) -> Option<Spanned<Node>> {
     if !is_jobs_line {
         return None;
     }
-    for (piece, _) in rest {
-        let Node::Seq(more) = piece.value else {
+    drop_sentinel(items)?;
+    let last = rest.len().saturating_sub(1);
+    for (index, (piece, _)) in rest.into_iter().enumerate() {
+        let Node::Seq(mut more) = piece.value else {
             return None;
         };
+        if index < last {
+            drop_sentinel(&mut more)?;
+        }
         items.extend(more);
     }
     Some(root)
@@ -194,13 +204,32 @@ fn is_jobs_key(line: &str) -> bool {
 
 /// `source[start..end]` preceded by `source[..start]` with every byte but `\n` made a space (`source` is
 /// ASCII), so that every position in the piece is its position in `source`.
-fn blanked(source: &str, start: usize, end: usize) -> Option<String> {
+///
+/// A piece that ends at a cut (`sentinel`) ends with a `-`, where the next item's dash stands in
+/// `source`: the parser places an empty value, and ends some scalars, at the token that follows, and
+/// with the dash that token is the one the single pass sees. The empty item it adds is dropped again
+/// ([`drop_sentinel`]).
+fn blanked(source: &str, start: usize, end: usize, sentinel: bool) -> Option<String> {
     let mut text: Vec<u8> = source.as_bytes()[..start]
         .iter()
         .map(|&byte| if byte == b'\n' { b'\n' } else { b' ' })
         .collect();
     text.extend_from_slice(source.get(start..end)?.as_bytes());
+    if sentinel {
+        text.push(b'-');
+    }
     String::from_utf8(text).ok()
+}
+
+/// Removes the empty item that [`blanked`]'s sentinel dash added at the end of a piece; `None` if the
+/// last item is not that empty value.
+fn drop_sentinel(items: &mut Vec<Spanned<Node>>) -> Option<()> {
+    match items.pop() {
+        Some(Spanned {
+            value: Node::Null, ..
+        }) => Some(()),
+        _ => None,
+    }
 }
 
 /// One piece's tree and budget counts, if it parses.
@@ -301,6 +330,26 @@ mod tests {
                 parse(ends, pieces),
                 Some(node::parse_single(ends).expect("valid"))
             );
+        }
+        // Empty values last in a piece, an empty block scalar among them: the single pass places
+        // them at the next item's dash.
+        for tail in [
+            "shell:\n",
+            "shell: |\n",
+            "shell: >-\n\n",
+            "shell: |\n  \n",
+            "env:\n",
+        ] {
+            let empty = format!(
+                "jobs:\n  - name: z\n  - name: a\n    {tail}  - name: b\n    {tail}  - name: c\n    {tail}"
+            );
+            for pieces in 2..=4 {
+                assert_eq!(
+                    parse(&empty, pieces),
+                    Some(node::parse_single(&empty).expect("valid")),
+                    "{empty:?} in {pieces}"
+                );
+            }
         }
         // At column 0 too.
         let flush = "jobs:\n- name: a\n- name: b\n  env: {A: \"1\"}\n- c\n";
