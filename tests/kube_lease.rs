@@ -10,7 +10,7 @@ mod kube_electors;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use fake_apiserver::{FakeApiServer, Fault, Resource, Verb as ApiVerb, NAMESPACE};
+use fake_apiserver::{FakeApiServer, Fault, Resource, Verb as ApiVerb, Which};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use kube_electors::{store, LEASE, PATIENCE, RP};
@@ -37,7 +37,7 @@ fn count(server: &FakeApiServer, token: &str, verb: ApiVerb) -> usize {
 
 /// A raw client's Lease API, to write Leases the way other programs do.
 async fn raw(server: &FakeApiServer, token: &str) -> Api<Lease> {
-    Api::namespaced(server.client(token).await, NAMESPACE)
+    Api::namespaced(server.client(token).await, server.namespace())
 }
 
 async fn changed(store: &impl LeaseStore, known: Option<String>) -> Change {
@@ -46,9 +46,11 @@ async fn changed(store: &impl LeaseStore, known: Option<String>) -> Change {
         .expect("changed() resolves")
 }
 
-#[tokio::test]
-async fn create_get_and_a_version_checked_update_round_trip() {
-    let server = FakeApiServer::start().await;
+async fn create_get_and_a_version_checked_update_round_trip(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "create_get_and_a_version_check").await
+    else {
+        return;
+    };
     let store = store(&server, "a").await;
     assert_eq!(store.get().await.expect("get"), None);
     let created = store.create(&record("a", 1)).await.expect("create");
@@ -61,9 +63,11 @@ async fn create_get_and_a_version_checked_update_round_trip() {
     assert_eq!(renewed.record.holder(), Some("a"));
 }
 
-#[tokio::test]
-async fn a_second_create_and_a_stale_update_are_conflicts_not_blind_writes() {
-    let server = FakeApiServer::start().await;
+async fn a_second_create_and_a_stale_update_are_conflicts_not_blind_writes(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_second_create_and_a_stale_up").await
+    else {
+        return;
+    };
     let a = store(&server, "a").await;
     let b = store(&server, "b").await;
     let created = a.create(&record("a", 1)).await.expect("create");
@@ -82,13 +86,15 @@ async fn a_second_create_and_a_stale_update_are_conflicts_not_blind_writes() {
     assert_eq!(current.record.holder(), Some("a"), "b wrote nothing");
 }
 
-#[tokio::test]
-async fn the_lease_carries_the_fields_client_go_writes() {
-    let server = FakeApiServer::start().await;
+async fn the_lease_carries_the_fields_client_go_writes(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "the_lease_carries_the_fields_c").await
+    else {
+        return;
+    };
     let store = store(&server, "a").await;
     store.create(&record("pod-a", 4)).await.expect("create");
     let object = server
-        .object(Resource::Leases, NAMESPACE, LEASE)
+        .object(Resource::Leases, server.namespace(), LEASE)
         .expect("stored");
     let spec = &object["spec"];
     assert_eq!(spec["holderIdentity"], "pod-a");
@@ -100,9 +106,11 @@ async fn the_lease_carries_the_fields_client_go_writes() {
     assert_eq!(fraction.map(str::len), Some(6), "{renew}");
 }
 
-#[tokio::test]
-async fn a_released_lease_is_written_with_an_empty_holder() {
-    let server = FakeApiServer::start().await;
+async fn a_released_lease_is_written_with_an_empty_holder(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_released_lease_is_written_wi").await
+    else {
+        return;
+    };
     let store = store(&server, "a").await;
     let created = store.create(&record("a", 1)).await.expect("create");
     let mut released = record("a", 1);
@@ -114,14 +122,16 @@ async fn a_released_lease_is_written_with_an_empty_holder() {
         .expect("release");
     assert_eq!(written.record.holder(), None);
     let object = server
-        .object(Resource::Leases, NAMESPACE, LEASE)
+        .object(Resource::Leases, server.namespace(), LEASE)
         .expect("stored");
     assert_eq!(object["spec"]["holderIdentity"], "");
 }
 
-#[tokio::test]
-async fn leases_released_by_client_go_read_as_free_whether_empty_or_null() {
-    let server = FakeApiServer::start().await;
+async fn leases_released_by_client_go_read_as_free_whether_empty_or_null(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "leases_released_by_client_go_r").await
+    else {
+        return;
+    };
     let go = raw(&server, "go").await;
     for holder in [serde_json::json!(""), serde_json::Value::Null] {
         let _ = go.delete(LEASE, &Default::default()).await;
@@ -148,9 +158,11 @@ async fn leases_released_by_client_go_read_as_free_whether_empty_or_null() {
     }
 }
 
-#[tokio::test]
-async fn a_lease_without_a_spec_reads_as_free_and_can_be_taken() {
-    let server = FakeApiServer::start().await;
+async fn a_lease_without_a_spec_reads_as_free_and_can_be_taken(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_lease_without_a_spec_reads_a").await
+    else {
+        return;
+    };
     let go = raw(&server, "go").await;
     let lease: Lease = serde_json::from_value(serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1",
@@ -172,9 +184,11 @@ async fn a_lease_without_a_spec_reads_as_free_and_can_be_taken() {
     assert_eq!(taken.record.holder(), Some("a"));
 }
 
-#[tokio::test]
-async fn a_watching_store_sees_a_peers_write_without_polling() {
-    let server = FakeApiServer::start().await;
+async fn a_watching_store_sees_a_peers_write_without_polling(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_watching_store_sees_a_peers_").await
+    else {
+        return;
+    };
     let follower = store(&server, "follower").await;
     let leader = store(&server, "leader").await;
     let mut current = leader.create(&record("leader", 1)).await.expect("create");
@@ -235,9 +249,11 @@ async fn after_a_compaction_and_a_broken_watch_later_changes_are_still_reported(
     }
 }
 
-#[tokio::test]
-async fn a_deleted_lease_is_reported_as_no_record() {
-    let server = FakeApiServer::start().await;
+async fn a_deleted_lease_is_reported_as_no_record(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_deleted_lease_is_reported_as").await
+    else {
+        return;
+    };
     let follower = store(&server, "follower").await;
     let leader = store(&server, "leader").await;
     let current = leader.create(&record("leader", 1)).await.expect("create");
@@ -256,9 +272,11 @@ async fn a_deleted_lease_is_reported_as_no_record() {
     );
 }
 
-#[tokio::test]
-async fn a_hung_request_times_out_instead_of_waiting_forever() {
-    let server = FakeApiServer::start().await;
+async fn a_hung_request_times_out_instead_of_waiting_forever(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_hung_request_times_out_inste").await
+    else {
+        return;
+    };
     let store = store(&server, "a").await;
     server.faults("a").set(Fault::Hang);
     let error = store.get().await.expect_err("hangs");
@@ -268,9 +286,11 @@ async fn a_hung_request_times_out_instead_of_waiting_forever() {
     assert!(matches!(error, Error::Timeout { .. }), "{error}");
 }
 
-#[tokio::test]
-async fn kube_does_not_retry_a_503_behind_our_back() {
-    let server = FakeApiServer::start().await;
+async fn kube_does_not_retry_a_503_behind_our_back(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "kube_does_not_retry_a_503_behi").await
+    else {
+        return;
+    };
     let store = store(&server, "a").await;
     server.faults("a").set(Fault::Status(503));
     let error = store.get().await.expect_err("503");
@@ -279,9 +299,11 @@ async fn kube_does_not_retry_a_503_behind_our_back() {
     assert_eq!(count(&server, "a", ApiVerb::Get), 1, "exactly one request");
 }
 
-#[tokio::test]
-async fn polling_takes_over_while_the_watch_is_down() {
-    let server = FakeApiServer::start().await;
+async fn polling_takes_over_while_the_watch_is_down(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "polling_takes_over_while_the_w").await
+    else {
+        return;
+    };
     let follower = store(&server, "follower").await;
     let leader = store(&server, "leader").await;
     let current = leader.create(&record("leader", 1)).await.expect("create");
@@ -320,3 +342,18 @@ async fn a_forbidden_read_names_the_verb_and_resource() {
         "{text}"
     );
 }
+
+on_both_servers!(
+    #[tokio::test]
+    create_get_and_a_version_checked_update_round_trip,
+    a_second_create_and_a_stale_update_are_conflicts_not_blind_writes,
+    the_lease_carries_the_fields_client_go_writes,
+    a_released_lease_is_written_with_an_empty_holder,
+    leases_released_by_client_go_read_as_free_whether_empty_or_null,
+    a_lease_without_a_spec_reads_as_free_and_can_be_taken,
+    a_watching_store_sees_a_peers_write_without_polling,
+    a_deleted_lease_is_reported_as_no_record,
+    a_hung_request_times_out_instead_of_waiting_forever,
+    kube_does_not_retry_a_503_behind_our_back,
+    polling_takes_over_while_the_watch_is_down,
+);

@@ -57,12 +57,16 @@ mod faults;
 mod http;
 #[path = "fake_apiserver/rbac.rs"]
 mod rbac;
+#[path = "real_apiserver.rs"]
+pub mod real;
 #[path = "fake_apiserver/resource.rs"]
 mod resource;
 #[path = "fake_apiserver/status.rs"]
 mod status;
 #[path = "fake_apiserver/store.rs"]
 mod store;
+#[path = "fake_apiserver/upstream.rs"]
+mod upstream;
 #[path = "fake_apiserver/validate.rs"]
 mod validate;
 #[path = "fake_apiserver/watch.rs"]
@@ -91,7 +95,40 @@ use http::{Connection, ResettableListener};
 use rbac::Rbac;
 use store::Store;
 
-/// The namespace of the kubeconfig context.
+/// Which API server a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    /// The fake: its own store, RBAC and watches.
+    Fake,
+    /// The real kube-apiserver of tools/kube-testenv, behind the fake in proxy mode.
+    Real,
+}
+
+/// Defines, for each `async fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`,
+/// with the given `#[tokio::test(...)]` attribute.
+#[macro_export]
+macro_rules! on_both_servers {
+    (#[$attr:meta] $($name:ident),+ $(,)?) => {
+        mod fake {
+            $(
+                #[$attr]
+                async fn $name() {
+                    super::$name($crate::fake_apiserver::Which::Fake).await
+                }
+            )+
+        }
+        mod real {
+            $(
+                #[$attr]
+                async fn $name() {
+                    super::$name($crate::fake_apiserver::Which::Real).await
+                }
+            )+
+        }
+    };
+}
+
+/// The namespace of the kubeconfig context on the fake.
 pub const NAMESPACE: &str = "default";
 /// Default for [`Options::bookmark_interval`].
 pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
@@ -128,6 +165,8 @@ struct Shared {
     watch_breaker: Mutex<CancellationToken>,
     /// Cancelled when the server is dropped.
     shutdown: CancellationToken,
+    /// Proxy mode: the real API server that serves every request that gets past the faults.
+    upstream: Option<upstream::Upstream>,
 }
 
 // === impl Options ===
@@ -183,6 +222,51 @@ impl FakeApiServer {
 
     /// Starts a server with `options` on `127.0.0.1:0`.
     pub async fn start_with(options: Options) -> FakeApiServer {
+        FakeApiServer::start_inner(options, None).await
+    }
+
+    /// The fake in proxy mode in front of this process's real API server (see [`real`]), in a fresh
+    /// namespace named after `test`: faults, the request log and [`FakeApiServer::break_watches`] work as
+    /// on the fake, everything else is the real server's. `None` if the real server is unavailable
+    /// and not required (the reason is printed).
+    pub async fn start_real(test: &str) -> Option<FakeApiServer> {
+        let real = tokio::task::spawn_blocking(real::shared)
+            .await
+            .expect("start the real API server")?;
+        let namespace = real.create_namespace(test).await;
+        let upstream = upstream::Upstream::new(real, namespace);
+        Some(FakeApiServer::start_inner(Options::default(), Some(upstream)).await)
+    }
+
+    /// The fake (`Which::Fake`) or the real server behind the proxy (`Which::Real`, see
+    /// [`FakeApiServer::start_real`]).
+    pub async fn start_on(which: Which, test: &str) -> Option<FakeApiServer> {
+        match which {
+            Which::Fake => Some(FakeApiServer::start().await),
+            Which::Real => FakeApiServer::start_real(test).await,
+        }
+    }
+
+    /// Whether this is the proxy in front of the real API server.
+    pub fn is_real(&self) -> bool {
+        self.shared.upstream.is_some()
+    }
+
+    /// The real API server behind the proxy, if this is one.
+    pub fn real(&self) -> Option<&std::sync::Arc<real::RealApiServer>> {
+        self.shared.upstream.as_ref().map(|upstream| &upstream.real)
+    }
+
+    /// The namespace of every kubeconfig this server hands out: [`NAMESPACE`] on the fake, the test's
+    /// own on the real server.
+    pub fn namespace(&self) -> &str {
+        self.shared
+            .upstream
+            .as_ref()
+            .map_or(NAMESPACE, |upstream| upstream.namespace.as_str())
+    }
+
+    async fn start_inner(options: Options, upstream: Option<upstream::Upstream>) -> FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the fake API server");
@@ -197,6 +281,7 @@ impl FakeApiServer {
             options,
             watch_breaker: Mutex::new(CancellationToken::new()),
             shutdown: CancellationToken::new(),
+            upstream,
         });
         let app =
             http::router(Arc::clone(&shared)).into_make_service_with_connect_info::<Connection>();
@@ -219,7 +304,7 @@ impl FakeApiServer {
             "kind": "Config",
             "clusters": [{ "name": "fake", "cluster": { "server": self.url() } }],
             "users": [{ "name": token, "user": { "token": token } }],
-            "contexts": [{ "name": "fake", "context": { "cluster": "fake", "user": token, "namespace": NAMESPACE } }],
+            "contexts": [{ "name": "fake", "context": { "cluster": "fake", "user": token, "namespace": self.namespace() } }],
             "current-context": "fake",
         })
     }
@@ -256,12 +341,18 @@ impl FakeApiServer {
     /// Denies `verbs` on `resource` to the client with bearer token `token`: its requests get 403
     /// `Forbidden`, and its `SelfSubjectAccessReview`s say `allowed: false`.
     pub fn deny(&self, token: &str, resource: Resource, verbs: &[Verb]) {
+        if let Some(upstream) = &self.shared.upstream {
+            return upstream.deny(token, resource, verbs);
+        }
         self.shared.rbac.deny(token, resource, verbs);
     }
 
     /// From now on, the client with bearer token `token` may do what `rules` (a Role's) grant and
     /// nothing else; see [`PolicyRule`] for how they match.
     pub fn grant(&self, token: &str, rules: Vec<PolicyRule>) {
+        if let Some(upstream) = &self.shared.upstream {
+            return upstream.grant(token, rules);
+        }
         self.shared.rbac.grant(token, rules);
     }
 
@@ -272,16 +363,31 @@ impl FakeApiServer {
 
     /// The stored object, as the server would return it, or `None`.
     pub fn object(&self, resource: Resource, namespace: &str, name: &str) -> Option<Value> {
+        if let Some(upstream) = &self.shared.upstream {
+            let path = resource.object_path(namespace, name);
+            return upstream.real.with_admin(move |admin| async move {
+                let request = axum::http::Request::get(path)
+                    .body(Vec::new())
+                    .expect("a GET request");
+                match admin.request::<Value>(request).await {
+                    Ok(object) => Some(object),
+                    Err(kube::Error::Api(status)) if status.code == 404 => None,
+                    Err(error) => panic!("GET from the real API server: {error}"),
+                }
+            });
+        }
         self.shared.store().get(resource, namespace, name).ok()
     }
 
     /// The latest resourceVersion.
     pub fn resource_version(&self) -> u64 {
+        assert!(!self.is_real(), "resource_version is the fake's only");
         self.shared.store().resource_version()
     }
 
     /// Forgets the change history: watches from any earlier resourceVersion get 410 Gone.
     pub fn compact(&self) {
+        assert!(!self.is_real(), "compact is the fake's only");
         self.shared.store().compact();
     }
 

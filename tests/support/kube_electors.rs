@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::fake_apiserver::{FakeApiServer, NAMESPACE};
+use super::fake_apiserver::FakeApiServer;
 
 /// The Lease the tests elect through.
 pub const LEASE: &str = "leasecron";
@@ -45,7 +45,8 @@ pub async fn store(server: &FakeApiServer, token: &str) -> KubeStore {
 /// A store on [`LEASE`] through a client built from `config`, with RP as the request timeout and poll
 /// interval.
 pub fn store_on(config: kube::Config) -> KubeStore {
-    let params = Params::new(NAMESPACE, LEASE, RP).with_watch_timeout(Duration::from_secs(5));
+    let params = Params::new(&config.default_namespace, LEASE, RP)
+        .with_watch_timeout(Duration::from_secs(5));
     KubeStore::new(config, params).expect("a store")
 }
 

@@ -147,7 +147,7 @@ func serve(args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	admin, err := writeUser(*dir, p, server, "admin", []string{"system:masters"})
+	admin, err := writeKubeconfig(filepath.Join(*dir, "admin.kubeconfig"), p, server, "admin", []string{"system:masters"})
 	if err != nil {
 		return 1, err
 	}

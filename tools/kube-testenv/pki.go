@@ -165,20 +165,25 @@ func clientTemplate(name string, groups []string) x509.Certificate {
 
 var userName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9:._@-]*$`)
 
-// writeUser writes DIR/users/NAME.kubeconfig, with the certificate and key embedded, and returns its path.
+// writeUser writes DIR/users/NAME.kubeconfig, with the certificate and key embedded, and returns its
+// path. (The admin's is DIR/admin.kubeconfig, so a user named admin cannot replace it.)
 func writeUser(dir string, p *pki, server, name string, groups []string) (string, error) {
 	if !userName.MatchString(name) || len(name) > 200 {
 		return "", fmt.Errorf("user name %q: use letters, digits and :._@- only", name)
-	}
-	cert, key, err := p.issue(clientTemplate(name, groups))
-	if err != nil {
-		return "", err
 	}
 	usersDir := filepath.Join(dir, "users")
 	if err := os.MkdirAll(usersDir, 0o700); err != nil {
 		return "", err
 	}
-	path := filepath.Join(usersDir, name+".kubeconfig")
+	return writeKubeconfig(filepath.Join(usersDir, name+".kubeconfig"), p, server, name, groups)
+}
+
+// writeKubeconfig writes a kubeconfig for a new client certificate of user name in groups to path.
+func writeKubeconfig(path string, p *pki, server, name string, groups []string) (string, error) {
+	cert, key, err := p.issue(clientTemplate(name, groups))
+	if err != nil {
+		return "", err
+	}
 	b64 := base64.StdEncoding.EncodeToString
 	config := fmt.Sprintf(`apiVersion: v1
 kind: Config

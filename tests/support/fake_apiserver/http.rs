@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::faults::{Fault, RequestRecord, Verb};
 use super::rbac;
@@ -98,6 +99,26 @@ async fn handle(
             connection.reset();
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
+    }
+    if let (Some(upstream), Some(token)) = (&shared.upstream, record.token.as_deref()) {
+        let watch = verb == Some(Verb::Watch);
+        let breaker = if watch {
+            let breaker = shared.watch_breaker();
+            let either = CancellationToken::new();
+            let (a, b, c) = (breaker, shared.shutdown.clone(), either.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = a.cancelled() => {}
+                    () = b.cancelled() => {}
+                }
+                c.cancel();
+            });
+            either
+        } else {
+            CancellationToken::new()
+        };
+        let response = upstream.forward(token, parts, body, watch, breaker).await;
+        return finish(&shared, record, response);
     }
     let response =
         if let Some(token) = record.token.as_deref().filter(|_| {

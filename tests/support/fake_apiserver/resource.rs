@@ -75,6 +75,15 @@ impl Resource {
         }
     }
 
+    /// The URL path of one object.
+    pub fn object_path(self, namespace: &str, name: &str) -> String {
+        let prefix = match self.group() {
+            "" => "/api/v1".to_string(),
+            group => format!("/apis/{group}/v1"),
+        };
+        format!("{prefix}/namespaces/{namespace}/{}/{name}", self.plural())
+    }
+
     /// `plural.group` as the API server prints it in messages (`leases.coordination.k8s.io`, `configmaps`).
     pub fn qualified_resource(self) -> String {
         qualify(self.plural(), self.group())
