@@ -215,6 +215,21 @@ impl FakeApiServer {
         (runtime, server)
     }
 
+    /// [`FakeApiServer::start_in_background`] on the server `which` (see [`FakeApiServer::start_on`]);
+    /// `None` if the real server is unavailable and not required.
+    pub fn start_in_background_on(
+        which: Which,
+        test: &str,
+    ) -> Option<(tokio::runtime::Runtime, FakeApiServer)> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the fake API server");
+        let server = runtime.block_on(FakeApiServer::start_on(which, test))?;
+        Some((runtime, server))
+    }
+
     /// Starts a server with default [`Options`] on `127.0.0.1:0`.
     pub async fn start() -> FakeApiServer {
         FakeApiServer::start_with(Options::default()).await
