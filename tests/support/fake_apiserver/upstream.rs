@@ -57,6 +57,8 @@ pub struct Upstream {
     clients: AsyncMutex<HashMap<String, kube::Client>>,
     /// Per token, what `deny` took away so far.
     denied: std::sync::Mutex<HashMap<String, BTreeMap<Resource, BTreeSet<&'static str>>>>,
+    /// Per token, the rules `grant` limited it to (its Role's rules from then on).
+    granted: std::sync::Mutex<HashMap<String, Vec<RbacRule>>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -75,6 +77,7 @@ impl Upstream {
             namespace,
             clients: AsyncMutex::new(HashMap::new()),
             denied: std::sync::Mutex::new(HashMap::new()),
+            granted: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -147,8 +150,12 @@ impl Upstream {
         Ok(client)
     }
 
-    /// The rules of `token`'s Role: everything on the fake's resources but what `deny` took away.
+    /// The rules of `token`'s Role: what `grant` gave it, or everything on the fake's resources but
+    /// what `deny` took away.
     fn rules(&self, token: &str) -> Vec<RbacRule> {
+        if let Some(granted) = lock(&self.granted).get(token) {
+            return granted.clone();
+        }
         let denied = lock(&self.denied);
         let denied = denied.get(token);
         RESOURCES
@@ -213,7 +220,8 @@ impl Upstream {
                 resource_names: (!rule.resource_names.is_empty()).then_some(rule.resource_names),
                 ..RbacRule::default()
             })
-            .collect();
+            .collect::<Vec<_>>();
+        lock(&self.granted).insert(token.to_string(), rules.clone());
         self.apply_blocking(token, rules, probe);
     }
 
