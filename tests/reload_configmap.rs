@@ -1,13 +1,14 @@
-//! The jobs ConfigMap as a reload source, against the strict fake API server: the read at start and its
-//! errors, the access check, and the watch (edits, unchanged texts, deletion and recreation, broken
-//! watches, 410 Gone, outages, and polling when the watch is forbidden).
+//! The jobs ConfigMap as a reload source, on the strict fake API server and on the real one (through the
+//! fake in proxy mode): the read at start and its errors, the access check, and the watch (edits,
+//! unchanged texts, deletion and recreation, broken watches, 410 Gone, outages, and polling when the
+//! watch is forbidden).
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
 
 use std::time::Duration;
 
-use fake_apiserver::{FakeApiServer, Fault, Options, Resource, Verb as ApiVerb, NAMESPACE};
+use fake_apiserver::{FakeApiServer, Fault, Options, Resource, Verb as ApiVerb, Which};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use leasecron::reload::configmap::{self, ConfigMapRef, Error, Params};
@@ -40,8 +41,13 @@ fn params() -> Params {
     }
 }
 
-fn target() -> ConfigMapRef {
-    ConfigMapRef::parse(NAME, NAMESPACE.to_owned()).expect("a valid reference")
+fn target(server: &FakeApiServer) -> ConfigMapRef {
+    ConfigMapRef::parse(NAME, server.namespace().to_owned()).expect("a valid reference")
+}
+
+/// The origin the snapshots of `key` name.
+fn origin(server: &FakeApiServer, key: &str) -> String {
+    format!("configmap/{}/{NAME}/{key}", server.namespace())
 }
 
 /// A client for bearer token `token`, without kube's retry layer (as the module documentation asks).
@@ -53,7 +59,7 @@ async fn client(server: &FakeApiServer, token: &str) -> kube::Client {
 
 /// The ConfigMap API of an administrator, who edits the jobs.
 async fn admin(server: &FakeApiServer) -> Api<ConfigMap> {
-    Api::namespaced(server.client("admin").await, NAMESPACE)
+    Api::namespaced(server.client("admin").await, server.namespace())
 }
 
 fn config_map(data: &[(&str, &str)]) -> ConfigMap {
@@ -112,6 +118,18 @@ fn text(snapshot: &Snapshot) -> Result<&str, &str> {
     snapshot.text.as_deref().map_err(String::as_str)
 }
 
+/// The fake with [`FAST_BOOKMARKS`], or the real server (which sends a bookmark about every minute:
+/// its watch cache keeps enough history for the re-watch from the last event's version).
+async fn with_fast_bookmarks(which: Which, test: &str) -> Option<FakeApiServer> {
+    match which {
+        Which::Fake => Some(
+            FakeApiServer::start_with(Options::default().with_bookmark_interval(FAST_BOOKMARKS))
+                .await,
+        ),
+        Which::Real => FakeApiServer::start_real(test).await,
+    }
+}
+
 /// A running [`configmap::watch`] task and the receiving end of its channel.
 struct Watching {
     snapshots: watch::Receiver<Snapshot>,
@@ -125,21 +143,27 @@ impl Watching {
     /// Reads the ConfigMap as client `token` and watches it from there, as `run` does.
     async fn start(server: &FakeApiServer, token: &str, params: Params) -> Watching {
         let client = client(server, token).await;
-        let initial = configmap::read(&client, &target(), &params)
+        let target = target(server);
+        let initial = configmap::read(&client, &target, &params)
             .await
             .expect("the read at start");
-        Watching::spawn(client, initial, params)
+        Watching::spawn(client, target, initial, params)
     }
 
-    /// Watches the ConfigMap through `client`, with `initial` as the snapshot in force.
-    fn spawn(client: kube::Client, initial: Snapshot, params: Params) -> Watching {
+    /// Watches the ConfigMap `target` through `client`, with `initial` as the snapshot in force.
+    fn spawn(
+        client: kube::Client,
+        target: ConfigMapRef,
+        initial: Snapshot,
+        params: Params,
+    ) -> Watching {
         let (out, mut snapshots) = watch::channel(initial);
         snapshots.mark_unchanged();
         let stop = CancellationToken::new();
         let reread = Reread::new();
         let task = tokio::spawn(configmap::watch(
             client,
-            target(),
+            target,
             params,
             out,
             reread.clone(),
@@ -180,17 +204,20 @@ impl Watching {
     }
 }
 
-#[tokio::test]
-async fn read_returns_the_text_under_the_key() {
-    let server = FakeApiServer::start().await;
+async fn read_returns_the_text_under_the_key(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "read_returns_the_text_under_th").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1), ("other.yaml", V2)]).await;
     let client = client(&server, "r").await;
-    let snapshot = configmap::read(&client, &target(), &params())
+    let snapshot = configmap::read(&client, &target(&server), &params())
         .await
         .expect("read");
-    assert_eq!(snapshot.origin, "configmap/default/cron-jobs/jobs.yaml");
+    assert_eq!(snapshot.origin, origin(&server, "jobs.yaml"));
     assert_eq!(text(&snapshot), Ok(V1));
-    let other = ConfigMapRef::parse("cron-jobs/other.yaml", NAMESPACE.to_owned()).expect("valid");
+    let other =
+        ConfigMapRef::parse("cron-jobs/other.yaml", server.namespace().to_owned()).expect("valid");
     let snapshot = configmap::read(&client, &other, &params())
         .await
         .expect("read");
@@ -198,28 +225,36 @@ async fn read_returns_the_text_under_the_key() {
     assert_eq!(requests(&server, "r", ApiVerb::List), 0, "it never lists");
 }
 
-#[tokio::test]
-async fn read_of_a_missing_configmap_is_not_found() {
-    let server = FakeApiServer::start().await;
+async fn read_of_a_missing_configmap_is_not_found(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "read_of_a_missing_configmap_is").await
+    else {
+        return;
+    };
     let client = client(&server, "r").await;
-    let error = configmap::read(&client, &target(), &params())
+    let error = configmap::read(&client, &target(&server), &params())
         .await
         .expect_err("there is none");
     assert!(matches!(error, Error::NotFound { .. }), "{error:?}");
     assert!(!error.is_transient());
     assert_eq!(
         error.to_string(),
-        "configmap/default/cron-jobs/jobs.yaml: there is no ConfigMap \"cron-jobs\" in namespace \"default\""
+        format!(
+            "{}: there is no ConfigMap \"cron-jobs\" in namespace \"{}\"",
+            origin(&server, "jobs.yaml"),
+            server.namespace()
+        )
     );
 }
 
-#[tokio::test]
-async fn a_forbidden_read_names_the_rule_to_add() {
-    let server = FakeApiServer::start().await;
+async fn a_forbidden_read_names_the_rule_to_add(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_forbidden_read_names_the_rul").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     server.deny("r", Resource::ConfigMaps, &[ApiVerb::Get]);
     let client = client(&server, "r").await;
-    let error = configmap::read(&client, &target(), &params())
+    let error = configmap::read(&client, &target(&server), &params())
         .await
         .expect_err("get is denied");
     assert!(
@@ -229,48 +264,58 @@ async fn a_forbidden_read_names_the_rule_to_add() {
     assert!(!error.is_transient());
     let message = error.to_string();
     for needle in [
-        "configmap/default/cron-jobs/jobs.yaml: get is forbidden",
-        "\"configmaps\"",
-        "resourceNames [\"cron-jobs\"]",
-        "namespace \"default\"",
-        "cannot get resource",
+        format!("{}: get is forbidden", origin(&server, "jobs.yaml")),
+        "\"configmaps\"".to_owned(),
+        "resourceNames [\"cron-jobs\"]".to_owned(),
+        format!("namespace \"{}\"", server.namespace()),
+        "cannot get resource".to_owned(),
     ] {
-        assert!(message.contains(needle), "{needle} missing from: {message}");
+        assert!(
+            message.contains(&needle),
+            "{needle} missing from: {message}"
+        );
     }
 }
 
-#[tokio::test]
-async fn a_missing_key_lists_the_keys_and_a_binary_one_says_to_move_it() {
-    let server = FakeApiServer::start().await;
+async fn a_missing_key_lists_the_keys_and_a_binary_one_says_to_move_it(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_missing_key_lists_the_keys_a").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yml", V1), ("README", "x")]).await;
     let client = client(&server, "r").await;
-    let error = configmap::read(&client, &target(), &params())
+    let error = configmap::read(&client, &target(&server), &params())
         .await
         .expect_err("no jobs.yaml");
     assert!(matches!(error, Error::MissingKey { .. }), "{error:?}");
     assert!(!error.is_transient());
     assert_eq!(
         error.to_string(),
-        "configmap/default/cron-jobs/jobs.yaml: key jobs.yaml not found in data (keys: README, jobs.yml)"
+        format!(
+            "{}: key jobs.yaml not found in data (keys: README, jobs.yml)",
+            origin(&server, "jobs.yaml")
+        )
     );
     patch(
         &server,
         json!({ "binaryData": { "jobs.yaml": "am9iczogW10K" } }),
     )
     .await;
-    let error = configmap::read(&client, &target(), &params())
+    let error = configmap::read(&client, &target(&server), &params())
         .await
         .expect_err("jobs.yaml is binary");
     assert!(error.to_string().contains("under binaryData"), "{error}");
 }
 
-#[tokio::test]
-async fn server_errors_and_hangs_are_transient() {
-    let server = FakeApiServer::start().await;
+async fn server_errors_and_hangs_are_transient(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "server_errors_and_hangs_are_tr").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     let client = client(&server, "r").await;
     server.faults("r").set(Fault::Status(503));
-    let error = configmap::read(&client, &target(), &params())
+    let error = configmap::read(&client, &target(&server), &params())
         .await
         .expect_err("503");
     assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
@@ -280,7 +325,7 @@ async fn server_errors_and_hangs_are_transient() {
         request_timeout: Duration::from_millis(200),
         ..params()
     };
-    let error = configmap::read(&client, &target(), &short)
+    let error = configmap::read(&client, &target(&server), &short)
         .await
         .expect_err("hangs");
     assert!(error.is_transient(), "{error:?}");
@@ -290,34 +335,41 @@ async fn server_errors_and_hangs_are_transient() {
     );
 }
 
-#[tokio::test]
-async fn a_refused_connection_is_transient() {
-    let server = FakeApiServer::start().await;
+async fn a_refused_connection_is_transient(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_refused_connection_is_transi").await
+    else {
+        return;
+    };
     let config = server.config("r").await;
+    let target = target(&server);
     drop(server);
-    // Nothing listens on the dropped server's port any more.
+    // Nothing listens on the dropped server's (or proxy's) port any more.
     let client = kube::Client::try_from(config).expect("a kube client");
-    let error = configmap::read(&client, &target(), &params())
+    let error = configmap::read(&client, &target, &params())
         .await
         .expect_err("nobody answers");
     assert!(error.is_transient(), "{error:?}");
 }
 
-#[tokio::test]
-async fn check_access_passes_when_get_and_watch_are_allowed() {
-    let server = FakeApiServer::start().await;
+async fn check_access_passes_when_get_and_watch_are_allowed(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "check_access_passes_when_get_a").await
+    else {
+        return;
+    };
     let client = client(&server, "r").await;
-    configmap::check_access(&client, &target(), &params())
+    configmap::check_access(&client, &target(&server), &params())
         .await
         .expect("both verbs are allowed");
 }
 
-#[tokio::test]
-async fn check_access_reports_a_denied_watch() {
-    let server = FakeApiServer::start().await;
+async fn check_access_reports_a_denied_watch(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "check_access_reports_a_denied_").await
+    else {
+        return;
+    };
     server.deny("r", Resource::ConfigMaps, &[ApiVerb::Watch]);
     let client = client(&server, "r").await;
-    let error = configmap::check_access(&client, &target(), &params())
+    let error = configmap::check_access(&client, &target(&server), &params())
         .await
         .expect_err("watch is denied");
     let Error::AccessDenied { verbs, .. } = &error else {
@@ -333,14 +385,16 @@ async fn check_access_reports_a_denied_watch() {
     );
 }
 
-#[tokio::test]
-async fn an_edit_is_published_without_polling() {
-    let server = FakeApiServer::start().await;
+async fn an_edit_is_published_without_polling(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "an_edit_is_published_without_p").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     let mut watching = Watching::start(&server, "w", params()).await;
     edit(&server, V2).await;
     let snapshot = watching.next().await;
-    assert_eq!(snapshot.origin, "configmap/default/cron-jobs/jobs.yaml");
+    assert_eq!(snapshot.origin, origin(&server, "jobs.yaml"));
     assert_eq!(text(&snapshot), Ok(V2));
     edit(&server, V3).await;
     assert_eq!(text(&watching.next().await), Ok(V3));
@@ -353,9 +407,11 @@ async fn an_edit_is_published_without_polling() {
     watching.stop().await;
 }
 
-#[tokio::test]
-async fn an_edit_that_leaves_the_text_alone_publishes_nothing() {
-    let server = FakeApiServer::start().await;
+async fn an_edit_that_leaves_the_text_alone_publishes_nothing(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "an_edit_that_leaves_the_text_a").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     let mut watching = Watching::start(&server, "w", params()).await;
     // A first edit proves the watch is up.
@@ -377,9 +433,11 @@ async fn an_edit_that_leaves_the_text_alone_publishes_nothing() {
     watching.stop().await;
 }
 
-#[tokio::test]
-async fn a_deletion_is_published_as_an_error_and_a_recreation_as_the_new_text() {
-    let server = FakeApiServer::start().await;
+async fn a_deletion_is_published_as_an_error_and_a_recreation_as_the_new_text(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_deletion_is_published_as_an_").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     let mut watching = Watching::start(&server, "w", params()).await;
     delete(&server).await;
@@ -392,9 +450,11 @@ async fn a_deletion_is_published_as_an_error_and_a_recreation_as_the_new_text() 
     watching.stop().await;
 }
 
-#[tokio::test]
-async fn removing_the_key_is_published_as_an_error() {
-    let server = FakeApiServer::start().await;
+async fn removing_the_key_is_published_as_an_error(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "removing_the_key_is_published_").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1), ("README", "x")]).await;
     let mut watching = Watching::start(&server, "w", params()).await;
     patch(&server, json!({ "data": { "jobs.yaml": null } })).await;
@@ -407,17 +467,19 @@ async fn removing_the_key_is_published_as_an_error() {
     watching.stop().await;
 }
 
-#[tokio::test]
-async fn a_watch_of_a_missing_configmap_sees_it_created() {
-    let server = FakeApiServer::start().await;
+async fn a_watch_of_a_missing_configmap_sees_it_created(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_watch_of_a_missing_configmap").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     let client = client(&server, "w").await;
-    let initial = configmap::read(&client, &target(), &params())
+    let initial = configmap::read(&client, &target(&server), &params())
         .await
         .expect("read");
     // Deleted between the read at start and the watch's own read.
     delete(&server).await;
-    let mut watching = Watching::spawn(client, initial, params());
+    let mut watching = Watching::spawn(client, target(&server), initial, params());
     assert_eq!(
         text(&watching.next().await),
         Err("the ConfigMap was deleted")
@@ -427,10 +489,10 @@ async fn a_watch_of_a_missing_configmap_sees_it_created() {
     watching.stop().await;
 }
 
-#[tokio::test]
-async fn broken_watches_are_resumed_and_see_later_edits() {
-    let server =
-        FakeApiServer::start_with(Options::default().with_bookmark_interval(FAST_BOOKMARKS)).await;
+async fn broken_watches_are_resumed_and_see_later_edits(which: Which) {
+    let Some(server) = with_fast_bookmarks(which, "broken_watches_are_resumed").await else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     let mut watching = Watching::start(&server, "w", params()).await;
     for (round, version) in [V2, V3, V1].into_iter().enumerate() {
@@ -445,6 +507,7 @@ async fn broken_watches_are_resumed_and_see_later_edits() {
     watching.stop().await;
 }
 
+/// Fake-only: it compacts the history (`FakeApiServer::compact`) to make the watcher's version too old.
 #[tokio::test]
 async fn after_410_gone_it_reads_again_and_sees_later_edits() {
     // No periodic bookmarks: the watcher's version stays at its last event, which the compaction
@@ -486,10 +549,10 @@ async fn after_410_gone_it_reads_again_and_sees_later_edits() {
     watching.stop().await;
 }
 
-#[tokio::test]
-async fn an_outage_publishes_nothing_and_the_edits_made_during_it_apply_after() {
-    let server =
-        FakeApiServer::start_with(Options::default().with_bookmark_interval(FAST_BOOKMARKS)).await;
+async fn an_outage_publishes_nothing_and_the_edits_made_during_it_apply_after(which: Which) {
+    let Some(server) = with_fast_bookmarks(which, "an_outage_publishes_nothing").await else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     let mut watching = Watching::start(&server, "w", params()).await;
     edit(&server, V2).await;
@@ -511,9 +574,11 @@ async fn an_outage_publishes_nothing_and_the_edits_made_during_it_apply_after() 
     watching.stop().await;
 }
 
-#[tokio::test]
-async fn a_hung_watch_is_abandoned_and_made_again() {
-    let server = FakeApiServer::start().await;
+async fn a_hung_watch_is_abandoned_and_made_again(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_hung_watch_is_abandoned_and_").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     let short = Params {
         request_timeout: Duration::from_millis(300),
@@ -551,9 +616,11 @@ async fn more_requests_than(server: &FakeApiServer, token: &str, verb: ApiVerb, 
     .unwrap_or_else(|_| panic!("no further {verb:?} request"));
 }
 
-#[tokio::test]
-async fn a_reread_request_gets_the_configmap_again_and_watches_from_there() {
-    let server = FakeApiServer::start().await;
+async fn a_reread_request_gets_the_configmap_again_and_watches_from_there(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_reread_request_gets_the_conf").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     let mut watching = Watching::start(&server, "w", params()).await;
     // A first edit proves the watch is up.
@@ -577,9 +644,11 @@ async fn a_reread_request_gets_the_configmap_again_and_watches_from_there() {
     watching.stop().await;
 }
 
-#[tokio::test]
-async fn a_reread_request_during_a_pause_after_a_failure_reads_at_once() {
-    let server = FakeApiServer::start().await;
+async fn a_reread_request_during_a_pause_after_a_failure_reads_at_once(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_reread_request_during_a_paus").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     // Pauses long enough that only a request can end one within the test.
     let slow = Params {
@@ -602,9 +671,11 @@ async fn a_reread_request_during_a_pause_after_a_failure_reads_at_once() {
     watching.stop().await;
 }
 
-#[tokio::test]
-async fn a_watch_forbidden_at_run_time_falls_back_to_polling() {
-    let server = FakeApiServer::start().await;
+async fn a_watch_forbidden_at_run_time_falls_back_to_polling(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_watch_forbidden_at_run_time_").await
+    else {
+        return;
+    };
     create(&server, &[("jobs.yaml", V1)]).await;
     server.deny("w", Resource::ConfigMaps, &[ApiVerb::Watch]);
     let mut watching = Watching::start(&server, "w", params()).await;
@@ -625,3 +696,26 @@ async fn a_watch_forbidden_at_run_time_falls_back_to_polling() {
     assert!(requests(&server, "w", ApiVerb::Get) >= 3, "it polled");
     watching.stop().await;
 }
+
+on_both_servers!(
+    #[tokio::test]
+    read_returns_the_text_under_the_key,
+    read_of_a_missing_configmap_is_not_found,
+    a_forbidden_read_names_the_rule_to_add,
+    a_missing_key_lists_the_keys_and_a_binary_one_says_to_move_it,
+    server_errors_and_hangs_are_transient,
+    a_refused_connection_is_transient,
+    check_access_passes_when_get_and_watch_are_allowed,
+    check_access_reports_a_denied_watch,
+    an_edit_is_published_without_polling,
+    an_edit_that_leaves_the_text_alone_publishes_nothing,
+    a_deletion_is_published_as_an_error_and_a_recreation_as_the_new_text,
+    removing_the_key_is_published_as_an_error,
+    a_watch_of_a_missing_configmap_sees_it_created,
+    a_hung_watch_is_abandoned_and_made_again,
+    a_reread_request_gets_the_configmap_again_and_watches_from_there,
+    a_reread_request_during_a_pause_after_a_failure_reads_at_once,
+    a_watch_forbidden_at_run_time_falls_back_to_polling,
+    broken_watches_are_resumed_and_see_later_edits,
+    an_outage_publishes_nothing_and_the_edits_made_during_it_apply_after,
+);
