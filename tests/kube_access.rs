@@ -1,4 +1,4 @@
-//! RBAC at start: a replica that may not get, watch, create or update the Lease is told so before it
+//! RBAC at start, on the fake and on the real API server: a replica that may not get, watch, create or update the Lease is told so before it
 //! joins the election (`SelfSubjectAccessReview`), with the verbs and the rule to add; a denied request
 //! later is a 403 naming its verb.
 
@@ -7,13 +7,15 @@ mod fake_apiserver;
 #[path = "support/kube_electors.rs"]
 mod kube_electors;
 
-use fake_apiserver::{FakeApiServer, Resource, Verb as ApiVerb};
+use fake_apiserver::{FakeApiServer, Resource, Verb as ApiVerb, Which};
 use kube_electors::store;
 use leasecron::lease_store::{Error, LeaseStore};
 
-#[tokio::test]
-async fn all_verbs_granted_passes_the_check() {
-    let server = FakeApiServer::start().await;
+async fn all_verbs_granted_passes_the_check(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "all_verbs_granted_passes_the_c").await
+    else {
+        return;
+    };
     let store = store(&server, "a").await;
     store.check_access().await.expect("every verb is allowed");
     let reviews = server
@@ -27,9 +29,11 @@ async fn all_verbs_granted_passes_the_check() {
     );
 }
 
-#[tokio::test]
-async fn denied_verbs_are_named_with_the_rule_to_add() {
-    let server = FakeApiServer::start().await;
+async fn denied_verbs_are_named_with_the_rule_to_add(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "denied_verbs_are_named_with_th").await
+    else {
+        return;
+    };
     server.deny("a", Resource::Leases, &[ApiVerb::Create, ApiVerb::Update]);
     let store = store(&server, "a").await;
     let error = store
@@ -41,11 +45,12 @@ async fn denied_verbs_are_named_with_the_rule_to_add() {
     };
     assert_eq!(verbs, &["create", "update"]);
     let message = error.to_string();
+    let namespace = format!("\"{}\"", server.namespace());
     for needle in [
         "create, update",
         "coordination.k8s.io",
         "leases",
-        "\"default\"",
+        namespace.as_str(),
     ] {
         assert!(message.contains(needle), "{needle} in {message}");
     }
@@ -55,17 +60,21 @@ async fn denied_verbs_are_named_with_the_rule_to_add() {
     );
 }
 
-#[tokio::test]
-async fn another_clients_denials_do_not_apply() {
-    let server = FakeApiServer::start().await;
+async fn another_clients_denials_do_not_apply(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "another_clients_denials_do_not").await
+    else {
+        return;
+    };
     server.deny("b", Resource::Leases, &[ApiVerb::Get]);
     let store = store(&server, "a").await;
     store.check_access().await.expect("a is not b");
 }
 
-#[tokio::test]
-async fn a_denied_request_is_a_403_naming_its_verb() {
-    let server = FakeApiServer::start().await;
+async fn a_denied_request_is_a_403_naming_its_verb(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_denied_request_is_a_403_nami").await
+    else {
+        return;
+    };
     server.deny("a", Resource::Leases, &[ApiVerb::Get]);
     let store = store(&server, "a").await;
     let error = store.get().await.expect_err("get is denied");
@@ -77,9 +86,11 @@ async fn a_denied_request_is_a_403_naming_its_verb() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_exits_2_at_start_when_a_verb_is_denied() {
-    let server = FakeApiServer::start().await;
+async fn run_exits_2_at_start_when_a_verb_is_denied(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "run_exits_2_at_start_when_a_ve").await
+    else {
+        return;
+    };
     server.deny("denied", Resource::Leases, &[ApiVerb::Update]);
     let dir = tempfile::tempdir().expect("tempdir");
     let jobs = dir.path().join("jobs.yaml");
@@ -108,14 +119,15 @@ async fn run_exits_2_at_start_when_a_verb_is_denied() {
     assert_eq!(writes, 0, "it never tried to take the Lease");
 }
 
-#[tokio::test]
-async fn granted_rules_match_names_as_the_rbac_authorizer_does() {
+async fn granted_rules_match_names_as_the_rbac_authorizer_does(which: Which) {
     use fake_apiserver::PolicyRule;
     use futures_util::StreamExt;
     use k8s_openapi::api::coordination::v1::Lease;
     use kube::api::{Api, ListParams, PostParams, WatchParams};
 
-    let server = FakeApiServer::start().await;
+    let Some(server) = FakeApiServer::start_on(which, "granted_rules_match_names").await else {
+        return;
+    };
     let rule = |verbs: &[&str], names: &[&str]| PolicyRule {
         api_groups: vec!["coordination.k8s.io".to_owned()],
         resources: vec!["leases".to_owned()],
@@ -184,3 +196,13 @@ async fn granted_rules_match_names_as_the_rbac_authorizer_does() {
     };
     assert!(refused, "a watch selecting another name");
 }
+
+on_both_servers!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    all_verbs_granted_passes_the_check,
+    denied_verbs_are_named_with_the_rule_to_add,
+    another_clients_denials_do_not_apply,
+    a_denied_request_is_a_403_naming_its_verb,
+    run_exits_2_at_start_when_a_verb_is_denied,
+    granted_rules_match_names_as_the_rbac_authorizer_does,
+);

@@ -326,12 +326,13 @@ async fn polling_takes_over_while_the_watch_is_down(which: Which) {
     assert!(count(&server, "follower", ApiVerb::Get) >= 1, "it polled");
 }
 
-#[tokio::test]
-async fn a_forbidden_read_names_the_verb_and_resource() {
-    // The fake has no authorization; a 403 Status from it is injected as a status fault.
-    let server = FakeApiServer::start().await;
+async fn a_forbidden_read_names_the_verb_and_resource(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_forbidden_read_names_the_ver").await
+    else {
+        return;
+    };
     let store = store(&server, "a").await;
-    server.faults("a").set(Fault::Status(403));
+    server.deny("a", Resource::Leases, &[ApiVerb::Get]);
     let error = store.get().await.expect_err("forbidden");
     assert!(!error.is_transient());
     let text = error.to_string();
@@ -356,4 +357,5 @@ on_both_servers!(
     a_hung_request_times_out_instead_of_waiting_forever,
     kube_does_not_retry_a_503_behind_our_back,
     polling_takes_over_while_the_watch_is_down,
+    a_forbidden_read_names_the_verb_and_resource,
 );
