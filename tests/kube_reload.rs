@@ -1,4 +1,5 @@
-//! `leasecron run --jobs-configmap` as a process, on the fake API server: the jobs come from a ConfigMap
+//! `leasecron run --jobs-configmap` as a process, on the fake API server and on the real one (through the
+//! fake in proxy mode): the jobs come from a ConfigMap
 //! read and watched through the API, edits apply live, a broken edit is rejected (log, metric, Event) with
 //! the old jobs still running, and start-up problems exit with the right code.
 
@@ -14,12 +15,34 @@ use std::path::Path;
 use std::time::Duration;
 
 use exposition::sample;
-use fake_apiserver::{FakeApiServer, Resource, Verb, NAMESPACE};
+use fake_apiserver::{FakeApiServer, Resource, Verb, Which};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use replica::{leasecron, now_ns, wait_for, Replica, FAST_TIMINGS};
 use serde_json::json;
+
+/// For each `fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`.
+macro_rules! on_both_servers_in_background {
+    ($($name:ident),+ $(,)?) => {
+        mod fake {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Which::Fake)
+                }
+            )+
+        }
+        mod real {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Which::Real)
+                }
+            )+
+        }
+    };
+}
 
 const WAIT: Duration = Duration::from_secs(30);
 const NAME: &str = "leasecron-jobs";
@@ -52,7 +75,7 @@ fn runs_of(runs: &Path, job: &str, after_ns: u128) -> usize {
 }
 
 async fn config_maps(server: &FakeApiServer) -> Api<ConfigMap> {
-    Api::namespaced(server.client(ADMIN).await, NAMESPACE)
+    Api::namespaced(server.client(ADMIN).await, server.namespace())
 }
 
 async fn create(server: &FakeApiServer, text: &str) {
@@ -82,7 +105,7 @@ async fn edit(server: &FakeApiServer, text: &str) {
 }
 
 async fn event_reasons(server: &FakeApiServer) -> Vec<(String, String)> {
-    let api: Api<Event> = Api::namespaced(server.client(ADMIN).await, NAMESPACE);
+    let api: Api<Event> = Api::namespaced(server.client(ADMIN).await, server.namespace());
     api.list(&ListParams::default())
         .await
         .expect("list events")
@@ -107,9 +130,12 @@ fn start(dir: &Path, server: &FakeApiServer, identity: &str, source: &str) -> Re
     )
 }
 
-#[test]
-fn edits_of_the_configmap_apply_live_and_a_broken_one_is_rejected() {
-    let (runtime, server) = FakeApiServer::start_in_background();
+fn edits_of_the_configmap_apply_live_and_a_broken_one_is_rejected(which: Which) {
+    let Some((runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "edits_of_the_configmap_apply")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     runtime.block_on(create(&server, &jobs(&[every_second("old", &runs)])));
@@ -118,7 +144,7 @@ fn edits_of_the_configmap_apply_live_and_a_broken_one_is_rejected() {
         .unwrap_or_else(|| panic!("the ConfigMap's job runs: {}", replica.log_text()));
     assert_eq!(
         replica.status().expect("status")["config"]["source"],
-        format!("configmap/{NAMESPACE}/{NAME}/jobs.yaml")
+        format!("configmap/{}/{NAME}/jobs.yaml", server.namespace())
     );
 
     // An edit adds a job; the old one goes on.
@@ -143,7 +169,7 @@ fn edits_of_the_configmap_apply_live_and_a_broken_one_is_rejected() {
     })
     .unwrap_or_else(|| panic!("the failure is counted: {}", replica.log_text()));
     let rejected_at = now_ns();
-    let origin = format!("configmap/{NAMESPACE}/{NAME}/jobs.yaml:3:15");
+    let origin = format!("configmap/{}/{NAME}/jobs.yaml:3:15", server.namespace());
     assert!(
         replica.log_text().contains(&origin),
         "the log names {origin}: {}",
@@ -207,9 +233,12 @@ fn edits_of_the_configmap_apply_live_and_a_broken_one_is_rejected() {
     assert_eq!(lists, 0);
 }
 
-#[test]
-fn a_key_can_be_named_and_start_up_problems_exit_with_their_code() {
-    let (runtime, server) = FakeApiServer::start_in_background();
+fn a_key_can_be_named_and_start_up_problems_exit_with_their_code(which: Which) {
+    let Some((runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "a_key_can_be_named_and_start")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = server.kubeconfig(dir.path(), "r1");
     let run = |source: &str| {
@@ -290,3 +319,8 @@ fn jobs_and_jobs_configmap_are_mutually_exclusive_and_one_is_required() {
     let neither = leasecron().args(["run"]).output().expect("run");
     assert_eq!(neither.status.code(), Some(2));
 }
+
+on_both_servers_in_background!(
+    edits_of_the_configmap_apply_live_and_a_broken_one_is_rejected,
+    a_key_can_be_named_and_start_up_problems_exit_with_their_code,
+);
