@@ -1,5 +1,5 @@
-//! Kubernetes Events against the strict fake API server: what is written about the Lease, aggregation of
-//! bursts, and that a refusing, failing or hanging API never reaches the caller.
+//! Kubernetes Events on the strict fake API server and on the real one: what is written about the Lease,
+//! aggregation of bursts, and that a refusing, failing or hanging API never reaches the caller.
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fake_apiserver::{FakeApiServer, Fault, RequestRecord, Resource, Verb, NAMESPACE};
+use fake_apiserver::{FakeApiServer, Fault, RequestRecord, Resource, Verb, Which};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use leasecron::election::{ElectionEvent, LossReason};
@@ -26,7 +26,12 @@ const READER: &str = "reader";
 const PATIENCE: Duration = Duration::from_secs(30);
 
 async fn sink(server: &FakeApiServer) -> EventSink {
-    EventSink::new(server.client(IDENTITY).await, NAMESPACE, LEASE, IDENTITY)
+    EventSink::new(
+        server.client(IDENTITY).await,
+        server.namespace(),
+        LEASE,
+        IDENTITY,
+    )
 }
 
 async fn flush(sink: &EventSink) {
@@ -52,7 +57,7 @@ async fn notes_once_there_are(server: &FakeApiServer, n: usize) -> Vec<String> {
 
 /// Every Event in the namespace, oldest first.
 async fn events(server: &FakeApiServer) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(server.client(READER).await, NAMESPACE);
+    let api: Api<Event> = Api::namespaced(server.client(READER).await, server.namespace());
     let mut events = api
         .list(&ListParams::default())
         .await
@@ -131,9 +136,11 @@ impl std::io::Write for LogWriter {
     }
 }
 
-#[tokio::test]
-async fn leadership_acquired_and_lost_are_events_about_the_lease() {
-    let server = FakeApiServer::start().await;
+async fn leadership_acquired_and_lost_are_events_about_the_lease(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "leadership_acquired_and_lost_a").await
+    else {
+        return;
+    };
     let sink = sink(&server).await;
     let token = FencingToken(7);
     sink.on_election(&ElectionEvent::Acquired { token });
@@ -167,7 +174,7 @@ async fn leadership_acquired_and_lost_are_events_about_the_lease() {
             Some("coordination.k8s.io/v1")
         );
         assert_eq!(regarding.kind.as_deref(), Some("Lease"));
-        assert_eq!(regarding.namespace.as_deref(), Some(NAMESPACE));
+        assert_eq!(regarding.namespace.as_deref(), Some(server.namespace()));
         assert_eq!(regarding.name.as_deref(), Some(LEASE));
         assert_eq!(event.reporting_controller.as_deref(), Some("leasecron"));
         assert_eq!(event.reporting_instance.as_deref(), Some(IDENTITY));
@@ -177,9 +184,11 @@ async fn leadership_acquired_and_lost_are_events_about_the_lease() {
         .all(|r| r.resource == Some(Resource::Events) && r.verb == Some(Verb::Create)));
 }
 
-#[tokio::test]
-async fn a_lost_term_on_shutdown_is_a_normal_event() {
-    let server = FakeApiServer::start().await;
+async fn a_lost_term_on_shutdown_is_a_normal_event(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_lost_term_on_shutdown_is_a_n").await
+    else {
+        return;
+    };
     let sink = sink(&server).await;
     sink.on_election(&ElectionEvent::Lost {
         token: FencingToken(2),
@@ -193,9 +202,11 @@ async fn a_lost_term_on_shutdown_is_a_normal_event() {
     assert_eq!(summaries[0].1, "LeadershipLost");
 }
 
-#[tokio::test]
-async fn failed_timed_out_and_cancelled_runs_are_warnings_and_successes_are_not() {
-    let server = FakeApiServer::start().await;
+async fn failed_timed_out_and_cancelled_runs_are_warnings_and_successes_are_not(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "failed_timed_out_and_cancelled").await
+    else {
+        return;
+    };
     let sink = sink(&server).await;
     sink.on_run(&failed("backup"));
     sink.on_run(&finished("report", Outcome::TimedOut));
@@ -225,9 +236,11 @@ async fn failed_timed_out_and_cancelled_runs_are_warnings_and_successes_are_not(
     }
 }
 
-#[tokio::test]
-async fn a_missed_deadline_and_a_failed_reload_are_warnings() {
-    let server = FakeApiServer::start().await;
+async fn a_missed_deadline_and_a_failed_reload_are_warnings(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_missed_deadline_and_a_failed").await
+    else {
+        return;
+    };
     let sink = sink(&server).await;
     let scheduled: DateTime<Utc> = "2026-03-01T10:05:00Z".parse().expect("a timestamp");
     sink.on_missed("backup", scheduled);
@@ -247,9 +260,11 @@ async fn a_missed_deadline_and_a_failed_reload_are_warnings() {
     assert!(summaries.iter().all(|s| s.0 == "Warning"));
 }
 
-#[tokio::test]
-async fn a_burst_of_failures_of_one_job_makes_two_writes_carrying_the_count() {
-    let server = FakeApiServer::start().await;
+async fn a_burst_of_failures_of_one_job_makes_two_writes_carrying_the_count(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_burst_of_failures_of_one_job").await
+    else {
+        return;
+    };
     let sink = sink(&server).await;
     for _ in 0..100 {
         sink.on_run(&failed("flaky"));
@@ -268,15 +283,17 @@ async fn a_burst_of_failures_of_one_job_makes_two_writes_carrying_the_count() {
     assert_eq!(sink.dropped(), 0);
 }
 
-#[tokio::test]
-async fn folded_repeats_are_written_when_the_key_interval_is_over() {
-    let server = FakeApiServer::start().await;
+async fn folded_repeats_are_written_when_the_key_interval_is_over(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "folded_repeats_are_written_whe").await
+    else {
+        return;
+    };
     let limits = Limits {
         key_interval: Duration::from_millis(300),
         ..Limits::default()
     };
     let client = server.client(IDENTITY).await;
-    let sink = EventSink::with_limits(client, NAMESPACE, LEASE, IDENTITY, limits);
+    let sink = EventSink::with_limits(client, server.namespace(), LEASE, IDENTITY, limits);
     for _ in 0..5 {
         sink.on_run(&failed("flaky"));
     }
@@ -288,9 +305,11 @@ async fn folded_repeats_are_written_when_the_key_interval_is_over() {
     );
 }
 
-#[tokio::test]
-async fn dropping_the_last_sink_writes_what_was_folded() {
-    let server = FakeApiServer::start().await;
+async fn dropping_the_last_sink_writes_what_was_folded(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "dropping_the_last_sink_writes_").await
+    else {
+        return;
+    };
     let sink = sink(&server).await;
     sink.on_missed("a", Utc::now());
     sink.on_missed("a", Utc::now());
@@ -303,10 +322,12 @@ async fn dropping_the_last_sink_writes_what_was_folded() {
     );
 }
 
-#[tokio::test]
-async fn a_forbidden_events_api_is_logged_once_and_then_nothing_is_sent() {
+async fn a_forbidden_events_api_is_logged_once_and_then_nothing_is_sent(which: Which) {
     let (logs_buffer, _guard) = capture_logs();
-    let server = FakeApiServer::start().await;
+    let Some(server) = FakeApiServer::start_on(which, "a_forbidden_events_api_is_logg").await
+    else {
+        return;
+    };
     server.deny(IDENTITY, Resource::Events, &[Verb::Create, Verb::Patch]);
     let sink = sink(&server).await;
     sink.on_election(&ElectionEvent::Acquired {
@@ -334,10 +355,12 @@ async fn a_forbidden_events_api_is_logged_once_and_then_nothing_is_sent() {
     );
 }
 
-#[tokio::test]
-async fn other_api_errors_drop_the_event_but_keep_the_sink() {
+async fn other_api_errors_drop_the_event_but_keep_the_sink(which: Which) {
     let (logs_buffer, _guard) = capture_logs();
-    let server = FakeApiServer::start().await;
+    let Some(server) = FakeApiServer::start_on(which, "other_api_errors_drop_the_even").await
+    else {
+        return;
+    };
     let sink = sink(&server).await;
     server.faults(IDENTITY).set(Fault::Status(500));
     sink.on_run(&failed("a"));
@@ -360,9 +383,11 @@ async fn other_api_errors_drop_the_event_but_keep_the_sink() {
     assert!(summary(&events[0]).2.starts_with("job c: "));
 }
 
-#[tokio::test]
-async fn a_hung_api_never_blocks_the_caller_and_a_full_queue_drops_and_counts() {
-    let server = FakeApiServer::start().await;
+async fn a_hung_api_never_blocks_the_caller_and_a_full_queue_drops_and_counts(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_hung_api_never_blocks_the_ca").await
+    else {
+        return;
+    };
     let sink = sink(&server).await;
     server.faults(IDENTITY).set(Fault::Hang);
     sink.on_run(&failed("a"));
@@ -393,9 +418,11 @@ async fn a_hung_api_never_blocks_the_caller_and_a_full_queue_drops_and_counts() 
     assert!(notes.iter().any(|n| n.starts_with(&folded)), "{notes:?}");
 }
 
-#[tokio::test]
-async fn a_disabled_sink_writes_nothing() {
-    let server = FakeApiServer::start().await;
+async fn a_disabled_sink_writes_nothing(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_disabled_sink_writes_nothing").await
+    else {
+        return;
+    };
     let sink = EventSink::disabled();
     sink.on_election(&ElectionEvent::Acquired {
         token: FencingToken(1),
@@ -407,3 +434,18 @@ async fn a_disabled_sink_writes_nothing() {
     assert!(server.requests().is_empty());
     assert!(!sink.is_enabled());
 }
+
+on_both_servers!(
+    #[tokio::test]
+    leadership_acquired_and_lost_are_events_about_the_lease,
+    a_lost_term_on_shutdown_is_a_normal_event,
+    failed_timed_out_and_cancelled_runs_are_warnings_and_successes_are_not,
+    a_missed_deadline_and_a_failed_reload_are_warnings,
+    a_burst_of_failures_of_one_job_makes_two_writes_carrying_the_count,
+    folded_repeats_are_written_when_the_key_interval_is_over,
+    dropping_the_last_sink_writes_what_was_folded,
+    a_forbidden_events_api_is_logged_once_and_then_nothing_is_sent,
+    other_api_errors_drop_the_event_but_keep_the_sink,
+    a_hung_api_never_blocks_the_caller_and_a_full_queue_drops_and_counts,
+    a_disabled_sink_writes_nothing,
+);
