@@ -1,7 +1,7 @@
-//! The run state in the ConfigMap `<lease>-state`, against the strict fake API server: through the real
-//! [`Ledger`] over [`Backend::Kube`] (claims across replicas, fencing of stale terms, racing claims,
-//! rebuilds of unusable records — the file store's tests, on the API), the store's compare-and-swap
-//! itself, the object as written, outages and hangs, and RBAC.
+//! The run state in the ConfigMap `<lease>-state`, on the strict fake API server and on the real one:
+//! through the real [`Ledger`] over [`Backend::Kube`] (claims across replicas, fencing of stale terms,
+//! racing claims, rebuilds of unusable records — the file store's tests, on the API), the store's
+//! compare-and-swap itself, the object as written, outages and hangs, and RBAC.
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use fake_apiserver::{FakeApiServer, Fault, Resource, Verb as ApiVerb, NAMESPACE};
+use fake_apiserver::{FakeApiServer, Fault, Resource, Verb as ApiVerb, Which};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 use leasecron::state::kube::{self as kube_state, KubeState, KEY};
@@ -38,8 +38,13 @@ fn slot(s: i64) -> DateTime<Utc> {
 
 /// The store of client `token`, with `timeout` on every request.
 async fn store_with(server: &FakeApiServer, token: &str, timeout: Duration) -> KubeState {
-    KubeState::new(server.config(token).await, NAMESPACE, LEASE, timeout)
-        .expect("a store for a valid Lease name")
+    KubeState::new(
+        server.config(token).await,
+        server.namespace(),
+        LEASE,
+        timeout,
+    )
+    .expect("a store for a valid Lease name")
 }
 
 async fn store(server: &FakeApiServer, token: &str) -> KubeState {
@@ -58,7 +63,7 @@ async fn ledger(server: &FakeApiServer, token: &str) -> Ledger {
 
 /// The ConfigMap API of an administrator, who edits objects by hand.
 async fn admin(server: &FakeApiServer) -> Api<ConfigMap> {
-    Api::namespaced(server.client("admin").await, NAMESPACE)
+    Api::namespaced(server.client("admin").await, server.namespace())
 }
 
 /// Writes `data` into the state ConfigMap by hand (creating it, or replacing what is there), with a
@@ -92,10 +97,15 @@ async fn hand_write(server: &FakeApiServer, data: &[(&str, &str)]) {
     }
 }
 
+/// How errors and logs name the state ConfigMap: `configmap NAMESPACE/cron-state`.
+fn described(server: &FakeApiServer) -> String {
+    format!("configmap {}/{STATE}", server.namespace())
+}
+
 /// The state ConfigMap as stored.
 fn stored(server: &FakeApiServer) -> serde_json::Value {
     server
-        .object(Resource::ConfigMaps, NAMESPACE, STATE)
+        .object(Resource::ConfigMaps, server.namespace(), STATE)
         .expect("the state ConfigMap exists")
 }
 
@@ -137,9 +147,11 @@ async fn begin(ledger: &Ledger, token: u64) -> StateRecord {
 
 // === The ledger over the ConfigMap (the file store's tests) ===
 
-#[tokio::test]
-async fn a_slot_is_claimed_once_across_ledgers() {
-    let server = FakeApiServer::start().await;
+async fn a_slot_is_claimed_once_across_ledgers(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_slot_is_claimed_once_across_").await
+    else {
+        return;
+    };
     let a = ledger(&server, "a").await;
     let b = ledger(&server, "b").await;
     begin(&a, 1).await;
@@ -177,9 +189,10 @@ async fn a_slot_is_claimed_once_across_ledgers() {
     );
 }
 
-#[tokio::test]
-async fn a_stale_term_cannot_write() {
-    let server = FakeApiServer::start().await;
+async fn a_stale_term_cannot_write(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_stale_term_cannot_write").await else {
+        return;
+    };
     let old = ledger(&server, "old").await;
     let new = ledger(&server, "new").await;
     begin(&old, 3).await;
@@ -216,9 +229,11 @@ async fn a_stale_term_cannot_write() {
     assert_eq!(stored_record(&server).fencing_token, 4);
 }
 
-#[tokio::test]
-async fn a_corrupt_or_newer_record_is_rebuilt() {
-    let server = FakeApiServer::start().await;
+async fn a_corrupt_or_newer_record_is_rebuilt(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_corrupt_or_newer_record_is_r").await
+    else {
+        return;
+    };
     let unknown_field = r#"{"format": 1, "fencingToken": 2, "jobs": {}, "newField": 1}"#;
     let newer_format = r#"{"format": 3, "fencingToken": 2, "jobs": {}}"#;
     let cases: [&[(&str, &str)]; 4] = [
@@ -250,9 +265,11 @@ async fn a_corrupt_or_newer_record_is_rebuilt() {
     }
 }
 
-#[tokio::test]
-async fn a_rerun_may_claim_the_interrupted_slot_once() {
-    let server = FakeApiServer::start().await;
+async fn a_rerun_may_claim_the_interrupted_slot_once(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_rerun_may_claim_the_interrup").await
+    else {
+        return;
+    };
     let old = ledger(&server, "old").await;
     begin(&old, 1).await;
     old.claim("j", slot(10), FencingToken(1), slot(10), false)
@@ -279,9 +296,11 @@ async fn a_rerun_may_claim_the_interrupted_slot_once() {
 
 // === Racing writers ===
 
-#[tokio::test]
-async fn racing_claims_of_one_slot_by_two_ledgers_of_one_term_claim_it_once() {
-    let server = FakeApiServer::start().await;
+async fn racing_claims_of_one_slot_by_two_ledgers_of_one_term_claim_it_once(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "racing_claims_of_one_slot_by_t").await
+    else {
+        return;
+    };
     let a = ledger(&server, "a").await;
     let b = ledger(&server, "b").await;
     // Both begin the same term (two replicas that each believe they lead): both cache one version.
@@ -309,9 +328,11 @@ async fn racing_claims_of_one_slot_by_two_ledgers_of_one_term_claim_it_once() {
     assert!(conflicts > 0, "no write conflicted");
 }
 
-#[tokio::test]
-async fn racing_first_writes_create_the_configmap_once() {
-    let server = FakeApiServer::start().await;
+async fn racing_first_writes_create_the_configmap_once(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "racing_first_writes_create_the").await
+    else {
+        return;
+    };
     let a = ledger(&server, "a").await;
     let b = ledger(&server, "b").await;
     let (from_a, from_b) = tokio::join!(
@@ -331,9 +352,11 @@ async fn racing_first_writes_create_the_configmap_once() {
 
 // === The store ===
 
-#[tokio::test]
-async fn every_write_is_a_compare_and_swap_on_the_resource_version() {
-    let server = FakeApiServer::start().await;
+async fn every_write_is_a_compare_and_swap_on_the_resource_version(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "every_write_is_a_compare_and_s").await
+    else {
+        return;
+    };
     let state = store(&server, "a").await;
     assert!(
         state.load().await.expect("api").is_none(),
@@ -381,9 +404,11 @@ async fn every_write_is_a_compare_and_swap_on_the_resource_version() {
     );
 }
 
-#[tokio::test]
-async fn the_configmap_holds_the_record_in_format_1_a_label_and_an_annotation() {
-    let server = FakeApiServer::start().await;
+async fn the_configmap_holds_the_record_in_format_1_a_label_and_an_annotation(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "the_configmap_holds_the_record").await
+    else {
+        return;
+    };
     let ledger = ledger(&server, "a").await;
     begin(&ledger, 1).await;
     ledger
@@ -401,20 +426,20 @@ async fn the_configmap_holds_the_record_in_format_1_a_label_and_an_annotation() 
     let description = object["metadata"]["annotations"][kube_state::DESCRIPTION_ANNOTATION]
         .as_str()
         .unwrap_or_default();
-    assert!(
-        description.contains("run state of Lease default/cron"),
-        "{description}"
-    );
+    let lease = format!("run state of Lease {}/{LEASE}", server.namespace());
+    assert!(description.contains(&lease), "{description}");
     assert_eq!(
         ledger.describe(),
-        "configmap default/cron-state",
+        described(&server),
         "logs name the object"
     );
 }
 
-#[tokio::test]
-async fn a_configmap_deleted_under_a_ledger_is_created_again() {
-    let server = FakeApiServer::start().await;
+async fn a_configmap_deleted_under_a_ledger_is_created_again(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_configmap_deleted_under_a_le").await
+    else {
+        return;
+    };
     let ledger = ledger(&server, "a").await;
     begin(&ledger, 1).await;
     admin(&server)
@@ -436,9 +461,13 @@ async fn a_configmap_deleted_under_a_ledger_is_created_again() {
     assert!(record.jobs.contains_key("j"));
 }
 
-#[tokio::test]
-async fn a_record_too_large_for_a_configmap_is_a_permanent_error_naming_it_without_a_request() {
-    let server = FakeApiServer::start().await;
+async fn a_record_too_large_for_a_configmap_is_a_permanent_error_naming_it_without_a_request(
+    which: Which,
+) {
+    let Some(server) = FakeApiServer::start_on(which, "a_record_too_large_for_a_confi").await
+    else {
+        return;
+    };
     let state = store(&server, "a").await;
     let job = JobRecord {
         last_started: Some(SlotStart {
@@ -471,11 +500,11 @@ async fn a_record_too_large_for_a_configmap_is_a_permanent_error_naming_it_witho
         "{error:?}"
     );
     let message = error.to_string();
-    assert!(
-        message
-            .starts_with("run state configmap default/cron-state: the record of 15000 jobs needs "),
-        "{message}"
+    let prefix = format!(
+        "run state {}: the record of 15000 jobs needs ",
+        described(&server)
     );
+    assert!(message.starts_with(&prefix), "{message}");
     assert!(
         message.ends_with("bytes, over the 1048576 bytes a ConfigMap holds"),
         "{message}"
@@ -491,9 +520,11 @@ async fn a_record_too_large_for_a_configmap_is_a_permanent_error_naming_it_witho
 
 // === Outages ===
 
-#[tokio::test]
-async fn a_503_is_a_transient_error_without_hidden_retries_and_the_next_call_works() {
-    let server = FakeApiServer::start().await;
+async fn a_503_is_a_transient_error_without_hidden_retries_and_the_next_call_works(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_503_is_a_transient_error_wit").await
+    else {
+        return;
+    };
     let ledger = ledger(&server, "a").await;
     begin(&ledger, 1).await;
     server.faults("a").set(Fault::Status(503));
@@ -504,12 +535,11 @@ async fn a_503_is_a_transient_error_without_hidden_retries_and_the_next_call_wor
             .expect_err("503"),
     );
     assert!(error.is_transient(), "{error:?}");
-    assert!(
-        error
-            .to_string()
-            .starts_with("run state configmap default/cron-state: update: the Kubernetes API is unavailable: HTTP 503"),
-        "{error}"
+    let prefix = format!(
+        "run state {}: update: the Kubernetes API is unavailable: HTTP 503",
+        described(&server)
     );
+    assert!(error.to_string().starts_with(&prefix), "{error}");
     assert_eq!(
         answered(&server, "a", ApiVerb::Update, 503),
         1,
@@ -525,9 +555,13 @@ async fn a_503_is_a_transient_error_without_hidden_retries_and_the_next_call_wor
     );
 }
 
-#[tokio::test]
-async fn a_hung_api_server_is_a_transient_error_within_the_timeout_and_the_next_call_works() {
-    let server = FakeApiServer::start().await;
+async fn a_hung_api_server_is_a_transient_error_within_the_timeout_and_the_next_call_works(
+    which: Which,
+) {
+    let Some(server) = FakeApiServer::start_on(which, "a_hung_api_server_is_a_transie").await
+    else {
+        return;
+    };
     for (verb, token) in [(ApiVerb::Get, "reader"), (ApiVerb::Update, "writer")] {
         let ledger = ledger_with(&server, token, SHORT_TIMEOUT).await;
         if verb == ApiVerb::Update {
@@ -541,12 +575,8 @@ async fn a_hung_api_server_is_a_transient_error_within_the_timeout_and_the_next_
             .expect_err("no answer");
         let error = kube_error(error);
         assert!(error.is_transient(), "{verb:?}: {error:?}");
-        assert!(
-            error
-                .to_string()
-                .starts_with("run state configmap default/cron-state: "),
-            "{error}"
-        );
+        let prefix = format!("run state {}: ", described(&server));
+        assert!(error.to_string().starts_with(&prefix), "{error}");
         server.faults(token).clear();
         let claim = ledger.claim("j", slot(10), FencingToken(1), slot(11), false);
         assert_eq!(
@@ -567,9 +597,11 @@ async fn a_hung_api_server_is_a_transient_error_within_the_timeout_and_the_next_
 
 // === RBAC ===
 
-#[tokio::test]
-async fn check_access_passes_when_the_verbs_are_allowed() {
-    let server = FakeApiServer::start().await;
+async fn check_access_passes_when_the_verbs_are_allowed(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "check_access_passes_when_the_v").await
+    else {
+        return;
+    };
     store(&server, "a")
         .await
         .check_access()
@@ -577,9 +609,11 @@ async fn check_access_passes_when_the_verbs_are_allowed() {
         .expect("get, create and update are allowed");
 }
 
-#[tokio::test]
-async fn check_access_reports_a_denied_update_with_the_rules_to_add() {
-    let server = FakeApiServer::start().await;
+async fn check_access_reports_a_denied_update_with_the_rules_to_add(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "check_access_reports_a_denied_").await
+    else {
+        return;
+    };
     server.deny("a", Resource::ConfigMaps, &[ApiVerb::Update]);
     let error = store(&server, "a")
         .await
@@ -593,19 +627,23 @@ async fn check_access_reports_a_denied_update_with_the_rules_to_add() {
     assert!(!error.is_transient());
     let message = error.to_string();
     for needle in [
-        "run state configmap default/cron-state: this replica's service account may not update the \
-         ConfigMap",
+        &format!(
+            "run state {}: this replica's service account may not update the ConfigMap",
+            described(&server)
+        ),
         "{apiGroups: [\"\"], resources: [\"configmaps\"], verbs: [\"create\"]}",
         "resourceNames: [\"cron-state\"], verbs: [\"get\", \"update\"]}",
-        "namespace \"default\"",
+        &format!("namespace \"{}\"", server.namespace()),
     ] {
         assert!(message.contains(needle), "{needle} missing from: {message}");
     }
 }
 
-#[tokio::test]
-async fn a_review_that_cannot_be_made_passes_the_check() {
-    let server = FakeApiServer::start().await;
+async fn a_review_that_cannot_be_made_passes_the_check(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_review_that_cannot_be_made_p").await
+    else {
+        return;
+    };
     server.deny("a", Resource::ConfigMaps, &[ApiVerb::Update]);
     server.faults("a").set(Fault::Status(500));
     store(&server, "a")
@@ -615,9 +653,11 @@ async fn a_review_that_cannot_be_made_passes_the_check() {
         .expect("a failed review proves nothing");
 }
 
-#[tokio::test]
-async fn a_forbidden_write_names_the_verb_and_the_rules() {
-    let server = FakeApiServer::start().await;
+async fn a_forbidden_write_names_the_verb_and_the_rules(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_forbidden_write_names_the_ve").await
+    else {
+        return;
+    };
     server.deny("a", Resource::ConfigMaps, &[ApiVerb::Create]);
     let error = kube_error(
         ledger(&server, "a")
@@ -643,11 +683,31 @@ async fn a_forbidden_write_names_the_verb_and_the_rules() {
     );
     let message = error.to_string();
     for needle in [
-        "run state configmap default/cron-state: update is forbidden",
+        &format!("run state {}: update is forbidden", described(&server)),
         "resourceNames: [\"cron-state\"], verbs: [\"get\", \"update\"]}",
-        "namespace \"default\"",
+        &format!("namespace \"{}\"", server.namespace()),
         "cannot update resource \"configmaps\"",
     ] {
         assert!(message.contains(needle), "{needle} missing from: {message}");
     }
 }
+
+on_both_servers!(
+    #[tokio::test]
+    a_slot_is_claimed_once_across_ledgers,
+    a_stale_term_cannot_write,
+    a_corrupt_or_newer_record_is_rebuilt,
+    a_rerun_may_claim_the_interrupted_slot_once,
+    racing_claims_of_one_slot_by_two_ledgers_of_one_term_claim_it_once,
+    racing_first_writes_create_the_configmap_once,
+    every_write_is_a_compare_and_swap_on_the_resource_version,
+    the_configmap_holds_the_record_in_format_1_a_label_and_an_annotation,
+    a_configmap_deleted_under_a_ledger_is_created_again,
+    a_record_too_large_for_a_configmap_is_a_permanent_error_naming_it_without_a_request,
+    a_503_is_a_transient_error_without_hidden_retries_and_the_next_call_works,
+    a_hung_api_server_is_a_transient_error_within_the_timeout_and_the_next_call_works,
+    check_access_passes_when_the_verbs_are_allowed,
+    check_access_reports_a_denied_update_with_the_rules_to_add,
+    a_review_that_cannot_be_made_passes_the_check,
+    a_forbidden_write_names_the_verb_and_the_rules,
+);
