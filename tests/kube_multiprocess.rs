@@ -1,6 +1,7 @@
 //! `leasecron run` on the Kubernetes store, as a process: start-up errors and their exit codes, and
-//! several real replicas electing through the fake API server's Lease (each with its own kubeconfig and
-//! bearer token, so the request log tells them apart).
+//! several real replicas electing through the Lease of the fake API server and of the real one (through
+//! the fake in proxy mode; each replica with its own kubeconfig and bearer token, so the request log
+//! tells them apart).
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
@@ -11,12 +12,34 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use fake_apiserver::{FakeApiServer, RequestRecord, Resource, Verb, NAMESPACE};
+use fake_apiserver::{FakeApiServer, RequestRecord, Resource, Verb, Which};
 use nix::sys::signal::Signal;
 use replica::{
     assert_no_overlap, leasecron, now_ns, read_recorded_runs, recording_job, wait_for, RecordedRun,
     Replica, FAST_TIMINGS,
 };
+
+/// For each `fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`.
+macro_rules! on_both_servers_in_background {
+    ($($name:ident),+ $(,)?) => {
+        mod fake {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Which::Fake)
+                }
+            )+
+        }
+        mod real {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Which::Real)
+                }
+            )+
+        }
+    };
+}
 
 /// How long a test waits for something that should happen within a few lease durations.
 const WAIT: Duration = Duration::from_secs(30);
@@ -115,9 +138,9 @@ fn an_unreachable_api_server_exits_1_naming_its_url() {
     );
 }
 
-/// The holder named by the fake's Lease, if any.
+/// The holder named by the server's Lease, if any.
 fn lease_holder(server: &FakeApiServer) -> Option<String> {
-    let lease = server.object(Resource::Leases, NAMESPACE, LEASE)?;
+    let lease = server.object(Resource::Leases, server.namespace(), LEASE)?;
     lease["spec"]["holderIdentity"]
         .as_str()
         .filter(|h| !h.is_empty())
@@ -165,9 +188,14 @@ fn assert_followers_only_watch(server: &FakeApiServer, followers: &[&Replica], f
     }
 }
 
-#[test]
-fn three_replicas_on_the_kube_lease_hand_over_on_sigterm_and_sigkill_without_overlapping_runs() {
-    let (_runtime, server) = FakeApiServer::start_in_background();
+fn three_replicas_on_the_kube_lease_hand_over_on_sigterm_and_sigkill_without_overlapping_runs(
+    which: Which,
+) {
+    let Some((_runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "three_replicas_on_the_kube_lease")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let jobs = recording_job(dir.path(), &runs);
@@ -320,11 +348,14 @@ fn wait_successor_after(runs: &Path, olds: &[&str]) -> RecordedRun {
     .unwrap_or_else(|| panic!("nobody took over from {olds:?}"))
 }
 
-#[test]
-fn a_lease_deleted_mid_term_leaves_the_leader_running_jobs_with_a_larger_token() {
+fn a_lease_deleted_mid_term_leaves_the_leader_running_jobs_with_a_larger_token(which: Which) {
     use k8s_openapi::api::coordination::v1::Lease;
     use kube::api::{Api, DeleteParams};
-    let (runtime, server) = FakeApiServer::start_in_background();
+    let Some((runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "a_lease_deleted_mid_term")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let jobs = recording_job(dir.path(), &runs);
@@ -350,7 +381,7 @@ fn a_lease_deleted_mid_term_leaves_the_leader_running_jobs_with_a_larger_token()
     // Someone deletes the Lease (`kubectl delete lease leasecron`).
     runtime
         .block_on(async {
-            Api::<Lease>::namespaced(server.client("admin").await, NAMESPACE)
+            Api::<Lease>::namespaced(server.client("admin").await, server.namespace())
                 .delete(LEASE, &DeleteParams::default())
                 .await
         })
@@ -381,7 +412,7 @@ fn a_lease_deleted_mid_term_leaves_the_leader_running_jobs_with_a_larger_token()
         .expect("a leader's token");
     assert!(token > 2);
     let lease = server
-        .object(Resource::Leases, NAMESPACE, LEASE)
+        .object(Resource::Leases, server.namespace(), LEASE)
         .expect("the Lease exists again");
     assert_eq!(
         lease["spec"]["leaseTransitions"].as_u64(),
@@ -392,3 +423,8 @@ fn a_lease_deleted_mid_term_leaves_the_leader_running_jobs_with_a_larger_token()
     leader.stop_cleanly();
     follower.stop_cleanly();
 }
+
+on_both_servers_in_background!(
+    three_replicas_on_the_kube_lease_hand_over_on_sigterm_and_sigkill_without_overlapping_runs,
+    a_lease_deleted_mid_term_leaves_the_leader_running_jobs_with_a_larger_token,
+);
