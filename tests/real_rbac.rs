@@ -18,7 +18,7 @@
 //!   to be removed from `deploy/core/role.yaml` and from the docs that list the rules.
 //!
 //! And each rule is needed: without any one of them, `run` refuses to start and names it (Events
-//! excepted: without them `run` warns and carries on).
+//! excepted: without them `run` warns and carries on). And README.md lists the Role's rules as they are.
 
 #[path = "support/real_apiserver.rs"]
 mod real_apiserver;
@@ -738,4 +738,26 @@ fn without_any_one_rule_run_refuses_to_start_naming_it_or_warns_for_events() {
             "without {rule}, it tried to take the Lease: {lease_writes:#?}"
         );
     }
+}
+
+/// The rules README.md lists are the Role's.
+#[test]
+fn the_readme_lists_the_rules_of_the_role() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let after = readme
+        .split_once("The service account needs these rules")
+        .expect("README.md lists the Role's rules")
+        .1;
+    let block = after
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a yaml block after it")
+        .0;
+    let listed: Value = serde_saphyr::from_str(block).expect("the README's rules parse");
+    assert_eq!(
+        listed,
+        Value::Array(role_rules()),
+        "README.md's rules differ from {ROLE}"
+    );
 }
