@@ -1,6 +1,6 @@
-//! Electors on the Kubernetes Lease store against the fake API server, in real time with fast timings
-//! (LD 3 s, RD 1.5 s, RP 500 ms). Assertions are about who leads and in what order, never about how fast;
-//! the only time bounds are lower bounds that load cannot break (load only delays).
+//! Electors on the Kubernetes Lease store, on the fake API server and on the real one, in real time with
+//! fast timings (LD 3 s, RD 1.5 s, RP 500 ms). Assertions are about who leads and in what order, never
+//! about how fast; the only time bounds are lower bounds that load cannot break (load only delays).
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
@@ -10,7 +10,7 @@ mod kube_electors;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use fake_apiserver::{FakeApiServer, Fault, Verb as ApiVerb, NAMESPACE};
+use fake_apiserver::{FakeApiServer, Fault, Verb as ApiVerb, Which};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -78,9 +78,11 @@ fn leaders(electors: &[KubeElector]) -> usize {
     electors.iter().filter(|e| e.is_leader()).count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_electors_elect_exactly_one_leader_with_distinct_tokens_across_terms() {
-    let server = FakeApiServer::start().await;
+async fn three_electors_elect_exactly_one_leader_with_distinct_tokens_across_terms(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "three_electors_elect_exactly_o").await
+    else {
+        return;
+    };
     let mut electors = start_three(&server).await;
     let mut tokens = HashSet::new();
     for _ in 0..2 {
@@ -99,9 +101,11 @@ async fn three_electors_elect_exactly_one_leader_with_distinct_tokens_across_ter
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_hands_over_to_the_next_term() {
-    let server = FakeApiServer::start().await;
+async fn a_release_hands_over_to_the_next_term(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_release_hands_over_to_the_ne").await
+    else {
+        return;
+    };
     let mut electors = start_three(&server).await;
     let i = wait_any_leader(&mut electors).await;
     let first = electors[i].wait_leader().await.fencing_token();
@@ -113,9 +117,11 @@ async fn a_release_hands_over_to_the_next_term() {
     assert_eq!(next.0, first.0 + 1, "the next term's token follows");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_leader_is_replaced_only_after_the_lease_duration() {
-    let server = FakeApiServer::start().await;
+async fn a_crashed_leader_is_replaced_only_after_the_lease_duration(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_crashed_leader_is_replaced_o").await
+    else {
+        return;
+    };
     let mut electors = start_three(&server).await;
     let i = wait_any_leader(&mut electors).await;
     electors[i].wait_leader().await;
@@ -134,9 +140,11 @@ async fn a_crashed_leader_is_replaced_only_after_the_lease_duration() {
     assert!(electors[j].is_leader());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_5xx_burst_shorter_than_the_renew_deadline_does_not_end_the_term() {
-    let server = FakeApiServer::start().await;
+async fn a_5xx_burst_shorter_than_the_renew_deadline_does_not_end_the_term(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_5xx_burst_shorter_than_the_r").await
+    else {
+        return;
+    };
     let mut electors = start_three(&server).await;
     let i = wait_any_leader(&mut electors).await;
     let term = electors[i].wait_leader().await;
@@ -161,9 +169,11 @@ async fn a_5xx_burst_shorter_than_the_renew_deadline_does_not_end_the_term() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_leader_ends_its_term_before_anyone_else_takes_over() {
-    let server = FakeApiServer::start().await;
+async fn a_partitioned_leader_ends_its_term_before_anyone_else_takes_over(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_partitioned_leader_ends_its_").await
+    else {
+        return;
+    };
     let mut electors = start_three(&server).await;
     let i = wait_any_leader(&mut electors).await;
     let term = electors[i].wait_leader().await;
@@ -199,10 +209,12 @@ async fn a_partitioned_leader_ends_its_term_before_anyone_else_takes_over() {
     assert!(electors[next].is_leader());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_renewed_by_a_client_go_holder_is_respected_until_it_expires() {
-    let server = FakeApiServer::start().await;
-    let go: Api<Lease> = Api::namespaced(server.client("go").await, NAMESPACE);
+async fn a_lease_renewed_by_a_client_go_holder_is_respected_until_it_expires(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_lease_renewed_by_a_client_go").await
+    else {
+        return;
+    };
+    let go: Api<Lease> = Api::namespaced(server.client("go").await, server.namespace());
     let now = || Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
     let mut lease = go
         .create(
@@ -271,7 +283,7 @@ fn statuses(server: &FakeApiServer, token: &str, verb: ApiVerb) -> Vec<Option<u1
 /// Creates the Lease as another client (`go`) would: held by `holder` (empty: released), with
 /// `transitions`; returns it as stored.
 async fn create_lease(server: &FakeApiServer, holder: &str, transitions: i32) -> Lease {
-    let go: Api<Lease> = Api::namespaced(server.client("go").await, NAMESPACE);
+    let go: Api<Lease> = Api::namespaced(server.client("go").await, server.namespace());
     let now = || Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
     go.create(
         &PostParams::default(),
@@ -320,9 +332,11 @@ async fn assert_stable_leader(electors: &[KubeElector], leader: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_electors_racing_the_create_elect_one_and_the_loser_follows() {
-    let server = FakeApiServer::start().await;
+async fn two_electors_racing_the_create_elect_one_and_the_loser_follows(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "two_electors_racing_the_create").await
+    else {
+        return;
+    };
     for id in ["a", "b"] {
         server
             .faults(id)
@@ -360,8 +374,12 @@ async fn two_electors_racing_the_create_elect_one_and_the_loser_follows() {
 /// Two electors find the Lease (held by `holder`, or released if empty) with `leaseTransitions` 4 and
 /// race to write it; the fake holds both writes until both are sent. Returns the server and electors,
 /// the winner's index, and when the Lease was created.
-async fn race_update(holder: &str) -> (FakeApiServer, Vec<KubeElector>, usize, Instant) {
-    let server = FakeApiServer::start().await;
+async fn race_update(
+    which: Which,
+    test: &str,
+    holder: &str,
+) -> Option<(FakeApiServer, Vec<KubeElector>, usize, Instant)> {
+    let server = FakeApiServer::start_on(which, test).await?;
     create_lease(&server, holder, 4).await;
     let created_at = Instant::now();
     for id in ["a", "b"] {
@@ -392,17 +410,21 @@ async fn race_update(holder: &str) -> (FakeApiServer, Vec<KubeElector>, usize, I
         server.faults(id).clear();
     }
     assert_stable_leader(&electors, winner).await;
-    (server, electors, winner, created_at)
+    Some((server, electors, winner, created_at))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_electors_racing_to_take_a_released_lease_elect_one_and_the_loser_follows() {
-    race_update("").await;
+async fn two_electors_racing_to_take_a_released_lease_elect_one_and_the_loser_follows(
+    which: Which,
+) {
+    race_update(which, "racing-to-take-a-released-lease", "").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_electors_racing_to_take_an_expired_lease_elect_one_after_it_expired() {
-    let (server, electors, winner, created_at) = race_update("gone-holder").await;
+async fn two_electors_racing_to_take_an_expired_lease_elect_one_after_it_expired(which: Which) {
+    let Some((server, electors, winner, created_at)) =
+        race_update(which, "racing-to-take-an-expired-lease", "gone-holder").await
+    else {
+        return;
+    };
     let acquired_at = writes(&server, &electors[winner].identity)[0].at;
     assert!(
         acquired_at >= created_at + LD,
@@ -410,9 +432,11 @@ async fn two_electors_racing_to_take_an_expired_lease_elect_one_after_it_expired
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_leaders_run_has_ended_before_the_next_term_begins() {
-    let server = FakeApiServer::start().await;
+async fn a_partitioned_leaders_run_has_ended_before_the_next_term_begins(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_partitioned_leaders_run_has_").await
+    else {
+        return;
+    };
     let mut electors = Vec::new();
     for id in ["a", "b", "c"] {
         electors.push(KubeElector::start_on(config(&server, id).await, id, GRACE));
@@ -461,10 +485,12 @@ async fn a_partitioned_leaders_run_has_ended_before_the_next_term_begins() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_without_a_spec_reads_as_free_and_is_taken() {
-    let server = FakeApiServer::start().await;
-    let go: Api<Lease> = Api::namespaced(server.client("go").await, NAMESPACE);
+async fn a_lease_without_a_spec_reads_as_free_and_is_taken(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_lease_without_a_spec_reads_a").await
+    else {
+        return;
+    };
+    let go: Api<Lease> = Api::namespaced(server.client("go").await, server.namespace());
     let specless = Lease {
         metadata: ObjectMeta {
             name: Some(LEASE.to_owned()),
@@ -480,7 +506,7 @@ async fn a_lease_without_a_spec_reads_as_free_and_is_taken() {
     let token = electors[i].wait_leader().await.fencing_token();
     assert_eq!(token.0, 1, "missing leaseTransitions read as 0");
     let lease = server
-        .object(fake_apiserver::Resource::Leases, NAMESPACE, LEASE)
+        .object(fake_apiserver::Resource::Leases, server.namespace(), LEASE)
         .expect("the Lease");
     assert_eq!(
         lease["spec"]["holderIdentity"].as_str(),
@@ -489,11 +515,13 @@ async fn a_lease_without_a_spec_reads_as_free_and_is_taken() {
     assert_stable_leader(&electors, i).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lease_answered_with_a_zero_or_negative_duration_is_contended_until_our_lease_duration(
+    which: Which,
 ) {
     for seconds in [0, -7] {
-        let server = FakeApiServer::start().await;
+        let Some(server) = FakeApiServer::start_on(which, "zero-or-negative-duration").await else {
+            return;
+        };
         let proxy = GarblingProxy::start(&server).await;
         proxy.set(Garble::LeaseDuration(seconds), &["GET", "PUT", "POST"]);
         let mut lease = create_lease(&server, "go-holder", 2).await;
@@ -504,7 +532,7 @@ async fn a_held_lease_answered_with_a_zero_or_negative_duration_is_contended_unt
         }
         // The holder renews (directly, not through the proxy) for more than a lease duration; the
         // electors read it with the odd duration and still wait.
-        let go: Api<Lease> = Api::namespaced(server.client("go").await, NAMESPACE);
+        let go: Api<Lease> = Api::namespaced(server.client("go").await, server.namespace());
         let renew_until = Instant::now() + LD + LD / 2;
         while Instant::now() < renew_until {
             tokio::time::sleep(RP).await;
@@ -531,9 +559,11 @@ async fn a_held_lease_answered_with_a_zero_or_negative_duration_is_contended_unt
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_that_are_not_json_elect_nobody_and_break_nothing_until_they_stop() {
-    let server = FakeApiServer::start().await;
+async fn answers_that_are_not_json_elect_nobody_and_break_nothing_until_they_stop(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "answers_that_are_not_json_elec").await
+    else {
+        return;
+    };
     let proxy = GarblingProxy::start(&server).await;
     proxy.set(Garble::NotJson, &["GET", "PUT", "POST"]);
     let mut electors = Vec::new();
@@ -568,7 +598,7 @@ async fn answers_that_are_not_json_elect_nobody_and_break_nothing_until_they_sto
     let i = wait_any_leader(&mut electors).await;
     electors[i].wait_leader().await;
     let lease = server
-        .object(fake_apiserver::Resource::Leases, NAMESPACE, LEASE)
+        .object(fake_apiserver::Resource::Leases, server.namespace(), LEASE)
         .expect("the Lease");
     assert_eq!(
         lease["spec"]["holderIdentity"].as_str(),
@@ -576,3 +606,20 @@ async fn answers_that_are_not_json_elect_nobody_and_break_nothing_until_they_sto
     );
     assert_stable_leader(&electors, i).await;
 }
+
+on_both_servers!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    three_electors_elect_exactly_one_leader_with_distinct_tokens_across_terms,
+    a_release_hands_over_to_the_next_term,
+    a_crashed_leader_is_replaced_only_after_the_lease_duration,
+    a_5xx_burst_shorter_than_the_renew_deadline_does_not_end_the_term,
+    a_partitioned_leader_ends_its_term_before_anyone_else_takes_over,
+    a_lease_renewed_by_a_client_go_holder_is_respected_until_it_expires,
+    two_electors_racing_the_create_elect_one_and_the_loser_follows,
+    a_partitioned_leaders_run_has_ended_before_the_next_term_begins,
+    a_lease_without_a_spec_reads_as_free_and_is_taken,
+    two_electors_racing_to_take_a_released_lease_elect_one_and_the_loser_follows,
+    two_electors_racing_to_take_an_expired_lease_elect_one_after_it_expired,
+    a_held_lease_answered_with_a_zero_or_negative_duration_is_contended_until_our_lease_duration,
+    answers_that_are_not_json_elect_nobody_and_break_nothing_until_they_stop,
+);

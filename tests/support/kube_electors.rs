@@ -1,5 +1,7 @@
 //! Test support for the Kubernetes Lease store: a [`KubeStore`] per fake-API client (one bearer token
-//! each, so faults hit one replica), and in-process electors on such stores.
+//! each, so faults hit one replica), and in-process electors on such stores. The same helpers serve the
+//! fake in proxy mode in front of the real API server (`FakeApiServer::start_on(Which::Real, ..)`), where
+//! each token is a real user.
 #![allow(dead_code)] // each test file uses a different part of this module
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -171,8 +173,9 @@ pub enum Garble {
     LeaseDuration(i64),
 }
 
-/// An HTTP proxy in front of the fake API server that garbles its answers to chosen verbs: a stand-in for
-/// a broken API server, an interfering intermediary, or a Lease with fields no valid write could set.
+/// An HTTP proxy in front of the fake API server (or the fake in proxy mode, and so the real API server)
+/// that garbles its answers to chosen verbs: a stand-in for a broken API server, an interfering
+/// intermediary, or a Lease with fields no valid write could set.
 ///
 /// It forwards every request (with the caller's bearer token) except watches, which it refuses with 403
 /// as an RBAC rule without `watch` would: the stores behind it then poll, so every read is garbled.
@@ -325,7 +328,7 @@ fn garbled(garble: Garble, body: &[u8]) -> Vec<u8> {
         Garble::NotJson => b"<html>this is not JSON</html>".to_vec(),
         Garble::LeaseDuration(seconds) => {
             let mut lease: serde_json::Value =
-                serde_json::from_slice(body).expect("the fake answers JSON");
+                serde_json::from_slice(body).expect("the API server answers JSON");
             if let Some(spec) = lease.get_mut("spec").and_then(|s| s.as_object_mut()) {
                 spec.insert("leaseDurationSeconds".to_owned(), seconds.into());
             }
