@@ -558,20 +558,21 @@ fn deploy_core_applies_and_three_replicas_use_every_grant_of_its_role_and_nothin
 
     // The audit log: every request of the ServiceAccount, allowed by the shipped Role.
     let requests = installation.requests();
-    let mut counts: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    let mut counts: BTreeMap<(String, Option<u64>), usize> = BTreeMap::new();
     for request in &requests {
-        let (group, resource, verb, _) = &request.access;
-        *counts
-            .entry((group.clone(), resource.clone(), verb.clone()))
-            .or_default() += 1;
+        let (group, resource, verb, name) = &request.access;
+        // A created object's name is in the body: RBAC decides without it.
+        let name = if verb == "create" { None } else { name.clone() };
+        let access = shown(&(group.clone(), resource.clone(), verb.clone(), name));
+        *counts.entry((access, request.code)).or_default() += 1;
     }
     eprintln!(
-        "requests by {} (audit log), by API group, resource and verb:",
+        "requests by {} (audit log), by verb, resource and name, and response code:",
         installation.username()
     );
-    for ((group, resource, verb), count) in &counts {
-        let access = shown(&(group.clone(), resource.clone(), verb.clone(), None));
-        eprintln!("  {count:5}  {access}");
+    for ((access, code), count) in &counts {
+        let code = code.map(|code| code.to_string()).unwrap_or_default();
+        eprintln!("  {count:5}  {access} -> {code}");
     }
     assert!(
         !requests.is_empty(),
