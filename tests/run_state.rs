@@ -1,7 +1,8 @@
 //! Each slot runs at most once across failovers, and a slot that fell due without a leader still runs
 //! within `startingDeadline`: real `leasecron run` processes, on a local lease file (the run state beside
-//! it) and on the fake API server's Lease (the run state in the ConfigMap `leasecron-state`), a leader
-//! killed with SIGKILL around a slot, and the runs recorded by the job itself. Every scenario runs on both.
+//! it) and on the Lease of the fake API server and of the real one through the fake in proxy mode (the
+//! run state in the ConfigMap `leasecron-state`), a leader killed with SIGKILL around a slot, and the
+//! runs recorded by the job itself. Every scenario runs on all three.
 //!
 //! The job appends `start IDENTITY TOKEN SLOT NS` (and `end ...`) lines; a 10-second schedule leaves room to
 //! kill the leader just before a slot and let the follower take over after it (LD 3 s).
@@ -20,9 +21,31 @@ use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
 use exposition::sample;
-use fake_apiserver::FakeApiServer;
+use fake_apiserver::{FakeApiServer, Which};
 use nix::sys::signal::Signal;
 use replica::{read_recorded_runs, wait_for, RecordedRun, Replica, FAST_TIMINGS};
+
+/// For each `fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`.
+macro_rules! on_both_servers_in_background {
+    ($($name:ident),+ $(,)?) => {
+        mod fake {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Which::Fake)
+                }
+            )+
+        }
+        mod real {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Which::Real)
+                }
+            )+
+        }
+    };
+}
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -51,21 +74,22 @@ fn jobs_file(dir: &Path, runs: &Path, body: &str, extra: &str) -> std::path::Pat
 enum Store {
     /// `--lease-file DIR/lease`.
     File,
-    /// The fake API server's Lease.
+    /// The Lease of the fake API server, or of the real one behind it.
     Kube {
-        /// Serves the fake API server: kept alive as long as the store.
+        /// Serves the fake API server (or proxy): kept alive as long as the store.
         _runtime: tokio::runtime::Runtime,
         server: FakeApiServer,
     },
 }
 
 impl Store {
-    fn kube() -> Store {
-        let (runtime, server) = FakeApiServer::start_in_background();
-        Store::Kube {
+    /// The Lease of the server `which`; `None` if the real server is unavailable and not required.
+    fn kube(which: Which, test: &str) -> Option<Store> {
+        let (runtime, server) = FakeApiServer::start_in_background_on(which, test)?;
+        Some(Store::Kube {
             _runtime: runtime,
             server,
-        }
+        })
     }
 
     /// Starts `a`, waits until it leads, then `b`, until it follows.
@@ -148,9 +172,12 @@ fn a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader_on_a_lease_file
     a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader(Store::File);
 }
 
-#[test]
-fn a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader_on_the_kubernetes_lease() {
-    a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader(Store::kube());
+fn a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader_on_the_kubernetes_lease(
+    which: Which,
+) {
+    if let Some(store) = Store::kube(which, "a_slot_due_while_no_replica_") {
+        a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader(store);
+    }
 }
 
 fn a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader(store: Store) {
@@ -203,9 +230,10 @@ fn a_slot_interrupted_by_a_failover_does_not_run_again_on_a_lease_file() {
     a_slot_interrupted_by_a_failover_does_not_run_again(Store::File);
 }
 
-#[test]
-fn a_slot_interrupted_by_a_failover_does_not_run_again_on_the_kubernetes_lease() {
-    a_slot_interrupted_by_a_failover_does_not_run_again(Store::kube());
+fn a_slot_interrupted_by_a_failover_does_not_run_again_on_the_kubernetes_lease(which: Which) {
+    if let Some(store) = Store::kube(which, "a_slot_interrupted_by_a_fail") {
+        a_slot_interrupted_by_a_failover_does_not_run_again(store);
+    }
 }
 
 fn a_slot_interrupted_by_a_failover_does_not_run_again(store: Store) {
@@ -245,10 +273,12 @@ fn a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term_on
     a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term(Store::File);
 }
 
-#[test]
 fn a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term_on_the_kubernetes_lease(
+    which: Which,
 ) {
-    a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term(Store::kube());
+    if let Some(store) = Store::kube(which, "a_rerun_interrupted_job_runs") {
+        a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term(store);
+    }
 }
 
 fn a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term(store: Store) {
@@ -291,10 +321,12 @@ fn an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it_on_a
     an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it(Store::File);
 }
 
-#[test]
 fn an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it_on_the_kubernetes_lease(
+    which: Which,
 ) {
-    an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it(Store::kube());
+    if let Some(store) = Store::kube(which, "an_outage_longer_than_the_st") {
+        an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it(store);
+    }
 }
 
 fn an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it(store: Store) {
@@ -374,9 +406,10 @@ fn a_corrupt_run_state_is_logged_and_rebuilt_and_the_jobs_run() {
     a.stop_cleanly();
 }
 
-#[test]
-fn next_shows_the_last_slot_from_the_clusters_run_state() {
-    let store = Store::kube();
+fn next_shows_the_last_slot_from_the_clusters_run_state(which: Which) {
+    let Some(store) = Store::kube(which, "next_shows_the_last_slot") else {
+        return;
+    };
     let Store::Kube { server, .. } = &store else {
         unreachable!("a Kubernetes store");
     };
@@ -417,3 +450,11 @@ fn next_shows_the_last_slot_from_the_clusters_run_state() {
         "{stdout}"
     );
 }
+
+on_both_servers_in_background!(
+    a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader_on_the_kubernetes_lease,
+    a_slot_interrupted_by_a_failover_does_not_run_again_on_the_kubernetes_lease,
+    a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term_on_the_kubernetes_lease,
+    an_outage_longer_than_the_starting_deadline_skips_the_slot_and_counts_it_on_the_kubernetes_lease,
+    next_shows_the_last_slot_from_the_clusters_run_state,
+);
