@@ -1,5 +1,5 @@
-//! The run state ConfigMap's capacity, against the strict fake API server (which refuses a ConfigMap over
-//! 1 MiB with 422, as the real one does): 10 000 jobs fit; format 1, which every version reads, is written
+//! The run state ConfigMap's capacity, on the strict fake API server (which refuses a ConfigMap over
+//! 1 MiB with 422, as the real one does) and on the real one through the fake in proxy mode: 10 000 jobs fit; format 1, which every version reads, is written
 //! while it fits and read whoever wrote it; and a job set whose run state may not fit is refused when it
 //! is loaded (exit 2 at start, the jobs in force kept on a reload) instead of failing every claim.
 
@@ -11,12 +11,47 @@ mod replica;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use fake_apiserver::{FakeApiServer, Resource, NAMESPACE};
+use fake_apiserver::{FakeApiServer, Resource, Which};
 use futures_util::future::join_all;
 use leasecron::state::kube::{encoding, KubeState, KEY};
 use leasecron::state::{Backend, Claim, Completion, Ledger, StateRecord};
 use leasecron::term::FencingToken;
 use replica::{wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
+
+/// For each `async fn NAME(which: Which)` under `tokio` and `fn NAME(which: Which)` under `processes`,
+/// the tests `fake::NAME` and `real::NAME`.
+macro_rules! on_both_servers_with_processes {
+    (tokio: [$($a:ident),+ $(,)?], processes: [$($p:ident),+ $(,)?] $(,)?) => {
+        mod fake {
+            $(
+                #[tokio::test]
+                async fn $a() {
+                    super::$a(super::Which::Fake).await
+                }
+            )+
+            $(
+                #[test]
+                fn $p() {
+                    super::$p(super::Which::Fake)
+                }
+            )+
+        }
+        mod real {
+            $(
+                #[tokio::test]
+                async fn $a() {
+                    super::$a(super::Which::Real).await
+                }
+            )+
+            $(
+                #[test]
+                fn $p() {
+                    super::$p(super::Which::Real)
+                }
+            )+
+        }
+    };
+}
 
 const LEASE: &str = "cron";
 const STATE: &str = "cron-state";
@@ -29,8 +64,13 @@ fn slot(s: i64) -> DateTime<Utc> {
 }
 
 async fn ledger(server: &FakeApiServer, token: &str) -> Ledger {
-    let state = KubeState::new(server.config(token).await, NAMESPACE, LEASE, TIMEOUT)
-        .expect("a store for a valid Lease name");
+    let state = KubeState::new(
+        server.config(token).await,
+        server.namespace(),
+        LEASE,
+        TIMEOUT,
+    )
+    .expect("a store for a valid Lease name");
     Ledger::new(
         Backend::Kube(state),
         format!("{token}-replica-7d9f8b6c5-x2k4q"),
@@ -40,7 +80,7 @@ async fn ledger(server: &FakeApiServer, token: &str) -> Ledger {
 /// The text under `state.json`.
 fn stored_text(server: &FakeApiServer) -> String {
     server
-        .object(Resource::ConfigMaps, NAMESPACE, STATE)
+        .object(Resource::ConfigMaps, server.namespace(), STATE)
         .expect("the state ConfigMap exists")["data"][KEY]
         .as_str()
         .expect("a state.json text")
@@ -81,9 +121,12 @@ fn names(count: usize, stem: &str) -> Vec<String> {
     (0..count).map(|i| format!("{stem}-{i:05}")).collect()
 }
 
-#[tokio::test]
-async fn ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_another_replica() {
-    let server = FakeApiServer::start().await;
+async fn ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_another_replica(
+    which: Which,
+) {
+    let Some(server) = FakeApiServer::start_on(which, "ten_thousand_jobs_with_the_l").await else {
+        return;
+    };
     let a = ledger(&server, "a").await;
     a.begin_term(FencingToken(1))
         .await
@@ -130,9 +173,12 @@ async fn ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_a
     );
 }
 
-#[tokio::test]
-async fn a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_while_it_fits() {
-    let server = FakeApiServer::start().await;
+async fn a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_while_it_fits(
+    which: Which,
+) {
+    let Some(server) = FakeApiServer::start_on(which, "a_record_written_by_the_prev").await else {
+        return;
+    };
     // The previous version wrote pretty JSON in format 1.
     let old = ledger(&server, "old").await;
     old.begin_term(FencingToken(1))
@@ -143,7 +189,7 @@ async fn a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_w
     let pretty = serde_json::to_string_pretty(&old.snapshot()).expect("encodes");
     let admin = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
         server.client("admin").await,
-        NAMESPACE,
+        server.namespace(),
     );
     let mut config_map = admin.get(STATE).await.expect("get");
     config_map.data = Some([(KEY.to_owned(), pretty)].into());
@@ -167,9 +213,12 @@ async fn a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_w
     assert_eq!(readable, new.snapshot());
 }
 
-#[tokio::test]
-async fn a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_are_removed() {
-    let server = FakeApiServer::start().await;
+async fn a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_are_removed(
+    which: Which,
+) {
+    let Some(server) = FakeApiServer::start_on(which, "a_record_goes_to_format_2_pa").await else {
+        return;
+    };
     let a = ledger(&server, "a").await;
     a.begin_term(FencingToken(1))
         .await
@@ -216,9 +265,12 @@ fn jobs_file(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
     path
 }
 
-#[test]
-fn more_jobs_than_the_run_state_holds_exit_2_at_start_naming_the_count_and_the_limit() {
-    let (_runtime, server) = FakeApiServer::start_in_background();
+fn more_jobs_than_the_run_state_holds_exit_2_at_start_naming_the_count_and_the_limit(which: Which) {
+    let Some((_runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "more_jobs_than_the_run_state")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let jobs = jobs_file(dir.path(), 11_000);
     let kubeconfig = server.kubeconfig(dir.path(), "r1");
@@ -235,15 +287,20 @@ fn more_jobs_than_the_run_state_holds_exit_2_at_start_naming_the_count_and_the_l
     );
     assert!(
         server
-            .object(Resource::Leases, NAMESPACE, "leasecron")
+            .object(Resource::Leases, server.namespace(), "leasecron")
             .is_none(),
         "the Lease is not touched"
     );
 }
 
-#[test]
-fn a_reload_with_more_jobs_than_the_run_state_holds_is_refused_and_the_jobs_in_force_kept() {
-    let (_runtime, server) = FakeApiServer::start_in_background();
+fn a_reload_with_more_jobs_than_the_run_state_holds_is_refused_and_the_jobs_in_force_kept(
+    which: Which,
+) {
+    let Some((_runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "a_reload_with_more_jobs_than")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let jobs = jobs_file(dir.path(), 2);
     let kubeconfig = server.kubeconfig(dir.path(), "r1");
@@ -278,3 +335,15 @@ fn a_reload_with_more_jobs_than_the_run_state_holds_is_refused_and_the_jobs_in_f
     );
     replica.stop_cleanly();
 }
+
+on_both_servers_with_processes!(
+    tokio: [
+        ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_another_replica,
+        a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_while_it_fits,
+        a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_are_removed,
+    ],
+    processes: [
+        more_jobs_than_the_run_state_holds_exit_2_at_start_naming_the_count_and_the_limit,
+        a_reload_with_more_jobs_than_the_run_state_holds_is_refused_and_the_jobs_in_force_kept,
+    ],
+);
