@@ -1,5 +1,5 @@
-//! `leasecron run` started while the Kubernetes API fails, against the strict fake API server with faults
-//! injected into the replica's own client: transient failures (503, reset connections) are retried until
+//! `leasecron run` started while the Kubernetes API fails, on the strict fake API server and on the real
+//! one (through the fake in proxy mode), with faults injected into the replica's own client: transient failures (503, reset connections) are retried until
 //! they stop, with `/healthz` live and `/readyz` not ready meanwhile, and the replica then leads; a 403
 //! still exits 2 at once; SIGTERM during the retries exits 0 without touching the Lease; and the retries
 //! end at `--startup-timeout` with exit 1 and the last error.
@@ -12,9 +12,31 @@ mod replica;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fake_apiserver::{FakeApiServer, Fault, Resource, Verb, NAMESPACE};
+use fake_apiserver::{FakeApiServer, Fault, Resource, Verb, Which};
 use nix::sys::signal::Signal;
 use replica::{wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
+
+/// For each `fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`.
+macro_rules! on_both_servers_in_background {
+    ($($name:ident),+ $(,)?) => {
+        mod fake {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Which::Fake)
+                }
+            )+
+        }
+        mod real {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Which::Real)
+                }
+            )+
+        }
+    };
+}
 
 /// The default Lease's name.
 const LEASE: &str = "leasecron";
@@ -32,7 +54,7 @@ fn jobs(dir: &Path) -> PathBuf {
 }
 
 fn lease_holder(server: &FakeApiServer) -> Option<String> {
-    let lease = server.object(Resource::Leases, NAMESPACE, LEASE)?;
+    let lease = server.object(Resource::Leases, server.namespace(), LEASE)?;
     lease["spec"]["holderIdentity"]
         .as_str()
         .filter(|h| !h.is_empty())
@@ -63,10 +85,13 @@ fn writes_of(server: &FakeApiServer, token: &str) -> usize {
         .count()
 }
 
-#[test]
-fn a_replica_started_during_an_outage_comes_up_and_leads_once_it_ends() {
+fn a_replica_started_during_an_outage_comes_up_and_leads_once_it_ends(which: Which) {
     for fault in [Fault::Status(503), Fault::Reset] {
-        let (_runtime, server) = FakeApiServer::start_in_background();
+        let Some((_runtime, server)) =
+            FakeApiServer::start_in_background_on(which, "a_replica_started_during_an")
+        else {
+            return;
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         server.faults("r1").set(fault.clone());
         let kubeconfig = server.kubeconfig(dir.path(), "r1");
@@ -121,9 +146,12 @@ fn a_replica_started_during_an_outage_comes_up_and_leads_once_it_ends() {
     }
 }
 
-#[test]
-fn a_forbidden_lease_exits_2_at_once_without_retrying() {
-    let (_runtime, server) = FakeApiServer::start_in_background();
+fn a_forbidden_lease_exits_2_at_once_without_retrying(which: Which) {
+    let Some((_runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "a_forbidden_lease_exits_2_at")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     server.deny("r1", Resource::Leases, &[Verb::Get]);
     let kubeconfig = server.kubeconfig(dir.path(), "r1");
@@ -147,9 +175,12 @@ fn a_forbidden_lease_exits_2_at_once_without_retrying() {
     assert_eq!(gets, 1, "one GET of the Lease");
 }
 
-#[test]
-fn sigterm_during_the_retries_exits_0_without_touching_the_lease() {
-    let (_runtime, server) = FakeApiServer::start_in_background();
+fn sigterm_during_the_retries_exits_0_without_touching_the_lease(which: Which) {
+    let Some((_runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "sigterm_during_the_retries_e")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     server.faults("r1").set(Fault::Status(503));
     let kubeconfig = server.kubeconfig(dir.path(), "r1");
@@ -170,13 +201,18 @@ fn sigterm_during_the_retries_exits_0_without_touching_the_lease() {
         log.contains("shutting down during start-up; the lease was not touched"),
         "{log}"
     );
-    assert!(server.object(Resource::Leases, NAMESPACE, LEASE).is_none());
+    assert!(server
+        .object(Resource::Leases, server.namespace(), LEASE)
+        .is_none());
     assert_eq!(writes_of(&server, "r1"), 0);
 }
 
-#[test]
-fn the_retries_end_at_the_startup_timeout_with_exit_1_and_the_last_error() {
-    let (_runtime, server) = FakeApiServer::start_in_background();
+fn the_retries_end_at_the_startup_timeout_with_exit_1_and_the_last_error(which: Which) {
+    let Some((_runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "the_retries_end_at_the_start")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     server.faults("r1").set(Fault::Status(503));
     let kubeconfig = server.kubeconfig(dir.path(), "r1");
@@ -196,3 +232,10 @@ fn the_retries_end_at_the_startup_timeout_with_exit_1_and_the_last_error() {
     assert!(retries(&replica) >= 1, "{log}");
     assert_eq!(writes_of(&server, "r1"), 0);
 }
+
+on_both_servers_in_background!(
+    a_replica_started_during_an_outage_comes_up_and_leads_once_it_ends,
+    a_forbidden_lease_exits_2_at_once_without_retrying,
+    sigterm_during_the_retries_exits_0_without_touching_the_lease,
+    the_retries_end_at_the_startup_timeout_with_exit_1_and_the_last_error,
+);
