@@ -1,7 +1,8 @@
 //! Signals and a misbehaving stderr, on the real binary: SIGHUP re-reads the jobs, SIGUSR1, SIGUSR2 and
 //! SIGALRM are logged and ignored, SIGTERM and SIGINT still shut down cleanly after them, none of them ends
 //! a replica that is still starting, and a replica whose stderr reader is gone or stopped keeps leading,
-//! running and answering, counts the lost log lines, and shuts down cleanly.
+//! running and answering, counts the lost log lines, and shuts down cleanly. The tests on the Kubernetes
+//! API run on the fake API server and on the real one (through the fake in proxy mode).
 
 #[path = "support/exposition.rs"]
 mod exposition;
@@ -19,11 +20,33 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use exposition::sample;
-use fake_apiserver::{FakeApiServer, Fault, Resource, Verb, NAMESPACE};
+use fake_apiserver::{FakeApiServer, Fault, Resource, Verb, Which};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use nix::sys::signal::Signal;
 use replica::{alive, http_request, leasecron, wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
+
+/// For each `fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`.
+macro_rules! on_both_servers_in_background {
+    ($($name:ident),+ $(,)?) => {
+        mod fake {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Which::Fake)
+                }
+            )+
+        }
+        mod real {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Which::Real)
+                }
+            )+
+        }
+    };
+}
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -347,9 +370,12 @@ fn config_map_requests(server: &FakeApiServer, token: &str, verb: Verb) -> usize
         .count()
 }
 
-#[test]
-fn signals_during_start_up_do_not_end_it_and_a_sighup_then_is_kept_for_the_watch() {
-    let (_runtime, server) = FakeApiServer::start_in_background();
+fn signals_during_start_up_do_not_end_it_and_a_sighup_then_is_kept_for_the_watch(which: Which) {
+    let Some((_runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "signals_during_start_up")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let jobs = write_jobs(dir.path(), "tick", "true");
     // The API answers 503: the replica retries its start-up requests, the Lease untouched.
@@ -383,10 +409,13 @@ fn signals_during_start_up_do_not_end_it_and_a_sighup_then_is_kept_for_the_watch
     replica.stop_cleanly();
 }
 
-#[test]
-fn sighup_gets_the_jobs_configmap_again() {
+fn sighup_gets_the_jobs_configmap_again(which: Which) {
     const NAME: &str = "leasecron-jobs";
-    let (runtime, server) = FakeApiServer::start_in_background();
+    let Some((runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "sighup_gets_the_jobs_configmap")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     runtime.block_on(async {
         let config_map: ConfigMap = serde_json::from_value(serde_json::json!({
@@ -394,7 +423,7 @@ fn sighup_gets_the_jobs_configmap_again() {
             "data": {"jobs.yaml": jobs_text("tick", "true")},
         }))
         .expect("a ConfigMap");
-        Api::<ConfigMap>::namespaced(server.client("admin").await, NAMESPACE)
+        Api::<ConfigMap>::namespaced(server.client("admin").await, server.namespace())
             .create(&PostParams::default(), &config_map)
             .await
             .expect("create the ConfigMap");
@@ -462,3 +491,8 @@ fn a_closed_stdout_ends_next_and_validate_quietly() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+on_both_servers_in_background!(
+    signals_during_start_up_do_not_end_it_and_a_sighup_then_is_kept_for_the_watch,
+    sighup_gets_the_jobs_configmap_again,
+);
