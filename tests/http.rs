@@ -1,5 +1,6 @@
 //! The HTTP endpoint and the logs of a real `leasecron run` process: `/metrics`, `/status`, JSON logs, and
-//! a busy `--http-addr`.
+//! a busy `--http-addr`; the Lease's transitions mirrored on the fake API server and on the real one
+//! (through the fake in proxy mode).
 
 #[path = "support/exposition.rs"]
 mod exposition;
@@ -12,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use exposition::sample;
-use fake_apiserver::{FakeApiServer, Resource, NAMESPACE};
+use fake_apiserver::{FakeApiServer, Resource, Which};
 use replica::{alive, every_second_job, output, wait_for, Replica, FAST_TIMINGS};
 use serde_json::Value;
 
@@ -355,9 +356,9 @@ fn a_port_in_use_exits_2_naming_the_address() {
     );
 }
 
-/// The fake API server's Lease `leaseTransitions`.
+/// The server's Lease `leaseTransitions`.
 fn lease_transitions(server: &FakeApiServer) -> Option<f64> {
-    let lease = server.object(Resource::Leases, NAMESPACE, "leasecron")?;
+    let lease = server.object(Resource::Leases, server.namespace(), "leasecron")?;
     lease["spec"]["leaseTransitions"].as_f64()
 }
 
@@ -367,9 +368,12 @@ fn start_on_kube(dir: &Path, server: &FakeApiServer, identity: &str) -> Replica 
     Replica::start_on_kube(dir, identity, &jobs, &kubeconfig, &FAST_TIMINGS)
 }
 
-#[test]
-fn lease_transitions_mirror_the_kubernetes_lease_across_failover_and_restart() {
-    let (_runtime, server) = FakeApiServer::start_in_background();
+fn lease_transitions_mirror_the_kubernetes_lease_across_failover_and_restart(which: Which) {
+    let Some((_runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "lease_transitions_mirror")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let mut first = start_on_kube(dir.path(), &server, "kube-a");
     wait_for(WAIT, || {
@@ -403,4 +407,23 @@ fn lease_transitions_mirror_the_kubernetes_lease_across_failover_and_restart() {
     })
     .unwrap_or_else(|| panic!("the restarted replica never mirrored {after}"));
     assert_eq!(metric(&restarted, "leasecron_is_leader"), Some(0.0));
+}
+
+/// `fake::NAME` and `real::NAME` for the test on the Kubernetes Lease.
+mod fake {
+    #[test]
+    fn lease_transitions_mirror_the_kubernetes_lease_across_failover_and_restart() {
+        super::lease_transitions_mirror_the_kubernetes_lease_across_failover_and_restart(
+            super::Which::Fake,
+        );
+    }
+}
+
+mod real {
+    #[test]
+    fn lease_transitions_mirror_the_kubernetes_lease_across_failover_and_restart() {
+        super::lease_transitions_mirror_the_kubernetes_lease_across_failover_and_restart(
+            super::Which::Real,
+        );
+    }
 }
