@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::fake_apiserver::{FakeApiServer, Resource, NAMESPACE};
+use crate::fake_apiserver::{real, FakeApiServer, Resource};
 use crate::replica::now_ns;
 
 /// The Lease the replicas elect through (`run`'s default).
@@ -379,7 +379,54 @@ struct Watched {
     partial: String,
     /// `start` lines whose run has no end yet and was not seen gone: pid → line index.
     open: HashMap<i32, usize>,
-    server: Arc<FakeApiServer>,
+    lease: LeaseReader,
+}
+
+/// Reads the Lease: from the fake's store, or, in front of the real server, with an admin client of its
+/// own kept for the whole run (the proxy's [`FakeApiServer::object`] makes a client per call, too slow
+/// for a look every [`MONITOR_INTERVAL`]); directly, so no fault of the proxy's hits the monitor.
+enum LeaseReader {
+    Fake(Arc<FakeApiServer>),
+    Real(Box<RealLease>),
+}
+
+/// [`LeaseReader::Real`]: a runtime and a client of its own.
+struct RealLease {
+    runtime: tokio::runtime::Runtime,
+    leases: kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+}
+
+impl LeaseReader {
+    fn new(server: Arc<FakeApiServer>) -> LeaseReader {
+        let Some(real) = server.real() else {
+            return LeaseReader::Fake(server);
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the monitor's reads of the Lease");
+        let client = runtime.block_on(real::client_from(
+            real.admin_kubeconfig(),
+            Some(server.namespace()),
+        ));
+        LeaseReader::Real(Box::new(RealLease {
+            runtime,
+            leases: kube::Api::namespaced(client, server.namespace()),
+        }))
+    }
+
+    /// The Lease as JSON, `None` if there is none (or it could not be read this time).
+    fn read(&self) -> Option<serde_json::Value> {
+        match self {
+            LeaseReader::Fake(server) => server.object(Resource::Leases, server.namespace(), LEASE),
+            LeaseReader::Real(real) => {
+                let lease = real.runtime.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(2), real.leases.get_opt(LEASE)).await
+                });
+                serde_json::to_value(lease.ok()?.ok()??).ok()
+            }
+        }
+    }
 }
 
 impl Monitor {
@@ -391,7 +438,7 @@ impl Monitor {
             offset: 0,
             partial: String::new(),
             open: HashMap::new(),
-            server,
+            lease: LeaseReader::new(server),
         }));
         let thread = {
             let (stop, state) = (Arc::clone(&stop), Arc::clone(&state));
@@ -505,7 +552,7 @@ impl Watched {
     }
 
     fn poll_lease(&mut self) {
-        let Some(lease) = self.server.object(Resource::Leases, NAMESPACE, LEASE) else {
+        let Some(lease) = self.lease.read() else {
             return;
         };
         let version = lease["metadata"]["resourceVersion"]

@@ -324,12 +324,32 @@ pub struct Cluster {
     pub notes: Vec<String>,
     /// Every log file, old incarnations' included.
     pub logs: Vec<PathBuf>,
+    /// In front of the real server: the identities [`prewarm`]ed before the run.
+    prewarmed: usize,
     torn_down: bool,
 }
 
 impl Cluster {
-    /// Starts `replicas` replicas `chaos-0` … on `server`.
-    pub fn start(dir: PathBuf, server: Arc<FakeApiServer>, jobs: Jobs, replicas: usize) -> Cluster {
+    /// Starts `replicas` replicas `chaos-0` … on `server`. In front of the real server, the identities of
+    /// those and of `spare` replacements are [`prewarm`]ed first.
+    pub fn start(
+        dir: PathBuf,
+        server: Arc<FakeApiServer>,
+        jobs: Jobs,
+        replicas: usize,
+        spare: usize,
+    ) -> Cluster {
+        let prewarmed = if server.is_real() {
+            let identities: Vec<String> = (0..replicas + spare)
+                .map(|i| format!("chaos-{i}"))
+                .collect();
+            for identity in &identities {
+                prewarm(&server, identity);
+            }
+            identities.len()
+        } else {
+            0
+        };
         let mut cluster = Cluster {
             dir,
             server,
@@ -342,6 +362,7 @@ impl Cluster {
             problems: Vec::new(),
             notes: Vec::new(),
             logs: Vec::new(),
+            prewarmed,
             torn_down: false,
         };
         for i in 0..replicas {
@@ -369,6 +390,12 @@ impl Cluster {
             if let Some(entry) = self.logs.iter_mut().find(|l| **l == log) {
                 *entry = old;
             }
+        }
+        if self.server.is_real() && identity_number(identity) >= self.prewarmed {
+            self.notes.push(format!(
+                "{identity} was not prewarmed: the proxy held every client's requests while it made \
+                 that user"
+            ));
         }
         let kubeconfig = self.server.kubeconfig(&self.dir, identity);
         let replica = Replica::start_on_kube(
@@ -694,6 +721,43 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// In front of the real server, the proxy makes a real user (a client certificate, a Role and its binding,
+/// then waits for the authorizer) for each bearer token on its first request, and holds every other
+/// client's requests meanwhile: not a fault of the model. One request per identity before the run makes
+/// them all beforehand.
+fn prewarm(server: &FakeApiServer, identity: &str) {
+    use std::io::{Read, Write};
+    let addr = server.url();
+    let addr = addr.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the proxy");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("a read timeout");
+    write!(
+        stream,
+        "GET /apis/coordination.k8s.io/v1/namespaces/{}/leases/{} HTTP/1.0\r\nHost: {addr}\r\n\
+         Authorization: Bearer {identity}\r\n\r\n",
+        server.namespace(),
+        super::LEASE
+    )
+    .expect("send a request to the proxy");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer.split_whitespace().nth(1);
+    assert!(
+        matches!(status, Some("200" | "404")),
+        "the proxy serves {identity}: {answer}"
+    );
+}
+
+/// N of `chaos-N`.
+fn identity_number(identity: &str) -> usize {
+    identity
+        .strip_prefix("chaos-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
 }
 
 /// `kill -9` of leasecron alone (by hand, or the OOM killer's choice): its run supervisor must end every
