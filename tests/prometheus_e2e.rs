@@ -1,5 +1,5 @@
-//! End to end with a real Prometheus: two `leasecron run` replicas elect through the fake API server's
-//! Lease, a `prometheus` server on 127.0.0.1 scrapes both (with deploy/alerts/leasecron.rules.yaml loaded),
+//! End to end with a real Prometheus: two `leasecron run` replicas elect through the Lease of the fake
+//! API server, and of the real one (through the fake in proxy mode), a `prometheus` server on 127.0.0.1 scrapes both (with deploy/alerts/leasecron.rules.yaml loaded),
 //! and PromQL over its HTTP API must show exactly one leader before and after a forced failover, while the
 //! Lease-flapping expression of the rules file moves; the config-diverged expression counts one jobs
 //! version over both replicas.
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fake_apiserver::FakeApiServer;
+use fake_apiserver::{FakeApiServer, Which};
 use replica::{every_second_job, http_request, wait_for, Replica, FAST_TIMINGS};
 use serde_json::Value;
 
@@ -252,8 +252,9 @@ fn wait_single_leader(prometheus: &Prometheus, not: Option<&str>) -> Option<Stri
     })
 }
 
-#[test]
-fn prometheus_sees_exactly_one_leader_across_a_failover_and_the_flapping_expression_moves() {
+fn prometheus_sees_exactly_one_leader_across_a_failover_and_the_flapping_expression_moves(
+    which: Which,
+) {
     if Command::new("prometheus")
         .arg("--version")
         .output()
@@ -262,7 +263,11 @@ fn prometheus_sees_exactly_one_leader_across_a_failover_and_the_flapping_express
         eprintln!("skipped: prometheus is not installed (apt-get install prometheus)");
         return;
     }
-    let (_runtime, server) = FakeApiServer::start_in_background();
+    let Some((_runtime, server)) =
+        FakeApiServer::start_in_background_on(which, "prometheus_sees_exactly_one")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let jobs = every_second_job(dir.path(), JOB, "500ms", "true");
     let mut replicas: Vec<Replica> = ["prom-0", "prom-1"]
@@ -390,4 +395,22 @@ fn prometheus_sees_exactly_one_leader_across_a_failover_and_the_flapping_express
         Some(second.as_str())
     );
     replicas[1 - leader].stop_cleanly();
+}
+
+mod fake {
+    #[test]
+    fn prometheus_sees_exactly_one_leader_across_a_failover_and_the_flapping_expression_moves() {
+        super::prometheus_sees_exactly_one_leader_across_a_failover_and_the_flapping_expression_moves(
+            super::Which::Fake,
+        );
+    }
+}
+
+mod real {
+    #[test]
+    fn prometheus_sees_exactly_one_leader_across_a_failover_and_the_flapping_expression_moves() {
+        super::prometheus_sees_exactly_one_leader_across_a_failover_and_the_flapping_expression_moves(
+            super::Which::Real,
+        );
+    }
 }
