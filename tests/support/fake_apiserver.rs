@@ -4,45 +4,76 @@
 //! # What it serves
 //!
 //! Namespaced `coordination.k8s.io/v1` leases, `v1` configmaps, `v1` events and `events.k8s.io/v1` events,
-//! at the real URLs: get, list, watch, create (POST), update (PUT), delete, and merge patch
-//! (`application/merge-patch+json`; a strategic merge patch is treated as one). Objects live in one store
-//! with a single resourceVersion counter, as etcd's revision; each gets `uid` and `creationTimestamp`.
+//! at the real URLs: get, list, watch, create (POST), update (PUT), delete, merge patch
+//! (`application/merge-patch+json`; a strategic merge patch is treated as one) and JSON patch. Objects live
+//! in one store with a single resourceVersion counter, as etcd's revision; each gets `uid` and
+//! `creationTimestamp`.
 //!
 //! # What it enforces, as the real API server does
 //!
-//! - Update (PUT) without `metadata.resourceVersion`: 422 `Invalid` (`AllowUnconditionalUpdate` is false);
-//!   a stale one: 409 `Conflict` with the real message. An update that changes nothing writes nothing
-//!   (same resourceVersion, no event), as etcd.
+//! Each rule below is a test in tests/fake_apiserver.rs that runs on the fake and on the real
+//! kube-apiserver v1.37.2 (docs/fake-apiserver.md has the differences found and what was left).
+//!
+//! - Update (PUT) without `metadata.resourceVersion`: 422 `Invalid` (events excepted: their strategy allows
+//!   unconditional updates); a stale one: 409 `Conflict`, checked before validation; another `metadata.uid`:
+//!   409 (etcd3's precondition `StorageError`). An update that changes nothing writes nothing (same
+//!   resourceVersion, no event), as etcd.
 //! - PUT of a missing object creates it (201) for leases and events (`AllowCreateOnUpdate` is true in their
 //!   registry strategies) and is 404 `NotFound` for configmaps.
-//! - Create of an existing name: 409 `AlreadyExists`; a create carrying a resourceVersion: 500, as etcd3's
-//!   "resourceVersion should not be set on objects to be created".
-//! - The name (PUT) or namespace in the body differing from the URL: 400. A wrong `kind`/`apiVersion`,
-//!   a wrongly typed Lease spec field, or a `MicroTime` without exactly 6 fractional digits: 400.
-//! - Validation (422): `metadata.name` required and a DNS-1123 subdomain; Lease `leaseDurationSeconds > 0`,
-//!   `leaseTransitions >= 0`, `preferredHolder` only with `strategy`; ConfigMap keys (`[-._a-zA-Z0-9]+`,
-//!   at most 253, not `.`/`..`), no key in both `data` and `binaryData`, at most 1 MiB of values (a
-//!   `data` value that is not a string is a 400); a changed `uid` is immutable.
-//! - Delete honours `DeleteOptions.preconditions` (uid, resourceVersion): 409 on mismatch.
-//! - Every error is a `metav1.Status` body (`kind: Status`, `status: Failure`, `reason`, `code`, `details`).
+//! - Create: validation (422) first, then a set resourceVersion is a 500 without a reason (etcd3's
+//!   "resourceVersion should not be set on objects to be created"), then an existing name 409
+//!   `AlreadyExists`.
+//! - Decoding (400, with the Go decoder's and the scheme's messages): the name (PUT; a missing one too) or
+//!   namespace in the body differing from the URL; a `kind`/`apiVersion` the scheme does not know or cannot
+//!   convert, or another version of the kind; a wrongly typed field; a body that is not a JSON object.
+//!   Unknown fields are dropped with a `Warning: 299` header each (`fieldValidation=Warn`). Timestamps are
+//!   parsed as Go's `time.Parse` parses them (a `MicroTime` needs exactly six fractional digits but may have
+//!   a comma, a one-digit hour, an offset up to ±24:00) and stored in UTC; empty values Go leaves out are
+//!   left out, and the fields Go always prints are there (`"spec": {}` of a Lease, an Event's zero fields).
+//! - Preparation: a Lease's `strategy` and `preferredHolder` are dropped (the `CoordinatedLeaderElection`
+//!   feature gate is off by default).
+//! - Validation (422, the real messages and causes): `metadata.name` required and a DNS-1123 subdomain
+//!   (`generateName` too), labels and annotations; Lease `leaseDurationSeconds > 0`, `leaseTransitions >= 0`;
+//!   ConfigMap keys, no key in both `data` and `binaryData`, at most 1 MiB of values, `immutable`;
+//!   `events.k8s.io/v1` events strictly (`ValidateEventCreate`/`ValidateEventUpdate`: reporting fields,
+//!   `eventTime`, `type`, series, deprecated fields, what may not change), core `v1` events by the legacy
+//!   rules only. A body over 3 MiB: 413 `RequestEntityTooLarge`.
+//! - Delete honours `DeleteOptions.preconditions` (uid, resourceVersion): 409 worded as `rest.BeforeDelete`.
+//! - JSON patch operations that fail: 422 with the real generic message; an unknown patch type: 415.
+//! - Every error is a `metav1.Status` body (`kind: Status`, `status: Failure`, `reason`, `code`, `details`
+//!   without empty fields).
 //! - Watch (`?watch=1|true`): newline-delimited JSON events, replayed after `resourceVersion` from a bounded
 //!   history ([`Options::history_limit`], [`FakeApiServer::compact`]); a start older than the history gets
-//!   an `ERROR` event with a 410 `Expired` Status. Unset or `"0"` replays the current objects as `ADDED`.
-//!   Bookmarks every [`Options::bookmark_interval`] with `allowWatchBookmarks=true`, and one at the end of
-//!   `timeoutSeconds`. `fieldSelector=metadata.name=X` filters. [`FakeApiServer::break_watches`] ends them.
-//! - List: items without `kind`/`apiVersion`, the list's resourceVersion; 410 for a compacted
-//!   `resourceVersion` with `resourceVersionMatch=Exact`, 504 for one in the future.
-//! - A request without a bearer token: 401. RBAC: [`FakeApiServer::deny`] takes verbs on a resource away
-//!   from one client, and [`FakeApiServer::grant`] limits one client to a Role's rules (`resourceNames`
-//!   matched against the URL's name, or a list's or watch's `metadata.name` field selector, as the real
-//!   authorizer does): a denied request gets 403 `Forbidden` (worded as the real authorizer words it), and
-//!   a denied `SelfSubjectAccessReview` answers `allowed: false`; a client with neither may do anything.
+//!   an `ERROR` event with a 410 `Expired` Status (the watch cache's message for leases and configmaps,
+//!   etcd's for events). Unset or `"0"` replays the current objects as `ADDED`, then, with
+//!   `allowWatchBookmarks=true`, a bookmark annotated `k8s.io/initial-events-end`; a bookmark 2 s before
+//!   `timeoutSeconds` ends the watch, none at the end; more every [`Options::bookmark_interval`]. Label and
+//!   field selectors filter, an object entering or leaving a selector is `ADDED` or `DELETED`.
+//!   [`FakeApiServer::break_watches`] ends them.
+//! - List: items without `kind`/`apiVersion`, the list's resourceVersion; label selectors (`=`, `==`, `!=`,
+//!   `in`, `notin`, exists, `!`, `gt`, `lt`) and field selectors (`metadata.name`, `metadata.namespace`, and
+//!   events' fields) with the real parse errors; `limit` and `continue` (with `remainingItemCount`); 410
+//!   for a compacted `resourceVersion` with `resourceVersionMatch=Exact`, 504 for one in the future, 422 for
+//!   `resourceVersionMatch` without a resourceVersion.
+//! - A request without a bearer token is `system:anonymous`'s: 403. RBAC: by default a client may do
+//!   everything to the served resources and nothing else (the proxy's default Role);
+//!   [`FakeApiServer::deny`] takes verbs on a resource away from one client, and [`FakeApiServer::grant`]
+//!   limits one client to a Role's rules (`resourceNames` matched against the URL's name, or a list's or
+//!   watch's `metadata.name` field selector, as the real authorizer does): a denied request gets 403
+//!   `Forbidden` (worded as the real authorizer words it, the token as the user). A `SelfSubjectAccessReview`
+//!   answers `allowed: true` with the RoleBinding the proxy would have used as its reason, or
+//!   `allowed: false` without one; one without exactly one kind of attributes is 422.
 //!
 //! # What it does not do
 //!
-//! No TLS, authorization beyond those two, label selectors (400), pagination (`limit`/`continue` are ignored), JSON patch or
-//! server-side apply (415), `generation`, `managedFields`, finalizers, dry runs, or cluster-scoped
-//! resources. Events are stored as given, with only name validation.
+//! No TLS, authorization beyond those two, server-side apply (415), `managedFields`, `generation`,
+//! finalizers, dry runs, `fieldValidation=Strict`, protobuf, or cluster-scoped resources. A list at an
+//! exact old resourceVersion and a `continue` token read the current objects (the real server reads its
+//! snapshot), a read at a future resourceVersion is a 504 at once (the real server waits 3 s for it), and
+//! bookmarks come every second by default (the real server's: about every minute). [`FakeApiServer::compact`]
+//! expires every older version for lists and all watches at once, where the real server's compaction
+//! expires lists and event watches and the watch cache forgets lease and configmap versions on its own
+//! schedule.
 //!
 //! # Faults and the request log
 //!

@@ -23,16 +23,23 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+#[path = "selector.rs"]
+mod selector;
+
 use super::faults::{Fault, RequestRecord, Verb};
 use super::rbac;
 use super::resource::{parse_path, Target};
-use super::status::ApiError;
-use super::validate::decode;
+use super::status::{go_quote, ApiError, FieldError};
+use super::store::PatchBody;
+use super::validate::{decode, Decoded};
 use super::{watch, Shared};
+pub use selector::{FieldSelector, LabelSelector};
 
-/// The largest request body accepted: the API server's `MaxRequestBodyBytes` (3 MiB), so that an object
-/// too large for its resource fails validation (422), as on the real server, rather than here.
-const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// The largest request body accepted: the API server's `MaxRequestBodyBytes` (3 MiB); a larger one is
+/// 413 `RequestEntityTooLarge`, an object too large for its resource fails validation (422).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// The user of a request without credentials (the real server's anonymous authentication).
+const ANONYMOUS: &str = "system:anonymous";
 /// How long to wait before accepting again after an accept error (out of file descriptors, say).
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
@@ -80,7 +87,12 @@ async fn handle(
         selected_name: target
             .as_ref()
             .filter(|_| matches!(verb, Some(Verb::List | Verb::Watch)))
-            .and_then(|target| query.name_selector(&target.namespace).ok().flatten()),
+            .and_then(|target| {
+                let selector = query.get("fieldSelector").unwrap_or_default();
+                FieldSelector::parse(selector, target.resource)
+                    .ok()
+                    .and_then(|selector| selector.exact_name().map(str::to_owned))
+            }),
         status: None,
     };
     match shared.faults.lookup(record.token.as_deref(), verb) {
@@ -126,7 +138,12 @@ async fn handle(
         }) {
             access_review(&shared, token, body).await
         } else if record.token.is_none() {
-            error_response(&ApiError::unauthorized())
+            error_response(&anonymous(
+                &parts.method,
+                parts.uri.path(),
+                &record,
+                target.as_ref(),
+            ))
         } else if let Some(denied) = forbidden(&shared, &record, target.as_ref()) {
             error_response(&denied)
         } else {
@@ -151,6 +168,7 @@ fn forbidden(shared: &Shared, record: &RequestRecord, target: Option<&Target>) -
     let name = record.name.as_deref().or(record.selected_name.as_deref());
     (!shared.rbac.allows(token, target.resource, verb, name)).then(|| {
         ApiError::forbidden(
+            token,
             rbac::verb_name(verb),
             target.resource,
             &target.namespace,
@@ -159,16 +177,51 @@ fn forbidden(shared: &Shared, record: &RequestRecord, target: Option<&Target>) -
     })
 }
 
+/// The answer to a request without credentials: the real server authenticates it as
+/// `system:anonymous`, whom RBAC allows nothing the fake serves (403).
+fn anonymous(
+    method: &Method,
+    path: &str,
+    record: &RequestRecord,
+    target: Option<&Target>,
+) -> ApiError {
+    if let (Some(target), Some(verb)) = (target, record.verb) {
+        return ApiError::forbidden(
+            ANONYMOUS,
+            rbac::verb_name(verb),
+            target.resource,
+            &target.namespace,
+            target.name.as_deref(),
+        );
+    }
+    if *method == Method::POST && path == rbac::ACCESS_REVIEW_PATH {
+        return ApiError {
+            code: 403,
+            reason: "Forbidden",
+            message: format!(
+                "selfsubjectaccessreviews.authorization.k8s.io is forbidden: User \"{ANONYMOUS}\" cannot \
+                 create resource \"selfsubjectaccessreviews\" in API group \"authorization.k8s.io\" at the \
+                 cluster scope"
+            ),
+            details: Some(super::status::details(
+                "authorization.k8s.io",
+                "selfsubjectaccessreviews",
+                "",
+            )),
+        };
+    }
+    ApiError::forbidden_path(ANONYMOUS, &method.as_str().to_lowercase(), path)
+}
+
 /// Answers a `SelfSubjectAccessReview` (201, the review with its status).
 async fn access_review(shared: &Shared, token: &str, body: Body) -> Response {
-    let review = to_bytes(body, MAX_BODY_BYTES)
+    let review = read_body(body)
         .await
-        .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
         .and_then(|bytes| {
             serde_json::from_slice::<Value>(&bytes)
                 .map_err(|e| ApiError::bad_request(format!("decoding the review: {e}")))
         })
-        .and_then(|review| shared.rbac.review(token, review));
+        .and_then(|review| shared.rbac.review(token, super::NAMESPACE, review));
     match review {
         Ok(review) => json_response(201, &review),
         Err(error) => error_response(&error),
@@ -192,9 +245,14 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     let target = target.ok_or_else(ApiError::no_route)?;
     let verb = verb.ok_or_else(|| ApiError::method_not_allowed(method))?;
-    let body = to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(ApiError::too_large_body(MAX_BODY_BYTES));
+    }
+    let body = read_body(body).await?;
     let (resource, namespace) = (target.resource, target.namespace.as_str());
     let name = target.name.as_deref().unwrap_or_default();
     match verb {
@@ -205,16 +263,15 @@ async fn serve(
         Verb::List => list(shared, &target, query),
         Verb::Watch => watch::start(shared, &target, query),
         Verb::Create => {
-            let object = decode(resource, &body)?;
-            Ok(json_response(
-                201,
-                &shared.store().create(resource, namespace, object)?,
-            ))
+            let Decoded { object, warnings } = decode(resource, &body)?;
+            let stored = shared.store().create(resource, namespace, object)?;
+            Ok(with_warnings(json_response(201, &stored), &warnings))
         }
         Verb::Update => {
-            let object = decode(resource, &body)?;
+            let Decoded { object, warnings } = decode(resource, &body)?;
             let (stored, created) = shared.store().update(resource, namespace, name, object)?;
-            Ok(json_response(if created { 201 } else { 200 }, &stored))
+            let code = if created { 201 } else { 200 };
+            Ok(with_warnings(json_response(code, &stored), &warnings))
         }
         Verb::Delete => {
             let options = if body.is_empty() {
@@ -228,61 +285,138 @@ async fn serve(
             ))
         }
         Verb::Patch => {
-            check_merge_patch(headers)?;
-            let patch = parse_json(&body)?;
-            Ok(json_response(
-                200,
-                &shared
-                    .store()
-                    .merge_patch(resource, namespace, name, &patch)?,
-            ))
+            let patch = patch_body(headers, &body)?;
+            let Decoded { object, warnings } =
+                shared.store().patch(resource, namespace, name, &patch)?;
+            Ok(with_warnings(json_response(200, &object), &warnings))
         }
     }
 }
 
-/// A list: the current objects (items without `kind`/`apiVersion`, as the real server sends them).
-/// `resourceVersionMatch=Exact` with a compacted resourceVersion is 410; a future one is 504.
+/// Reads a request body of at most [`MAX_BODY_BYTES`] (413 beyond).
+async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::too_large_body(MAX_BODY_BYTES))
+}
+
+/// Adds one `Warning` header per warning, as the API server sends them (`299 - "text"`).
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        if let Ok(value) = format!("299 - {}", go_quote(warning)).parse() {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
+/// A list: the current objects the selectors select (items without `kind`/`apiVersion`, as the real server
+/// sends them), `limit` items at a time with a `continue` token. A resourceVersion the store has not
+/// reached is 504; one it no longer holds, with `resourceVersionMatch=Exact`, is 410.
 fn list(shared: &Shared, target: &Target, query: &Query) -> Result<Response, ApiError> {
-    if !query.get("labelSelector").unwrap_or_default().is_empty() {
-        return Err(ApiError::bad_request(
-            "labelSelector is not supported by the fake API server".to_owned(),
+    let resource = target.resource;
+    let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default(), resource)
+        .map_err(ApiError::bad_request)?;
+    let rv = query.get("resourceVersion").unwrap_or_default();
+    let exact = query.get("resourceVersionMatch");
+    if exact.is_some_and(|m| !m.is_empty()) && rv.is_empty() {
+        return Err(ApiError::invalid_options(
+            "ListOptions.meta.k8s.io",
+            vec![FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            )],
         ));
     }
-    let name = query.name_selector(&target.namespace)?;
     let store = shared.store();
-    if let Some(rv) = query
-        .get("resourceVersion")
-        .filter(|rv| !rv.is_empty() && *rv != "0")
-    {
-        let rv: u64 = rv
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
-        if rv > store.resource_version() {
+    if !rv.is_empty() {
+        let requested: u64 = rv.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid resource version: resourceVersion: Invalid value: {}: strconv.ParseUint: \
+                 parsing {}: invalid syntax",
+                go_quote(rv),
+                go_quote(rv)
+            ))
+        })?;
+        if requested > store.resource_version() {
             return Err(ApiError::too_large_resource_version(
-                rv,
+                requested,
                 store.resource_version(),
             ));
         }
-        if query.get("resourceVersionMatch") == Some("Exact") && rv < store.oldest_watchable() {
-            return Err(ApiError::gone(rv, store.oldest_watchable()));
+        if exact == Some("Exact") && requested < store.oldest_watchable() {
+            return Err(ApiError::list_compacted());
         }
     }
-    let (mut items, rv) = store.list(target.resource, &target.namespace, name.as_deref());
+    let limit: usize = match query.get("limit").unwrap_or_default() {
+        "" => 0,
+        text => text
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {text:?}")))?,
+    };
+    let (start, token_rv) = match query.get("continue").unwrap_or_default() {
+        "" => (String::new(), None),
+        token => decode_continue(token)?,
+    };
+    let (mut items, current) = store.list(resource, &target.namespace, |object| {
+        labels.matches(&object["metadata"]["labels"])
+            && fields.matches(resource, object)
+            && object["metadata"]["name"].as_str().unwrap_or_default() >= start.as_str()
+    });
+    let list_rv = token_rv.unwrap_or(current);
+    let mut metadata = json!({ "resourceVersion": list_rv.to_string() });
+    if limit > 0 && items.len() > limit {
+        let remaining = items.len() - limit;
+        items.truncate(limit);
+        let last = items
+            .last()
+            .and_then(|item| item["metadata"]["name"].as_str())
+            .unwrap_or_default();
+        metadata["continue"] = json!(encode_continue(list_rv, &format!("{last}\u{0}")));
+        metadata["remainingItemCount"] = json!(remaining);
+    }
     for item in &mut items {
         if let Value::Object(fields) = item {
             fields.remove("kind");
             fields.remove("apiVersion");
         }
     }
-    let resource = target.resource;
     Ok(json_response(
         200,
         &json!({
             "kind": format!("{}List", resource.kind()),
             "apiVersion": resource.api_version(),
-            "metadata": { "resourceVersion": rv.to_string() },
+            "metadata": metadata,
             "items": items,
         }),
+    ))
+}
+
+/// A continue token as the real server makes one: base64 of `{"v","rv","start"}`, where `start` is the
+/// first key (name) of the next page.
+fn encode_continue(rv: u64, start: &str) -> String {
+    let token = json!({ "v": "meta.k8s.io/v1", "rv": rv, "start": start });
+    let bytes = k8s_openapi::ByteString(token.to_string().into_bytes());
+    serde_json::to_value(bytes)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn decode_continue(token: &str) -> Result<(String, Option<u64>), ApiError> {
+    let invalid = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
+    let bytes: k8s_openapi::ByteString =
+        serde_json::from_value(json!(token)).map_err(|_| invalid("illegal base64 data"))?;
+    let parsed: Value =
+        serde_json::from_slice(&bytes.0).map_err(|_| invalid("the token is not JSON"))?;
+    let start = parsed["start"]
+        .as_str()
+        .ok_or_else(|| invalid("no start"))?;
+    Ok((
+        start.trim_end_matches('\u{0}').to_owned() + "\u{0}",
+        parsed["rv"].as_u64(),
     ))
 }
 
@@ -300,15 +434,47 @@ fn verb_of(method: &Method, target: &Target, query: &Query) -> Option<Verb> {
     }
 }
 
-fn check_merge_patch(headers: &HeaderMap) -> Result<(), ApiError> {
+/// The patch a request carries, by its content type: a merge patch (a strategic merge patch of these
+/// objects, which have no lists with merge keys, is one), a JSON patch, or 415.
+fn patch_body(headers: &HeaderMap, body: &[u8]) -> Result<PatchBody, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    match content_type {
-        // A strategic merge patch of a map-only object (a ConfigMap) is a merge patch.
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => Ok(()),
-        other => Err(ApiError::unsupported_media_type(other)),
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    match media_type {
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            let patch: Value = serde_json::from_slice(body)
+                .map_err(|_| ApiError::bad_request("invalid JSON patch".to_owned()))?;
+            if !patch.is_object() {
+                return Err(ApiError::bad_request(format!(
+                    "error decoding patch: json: cannot unmarshal {} into Go value of type \
+                     map[string]interface {{}}",
+                    json_type(&patch)
+                )));
+            }
+            Ok(PatchBody::Merge(patch))
+        }
+        "application/json-patch+json" => {
+            let patch: Value = serde_json::from_slice(body)
+                .map_err(|_| ApiError::bad_request("invalid JSON patch".to_owned()))?;
+            Ok(PatchBody::Json(patch))
+        }
+        "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
+            Err(ApiError::apply_unsupported())
+        }
+        _ => Err(ApiError::unsupported_media_type()),
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 
@@ -355,35 +521,6 @@ impl Query {
     /// The value of parameter `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
-    }
-
-    /// The object name selected by `fieldSelector` (`metadata.name=X`, `metadata.namespace=NS` allowed).
-    pub fn name_selector(&self, namespace: &str) -> Result<Option<String>, ApiError> {
-        let mut name = None;
-        for term in self
-            .get("fieldSelector")
-            .unwrap_or_default()
-            .split(',')
-            .filter(|t| !t.is_empty())
-        {
-            let (field, value) = term
-                .split_once("==")
-                .or_else(|| term.split_once('='))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("invalid field selector term {term:?}"))
-                })?;
-            match field {
-                "metadata.name" => name = Some(value.to_owned()),
-                "metadata.namespace" if value == namespace => {}
-                "metadata.namespace" => return Ok(Some(String::new())),
-                other => {
-                    return Err(ApiError::bad_request(format!(
-                        "field label not supported: {other}"
-                    )))
-                }
-            }
-        }
-        Ok(name)
     }
 }
 

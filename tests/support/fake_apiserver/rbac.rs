@@ -1,6 +1,8 @@
 //! RBAC, as far as the tests need it, per client (bearer token), in two forms:
 //!
-//! - denials: (resource, verb) pairs taken away from a client that may otherwise do anything;
+//! - denials: (resource, verb) pairs taken away from a client that may otherwise do anything to what the
+//!   fake serves (the proxy's default Role `fake-user-TOKEN` grants the same: every verb on leases,
+//!   configmaps and both kinds of events, nothing else);
 //! - grants: a Role's rules, which are then all the client may do, evaluated as the RBAC authorizer does
 //!   (`apiGroups`, `resources`, `verbs`, with `*`; `resourceNames` match only requests that carry a name:
 //!   get, update, patch and delete by their URL, list and watch by a `metadata.name` field selector,
@@ -8,7 +10,8 @@
 //!
 //! A denied request gets the API server's 403 `Forbidden` Status, and a `SelfSubjectAccessReview` (POST
 //! `/apis/authorization.k8s.io/v1/selfsubjectaccessreviews`, which every authenticated user may make)
-//! answers `allowed: false` for it.
+//! answers `allowed: false` for it (without a reason, as RBAC's denial has none); an allowed one says
+//! which RoleBinding allowed it, named as the proxy names its bindings.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -78,47 +81,105 @@ impl Rbac {
 
     /// Whether `token` may `verb` the object `name` (if the request names one) of `resource`.
     pub fn allows(&self, token: &str, resource: Resource, verb: Verb, name: Option<&str>) -> bool {
-        let attributes = Attributes {
-            group: resource.group(),
-            resource: resource.plural(),
-            verb: verb_name(verb),
-            name,
-        };
-        let clients = lock(&self.0);
-        let denied = clients
-            .denied
-            .get(token)
-            .is_some_and(|denied| denied.contains(&(resource, verb)));
-        let granted = clients
-            .granted
-            .get(token)
-            .is_none_or(|rules| rules.iter().any(|rule| rule.allows(&attributes)));
-        granted && !denied
+        self.allows_attributes(
+            token,
+            &Attributes {
+                group: resource.group(),
+                resource: resource.plural(),
+                verb: verb_name(verb),
+                name,
+            },
+        )
     }
 
-    /// Answers a `SelfSubjectAccessReview` of `token`: the review with its `status` filled in.
-    pub fn review(&self, token: &str, mut review: Value) -> Result<Value, ApiError> {
-        let attributes = review
-            .pointer("/spec/resourceAttributes")
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::bad_request("spec.resourceAttributes is required".to_owned())
-            })?;
-        let field = |name: &str| attributes.get(name).and_then(Value::as_str).unwrap_or("");
-        let resource = Resource::from_group_and_plural(field("group"), field("resource"));
-        let verb = verb_named(field("verb"));
-        let name = Some(field("name")).filter(|name| !name.is_empty());
-        let allowed = match (resource, verb) {
-            (Some(resource), Some(verb)) => self.allows(token, resource, verb, name),
-            // The fake has no rules about anything else.
-            _ => true,
+    /// Whether `token` may do what `attributes` describe: by its grant if it has one, else anything on
+    /// the served resources but what was denied to it.
+    pub fn allows_attributes(&self, token: &str, attributes: &Attributes<'_>) -> bool {
+        let clients = lock(&self.0);
+        if let Some(rules) = clients.granted.get(token) {
+            return rules.iter().any(|rule| rule.allows(attributes));
+        }
+        let Some(resource) = Resource::from_group_and_plural(attributes.group, attributes.resource)
+        else {
+            return false;
         };
-        review["status"] = if allowed {
-            json!({ "allowed": true, "reason": "allowed by the fake API server" })
+        let denied = verb_named(attributes.verb).is_some_and(|verb| {
+            clients
+                .denied
+                .get(token)
+                .is_some_and(|denied| denied.contains(&(resource, verb)))
+        });
+        verb_named(attributes.verb).is_some() && !denied
+    }
+
+    /// Answers a `SelfSubjectAccessReview` of `token` in `namespace` (the fake's): the review as the real
+    /// server returns it, with its `status`.
+    pub fn review(&self, token: &str, namespace: &str, review: Value) -> Result<Value, ApiError> {
+        let spec = &review["spec"];
+        let (resource, non_resource) =
+            (&spec["resourceAttributes"], &spec["nonResourceAttributes"]);
+        if resource.is_null() == non_resource.is_null() {
+            let mut error = ApiError::invalid(
+                Resource::Leases,
+                ".authorization.k8s.io",
+                "",
+                vec![super::status::FieldError::invalid(
+                    "spec",
+                    super::status::BadValue::Json("null".to_owned()),
+                    "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                )],
+            );
+            error.details = Some(
+                json!({ "group": "authorization.k8s.io", "causes": error.details
+                .as_ref().map(|d| d["causes"].clone()).unwrap_or_default() }),
+            );
+            return Err(error);
+        }
+        let field = |attributes: &Value, name: &str| {
+            attributes
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+        let status = if resource.is_null() {
+            let (verb, path) = (field(non_resource, "verb"), field(non_resource, "path"));
+            let discovery = ["/api", "/apis", "/healthz", "/livez", "/readyz", "/version"]
+                .iter()
+                .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+            if verb == "get" && discovery {
+                json!({ "allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"system:discovery\" \
+                    of ClusterRole \"system:discovery\" to Group \"system:authenticated\"" })
+            } else {
+                json!({ "allowed": false })
+            }
         } else {
-            json!({ "allowed": false, "reason": "denied by the test's RBAC rules" })
+            let name = field(resource, "name");
+            let attributes = Attributes {
+                group: &field(resource, "group"),
+                resource: &field(resource, "resource"),
+                verb: &field(resource, "verb"),
+                name: Some(name.as_str()).filter(|name| !name.is_empty()),
+            };
+            if self.allows_attributes(token, &attributes) {
+                let namespace = Some(field(resource, "namespace"))
+                    .filter(|ns| !ns.is_empty())
+                    .unwrap_or_else(|| namespace.to_owned());
+                json!({ "allowed": true, "reason": format!(
+                    "RBAC: allowed by RoleBinding \"fake-user-{token}/{namespace}\" of Role \"fake-user-{token}\" \
+                     to User \"{token}\""
+                ) })
+            } else {
+                json!({ "allowed": false })
+            }
         };
-        Ok(review)
+        Ok(json!({
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {},
+            "spec": spec,
+            "status": status,
+        }))
     }
 }
 

@@ -94,6 +94,21 @@ impl Resource {
         qualify(self.kind(), self.group())
     }
 
+    /// `Kind.group` of the internal type, as validation errors name it: events of either API are the
+    /// internal core `Event`.
+    pub fn qualified_internal_kind(self) -> String {
+        match self {
+            Resource::CoreEvents | Resource::Events => "Event".to_owned(),
+            other => other.qualified_kind(),
+        }
+    }
+
+    /// Whether the real API server watches this resource through its watch cache (events have none:
+    /// `DefaultWatchCacheSizes` turns it off), which decides how a too old resourceVersion is refused.
+    pub fn watch_cached(self) -> bool {
+        matches!(self, Resource::Leases | Resource::ConfigMaps)
+    }
+
     fn from_route(group: &str, version: &str, plural: &str) -> Option<Resource> {
         match (group, version, plural) {
             ("coordination.k8s.io", "v1", "leases") => Some(Resource::Leases),

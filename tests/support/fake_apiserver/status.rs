@@ -1,6 +1,7 @@
-//! API errors as `metav1.Status` bodies, with the reasons and messages of the real API server.
+//! API errors as `metav1.Status` bodies, with the reasons and messages of the real API server
+//! (kube-apiserver v1.37.2; each constructor names where the real server makes the same error).
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::resource::Resource;
 
@@ -9,7 +10,7 @@ use super::resource::Resource;
 pub struct ApiError {
     /// The HTTP status code (also the `code` of the body).
     pub code: u16,
-    /// The machine-readable `reason` (`Conflict`, `NotFound`, ...).
+    /// The machine-readable `reason` (`Conflict`, `NotFound`, ...); empty: none (an internal error).
     pub reason: &'static str,
     /// The human-readable `message`.
     pub message: String,
@@ -28,28 +29,85 @@ pub struct FieldError {
     pub body: String,
 }
 
+/// The bad value of a [`FieldError::invalid`], printed as `field.Error.ErrorBody()` prints it: strings
+/// quoted (Go's `%q`), numbers bare.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BadValue {
+    /// A string (`"x"`).
+    Str(String),
+    /// An integer (`0`).
+    Int(i64),
+    /// Anything else, printed as JSON (Go marshals the value).
+    Json(String),
+}
+
+// === impl BadValue ===
+
+impl From<&str> for BadValue {
+    fn from(value: &str) -> BadValue {
+        BadValue::Str(value.to_owned())
+    }
+}
+
+impl From<String> for BadValue {
+    fn from(value: String) -> BadValue {
+        BadValue::Str(value)
+    }
+}
+
+impl From<i64> for BadValue {
+    fn from(value: i64) -> BadValue {
+        BadValue::Int(value)
+    }
+}
+
+impl std::fmt::Display for BadValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadValue::Str(text) => f.write_str(&go_quote(text)),
+            BadValue::Int(n) => write!(f, "{n}"),
+            BadValue::Json(json) => f.write_str(json),
+        }
+    }
+}
+
 // === impl FieldError ===
 
 impl FieldError {
     /// `field.Invalid(path, value, detail)`.
-    pub fn invalid(field: &str, value: impl std::fmt::Display, detail: &str) -> FieldError {
+    pub fn invalid(field: &str, value: impl Into<BadValue>, detail: &str) -> FieldError {
+        let mut body = format!("Invalid value: {}", value.into());
+        if !detail.is_empty() {
+            body.push_str(": ");
+            body.push_str(detail);
+        }
         FieldError {
             field: field.to_owned(),
             reason: "FieldValueInvalid",
-            body: format!("Invalid value: {value}: {detail}"),
+            body,
         }
     }
 
-    /// `field.Required(path, "")`.
-    pub fn required(field: &str) -> FieldError {
+    /// `field.Invalid(path, value, "field is immutable")` (`ValidateImmutableField`).
+    pub fn immutable(field: &str, value: impl Into<BadValue>) -> FieldError {
+        FieldError::invalid(field, value, "field is immutable")
+    }
+
+    /// `field.Required(path, detail)`.
+    pub fn required(field: &str, detail: &str) -> FieldError {
+        let body = if detail.is_empty() {
+            "Required value".to_owned()
+        } else {
+            format!("Required value: {detail}")
+        };
         FieldError {
             field: field.to_owned(),
             reason: "FieldValueRequired",
-            body: "Required value".to_owned(),
+            body,
         }
     }
 
-    /// `field.TooLong(path, value, max)` for a value measured in bytes.
+    /// `field.TooLong(path, value, max)`.
     pub fn too_long(field: &str, max: usize) -> FieldError {
         FieldError {
             field: field.to_owned(),
@@ -71,7 +129,7 @@ impl FieldError {
 // === impl ApiError ===
 
 impl ApiError {
-    /// 404 `NotFound` for a named object.
+    /// 404 `NotFound` for a named object (`errors.NewNotFound`).
     pub fn not_found(resource: Resource, name: &str) -> ApiError {
         let message = format!("{} \"{name}\" not found", resource.qualified_resource());
         ApiError::about(404, "NotFound", message, resource, name)
@@ -86,8 +144,10 @@ impl ApiError {
         )
     }
 
-    /// 403 `Forbidden`, worded as the API server's RBAC authorizer words it.
+    /// 403 `Forbidden`, worded as the API server's RBAC authorizer words it for `user` (the fake's
+    /// users are their bearer tokens, as the proxy's are; `system:anonymous` without one).
     pub fn forbidden(
+        user: &str,
         verb: &str,
         resource: Resource,
         namespace: &str,
@@ -98,8 +158,8 @@ impl ApiError {
             None => resource.qualified_resource(),
         };
         let message = format!(
-            "{object} is forbidden: User \"system:serviceaccount:{namespace}:test\" cannot {verb} resource \
-             \"{}\" in API group \"{}\" in the namespace \"{namespace}\"",
+            "{object} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group \"{}\" in \
+             the namespace \"{namespace}\"",
             resource.plural(),
             resource.group()
         );
@@ -110,6 +170,12 @@ impl ApiError {
             resource,
             name.unwrap_or_default(),
         )
+    }
+
+    /// 403 `Forbidden` for a path outside the served resources.
+    pub fn forbidden_path(user: &str, verb: &str, path: &str) -> ApiError {
+        let message = format!("forbidden: User \"{user}\" cannot {verb} path \"{path}\"");
+        ApiError::plain(403, "Forbidden", message)
     }
 
     /// 409 `AlreadyExists` on create.
@@ -131,27 +197,56 @@ impl ApiError {
         ApiError::about(409, "Conflict", message, resource, name)
     }
 
-    /// 409 `Conflict` with a custom cause (a failed UID or resourceVersion precondition on delete).
-    pub fn precondition(resource: Resource, name: &str, cause: &str) -> ApiError {
+    /// 409 `Conflict` of a delete whose precondition failed: the registry names the object by its kind
+    /// (`Lease.coordination.k8s.io`, `ConfigMap`), as `rest.BeforeDelete` does.
+    pub fn delete_precondition(resource: Resource, name: &str, cause: &str) -> ApiError {
         let message = format!(
             "Operation cannot be fulfilled on {} \"{name}\": {cause}",
-            resource.qualified_resource()
+            resource.qualified_kind()
+        );
+        ApiError {
+            code: 409,
+            reason: "Conflict",
+            message,
+            details: Some(details(resource.group(), resource.kind(), name)),
+        }
+    }
+
+    /// 409 `Conflict` of an update whose body carries another `metadata.uid`: etcd3's precondition
+    /// check fails with a `StorageError` that the registry wraps as a conflict.
+    pub fn uid_precondition(
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        sent: &str,
+        stored: &str,
+    ) -> ApiError {
+        let message = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": StorageError: invalid object, Code: 4, Key: \
+             /registry/{}/{namespace}/{name}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: \
+             UID in precondition: {sent}, UID in object meta: {stored}",
+            resource.qualified_resource(),
+            resource.plural()
         );
         ApiError::about(409, "Conflict", message, resource, name)
     }
 
-    /// 422 `Invalid`; `kind` is printed as given (the real server says `leases.coordination.k8s.io` for a
-    /// missing resourceVersion but `Lease.coordination.k8s.io` for validation failures).
+    /// 422 `Invalid` (`errors.NewInvalid`); `kind` is printed as given (the real server says
+    /// `leases.coordination.k8s.io` for a missing resourceVersion but `Lease.coordination.k8s.io` for
+    /// validation failures). Identical messages are printed once, as `ErrorList.ToAggregate` does.
     pub fn invalid(
         resource: Resource,
         kind: &str,
         name: &str,
         errors: Vec<FieldError>,
     ) -> ApiError {
-        let printed: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.body))
-            .collect();
+        let mut printed: Vec<String> = Vec::new();
+        for error in &errors {
+            let line = format!("{}: {}", error.field, error.body);
+            if !printed.contains(&line) {
+                printed.push(line);
+            }
+        }
         let joined = match printed.as_slice() {
             [one] => one.clone(),
             many => format!("[{}]", many.join(", ")),
@@ -160,14 +255,24 @@ impl ApiError {
             .iter()
             .map(|e| json!({ "reason": e.reason, "message": e.body, "field": e.field }))
             .collect();
+        let mut details = details(resource.group(), kind_only(kind), name);
+        details["causes"] = json!(causes);
         ApiError {
             code: 422,
             reason: "Invalid",
-            message: format!("{kind} \"{name}\" is invalid: {joined}"),
-            details: Some(
-                json!({ "name": name, "group": resource.group(), "kind": kind_only(kind), "causes": causes }),
-            ),
+            message: format!("{kind} {} is invalid: {joined}", go_quote(name)),
+            details: Some(details),
         }
+    }
+
+    /// 422 `Invalid` of request options (`ListOptions`, `PatchOptions`), as the real server words it.
+    pub fn invalid_options(kind: &str, errors: Vec<FieldError>) -> ApiError {
+        let mut error = ApiError::invalid(Resource::Leases, kind, "", errors);
+        error.details = error.details.map(|mut details| {
+            details["group"] = json!("meta.k8s.io");
+            details
+        });
+        error
     }
 
     /// 400 `BadRequest`.
@@ -175,7 +280,8 @@ impl ApiError {
         ApiError::plain(400, "BadRequest", message)
     }
 
-    /// 410 `Expired`: a resourceVersion older than the retained history.
+    /// 410 `Expired` of a watch from a resourceVersion the watch cache no longer holds (leases and
+    /// configmaps are watched through the cache).
     pub fn gone(requested: u64, oldest: u64) -> ApiError {
         ApiError::plain(
             410,
@@ -184,9 +290,31 @@ impl ApiError {
         )
     }
 
-    /// 401 `Unauthorized`: no bearer token.
-    pub fn unauthorized() -> ApiError {
-        ApiError::plain(401, "Unauthorized", "Unauthorized".to_owned())
+    /// 410 `Expired` of a watch served by etcd (events have no watch cache) from a compacted revision.
+    pub fn watch_compacted() -> ApiError {
+        ApiError::plain(
+            410,
+            "Expired",
+            "The resourceVersion for the provided watch is too old.".to_owned(),
+        )
+    }
+
+    /// 410 `Expired` of a list at an exact resourceVersion etcd has compacted.
+    pub fn list_compacted() -> ApiError {
+        ApiError::plain(
+            410,
+            "Expired",
+            "The resourceVersion for the provided list is too old.".to_owned(),
+        )
+    }
+
+    /// 413 `RequestEntityTooLarge`: a body over the API server's 3 MiB limit.
+    pub fn too_large_body(limit: usize) -> ApiError {
+        ApiError::plain(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
     }
 
     /// 405 `MethodNotAllowed`: a method the route does not take (POST on a named object, say).
@@ -196,22 +324,45 @@ impl ApiError {
         ApiError::plain(405, "MethodNotAllowed", message)
     }
 
-    /// 415 `UnsupportedMediaType`: a patch type the fake does not implement.
-    pub fn unsupported_media_type(content_type: &str) -> ApiError {
-        let message =
-            format!("the fake API server supports merge patches only, not {content_type:?}");
-        ApiError::plain(415, "UnsupportedMediaType", message)
+    /// 415 `UnsupportedMediaType`: a patch type the real server does not know.
+    pub fn unsupported_media_type() -> ApiError {
+        ApiError::plain(
+            415,
+            "UnsupportedMediaType",
+            "415: Unsupported Media Type".to_owned(),
+        )
     }
 
-    /// 504 `Timeout`: a list at a resourceVersion the store has not reached.
+    /// 415 `UnsupportedMediaType` for server-side apply, which the real server supports and the fake does
+    /// not (field ownership is beyond it): the message says so.
+    pub fn apply_unsupported() -> ApiError {
+        ApiError::plain(
+            415,
+            "UnsupportedMediaType",
+            "the fake API server does not implement server-side apply (application/apply-patch+yaml)"
+                .to_owned(),
+        )
+    }
+
+    /// 504 `Timeout`: a read at a resourceVersion the store has not reached.
     pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
-        let message = format!("Too large resource version: {requested}, current: {current}");
-        ApiError::plain(504, "Timeout", message)
+        let message =
+            format!("Timeout: Too large resource version: {requested}, current: {current}");
+        ApiError {
+            code: 504,
+            reason: "Timeout",
+            message,
+            details: Some(json!({
+                "causes": [{ "reason": "ResourceVersionTooLarge", "message": "Too large resource version" }],
+                "retryAfterSeconds": 1,
+            })),
+        }
     }
 
-    /// 500 `InternalError`.
+    /// 500 without a reason (`errors.NewInternalError` of a plain error from storage, as etcd3's
+    /// "resourceVersion should not be set on objects to be created").
     pub fn internal(message: String) -> ApiError {
-        ApiError::plain(500, "InternalError", message)
+        ApiError::plain(500, "", message)
     }
 
     /// An injected failure with status `code` (5xx or 429), with the reason the real server uses for it.
@@ -233,12 +384,14 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
         });
+        if !self.reason.is_empty() {
+            body["reason"] = json!(self.reason);
+        }
         if let Some(details) = &self.details {
             body["details"] = details.clone();
         }
+        body["code"] = json!(self.code);
         body
     }
 
@@ -258,17 +411,57 @@ impl ApiError {
         resource: Resource,
         name: &str,
     ) -> ApiError {
-        let details = json!({ "name": name, "group": resource.group(), "kind": resource.plural() });
         ApiError {
             code,
             reason,
             message,
-            details: Some(details),
+            details: Some(details(resource.group(), resource.plural(), name)),
         }
     }
+}
+
+/// `StatusDetails` as Go serializes it: empty `name` and `group` are left out.
+pub fn details(group: &str, kind: &str, name: &str) -> Value {
+    let mut details = Map::new();
+    if !name.is_empty() {
+        details.insert("name".to_owned(), json!(name));
+    }
+    if !group.is_empty() {
+        details.insert("group".to_owned(), json!(group));
+    }
+    if !kind.is_empty() {
+        details.insert("kind".to_owned(), json!(kind));
+    }
+    Value::Object(details)
 }
 
 /// `Lease.coordination.k8s.io` → `Lease` (details carry the kind without the group).
 fn kind_only(kind: &str) -> &str {
     kind.split('.').next().unwrap_or(kind)
+}
+
+/// Go's `strconv.Quote`: double quotes, with `"`, `\` and non-printable characters escaped.
+pub fn go_quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

@@ -1,5 +1,11 @@
 //! The object store: objects keyed by (resource, namespace, name), one global resourceVersion counter (as
 //! etcd's revision), a bounded history of changes for watches, and a broadcast of new changes.
+//!
+//! Writes follow the generic registry's order (kube-apiserver v1.37.2): for an update the body's `uid`
+//! is a storage precondition (409), then a missing resourceVersion (422, except for events, whose
+//! strategy allows unconditional updates), then a stale one (409), then the strategy's preparation and
+//! validation (422); a create validates (422) before etcd refuses a set resourceVersion (500) or an
+//! existing name (409).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -9,7 +15,10 @@ use tokio::sync::broadcast;
 
 use super::resource::Resource;
 use super::status::{ApiError, FieldError};
-use super::validate::{check_decoded, validate};
+use super::validate::{
+    decode_value, fill_defaults, prepare_for_create, prepare_for_update, validate_create,
+    validate_update, Decoded,
+};
 
 /// The first resourceVersion handed out: well above 0, which clients treat specially.
 const FIRST_RESOURCE_VERSION: u64 = 1000;
@@ -42,6 +51,17 @@ pub struct Change {
     pub event: EventType,
     /// The object after the change (for deletes: the last state, with the delete's resourceVersion).
     pub object: Value,
+    /// The object before the change (none for a create), for watches whose selector it may leave.
+    pub previous: Option<Value>,
+}
+
+/// What a patch request carries.
+#[derive(Clone, Debug)]
+pub enum PatchBody {
+    /// A JSON merge patch (RFC 7386); a strategic merge patch of these objects is one too.
+    Merge(Value),
+    /// A JSON patch (RFC 6902).
+    Json(Value),
 }
 
 /// The stored state of the fake API server.
@@ -104,25 +124,24 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(resource, name))
     }
 
-    /// Lists the objects of `resource` in `namespace` (optionally only `name`), with the current version.
+    /// The objects of `resource` in `namespace` (in name order) that `keep` selects, with the current
+    /// version.
     pub fn list(
         &self,
         resource: Resource,
         namespace: &str,
-        name: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
     ) -> (Vec<Value>, u64) {
         let items = self
             .objects
             .iter()
-            .filter(|((r, ns, n), _)| {
-                *r == resource && ns == namespace && name.is_none_or(|name| name == n)
-            })
+            .filter(|((r, ns, _), object)| *r == resource && ns == namespace && keep(object))
             .map(|(_, object)| object.clone())
             .collect();
         (items, self.rv)
     }
 
-    /// Creates an object (POST).
+    /// Creates an object (POST) from a decoded body.
     pub fn create(
         &mut self,
         resource: Resource,
@@ -130,6 +149,9 @@ impl Store {
         mut object: Value,
     ) -> Result<Value, ApiError> {
         check_namespace(&mut object, namespace)?;
+        self.generate_name(&mut object);
+        prepare_for_create(resource, &mut object);
+        validate_create(resource, &object)?;
         if !object["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or_default()
@@ -139,8 +161,6 @@ impl Store {
                 "resourceVersion should not be set on objects to be created".to_owned(),
             ));
         }
-        self.generate_name(&mut object);
-        validate(resource, &object)?;
         let name = object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -152,7 +172,8 @@ impl Store {
         Ok(self.write(resource, namespace, &name, EventType::Added, object))
     }
 
-    /// Replaces an object (PUT). Returns the stored object and whether the update created it.
+    /// Replaces an object (PUT) with a decoded body. Returns the stored object and whether the update
+    /// created it.
     pub fn update(
         &mut self,
         resource: Resource,
@@ -161,6 +182,11 @@ impl Store {
         mut object: Value,
     ) -> Result<(Value, bool), ApiError> {
         let body_name = object["metadata"]["name"].as_str().unwrap_or_default();
+        if body_name.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({name} based on URL) was undeterminable: name must be provided"
+            )));
+        }
         if body_name != name {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
@@ -170,29 +196,41 @@ impl Store {
         let Some(old) = self.objects.get(&key(resource, namespace, name)).cloned() else {
             return self.create_on_update(resource, namespace, name, object);
         };
-        let sent = parse_resource_version(&object["metadata"]["resourceVersion"])?;
-        if sent == 0 {
-            let error = FieldError::invalid(
-                "metadata.resourceVersion",
-                "0x0",
-                "must be specified for an update",
-            );
-            return Err(ApiError::invalid(
-                resource,
-                &resource.qualified_resource(),
-                name,
-                vec![error],
+        let old_uid = old["metadata"]["uid"].as_str().unwrap_or_default();
+        let sent_uid = object["metadata"]["uid"].as_str().unwrap_or_default();
+        if !sent_uid.is_empty() && sent_uid != old_uid {
+            return Err(ApiError::uid_precondition(
+                resource, namespace, name, sent_uid, old_uid,
             ));
         }
-        if Some(sent)
-            != old["metadata"]["resourceVersion"]
-                .as_str()
-                .and_then(|rv| rv.parse().ok())
-        {
-            return Err(ApiError::conflict(resource, name));
+        let current = old["metadata"]["resourceVersion"].clone();
+        match parse_resource_version(&object["metadata"]["resourceVersion"])? {
+            0 if allow_unconditional_update(resource) => {
+                object["metadata"]["resourceVersion"] = current.clone();
+            }
+            0 => {
+                let error = FieldError::invalid(
+                    "metadata.resourceVersion",
+                    0,
+                    "must be specified for an update",
+                );
+                return Err(ApiError::invalid(
+                    resource,
+                    &resource.qualified_resource(),
+                    name,
+                    vec![error],
+                ));
+            }
+            sent if Some(sent) != current.as_str().and_then(|rv| rv.parse().ok()) => {
+                return Err(ApiError::conflict(resource, name));
+            }
+            _ => {}
         }
-        carry_over_metadata(resource, &old, &mut object, name)?;
-        validate(resource, &object)?;
+        carry_over_metadata(&old, &mut object);
+        strip_server_fields(&mut object);
+        prepare_for_update(resource, &mut object, &old);
+        validate_update(resource, &object, &old)?;
+        fill_defaults(resource, &mut object);
         if object == old {
             // etcd skips a write whose bytes are unchanged: no new resourceVersion, no watch event.
             return Ok((old, false));
@@ -203,26 +241,30 @@ impl Store {
         ))
     }
 
-    /// Applies a JSON merge patch (RFC 7386) to an existing object. A `metadata.resourceVersion` in the
-    /// patch is a precondition, as on the real server.
-    pub fn merge_patch(
+    /// Patches an existing object. A `metadata.resourceVersion` in the result is a precondition, as
+    /// on the real server; without one the patch applies to the current version.
+    pub fn patch(
         &mut self,
         resource: Resource,
         namespace: &str,
         name: &str,
-        patch: &Value,
-    ) -> Result<Value, ApiError> {
+        patch: &PatchBody,
+    ) -> Result<Decoded, ApiError> {
         let mut object = self.get(resource, namespace, name)?;
         let current = object["metadata"]["resourceVersion"].clone();
-        let wanted = &patch["metadata"]["resourceVersion"];
-        if !wanted.is_null() && *wanted != current {
+        match patch {
+            PatchBody::Merge(patch) => apply_merge_patch(&mut object, patch),
+            PatchBody::Json(operations) => apply_json_patch(&mut object, operations)?,
+        }
+        let wanted = object["metadata"]["resourceVersion"].clone();
+        if !wanted.is_null() && wanted != current {
             return Err(ApiError::conflict(resource, name));
         }
-        apply_merge_patch(&mut object, patch);
-        check_decoded(resource, &object)?;
-        object["metadata"]["resourceVersion"] = current;
-        self.update(resource, namespace, name, object)
-            .map(|(object, _)| object)
+        let mut decoded = decode_value(resource, object)?;
+        decoded.object["metadata"]["resourceVersion"] = current;
+        let (stored, _) = self.update(resource, namespace, name, decoded.object)?;
+        decoded.object = stored;
+        Ok(decoded)
     }
 
     /// Deletes an object (DELETE), honouring `DeleteOptions.preconditions` (uid, resourceVersion).
@@ -234,23 +276,26 @@ impl Store {
         options: &Value,
     ) -> Result<Value, ApiError> {
         let old = self.get(resource, namespace, name)?;
-        for (field, label) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+        for (field, label, consequence) in [
+            ("uid", "UID", "deleted and then recreated"),
+            ("resourceVersion", "ResourceVersion", "modified"),
+        ] {
             let wanted = &options["preconditions"][field];
-            let actual = &old["metadata"][field];
-            if !wanted.is_null() && wanted != actual {
+            let actual = old["metadata"][field].as_str().unwrap_or_default();
+            if let Some(wanted) = wanted.as_str().filter(|wanted| wanted != &actual) {
                 let cause = format!(
-                    "Precondition failed: {label} in precondition: {}, {label} in object meta: {}",
-                    wanted.as_str().unwrap_or_default(),
-                    actual.as_str().unwrap_or_default()
+                    "the {label} in the precondition ({wanted}) does not match the {label} in record \
+                     ({actual}). The object might have been {consequence}"
                 );
-                return Err(ApiError::precondition(resource, name, &cause));
+                return Err(ApiError::delete_precondition(resource, name, &cause));
             }
         }
         self.write(resource, namespace, name, EventType::Deleted, old.clone());
         let uid = old["metadata"]["uid"].clone();
+        let mut details = super::status::details(resource.group(), resource.plural(), name);
+        details["uid"] = uid;
         Ok(json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-            "details": { "name": name, "group": resource.group(), "kind": resource.plural(), "uid": uid },
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details,
         }))
     }
 
@@ -271,7 +316,13 @@ impl Store {
     ) -> Result<(Vec<Change>, broadcast::Receiver<Change>), ApiError> {
         let relevant = |c: &&Change| c.resource == resource && c.namespace == namespace;
         let replay = match from {
-            Some(rv) if rv < self.floor => return Err(ApiError::gone(rv, self.floor)),
+            Some(rv) if rv < self.floor => {
+                return Err(if resource.watch_cached() {
+                    ApiError::gone(rv, self.floor)
+                } else {
+                    ApiError::watch_compacted()
+                })
+            }
             Some(rv) => self
                 .history
                 .iter()
@@ -285,7 +336,7 @@ impl Store {
     }
 
     fn current_as_added(&self, resource: Resource, namespace: &str) -> Vec<Change> {
-        let (items, _) = self.list(resource, namespace, None);
+        let (items, _) = self.list(resource, namespace, |_| true);
         items
             .into_iter()
             .map(|object| Change {
@@ -301,6 +352,7 @@ impl Store {
                     .to_owned(),
                 event: EventType::Added,
                 object,
+                previous: None,
             })
             .collect()
     }
@@ -315,7 +367,8 @@ impl Store {
         if !allow_create_on_update(resource) {
             return Err(ApiError::not_found(resource, name));
         }
-        validate(resource, &object)?;
+        prepare_for_create(resource, &mut object);
+        validate_create(resource, &object)?;
         self.stamp_new(resource, &mut object);
         Ok((
             self.write(resource, namespace, name, EventType::Added, object),
@@ -339,12 +392,14 @@ impl Store {
     }
 
     fn stamp_new(&mut self, resource: Resource, object: &mut Value) {
+        strip_server_fields(object);
         self.uids += 1;
         object["kind"] = json!(resource.kind());
         object["apiVersion"] = json!(resource.api_version());
         object["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{:012x}", self.uids));
         object["metadata"]["creationTimestamp"] =
             json!(Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true));
+        fill_defaults(resource, object);
     }
 
     /// Commits one change: a new resourceVersion, the object stored (or removed), history and broadcast.
@@ -359,11 +414,11 @@ impl Store {
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let key = key(resource, namespace, name);
-        if event == EventType::Deleted {
-            self.objects.remove(&key);
+        let previous = if event == EventType::Deleted {
+            self.objects.remove(&key)
         } else {
-            self.objects.insert(key, object.clone());
-        }
+            self.objects.insert(key, object.clone())
+        };
         let change = Change {
             rv: self.rv,
             resource,
@@ -371,6 +426,7 @@ impl Store {
             name: name.to_owned(),
             event,
             object,
+            previous,
         };
         self.history.push_back(change.clone());
         while self.history.len() > self.history_limit {
@@ -391,6 +447,11 @@ fn allow_create_on_update(resource: Resource) -> bool {
         resource,
         Resource::Leases | Resource::CoreEvents | Resource::Events
     )
+}
+
+/// `AllowUnconditionalUpdate`: only the event strategy allows an update without a resourceVersion.
+fn allow_unconditional_update(resource: Resource) -> bool {
+    matches!(resource, Resource::CoreEvents | Resource::Events)
 }
 
 fn key(resource: Resource, namespace: &str, name: &str) -> (Resource, String, String) {
@@ -428,33 +489,23 @@ fn parse_resource_version(value: &Value) -> Result<u64, ApiError> {
     }
 }
 
-/// What `rest.BeforeUpdate` does: type meta and creationTimestamp come from the stored object, an empty uid
-/// is filled in, a different uid is invalid (immutable field).
-fn carry_over_metadata(
-    resource: Resource,
-    old: &Value,
-    object: &mut Value,
-    name: &str,
-) -> Result<(), ApiError> {
-    let old_uid = &old["metadata"]["uid"];
-    match &object["metadata"]["uid"] {
-        Value::Null => object["metadata"]["uid"] = old_uid.clone(),
-        Value::String(uid) if uid.is_empty() => object["metadata"]["uid"] = old_uid.clone(),
-        uid if uid == old_uid => {}
-        uid => {
-            let error = FieldError::invalid("metadata.uid", uid, "field is immutable");
-            return Err(ApiError::invalid(
-                resource,
-                &resource.qualified_kind(),
-                name,
-                vec![error],
-            ));
-        }
+/// What `rest.BeforeUpdate` does: type meta, uid and creationTimestamp come from the stored object.
+fn carry_over_metadata(old: &Value, object: &mut Value) {
+    for field in ["kind", "apiVersion"] {
+        object[field] = old[field].clone();
     }
-    object["kind"] = json!(resource.kind());
-    object["apiVersion"] = json!(resource.api_version());
-    object["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
-    Ok(())
+    for field in ["uid", "creationTimestamp"] {
+        object["metadata"][field] = old["metadata"][field].clone();
+    }
+}
+
+/// Fields the server keeps to itself: the fake keeps no field ownership (`managedFields`), and a client's
+/// copy of them is not stored either; `selfLink` is no longer set.
+fn strip_server_fields(object: &mut Value) {
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("managedFields");
+        meta.remove("selfLink");
+    }
 }
 
 fn apply_merge_patch(target: &mut Value, patch: &Value) {
@@ -474,4 +525,109 @@ fn apply_merge_patch(target: &mut Value, patch: &Value) {
             }
         }
     }
+}
+
+/// Applies a JSON patch (RFC 6902) as the API server's json-patch library does; any failed operation
+/// is the real server's 422 with its generic message.
+fn apply_json_patch(target: &mut Value, operations: &Value) -> Result<(), ApiError> {
+    let rejected = || ApiError {
+        code: 422,
+        reason: "Invalid",
+        message: "the server rejected our request due to an error in our request".to_owned(),
+        details: Some(json!({})),
+    };
+    let operations = operations.as_array().ok_or_else(|| {
+        ApiError::bad_request(
+            "error decoding patch: json: cannot unmarshal object into Go value of type \
+             []handlers.jsonPatchOp"
+                .to_owned(),
+        )
+    })?;
+    for operation in operations {
+        let text = |field: &str| operation[field].as_str();
+        let path = text("path").ok_or_else(rejected)?;
+        match text("op").unwrap_or_default() {
+            "add" => json_add(target, path, operation["value"].clone()).ok_or_else(rejected)?,
+            "remove" => {
+                json_remove(target, path).ok_or_else(rejected)?;
+            }
+            "replace" => {
+                json_replace(target, path, operation["value"].clone()).ok_or_else(rejected)?
+            }
+            "move" => {
+                let from = text("from").ok_or_else(rejected)?;
+                let value = json_remove(target, from).ok_or_else(rejected)?;
+                json_add(target, path, value).ok_or_else(rejected)?;
+            }
+            "copy" => {
+                let from = text("from").ok_or_else(rejected)?;
+                let value = target.pointer(from).cloned().ok_or_else(rejected)?;
+                json_add(target, path, value).ok_or_else(rejected)?;
+            }
+            "test" => {
+                if target.pointer(path) != Some(&operation["value"]) {
+                    return Err(rejected());
+                }
+            }
+            _ => return Err(rejected()),
+        }
+    }
+    Ok(())
+}
+
+/// The parent of a JSON pointer and its last token (unescaped).
+fn split_pointer(path: &str) -> Option<(&str, String)> {
+    let (parent, last) = path.rsplit_once('/')?;
+    Some((parent, last.replace("~1", "/").replace("~0", "~")))
+}
+
+fn json_add(target: &mut Value, path: &str, value: Value) -> Option<()> {
+    if path.is_empty() {
+        *target = value;
+        return Some(());
+    }
+    let (parent, last) = split_pointer(path)?;
+    match target.pointer_mut(parent)? {
+        Value::Object(fields) => {
+            fields.insert(last, value);
+        }
+        Value::Array(items) => {
+            let index = if last == "-" {
+                items.len()
+            } else {
+                last.parse().ok().filter(|i| *i <= items.len())?
+            };
+            items.insert(index, value);
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+fn json_remove(target: &mut Value, path: &str) -> Option<Value> {
+    let (parent, last) = split_pointer(path)?;
+    match target.pointer_mut(parent)? {
+        Value::Object(fields) => fields.remove(&last),
+        Value::Array(items) => {
+            let index: usize = last.parse().ok().filter(|i| *i < items.len())?;
+            Some(items.remove(index))
+        }
+        _ => None,
+    }
+}
+
+fn json_replace(target: &mut Value, path: &str, value: Value) -> Option<()> {
+    let (parent, last) = split_pointer(path)?;
+    match target.pointer_mut(parent)? {
+        // The API server's library replaces a missing key of an object as if it were there.
+        Value::Object(fields) => {
+            fields.insert(last, value);
+        }
+        Value::Array(items) => {
+            let index: usize = last.parse().ok().filter(|i| *i < items.len())?;
+            items[index] = value;
+        }
+        _ => return None,
+    }
+    Some(())
 }

@@ -1,5 +1,12 @@
 //! Watches: newline-delimited JSON events streamed in a chunked response, replayed from the store's
 //! history, with bookmarks, `timeoutSeconds`, and 410 Gone (as an `ERROR` event) for a compacted start.
+//!
+//! As the real API server's watch cache (v1.37.2): a watch from an unset or `"0"` resourceVersion with
+//! `allowWatchBookmarks=true` gets, after the current objects as `ADDED`, a bookmark annotated
+//! `k8s.io/initial-events-end: "true"`; a watch with `timeoutSeconds` gets a bookmark 2 s before it ends
+//! (none if that is already past) and none at the end; bookmark objects carry the kind's zero fields
+//! (`"spec": {}` for a Lease). An object that starts or stops matching a label selector is `ADDED` or
+//! `DELETED` for that watch.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,11 +19,17 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::{interval_at, sleep, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::http::{json_response, Query};
+use super::http::{json_response, FieldSelector, LabelSelector, Query};
 use super::resource::{Resource, Target};
 use super::status::ApiError;
-use super::store::Change;
+use super::store::{Change, EventType};
+use super::validate::fill_defaults;
 use super::Shared;
+
+/// How long before `timeoutSeconds` ends the real watch cache sends its last bookmark.
+const PRE_TIMEOUT_BOOKMARK: Duration = Duration::from_secs(2);
+/// The annotation of the bookmark that ends the initial `ADDED` events.
+const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 
 /// How many encoded events may wait for a slow client before the pump waits.
 const STREAM_BUFFER: usize = 64;
@@ -26,8 +39,10 @@ const STREAM_BUFFER: usize = 64;
 struct WatchRequest {
     resource: Resource,
     namespace: String,
-    /// Only this object (`fieldSelector=metadata.name=X`).
-    name: Option<String>,
+    /// The `labelSelector`.
+    labels: LabelSelector,
+    /// The `fieldSelector`.
+    fields: FieldSelector,
     /// Start after this resourceVersion; `None` for unset or `"0"` (replay the current objects).
     from: Option<u64>,
     bookmarks: bool,
@@ -57,6 +72,7 @@ pub fn start(shared: &Arc<Shared>, target: &Target, query: &Query) -> Result<Res
     match opened {
         Ok((replay, changes, now)) => {
             let seen = request.from.unwrap_or(now).max(now);
+            let initial = request.from.is_none() && request.bookmarks;
             let pump = Pump {
                 request,
                 shared: Arc::clone(shared),
@@ -65,7 +81,7 @@ pub fn start(shared: &Arc<Shared>, target: &Target, query: &Query) -> Result<Res
                 seen,
             };
             let breaker = shared.watch_breaker();
-            tokio::spawn(pump.run(replay, breaker));
+            tokio::spawn(pump.run(replay, initial, breaker));
         }
         Err(gone) if gone.code == 410 => {
             let line = encode(&json!({ "type": "ERROR", "object": gone.body() }));
@@ -105,35 +121,77 @@ impl WatchRequest {
                 ApiError::bad_request(format!("invalid timeoutSeconds {secs:?}"))
             })?)),
         };
+        let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())
+            .map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(
+            query.get("fieldSelector").unwrap_or_default(),
+            target.resource,
+        )
+        .map_err(ApiError::bad_request)?;
         Ok(WatchRequest {
             resource: target.resource,
             namespace: target.namespace.clone(),
-            name: query.name_selector(&target.namespace)?,
+            labels,
+            fields,
             from,
             bookmarks: matches!(query.get("allowWatchBookmarks"), Some("true" | "1")),
             timeout,
         })
     }
 
-    fn matches(&self, change: &Change) -> bool {
-        change.resource == self.resource
-            && change.namespace == self.namespace
-            && self.name.as_ref().is_none_or(|name| *name == change.name)
-            && self.from.is_none_or(|from| change.rv > from)
+    fn selects(&self, object: &Value) -> bool {
+        self.labels.matches(&object["metadata"]["labels"])
+            && self.fields.matches(self.resource, object)
+    }
+
+    /// The event this watch sees for `change`, if any: an object that starts matching is `ADDED`, one
+    /// that stops is `DELETED` (as its last matching state, at the change's resourceVersion).
+    fn event_for(&self, change: &Change) -> Option<(&'static str, Value)> {
+        if change.resource != self.resource
+            || change.namespace != self.namespace
+            || self.from.is_some_and(|from| change.rv <= from)
+        {
+            return None;
+        }
+        let now = change.event != EventType::Deleted && self.selects(&change.object);
+        let before = change
+            .previous
+            .as_ref()
+            .is_some_and(|previous| self.selects(previous));
+        match (now, before) {
+            (true, false) => Some(("ADDED", change.object.clone())),
+            (true, true) => Some(("MODIFIED", change.object.clone())),
+            (false, true) if change.event == EventType::Deleted => {
+                Some(("DELETED", change.object.clone()))
+            }
+            (false, true) => {
+                let mut last = change.previous.clone().unwrap_or_default();
+                last["metadata"]["resourceVersion"] = json!(change.rv.to_string());
+                Some(("DELETED", last))
+            }
+            (false, false) => None,
+        }
     }
 }
 
 // === impl Pump ===
 
 impl Pump {
-    async fn run(mut self, replay: Vec<Change>, breaker: CancellationToken) {
+    async fn run(mut self, replay: Vec<Change>, initial: bool, breaker: CancellationToken) {
         for change in &replay {
-            if self.request.matches(change) && self.send_change(change).await.is_err() {
+            if self.send_change(change).await.is_err() {
                 return;
             }
         }
-        let deadline = sleep(self.request.timeout.unwrap_or(Duration::MAX / 4));
+        if initial && self.send_bookmark(true).await.is_err() {
+            return;
+        }
+        let timeout = self.request.timeout.unwrap_or(Duration::MAX / 4);
+        let deadline = sleep(timeout);
         tokio::pin!(deadline);
+        let last_bookmark = sleep(timeout.saturating_sub(PRE_TIMEOUT_BOOKMARK));
+        tokio::pin!(last_bookmark);
+        let mut last_bookmark_due = self.request.bookmarks && timeout > PRE_TIMEOUT_BOOKMARK;
         let period = self.shared.options.bookmark_interval;
         let mut bookmarks = interval_at(Instant::now() + period, period);
         let shutdown = self.shared.shutdown.clone();
@@ -142,13 +200,12 @@ impl Pump {
                 () = breaker.cancelled() => return,
                 () = shutdown.cancelled() => return,
                 () = self.out.closed() => return,
-                () = &mut deadline => {
-                    if self.request.bookmarks {
-                        let _ = self.send_bookmark().await;
-                    }
-                    return;
+                () = &mut deadline => return,
+                () = &mut last_bookmark, if last_bookmark_due => {
+                    last_bookmark_due = false;
+                    self.send_bookmark(false).await
                 }
-                _ = bookmarks.tick(), if self.request.bookmarks => self.send_bookmark().await,
+                _ = bookmarks.tick(), if self.request.bookmarks => self.send_bookmark(false).await,
                 change = self.changes.recv() => match change {
                     Ok(change) => self.send_change(&change).await,
                     // A watcher too slow for the broadcast is ended, as the real watch cache does.
@@ -163,16 +220,16 @@ impl Pump {
 
     async fn send_change(&mut self, change: &Change) -> Result<(), ()> {
         self.seen = self.seen.max(change.rv);
-        if !self.request.matches(change) {
+        let Some((kind, object)) = self.request.event_for(change) else {
             return Ok(());
-        }
-        let line = encode(&json!({ "type": change.event.as_str(), "object": change.object }));
+        };
+        let line = encode(&json!({ "type": kind, "object": object }));
         self.out.send(line).await.map_err(|_| ())
     }
 
     /// Sends everything already committed, then a bookmark at the store's current version: a client that
-    /// resumes from a bookmark can miss nothing.
-    async fn send_bookmark(&mut self) -> Result<(), ()> {
+    /// resumes from a bookmark can miss nothing. `initial_end` marks the end of the initial events.
+    async fn send_bookmark(&mut self, initial_end: bool) -> Result<(), ()> {
         let (pending, now) = {
             let store = self.shared.store();
             let mut pending = Vec::new();
@@ -191,11 +248,15 @@ impl Pump {
         }
         self.seen = self.seen.max(now);
         let resource = self.request.resource;
-        let object = json!({
+        let mut object = json!({
             "kind": resource.kind(),
             "apiVersion": resource.api_version(),
             "metadata": { "resourceVersion": self.seen.to_string() },
         });
+        if initial_end {
+            object["metadata"]["annotations"] = json!({ INITIAL_EVENTS_END: "true" });
+        }
+        fill_defaults(resource, &mut object);
         self.out
             .send(encode(&json!({ "type": "BOOKMARK", "object": object })))
             .await
