@@ -157,6 +157,15 @@ impl EventSink {
         limits: Limits,
     ) -> EventSink {
         let limits = limits.normalized();
+        if lease_name.len() > MAX_LEASE_NAME_FOR_EVENTS {
+            tracing::warn!(
+                lease = lease_name,
+                "Kubernetes Events disabled: an Event about the Lease is named after it plus 17 \
+                 characters, and a Lease name over {MAX_LEASE_NAME_FOR_EVENTS} characters would make \
+                 that name longer than the API server accepts (253)"
+            );
+            return EventSink::disabled();
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
                 "Kubernetes Events disabled: the event sink was made outside a Tokio runtime"
@@ -169,7 +178,7 @@ impl EventSink {
             client,
             reporter: Reporter {
                 controller: REPORTING_CONTROLLER.to_owned(),
-                instance: Some(identity.to_owned()),
+                instance: Some(reporting_instance(identity)),
             },
             regarding: lease_reference(namespace, lease_name),
             shared: Arc::clone(&shared),
@@ -368,6 +377,27 @@ impl std::fmt::Debug for EventSink {
 }
 
 /// The Lease as the Events' `regarding` object (no uid: the Lease may not exist yet).
+/// The longest `reportingInstance` the API server accepts on an events.k8s.io/v1 Event.
+const MAX_REPORTING_INSTANCE: usize = 128;
+/// The longest Lease name Events can be written about: kube's `Recorder` names each Event
+/// `<lease>.<16 hex digits>`, and an object name has at most 253 characters.
+pub const MAX_LEASE_NAME_FOR_EVENTS: usize = 253 - 17;
+
+/// `identity` as an Event's `reportingInstance`: unchanged if it fits in
+/// [`MAX_REPORTING_INSTANCE`] characters, else its start and its end (where a pod name's unique suffix
+/// is) joined by `...`.
+fn reporting_instance(identity: &str) -> String {
+    let chars: Vec<char> = identity.chars().collect();
+    if chars.len() <= MAX_REPORTING_INSTANCE {
+        return identity.to_owned();
+    }
+    const TAIL: usize = 32;
+    let head = MAX_REPORTING_INSTANCE - TAIL - 3;
+    let start: String = chars[..head].iter().collect();
+    let end: String = chars[chars.len() - TAIL..].iter().collect();
+    format!("{start}...{end}")
+}
+
 fn lease_reference(namespace: &str, lease_name: &str) -> ObjectReference {
     ObjectReference {
         api_version: Some("coordination.k8s.io/v1".to_owned()),
@@ -793,6 +823,23 @@ impl Observer for EventSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_identity_is_shortened_to_what_an_event_accepts_keeping_both_ends() {
+        assert_eq!(reporting_instance("r1"), "r1");
+        let fits = "a".repeat(MAX_REPORTING_INSTANCE);
+        assert_eq!(reporting_instance(&fits), fits);
+        let pod = format!("{}-7d4f9c8b5-x2x9q", "d".repeat(230));
+        let short = reporting_instance(&pod);
+        assert_eq!(short.chars().count(), MAX_REPORTING_INSTANCE);
+        assert!(short.starts_with("ddd"), "{short}");
+        assert!(short.ends_with("-7d4f9c8b5-x2x9q"), "{short}");
+        let wide = "é".repeat(200);
+        assert_eq!(
+            reporting_instance(&wide).chars().count(),
+            MAX_REPORTING_INSTANCE
+        );
+    }
     use crate::runner::Failure;
     use crate::term::FencingToken;
 

@@ -435,8 +435,81 @@ async fn a_disabled_sink_writes_nothing(which: Which) {
     assert!(!sink.is_enabled());
 }
 
+/// A pod name may have 253 characters, an Event's `reportingInstance` 128: the real server refuses a
+/// longer one (422), so the sink shortens it, keeping both ends, and the Event is written.
+async fn a_long_identity_is_shortened_so_that_the_event_is_accepted(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_long_identity_is_shortened").await else {
+        return;
+    };
+    let identity = format!("{}-7d4f9c8b5-x2x9q", "p".repeat(220));
+    let sink = EventSink::new(
+        server.client(IDENTITY).await,
+        server.namespace(),
+        LEASE,
+        &identity,
+    );
+    sink.on_election(&ElectionEvent::Acquired {
+        token: FencingToken(1),
+    });
+    flush(&sink).await;
+    let events = events(&server).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let instance = events[0].reporting_instance.as_deref().unwrap_or_default();
+    assert_eq!(instance.len(), 128, "{instance}");
+    assert!(instance.ends_with("-7d4f9c8b5-x2x9q"), "{instance}");
+    assert!(
+        summary(&events[0]).2.contains(&identity),
+        "the note names the whole identity"
+    );
+}
+
+/// Events about a Lease are named `<lease>.<16 hex digits>`: for a Lease name over 236 characters that
+/// name is over 253 and every write would be refused (422), so the sink is off from the start and says
+/// why.
+async fn a_lease_name_too_long_for_event_names_disables_events_and_says_so(which: Which) {
+    let Some(server) = FakeApiServer::start_on(which, "a_lease_name_too_long_for_event").await
+    else {
+        return;
+    };
+    let (logs_buffer, _guard) = capture_logs();
+    let longest = "l".repeat(leasecron::events::MAX_LEASE_NAME_FOR_EVENTS);
+    let fits = EventSink::new(
+        server.client(IDENTITY).await,
+        server.namespace(),
+        &longest,
+        IDENTITY,
+    );
+    fits.on_election(&ElectionEvent::Acquired {
+        token: FencingToken(1),
+    });
+    flush(&fits).await;
+    assert_eq!(
+        events(&server).await.len(),
+        1,
+        "a {}-character name fits",
+        longest.len()
+    );
+    let long = "l".repeat(leasecron::events::MAX_LEASE_NAME_FOR_EVENTS + 1);
+    let sink = EventSink::new(
+        server.client(IDENTITY).await,
+        server.namespace(),
+        &long,
+        IDENTITY,
+    );
+    assert!(!sink.is_enabled());
+    sink.on_election(&ElectionEvent::Acquired {
+        token: FencingToken(2),
+    });
+    flush(&sink).await;
+    assert_eq!(events(&server).await.len(), 1);
+    let logs = logs(&logs_buffer);
+    assert!(logs.contains("Kubernetes Events disabled"), "{logs}");
+}
+
 on_both_servers!(
     #[tokio::test]
+    a_long_identity_is_shortened_so_that_the_event_is_accepted,
+    a_lease_name_too_long_for_event_names_disables_events_and_says_so,
     leadership_acquired_and_lost_are_events_about_the_lease,
     a_lost_term_on_shutdown_is_a_normal_event,
     failed_timed_out_and_cancelled_runs_are_warnings_and_successes_are_not,
