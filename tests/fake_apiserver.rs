@@ -1025,6 +1025,11 @@ async fn names_and_labels_are_validated(which: Which) {
         name.starts_with("gen-") && name.len() > "gen-".len(),
         "{name}"
     );
+    assert_eq!(
+        answer.body["spec"],
+        json!({}),
+        "Go prints a Lease's spec even when empty"
+    );
 }
 
 // === ConfigMap rules ===

@@ -396,7 +396,7 @@ fn base64_decoded_len(text: &str) -> Result<usize, String> {
 /// (the `CoordinatedLeaderElection` feature gate is off by default in v1.37).
 pub fn prepare_for_create(resource: Resource, object: &mut Value) {
     if resource == Resource::Leases {
-        if let Some(spec) = object["spec"].as_object_mut() {
+        if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
             spec.remove("strategy");
             spec.remove("preferredHolder");
         }
@@ -408,7 +408,7 @@ pub fn prepare_for_update(resource: Resource, object: &mut Value, old: &Value) {
     if resource == Resource::Leases {
         for field in ["strategy", "preferredHolder"] {
             if old["spec"][field].is_null() {
-                if let Some(spec) = object["spec"].as_object_mut() {
+                if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
                     spec.remove(field);
                 }
             }
@@ -432,7 +432,10 @@ pub fn fill_defaults(resource: Resource, object: &mut Value) {
     };
     if let (Value::Object(object), Value::Object(defaults)) = (object, defaults) {
         for (field, value) in defaults {
-            object.entry(field).or_insert(value);
+            let slot = object.entry(field).or_insert(Value::Null);
+            if slot.is_null() {
+                *slot = value;
+            }
         }
     }
 }
