@@ -1659,6 +1659,65 @@ async fn a_request_without_credentials_is_anonymous_and_forbidden(which: Which) 
     );
 }
 
+/// A request RBAC denies is a 403 worded by the RBAC authorizer, the client's user named.
+async fn a_denied_request_is_forbidden_as_rbac_words_it(which: Which) {
+    let Some(server) = start(which, "rbac_forbidden").await else {
+        return;
+    };
+    server.deny("d", Resource::Leases, &[Verb::Get, Verb::List]);
+    let path = Resource::Leases.object_path(server.namespace(), "l");
+    let answer = raw(
+        &server,
+        "d",
+        Method::GET,
+        &path,
+        "application/json",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        answer.body,
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!(
+                "leases.coordination.k8s.io \"l\" is forbidden: User \"d\" cannot get resource \"leases\" in \
+                 API group \"coordination.k8s.io\" in the namespace \"{}\"",
+                server.namespace()
+            ),
+            "reason": "Forbidden",
+            "details": { "name": "l", "group": "coordination.k8s.io", "kind": "leases" },
+            "code": 403,
+        })
+    );
+    let list = get(&server, &collection(&server, Resource::Leases)).await;
+    assert_eq!(list.code, 200, "another client is not denied");
+}
+
+/// A method a route does not take: 405 with the real wording.
+async fn a_method_the_route_does_not_take_is_405(which: Which) {
+    let Some(server) = start(which, "method_not_allowed").await else {
+        return;
+    };
+    let path = Resource::Leases.object_path(server.namespace(), "l");
+    let answer = raw(
+        &server,
+        "a",
+        Method::POST,
+        &path,
+        "application/json",
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        answer.body,
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "the server does not allow this method on the requested resource",
+            "reason": "MethodNotAllowed", "details": {}, "code": 405,
+        })
+    );
+}
+
 // === Lists ===
 
 /// A list's items carry no `kind`/`apiVersion`; the list's resourceVersion is at least every item's.
@@ -2495,6 +2554,8 @@ on_both_servers!(
     core_events_get_only_the_legacy_rules,
     access_reviews_answer_as_rbac_does,
     a_request_without_credentials_is_anonymous_and_forbidden,
+    a_denied_request_is_forbidden_as_rbac_words_it,
+    a_method_the_route_does_not_take_is_405,
     list_returns_the_items_and_a_current_resource_version,
     lists_take_label_selectors,
     lists_take_field_selectors,

@@ -66,8 +66,9 @@
 //!
 //! # What it does not do
 //!
-//! No TLS, authorization beyond those two, server-side apply (415), `managedFields`, `generation`,
-//! finalizers, dry runs, `fieldValidation=Strict`, protobuf, or cluster-scoped resources. A list at an
+//! No TLS, authorization beyond those two, server-side apply (415), `deletecollection` (405),
+//! `managedFields`, `generation`, finalizers, dry runs, `fieldValidation=Strict`, protobuf, namespaces as
+//! objects (every namespace exists), or cluster-scoped resources. A list at an
 //! exact old resourceVersion and a `continue` token read the current objects (the real server reads its
 //! snapshot), a read at a future resourceVersion is a 504 at once (the real server waits 3 s for it), and
 //! bookmarks come every second by default (the real server's: about every minute). [`FakeApiServer::compact`]

@@ -244,7 +244,7 @@ async fn serve(
     body: Body,
 ) -> Result<Response, ApiError> {
     let target = target.ok_or_else(ApiError::no_route)?;
-    let verb = verb.ok_or_else(|| ApiError::method_not_allowed(method))?;
+    let verb = verb.ok_or_else(ApiError::method_not_allowed)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -137,11 +137,14 @@ impl ApiError {
 
     /// 404 `NotFound` for a URL that names no resource the fake serves.
     pub fn no_route() -> ApiError {
-        ApiError::plain(
-            404,
-            "NotFound",
-            "the server could not find the requested resource".to_owned(),
-        )
+        ApiError {
+            details: Some(json!({})),
+            ..ApiError::plain(
+                404,
+                "NotFound",
+                "the server could not find the requested resource".to_owned(),
+            )
+        }
     }
 
     /// 403 `Forbidden`, worded as the API server's RBAC authorizer words it for `user` (the fake's
@@ -318,10 +321,15 @@ impl ApiError {
     }
 
     /// 405 `MethodNotAllowed`: a method the route does not take (POST on a named object, say).
-    pub fn method_not_allowed(method: &axum::http::Method) -> ApiError {
-        let message =
-            format!("the server does not allow this method on the requested resource ({method})");
-        ApiError::plain(405, "MethodNotAllowed", message)
+    pub fn method_not_allowed() -> ApiError {
+        ApiError {
+            details: Some(json!({})),
+            ..ApiError::plain(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource".to_owned(),
+            )
+        }
     }
 
     /// 415 `UnsupportedMediaType`: a patch type the real server does not know.
