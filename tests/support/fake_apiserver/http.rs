@@ -147,17 +147,9 @@ async fn handle(
         } else if let Some(denied) = forbidden(&shared, &record, target.as_ref()) {
             error_response(&denied)
         } else {
-            serve(
-                &shared,
-                &parts.method,
-                &parts.headers,
-                target,
-                verb,
-                &query,
-                body,
-            )
-            .await
-            .unwrap_or_else(|error| error_response(&error))
+            serve(&shared, &parts.headers, target, verb, &query, body)
+                .await
+                .unwrap_or_else(|error| error_response(&error))
         };
     finish(&shared, record, response)
 }
@@ -236,7 +228,6 @@ fn finish(shared: &Shared, mut record: RequestRecord, response: Response) -> Res
 
 async fn serve(
     shared: &Arc<Shared>,
-    method: &Method,
     headers: &HeaderMap,
     target: Option<Target>,
     verb: Option<Verb>,
