@@ -2043,6 +2043,93 @@ async fn watch_streams_changes_and_bookmarks(which: Which) {
     stream_ends(&mut events).await;
 }
 
+/// A watch list (`sendInitialEvents=true`, `resourceVersionMatch=NotOlderThan`): the current objects as
+/// `ADDED` whatever the resourceVersion, the bookmark that ends them, then the changes.
+async fn a_watch_list_streams_the_current_objects_first(which: Which) {
+    let Some(server) = start(which, "watch_list").await else {
+        return;
+    };
+    let leases = leases(&server, "a").await;
+    let created = leases
+        .create(&PostParams::default(), &lease("l", "a"))
+        .await
+        .expect("create");
+    let params = WatchParams::streaming_lists()
+        .fields("metadata.name=l")
+        .timeout(30);
+    let rv = created.metadata.resource_version.clone().expect("rv");
+    let mut events = leases.watch(&params, &rv).await.expect("watch").boxed();
+    assert!(
+        matches!(next_event(&mut events).await, WatchEvent::Added(l) if l.spec == created.spec)
+    );
+    match next_event(&mut events).await {
+        WatchEvent::Bookmark(bookmark) => assert_eq!(
+            bookmark
+                .metadata
+                .annotations
+                .get("k8s.io/initial-events-end"),
+            Some(&"true".to_owned())
+        ),
+        other => panic!("expected the initial-events-end bookmark, got {other:?}"),
+    }
+    let replaced = leases
+        .replace("l", &PostParams::default(), &lease_from(&created, "b"))
+        .await
+        .expect("replace");
+    match next_change(&mut events).await {
+        WatchEvent::Modified(l) => assert_eq!(
+            l.metadata.resource_version,
+            replaced.metadata.resource_version
+        ),
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+}
+
+/// `ValidateListOptions`: what `resourceVersionMatch` and `sendInitialEvents` may be, for lists and for
+/// watches (422 `Invalid` of `ListOptions`).
+async fn list_options_are_validated(which: Which) {
+    let Some(server) = start(which, "list_options").await else {
+        return;
+    };
+    let path = collection(&server, Resource::Leases);
+    let invalid = "ListOptions.meta.k8s.io \"\" is invalid: ";
+    for (query, message) in [
+        (
+            "resourceVersionMatch=Exact",
+            "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ),
+        (
+            "resourceVersion=0&resourceVersionMatch=Exact",
+            "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        ),
+        (
+            "resourceVersion=1&resourceVersionMatch=Bogus",
+            "resourceVersionMatch: Unsupported value: \"Bogus\": supported values: \"Exact\", \"NotOlderThan\", \"\"",
+        ),
+        (
+            "sendInitialEvents=true",
+            "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list",
+        ),
+        (
+            "watch=1&sendInitialEvents=true&allowWatchBookmarks=true",
+            "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ),
+        (
+            "watch=1&resourceVersion=1&resourceVersionMatch=NotOlderThan",
+            "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents \
+             is provided",
+        ),
+    ] {
+        let answer = get(&server, &format!("{path}?{query}")).await;
+        assert_eq!(
+            (answer.code, answer.message()),
+            (422, format!("{invalid}{message}").as_str()),
+            "{query}"
+        );
+        assert_eq!(answer.body["details"]["group"], "meta.k8s.io", "{query}");
+    }
+}
+
 /// A watch too short for the bookmark 2 s before its end gets none: the stream just ends.
 async fn a_short_watch_ends_without_a_bookmark(which: Which) {
     let Some(server) = start(which, "short_watch").await else {
@@ -2563,6 +2650,8 @@ on_both_servers!(
     list_resource_versions_are_checked,
     watch_streams_changes_and_bookmarks,
     a_short_watch_ends_without_a_bookmark,
+    a_watch_list_streams_the_current_objects_first,
+    list_options_are_validated,
     watch_from_a_resource_version_replays_only_later_changes,
     a_label_selector_watch_sees_objects_come_and_go,
     break_watches_ends_open_streams,

@@ -46,15 +46,16 @@
 //!   history ([`Options::history_limit`], [`FakeApiServer::compact`]); a start older than the history gets
 //!   an `ERROR` event with a 410 `Expired` Status (the watch cache's message for leases and configmaps,
 //!   etcd's for events). Unset or `"0"` replays the current objects as `ADDED`, then, with
-//!   `allowWatchBookmarks=true`, a bookmark annotated `k8s.io/initial-events-end`; a bookmark 2 s before
+//!   `allowWatchBookmarks=true`, a bookmark annotated `k8s.io/initial-events-end` (a watch list,
+//!   `sendInitialEvents=true`, does so whatever the resourceVersion); a bookmark 2 s before
 //!   `timeoutSeconds` ends the watch, none at the end; more every [`Options::bookmark_interval`]. Label and
 //!   field selectors filter, an object entering or leaving a selector is `ADDED` or `DELETED`.
 //!   [`FakeApiServer::break_watches`] ends them.
 //! - List: items without `kind`/`apiVersion`, the list's resourceVersion; label selectors (`=`, `==`, `!=`,
 //!   `in`, `notin`, exists, `!`, `gt`, `lt`) and field selectors (`metadata.name`, `metadata.namespace`, and
 //!   events' fields) with the real parse errors; `limit` and `continue` (with `remainingItemCount`); 410
-//!   for a compacted `resourceVersion` with `resourceVersionMatch=Exact`, 504 for one in the future, 422 for
-//!   `resourceVersionMatch` without a resourceVersion.
+//!   for a compacted `resourceVersion` with `resourceVersionMatch=Exact`, 504 for one in the future; the
+//!   `ListOptions` rules on `resourceVersionMatch` and `sendInitialEvents` (422).
 //! - A request without a bearer token is `system:anonymous`'s: 403. RBAC: by default a client may do
 //!   everything to the served resources and nothing else (the proxy's default Role);
 //!   [`FakeApiServer::deny`] takes verbs on a resource away from one client, and [`FakeApiServer::grant`]

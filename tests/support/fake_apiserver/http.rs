@@ -310,17 +310,9 @@ fn list(shared: &Shared, target: &Target, query: &Query) -> Result<Response, Api
         .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default(), resource)
         .map_err(ApiError::bad_request)?;
+    validate_list_options(query, false)?;
     let rv = query.get("resourceVersion").unwrap_or_default();
     let exact = query.get("resourceVersionMatch");
-    if exact.is_some_and(|m| !m.is_empty()) && rv.is_empty() {
-        return Err(ApiError::invalid_options(
-            "ListOptions.meta.k8s.io",
-            vec![FieldError::forbidden(
-                "resourceVersionMatch",
-                "resourceVersionMatch is forbidden unless resourceVersion is provided",
-            )],
-        ));
-    }
     let store = shared.store();
     if !rv.is_empty() {
         let requested: u64 = rv.parse().map_err(|_| {
@@ -383,6 +375,85 @@ fn list(shared: &Shared, target: &Target, query: &Query) -> Result<Response, Api
             "items": items,
         }),
     ))
+}
+
+/// apimachinery's `ValidateListOptions` (422 `Invalid` of `ListOptions`): `resourceVersionMatch` and
+/// `sendInitialEvents` for a list (`watch == false`) or a watch.
+pub fn validate_list_options(query: &Query, watch: bool) -> Result<(), ApiError> {
+    let field = "resourceVersionMatch";
+    let rv = query.get("resourceVersion").unwrap_or_default();
+    let matching = query.get(field).unwrap_or_default();
+    let send_initial = query.get("sendInitialEvents").is_some();
+    let has_continue = !query.get("continue").unwrap_or_default().is_empty();
+    let mut errors = Vec::new();
+    if watch {
+        if send_initial && matching != "NotOlderThan" {
+            errors.push(FieldError::forbidden(
+                field,
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if !matching.is_empty() {
+            if !send_initial {
+                errors.push(FieldError::forbidden(
+                    field,
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if matching != "NotOlderThan" {
+                errors.push(FieldError::not_supported(
+                    field,
+                    matching,
+                    &["NotOlderThan"],
+                ));
+            }
+            if has_continue {
+                errors.push(FieldError::forbidden(
+                    field,
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+        }
+    } else {
+        if !matching.is_empty() {
+            if rv.is_empty() {
+                errors.push(FieldError::forbidden(
+                    field,
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if has_continue {
+                errors.push(FieldError::forbidden(
+                    field,
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if matching != "Exact" && matching != "NotOlderThan" {
+                errors.push(FieldError::not_supported(
+                    field,
+                    matching,
+                    &["Exact", "NotOlderThan", ""],
+                ));
+            }
+            if matching == "Exact" && rv == "0" {
+                errors.push(FieldError::forbidden(
+                    field,
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if send_initial {
+            errors.push(FieldError::forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_options("ListOptions.meta.k8s.io", errors))
+    }
 }
 
 /// A continue token as the real server makes one: base64 of `{"v","rv","start"}`, where `start` is the

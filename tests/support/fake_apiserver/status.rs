@@ -116,6 +116,20 @@ impl FieldError {
         }
     }
 
+    /// `field.NotSupported(path, value, supported)`.
+    pub fn not_supported(field: &str, value: &str, supported: &[&str]) -> FieldError {
+        let supported: Vec<String> = supported.iter().map(|s| go_quote(s)).collect();
+        FieldError {
+            field: field.to_owned(),
+            reason: "FieldValueNotSupported",
+            body: format!(
+                "Unsupported value: {}: supported values: {}",
+                go_quote(value),
+                supported.join(", ")
+            ),
+        }
+    }
+
     /// `field.Forbidden(path, detail)`.
     pub fn forbidden(field: &str, detail: &str) -> FieldError {
         FieldError {

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::{interval_at, sleep, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::http::{json_response, FieldSelector, LabelSelector, Query};
+use super::http::{json_response, validate_list_options, FieldSelector, LabelSelector, Query};
 use super::resource::{Resource, Target};
 use super::status::ApiError;
 use super::store::{Change, EventType};
@@ -45,6 +45,8 @@ struct WatchRequest {
     fields: FieldSelector,
     /// Start after this resourceVersion; `None` for unset or `"0"` (replay the current objects).
     from: Option<u64>,
+    /// `sendInitialEvents=false` with an unset or `"0"` resourceVersion: start now, replaying nothing.
+    start_now: bool,
     bookmarks: bool,
     timeout: Option<Duration>,
 }
@@ -61,9 +63,12 @@ struct Pump {
 
 /// Answers a watch request: 200 with a stream of events, or an error before the stream starts.
 pub fn start(shared: &Arc<Shared>, target: &Target, query: &Query) -> Result<Response, ApiError> {
-    let request = WatchRequest::parse(target, query)?;
+    let mut request = WatchRequest::parse(target, query)?;
     let opened = {
         let store = shared.store();
+        if request.start_now {
+            request.from = Some(store.resource_version());
+        }
         store
             .watch_from(request.resource, &request.namespace, request.from)
             .map(|(replay, changes)| (replay, changes, store.resource_version()))
@@ -108,13 +113,20 @@ pub fn start(shared: &Arc<Shared>, target: &Target, query: &Query) -> Result<Res
 
 impl WatchRequest {
     fn parse(target: &Target, query: &Query) -> Result<WatchRequest, ApiError> {
-        let from =
+        validate_list_options(query, true)?;
+        let send_initial = query.get("sendInitialEvents");
+        let mut from =
             match query.get("resourceVersion").unwrap_or_default() {
                 "" | "0" => None,
                 rv => Some(rv.parse().map_err(|_| {
                     ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
                 })?),
             };
+        // A watch list (`sendInitialEvents=true`) replays the current objects whatever the version.
+        if send_initial == Some("true") {
+            from = None;
+        }
+        let start_now = send_initial == Some("false") && from.is_none();
         let timeout = match query.get("timeoutSeconds") {
             None => None,
             Some(secs) => Some(Duration::from_secs(secs.parse().map_err(|_| {
@@ -134,6 +146,7 @@ impl WatchRequest {
             labels,
             fields,
             from,
+            start_now,
             bookmarks: matches!(query.get("allowWatchBookmarks"), Some("true" | "1")),
             timeout,
         })
