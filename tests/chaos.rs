@@ -1,8 +1,12 @@
-//! Chaos: real `leasecron run` replicas on the fake API server's Lease, with faults injected in a seeded
-//! random order, and the design's promises checked on what the jobs recorded.
+//! Chaos: real `leasecron run` replicas on one Lease, with faults injected in a seeded random order, and
+//! the design's promises checked on what the jobs recorded. Each form runs on the fake API server and on
+//! the real one (tools/kube-testenv) behind the fake in proxy mode, which injects the same per-client
+//! faults; the invariants are the same.
 //!
-//! - `cargo test --test chaos` runs the short form (50 s of faults on 3 replicas; about 65 s in all).
-//! - `cargo test --test chaos -- --ignored` runs the long form (10 minutes on 5 replicas).
+//! - `cargo test --test chaos` runs the short form twice, one after the other: 25 s of faults on 3
+//!   replicas on the fake, then on the real server (about 80 s in all; the real one skips, saying so,
+//!   without Go unless `LEASECRON_REAL_APISERVER=require`).
+//! - `cargo test --test chaos -- --ignored` runs the long form (10 minutes on 5 replicas) on each.
 //! - `CHAOS_SEED` (decimal or `0x` hex), `CHAOS_SECONDS` and `CHAOS_REPLICAS` (3 to 5) override either.
 //!   The seed is printed at the start and in the report of every failure, with the command that replays
 //!   it: the same seed draws the same sequence of steps (fault kind, target role, durations, gaps,
@@ -12,9 +16,10 @@
 //!
 //! # Set-up
 //!
-//! Every replica has its own bearer token (its identity), so API faults hit one client. Timings are the
-//! fast ones: LD 3 s, RD 1.5 s, RP 500 ms; both jobs have `terminationGrace: 500ms` (G, the most these
-//! timings allow: RD + G = LD − margin, margin 1 s) and `startingDeadline: 10s`. Two jobs:
+//! Every replica has its own bearer token (its identity), so API faults hit one client (on the real server
+//! each token is a real user of its own, made before the run). Timings are the fast ones: LD 3 s,
+//! RD 1.5 s, RP 500 ms; both jobs have `terminationGrace: 500ms` (G, the most these timings allow:
+//! RD + G = LD − margin, margin 1 s) and `startingDeadline: 10s`. Two jobs:
 //!
 //! - `tick`, every second, runs 0.2 s; SIGTERM makes it record `term` and exit. Slots lost and slots run
 //!   twice are counted on it.

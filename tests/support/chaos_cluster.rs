@@ -1,7 +1,8 @@
 //! The replicas of a chaos run as processes, and the faults injected into them.
 //!
-//! A replica is a real `leasecron run` on the fake API server, with its own bearer token (its identity),
-//! so API faults can target it. What happens to it models what happens to a pod:
+//! A replica is a real `leasecron run` on the fake API server (or on the real one, behind the fake in proxy
+//! mode), with its own bearer token (its identity), so API faults can target it. What happens to it models
+//! what happens to a pod:
 //!
 //! - **SIGKILL** of leasecron alone (`kill -9`, the OOM killer): its run supervisor must end every process
 //!   under it, descendants that left their group included; the test waits until none of them is left (a
