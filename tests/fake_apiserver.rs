@@ -1908,6 +1908,90 @@ async fn lists_page_with_limit_and_continue(which: Which) {
     assert_eq!(names, ["a", "b", "c", "d", "e"]);
 }
 
+/// A list at an exact older resourceVersion reads the objects as they were then, and the pages of a list
+/// are read at its first page's version: what changed in between is not seen.
+async fn lists_read_snapshots(which: Which) {
+    let Some(server) = start(which, "list_snapshots").await else {
+        return;
+    };
+    let leases = leases(&server, "a").await;
+    let a = leases
+        .create(&PostParams::default(), &lease("a", "first"))
+        .await
+        .expect("create a");
+    leases
+        .create(&PostParams::default(), &lease("b", "first"))
+        .await
+        .expect("create b");
+    let then = leases.list(&ListParams::default()).await.expect("list");
+    let then_rv = then.metadata.resource_version.clone().expect("rv");
+    leases
+        .replace("a", &PostParams::default(), &lease_from(&a, "second"))
+        .await
+        .expect("replace a");
+    leases
+        .delete("b", &DeleteParams::default())
+        .await
+        .expect("delete b");
+    leases
+        .create(&PostParams::default(), &lease("c", "first"))
+        .await
+        .expect("create c");
+    let holders = |list: &kube::core::ObjectList<Lease>| -> Vec<(String, String)> {
+        list.items
+            .iter()
+            .map(|l| {
+                (
+                    l.metadata.name.clone().unwrap_or_default(),
+                    l.spec
+                        .as_ref()
+                        .and_then(|s| s.holder_identity.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let exact = leases
+        .list(
+            &ListParams::default()
+                .at(&then_rv)
+                .matching(VersionMatch::Exact),
+        )
+        .await
+        .expect("an exact list");
+    assert_eq!(
+        exact.metadata.resource_version.as_deref(),
+        Some(then_rv.as_str())
+    );
+    assert_eq!(
+        holders(&exact),
+        [("a", "first"), ("b", "first")].map(|(n, h)| (n.to_owned(), h.to_owned()))
+    );
+    let first = leases
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("page 1");
+    assert_eq!(holders(&first), [("a".to_owned(), "second".to_owned())]);
+    leases
+        .create(&PostParams::default(), &lease("ab", "late"))
+        .await
+        .expect("create ab");
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    let second = leases
+        .list(&ListParams::default().limit(10).continue_token(&token))
+        .await
+        .expect("page 2");
+    assert_eq!(
+        holders(&second),
+        [("c".to_owned(), "first".to_owned())],
+        "read at the first page's version"
+    );
+    assert_eq!(
+        second.metadata.resource_version,
+        first.metadata.resource_version
+    );
+}
+
 /// A list at a resourceVersion the server has not reached is 504 (after the real server waited 3 s for
 /// it); `resourceVersionMatch` needs a resourceVersion (422); a resourceVersion must be a number (400).
 async fn list_resource_versions_are_checked(which: Which) {
@@ -1967,6 +2051,18 @@ async fn list_at_a_compacted_exact_resource_version_is_gone() {
         .replace("l", &PostParams::default(), &lease_from(&created, "b"))
         .await
         .expect("replace");
+    leases
+        .create(&PostParams::default(), &lease("m", "a"))
+        .await
+        .expect("create m");
+    let page = leases
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("a first page");
+    leases
+        .create(&PostParams::default(), &lease("n", "a"))
+        .await
+        .expect("create n");
     server.compact();
     let rv = created.metadata.resource_version.expect("rv");
     let params = ListParams::default().at(&rv).matching(VersionMatch::Exact);
@@ -1979,6 +2075,65 @@ async fn list_at_a_compacted_exact_resource_version_is_gone() {
             "The resourceVersion for the provided list is too old."
         )
     );
+    let mut config = server.config("a").await;
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).expect("a client");
+    let token = page.metadata.continue_.expect("a continue token");
+    let rest =
+        continue_after_compaction(&client, &collection(&server, Resource::Leases), &token).await;
+    assert_eq!(
+        rest,
+        ["m", "n"],
+        "the new token continues at the latest version"
+    );
+}
+
+/// Continues a list with `token`, whose version has been compacted: 410 with etcd3's message and a token
+/// to continue at the latest version; returns the names that token lists.
+async fn continue_after_compaction(client: &kube::Client, path: &str, token: &str) -> Vec<String> {
+    let expired = send(
+        client,
+        Method::GET,
+        &format!("{path}?limit=10&continue={token}"),
+        "application/json",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (expired.code, expired.body["reason"].as_str(), expired.message()),
+        (
+            410,
+            Some("Expired"),
+            "The provided continue parameter is too old to display a consistent list result. You can start a \
+             new list without the continue parameter, or use the continue token in this response to retrieve \
+             the remainder of the results. Continuing with the provided token results in an inconsistent list \
+             - objects that were created, modified, or deleted between the time the first chunk was returned \
+             and now may show up in the list."
+        )
+    );
+    let fresh = expired.body["metadata"]["continue"]
+        .as_str()
+        .expect("a token to continue at the latest version");
+    let rest = send(
+        client,
+        Method::GET,
+        &format!("{path}?limit=10&continue={fresh}"),
+        "application/json",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(rest.code, 200, "{rest:?}");
+    rest.body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            item["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
 }
 
 // === Watches ===
@@ -2647,6 +2802,7 @@ on_both_servers!(
     lists_take_label_selectors,
     lists_take_field_selectors,
     lists_page_with_limit_and_continue,
+    lists_read_snapshots,
     list_resource_versions_are_checked,
     watch_streams_changes_and_bookmarks,
     a_short_watch_ends_without_a_bookmark,
@@ -2701,7 +2857,8 @@ async fn stop(server: Arc<RealApiServer>) {
 }
 
 /// Real-only (a server of its own, compacting etcd every 2 s): once etcd has compacted a revision, a list
-/// at it with `resourceVersionMatch=Exact` is 410, and so is a watch of events, which have no watch
+/// at it with `resourceVersionMatch=Exact` is 410, so is a `continue` at it (with a token to continue at
+/// the latest version instead), and so is a watch of events, which have no watch
 /// cache — but a watch of leases from it is served from the watch cache, whose history compaction does
 /// not touch. The fake's `compact()` expires both (`watch_from_a_compacted_resource_version_gets_410_gone`).
 #[tokio::test]
@@ -2720,6 +2877,18 @@ async fn real_compaction_expires_lists_and_uncached_watches() {
         .replace("l", &PostParams::default(), &lease_from(&created, "b"))
         .await
         .expect("replace");
+    leases
+        .create(&PostParams::default(), &lease("m", "a"))
+        .await
+        .expect("create m");
+    let page = leases
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("a first page");
+    leases
+        .create(&PostParams::default(), &lease("n", "a"))
+        .await
+        .expect("create n");
     let rv = created.metadata.resource_version.clone().expect("rv");
     let exact = ListParams::default().at(&rv).matching(VersionMatch::Exact);
     let status = tokio::time::timeout(Duration::from_secs(60), async {
@@ -2740,6 +2909,14 @@ async fn real_compaction_expires_lists_and_uncached_watches() {
             "Expired",
             "The resourceVersion for the provided list is too old."
         )
+    );
+    let token = page.metadata.continue_.clone().expect("a continue token");
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases");
+    let rest = continue_after_compaction(&admin, &path, &token).await;
+    assert_eq!(
+        rest,
+        ["m", "n"],
+        "the new token continues at the latest version"
     );
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin, &namespace);
     let mut stream = events

@@ -53,7 +53,9 @@
 //!   [`FakeApiServer::break_watches`] ends them.
 //! - List: items without `kind`/`apiVersion`, the list's resourceVersion; label selectors (`=`, `==`, `!=`,
 //!   `in`, `notin`, exists, `!`, `gt`, `lt`) and field selectors (`metadata.name`, `metadata.namespace`, and
-//!   events' fields) with the real parse errors; `limit` and `continue` (with `remainingItemCount`); 410
+//!   events' fields) with the real parse errors; `limit` and `continue` (with `remainingItemCount`, pages
+//!   read at the first page's version), an exact older `resourceVersion` read as it was (both undone from
+//!   the history; past it, 410 with etcd3's messages and, for `continue`, a token at the latest); 410
 //!   for a compacted `resourceVersion` with `resourceVersionMatch=Exact`, 504 for one in the future; the
 //!   `ListOptions` rules on `resourceVersionMatch` and `sendInitialEvents` (422).
 //! - A request without a bearer token is `system:anonymous`'s: 403. RBAC: by default a client may do
@@ -69,13 +71,11 @@
 //!
 //! No TLS, authorization beyond those two, server-side apply (415), `deletecollection` (405),
 //! `managedFields`, `generation`, finalizers, dry runs, `fieldValidation=Strict`, protobuf, namespaces as
-//! objects (every namespace exists), or cluster-scoped resources. A list at an
-//! exact old resourceVersion and a `continue` token read the current objects (the real server reads its
-//! snapshot), a read at a future resourceVersion is a 504 at once (the real server waits 3 s for it), and
-//! bookmarks come every second by default (the real server's: about every minute). [`FakeApiServer::compact`]
-//! expires every older version for lists and all watches at once, where the real server's compaction
-//! expires lists and event watches and the watch cache forgets lease and configmap versions on its own
-//! schedule.
+//! objects (every namespace exists), or cluster-scoped resources. A read at a future resourceVersion is a
+//! 504 at once (the real server waits 3 s for it), and bookmarks come every second by default (the real
+//! server's: about every minute). [`FakeApiServer::compact`] expires every older version for lists and all
+//! watches at once, where the real server's compaction expires lists and event watches and the watch
+//! cache forgets lease and configmap versions on its own schedule.
 //!
 //! # Faults and the request log
 //!

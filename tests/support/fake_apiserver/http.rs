@@ -314,6 +314,8 @@ fn list(shared: &Shared, target: &Target, query: &Query) -> Result<Response, Api
     let rv = query.get("resourceVersion").unwrap_or_default();
     let exact = query.get("resourceVersionMatch");
     let store = shared.store();
+    let current = store.resource_version();
+    let mut at = current;
     if !rv.is_empty() {
         let requested: u64 = rv.parse().map_err(|_| {
             ApiError::bad_request(format!(
@@ -323,14 +325,11 @@ fn list(shared: &Shared, target: &Target, query: &Query) -> Result<Response, Api
                 go_quote(rv)
             ))
         })?;
-        if requested > store.resource_version() {
-            return Err(ApiError::too_large_resource_version(
-                requested,
-                store.resource_version(),
-            ));
+        if requested > current {
+            return Err(ApiError::too_large_resource_version(requested, current));
         }
-        if exact == Some("Exact") && requested < store.oldest_watchable() {
-            return Err(ApiError::list_compacted());
+        if exact == Some("Exact") {
+            at = requested;
         }
     }
     let limit: usize = match query.get("limit").unwrap_or_default() {
@@ -343,13 +342,24 @@ fn list(shared: &Shared, target: &Target, query: &Query) -> Result<Response, Api
         "" => (String::new(), None),
         token => decode_continue(token)?,
     };
-    let (mut items, current) = store.list(resource, &target.namespace, |object| {
+    if let Some(token_rv) = token_rv {
+        at = token_rv;
+    }
+    let keep = |object: &Value| {
         labels.matches(&object["metadata"]["labels"])
             && fields.matches(resource, object)
             && object["metadata"]["name"].as_str().unwrap_or_default() >= start.as_str()
-    });
-    let list_rv = token_rv.unwrap_or(current);
-    let mut metadata = json!({ "resourceVersion": list_rv.to_string() });
+    };
+    let Some(mut items) = store.list_at(resource, &target.namespace, at, keep) else {
+        if token_rv.is_none() {
+            return Err(ApiError::list_compacted());
+        }
+        // As etcd3's `handleCompactedErrorForPaging`: a token to continue at the latest version.
+        let mut body = ApiError::continue_compacted().body();
+        body["metadata"] = json!({ "continue": encode_continue(-1, &start) });
+        return Ok(json_response(410, &body));
+    };
+    let mut metadata = json!({ "resourceVersion": at.to_string() });
     if limit > 0 && items.len() > limit {
         let remaining = items.len() - limit;
         items.truncate(limit);
@@ -357,7 +367,8 @@ fn list(shared: &Shared, target: &Target, query: &Query) -> Result<Response, Api
             .last()
             .and_then(|item| item["metadata"]["name"].as_str())
             .unwrap_or_default();
-        metadata["continue"] = json!(encode_continue(list_rv, &format!("{last}\u{0}")));
+        let rv = i64::try_from(at).unwrap_or(i64::MAX);
+        metadata["continue"] = json!(encode_continue(rv, &format!("{last}\u{0}")));
         metadata["remainingItemCount"] = json!(remaining);
     }
     for item in &mut items {
@@ -457,8 +468,8 @@ pub fn validate_list_options(query: &Query, watch: bool) -> Result<(), ApiError>
 }
 
 /// A continue token as the real server makes one: base64 of `{"v","rv","start"}`, where `start` is the
-/// first key (name) of the next page.
-fn encode_continue(rv: u64, start: &str) -> String {
+/// first key (name) of the next page and `rv` the version the pages are read at (-1: the latest).
+fn encode_continue(rv: i64, start: &str) -> String {
     let token = json!({ "v": "meta.k8s.io/v1", "rv": rv, "start": start });
     let bytes = k8s_openapi::ByteString(token.to_string().into_bytes());
     serde_json::to_value(bytes)

@@ -325,6 +325,21 @@ impl ApiError {
         )
     }
 
+    /// 410 `Expired` of a `continue` token whose version etcd has compacted (the body also carries a
+    /// token to continue at the latest version).
+    pub fn continue_compacted() -> ApiError {
+        ApiError::plain(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a \
+             new list without the continue parameter, or use the continue token in this response to retrieve \
+             the remainder of the results. Continuing with the provided token results in an inconsistent list \
+             - objects that were created, modified, or deleted between the time the first chunk was returned \
+             and now may show up in the list."
+                .to_owned(),
+        )
+    }
+
     /// 413 `RequestEntityTooLarge`: a body over the API server's 3 MiB limit.
     pub fn too_large_body(limit: usize) -> ApiError {
         ApiError::plain(

@@ -141,6 +141,37 @@ impl Store {
         (items, self.rv)
     }
 
+    /// The objects of `resource` in `namespace` (in name order) that `keep` selects as they were at
+    /// resourceVersion `at` (etcd's snapshot read), undoing the later changes from the history; `None`
+    /// if the history no longer reaches back to `at` (compacted).
+    pub fn list_at(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        at: u64,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Option<Vec<Value>> {
+        if at < self.floor {
+            return None;
+        }
+        let mut state: BTreeMap<String, Value> = self
+            .objects
+            .iter()
+            .filter(|((r, ns, _), _)| *r == resource && ns == namespace)
+            .map(|((_, _, name), object)| (name.clone(), object.clone()))
+            .collect();
+        for change in self.history.iter().rev().take_while(|c| c.rv > at) {
+            if change.resource != resource || change.namespace != namespace {
+                continue;
+            }
+            match &change.previous {
+                Some(previous) => state.insert(change.name.clone(), previous.clone()),
+                None => state.remove(&change.name),
+            };
+        }
+        Some(state.into_values().filter(|object| keep(object)).collect())
+    }
+
     /// Creates an object (POST) from a decoded body.
     pub fn create(
         &mut self,
