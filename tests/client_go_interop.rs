@@ -20,13 +20,11 @@
 //! `LEASECRON_REAL_APISERVER=require`. The six take about 170 s one after another, about 85 s on the
 //! test harness's two threads: the SIGKILL test alone waits out client-go's 60 s.
 //!
-//! Three are ignored: leasecron judges a holder's expiry by its own LD from its first observation, never
-//! by the record's `leaseDurationSeconds`. With LD 4 s it takes the Lease of a live client-go holder
-//! between two of its renews (5 s apart) and runs jobs while client-go's guarded code still runs (until
-//! client-go's renew deadline, 15 s later, cancels it); and it takes a SIGKILLed client-go holder's Lease
-//! 4 s after its last renew, not 60 s. With LD ≥ 60 s, or with expiry judged by max(LD, the record's
-//! `leaseDurationSeconds`), all six pass. `cargo test --test client_go_interop -- --include-ignored` runs
-//! them.
+//! These tests found that leasecron judged a holder's expiry by its own LD alone, never by the record's
+//! `leaseDurationSeconds`: with LD 4 s it took the Lease of a live client-go holder between two of its
+//! renews (5 s apart) and ran jobs while client-go's guarded code still ran (until client-go's renew
+//! deadline, 15 s later, cancelled it), and took a SIGKILLed client-go holder's Lease 4 s after its last
+//! renew, not 60 s. Expiry is now the longer of the two (src/election/observation.rs).
 
 #[path = "support/logfmt.rs"]
 mod logfmt;
@@ -939,7 +937,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// once. leasecron runs with LD 4 s, shorter than client-go's renew period (5 s): the Lease it follows says
 /// 60 s. About 40 s.
 #[test]
-#[ignore = "leasecron bug: it judges a client-go holder's expiry by its own LD, not the Lease's leaseDurationSeconds (60 s)"]
 fn at_every_moment_at_most_one_of_client_go_and_leasecron_leads() {
     let Some(env) = Env::start("cgo-one-leader") else {
         return;
@@ -1016,7 +1013,6 @@ fn at_every_moment_at_most_one_of_client_go_and_leasecron_leads() {
 /// While client-go holds the Lease (and renews it every 5 s, 60 s LD), leasecron followers with LD 4 s
 /// run nothing; once it releases, one of them runs the every-second job. About 22 s.
 #[test]
-#[ignore = "leasecron bug: it judges a client-go holder's expiry by its own LD, not the Lease's leaseDurationSeconds (60 s)"]
 fn leasecron_runs_nothing_while_client_go_holds_the_lease() {
     let Some(env) = Env::start("cgo-runs-nothing") else {
         return;
@@ -1135,7 +1131,6 @@ fn a_client_go_release_is_taken_over_by_leasecron_at_once() {
 /// 4 s) takes it only 60 s after it last saw it renewed — not after its own LD — and then at once.
 /// About 65 s: the slowest test here.
 #[test]
-#[ignore = "leasecron bug: it judges a client-go holder's expiry by its own LD, not the Lease's leaseDurationSeconds (60 s)"]
 fn a_sigkilled_client_go_holder_is_taken_over_only_after_its_lease_duration() {
     let Some(env) = Env::start("cgo-sigkill") else {
         return;

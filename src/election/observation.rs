@@ -2,7 +2,10 @@
 //!
 //! Expiry is judged from that first sighting on the local monotonic clock (client-go's rule), never from
 //! the record's `renewTime`: a follower may take a held record over LD after it first observed the
-//! record's current version, and re-reading the same version does not move that instant.
+//! record's current version, and re-reading the same version does not move that instant. LD here is the
+//! longer of this replica's `--lease-duration` and the record's own `leaseDurationSeconds`: a holder
+//! that promised a longer lease (client-go's elector with LD 60 s, a replica with other flags) is not
+//! taken over before its own duration has passed, as client-go would not either.
 //!
 //! A held record that disappears (the lease was deleted) is not free at once: its holder may still be in
 //! its term, with runs, and will create the record again as soon as that term has ended. Its absence is
@@ -29,6 +32,8 @@ pub(super) struct Observation {
     pub(super) vanished: bool,
     /// The holder of the latest held version observed up to this one: this one's own if it is held.
     pub(super) last_holder: Option<String>,
+    /// The `leaseDurationSeconds` of that latest held version (zero if none was seen).
+    pub(super) last_duration: Duration,
 }
 
 /// Whom a new term took the lease from, and why it was free: what the acquisition's log line says.
@@ -59,15 +64,17 @@ pub(super) enum Takeover {
 
 impl Observation {
     pub(super) fn first(record: Option<Versioned>, at: Instant) -> Self {
-        let last_holder = record
-            .as_ref()
-            .and_then(|v| v.record.holder())
-            .map(str::to_owned);
+        let held = record.as_ref().filter(|v| v.record.holder().is_some());
+        let last_holder = held.and_then(|v| v.record.holder()).map(str::to_owned);
+        let last_duration = held.map_or(Duration::ZERO, |v| {
+            Duration::from_secs(u64::try_from(v.record.lease_duration_seconds).unwrap_or(0))
+        });
         Observation {
             record,
             at,
             vanished: false,
             last_holder,
+            last_duration,
         }
     }
 
@@ -92,6 +99,7 @@ impl Observation {
             next.vanished = vanished;
             if next.last_holder.is_none() {
                 next.last_holder = self.last_holder;
+                next.last_duration = self.last_duration;
             }
             (next, true)
         }
@@ -105,10 +113,13 @@ impl Observation {
         self.record.as_ref().and_then(|v| v.record.holder())
     }
 
-    /// When a held record may be taken over: LD after it was first observed. `None` if it is free. A held
-    /// record that vanished expires LD after its absence was first observed.
+    /// When a held record may be taken over: the longer of `lease_duration` (ours) and the record's own
+    /// `leaseDurationSeconds` after it was first observed. `None` if it is free. A held record that
+    /// vanished expires that long (its last holder's duration counting) after its absence was first
+    /// observed.
     pub(super) fn expires_at(&self, lease_duration: Duration) -> Option<Instant> {
-        (self.holder().is_some() || self.vanished).then(|| self.at + lease_duration)
+        (self.holder().is_some() || self.vanished)
+            .then(|| self.at + lease_duration.max(self.last_duration))
     }
 
     /// Whom acquiring this (free or expired) observation at `now` takes the lease from, and why it is
@@ -200,6 +211,33 @@ mod tests {
         let ld = Duration::from_secs(15);
         let seen = Observation::first(Some(versioned(Some("b"), "7")), Instant::now());
         assert_eq!(seen.expires_at(ld), Some(seen.at + ld));
+    }
+
+    /// client-go's elector with its 60 s holds a record that says so: a replica with LD 15 s waits the
+    /// holder's 60 s, as client-go would; a record promising less than our LD still waits our LD.
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_that_promised_a_longer_lease_is_waited_for_its_own_duration() {
+        let ld = Duration::from_secs(15);
+        let mut long = versioned(Some("cgo"), "7");
+        long.record.lease_duration_seconds = 60;
+        let seen = Observation::first(Some(long.clone()), Instant::now());
+        assert_eq!(seen.expires_at(ld), Some(seen.at + Duration::from_secs(60)));
+        let mut short = versioned(Some("b"), "8");
+        short.record.lease_duration_seconds = 1;
+        let seen = Observation::first(Some(short), Instant::now());
+        assert_eq!(seen.expires_at(ld), Some(seen.at + ld));
+        let mut negative = versioned(Some("b"), "9");
+        negative.record.lease_duration_seconds = -5;
+        let seen = Observation::first(Some(negative), Instant::now());
+        assert_eq!(seen.expires_at(ld), Some(seen.at + ld));
+        // Deleted while held by the long holder: its absence counts that holder's duration too.
+        let held = Observation::first(Some(long), Instant::now());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (gone, _) = held.then(None, Instant::now());
+        assert_eq!(
+            gone.expires_at(ld),
+            Some(Instant::now() + Duration::from_secs(60))
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,9 +30,10 @@
 //! # Records we did not write
 //!
 //! Like client-go's `LeaseSpecToLeaderElectionRecord`: a missing `spec` or missing fields read as empty
-//! (no holder, zero durations and transitions), and `holderIdentity: ""` or `null` is a free lease. A
-//! record's own `leaseDurationSeconds` is never used to judge expiry (the elector uses its own LD from the
-//! first observation), so zero or negative values only earn a warning, logged once per version.
+//! (no holder, zero durations and transitions), and `holderIdentity: ""` or `null` is a free lease. The
+//! elector judges expiry by the longer of its own LD and the record's `leaseDurationSeconds`, from its
+//! first observation, so zero or negative values count as ours and only earn a warning, logged once per
+//! version.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
