@@ -19,14 +19,17 @@
 //!    claim latency (`Ledger::claim` on `KubeState`, one `PUT` of `leasecron-state`; `REAL_CLAIMS`,
 //!    default 50, one after the other) as the client sees it and as the server logs it (audit
 //!    `stageTimestamp − requestReceivedTimestamp`), and the start lag of a `leasecron run` whose
-//!    every-second job records its own start (`REAL_LAG_SAMPLES`, default 30);
+//!    every-second job records its own start (`REAL_LAG_SAMPLES`, default 30), and (fsync on only) of
+//!    one whose job runs every 5 s (`REAL_SPARSE_SAMPLES`, default 8): its claims find the run state's
+//!    client without an open connection;
 //! 4. the build of tools/kube-testenv: `tools/kube-testenv/build` when up to date, then on a copy of the
 //!    module in a temporary directory (its own output directory, so the shared build is untouched): with
 //!    the warm Go build cache into an empty output directory, up to date, after an edit to main.go, and
 //!    (unless `REAL_COLD_BUILD=0`) with an empty `GOCACHE` (modules already downloaded; about 5 min).
 //!
 //! `REAL_LD`, `REAL_RD`, `REAL_RP` (default 15s, 10s, 2s; Go's duration syntax, which the elector parses
-//! too), `REAL_GRACEFUL_SAMPLES` (3), `REAL_CRASH_SAMPLES` (2), `REAL_BUILDS=0` skips part 4.
+//! too), `REAL_GRACEFUL_SAMPLES` (3), `REAL_CRASH_SAMPLES` (2), `REAL_BUILDS=0` skips part 4,
+//! `REAL_KEEP_DIR=1` keeps the processes' logs (the directory is printed).
 //!
 //! ```text
 //! cargo bench --bench real_apiserver                     # ~10 min, 5 of them the cold Go build
@@ -73,6 +76,9 @@ const JOBS_CONFIG_MAP: &str = "leasecron-jobs";
 const FAILING_EVERY: u64 = 30;
 /// The Role the Deployment grants leasecron, bound to the proxy-less users of part 3.
 const ROLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/core/role.yaml");
+/// The period of the sparse start-lag job, in seconds: longer than RP, the request timeout of the run
+/// state's client.
+const SPARSE_EVERY: u64 = 5;
 /// How long anything that should happen within a few lease durations may take.
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -90,6 +96,7 @@ fn main() {
     let job_every: u64 = scale::env_or("REAL_JOB_EVERY", 10);
     let claims: usize = scale::env_or("REAL_CLAIMS", 50);
     let lag_samples: usize = scale::env_or("REAL_LAG_SAMPLES", 30);
+    let sparse_samples: usize = scale::env_or("REAL_SPARSE_SAMPLES", 8);
     let builds = scale::env_or("REAL_BUILDS", 1) != 0;
     let cold_build = scale::env_or("REAL_COLD_BUILD", 1) != 0;
 
@@ -106,6 +113,8 @@ fn main() {
         .param("failing_job_every_seconds", FAILING_EVERY)
         .param("claims", claims)
         .param("lag_samples", lag_samples)
+        .param("sparse_samples", sparse_samples)
+        .param("sparse_every_seconds", SPARSE_EVERY)
         .param("cold_build", cold_build && builds);
     let mut loads = Loads::default();
     loads.mark("start");
@@ -114,7 +123,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    if std::env::var_os("REAL_KEEP_DIR").is_some() {
+        // The processes' logs and kubeconfigs, for a look afterwards.
+        dir.disable_cleanup(true);
+        println!("keeping {}", dir.path().display());
+    }
     let timings = Timings { ld, rd, rp };
     runtime.block_on(async {
         // Parts 1 and 2: both sets on the shared server, behind the proxy.
@@ -225,7 +239,8 @@ fn main() {
 
         // Part 3: the run state, proxy-less, with etcd's fsync on (this server) and off (a second one).
         loads.mark("run state, fsync on");
-        let on = run_state(&real, dir.path(), "fsync", claims, lag_samples, &timings).await;
+        let samples = (claims, lag_samples, sparse_samples);
+        let on = run_state(&real, dir.path(), "fsync", samples, &timings).await;
         loads.mark("run state, fsync off");
         let no_fsync = tokio::task::spawn_blocking(|| {
             RealApiServer::start(&["-etcd-unsafe-no-fsync"]).expect("a second kube-testenv")
@@ -233,15 +248,7 @@ fn main() {
         .await
         .expect("start the second server");
         assert!(!no_fsync.ready().etcd_fsync, "etcd's fsync is off");
-        let off = run_state(
-            &no_fsync,
-            dir.path(),
-            "nofsync",
-            claims,
-            lag_samples,
-            &timings,
-        )
-        .await;
+        let off = run_state(&no_fsync, dir.path(), "nofsync", samples, &timings).await;
         tokio::task::spawn_blocking(move || drop(no_fsync))
             .await
             .expect("stop the second server");
@@ -250,6 +257,9 @@ fn main() {
                 .samples(&format!("claim.{key}"), "ms", &figures.claim)
                 .samples(&format!("claim_server.{key}"), "ms", &figures.claim_server)
                 .samples(&format!("lag.{key}"), "ms", &figures.lag);
+            if !figures.sparse.is_empty() {
+                report.samples(&format!("lag_sparse.{key}"), "ms", &figures.sparse);
+            }
         }
     });
     drop(runtime);
@@ -889,6 +899,8 @@ struct RunStateFigures {
     claim: Vec<f64>,
     claim_server: Vec<f64>,
     lag: Vec<f64>,
+    /// The job every [`SPARSE_EVERY`] seconds (on the default server only).
+    sparse: Vec<f64>,
 }
 
 /// Binds the Deployment's Role (deploy/core/role.yaml) to `user` in `namespace`, and waits until it is in
@@ -938,8 +950,7 @@ async fn run_state(
     real: &RealApiServer,
     dir: &Path,
     key: &str,
-    claims: usize,
-    lag_samples: usize,
+    (claims, lag_samples, sparse_samples): (usize, usize, usize),
     timings: &Timings,
 ) -> RunStateFigures {
     let fsync = if real.ready().etcd_fsync { "on" } else { "off" };
@@ -1004,7 +1015,39 @@ async fn run_state(
         &server,
     );
 
-    // Start lag: `leasecron run` with a 1-second job that records its own start.
+    // Start lag: `leasecron run` with a job that records its own start, every second (the run state's
+    // connection never idles), then, on the default server only, every `SPARSE_EVERY` seconds (each
+    // claim after seconds of quiet).
+    let lags = start_lag(real, dir, key, 1, lag_samples, timings).await;
+    print_summary(&format!("start lag, etcd fsync {fsync}"), &lags);
+    let sparse = if real.ready().etcd_fsync && sparse_samples > 0 {
+        let lags = start_lag(real, dir, "sparse", SPARSE_EVERY, sparse_samples, timings).await;
+        print_summary(
+            &format!("start lag, a job every {SPARSE_EVERY} s, etcd fsync {fsync}"),
+            &lags,
+        );
+        lags
+    } else {
+        Vec::new()
+    };
+    RunStateFigures {
+        claim: latencies,
+        claim_server: server,
+        lag: lags,
+        sparse,
+    }
+}
+
+/// The start lag (ms) of `samples` runs of a job every `every` seconds in a `leasecron run` on `real`,
+/// as a user bound to the Deployment's Role, after the first run.
+async fn start_lag(
+    real: &RealApiServer,
+    dir: &Path,
+    key: &str,
+    every: u64,
+    samples: usize,
+    timings: &Timings,
+) -> Vec<f64> {
     let namespace = real.create_namespace(&format!("bench-lag-{key}")).await;
     let user = "leasecron-lag";
     bind_deployment_role(real, &namespace, user).await;
@@ -1017,10 +1060,15 @@ async fn run_state(
     let probes = dir.join(format!("probes-{key}"));
     let jobs = dir.join(format!("lag-{key}.yaml"));
     let exe = std::env::current_exe().expect("current exe");
+    let schedule = if every == 1 {
+        "* * * * * *".to_owned()
+    } else {
+        format!("*/{every} * * * * *")
+    };
     fs::write(
         &jobs,
         format!(
-            "jobs:\n  - name: lag\n    schedule: \"* * * * * *\"\n    concurrencyPolicy: Allow\n    \
+            "jobs:\n  - name: lag\n    schedule: \"{schedule}\"\n    concurrencyPolicy: Allow\n    \
              command: [{:?}]\n    env: {{{}: {:?}}}\n",
             exe.display().to_string(),
             scale::PROBE_ENV,
@@ -1053,20 +1101,20 @@ async fn run_state(
         assert!(start.elapsed() < PATIENCE, "the lag job never ran");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // Two slots of warm-up, then the samples.
-    let from = first + chrono::Duration::seconds(2);
+    // Warm-up: two slots of the 1-second job, the first run of a sparser one.
+    let from = first + chrono::Duration::seconds(if every == 1 { 2 } else { 1 });
     let lags: Vec<f64> = loop {
         let lags: Vec<f64> = scale::read_probes(&probes)
             .iter()
             .filter(|p| p.scheduled >= from)
             .map(scale::Probe::lag_ms)
-            .take(lag_samples)
+            .take(samples)
             .collect();
-        if lags.len() >= lag_samples {
+        if lags.len() >= samples {
             break lags;
         }
         assert!(
-            start.elapsed() < PATIENCE + Duration::from_secs(lag_samples as u64),
+            start.elapsed() < PATIENCE + Duration::from_secs(every * samples as u64),
             "too few runs of the lag job"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -1080,12 +1128,7 @@ async fn run_state(
     }
     let _ = child.kill();
     let _ = child.wait();
-    print_summary(&format!("start lag, etcd fsync {fsync}"), &lags);
-    RunStateFigures {
-        claim: latencies,
-        claim_server: server,
-        lag: lags,
-    }
+    lags
 }
 
 // === part 4: the build ===
