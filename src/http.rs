@@ -301,6 +301,9 @@ impl StatusBoard {
             Leadership::Follower { holder } => (holder.clone(), None),
             Leadership::Leader { term } => (Some(self.identity.clone()), Some(term)),
         };
+        // A term that has ended is over, though the record names us until the release returns: not
+        // leading, as `leasecron_is_leader` says.
+        let term = term.filter(|term| !term.is_ended());
         let remaining = term.map(|term| {
             term.deadline()
                 .saturating_duration_since(tokio::time::Instant::now())
@@ -919,7 +922,15 @@ mod tests {
         assert_eq!(status.fencing_token, Some(7));
         assert_eq!(status.term_acquired_at, Some(handle.term().acquired_at()));
         assert_eq!(status.term_deadline_remaining_seconds, Some(6.0));
+        let term = handle.term().clone();
         handle.end().await;
+        // Ended, still published as the leader until the release returns: the record still names us,
+        // but we no longer lead.
+        let status = board.snapshot(&Leadership::Leader { term });
+        assert_eq!(status.holder.as_deref(), Some("me"));
+        assert!(!status.leading);
+        assert_eq!(status.fencing_token, None);
+        assert_eq!(status.term_deadline_remaining_seconds, None);
     }
 
     #[tokio::test(start_paused = true)]
