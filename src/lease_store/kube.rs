@@ -122,7 +122,7 @@ pub struct KubeStore {
 
 /// What the store's requests and its watch task share.
 struct Shared {
-    /// For get/create/update: no retry layer, read timeout set.
+    /// For get/create/update: no retry layer; each request bounded by a tokio timeout of RP.
     requests: Api<Lease>,
     /// For the start-up access check, through the same client as `requests`.
     /// For the watch: no retry layer, no read timeout (a watch is quiet between events).
@@ -192,7 +192,7 @@ impl KubeStore {
         &self.shared.params
     }
 
-    /// The client of the store's requests (no retry layer, read timeout `params.request_timeout`), for
+    /// The client of the store's requests (no retry layer; bound each request, as the store does, to `params.request_timeout`), for
     /// other writes about the Lease, such as its Events.
     pub fn client(&self) -> kube::Client {
         self.shared.requests.clone().into_client()
@@ -609,17 +609,21 @@ fn oddity(spec: Option<&LeaseSpec>) -> Option<String> {
 }
 
 /// A client built from `config` with kube's retry layer off (the caller bounds and retries every request
-/// itself) and `read_timeout` on every read (`None` for watches, which are quiet for minutes).
+/// itself, with a tokio timeout around the whole request) and, given `request_timeout`, that timeout on
+/// connecting and on each write (`None` for watches, which are quiet for minutes).
+///
+/// There is no read timeout on the connection: the caller's timeout bounds each request, and a read
+/// timeout also fires while a pooled connection idles, closing it after `request_timeout` of quiet. Every
+/// request then paid a new connection: a TLS handshake, and (kube's connector leaves TCP_NODELAY off) a
+/// wait of up to 40 ms for the server's delayed ACK before the request left.
 pub fn client(
     mut config: kube::Config,
-    read_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
 ) -> Result<kube::Client, Error> {
     config.default_retry = false;
-    config.read_timeout = read_timeout;
-    // The timeout then counts from when the request was sent, not from when the pooled connection
-    // went idle.
-    config.reset_reader_on_write = read_timeout.is_some();
-    if let Some(timeout) = read_timeout {
+    config.read_timeout = None;
+    config.reset_reader_on_write = false;
+    if let Some(timeout) = request_timeout {
         config.connect_timeout = Some(timeout);
         config.write_timeout = Some(timeout);
     }

@@ -200,6 +200,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// Proxy mode: the real API server that serves every request that gets past the faults.
     upstream: Option<upstream::Upstream>,
+    /// TCP connections accepted so far.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 // === impl Options ===
@@ -330,12 +332,14 @@ impl FakeApiServer {
             watch_breaker: Mutex::new(CancellationToken::new()),
             shutdown: CancellationToken::new(),
             upstream,
+            accepted: Arc::default(),
         });
+        let accepted = Arc::clone(&shared.accepted);
         let app =
             http::router(Arc::clone(&shared)).into_make_service_with_connect_info::<Connection>();
         let task = tokio::spawn(async move {
             // Serving only ends when the task is aborted.
-            let _ = axum::serve(ResettableListener(listener), app).await;
+            let _ = axum::serve(ResettableListener(listener, accepted), app).await;
         });
         FakeApiServer { shared, addr, task }
     }
@@ -402,6 +406,14 @@ impl FakeApiServer {
             return upstream.grant(token, rules);
         }
         self.shared.rbac.grant(token, rules);
+    }
+
+    /// How many TCP connections clients have opened to this server so far (a client that keeps its
+    /// connections alive opens one and reuses it).
+    pub fn connections(&self) -> usize {
+        self.shared
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every request so far, in arrival order.

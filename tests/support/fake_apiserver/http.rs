@@ -44,7 +44,7 @@ const ANONYMOUS: &str = "system:anonymous";
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
 /// A TCP listener whose connections carry a reset switch, so a handler can drop its own connection.
-pub struct ResettableListener(pub TcpListener);
+pub struct ResettableListener(pub TcpListener, pub Arc<std::sync::atomic::AtomicUsize>);
 
 /// The reset switch of one connection, handed to the handler as its connect info.
 #[derive(Clone, Debug, Default)]
@@ -633,6 +633,7 @@ impl Listener for ResettableListener {
         loop {
             match self.0.accept().await {
                 Ok((inner, _)) => {
+                    self.1.fetch_add(1, Ordering::Relaxed);
                     let connection = Connection::default();
                     return (
                         ResettableStream {
