@@ -19,28 +19,6 @@ use replica::{
     Replica, FAST_TIMINGS,
 };
 
-/// For each `fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`.
-macro_rules! on_both_servers_in_background {
-    ($($name:ident),+ $(,)?) => {
-        mod fake {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Which::Fake)
-                }
-            )+
-        }
-        mod real {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Which::Real)
-                }
-            )+
-        }
-    };
-}
-
 /// How long a test waits for something that should happen within a few lease durations.
 const WAIT: Duration = Duration::from_secs(30);
 /// LD of [`FAST_TIMINGS`].
@@ -424,7 +402,8 @@ fn a_lease_deleted_mid_term_leaves_the_leader_running_jobs_with_a_larger_token(w
     follower.stop_cleanly();
 }
 
-on_both_servers_in_background!(
+on_both_servers!(
+    processes:
     three_replicas_on_the_kube_lease_hand_over_on_sigterm_and_sigkill_without_overlapping_runs,
     a_lease_deleted_mid_term_leaves_the_leader_running_jobs_with_a_larger_token,
 );

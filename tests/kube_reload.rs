@@ -22,28 +22,6 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use replica::{leasecron, now_ns, wait_for, Replica, FAST_TIMINGS};
 use serde_json::json;
 
-/// For each `fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`.
-macro_rules! on_both_servers_in_background {
-    ($($name:ident),+ $(,)?) => {
-        mod fake {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Which::Fake)
-                }
-            )+
-        }
-        mod real {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Which::Real)
-                }
-            )+
-        }
-    };
-}
-
 const WAIT: Duration = Duration::from_secs(30);
 const NAME: &str = "leasecron-jobs";
 const ADMIN: &str = "admin";
@@ -320,7 +298,8 @@ fn jobs_and_jobs_configmap_are_mutually_exclusive_and_one_is_required() {
     assert_eq!(neither.status.code(), Some(2));
 }
 
-on_both_servers_in_background!(
+on_both_servers!(
+    processes:
     edits_of_the_configmap_apply_live_and_a_broken_one_is_rejected,
     a_key_can_be_named_and_start_up_problems_exit_with_their_code,
 );

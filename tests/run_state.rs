@@ -25,28 +25,6 @@ use fake_apiserver::{FakeApiServer, Which};
 use nix::sys::signal::Signal;
 use replica::{read_recorded_runs, wait_for, RecordedRun, Replica, FAST_TIMINGS};
 
-/// For each `fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`.
-macro_rules! on_both_servers_in_background {
-    ($($name:ident),+ $(,)?) => {
-        mod fake {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Which::Fake)
-                }
-            )+
-        }
-        mod real {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Which::Real)
-                }
-            )+
-        }
-    };
-}
-
 const WAIT: Duration = Duration::from_secs(40);
 
 /// A job every 10 s that records its runs in `runs`, runs `body`, with `extra` settings.
@@ -451,7 +429,8 @@ fn next_shows_the_last_slot_from_the_clusters_run_state(which: Which) {
     );
 }
 
-on_both_servers_in_background!(
+on_both_servers!(
+    processes:
     a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader_on_the_kubernetes_lease,
     a_slot_interrupted_by_a_failover_does_not_run_again_on_the_kubernetes_lease,
     a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term_on_the_kubernetes_lease,

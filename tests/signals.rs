@@ -26,28 +26,6 @@ use kube::api::{Api, PostParams};
 use nix::sys::signal::Signal;
 use replica::{alive, http_request, leasecron, wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
 
-/// For each `fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`.
-macro_rules! on_both_servers_in_background {
-    ($($name:ident),+ $(,)?) => {
-        mod fake {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Which::Fake)
-                }
-            )+
-        }
-        mod real {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Which::Real)
-                }
-            )+
-        }
-    };
-}
-
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A jobs file with one job `name`, every second, running the `/bin/sh` `script` (no single quotes).
@@ -492,7 +470,8 @@ fn a_closed_stdout_ends_next_and_validate_quietly() {
     }
 }
 
-on_both_servers_in_background!(
+on_both_servers!(
+    processes:
     signals_during_start_up_do_not_end_it_and_a_sighup_then_is_kept_for_the_watch,
     sighup_gets_the_jobs_configmap_again,
 );

@@ -16,28 +16,6 @@ use fake_apiserver::{FakeApiServer, Fault, Resource, Verb, Which};
 use nix::sys::signal::Signal;
 use replica::{wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
 
-/// For each `fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`.
-macro_rules! on_both_servers_in_background {
-    ($($name:ident),+ $(,)?) => {
-        mod fake {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Which::Fake)
-                }
-            )+
-        }
-        mod real {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Which::Real)
-                }
-            )+
-        }
-    };
-}
-
 /// The default Lease's name.
 const LEASE: &str = "leasecron";
 /// How long a step may take on a loaded machine.
@@ -233,7 +211,8 @@ fn the_retries_end_at_the_startup_timeout_with_exit_1_and_the_last_error(which: 
     assert_eq!(writes_of(&server, "r1"), 0);
 }
 
-on_both_servers_in_background!(
+on_both_servers!(
+    processes:
     a_replica_started_during_an_outage_comes_up_and_leads_once_it_ends,
     a_forbidden_lease_exits_2_at_once_without_retrying,
     sigterm_during_the_retries_exits_0_without_touching_the_lease,

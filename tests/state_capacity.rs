@@ -18,41 +18,6 @@ use leasecron::state::{Backend, Claim, Completion, Ledger, StateRecord};
 use leasecron::term::FencingToken;
 use replica::{wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
 
-/// For each `async fn NAME(which: Which)` under `tokio` and `fn NAME(which: Which)` under `processes`,
-/// the tests `fake::NAME` and `real::NAME`.
-macro_rules! on_both_servers_with_processes {
-    (tokio: [$($a:ident),+ $(,)?], processes: [$($p:ident),+ $(,)?] $(,)?) => {
-        mod fake {
-            $(
-                #[tokio::test]
-                async fn $a() {
-                    super::$a(super::Which::Fake).await
-                }
-            )+
-            $(
-                #[test]
-                fn $p() {
-                    super::$p(super::Which::Fake)
-                }
-            )+
-        }
-        mod real {
-            $(
-                #[tokio::test]
-                async fn $a() {
-                    super::$a(super::Which::Real).await
-                }
-            )+
-            $(
-                #[test]
-                fn $p() {
-                    super::$p(super::Which::Real)
-                }
-            )+
-        }
-    };
-}
-
 const LEASE: &str = "cron";
 const STATE: &str = "cron-state";
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -336,14 +301,12 @@ fn a_reload_with_more_jobs_than_the_run_state_holds_is_refused_and_the_jobs_in_f
     replica.stop_cleanly();
 }
 
-on_both_servers_with_processes!(
-    tokio: [
-        ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_another_replica,
-        a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_while_it_fits,
-        a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_are_removed,
-    ],
-    processes: [
-        more_jobs_than_the_run_state_holds_exit_2_at_start_naming_the_count_and_the_limit,
-        a_reload_with_more_jobs_than_the_run_state_holds_is_refused_and_the_jobs_in_force_kept,
-    ],
+on_both_servers!(
+    #[tokio::test]
+    ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_another_replica,
+    a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_while_it_fits,
+    a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_are_removed;
+    processes:
+    more_jobs_than_the_run_state_holds_exit_2_at_start_naming_the_count_and_the_limit,
+    a_reload_with_more_jobs_than_the_run_state_holds_is_refused_and_the_jobs_in_force_kept,
 );

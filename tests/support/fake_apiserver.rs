@@ -137,27 +137,45 @@ pub enum Which {
     Real,
 }
 
-/// Defines, for each `async fn NAME(which: Which)` listed, the tests `fake::NAME` and `real::NAME`,
-/// with the given `#[tokio::test(...)]` attribute.
+/// Defines, for each function listed, the tests `fake::NAME` and `real::NAME` (one call per file: it
+/// defines `mod fake` and `mod real`):
+///
+/// - `on_both_servers!(#[tokio::test(...)] a, b)`: `async fn a(which: Which)`, run with that attribute;
+/// - `on_both_servers!(processes: c, d)`: `fn c(which: Which)`, plain `#[test]`s for tests that wait on
+///   real processes from the test thread (see [`FakeApiServer::start_in_background_on`]);
+/// - `on_both_servers!(#[tokio::test] a, b; processes: c, d)`: both kinds in one file.
 #[macro_export]
 macro_rules! on_both_servers {
     (#[$attr:meta] $($name:ident),+ $(,)?) => {
+        $crate::on_both_servers!(@both [#[$attr] $($name),+] []);
+    };
+    (processes: $($process:ident),+ $(,)?) => {
+        $crate::on_both_servers!(@both [] [$($process),+]);
+    };
+    (#[$attr:meta] $($name:ident),+ ; processes: $($process:ident),+ $(,)?) => {
+        $crate::on_both_servers!(@both [#[$attr] $($name),+] [$($process),+]);
+    };
+    (@both $tokio:tt $processes:tt) => {
         mod fake {
-            $(
-                #[$attr]
-                async fn $name() {
-                    super::$name($crate::fake_apiserver::Which::Fake).await
-                }
-            )+
+            $crate::on_both_servers!(@tests Fake $tokio $processes);
         }
         mod real {
-            $(
-                #[$attr]
-                async fn $name() {
-                    super::$name($crate::fake_apiserver::Which::Real).await
-                }
-            )+
+            $crate::on_both_servers!(@tests Real $tokio $processes);
         }
+    };
+    (@tests $which:ident [$(#[$attr:meta] $($name:ident),+)?] [$($process:ident),*]) => {
+        $($(
+            #[$attr]
+            async fn $name() {
+                super::$name($crate::fake_apiserver::Which::$which).await
+            }
+        )+)?
+        $(
+            #[test]
+            fn $process() {
+                super::$process($crate::fake_apiserver::Which::$which)
+            }
+        )*
     };
 }
 
