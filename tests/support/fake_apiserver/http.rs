@@ -31,7 +31,7 @@ use super::rbac;
 use super::resource::{parse_path, Target};
 use super::status::{go_quote, ApiError, FieldError};
 use super::store::PatchBody;
-use super::validate::{decode, Decoded};
+use super::validate::{decode, json_type, Decoded};
 use super::{watch, Shared};
 pub use selector::{FieldSelector, LabelSelector};
 
@@ -537,17 +537,6 @@ fn patch_body(headers: &HeaderMap, body: &[u8]) -> Result<PatchBody, ApiError> {
             Err(ApiError::apply_unsupported())
         }
         _ => Err(ApiError::unsupported_media_type()),
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 

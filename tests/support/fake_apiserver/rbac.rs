@@ -252,16 +252,17 @@ pub fn verb_name(verb: Verb) -> &'static str {
     }
 }
 
+/// Every verb a request can have, and so every verb a Role can name for the fake's resources.
+pub const ALL_VERBS: [Verb; 7] = [
+    Verb::Get,
+    Verb::List,
+    Verb::Watch,
+    Verb::Create,
+    Verb::Update,
+    Verb::Delete,
+    Verb::Patch,
+];
+
 fn verb_named(name: &str) -> Option<Verb> {
-    [
-        Verb::Get,
-        Verb::List,
-        Verb::Watch,
-        Verb::Create,
-        Verb::Update,
-        Verb::Delete,
-        Verb::Patch,
-    ]
-    .into_iter()
-    .find(|verb| verb_name(*verb) == name)
+    ALL_VERBS.into_iter().find(|verb| verb_name(*verb) == name)
 }

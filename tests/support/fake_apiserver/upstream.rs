@@ -26,23 +26,13 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{lock, Verb};
-use super::rbac::{verb_name, PolicyRule};
+use super::rbac::{verb_name, PolicyRule, ALL_VERBS};
 use super::real::{client_from, RealApiServer};
 use super::resource::Resource;
 use super::status::ApiError;
 
 /// The largest request body forwarded (the API server's own limit is 3 MiB).
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// Every verb a Role can name for the fake's resources.
-const ALL_VERBS: [Verb; 7] = [
-    Verb::Get,
-    Verb::List,
-    Verb::Watch,
-    Verb::Create,
-    Verb::Update,
-    Verb::Delete,
-    Verb::Patch,
-];
 const RESOURCES: [Resource; 4] = [
     Resource::Leases,
     Resource::ConfigMaps,

@@ -357,7 +357,8 @@ fn is_left_out(value: &Value, ty: Ty) -> bool {
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// The JSON type of `value` as Go's decoder names it in its messages.
+pub(super) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "bool",
