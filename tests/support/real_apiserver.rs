@@ -301,20 +301,21 @@ impl RealApiServer {
 
     /// Creates a namespace of its own for one test: `PREFIX-N-PID`, within 63 characters.
     pub async fn create_namespace(&self, prefix: &str) -> String {
+        self.create_namespace_as(&self.admin_client("default").await, prefix)
+            .await
+    }
+
+    /// [`RealApiServer::create_namespace`] from synchronous code.
+    pub fn create_namespace_blocking(&self, prefix: &str) -> String {
+        self.with_admin(|admin| async move { self.create_namespace_as(&admin, prefix).await })
+    }
+
+    async fn create_namespace_as(&self, admin: &kube::Client, prefix: &str) -> String {
         let n = self.namespaces.fetch_add(1, Ordering::Relaxed);
-        let mut prefix: String = prefix
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect();
+        let mut prefix = dns_label(prefix);
         prefix.truncate(40);
         let name = format!("{}-{n}-{}", prefix.trim_matches('-'), std::process::id());
-        let namespaces: Api<Namespace> = Api::all(self.admin_client("default").await);
+        let namespaces: Api<Namespace> = Api::all(admin.clone());
         let namespace = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -327,15 +328,6 @@ impl RealApiServer {
             .await
             .expect("create a test namespace");
         name
-    }
-
-    /// [`RealApiServer::create_namespace`] from synchronous code.
-    pub fn create_namespace_blocking(self: &Arc<Self>, prefix: &str) -> String {
-        let this = Arc::clone(self);
-        let prefix = prefix.to_string();
-        on_side_runtime(self.admin_kubeconfig().to_path_buf(), |_| async move {
-            this.create_namespace(&prefix).await
-        })
     }
 
     /// A real ServiceAccount token (`TokenRequest`, one hour) for `namespace/name`, creating the
@@ -408,4 +400,17 @@ impl Drop for RealApiServer {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// `text` as a DNS label's characters: lower-case alphanumerics, anything else `-`.
+pub fn dns_label(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::faults::{lock, Verb};
 use super::rbac::{verb_name, PolicyRule, ALL_VERBS};
-use super::real::{client_from, RealApiServer};
+use super::real::{client_from, dns_label, RealApiServer};
 use super::resource::Resource;
 use super::status::ApiError;
 
@@ -320,17 +320,4 @@ fn forwarded(name: &HeaderName) -> bool {
 fn injected_failure(message: &str) -> Response {
     eprintln!("fake_apiserver proxy: {message}");
     super::http::json_response(500, &ApiError::injected(500).body())
-}
-
-/// `text` as a DNS label (lower-case alphanumerics and `-`).
-fn dns_label(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect()
 }
