@@ -212,7 +212,7 @@ struct Shared {
     rbac: Rbac,
     log: RequestLog,
     options: Options,
-    /// Cancelled (and replaced) by `break_watches`.
+    /// Cancelled (and replaced) by `break_watches`; a child of `shutdown`, so cancelled with it too.
     watch_breaker: Mutex<CancellationToken>,
     /// Cancelled when the server is dropped.
     shutdown: CancellationToken,
@@ -341,14 +341,15 @@ impl FakeApiServer {
         let addr = listener
             .local_addr()
             .expect("the fake API server's address");
+        let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(options.history_limit)),
             faults: Faults::default(),
             rbac: Rbac::default(),
             log: RequestLog::default(),
             options,
-            watch_breaker: Mutex::new(CancellationToken::new()),
-            shutdown: CancellationToken::new(),
+            watch_breaker: Mutex::new(shutdown.child_token()),
+            shutdown,
             upstream,
             accepted: Arc::default(),
         });
@@ -471,7 +472,8 @@ impl FakeApiServer {
 
     /// Ends every open watch stream (clients see a clean end of stream and must re-watch).
     pub fn break_watches(&self) {
-        let old = std::mem::take(&mut *lock(&self.shared.watch_breaker));
+        let fresh = self.shared.shutdown.child_token();
+        let old = std::mem::replace(&mut *lock(&self.shared.watch_breaker), fresh);
         old.cancel();
     }
 }

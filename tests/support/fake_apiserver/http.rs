@@ -21,7 +21,6 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 #[path = "selector.rs"]
 mod selector;
@@ -114,21 +113,8 @@ async fn handle(
     }
     if let (Some(upstream), Some(token)) = (&shared.upstream, record.token.as_deref()) {
         let watch = verb == Some(Verb::Watch);
-        let breaker = if watch {
-            let breaker = shared.watch_breaker();
-            let either = CancellationToken::new();
-            let (a, b, c) = (breaker, shared.shutdown.clone(), either.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = a.cancelled() => {}
-                    () = b.cancelled() => {}
-                }
-                c.cancel();
-            });
-            either
-        } else {
-            CancellationToken::new()
-        };
+        // Ends with `break_watches` or with the server (the breaker is a child of its shutdown).
+        let breaker = shared.watch_breaker();
         let response = upstream.forward(token, parts, body, watch, breaker).await;
         return finish(&shared, record, response);
     }
