@@ -19,8 +19,8 @@ mod scale;
 use std::time::Instant;
 
 use chrono::Utc;
-use leasecron::state::file::FileState;
-use leasecron::state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
+use leasecron::local::run_state::FileState;
+use leasecron::run_state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
 use leasecron::term::FencingToken;
 use scale::Summary;
 
@@ -135,7 +135,7 @@ fn main() {
 /// A record where each of `n` jobs started, completed and succeeded at `now`.
 fn record_of(n: usize, now: chrono::DateTime<Utc>) -> StateRecord {
     let mut record = StateRecord {
-        format: leasecron::state::FORMAT,
+        format: leasecron::run_state::FORMAT,
         fencing_token: 1,
         ..StateRecord::default()
     };

@@ -22,6 +22,7 @@ use std::time::Duration;
 use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, LoadOptions};
 use leasecron::dispatch::{DispatchEvent, Dispatcher};
+use leasecron::local::jobs_file;
 use leasecron::observe::Observers;
 use leasecron::reload::{self, Reloader, Snapshot};
 use leasecron::runner::Runner;
@@ -57,8 +58,8 @@ fn main() {
     println!("reload change-to-effect latency, kubelet-style ..data swap, {samples} samples");
     println!(
         "  (debounce: quiet {:?}, at most {:?})",
-        reload::file::DEBOUNCE_QUIET,
-        reload::file::DEBOUNCE_MAX
+        jobs_file::DEBOUNCE_QUIET,
+        jobs_file::DEBOUNCE_MAX
     );
     let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     report::Report::new("reload_latency")
@@ -66,11 +67,11 @@ fn main() {
         .param("gap_ms", RELOAD_GAP.as_millis() as u64)
         .param(
             "debounce_quiet_ms",
-            reload::file::DEBOUNCE_QUIET.as_millis() as u64,
+            jobs_file::DEBOUNCE_QUIET.as_millis() as u64,
         )
         .param(
             "debounce_max_ms",
-            reload::file::DEBOUNCE_MAX.as_millis() as u64,
+            jobs_file::DEBOUNCE_MAX.as_millis() as u64,
         )
         .samples("change_to_effect", "ms", &ms)
         .write();
@@ -91,7 +92,7 @@ async fn measure(samples: usize) -> Vec<Duration> {
     let mut mount = KubeletMount::new(dir.path(), &version(1));
     let load = LoadOptions::default();
     let path = mount.path();
-    let initial = reload::file::read(&path).await;
+    let initial = jobs_file::read(&path).await;
     let jobs = config::parse_str(
         initial.text.as_deref().expect("readable"),
         &initial.origin,
@@ -107,7 +108,7 @@ async fn measure(samples: usize) -> Vec<Duration> {
     let (snapshots_tx, snapshots) = watch::channel::<Snapshot>(initial);
     let (jobs_tx, jobs_rx) = watch::channel(Arc::new(jobs));
     let stop = CancellationToken::new();
-    tokio::spawn(reload::file::watch(
+    tokio::spawn(jobs_file::watch(
         path,
         snapshots_tx,
         reload::Reread::new(),

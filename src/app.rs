@@ -34,21 +34,24 @@ use crate::clock::SharedClock;
 use crate::config::{self, JobSet, LoadOptions};
 use crate::dispatch::Dispatcher;
 use crate::election::{self, Elector};
-use crate::events::EventSink;
 use crate::http::{self, Endpoints, Health, StatusBoard};
-use crate::lease_store::{self, file::FileStore, kube as kube_store, KubeStore, LeaseStore};
+use crate::kubernetes::events::EventSink;
+use crate::kubernetes::jobs_configmap::{self, ConfigMapRef};
+use crate::kubernetes::lease::{self as kube_store, KubeStore};
+use crate::kubernetes::run_state::{self as kube_state, KubeState};
+use crate::lease_store::{self, LeaseStore};
+use crate::local::jobs_file;
+use crate::local::lease::FileStore;
+use crate::local::run_state::FileState;
 use crate::metrics::{self, Metrics};
 use crate::observe::{self, ConfigReload, Observers};
 use crate::reaper::{self, Reaper};
-use crate::reload::configmap::{self, ConfigMapRef};
 use crate::reload::{self, Reloader, Snapshot};
+use crate::run_state::{Backend, JobRecord, Ledger, Pruner, StateRecord};
 use crate::runner::{Launcher, Runner};
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 use crate::signals;
 use crate::stall::StallWatch;
-use crate::state::file::FileState;
-use crate::state::kube::{self as kube_state, KubeState};
-use crate::state::{Backend, JobRecord, Ledger, Pruner, StateRecord};
 use crate::supervisor::{self, Supervisor};
 
 /// Exit code for a usage or configuration error.
@@ -170,10 +173,10 @@ pub enum Error {
     },
     /// The run state could not be read.
     #[error("{0}")]
-    State(#[from] crate::state::Error),
+    State(#[from] crate::run_state::Error),
     /// The run state's ConfigMap is unusable at start (an invalid name, a denied RBAC verb).
     #[error("{0}")]
-    StateConfigMap(#[from] crate::state::kube::Error),
+    StateConfigMap(#[from] crate::kubernetes::run_state::Error),
     /// The jobs are more than the run state ConfigMap can hold.
     #[error("{origin}: {source}")]
     StateCapacity {
@@ -185,7 +188,7 @@ pub enum Error {
     },
     /// `--jobs-configmap` names no valid ConfigMap and key, or it cannot be read or watched.
     #[error("--jobs-configmap: {0}")]
-    ConfigMap(#[from] configmap::Error),
+    ConfigMap(#[from] jobs_configmap::Error),
     /// The Kubernetes API stayed unavailable at start for `--startup-timeout`.
     #[error("{step}: gave up after {attempts} attempts in {} (--startup-timeout): {source}", humantime::format_duration(*.timeout))]
     StartupTimeout {
@@ -898,7 +901,7 @@ enum Watcher {
         /// The ConfigMap and key.
         target: ConfigMapRef,
         /// Timeouts and intervals.
-        params: Box<configmap::Params>,
+        params: Box<jobs_configmap::Params>,
     },
 }
 
@@ -933,11 +936,11 @@ impl Jobs {
         load: LoadOptions,
         startup: &mut Startup,
     ) -> Result<Jobs, Error> {
-        let params = configmap::Params::default();
-        configmap::check_access(&client, &target, &params).await?;
+        let params = jobs_configmap::Params::default();
+        jobs_configmap::check_access(&client, &target, &params).await?;
         let snapshot = startup
             .retry("reading --jobs-configmap", || async {
-                Ok(configmap::read(&client, &target, &params).await?)
+                Ok(jobs_configmap::read(&client, &target, &params).await?)
             })
             .await?;
         Jobs::load(
@@ -1013,14 +1016,14 @@ impl Jobs {
                 // source reads it once more before it is reported.
                 let load = self.load;
                 let check_capacity = self.check_state_capacity;
-                let settles = reload::file::Options {
+                let settles = jobs_file::Options {
                     max_size,
                     is_valid: Some(Arc::new(move |text: &str| {
                         config::parse_str(text, "", &load)
                             .is_ok_and(|set| !check_capacity || state_capacity(&set).is_ok())
                     })),
                 };
-                tokio::spawn(reload::file::watch_with(
+                tokio::spawn(jobs_file::watch_with(
                     path,
                     snapshots_tx,
                     reread,
@@ -1033,7 +1036,7 @@ impl Jobs {
                 target,
                 params,
             } => {
-                tokio::spawn(configmap::watch(
+                tokio::spawn(jobs_configmap::watch(
                     client,
                     target,
                     *params,
@@ -1517,7 +1520,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn unavailable() -> Error {
-        Error::ConfigMap(configmap::Error::Unavailable {
+        Error::ConfigMap(jobs_configmap::Error::Unavailable {
             origin: "configmap/ns/jobs/jobs.yaml".to_owned(),
             verb: "get",
             detail: "HTTP 503".to_owned(),

@@ -36,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::config::{Job, JobSet};
 use crate::logging::rfc3339;
+use crate::run_state::{self, Ledger};
 use crate::runner::{Runner, Start};
 use crate::schedule::{Tick, Timer};
-use crate::state::{self, Ledger};
 use crate::term::{Leadership, Term};
 
 /// How often a follower re-reads the run state for `/status`.
@@ -93,7 +93,7 @@ pub enum DispatchEvent {
         count: u64,
         /// The latest of them.
         latest: Option<DateTime<Utc>>,
-        /// True if counting stopped at [`crate::state::MAX_COUNTED_MISSED`].
+        /// True if counting stopped at [`crate::run_state::MAX_COUNTED_MISSED`].
         truncated: bool,
     },
     /// A version of the jobs is now in force: the timers of removed and changed jobs have stopped (none
@@ -244,7 +244,7 @@ impl Dispatcher {
     }
 
     /// A term began: stamp the run state with its token, then start what the gap without a leader owes
-    /// each job ([`state::catch_up`]) and report what it missed. Runs in its own task: the timers go on.
+    /// each job ([`run_state::catch_up`]) and report what it missed. Runs in its own task: the timers go on.
     fn begin_term(&self, term: Term, jobs: Arc<JobSet>) {
         let Some(ledger) = self.ledger.clone() else {
             return;
@@ -269,7 +269,7 @@ impl Dispatcher {
             };
             let now = this.clock.now();
             for job in &jobs.jobs {
-                let owed = state::catch_up(job, record.jobs.get(&job.name), now);
+                let owed = run_state::catch_up(job, record.jobs.get(&job.name), now);
                 if owed.missed > 0 {
                     let latest = owed.latest_missed.as_ref().map(rfc3339);
                     tracing::warn!(job = %job.name, missed = owed.missed, truncated = owed.missed_truncated, latest, "slots fell due without a leader and are skipped (past startingDeadline, or older than the latest)");

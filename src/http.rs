@@ -30,9 +30,9 @@ use crate::dispatch::DispatchEvent;
 use crate::election::ElectionEvent;
 use crate::metrics::{self, Metrics};
 use crate::observe::{ConfigReload, Observer};
+use crate::run_state::{JobRecord, Ledger};
 use crate::runner::{Failure, Outcome, RunEvent, RunReport};
 use crate::stall::{Stall, StallWatch};
-use crate::state::{JobRecord, Ledger};
 use crate::term::{Leadership, Term};
 
 /// How long past its deadline a term may stay un-ended before the process counts as wedged.
@@ -642,7 +642,7 @@ mod tests {
     fn ledger(dir: &tempfile::TempDir, identity: &str) -> Arc<Ledger> {
         let lease = dir.path().join("lease.json");
         Arc::new(Ledger::new(
-            crate::state::Backend::File(crate::state::file::FileState::beside(&lease)),
+            crate::run_state::Backend::File(crate::local::run_state::FileState::beside(&lease)),
             identity.to_owned(),
         ))
     }
@@ -653,14 +653,17 @@ mod tests {
         let claim = ledger
             .claim("a", at(slot), token, at(slot + 1), false)
             .await;
-        assert_eq!(claim.expect("claims"), crate::state::Claim::Claimed);
-        let completion = crate::state::Completion {
+        assert_eq!(claim.expect("claims"), crate::run_state::Claim::Claimed);
+        let completion = crate::run_state::Completion {
             slot: at(slot),
             outcome: outcome.to_owned(),
             finished_at: at(finished),
         };
         let completed = ledger.complete("a", token, completion).await;
-        assert_eq!(completed.expect("completes"), crate::state::Claim::Claimed);
+        assert_eq!(
+            completed.expect("completes"),
+            crate::run_state::Claim::Claimed
+        );
     }
 
     fn last_run(board: &StatusBoard) -> Option<LastRun> {
@@ -793,7 +796,7 @@ mod tests {
         let claim = peer
             .claim("a", at(10), FencingToken(5), at(10), false)
             .await;
-        assert_eq!(claim.expect("claims"), crate::state::Claim::Claimed);
+        assert_eq!(claim.expect("claims"), crate::run_state::Claim::Claimed);
         mine.refresh().await.expect("reads");
         let last = last_run(&board).expect("still the completed run");
         assert_eq!(

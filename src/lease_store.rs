@@ -7,9 +7,9 @@
 //! version it last read.
 //!
 //! Implementations:
-//! - [`file::FileStore`]: a JSON file on the local disk, for running without a cluster (several local
+//! - [`FileStore`](crate::local::lease::FileStore): a JSON file on the local disk, for running without a cluster (several local
 //!   processes can contend through it).
-//! - [`kube::KubeStore`]: a `coordination.k8s.io/v1` `Lease`, through the API server (`get`, `create`,
+//! - [`KubeStore`](crate::kubernetes::lease::KubeStore): a `coordination.k8s.io/v1` `Lease`, through the API server (`get`, `create`,
 //!   `replace` carrying `metadata.resourceVersion`, and a watch of the one object).
 
 use std::future::Future;
@@ -18,12 +18,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-
-pub mod file;
-pub mod kube;
-
-pub use file::FileStore;
-pub use kube::KubeStore;
 
 /// The `Lease` spec fields, as client-go writes them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,8 +18,8 @@
 //!   (get / create / version-checked update / change notification). It publishes [`term::Leadership`] on a
 //!   `watch` channel; a [`term::Term`] owns the cancellation token, task tracker, fencing token and
 //!   deadline of one leadership term.
-//! - [`lease_store`] holds the stores: [`lease_store::kube`] (a `coordination.k8s.io/v1` Lease, written as
-//!   client-go writes it, with one watch per store waking followers) and [`lease_store::file`] (a JSON
+//! - [`lease_store`] holds the stores: [`kubernetes::lease`] (a `coordination.k8s.io/v1` Lease, written as
+//!   client-go writes it, with one watch per store waking followers) and [`local::lease`] (a JSON
 //!   record under `flock`, for running without a cluster).
 //! - [`reload`] keeps the jobs current: a source (the jobs file under a `notify` watch, or the ConfigMap
 //!   under an API watch) publishes each new text, the [`reload::Reloader`] validates it and publishes the
@@ -27,10 +27,10 @@
 //! - [`dispatch`] runs one timer per job in force, applies each new version of the jobs by diff (timers of
 //!   unchanged jobs are kept; a reload never waits for a run), and turns each timer tick into a run, only
 //!   under a live term (checked again at spawn).
-//! - [`state`] is the run state shared by the replicas of a lease (a ConfigMap beside the Lease, or a file
+//! - [`run_state`] is the run state shared by the replicas of a lease (a ConfigMap beside the Lease, or a file
 //!   beside the lease file): each slot is claimed before its run is spawned, so it runs at most once across
 //!   failovers, and a new term catches up the latest slot that fell due without a leader
-//!   ([`state::catch_up`]).
+//!   ([`run_state::catch_up`]).
 //! - [`runner`] executes a run: its own process group, environment, output into the log, timeout and
 //!   cancellation escalation (SIGTERM, then SIGKILL after the grace), concurrency policy and retries. Every
 //!   run ends with exactly one [`runner::Outcome`].
@@ -41,7 +41,7 @@
 //!   exit status of the runner's own children, and finds what a run or a term left behind.
 //! - [`observe`] fans the runner's, the elector's and the dispatcher's events out to every
 //!   [`observe::Observer`]: [`metrics::Metrics`] (an owned Prometheus registry), the
-//!   [`http::StatusBoard`] behind `/status`, and [`events::EventSink`] (Kubernetes Events about the Lease,
+//!   [`http::StatusBoard`] behind `/status`, and [`kubernetes::events::EventSink`] (Kubernetes Events about the Lease,
 //!   aggregated and rate-limited; disabled on a file lease).
 //! - [`stall`] notices a leader that holds the lease but starts nothing (every fire skipped as
 //!   `not_leader` or `state_unavailable` for longer than LD): a gauge, and `/readyz` 503.
@@ -79,19 +79,20 @@ pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod election;
-pub mod events;
 pub mod http;
+pub mod kubernetes;
 pub mod lease_store;
+pub mod local;
 pub mod logging;
 pub mod metrics;
 pub mod observe;
 pub mod reaper;
 pub mod reload;
+pub mod run_state;
 pub mod runner;
 pub mod schedule;
 pub mod shutdown;
 pub mod signals;
 pub mod stall;
-pub mod state;
 pub mod supervisor;
 pub mod term;

@@ -4,10 +4,10 @@
 //! Two sources, each a task that writes [`Snapshot`]s into a `watch` channel (latest wins, so a storm of
 //! changes costs one parse per version the reloader gets to see, and the last version always applies):
 //!
-//! - [`file`](mod@file): the mounted jobs file, watched with `notify` on its directory (kubelet swaps the `..data`
+//! - [`jobs_file`](crate::local::jobs_file): the mounted jobs file, watched with `notify` on its directory (kubelet swaps the `..data`
 //!   symlink of a ConfigMap volume; editors write in place or rename over the file), debounced, with a
 //!   periodic re-read as the fallback for everything a watch can miss;
-//! - [`configmap`]: the ConfigMap itself, through a watch on the Kubernetes API (no kubelet sync delay).
+//! - [`jobs_configmap`](crate::kubernetes::jobs_configmap): the ConfigMap itself, through a watch on the Kubernetes API (no kubelet sync delay).
 //!
 //! Each source also re-reads at once when asked through its [`Reread`] handle: `run` asks on SIGHUP, the
 //! daemon convention for "re-read your configuration" (the file is read again; the ConfigMap is read
@@ -17,9 +17,6 @@
 //! diagnostic, `FILE:LINE:COL`), counted and reported as an Event through the observers, and the last good
 //! jobs stay in force until the next valid version. Every replica reloads, leader or not, so a new leader
 //! starts with the latest jobs.
-
-pub mod configmap;
-pub mod file;
 
 use std::sync::Arc;
 
@@ -183,7 +180,7 @@ impl Reloader {
 
 /// Publishes `snapshot` on `out` if it differs from the one there (a source's unchanged re-read costs
 /// the reloader nothing); true if it did.
-fn publish(out: &watch::Sender<Snapshot>, snapshot: Snapshot) -> bool {
+pub(crate) fn publish(out: &watch::Sender<Snapshot>, snapshot: Snapshot) -> bool {
     out.send_if_modified(|current| {
         if *current == snapshot {
             return false;

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::config::{ConcurrencyPolicy, Job, MAX_RETRY_BACKOFF};
 use crate::logging::rfc3339;
-use crate::state::{Claim, Completion, Ledger};
+use crate::run_state::{Claim, Completion, Ledger};
 use crate::term::Term;
 
 pub use attempt::OUTPUT_DRAIN_TIMEOUT;

@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use leasecron::election::Config;
+use leasecron::kubernetes::run_state::STATE_SUFFIX;
 use leasecron::runner::OUTPUT_DRAIN_TIMEOUT;
-use leasecron::state::kube::STATE_SUFFIX;
 use serde_json::Value;
 
 /// `run`'s default `--lease-name`.

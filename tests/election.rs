@@ -15,7 +15,8 @@ use faults::{
 };
 use leasecron::clock::PausedClock;
 use leasecron::election::{Config, ElectionEvent, Elector, LossReason};
-use leasecron::lease_store::{FileStore, LeaseStore};
+use leasecron::lease_store::LeaseStore;
+use leasecron::local::lease::FileStore;
 use leasecron::term::{FencingToken, Leadership};
 use tokio::sync::oneshot;
 use tokio::time::Instant;

@@ -12,7 +12,7 @@ use fake_apiserver::{FakeApiServer, Fault, RequestRecord, Resource, Verb, Which}
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use leasecron::election::{ElectionEvent, LossReason};
-use leasecron::events::{EventSink, Limits, API_TIMEOUT, QUEUE_CAPACITY};
+use leasecron::kubernetes::events::{EventSink, Limits, API_TIMEOUT, QUEUE_CAPACITY};
 use leasecron::runner::{Failure, Outcome, RunEvent, RunReport};
 use leasecron::term::FencingToken;
 
@@ -472,7 +472,7 @@ async fn a_lease_name_too_long_for_event_names_disables_events_and_says_so(which
         return;
     };
     let (logs_buffer, _guard) = capture_logs();
-    let longest = "l".repeat(leasecron::events::MAX_LEASE_NAME_FOR_EVENTS);
+    let longest = "l".repeat(leasecron::kubernetes::events::MAX_LEASE_NAME_FOR_EVENTS);
     let fits = EventSink::new(
         server.client(IDENTITY).await,
         server.namespace(),
@@ -489,7 +489,7 @@ async fn a_lease_name_too_long_for_event_names_disables_events_and_says_so(which
         "a {}-character name fits",
         longest.len()
     );
-    let long = "l".repeat(leasecron::events::MAX_LEASE_NAME_FOR_EVENTS + 1);
+    let long = "l".repeat(leasecron::kubernetes::events::MAX_LEASE_NAME_FOR_EVENTS + 1);
     let sink = EventSink::new(
         server.client(IDENTITY).await,
         server.namespace(),

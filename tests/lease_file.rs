@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use leasecron::lease_store::file::LOCK_TIMEOUT;
-use leasecron::lease_store::{Change, Error, FileStore, LeaseRecord, LeaseStore, Verb};
+use leasecron::lease_store::{Change, Error, LeaseRecord, LeaseStore, Verb};
+use leasecron::local::lease::FileStore;
+use leasecron::local::lease::LOCK_TIMEOUT;
 use nix::fcntl::{Flock, FlockArg};
 
 const POLL: Duration = Duration::from_secs(2);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fake_apiserver::{FakeApiServer, Fault, Options, Resource, Verb as ApiVerb, Which};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use leasecron::reload::configmap::{self, ConfigMapRef, Error, Params};
+use leasecron::kubernetes::jobs_configmap::{self, ConfigMapRef, Error, Params};
 use leasecron::reload::{Reread, Snapshot};
 use serde_json::json;
 use tokio::sync::watch;
@@ -130,7 +130,7 @@ async fn with_fast_bookmarks(which: Which, test: &str) -> Option<FakeApiServer> 
     }
 }
 
-/// A running [`configmap::watch`] task and the receiving end of its channel.
+/// A running [`jobs_configmap::watch`] task and the receiving end of its channel.
 struct Watching {
     snapshots: watch::Receiver<Snapshot>,
     /// Asks the task to read the ConfigMap again now.
@@ -144,7 +144,7 @@ impl Watching {
     async fn start(server: &FakeApiServer, token: &str, params: Params) -> Watching {
         let client = client(server, token).await;
         let target = target(server);
-        let initial = configmap::read(&client, &target, &params)
+        let initial = jobs_configmap::read(&client, &target, &params)
             .await
             .expect("the read at start");
         Watching::spawn(client, target, initial, params)
@@ -161,7 +161,7 @@ impl Watching {
         snapshots.mark_unchanged();
         let stop = CancellationToken::new();
         let reread = Reread::new();
-        let task = tokio::spawn(configmap::watch(
+        let task = tokio::spawn(jobs_configmap::watch(
             client,
             target,
             params,
@@ -211,14 +211,14 @@ async fn read_returns_the_text_under_the_key(which: Which) {
     };
     create(&server, &[("jobs.yaml", V1), ("other.yaml", V2)]).await;
     let client = client(&server, "r").await;
-    let snapshot = configmap::read(&client, &target(&server), &params())
+    let snapshot = jobs_configmap::read(&client, &target(&server), &params())
         .await
         .expect("read");
     assert_eq!(snapshot.origin, origin(&server, "jobs.yaml"));
     assert_eq!(text(&snapshot), Ok(V1));
     let other =
         ConfigMapRef::parse("cron-jobs/other.yaml", server.namespace().to_owned()).expect("valid");
-    let snapshot = configmap::read(&client, &other, &params())
+    let snapshot = jobs_configmap::read(&client, &other, &params())
         .await
         .expect("read");
     assert_eq!(text(&snapshot), Ok(V2));
@@ -231,7 +231,7 @@ async fn read_of_a_missing_configmap_is_not_found(which: Which) {
         return;
     };
     let client = client(&server, "r").await;
-    let error = configmap::read(&client, &target(&server), &params())
+    let error = jobs_configmap::read(&client, &target(&server), &params())
         .await
         .expect_err("there is none");
     assert!(matches!(error, Error::NotFound { .. }), "{error:?}");
@@ -254,7 +254,7 @@ async fn a_forbidden_read_names_the_rule_to_add(which: Which) {
     create(&server, &[("jobs.yaml", V1)]).await;
     server.deny("r", Resource::ConfigMaps, &[ApiVerb::Get]);
     let client = client(&server, "r").await;
-    let error = configmap::read(&client, &target(&server), &params())
+    let error = jobs_configmap::read(&client, &target(&server), &params())
         .await
         .expect_err("get is denied");
     assert!(
@@ -284,7 +284,7 @@ async fn a_missing_key_lists_the_keys_and_a_binary_one_says_to_move_it(which: Wh
     };
     create(&server, &[("jobs.yml", V1), ("README", "x")]).await;
     let client = client(&server, "r").await;
-    let error = configmap::read(&client, &target(&server), &params())
+    let error = jobs_configmap::read(&client, &target(&server), &params())
         .await
         .expect_err("no jobs.yaml");
     assert!(matches!(error, Error::MissingKey { .. }), "{error:?}");
@@ -301,7 +301,7 @@ async fn a_missing_key_lists_the_keys_and_a_binary_one_says_to_move_it(which: Wh
         json!({ "binaryData": { "jobs.yaml": "am9iczogW10K" } }),
     )
     .await;
-    let error = configmap::read(&client, &target(&server), &params())
+    let error = jobs_configmap::read(&client, &target(&server), &params())
         .await
         .expect_err("jobs.yaml is binary");
     assert!(error.to_string().contains("under binaryData"), "{error}");
@@ -315,7 +315,7 @@ async fn server_errors_and_hangs_are_transient(which: Which) {
     create(&server, &[("jobs.yaml", V1)]).await;
     let client = client(&server, "r").await;
     server.faults("r").set(Fault::Status(503));
-    let error = configmap::read(&client, &target(&server), &params())
+    let error = jobs_configmap::read(&client, &target(&server), &params())
         .await
         .expect_err("503");
     assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
@@ -325,7 +325,7 @@ async fn server_errors_and_hangs_are_transient(which: Which) {
         request_timeout: Duration::from_millis(200),
         ..params()
     };
-    let error = configmap::read(&client, &target(&server), &short)
+    let error = jobs_configmap::read(&client, &target(&server), &short)
         .await
         .expect_err("hangs");
     assert!(error.is_transient(), "{error:?}");
@@ -345,7 +345,7 @@ async fn a_refused_connection_is_transient(which: Which) {
     drop(server);
     // Nothing listens on the dropped server's (or proxy's) port any more.
     let client = kube::Client::try_from(config).expect("a kube client");
-    let error = configmap::read(&client, &target, &params())
+    let error = jobs_configmap::read(&client, &target, &params())
         .await
         .expect_err("nobody answers");
     assert!(error.is_transient(), "{error:?}");
@@ -357,7 +357,7 @@ async fn check_access_passes_when_get_and_watch_are_allowed(which: Which) {
         return;
     };
     let client = client(&server, "r").await;
-    configmap::check_access(&client, &target(&server), &params())
+    jobs_configmap::check_access(&client, &target(&server), &params())
         .await
         .expect("both verbs are allowed");
 }
@@ -369,7 +369,7 @@ async fn check_access_reports_a_denied_watch(which: Which) {
     };
     server.deny("r", Resource::ConfigMaps, &[ApiVerb::Watch]);
     let client = client(&server, "r").await;
-    let error = configmap::check_access(&client, &target(&server), &params())
+    let error = jobs_configmap::check_access(&client, &target(&server), &params())
         .await
         .expect_err("watch is denied");
     let Error::AccessDenied { verbs, .. } = &error else {
@@ -474,7 +474,7 @@ async fn a_watch_of_a_missing_configmap_sees_it_created(which: Which) {
     };
     create(&server, &[("jobs.yaml", V1)]).await;
     let client = client(&server, "w").await;
-    let initial = configmap::read(&client, &target(&server), &params())
+    let initial = jobs_configmap::read(&client, &target(&server), &params())
         .await
         .expect("read");
     // Deleted between the read at start and the watch's own read.

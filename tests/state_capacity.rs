@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use fake_apiserver::{FakeApiServer, Resource, Which};
 use futures_util::future::join_all;
-use leasecron::state::kube::{encoding, KubeState, KEY};
-use leasecron::state::{Backend, Claim, Completion, Ledger, StateRecord};
+use leasecron::kubernetes::run_state::{encoding, KubeState, KEY};
+use leasecron::run_state::{Backend, Claim, Completion, Ledger, StateRecord};
 use leasecron::term::FencingToken;
 use replica::{wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
 

@@ -13,8 +13,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use fake_apiserver::{FakeApiServer, Fault, Resource, Verb as ApiVerb, Which};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
-use leasecron::state::kube::{self as kube_state, KubeState, KEY};
-use leasecron::state::{
+use leasecron::kubernetes::run_state::{self as kube_state, KubeState, KEY};
+use leasecron::run_state::{
     self, Backend, Claim, Completion, JobRecord, Ledger, Saved, SlotStart, StateRecord,
 };
 use leasecron::term::FencingToken;
@@ -130,9 +130,9 @@ fn answered(server: &FakeApiServer, token: &str, verb: ApiVerb, status: u16) -> 
 }
 
 /// The store's error inside a ledger's.
-fn kube_error(error: state::Error) -> kube_state::Error {
+fn kube_error(error: run_state::Error) -> kube_state::Error {
     match error {
-        state::Error::Kube(error) => error,
+        run_state::Error::Kube(error) => error,
         other => panic!("expected a ConfigMap store error, got {other:?}"),
     }
 }
@@ -363,7 +363,7 @@ async fn every_write_is_a_compare_and_swap_on_the_resource_version(which: Which)
         "no ConfigMap yet"
     );
     let record = StateRecord {
-        format: state::FORMAT,
+        format: run_state::FORMAT,
         fencing_token: 1,
         ..StateRecord::default()
     };
@@ -479,7 +479,7 @@ async fn a_record_too_large_for_a_configmap_is_a_permanent_error_naming_it_witho
         ..JobRecord::default()
     };
     let record = StateRecord {
-        format: state::FORMAT,
+        format: run_state::FORMAT,
         fencing_token: 1,
         // About 80 bytes per job even with the essentials only: over the 1 MiB a ConfigMap may hold.
         jobs: (0..15_000)

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use leasecron::config::JobSet;
-use leasecron::state::file::FileState;
-use leasecron::state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
+use leasecron::local::run_state::FileState;
+use leasecron::run_state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
 use leasecron::term::{FencingToken, Leadership, Term, TermHandle};
 use tokio::sync::watch;
 
@@ -200,7 +200,7 @@ pub fn next_whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
 pub async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
     let now = Utc::now();
     let mut record = StateRecord {
-        format: leasecron::state::FORMAT,
+        format: leasecron::run_state::FORMAT,
         fencing_token: 1,
         ..StateRecord::default()
     };

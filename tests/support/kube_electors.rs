@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use leasecron::clock::SystemClock;
 use leasecron::election::{Config, ElectionEvent, Elector};
-use leasecron::lease_store::kube::Params;
-use leasecron::lease_store::KubeStore;
+use leasecron::kubernetes::lease::KubeStore;
+use leasecron::kubernetes::lease::Params;
 use leasecron::term::Leadership;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;

@@ -18,7 +18,7 @@
 //! A [`Snapshot`] whose origin is [`ConfigMapRef::origin`] (`configmap/NAMESPACE/NAME/KEY`, so that
 //! diagnostics read `configmap/ns/name/jobs.yaml:3:5: ...`) and whose text is `data[KEY]`, or why there
 //! is none: the key is missing (the keys present are listed; a key under `binaryData` is named as such),
-//! or the ConfigMap was deleted. These are configuration problems: the [`Reloader`](super::Reloader)
+//! or the ConfigMap was deleted. These are configuration problems: the [`Reloader`](crate::reload::Reloader)
 //! reports them and keeps the jobs in force. A snapshot is published only if it differs from the one in
 //! the channel, so an edit that leaves the text alone (a label, an annotation, another key) costs nothing.
 //!
@@ -59,11 +59,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{publish, Reread, Snapshot};
-use crate::lease_store::kube::{
+use crate::kubernetes::lease::{
     bounded_request, check_lease_name as check_object_name, denied_verbs, error_chain, ApiFailure,
     Reviewed,
 };
+use crate::reload::{publish, Reread, Snapshot};
 
 /// The ConfigMap key that holds the jobs when the flag names none.
 pub const DEFAULT_KEY: &str = "jobs.yaml";

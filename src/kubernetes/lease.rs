@@ -50,7 +50,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Change, Error, LeaseRecord, LeaseStore, Verb, Versioned};
+use crate::lease_store::{Change, Error, LeaseRecord, LeaseStore, Verb, Versioned};
 
 mod feed;
 
@@ -686,11 +686,11 @@ pub(crate) enum ApiFailure {
 }
 
 impl ApiFailure {
-    /// Sorts a kube error: statuses that retrying may change ([`super::is_transient_status`]), transport
+    /// Sorts a kube error: statuses that retrying may change ([`crate::lease_store::is_transient_status`]), transport
     /// errors and unreadable answers are [`ApiFailure::Unavailable`].
     pub(crate) fn of(error: kube::Error) -> ApiFailure {
         match error {
-            kube::Error::Api(status) if super::is_transient_status(status.code) => {
+            kube::Error::Api(status) if crate::lease_store::is_transient_status(status.code) => {
                 ApiFailure::Unavailable(format!(
                     "HTTP {} {}: {}",
                     status.code, status.reason, status.message

@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Change, Error, LeaseRecord, LeaseStore, Verb, Versioned};
+use crate::lease_store::{Change, Error, LeaseRecord, LeaseStore, Verb, Versioned};
 
 /// How long a request waits for a peer's lock before it gives up ([`Error::Timeout`]). Peers hold it for
 /// microseconds; this only matters when a peer was stopped inside its critical section.

@@ -17,7 +17,7 @@
 //! and owner references that others added survive; the label `app.kubernetes.io/managed-by: leasecron`
 //! and a `kubernetes.io/description` annotation are set on every write.
 //!
-//! As in the Lease store ([`crate::lease_store::kube`]), kube's retry layer is off and every request is
+//! As in the Lease store ([`crate::kubernetes::lease`]), kube's retry layer is off and every request is
 //! bounded by the request timeout, in the connector and around the call: a hung API server is an
 //! [`Error::Unavailable`] after that long, and the ledger decides what to do next.
 //!
@@ -34,11 +34,11 @@ use kube::api::{Api, PostParams};
 
 pub mod encoding;
 
-use super::{Loaded, Saved, StateRecord};
-use crate::lease_store::kube::{
+use crate::kubernetes::lease::{
     bounded_request, check_lease_name as check_object_name, client, denied_verbs, error_chain,
     ApiFailure, Reviewed,
 };
+use crate::run_state::{Loaded, Saved, StateRecord};
 
 /// The ConfigMap of the Lease `L` is `L` followed by this.
 pub const STATE_SUFFIX: &str = "-state";
@@ -599,7 +599,7 @@ fn missing_key(config_map: &ConfigMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{JobRecord, SlotStart};
+    use crate::run_state::{JobRecord, SlotStart};
     use chrono::{TimeZone, Utc};
 
     const STORE: &str = "configmap ns/lock-state";
@@ -622,7 +622,7 @@ mod tests {
             ..JobRecord::default()
         };
         StateRecord {
-            format: crate::state::FORMAT,
+            format: crate::run_state::FORMAT,
             fencing_token: 3,
             jobs: BTreeMap::from([("backup".to_owned(), job)]),
         }

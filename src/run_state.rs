@@ -3,7 +3,7 @@
 //!
 //! One [`StateRecord`] per lease holds, per job, the last slot started (with the fencing token of the term
 //! that started it), the last completion and the last success. It lives beside the lease: in a file next to
-//! the lease file ([`file`](mod@file)), or in the ConfigMap `<lease-name>-state` ([`kube`]). The
+//! the lease file ([`local::run_state`](crate::local::run_state)), or in the ConfigMap `<lease-name>-state` ([`kubernetes::run_state`](crate::kubernetes::run_state)). The
 //! [`Ledger`] is the one writer of a replica:
 //!
 //! - a run's slot is **claimed** (written as started) before its process is spawned: a slot already
@@ -18,9 +18,6 @@
 //! A record that cannot be read (corrupt, or written by a newer leasecron with fields we do not know) is
 //! logged and rebuilt from scratch: jobs without a record owe nothing, so missed slots are skipped, never
 //! run twice.
-
-pub mod file;
-pub mod kube;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,10 +108,10 @@ pub struct Completion {
 pub enum Error {
     /// The file store failed.
     #[error("{0}")]
-    File(#[from] file::Error),
+    File(#[from] crate::local::run_state::Error),
     /// The ConfigMap store failed.
     #[error("{0}")]
-    Kube(#[from] kube::Error),
+    Kube(#[from] crate::kubernetes::run_state::Error),
     /// The write that carried this change together with others failed (the first change's caller has
     /// the error itself).
     #[error("{0}")]
@@ -152,9 +149,9 @@ pub enum Saved {
 #[derive(Debug)]
 pub enum Backend {
     /// A file beside the lease file.
-    File(file::FileState),
+    File(crate::local::run_state::FileState),
     /// The ConfigMap `<lease-name>-state` beside the Lease.
-    Kube(kube::KubeState),
+    Kube(crate::kubernetes::run_state::KubeState),
 }
 
 impl Backend {
@@ -511,7 +508,7 @@ impl Ledger {
             Some(Loaded { version, record }) => {
                 let why = match record {
                     Ok(record) => {
-                        format!("format {} (this leasecron reads format {FORMAT}, and in a ConfigMap format {})", record.format, kube::encoding::COMPACT_FORMAT)
+                        format!("format {} (this leasecron reads format {FORMAT}, and in a ConfigMap format {})", record.format, crate::kubernetes::run_state::encoding::COMPACT_FORMAT)
                     }
                     Err(why) => why,
                 };
@@ -759,7 +756,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let lease = dir.path().join("lease.json");
         let ledger = std::sync::Arc::new(Ledger::new(
-            Backend::File(file::FileState::beside(&lease)),
+            Backend::File(crate::local::run_state::FileState::beside(&lease)),
             "me".to_owned(),
         ));
         let token = FencingToken(4);
@@ -819,7 +816,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let lease = dir.path().join("lease.json");
         let ledger = Ledger::new(
-            Backend::File(file::FileState::beside(&lease)),
+            Backend::File(crate::local::run_state::FileState::beside(&lease)),
             "me".to_owned(),
         );
         assert_eq!(
@@ -850,7 +847,11 @@ mod tests {
             9,
             "a job's start carries a larger one"
         );
-        std::fs::write(file::FileState::beside(&lease).path(), "not json").expect("write");
+        std::fs::write(
+            crate::local::run_state::FileState::beside(&lease).path(),
+            "not json",
+        )
+        .expect("write");
         assert_eq!(
             ledger.highest_token().await.expect("reads"),
             0,

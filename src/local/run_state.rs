@@ -1,6 +1,6 @@
 //! The run state in a local file beside the lease file: `LEASE.state`, as pretty JSON.
 //!
-//! The layout follows the lease file's ([`crate::lease_store::file`]): a `generation` counter plays the
+//! The layout follows the lease file's ([`crate::local::lease`]): a `generation` counter plays the
 //! role of `resourceVersion`, every compare-and-swap write holds an exclusive `flock` on `LEASE.state.lock`
 //! (never blocking the thread: a held lock is retried on the tokio timer, up to [`LOCK_TIMEOUT`]), and a
 //! write goes to `LEASE.state.tmp`, is fsynced and renamed over, so a crash leaves the old record or the new
@@ -20,7 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{Loaded, Saved, StateRecord};
+use crate::run_state::{Loaded, Saved, StateRecord};
 
 /// How long a write waits for a peer's lock.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -212,7 +212,7 @@ impl FileState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Claim, Completion, Ledger};
+    use crate::run_state::{Claim, Completion, Ledger};
     use crate::term::FencingToken;
     use chrono::{TimeZone, Utc};
 
@@ -224,7 +224,7 @@ mod tests {
 
     fn ledger(lease: &Path, identity: &str) -> Ledger {
         Ledger::new(
-            crate::state::Backend::File(FileState::beside(lease)),
+            crate::run_state::Backend::File(FileState::beside(lease)),
             identity.to_owned(),
         )
     }

@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
-use crate::state::{Completion, JobRecord, SlotStart, StateRecord, FORMAT};
+use crate::run_state::{Completion, JobRecord, SlotStart, StateRecord, FORMAT};
 
 /// The most a ConfigMap may hold: the sum of the lengths of its `data` and `binaryData` values.
 pub const MAX_BYTES: usize = 1024 * 1024;

@@ -39,8 +39,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{publish, Reread, Snapshot};
 use crate::config;
+use crate::reload::{publish, Reread, Snapshot};
 
 /// How long the directory must be quiet before the file is read.
 pub const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);

@@ -1,0 +1,12 @@
+//! The local backend: leasecron without a cluster, through files on one machine.
+//!
+//! - [`lease`]: a lease record in a file under `flock` (a [`LeaseStore`]).
+//! - [`run_state`]: the run state, in a file beside the lease file.
+//! - [`jobs_file`]: the jobs file, watched for changes (also used with a Kubernetes Lease, where a
+//!   ConfigMap volume mounts it).
+//!
+//! [`LeaseStore`]: crate::lease_store::LeaseStore
+
+pub mod jobs_file;
+pub mod lease;
+pub mod run_state;
