@@ -75,7 +75,9 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod backend;
 pub mod clock;
+pub mod cmd;
 pub mod config;
 pub mod dispatch;
 pub mod election;

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
-use leasecron::app::{self, JobsSource, RunOptions, Timings};
+use leasecron::backend::JobsSource;
 use leasecron::clock::SystemClock;
+use leasecron::cmd::{self, next, run::RunOptions, validate, Timings};
 use leasecron::config::{parse_duration, parse_size, DEFAULT_CONFIG_MAP_KEY};
 
 /// `--max-file-size`'s default, as written in the help: `config::DEFAULT_MAX_FILE_SIZE`.
@@ -240,10 +241,10 @@ fn supervisor_program() -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match dispatch(cli) {
+    match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let app_error = err.downcast_ref::<app::Error>();
+            let app_error = err.downcast_ref::<cmd::Error>();
             let code = exit_code(&err);
             // Written directly (the log's writer has flushed by now); a closed stderr loses it, silently.
             let mut stderr = std::io::stderr().lock();
@@ -260,16 +261,16 @@ fn main() -> ExitCode {
 
 /// The exit code of a command that failed with `err`: 2 for bad input, 1 for failures at run time.
 fn exit_code(err: &anyhow::Error) -> i32 {
-    err.downcast_ref::<app::Error>()
-        .map_or(app::EXIT_FAILURE, app::Error::exit_code)
+    err.downcast_ref::<cmd::Error>()
+        .map_or(cmd::EXIT_FAILURE, cmd::Error::exit_code)
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<()> {
+fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Supervise { fd, log_format } => {
             leasecron::supervisor::serve::serve_fd(fd, log_format.into())
-                .map_err(|error| anyhow::Error::new(app::Error::Internal(error.to_string())))
+                .map_err(|error| anyhow::Error::new(cmd::Error::Internal(error.to_string())))
         }
         Command::Help { command } => help(command.as_deref()),
         Command::Validate {
@@ -279,7 +280,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             size,
         } => {
             let validation =
-                app::validate(&files, &key, &Timings::from(&timings), size.max_file_size)?;
+                validate::validate(&files, &key, &Timings::from(&timings), size.max_file_size)?;
             // Every valid file is said so, whatever the others are.
             let mut out = String::new();
             for line in &validation.valid {
@@ -297,7 +298,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if validation.invalid.is_empty() {
                 Ok(())
             } else {
-                Err(app::Error::Invalid(validation.invalid).into())
+                Err(cmd::Error::Invalid(validation.invalid).into())
             }
         }
         Command::Next {
@@ -311,8 +312,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             lease_namespace,
         } => {
             let source = match (lease_file, lease_name) {
-                (Some(lease), _) => Some(app::StateSource::File(lease)),
-                (None, Some(name)) => Some(app::StateSource::Kube {
+                (Some(lease), _) => Some(next::StateSource::File(lease)),
+                (None, Some(name)) => Some(next::StateSource::Kube {
                     name,
                     namespace: lease_namespace,
                 }),
@@ -324,11 +325,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         .enable_all()
                         .build()
                         .context("cannot start the tokio runtime")?;
-                    Some(runtime.block_on(app::read_run_state(source))?)
+                    Some(runtime.block_on(next::read_run_state(source))?)
                 }
                 None => None,
             };
-            print_stdout(&app::next(
+            print_stdout(&next::next(
                 &file,
                 &key,
                 size.max_file_size,
@@ -351,7 +352,7 @@ fn help(command: Option<&str>) -> anyhow::Result<()> {
                 .bin_name(format!("leasecron {name}"))
                 .render_long_help(),
             None => {
-                return Err(anyhow::Error::new(app::Error::UnknownCommand(
+                return Err(anyhow::Error::new(cmd::Error::UnknownCommand(
                     name.to_owned(),
                 )))
             }
@@ -387,7 +388,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Err(_) if !logged => {}
         Err(error) => {
             // Our errors' messages already name their cause; another error shows its chain.
-            let text = match error.downcast_ref::<app::Error>() {
+            let text = match error.downcast_ref::<cmd::Error>() {
                 Some(e) => e.to_string(),
                 None => format!("{error:#}"),
             };
@@ -428,7 +429,7 @@ fn run_logged(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let result = runtime.block_on(app::run(opts, Arc::new(SystemClock)));
+    let result = runtime.block_on(cmd::run::run(opts, Arc::new(SystemClock)));
     drop(runtime);
     Ok(result?)
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use leasecron::app::Timings;
+use leasecron::cmd::Timings;
 use leasecron::config::{
     ConcurrencyPolicy, Job, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
     DEFAULT_TERMINATION_GRACE, MAX_NAME_LEN, MAX_RETRIES, MAX_RETRY_BACKOFF, RESERVED_ENV_PREFIX,
