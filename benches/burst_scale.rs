@@ -35,12 +35,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Timelike, Utc};
 use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, JobSet, LoadOptions};
-use leasecron::dispatch::{DispatchEvent, Dispatcher};
-use leasecron::election::ElectionEvent;
+use leasecron::dispatch::Dispatcher;
+use leasecron::event::{DispatchEvent, ElectionEvent, Outcome, RunEvent};
 use leasecron::http::StatusBoard;
 use leasecron::metrics::Metrics;
 use leasecron::observe::{self, Observer, Observers};
-use leasecron::runner::{Outcome, RunEvent};
 use scale::{Summary, PROBE_ENV};
 use scale_jobs::JobSpec;
 use tokio_util::sync::CancellationToken;
@@ -440,7 +439,7 @@ impl Observer for Collector {
                 self.skipped
                     .lock()
                     .expect("lock")
-                    .push(reason.label().to_owned());
+                    .push(reason.as_str().to_owned());
                 self.done.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
@@ -454,7 +453,7 @@ impl Observer for Collector {
             self.skipped
                 .lock()
                 .expect("lock")
-                .push(reason.label().to_owned());
+                .push(reason.as_str().to_owned());
             self.done.fetch_add(1, Ordering::Relaxed);
         }
     }

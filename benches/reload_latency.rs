@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, LoadOptions};
-use leasecron::dispatch::{DispatchEvent, Dispatcher};
+use leasecron::dispatch::Dispatcher;
+use leasecron::event::DispatchEvent;
 use leasecron::local::jobs_file;
 use leasecron::observe::Observers;
 use leasecron::reload::{self, Reloader, Snapshot};

@@ -207,7 +207,7 @@ impl Timings {
     pub fn load_options(&self) -> Result<LoadOptions, Error> {
         let config = self.election_config("-".to_owned(), Duration::ZERO);
         match config.validate() {
-            Ok(()) => Ok(LoadOptions::for_lease_timings(&config)),
+            Ok(()) => Ok(config.load_options()),
             Err(election::Error::LeaseTooShort { .. }) => {
                 Err(self.no_room_for_grace(config.margin()))
             }

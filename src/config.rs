@@ -33,7 +33,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::election;
 use crate::schedule::Schedule;
 use raw::Shift;
 
@@ -42,6 +41,9 @@ pub use read::{format_size, origin_of, parse_size, read_text, STDIN_ORIGIN, STDI
 
 /// Default `terminationGrace`.
 pub const DEFAULT_TERMINATION_GRACE: Duration = Duration::from_secs(3);
+/// Largest accepted `terminationGrace` under the default lease timings (LD 15 s, RD 10 s): LD − margin − RD
+/// = 15 − 1.5 − 10 = 3.5 s, the grace bound of `election::Config`'s defaults (its tests keep them equal).
+pub const DEFAULT_MAX_TERMINATION_GRACE: Duration = Duration::from_millis(3500);
 /// Cap on the doubling `retryBackoff`.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
 /// Default `retryBackoff`.
@@ -122,19 +124,12 @@ pub struct LoadOptions {
     pub max_termination_grace: Duration,
 }
 
-impl LoadOptions {
-    /// The grace bound of the given lease timings ([`election::Config::grace_bound`]).
-    pub fn for_lease_timings(timings: &election::Config) -> LoadOptions {
-        LoadOptions {
-            max_termination_grace: timings.grace_bound(),
-        }
-    }
-}
-
 impl Default for LoadOptions {
-    /// The bound for the default timings (LD 15 s, RD 10 s): 15 − 1.5 − 10 = 3.5 s.
+    /// The bound for the default timings (LD 15 s, RD 10 s): [`DEFAULT_MAX_TERMINATION_GRACE`].
     fn default() -> Self {
-        LoadOptions::for_lease_timings(&election::Config::with_identity("default"))
+        LoadOptions {
+            max_termination_grace: DEFAULT_MAX_TERMINATION_GRACE,
+        }
     }
 }
 
@@ -474,27 +469,6 @@ pub(crate) fn escape_controls(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_default_grace_bound_follows_the_default_lease_timings() {
-        assert_eq!(
-            LoadOptions::default().max_termination_grace,
-            Duration::from_millis(3500)
-        );
-        let timings = |ld, rd| election::Config {
-            lease_duration: Duration::from_secs(ld),
-            renew_deadline: Duration::from_secs(rd),
-            ..election::Config::with_identity("test")
-        };
-        assert_eq!(
-            LoadOptions::for_lease_timings(&timings(60, 40)).max_termination_grace,
-            Duration::from_secs(14)
-        );
-        assert_eq!(
-            LoadOptions::for_lease_timings(&timings(5, 5)).max_termination_grace,
-            Duration::ZERO
-        );
-    }
 
     #[test]
     fn parse_duration_accepts_humantime_and_rejects_zero_and_junk() {

@@ -23,7 +23,7 @@
 //! timer's task is awaited (it ends at once) before [`DispatchEvent::JobsApplied`] is sent, so no event of
 //! an old timer follows it on the channel.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::{Job, JobSet};
+use crate::event::{DispatchEvent, JobsDiff, SkipReason};
 use crate::logging::rfc3339;
 use crate::run_state::{self, Ledger};
 use crate::runner::{Runner, Start};
@@ -43,108 +44,6 @@ use crate::term::{Leadership, Term};
 
 /// How often a follower re-reads the run state for `/status`.
 pub const STATE_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Why a fire did not start a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skip {
-    /// The job is suspended.
-    Suspended,
-    /// The slot was missed (stall, restart, clock jump) and is past its `startingDeadline`.
-    MissedDeadline,
-}
-
-impl Skip {
-    /// The metric label of this reason.
-    pub fn label(self) -> &'static str {
-        match self {
-            Skip::Suspended => "suspended",
-            Skip::MissedDeadline => "missed_deadline",
-        }
-    }
-}
-
-/// What the dispatcher tells the rest of the process (metrics, `/status`, Kubernetes Events).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DispatchEvent {
-    /// A fire started nothing, for a reason the dispatcher decides (the runner reports its own skips).
-    Skipped {
-        /// The job's name.
-        job: String,
-        /// The slot that was skipped.
-        scheduled: DateTime<Utc>,
-        /// Why.
-        reason: Skip,
-        /// True if this replica led when the fire was skipped (a follower's skips are not news).
-        leader: bool,
-    },
-    /// The job's next fire time changed (its timer started, or it fired); `None` if it has no future fire.
-    NextRun {
-        /// The job's name.
-        job: String,
-        /// The next slot.
-        at: Option<DateTime<Utc>>,
-    },
-    /// When a term began, slots that fell due without a leader and will not run (older than the latest,
-    /// or past `startingDeadline`).
-    MissedSlots {
-        /// The job's name.
-        job: String,
-        /// How many (a lower bound if `truncated`).
-        count: u64,
-        /// The latest of them.
-        latest: Option<DateTime<Utc>>,
-        /// True if counting stopped at [`crate::run_state::MAX_COUNTED_MISSED`].
-        truncated: bool,
-    },
-    /// A version of the jobs is now in force: the timers of removed and changed jobs have stopped (none
-    /// of their events follow this one), and those of added and changed jobs are about to start.
-    JobsApplied {
-        /// The jobs now in force.
-        jobs: Arc<JobSet>,
-        /// How this version differs from the previous one.
-        diff: JobsDiff,
-    },
-}
-
-/// The job names that one version of the jobs added, removed, changed or kept, against the previous one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobsDiff {
-    /// New names.
-    pub added: Vec<String>,
-    /// Names no longer present.
-    pub removed: Vec<String>,
-    /// Present in both, with different settings.
-    pub changed: Vec<String>,
-    /// How many are present in both with equal settings.
-    pub unchanged: usize,
-}
-
-impl JobsDiff {
-    /// The difference from `old` to `new`, by job name.
-    pub fn between(old: &BTreeMap<String, Arc<Job>>, new: &JobSet) -> JobsDiff {
-        let mut diff = JobsDiff::default();
-        for job in &new.jobs {
-            match old.get(&job.name) {
-                None => diff.added.push(job.name.clone()),
-                Some(before) if **before != **job => diff.changed.push(job.name.clone()),
-                Some(_) => diff.unchanged += 1,
-            }
-        }
-        // By set, not `JobSet::get` (a scan of the list): 10 000 jobs took 66 ms to compare.
-        let kept: HashSet<&str> = new.jobs.iter().map(|job| job.name.as_str()).collect();
-        diff.removed = old
-            .keys()
-            .filter(|name| !kept.contains(name.as_str()))
-            .cloned()
-            .collect();
-        diff
-    }
-
-    /// True if no job was added, removed or changed.
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
-    }
-}
 
 /// A job's running timer task.
 #[derive(Debug)]
@@ -397,7 +296,7 @@ impl Dispatcher {
                 Some(Tick::Missed {
                     scheduled,
                     lateness,
-                }) => self.skip(&job, scheduled, Skip::MissedDeadline, Some(lateness)),
+                }) => self.skip(&job, scheduled, SkipReason::MissedDeadline, Some(lateness)),
                 None => {
                     tracing::info!(job = %job.name, "schedule has no future fire; timer stops");
                     return;
@@ -409,7 +308,7 @@ impl Dispatcher {
     /// Handles one on-time (or within-deadline) fire.
     pub fn fire(&self, job: &Arc<Job>, scheduled: DateTime<Utc>) {
         if job.suspend {
-            self.skip(job, scheduled, Skip::Suspended, None);
+            self.skip(job, scheduled, SkipReason::Suspended, None);
             return;
         }
         let leadership = self.leadership.borrow().clone();
@@ -425,7 +324,7 @@ impl Dispatcher {
         &self,
         job: &Job,
         scheduled: DateTime<Utc>,
-        reason: Skip,
+        reason: SkipReason,
         lateness: Option<std::time::Duration>,
     ) {
         let leads = self.leadership.borrow().is_leader();
@@ -433,10 +332,10 @@ impl Dispatcher {
         let slot = rfc3339(&scheduled);
         // A missed slot is news from a leader. A suspended job's skips are not: its suspension is logged
         // once, when it is loaded (log_suspensions), not at every fire (every second for some schedules).
-        if leads && reason == Skip::MissedDeadline {
-            tracing::warn!(job = %job.name, scheduled = slot, reason = reason.label(), lateness_seconds, "run skipped");
+        if leads && reason == SkipReason::MissedDeadline {
+            tracing::warn!(job = %job.name, scheduled = slot, reason = reason.as_str(), lateness_seconds, "run skipped");
         } else {
-            tracing::debug!(job = %job.name, scheduled = slot, reason = reason.label(), lateness_seconds, "run skipped");
+            tracing::debug!(job = %job.name, scheduled = slot, reason = reason.as_str(), lateness_seconds, "run skipped");
         }
         self.send(DispatchEvent::Skipped {
             job: job.name.clone(),
@@ -510,7 +409,7 @@ mod tests {
         let expected = DispatchEvent::Skipped {
             job: "j".to_owned(),
             scheduled,
-            reason: Skip::Suspended,
+            reason: SkipReason::Suspended,
             leader: false,
         };
         assert_eq!(events.recv().await, Some(expected));

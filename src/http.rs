@@ -26,12 +26,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::JobSet;
-use crate::dispatch::DispatchEvent;
-use crate::election::ElectionEvent;
+use crate::event::{
+    hash_hex, ConfigReload, DispatchEvent, ElectionEvent, Failure, Outcome, RunEvent, RunReport,
+};
 use crate::metrics::{self, Metrics};
-use crate::observe::{ConfigReload, Observer};
+use crate::observe::Observer;
 use crate::run_state::{JobRecord, Ledger};
-use crate::runner::{Failure, Outcome, RunEvent, RunReport};
 use crate::stall::{Stall, StallWatch};
 use crate::term::{Leadership, Term};
 
@@ -378,7 +378,7 @@ impl Observer for StatusBoard {
             ConfigReload::Applied { origin, hash, .. } => {
                 *config = ConfigStatus {
                     source: Some(origin.clone()),
-                    hash: Some(crate::observe::hash_hex(*hash)),
+                    hash: Some(hash_hex(*hash)),
                     loaded_at: Some(Utc::now()),
                     last_error: None,
                     last_error_at: None,
@@ -433,7 +433,7 @@ impl LastRun {
         };
         LastRun {
             scheduled: report.scheduled,
-            outcome: report.outcome.label().to_owned(),
+            outcome: report.outcome.as_str().to_owned(),
             exit_code,
             signal,
             error,
@@ -696,7 +696,7 @@ mod tests {
             (Outcome::Cancelled, None, None, None),
         ];
         for (outcome, exit_code, signal, error) in cases {
-            let label = outcome.label();
+            let label = outcome.as_str();
             let mut report = report("a", 2, outcome);
             report.fencing_token = 7;
             report.leftover_processes_killed = 3;

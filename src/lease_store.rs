@@ -77,6 +77,9 @@ pub enum Verb {
 }
 
 impl Verb {
+    /// Every verb: the `verb` label values of `leasecron_lease_request_duration_seconds`.
+    pub const ALL: [Verb; 4] = [Verb::Get, Verb::Create, Verb::Update, Verb::Watch];
+
     /// The verb as a metrics label (and the Kubernetes RBAC verb): `get`, `create`, `update`, `watch`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -33,7 +33,7 @@
 //!   ([`run_state::catch_up`]).
 //! - [`runner`] executes a run: its own process group, environment, output into the log, timeout and
 //!   cancellation escalation (SIGTERM, then SIGKILL after the grace), concurrency policy and retries. Every
-//!   run ends with exactly one [`runner::Outcome`].
+//!   run ends with exactly one [`event::Outcome`].
 //! - [`supervisor`] is the small process `run` starts first (`leasecron supervise`): it spawns every run's
 //!   process on request, is their subreaper, and ends every descendant when leasecron dies, SIGKILL
 //!   included. The runner reaches it through [`runner::Launcher`].
@@ -81,6 +81,7 @@ pub mod cmd;
 pub mod config;
 pub mod dispatch;
 pub mod election;
+pub mod event;
 pub mod http;
 pub mod kubernetes;
 pub mod lease_store;

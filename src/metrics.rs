@@ -19,29 +19,15 @@ use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::config::JobSet;
-use crate::dispatch::{DispatchEvent, Skip};
-use crate::election::ElectionEvent;
-use crate::observe::{ConfigReload, Observer};
-use crate::runner::{Outcome, RunEvent};
+use crate::event::{
+    hash_hex, ConfigReload, DispatchEvent, ElectionEvent, LossReason, Outcome, RunEvent, SkipReason,
+};
+use crate::lease_store::Verb;
+use crate::observe::Observer;
 
 /// The content type of [`Metrics::encode`]'s output (Prometheus text exposition format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
-/// Every `outcome` label value of `leasecron_job_runs_total`.
-pub const OUTCOMES: [&str; 4] = ["succeeded", "failed", "timed_out", "cancelled"];
-/// Every `reason` label value of `leasecron_job_skipped_total`.
-pub const SKIP_REASONS: [&str; 6] = [
-    "overlap",
-    "not_leader",
-    "missed_deadline",
-    "suspended",
-    "already_started",
-    "state_unavailable",
-];
-/// Every `reason` label value of `leasecron_leadership_lost_total`.
-pub const LOSS_REASONS: [&str; 4] = ["renew_deadline", "lease_taken", "shutdown", "store_error"];
-/// Every `verb` label value of `leasecron_lease_request_duration_seconds`.
-pub const VERBS: [&str; 4] = ["get", "create", "update", "watch"];
 /// Every `result` label value of `leasecron_config_reloads_total`.
 pub const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
 
@@ -178,11 +164,11 @@ impl Metrics {
 
     /// Creates the series of every fixed label value at 0, so rates and alerts see them from the start.
     fn init_unlabelled_series(&self) {
-        for reason in LOSS_REASONS {
-            self.lost.with_label_values(&[reason]);
+        for reason in LossReason::ALL {
+            self.lost.with_label_values(&[reason.as_str()]);
         }
-        for verb in VERBS {
-            self.request_duration.with_label_values(&[verb]);
+        for verb in Verb::ALL {
+            self.request_duration.with_label_values(&[verb.as_str()]);
         }
         for result in RELOAD_RESULTS {
             self.config_reloads.with_label_values(&[result]);
@@ -211,11 +197,11 @@ impl Metrics {
     }
 
     fn create_job_series(&self, job: &str) {
-        for outcome in OUTCOMES {
+        for outcome in Outcome::LABELS {
             self.runs.with_label_values(&[job, outcome]);
         }
-        for reason in SKIP_REASONS {
-            self.skipped.with_label_values(&[job, reason]);
+        for reason in SkipReason::ALL {
+            self.skipped.with_label_values(&[job, reason.as_str()]);
         }
         self.running.with_label_values(&[job]);
         self.duration.with_label_values(&[job]);
@@ -224,11 +210,11 @@ impl Metrics {
 
     fn remove_job_series(&self, job: &str) {
         // Err only means the series did not exist (never created, e.g. no success yet): nothing to delete.
-        for outcome in OUTCOMES {
+        for outcome in Outcome::LABELS {
             let _ = self.runs.remove_label_values(&[job, outcome]);
         }
-        for reason in SKIP_REASONS {
-            let _ = self.skipped.remove_label_values(&[job, reason]);
+        for reason in SkipReason::ALL {
+            let _ = self.skipped.remove_label_values(&[job, reason.as_str()]);
         }
         let _ = self.running.remove_label_values(&[job]);
         let _ = self.duration.remove_label_values(&[job]);
@@ -256,7 +242,7 @@ impl Metrics {
                     self.start_delay.observe(report.start_delay.as_secs_f64());
                 }
                 self.runs
-                    .with_label_values(&[job, report.outcome.label()])
+                    .with_label_values(&[job, report.outcome.as_str()])
                     .inc();
                 self.duration
                     .with_label_values(&[job])
@@ -273,7 +259,7 @@ impl Metrics {
                 }
             }
             RunEvent::Skipped { job, reason, .. } => {
-                self.count_skip(&known, job, reason.label(), 1);
+                self.count_skip(&known, job, *reason, 1);
             }
             _ => {}
         }
@@ -304,20 +290,22 @@ impl Metrics {
         }
     }
 
-    /// Counts a fire of `job` that started nothing; `reason` must be one of [`SKIP_REASONS`].
-    pub fn skipped(&self, job: &str, reason: &str) {
+    /// Counts a fire of `job` that started nothing.
+    pub fn skipped(&self, job: &str, reason: SkipReason) {
         self.skipped_many(job, reason, 1);
     }
 
     /// Counts `count` fires of `job` that started nothing (slots missed while no replica led).
-    pub fn skipped_many(&self, job: &str, reason: &str, count: u64) {
+    pub fn skipped_many(&self, job: &str, reason: SkipReason, count: u64) {
         let known = self.lock_jobs();
         self.count_skip(&known, job, reason, count);
     }
 
-    fn count_skip(&self, known: &BTreeSet<String>, job: &str, reason: &str, count: u64) {
-        if known.contains(job) && SKIP_REASONS.contains(&reason) {
-            self.skipped.with_label_values(&[job, reason]).inc_by(count);
+    fn count_skip(&self, known: &BTreeSet<String>, job: &str, reason: SkipReason, count: u64) {
+        if known.contains(job) {
+            self.skipped
+                .with_label_values(&[job, reason.as_str()])
+                .inc_by(count);
         }
     }
 
@@ -353,7 +341,7 @@ impl Metrics {
                 let _consistent = self.lock_jobs();
                 self.config_info.reset();
                 self.config_info
-                    .with_label_values(&[&crate::observe::hash_hex(*hash)])
+                    .with_label_values(&[&hash_hex(*hash)])
                     .set(1);
             }
             ConfigReload::Failed { .. } => {
@@ -399,13 +387,13 @@ impl Observer for Metrics {
                 reason,
                 leader: true,
                 ..
-            } => self.skipped(job, reason.label()),
+            } => self.skipped(job, *reason),
             DispatchEvent::Skipped { .. } => {}
             DispatchEvent::NextRun { job, at } => self.next_run(job, *at),
             DispatchEvent::JobsApplied { jobs, .. } => self.set_jobs(jobs),
             // Sent by a leader only, when its term began.
             DispatchEvent::MissedSlots { job, count, .. } => {
-                self.skipped_many(job, Skip::MissedDeadline.label(), *count)
+                self.skipped_many(job, SkipReason::MissedDeadline, *count)
             }
         }
     }

@@ -1,4 +1,5 @@
 //! The fan-out of what happens in the process to whoever watches it: metrics, `/status`, Kubernetes Events.
+//! What happens is [`crate::event`]'s vocabulary; this module only delivers it.
 //!
 //! The runner, the elector and the dispatcher each report on their own unbounded channel (they must never
 //! block on a slow watcher). [`Observers::run`] is the one task reading all three; it hands every event,
@@ -9,9 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
-use crate::dispatch::DispatchEvent;
-use crate::election::ElectionEvent;
-use crate::runner::RunEvent;
+use crate::event::{ConfigReload, DispatchEvent, ElectionEvent, RunEvent};
 
 /// Something that watches the process's events. Calls come from one task; keep them quick (no I/O waits:
 /// hand slow work to a task of your own).
@@ -28,34 +27,6 @@ pub trait Observer: Send + Sync {
     fn on_config_reload(&self, reload: &ConfigReload) {
         let _ = reload;
     }
-}
-
-/// What became of one version of the jobs text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigReload {
-    /// The version is valid and now in force.
-    Applied {
-        /// Where it came from: a path, or `configmap/NAMESPACE/NAME/KEY`.
-        origin: String,
-        /// [`crate::reload::content_hash`] of the text.
-        hash: u64,
-        /// How many jobs it holds.
-        jobs: usize,
-        /// True for the load at start (not a reload: not counted in `leasecron_config_reloads_total`).
-        initial: bool,
-    },
-    /// The version is unreadable or invalid; the jobs in force stay.
-    Failed {
-        /// Where it came from.
-        origin: String,
-        /// Every problem, one `FILE:LINE:COL: message` per line.
-        message: String,
-    },
-}
-
-/// A jobs text's hash as `/status` (`config.hash`) and `leasecron_config_info{hash}` show it: 16 hex digits.
-pub fn hash_hex(hash: u64) -> String {
-    format!("{hash:016x}")
 }
 
 /// The senders to hand to the runner, the elector and the dispatcher.

@@ -24,7 +24,8 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, JobSet, LoadOptions};
-use crate::observe::{ConfigReload, Observers};
+use crate::event::ConfigReload;
+use crate::observe::Observers;
 
 /// One version of the jobs text, as a source last read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,8 +212,8 @@ mod tests {
     struct Recorder(Mutex<Vec<ConfigReload>>);
 
     impl Observer for Recorder {
-        fn on_run(&self, _: &crate::runner::RunEvent) {}
-        fn on_election(&self, _: &crate::election::ElectionEvent) {}
+        fn on_run(&self, _: &crate::event::RunEvent) {}
+        fn on_election(&self, _: &crate::event::ElectionEvent) {}
         fn on_config_reload(&self, reload: &ConfigReload) {
             self.0.lock().expect("not poisoned").push(reload.clone());
         }

@@ -578,12 +578,12 @@ impl Pruner {
 }
 
 impl crate::observe::Observer for Pruner {
-    fn on_run(&self, _: &crate::runner::RunEvent) {}
+    fn on_run(&self, _: &crate::event::RunEvent) {}
 
-    fn on_election(&self, _: &crate::election::ElectionEvent) {}
+    fn on_election(&self, _: &crate::event::ElectionEvent) {}
 
-    fn on_dispatch(&self, event: &crate::dispatch::DispatchEvent) {
-        let crate::dispatch::DispatchEvent::JobsApplied { jobs, diff } = event else {
+    fn on_dispatch(&self, event: &crate::event::DispatchEvent) {
+        let crate::event::DispatchEvent::JobsApplied { jobs, diff } = event else {
             return;
         };
         if diff.removed.is_empty() {
@@ -750,7 +750,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reload_that_removes_jobs_prunes_them_while_leading_only() {
-        use crate::dispatch::{DispatchEvent, JobsDiff};
+        use crate::event::{DispatchEvent, JobsDiff};
         use crate::observe::Observer;
         use crate::term::{Leadership, Term};
         let dir = tempfile::tempdir().expect("tempdir");

@@ -9,15 +9,14 @@
 //! Layout: `command` builds the process (environment, process group, parent-death signal), `launch` starts
 //! it through the run supervisor ([`crate::supervisor`]) or, embedded, through `spawner`, which forks it
 //! on a thread of its own, `attempt` supervises one process to its end, `output` streams its pipes into
-//! `tracing`, `group` remembers the live process groups for [`Runner::kill_all`], `report` holds the
-//! public result types.
+//! `tracing`, `group` remembers the live process groups for [`Runner::kill_all`]. What a run reports (its
+//! [`RunReport`], [`RunEvent`]s, skips) is [`crate::event`]'s vocabulary.
 
 mod attempt;
 mod command;
 mod group;
 mod launch;
 mod output;
-mod report;
 mod spawner;
 
 use std::collections::HashMap;
@@ -33,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::{ConcurrencyPolicy, Job, MAX_RETRY_BACKOFF};
+use crate::event::{Outcome, RunEvent, RunReport, SkipReason};
 use crate::logging::rfc3339;
 use crate::run_state::{Claim, Completion, Ledger};
 use crate::term::Term;
@@ -40,7 +40,6 @@ use crate::term::Term;
 pub use attempt::OUTPUT_DRAIN_TIMEOUT;
 pub use launch::Launcher;
 pub use output::MAX_LINE_BYTES;
-pub use report::{Failure, Outcome, RunEvent, RunReport, SkipReason};
 pub use spawner::{raise_open_file_limit, OpenFileLimit};
 
 pub(crate) use command::die_with_parent;
@@ -290,7 +289,7 @@ impl Runner {
         tracing::info!(
             job,
             scheduled = rfc3339(&scheduled),
-            reason = reason.label(),
+            reason = reason.as_str(),
             "run skipped"
         );
         self.send(RunEvent::Skipped {
@@ -457,7 +456,7 @@ impl Run {
         }
         let completion = Completion {
             slot: self.scheduled,
-            outcome: outcome.label().to_owned(),
+            outcome: outcome.as_str().to_owned(),
             finished_at: self.runner.clock.now(),
         };
         if let Err(error) = ledger
@@ -546,7 +545,7 @@ impl Run {
             duration,
             ..
         } = &report;
-        let label = outcome.label();
+        let label = outcome.as_str();
         let (run_id, fencing_token) = (self.slot.id, self.term.fencing_token().0);
         let (duration_seconds, scheduled) = (duration.as_secs_f64(), rfc3339(scheduled));
         // `attempt` (the last one) matches the other lines of the run; `attempts` is the count.

@@ -22,9 +22,8 @@ use prometheus::IntGauge;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::election::ElectionEvent;
+use crate::event::{ElectionEvent, RunEvent, SkipReason};
 use crate::observe::Observer;
-use crate::runner::{RunEvent, SkipReason};
 use crate::term::Leadership;
 
 /// The name of the gauge.
@@ -98,7 +97,7 @@ impl StallWatch {
         (duration > self.lease_duration).then(|| Stall {
             duration,
             skipped: streak.skipped,
-            reason: streak.reason.map_or("not_leader", |r| r.label()),
+            reason: streak.reason.map_or("not_leader", |r| r.as_str()),
         })
     }
 

@@ -11,7 +11,7 @@ use fixtures::{live_term, runner, shell_job, slot, Events, TEST_TIMEOUT};
 use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, LoadOptions};
 use leasecron::dispatch::Dispatcher;
-use leasecron::runner::{Outcome, RunEvent};
+use leasecron::event::{Outcome, RunEvent};
 use leasecron::term::{FencingToken, Leadership, Term};
 use tokio::sync::watch;
 use tokio::time::Instant;

@@ -14,7 +14,8 @@ use faults::{
     RD, RP,
 };
 use leasecron::clock::PausedClock;
-use leasecron::election::{Config, ElectionEvent, Elector, LossReason};
+use leasecron::election::{Config, Elector};
+use leasecron::event::{ElectionEvent, LossReason};
 use leasecron::lease_store::LeaseStore;
 use leasecron::local::lease::FileStore;
 use leasecron::term::{FencingToken, Leadership};

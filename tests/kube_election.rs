@@ -17,7 +17,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube_electors::{
     config, wait_any_leader, Garble, GarblingProxy, KubeElector, LD, LEASE, PATIENCE, RD, RP,
 };
-use leasecron::election::{ElectionEvent, LossReason};
+use leasecron::event::{ElectionEvent, LossReason};
 use leasecron::term::Leadership;
 use tokio::time::Instant;
 

@@ -11,9 +11,8 @@ use chrono::{DateTime, Utc};
 use fake_apiserver::{FakeApiServer, Fault, RequestRecord, Resource, Verb, Which};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
-use leasecron::election::{ElectionEvent, LossReason};
+use leasecron::event::{ElectionEvent, Failure, LossReason, Outcome, RunEvent, RunReport};
 use leasecron::kubernetes::events::{EventSink, Limits, API_TIMEOUT, QUEUE_CAPACITY};
-use leasecron::runner::{Failure, Outcome, RunEvent, RunReport};
 use leasecron::term::FencingToken;
 
 /// The Lease the Events are about.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leasecron::config::{ConcurrencyPolicy, Program};
-use leasecron::runner::{Failure, Outcome, RunEvent, SkipReason, Start, MAX_LINE_BYTES};
+use leasecron::event::{Failure, Outcome, RunEvent, SkipReason};
+use leasecron::runner::{Start, MAX_LINE_BYTES};
 use leasecron::term::{FencingToken, Term};
 use tokio::time::Instant;
 
@@ -17,7 +18,7 @@ use runner_fixtures::*;
 const WAIT_FOR_GO: &str = "while [ ! -e go ]; do sleep 0.02; done";
 
 /// Runs one job to its end on a fresh runner and live term; returns its report.
-async fn run_once(job: leasecron::config::Job) -> leasecron::runner::RunReport {
+async fn run_once(job: leasecron::config::Job) -> leasecron::event::RunReport {
     let (runner, mut events) = runner();
     let term = live_term();
     let start = runner.start(Arc::new(job), slot(0), term.term());

@@ -246,7 +246,7 @@ pub async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
 pub fn bench_runner(
     supervised: bool,
     clock: leasecron::clock::SharedClock,
-    runs: tokio::sync::mpsc::UnboundedSender<leasecron::runner::RunEvent>,
+    runs: tokio::sync::mpsc::UnboundedSender<leasecron::event::RunEvent>,
     ledger: Option<Arc<Ledger>>,
 ) -> (
     Arc<leasecron::runner::Runner>,

@@ -9,10 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Error, Startup};
 use crate::config::{self, JobSet, LoadOptions};
+use crate::event::ConfigReload;
 use crate::kubernetes::jobs_configmap::{self, ConfigMapRef};
 use crate::kubernetes::run_state as kube_state;
 use crate::local::jobs_file;
-use crate::observe::{ConfigReload, Observers};
+use crate::observe::Observers;
 use crate::reload::{self, Reloader, Snapshot};
 
 /// Where `run` reads the jobs from.

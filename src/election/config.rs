@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::Error;
+use crate::config::LoadOptions;
 
 /// Default `--lease-duration`.
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -68,6 +69,13 @@ impl Config {
             .saturating_sub(self.renew_deadline)
     }
 
+    /// The jobs-file bound these timings imply: a `terminationGrace` of at most [`Config::grace_bound`].
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            max_termination_grace: self.grace_bound(),
+        }
+    }
+
     /// Checks the rules that make two overlapping terms impossible: a non-empty identity, durations
     /// greater than zero, RD ≥ 1.2 × RP, and RD + G ≤ LD − margin.
     pub fn validate(&self) -> Result<(), Error> {
@@ -127,6 +135,31 @@ mod tests {
         let config = Config::with_identity("a").with_max_termination_grace(Duration::from_secs(3));
         assert_eq!(config.validate().map_err(|e| e.to_string()), Ok(()));
         assert_eq!(config.margin(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn the_default_grace_bound_follows_the_default_lease_timings() {
+        assert_eq!(
+            Config::with_identity("default").load_options(),
+            LoadOptions::default()
+        );
+        assert_eq!(
+            LoadOptions::default().max_termination_grace,
+            Duration::from_millis(3500)
+        );
+        let timings = |ld, rd| Config {
+            lease_duration: Duration::from_secs(ld),
+            renew_deadline: Duration::from_secs(rd),
+            ..Config::with_identity("test")
+        };
+        assert_eq!(
+            timings(60, 40).load_options().max_termination_grace,
+            Duration::from_secs(14)
+        );
+        assert_eq!(
+            timings(5, 5).load_options().max_termination_grace,
+            Duration::ZERO
+        );
     }
 
     #[test]

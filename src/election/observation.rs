@@ -147,7 +147,7 @@ impl Observation {
 
 impl Takeover {
     /// The cause as a log field: `no_holder`, `released`, `expired` or `deleted`.
-    pub(super) fn label(&self) -> &'static str {
+    pub(super) fn as_str(&self) -> &'static str {
         match self {
             Takeover::NoHolder => "no_holder",
             Takeover::Released { .. } => "released",
@@ -300,7 +300,10 @@ mod tests {
             expired.to_string(),
             "acquired from r1: expired after 15.0 s"
         );
-        assert_eq!((expired.label(), expired.holder()), ("expired", Some("r1")));
+        assert_eq!(
+            (expired.as_str(), expired.holder()),
+            ("expired", Some("r1"))
+        );
 
         // Renewed (a new version), then released: the holder is remembered across versions.
         let (renewed, _) = held.then(Some(versioned(Some("r1"), "8")), Instant::now());
@@ -310,7 +313,7 @@ mod tests {
             "acquired from r1: released"
         );
         let (gone, _) = released.then(None, Instant::now());
-        assert_eq!(gone.takeover(Instant::now()).label(), "deleted");
+        assert_eq!(gone.takeover(Instant::now()).as_str(), "deleted");
 
         let held = Observation::first(Some(versioned(Some("r2"), "3")), Instant::now());
         let (vanished, _) = held.then(None, Instant::now());

@@ -38,10 +38,11 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::dispatch::{DispatchEvent, Skip};
-use crate::election::{ElectionEvent, LossReason};
-use crate::observe::{ConfigReload, Observer};
-use crate::runner::{Outcome, RunEvent, RunReport};
+use crate::event::{
+    ConfigReload, DispatchEvent, ElectionEvent, LossReason, Outcome, RunEvent, RunReport,
+    SkipReason,
+};
+use crate::observe::Observer;
 
 /// The `reportingController` of every Event.
 pub const REPORTING_CONTROLLER: &str = "leasecron";
@@ -803,7 +804,7 @@ impl Observer for EventSink {
             DispatchEvent::Skipped {
                 job,
                 scheduled,
-                reason: Skip::MissedDeadline,
+                reason: SkipReason::MissedDeadline,
                 leader: true,
             } => self.on_missed(job, *scheduled),
             DispatchEvent::MissedSlots {
@@ -840,7 +841,7 @@ mod tests {
             MAX_REPORTING_INSTANCE
         );
     }
-    use crate::runner::Failure;
+    use crate::event::Failure;
     use crate::term::FencingToken;
 
     fn draft(reason: &'static str, job: &str, note: &str) -> Draft {

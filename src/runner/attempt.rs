@@ -20,10 +20,10 @@ use super::command::{self, RunEnv};
 use super::group::{signal_group, ProcessGroups};
 use super::launch::{self, Launcher, Process};
 use super::output::{OutputContext, Pumps};
-use super::report::{Failure, Outcome};
 use super::spawner::{Gate, Refused};
 use crate::clock::SharedClock;
 use crate::config::Job;
+use crate::event::{Failure, Outcome};
 use crate::reaper;
 
 /// How long the pipes may stay open after the process group is gone. Only a process that left the group

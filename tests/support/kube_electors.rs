@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use leasecron::clock::SystemClock;
-use leasecron::election::{Config, ElectionEvent, Elector};
+use leasecron::election::{Config, Elector};
+use leasecron::event::ElectionEvent;
 use leasecron::kubernetes::lease::KubeStore;
 use leasecron::kubernetes::lease::Params;
 use leasecron::term::Leadership;

@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
+use crate::event::Outcome;
 use crate::run_state::{Completion, JobRecord, SlotStart, StateRecord, FORMAT};
 
 /// The most a ConfigMap may hold: the sum of the lengths of its `data` and `binaryData` values.
@@ -51,8 +52,9 @@ pub const ESSENTIAL_JOB_BOUND: usize = 2 + 1 + 1 + 10 + 1 + 10 + 1 + 10 + 1 + 1 
 /// The longest header and closing of an essentials-only record: `{"format":2,"fencingToken":T,"jobs":{}}`.
 pub const HEADER_BOUND: usize = 64;
 
-/// The outcome labels, by code.
-const OUTCOMES: [&str; 4] = ["succeeded", "failed", "timed_out", "cancelled"];
+/// The outcome labels, by code (an outcome's code is its index): 0 succeeded, 1 failed, 2 timed out, 3
+/// cancelled.
+const OUTCOMES: [&str; 4] = Outcome::LABELS;
 /// How many entry fields are the essentials.
 const ESSENTIAL_FIELDS: usize = 4;
 
@@ -542,5 +544,11 @@ mod tests {
         // Format 3 goes through format 1's reader, whose format check makes the ledger rebuild it.
         let other = decode(r#"{"format":3,"fencingToken":1,"jobs":{}}"#).expect("reads");
         assert_eq!(other.format, 3);
+    }
+
+    #[test]
+    fn outcome_codes_are_fixed_by_the_format() {
+        // Records already written carry these codes: the list they come from may grow, never reorder.
+        assert_eq!(OUTCOMES, ["succeeded", "failed", "timed_out", "cancelled"]);
     }
 }
