@@ -89,6 +89,7 @@ pub mod local;
 pub mod logging;
 pub mod metrics;
 pub mod observe;
+pub(crate) mod process;
 pub mod reaper;
 pub mod reload;
 pub mod run_state;

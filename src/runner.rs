@@ -42,9 +42,6 @@ pub use launch::Launcher;
 pub use output::MAX_LINE_BYTES;
 pub use spawner::{raise_open_file_limit, OpenFileLimit};
 
-pub(crate) use command::die_with_parent;
-pub(crate) use group::signal_group;
-
 use attempt::{Attempt, AttemptSpec};
 use command::RunEnv;
 use group::ProcessGroups;

@@ -512,7 +512,7 @@ fn libc_eio() -> i32 {
 }
 
 fn kill_unwanted(pid: i32) {
-    crate::runner::signal_group(pid, Signal::SIGKILL);
+    crate::process::signal_group(pid, Signal::SIGKILL);
 }
 
 /// Clears `FD_CLOEXEC` on `fd` in the child only, so the supervisor inherits its end of the socket and

@@ -17,13 +17,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{self, RunEnv};
-use super::group::{signal_group, ProcessGroups};
+use super::group::ProcessGroups;
 use super::launch::{self, Launcher, Process};
 use super::output::{OutputContext, Pumps};
 use super::spawner::{Gate, Refused};
 use crate::clock::SharedClock;
 use crate::config::Job;
 use crate::event::{Failure, Outcome};
+use crate::process::signal_group;
 use crate::reaper;
 
 /// How long the pipes may stay open after the process group is gone. Only a process that left the group

@@ -6,18 +6,13 @@
 //! exits, not the process; blocking-pool threads are retired after a short idle time and would take their
 //! children with them.
 
-use std::io;
 use std::process::Stdio;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use nix::errno::Errno;
-use nix::sys::prctl;
-use nix::sys::resource::{setrlimit, Resource};
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
-use nix::unistd::{getppid, Pid};
 use tokio::process::Command;
 
 use crate::config::{Job, Program};
+use crate::process::die_with_parent;
 use crate::term::FencingToken;
 
 use super::Error;
@@ -116,34 +111,6 @@ pub(crate) fn leasecron_env(job: &str, run: &RunEnv<'_>) -> [(&'static str, Stri
 /// RFC 3339 in UTC with a `Z`, in seconds unless the slot has a fraction (then as many digits as needed).
 pub(crate) fn format_scheduled(scheduled: DateTime<Utc>) -> String {
     scheduled.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// Makes the child die with SIGKILL when its parent goes away, so no run's process outlives the process
-/// that started it; gives it an empty signal mask (the run supervisor blocks the signals it reads from a
-/// signalfd, and a mask survives `exec`); and gives it `open_files` (soft, hard) as its open file limits if
-/// set (leasecron raises its own, see `spawner`). Used by the runner and by the run supervisor.
-#[allow(unsafe_code)]
-pub(crate) fn die_with_parent(command: &mut std::process::Command, open_files: Option<(u64, u64)>) {
-    let parent = Pid::this();
-    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe calls are
-    // allowed. It makes at most four system calls (prctl(2), getppid(2), sigprocmask(2), setrlimit(2)),
-    // all async-signal-safe; it allocates nothing
-    // and takes no lock; the error it may return is built from a raw errno, without allocation.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(command, move || {
-            prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
-            // If the parent died before prctl took effect, the signal will never come: give up instead.
-            if getppid() != parent {
-                return Err(io::Error::from(Errno::ESRCH));
-            }
-            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-                .map_err(io::Error::from)?;
-            if let Some((soft, hard)) = open_files {
-                setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(io::Error::from)?;
-            }
-            Ok(())
-        });
-    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
+
+use crate::process::signal_group;
 
 /// The live process groups of one runner.
 #[derive(Debug, Default)]
@@ -58,17 +58,5 @@ impl ProcessGroups {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // The set stays consistent even if a holder panicked: every update is a single insert or remove.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Sends `signal` to process group `pgid`. A group that no longer exists is not an error.
-pub(crate) fn signal_group(pgid: i32, signal: Signal) {
-    // killpg(0) would signal our own group and killpg(1) init's; neither is ever a job's group.
-    if pgid <= 1 {
-        return;
-    }
-    match killpg(Pid::from_raw(pgid), signal) {
-        Ok(()) | Err(Errno::ESRCH) => {}
-        Err(error) => tracing::warn!(pgid, %signal, %error, "signalling a process group failed"),
     }
 }

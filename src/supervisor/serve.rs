@@ -35,8 +35,8 @@ use tracing::Level;
 
 use super::protocol::{self, Reply, Request, MAX_MESSAGE_BYTES};
 use super::{monotonic_now_ns, LogFormat};
+use crate::process::die_with_parent;
 use crate::reaper;
-use crate::runner::die_with_parent;
 
 /// The signals read from the signalfd instead of acting.
 const HANDLED: [Signal; 8] = [

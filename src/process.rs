@@ -1,0 +1,51 @@
+//! What leasecron does to the processes it starts, wherever it starts them (the runner in-process, or the
+//! run supervisor): the set-up a child gets before `exec` so that it never outlives its starter, and the
+//! signalling of a run's process group. A leaf: the runner and the supervisor both build on it.
+
+use std::io;
+
+use nix::errno::Errno;
+use nix::sys::prctl;
+use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::{killpg, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::unistd::{getppid, Pid};
+
+/// Makes the child die with SIGKILL when its parent goes away, so no run's process outlives the process
+/// that started it; gives it an empty signal mask (the run supervisor blocks the signals it reads from a
+/// signalfd, and a mask survives `exec`); and gives it `open_files` (soft, hard) as its open file limits if
+/// set (leasecron raises its own, see `spawner`). Used by the runner and by the run supervisor.
+#[allow(unsafe_code)]
+pub(crate) fn die_with_parent(command: &mut std::process::Command, open_files: Option<(u64, u64)>) {
+    let parent = Pid::this();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe calls are
+    // allowed. It makes at most four system calls (prctl(2), getppid(2), sigprocmask(2), setrlimit(2)),
+    // all async-signal-safe; it allocates nothing
+    // and takes no lock; the error it may return is built from a raw errno, without allocation.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, move || {
+            prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            // If the parent died before prctl took effect, the signal will never come: give up instead.
+            if getppid() != parent {
+                return Err(io::Error::from(Errno::ESRCH));
+            }
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .map_err(io::Error::from)?;
+            if let Some((soft, hard)) = open_files {
+                setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends `signal` to process group `pgid`. A group that no longer exists is not an error.
+pub(crate) fn signal_group(pgid: i32, signal: Signal) {
+    // killpg(0) would signal our own group and killpg(1) init's; neither is ever a job's group.
+    if pgid <= 1 {
+        return;
+    }
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(error) => tracing::warn!(pgid, %signal, %error, "signalling a process group failed"),
+    }
+}
