@@ -39,6 +39,7 @@ use crate::kubernetes::events::EventSink;
 use crate::kubernetes::jobs_configmap::{self, ConfigMapRef};
 use crate::kubernetes::lease::{self as kube_store, KubeStore};
 use crate::kubernetes::run_state::{self as kube_state, KubeState};
+use crate::kubernetes::{self, names};
 use crate::lease_store::{self, LeaseStore};
 use crate::local::jobs_file;
 use crate::local::lease::FileStore;
@@ -579,7 +580,7 @@ async fn open(opts: &RunOptions, load: LoadOptions) -> Result<Opened, Error> {
                 Ok(jobs) => PendingJobs::Loaded(jobs),
                 Err(value) => {
                     // A local lease with the jobs in a cluster: the namespace as for a Lease.
-                    let config = kube_store::infer_config().await?;
+                    let config = kubernetes::infer_config().await?;
                     let namespace = resolve_namespace(opts.lease_namespace.clone(), &config)?;
                     PendingJobs::configmap(value, &config, namespace)?
                 }
@@ -716,7 +717,7 @@ impl PendingJobs {
             target: ConfigMapRef::parse(value, namespace)?,
             // kube's retry layer off (every request is bounded by its params), no read timeout (a watch
             // is quiet for minutes).
-            client: kube_store::client(config.clone(), None)?,
+            client: kubernetes::client(config.clone(), None)?,
         })
     }
 
@@ -1066,7 +1067,7 @@ fn state_capacity(set: &JobSet) -> Result<(), kube_state::CapacityError> {
 /// The Kubernetes Lease store, opened without a request: valid names and a usable client configuration.
 /// Returns the client configuration too, for the ConfigMaps. [`Opened::connect`] makes the requests.
 async fn open_kube_store(opts: &RunOptions) -> Result<(KubeStore, kube::Config), Error> {
-    kube_store::check_lease_name(&opts.lease_name).map_err(|why| Error::InvalidName {
+    names::check_object_name(&opts.lease_name).map_err(|why| Error::InvalidName {
         flag: "--lease-name",
         value: opts.lease_name.clone(),
         why,
@@ -1075,7 +1076,7 @@ async fn open_kube_store(opts: &RunOptions) -> Result<(KubeStore, kube::Config),
     if let Some((flag, namespace)) = namespace_from_flag_or_env(opts.lease_namespace.clone()) {
         check_namespace(flag, &namespace)?;
     }
-    let config = kube_store::infer_config().await?;
+    let config = kubernetes::infer_config().await?;
     let namespace = resolve_namespace(opts.lease_namespace.clone(), &config)?;
     let params = kube_store::Params::new(namespace, &opts.lease_name, opts.timings.retry_period);
     let store = KubeStore::new(config.clone(), params)?;
@@ -1111,7 +1112,7 @@ fn namespace_from_flag_or_env(flag: Option<String>) -> Option<(&'static str, Str
 }
 
 fn check_namespace(flag: &'static str, namespace: &str) -> Result<(), Error> {
-    kube_store::check_namespace(namespace).map_err(|why| Error::InvalidName {
+    names::check_namespace(namespace).map_err(|why| Error::InvalidName {
         flag,
         value: namespace.to_owned(),
         why,
@@ -1439,12 +1440,12 @@ pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
             Backend::File(state)
         }
         StateSource::Kube { name, namespace } => {
-            kube_store::check_lease_name(&name).map_err(|why| Error::InvalidName {
+            names::check_object_name(&name).map_err(|why| Error::InvalidName {
                 flag: "--lease-name",
                 value: name.clone(),
                 why,
             })?;
-            let config = kube_store::infer_config().await?;
+            let config = kubernetes::infer_config().await?;
             let namespace = resolve_namespace(namespace, &config)?;
             Backend::Kube(KubeState::new(
                 config,
