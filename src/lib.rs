@@ -86,6 +86,7 @@ pub mod local;
 pub mod logging;
 pub mod metrics;
 pub mod observe;
+mod rate_limit;
 pub mod reaper;
 pub mod reload;
 pub mod run_state;
