@@ -117,6 +117,25 @@ impl Error {
     }
 }
 
+#[cfg(test)]
+impl Error {
+    /// An error status, for the tests of how each resource names a failure.
+    pub(crate) fn status(code: u16, reason: &str, message: &str) -> Error {
+        Error::Status {
+            code,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
+    /// An unreadable answer, for the same tests.
+    pub(crate) fn malformed() -> Error {
+        Error::Malformed {
+            detail: "expected value at line 1 column 2".to_owned(),
+        }
+    }
+}
+
 /// True for an API status that retrying later may change: 408, 429, every 5xx, or none. Shared by every
 /// client of the API server (the Lease, the jobs ConfigMap, the run state).
 pub(crate) fn is_transient_status(code: u16) -> bool {

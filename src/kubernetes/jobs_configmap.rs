@@ -849,25 +849,15 @@ mod tests {
     #[tokio::test]
     async fn server_errors_are_transient_and_client_errors_are_not() {
         let source = shared_source();
-        let api = |code: u16| {
-            let status = kube::core::Status::failure("x", "y").with_code(code);
-            source.failure(
-                "get",
-                kubernetes::Error::of(kube::Error::Api(status.boxed())),
-            )
-        };
+        let api = |code: u16| source.failure("get", kubernetes::Error::status(code, "y", "x"));
         for code in [500, 503, 504, 429, 408] {
             assert!(api(code).is_transient(), "{code}");
         }
         for code in [400, 401, 403, 422] {
             assert!(!api(code).is_transient(), "{code}");
         }
-        let garbage = serde_json::from_str::<ConfigMap>("{not json").expect_err("garbage");
         assert!(source
-            .failure(
-                "watch",
-                kubernetes::Error::of(kube::Error::SerdeError(garbage))
-            )
+            .failure("watch", kubernetes::Error::malformed())
             .is_transient());
     }
 
@@ -888,17 +878,12 @@ mod tests {
     #[tokio::test]
     async fn a_forbidden_answer_names_the_verb_and_the_rule_to_add() {
         let source = shared_source();
-        let status = kube::core::Status::failure(
-            "configmaps \"cron\" is forbidden: User \"x\" cannot watch resource",
+        let status = kubernetes::Error::status(
+            403,
             "Forbidden",
-        )
-        .with_code(403);
-        let text = source
-            .failure(
-                "watch",
-                kubernetes::Error::of(kube::Error::Api(status.boxed())),
-            )
-            .to_string();
+            "configmaps \"cron\" is forbidden: User \"x\" cannot watch resource",
+        );
+        let text = source.failure("watch", status).to_string();
         for needle in [
             "configmap/ns/cron/jobs.yaml: watch is forbidden",
             "\"get\" and \"watch\"",

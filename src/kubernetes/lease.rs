@@ -687,15 +687,12 @@ mod tests {
     #[tokio::test]
     async fn a_forbidden_answer_names_the_verb_the_resource_and_the_rule() {
         let shared = shared_for_tests();
-        let status = kube::core::Status::failure(
-            "leases.coordination.k8s.io \"lock\" is forbidden: User \"x\" cannot update resource",
+        let status = kubernetes::Error::status(
+            403,
             "Forbidden",
-        )
-        .with_code(403);
-        let error = shared.failure(
-            Verb::Update,
-            kubernetes::Error::of(kube::Error::Api(status.boxed())),
+            "leases.coordination.k8s.io \"lock\" is forbidden: User \"x\" cannot update resource",
         );
+        let error = shared.failure(Verb::Update, status);
         assert!(!error.is_transient());
         let text = error.to_string();
         for needle in [
@@ -713,23 +710,13 @@ mod tests {
     #[tokio::test]
     async fn server_errors_are_transient_and_client_errors_are_not() {
         let shared = shared_for_tests();
-        let api = |code: u16| {
-            let status = kube::core::Status::failure("x", "y").with_code(code);
-            shared.failure(
-                Verb::Get,
-                kubernetes::Error::of(kube::Error::Api(status.boxed())),
-            )
-        };
+        let api = |code: u16| shared.failure(Verb::Get, kubernetes::Error::status(code, "y", "x"));
         assert!(api(500).is_transient());
         assert!(api(503).is_transient());
         assert!(api(429).is_transient());
         assert!(!api(401).is_transient());
         assert!(!api(422).is_transient());
-        let garbage = serde_json::from_str::<Lease>("{not json").expect_err("garbage");
-        let malformed = shared.failure(
-            Verb::Get,
-            kubernetes::Error::of(kube::Error::SerdeError(garbage)),
-        );
+        let malformed = shared.failure(Verb::Get, kubernetes::Error::malformed());
         assert!(matches!(malformed, Error::Malformed { .. }));
         assert!(malformed.is_transient());
     }

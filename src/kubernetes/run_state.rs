@@ -617,11 +617,7 @@ mod tests {
     }
 
     fn api_error(state: &KubeState, verb: &'static str, code: u16) -> Error {
-        let status = kube::core::Status::failure("x", "y").with_code(code);
-        state.failure(
-            verb,
-            kubernetes::Error::of(kube::Error::Api(status.boxed())),
-        )
+        state.failure(verb, kubernetes::Error::status(code, "y", "x"))
     }
 
     #[test]
@@ -766,12 +762,8 @@ mod tests {
             api_error(&state, "update", 409),
             Error::Api { code: 409, .. }
         ));
-        let garbage = serde_json::from_str::<ConfigMap>("{not json").expect_err("garbage");
         assert!(state
-            .failure(
-                "get",
-                kubernetes::Error::of(kube::Error::SerdeError(garbage))
-            )
+            .failure("get", kubernetes::Error::malformed())
             .is_transient());
     }
 
@@ -792,15 +784,12 @@ mod tests {
     #[tokio::test]
     async fn a_forbidden_answer_names_the_verb_and_the_rules_to_add() {
         let state = state();
-        let status = kube::core::Status::failure(
-            "configmaps \"lock-state\" is forbidden: User \"x\" cannot update resource",
+        let status = kubernetes::Error::status(
+            403,
             "Forbidden",
-        )
-        .with_code(403);
-        let error = state.failure(
-            "update",
-            kubernetes::Error::of(kube::Error::Api(status.boxed())),
+            "configmaps \"lock-state\" is forbidden: User \"x\" cannot update resource",
         );
+        let error = state.failure("update", status);
         assert!(!error.is_transient());
         let text = error.to_string();
         for needle in [
