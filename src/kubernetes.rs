@@ -19,6 +19,8 @@
 //! - `access` asks the API server at start which verbs this replica may not use on an object
 //!   (`SelfSubjectAccessReview`), so a missing RBAC rule is a clear error before anything runs.
 //! - [`names`] checks object and namespace names (DNS-1123), as the API server would.
+//! - `config_map` reads the text under one key of a ConfigMap (or says which keys there are), for the
+//!   jobs ConfigMap and the run state.
 //! - `watch` watches one object by name (bookmarks, `410 Gone`, an idle limit), for the Lease's change
 //!   feed and the jobs ConfigMap.
 //! - The HTTP statuses the resources tell apart are named here once (`FORBIDDEN`, `CONFLICT`, ...), with
@@ -30,6 +32,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub(crate) mod access;
+pub(crate) mod config_map;
 pub mod events;
 pub mod jobs_configmap;
 pub mod lease;

@@ -60,6 +60,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::kubernetes::access::{self, Reviewed};
+use crate::kubernetes::config_map::{text_under, Missing};
 use crate::kubernetes::names::check_object_name;
 use crate::kubernetes::watch::{self as object_watch, Seen, Watched};
 use crate::kubernetes::{self, bounded_request, FORBIDDEN, UNAUTHORIZED};
@@ -82,8 +83,6 @@ pub const REQUIRED_VERBS: [&str; 2] = ["get", "watch"];
 
 /// The longest ConfigMap key (as the API server's `IsConfigMapKey`).
 const MAX_KEY_LEN: usize = 253;
-/// How many keys a "key not found" message lists.
-const MAX_KEYS_LISTED: usize = 10;
 /// The text of a snapshot when the ConfigMap is gone.
 const DELETED: &str = "the ConfigMap was deleted";
 
@@ -298,35 +297,13 @@ impl ConfigMapRef {
 
     fn text(&self, config_map: &ConfigMap) -> Result<String, String> {
         let key = &self.key;
-        if let Some(text) = config_map.data.as_ref().and_then(|data| data.get(key)) {
-            return Ok(text.clone());
-        }
-        if config_map
-            .binary_data
-            .as_ref()
-            .is_some_and(|binary| binary.contains_key(key))
-        {
-            return Err(format!(
+        match text_under(config_map, key) {
+            Ok(text) => Ok(text.to_owned()),
+            Err(Missing::InBinaryData) => Err(format!(
                 "key {key} is under binaryData: the jobs must be under data, as text"
-            ));
+            )),
+            Err(Missing::NotFound(why)) => Err(why),
         }
-        let keys: Vec<&str> = config_map
-            .data
-            .iter()
-            .flat_map(|data| data.keys())
-            .map(String::as_str)
-            .collect();
-        Err(match keys.len() {
-            0 => format!("key {key} not found in data (it has no keys)"),
-            n if n <= MAX_KEYS_LISTED => {
-                format!("key {key} not found in data (keys: {})", keys.join(", "))
-            }
-            n => format!(
-                "key {key} not found in data (keys: {}, and {} more)",
-                keys[..MAX_KEYS_LISTED].join(", "),
-                n - MAX_KEYS_LISTED
-            ),
-        })
     }
 }
 

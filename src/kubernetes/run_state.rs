@@ -35,6 +35,7 @@ use kube::api::{Api, PostParams};
 pub mod encoding;
 
 use crate::kubernetes::access::{self, Reviewed};
+use crate::kubernetes::config_map::{text_under, Missing};
 use crate::kubernetes::names::{check_object_name, MAX_SUBDOMAIN_LEN};
 use crate::kubernetes::{self, bounded_request, client, CONFLICT, FORBIDDEN, NOT_FOUND};
 use crate::run_state::{Loaded, Saved, StateRecord};
@@ -54,9 +55,6 @@ pub const DESCRIPTION_ANNOTATION: &str = "kubernetes.io/description";
 /// The longest Lease name whose run state fits a ConfigMap name (a DNS-1123 subdomain, at most 253
 /// characters, including [`STATE_SUFFIX`]).
 pub const MAX_LEASE_NAME_LEN: usize = MAX_SUBDOMAIN_LEN - STATE_SUFFIX.len();
-
-/// How many keys an "key not found" reason lists.
-const MAX_KEYS_LISTED: usize = 10;
 
 /// Why the run state ConfigMap cannot be named, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -534,38 +532,11 @@ fn state_name(lease: &str) -> Result<String, (String, String)> {
 
 /// The record in `config_map`, or why it cannot be used (`store` names the ConfigMap).
 fn decode(store: &str, config_map: &ConfigMap) -> Result<StateRecord, String> {
-    let Some(text) = config_map.data.as_ref().and_then(|data| data.get(KEY)) else {
-        return Err(format!("{store}: {}", missing_key(config_map)));
-    };
+    let text = text_under(config_map, KEY).map_err(|missing| match missing {
+        Missing::InBinaryData => format!("{store}: key {KEY} is under binaryData, not data"),
+        Missing::NotFound(why) => format!("{store}: {why}"),
+    })?;
     encoding::decode(text).map_err(|e| format!("{store} key {KEY}: {e}"))
-}
-
-/// Why `config_map` has no text under [`KEY`].
-fn missing_key(config_map: &ConfigMap) -> String {
-    if config_map
-        .binary_data
-        .as_ref()
-        .is_some_and(|binary| binary.contains_key(KEY))
-    {
-        return format!("key {KEY} is under binaryData, not data");
-    }
-    let keys: Vec<&str> = config_map
-        .data
-        .iter()
-        .flat_map(|data| data.keys())
-        .map(String::as_str)
-        .collect();
-    match keys.len() {
-        0 => format!("key {KEY} not found in data (it has no keys)"),
-        n if n <= MAX_KEYS_LISTED => {
-            format!("key {KEY} not found in data (keys: {})", keys.join(", "))
-        }
-        n => format!(
-            "key {KEY} not found in data (keys: {}, and {} more)",
-            keys[..MAX_KEYS_LISTED].join(", "),
-            n - MAX_KEYS_LISTED
-        ),
-    }
 }
 
 #[cfg(test)]
