@@ -32,7 +32,9 @@
 //! This module maps what happened to Events: the [`Observer`] impl of [`EventSink`] is the way in, and
 //! says which Event (type, reason, action, note) a leadership change, a run, a missed slot or a failed
 //! reload becomes. `publisher` holds the queue and the task that writes them, and the limiters are
-//! [`crate::rate_limit`]'s.
+//! `crate::rate_limit`'s.
+//!
+//! [`Recorder`]: kube::runtime::events::Recorder
 
 use std::sync::Arc;
 use std::time::Duration;
