@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::kubernetes::watch::{self, Seen, Watched};
+use crate::kubernetes::watch::{self as object_watch, Seen, Watched};
 
 use super::{Error, Shared, Verb, Versioned};
 
@@ -90,7 +90,7 @@ async fn watch_from(shared: &Shared, version: &mut String) -> Ended {
         watch_timeout: shared.params.watch_timeout,
         request_timeout: shared.params.request_timeout,
     };
-    let ended = watch::watch_from(&lease, version, |seen| {
+    let ended = object_watch::watch_from(&lease, version, |seen| {
         match seen {
             Seen::Watching => shared.set_watching(true),
             Seen::Object(lease) => {
@@ -103,10 +103,10 @@ async fn watch_from(shared: &Shared, version: &mut String) -> Ended {
     })
     .await;
     match ended {
-        watch::Ended::Gone => Ended::Gone,
-        watch::Ended::Refused(e) | watch::Ended::Broken(e) => {
+        object_watch::Ended::Gone => Ended::Gone,
+        object_watch::Ended::Refused(e) | object_watch::Ended::Broken(e) => {
             Ended::Failed(shared.failure(Verb::Watch, e))
         }
-        watch::Ended::Rejected(e) => Ended::Failed(e),
+        object_watch::Ended::Rejected(e) => Ended::Failed(e),
     }
 }
