@@ -23,6 +23,7 @@ use crate::kubernetes::events::EventSink;
 use crate::kubernetes::jobs_configmap::{self, ConfigMapRef};
 use crate::kubernetes::lease::{self as kube_lease, KubeStore};
 use crate::kubernetes::run_state::{self as kube_state, KubeState};
+use crate::kubernetes::{self, names};
 use crate::lease_store::{self, Change, LeaseRecord, LeaseStore, Versioned};
 use crate::local::lease::FileStore;
 use crate::local::run_state::FileState;
@@ -244,7 +245,7 @@ impl Backend {
                     Ok(jobs) => PendingJobs::Loaded(jobs),
                     Err(value) => {
                         // A local lease with the jobs in a cluster: the namespace as for a Lease.
-                        let config = kube_lease::infer_config().await?;
+                        let config = kubernetes::infer_config().await?;
                         let namespace = resolve_namespace(opts.lease_namespace.clone(), &config)?;
                         PendingJobs::configmap(value, &config, namespace)?
                     }
@@ -381,7 +382,7 @@ impl PendingJobs {
             target: ConfigMapRef::parse(value, namespace)?,
             // kube's retry layer off (every request is bounded by its params), no read timeout (a watch
             // is quiet for minutes).
-            client: kube_lease::client(config.clone(), None)?,
+            client: kubernetes::client(config.clone(), None)?,
         })
     }
 
@@ -456,7 +457,7 @@ async fn open_kube_lease(opts: &Options) -> Result<(KubeStore, kube::Config), Er
     if let Some((flag, namespace)) = namespace_from_flag_or_env(opts.lease_namespace.clone()) {
         check_namespace(flag, &namespace)?;
     }
-    let config = kube_lease::infer_config().await?;
+    let config = kubernetes::infer_config().await?;
     let namespace = resolve_namespace(opts.lease_namespace.clone(), &config)?;
     let params = kube_lease::Params::new(namespace, &opts.lease_name, opts.retry_period);
     let store = KubeStore::new(config.clone(), params)?;
@@ -465,7 +466,7 @@ async fn open_kube_lease(opts: &Options) -> Result<(KubeStore, kube::Config), Er
 
 /// `--lease-name` checked as a Lease name.
 pub fn check_lease_name(name: &str) -> Result<(), Error> {
-    kube_lease::check_lease_name(name).map_err(|why| Error::InvalidName {
+    names::check_object_name(name).map_err(|why| Error::InvalidName {
         flag: "--lease-name",
         value: name.to_owned(),
         why,
@@ -501,7 +502,7 @@ fn namespace_from_flag_or_env(flag: Option<String>) -> Option<(&'static str, Str
 }
 
 fn check_namespace(flag: &'static str, namespace: &str) -> Result<(), Error> {
-    kube_lease::check_namespace(namespace).map_err(|why| Error::InvalidName {
+    names::check_namespace(namespace).map_err(|why| Error::InvalidName {
         flag,
         value: namespace.to_owned(),
         why,

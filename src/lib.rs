@@ -90,6 +90,7 @@ pub mod logging;
 pub mod metrics;
 pub mod observe;
 pub(crate) mod process;
+mod rate_limit;
 pub mod reaper;
 pub mod reload;
 pub mod run_state;

@@ -11,8 +11,12 @@ use chrono::{DateTime, Utc};
 use fake_apiserver::{FakeApiServer, Fault, RequestRecord, Resource, Verb, Which};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
-use leasecron::event::{ElectionEvent, Failure, LossReason, Outcome, RunEvent, RunReport};
+use leasecron::event::{
+    ConfigReload, DispatchEvent, ElectionEvent, Failure, LossReason, Outcome, RunEvent, RunReport,
+    SkipReason,
+};
 use leasecron::kubernetes::events::{EventSink, Limits, API_TIMEOUT, QUEUE_CAPACITY};
+use leasecron::observe::Observer;
 use leasecron::term::FencingToken;
 
 /// The Lease the Events are about.
@@ -92,6 +96,24 @@ fn finished(job: &str, outcome: Outcome) -> RunEvent {
 
 fn failed(job: &str) -> RunEvent {
     finished(job, Outcome::Failed(Failure::ExitCode(3)))
+}
+
+/// The leader's run of `job` at `scheduled` missed its start deadline.
+fn missed(job: &str, scheduled: DateTime<Utc>) -> DispatchEvent {
+    DispatchEvent::Skipped {
+        job: job.to_owned(),
+        scheduled,
+        reason: SkipReason::MissedDeadline,
+        leader: true,
+    }
+}
+
+/// A reload of the jobs failed with `message`.
+fn reload_failed(message: &str) -> ConfigReload {
+    ConfigReload::Failed {
+        origin: "jobs.yaml".to_owned(),
+        message: message.to_owned(),
+    }
 }
 
 /// (type, reason, note) of an Event.
@@ -242,8 +264,8 @@ async fn a_missed_deadline_and_a_failed_reload_are_warnings(which: Which) {
     };
     let sink = sink(&server).await;
     let scheduled: DateTime<Utc> = "2026-03-01T10:05:00Z".parse().expect("a timestamp");
-    sink.on_missed("backup", scheduled);
-    sink.on_config_reload_failed("jobs.yaml:3:7: unknown field `comand`");
+    sink.on_dispatch(&missed("backup", scheduled));
+    sink.on_config_reload(&reload_failed("jobs.yaml:3:7: unknown field `comand`"));
     flush(&sink).await;
 
     let events = events(&server).await;
@@ -310,9 +332,9 @@ async fn dropping_the_last_sink_writes_what_was_folded(which: Which) {
         return;
     };
     let sink = sink(&server).await;
-    sink.on_missed("a", Utc::now());
-    sink.on_missed("a", Utc::now());
-    sink.on_missed("a", Utc::now());
+    sink.on_dispatch(&missed("a", Utc::now()));
+    sink.on_dispatch(&missed("a", Utc::now()));
+    sink.on_dispatch(&missed("a", Utc::now()));
     drop(sink);
     let notes = notes_once_there_are(&server, 2).await;
     assert!(
@@ -334,7 +356,7 @@ async fn a_forbidden_events_api_is_logged_once_and_then_nothing_is_sent(which: W
     });
     sink.on_run(&failed("a"));
     sink.on_run(&failed("b"));
-    sink.on_missed("c", Utc::now());
+    sink.on_dispatch(&missed("c", Utc::now()));
     flush(&sink).await;
 
     let refused = writes(&server);
@@ -427,8 +449,8 @@ async fn a_disabled_sink_writes_nothing(which: Which) {
         token: FencingToken(1),
     });
     sink.on_run(&failed("a"));
-    sink.on_missed("a", Utc::now());
-    sink.on_config_reload_failed("bad");
+    sink.on_dispatch(&missed("a", Utc::now()));
+    sink.on_config_reload(&reload_failed("bad"));
     flush(&sink).await;
     assert!(server.requests().is_empty());
     assert!(!sink.is_enabled());

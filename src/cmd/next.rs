@@ -9,7 +9,7 @@ use chrono::Utc;
 use super::Error;
 use crate::backend;
 use crate::config::{self, LoadOptions};
-use crate::kubernetes::lease as kube_lease;
+use crate::kubernetes;
 use crate::kubernetes::run_state::KubeState;
 use crate::local::run_state::FileState;
 use crate::run_state::{Backend, JobRecord, Ledger, StateRecord};
@@ -48,7 +48,7 @@ pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
         }
         StateSource::Kube { name, namespace } => {
             backend::check_lease_name(&name)?;
-            let config = kube_lease::infer_config()
+            let config = kubernetes::infer_config()
                 .await
                 .map_err(backend::Error::from)?;
             let namespace = backend::resolve_namespace(namespace, &config)?;

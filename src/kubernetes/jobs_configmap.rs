@@ -48,21 +48,22 @@
 //! this module bounds and retries every request itself) and no read timeout shorter than the watch's idle
 //! limit (a watch is quiet between events; kube's default `Config` sets none).
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, WatchEvent, WatchParams};
+use kube::api::Api;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::kubernetes::lease::{
-    bounded_request, check_lease_name as check_object_name, denied_verbs, error_chain, ApiFailure,
-    Reviewed,
-};
+use crate::kubernetes::access::{self, Reviewed};
+use crate::kubernetes::config_map::{text_under, Missing};
+use crate::kubernetes::names::check_object_name;
+use crate::kubernetes::watch::{self as object_watch, Seen, Watched};
+use crate::kubernetes::{self, bounded_request, FORBIDDEN, UNAUTHORIZED};
 use crate::reload::{publish, Reread, Snapshot};
 
 /// The ConfigMap key that holds the jobs when the flag names none.
@@ -82,16 +83,8 @@ pub const REQUIRED_VERBS: [&str; 2] = ["get", "watch"];
 
 /// The longest ConfigMap key (as the API server's `IsConfigMapKey`).
 const MAX_KEY_LEN: usize = 253;
-/// How many keys a "key not found" message lists.
-const MAX_KEYS_LISTED: usize = 10;
 /// The text of a snapshot when the ConfigMap is gone.
 const DELETED: &str = "the ConfigMap was deleted";
-/// HTTP 401.
-const UNAUTHORIZED: u16 = 401;
-/// HTTP 403.
-const FORBIDDEN: u16 = 403;
-/// HTTP 410: the watch's resourceVersion is too old.
-const GONE: u16 = 410;
 
 /// Which ConfigMap key holds the jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,35 +297,13 @@ impl ConfigMapRef {
 
     fn text(&self, config_map: &ConfigMap) -> Result<String, String> {
         let key = &self.key;
-        if let Some(text) = config_map.data.as_ref().and_then(|data| data.get(key)) {
-            return Ok(text.clone());
-        }
-        if config_map
-            .binary_data
-            .as_ref()
-            .is_some_and(|binary| binary.contains_key(key))
-        {
-            return Err(format!(
+        match text_under(config_map, key) {
+            Ok(text) => Ok(text.to_owned()),
+            Err(Missing::InBinaryData) => Err(format!(
                 "key {key} is under binaryData: the jobs must be under data, as text"
-            ));
+            )),
+            Err(Missing::NotFound(why)) => Err(why),
         }
-        let keys: Vec<&str> = config_map
-            .data
-            .iter()
-            .flat_map(|data| data.keys())
-            .map(String::as_str)
-            .collect();
-        Err(match keys.len() {
-            0 => format!("key {key} not found in data (it has no keys)"),
-            n if n <= MAX_KEYS_LISTED => {
-                format!("key {key} not found in data (keys: {})", keys.join(", "))
-            }
-            n => format!(
-                "key {key} not found in data (keys: {}, and {} more)",
-                keys[..MAX_KEYS_LISTED].join(", "),
-                n - MAX_KEYS_LISTED
-            ),
-        })
     }
 }
 
@@ -428,28 +399,16 @@ pub async fn check_access(
         resource: "configmaps",
         namespace: &target.namespace,
         name: &target.name,
+        what: "the jobs ConfigMap",
     };
-    let denied =
-        match denied_verbs(client, config_map, &REQUIRED_VERBS, params.request_timeout).await {
-            Ok(denied) => denied,
-            Err(error) => {
-                tracing::debug!(
-                    source = %target,
-                    error = %error_chain(&error),
-                    "cannot review access to the jobs ConfigMap; skipping the check"
-                );
-                return Ok(());
-            }
-        };
-    if denied.is_empty() {
-        return Ok(());
-    }
-    Err(Error::AccessDenied {
-        origin: target.origin(),
-        verbs: denied,
-        namespace: target.namespace.clone(),
-        name: target.name.clone(),
-    })
+    access::check_access(client, config_map, &REQUIRED_VERBS, params.request_timeout)
+        .await
+        .map_err(|denied| Error::AccessDenied {
+            origin: target.origin(),
+            verbs: denied,
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+        })
 }
 
 /// Watches the ConfigMap until `stop` is cancelled, publishing on `out` every snapshot that differs from
@@ -514,16 +473,11 @@ impl Source {
             .map_err(|failure| self.failure(verb, failure))
     }
 
-    /// Maps a kube error to ours.
-    fn error(&self, verb: &'static str, error: kube::Error) -> Error {
-        self.failure(verb, ApiFailure::of(error))
-    }
-
-    fn failure(&self, verb: &'static str, failure: ApiFailure) -> Error {
+    /// Names a failed request in our error type.
+    fn failure(&self, verb: &'static str, failure: kubernetes::Error) -> Error {
         let origin = self.origin.clone();
         match failure {
-            ApiFailure::Unavailable(detail) => self.unavailable(verb, detail),
-            ApiFailure::Status {
+            kubernetes::Error::Status {
                 code: FORBIDDEN,
                 message,
                 ..
@@ -534,7 +488,7 @@ impl Source {
                 name: self.target.name.clone(),
                 message,
             },
-            ApiFailure::Status {
+            kubernetes::Error::Status {
                 code: UNAUTHORIZED,
                 message,
                 ..
@@ -543,17 +497,18 @@ impl Source {
                 verb,
                 message,
             },
-            ApiFailure::Status {
+            kubernetes::Error::Status {
                 code,
                 reason,
                 message,
-            } => Error::Api {
+            } if !kubernetes::is_transient_status(code) => Error::Api {
                 origin,
                 verb,
                 code,
                 reason,
                 message,
             },
+            unavailable => self.unavailable(verb, unavailable.to_string()),
         }
     }
 
@@ -623,63 +578,39 @@ impl Watcher {
     /// Watches from `version`, re-watching from the latest version seen whenever the server ends a
     /// request, until the watch fails; returns what to do then.
     async fn watch_from(&mut self, mut version: String) -> State {
-        let params = &self.source.params;
-        let watch_params = WatchParams::default()
-            .fields(&format!("metadata.name={}", self.source.target.name))
-            .timeout(whole_seconds(params.watch_timeout));
-        let idle_limit = params.watch_timeout + params.request_timeout;
-        loop {
-            let request = self.source.api.watch(&watch_params, &version);
-            let stream = match self.source.request("watch", request).await {
-                Ok(stream) => stream,
-                Err(Error::Api { code: GONE, .. }) => return self.gone(),
-                Err(e @ Error::Forbidden { .. }) => return self.watch_forbidden(&e),
-                Err(e) => {
-                    self.trouble(&e);
-                    return State::Pause;
+        let config_map = Watched {
+            api: self.source.api.clone(),
+            name: self.source.target.name.clone(),
+            watch_timeout: self.source.params.watch_timeout,
+            request_timeout: self.source.params.request_timeout,
+        };
+        let ended = object_watch::watch_from(&config_map, &mut version, |seen| {
+            match seen {
+                Seen::Watching => self.watching(),
+                Seen::Object(config_map) => {
+                    self.publish(self.source.target.snapshot(&config_map));
                 }
-            };
-            self.watching();
-            let mut stream = std::pin::pin!(stream);
-            loop {
-                let event = match tokio::time::timeout(idle_limit, stream.next()).await {
-                    Err(_idle) => {
-                        let detail = format!(
-                            "the watch delivered nothing for {}",
-                            humantime::format_duration(idle_limit)
-                        );
-                        self.trouble(&self.source.unavailable("watch", detail));
-                        return State::Pause;
-                    }
-                    // The server ended the request (timeoutSeconds): watch again from where we are.
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => {
-                        self.trouble(&self.source.error("watch", e));
-                        return State::Pause;
-                    }
-                    Ok(Some(Ok(event))) => event,
-                };
-                match event {
-                    WatchEvent::Added(config_map) | WatchEvent::Modified(config_map) => {
-                        if let Some(v) = config_map.metadata.resource_version.clone() {
-                            version = v;
-                        }
-                        self.publish(self.source.target.snapshot(&config_map));
-                    }
-                    WatchEvent::Deleted(config_map) => {
-                        if let Some(v) = config_map.metadata.resource_version {
-                            version = v;
-                        }
-                        self.publish(self.source.target.deleted());
-                    }
-                    WatchEvent::Bookmark(bookmark) => version = bookmark.metadata.resource_version,
-                    WatchEvent::Error(status) if status.code == GONE => return self.gone(),
-                    WatchEvent::Error(status) => {
-                        self.trouble(&self.source.error("watch", kube::Error::Api(status)));
-                        return State::Pause;
-                    }
+                Seen::Deleted(_) => {
+                    self.publish(self.source.target.deleted());
                 }
             }
+            Ok::<(), Infallible>(())
+        })
+        .await;
+        match ended {
+            object_watch::Ended::Gone => self.gone(),
+            object_watch::Ended::Refused(e) => match self.source.failure("watch", e) {
+                e @ Error::Forbidden { .. } => self.watch_forbidden(&e),
+                e => {
+                    self.trouble(&e);
+                    State::Pause
+                }
+            },
+            object_watch::Ended::Broken(e) => {
+                self.trouble(&self.source.failure("watch", e));
+                State::Pause
+            }
+            object_watch::Ended::Rejected(never) => match never {},
         }
     }
 
@@ -733,11 +664,6 @@ impl Watcher {
             tracing::info!(source = %self.source.origin, "watching the jobs ConfigMap again");
         }
     }
-}
-
-/// A duration as the API's whole `timeoutSeconds`, at least 1.
-fn whole_seconds(duration: Duration) -> u32 {
-    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX).max(1)
 }
 
 #[cfg(test)]
@@ -900,19 +826,15 @@ mod tests {
     #[tokio::test]
     async fn server_errors_are_transient_and_client_errors_are_not() {
         let source = shared_source();
-        let api = |code: u16| {
-            let status = kube::core::Status::failure("x", "y").with_code(code);
-            source.error("get", kube::Error::Api(status.boxed()))
-        };
+        let api = |code: u16| source.failure("get", kubernetes::Error::status(code, "y", "x"));
         for code in [500, 503, 504, 429, 408] {
             assert!(api(code).is_transient(), "{code}");
         }
         for code in [400, 401, 403, 422] {
             assert!(!api(code).is_transient(), "{code}");
         }
-        let garbage = serde_json::from_str::<ConfigMap>("{not json").expect_err("garbage");
         assert!(source
-            .error("watch", kube::Error::SerdeError(garbage))
+            .failure("watch", kubernetes::Error::malformed())
             .is_transient());
     }
 
@@ -933,14 +855,12 @@ mod tests {
     #[tokio::test]
     async fn a_forbidden_answer_names_the_verb_and_the_rule_to_add() {
         let source = shared_source();
-        let status = kube::core::Status::failure(
-            "configmaps \"cron\" is forbidden: User \"x\" cannot watch resource",
+        let status = kubernetes::Error::status(
+            403,
             "Forbidden",
-        )
-        .with_code(403);
-        let text = source
-            .error("watch", kube::Error::Api(status.boxed()))
-            .to_string();
+            "configmaps \"cron\" is forbidden: User \"x\" cannot watch resource",
+        );
+        let text = source.failure("watch", status).to_string();
         for needle in [
             "configmap/ns/cron/jobs.yaml: watch is forbidden",
             "\"get\" and \"watch\"",
@@ -977,7 +897,5 @@ mod tests {
         assert_eq!(params.watch_timeout, Duration::from_secs(290));
         assert_eq!(params.retry_interval, Duration::from_secs(2));
         assert_eq!(params.poll_interval, Duration::from_secs(10));
-        assert_eq!(whole_seconds(params.watch_timeout), 290);
-        assert_eq!(whole_seconds(Duration::from_millis(300)), 1);
     }
 }

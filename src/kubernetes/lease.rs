@@ -40,9 +40,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
@@ -50,22 +47,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::kubernetes::access::{self, Reviewed};
+use crate::kubernetes::{
+    self, bounded_request, client, CONFLICT, FORBIDDEN, NOT_FOUND, UNAUTHORIZED,
+};
 use crate::lease_store::{Change, Error, LeaseRecord, LeaseStore, Verb, Versioned};
 
 mod feed;
 
-/// HTTP 401.
-const UNAUTHORIZED: u16 = 401;
-/// HTTP 403.
-const FORBIDDEN: u16 = 403;
-/// HTTP 404.
-const NOT_FOUND: u16 = 404;
-/// HTTP 409: `AlreadyExists` on create, `Conflict` on update.
-const CONFLICT: u16 = 409;
-/// Longest DNS-1123 label (a namespace).
-const MAX_LABEL_LEN: usize = 63;
-/// Longest DNS-1123 subdomain (an object name).
-const MAX_SUBDOMAIN_LEN: usize = 253;
 /// How long the API server keeps one watch request open (`timeoutSeconds`) before we re-watch.
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -148,19 +137,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Loads the standard client configuration: `KUBECONFIG` or `~/.kube/config`, else in-cluster.
-pub async fn infer_config() -> Result<kube::Config, Error> {
-    kube::Config::infer()
-        .await
-        .map_err(|e| Error::ClientConfig {
-            detail: format!(
-                "no usable kubeconfig (KUBECONFIG or ~/.kube/config) and not running in a cluster \
-                 (or pass --lease-file PATH to elect through a local file): {}",
-                error_chain(&e)
-            ),
-        })
-}
-
 // === impl KubeStore ===
 
 impl KubeStore {
@@ -222,25 +198,16 @@ impl KubeStore {
             resource: "leases",
             namespace: &params.namespace,
             name: &params.name,
+            what: "the Lease",
         };
-        let denied = match denied_verbs(
+        access::check_access(
             &self.client(),
             lease,
             &REQUIRED_VERBS,
             params.request_timeout,
         )
         .await
-        {
-            Ok(denied) => denied,
-            Err(error) => {
-                tracing::debug!(%error, "cannot review access to the Lease; skipping the check");
-                return Ok(());
-            }
-        };
-        if denied.is_empty() {
-            return Ok(());
-        }
-        Err(Error::AccessDenied {
+        .map_err(|denied| Error::AccessDenied {
             store: self.describe(),
             verbs: denied,
             namespace: params.namespace.clone(),
@@ -304,46 +271,6 @@ fn may_be_live(record: &LeaseRecord, allowance: Duration) -> bool {
     lasts
         .and_then(|lasts| renewed.checked_add_signed(lasts))
         .is_none_or(|expiry| expiry > Utc::now())
-}
-
-/// Checks a Lease name (or any object name, such as a ConfigMap's): a DNS-1123 subdomain (what the API
-/// server requires of `metadata.name`).
-pub fn check_lease_name(name: &str) -> Result<(), String> {
-    if name.len() > MAX_SUBDOMAIN_LEN {
-        return Err(format!("it is longer than {MAX_SUBDOMAIN_LEN} characters"));
-    }
-    name.split('.')
-        .try_for_each(|label| check_label(label, usize::MAX))
-        .map_err(|why| {
-            format!("{why} (a DNS-1123 subdomain: lowercase letters, digits, `-` and `.`)")
-        })
-}
-
-/// Checks a namespace name: a DNS-1123 label.
-pub fn check_namespace(namespace: &str) -> Result<(), String> {
-    check_label(namespace, MAX_LABEL_LEN)
-        .map_err(|why| format!("{why} (a DNS-1123 label: lowercase letters, digits and `-`)"))
-}
-
-fn check_label(label: &str, max_len: usize) -> Result<(), String> {
-    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if label.is_empty() {
-        return Err("it is empty or has an empty part".to_owned());
-    }
-    if label.len() > max_len {
-        return Err(format!("it is longer than {max_len} characters"));
-    }
-    if !label.chars().all(|c| alnum(c) || c == '-') {
-        return Err(format!(
-            "{label:?} has a character other than a-z, 0-9 and `-`"
-        ));
-    }
-    if !label.starts_with(alnum) || !label.ends_with(alnum) {
-        return Err(format!(
-            "{label:?} must start and end with a lowercase letter or digit"
-        ));
-    }
-    Ok(())
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -471,49 +398,58 @@ impl Shared {
         verb: Verb,
         request: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.params.request_timeout, request).await {
-            Ok(result) => result.map_err(|e| self.error(verb, e)),
-            Err(_elapsed) => Err(Error::Timeout {
-                store: self.describe.clone(),
-                verb,
-                after: self.params.request_timeout,
-            }),
-        }
+        bounded_request(self.params.request_timeout, request)
+            .await
+            .map_err(|failure| self.failure(verb, failure))
     }
 
-    /// Maps a kube error to ours; 409 and 404 stay [`Error::Api`] for the caller to interpret.
-    fn error(&self, verb: Verb, error: kube::Error) -> Error {
+    /// Names a failed request in our error type; 409 and 404 stay [`Error::Api`] for the caller to
+    /// interpret.
+    fn failure(&self, verb: Verb, failure: kubernetes::Error) -> Error {
         let store = self.describe.clone();
-        match error {
-            kube::Error::Api(status) => match status.code {
-                FORBIDDEN => Error::Forbidden {
-                    store,
-                    verb,
-                    namespace: self.params.namespace.clone(),
-                    message: status.message,
-                },
-                UNAUTHORIZED => Error::Unauthorized {
-                    store,
-                    verb,
-                    message: status.message,
-                },
-                code => Error::Api {
-                    store,
-                    verb,
-                    code,
-                    reason: status.reason,
-                    message: status.message,
-                },
-            },
-            kube::Error::SerdeError(e) => Error::Malformed {
+        match failure {
+            kubernetes::Error::Status {
+                code: FORBIDDEN,
+                message,
+                ..
+            } => Error::Forbidden {
                 store,
                 verb,
-                detail: e.to_string(),
+                namespace: self.params.namespace.clone(),
+                message,
             },
-            other => Error::Unreachable {
+            kubernetes::Error::Status {
+                code: UNAUTHORIZED,
+                message,
+                ..
+            } => Error::Unauthorized {
                 store,
                 verb,
-                detail: error_chain(&other),
+                message,
+            },
+            kubernetes::Error::Status {
+                code,
+                reason,
+                message,
+            } => Error::Api {
+                store,
+                verb,
+                code,
+                reason,
+                message,
+            },
+            kubernetes::Error::Timeout { after } | kubernetes::Error::Idle { after } => {
+                Error::Timeout { store, verb, after }
+            }
+            kubernetes::Error::Malformed { detail } => Error::Malformed {
+                store,
+                verb,
+                detail,
+            },
+            kubernetes::Error::Unreachable { detail } => Error::Unreachable {
+                store,
+                verb,
+                detail,
             },
         }
     }
@@ -608,30 +544,6 @@ fn oddity(spec: Option<&LeaseSpec>) -> Option<String> {
     }
 }
 
-/// A client built from `config` with kube's retry layer off (the caller bounds and retries every request
-/// itself, with a tokio timeout around the whole request) and, given `request_timeout`, that timeout on
-/// connecting and on each write (`None` for watches, which are quiet for minutes).
-///
-/// There is no read timeout on the connection: the caller's timeout bounds each request, and a read
-/// timeout also fires while a pooled connection idles, closing it after `request_timeout` of quiet. Every
-/// request then paid a new connection: a TLS handshake, and (kube's connector leaves TCP_NODELAY off) a
-/// wait of up to 40 ms for the server's delayed ACK before the request left.
-pub fn client(
-    mut config: kube::Config,
-    request_timeout: Option<Duration>,
-) -> Result<kube::Client, Error> {
-    config.default_retry = false;
-    config.read_timeout = None;
-    config.reset_reader_on_write = false;
-    if let Some(timeout) = request_timeout {
-        config.connect_timeout = Some(timeout);
-        config.write_timeout = Some(timeout);
-    }
-    kube::Client::try_from(config).map_err(|e| Error::ClientConfig {
-        detail: error_chain(&e),
-    })
-}
-
 /// The Lease spec as client-go writes it: every field set, a released lease as `holderIdentity: ""`.
 fn to_spec(record: &LeaseRecord) -> LeaseSpec {
     LeaseSpec {
@@ -666,126 +578,6 @@ fn to_micro_time(at: DateTime<Utc>) -> Option<MicroTime> {
 fn from_micro_time(at: &MicroTime) -> Option<DateTime<Utc>> {
     let nanos = i64::try_from(at.0.as_nanosecond()).ok()?;
     Some(DateTime::from_timestamp_nanos(nanos))
-}
-
-/// A failed request to the API server, before the caller names it in its own error type.
-#[derive(Debug)]
-pub(crate) enum ApiFailure {
-    /// An answer whose status retrying will not change (400, 401, 403, 404, 409, 422, ...).
-    Status {
-        /// The HTTP status code.
-        code: u16,
-        /// The Status reason.
-        reason: String,
-        /// The API server's message.
-        message: String,
-    },
-    /// No usable answer now, and retrying later may help: a timeout, 408, 429 or a 5xx, a transport
-    /// error, an unreadable answer. What happened.
-    Unavailable(String),
-}
-
-impl ApiFailure {
-    /// Sorts a kube error: statuses that retrying may change ([`crate::lease_store::is_transient_status`]), transport
-    /// errors and unreadable answers are [`ApiFailure::Unavailable`].
-    pub(crate) fn of(error: kube::Error) -> ApiFailure {
-        match error {
-            kube::Error::Api(status) if crate::lease_store::is_transient_status(status.code) => {
-                ApiFailure::Unavailable(format!(
-                    "HTTP {} {}: {}",
-                    status.code, status.reason, status.message
-                ))
-            }
-            kube::Error::Api(status) => ApiFailure::Status {
-                code: status.code,
-                reason: status.reason,
-                message: status.message,
-            },
-            kube::Error::SerdeError(e) => {
-                ApiFailure::Unavailable(format!("the answer cannot be read: {e}"))
-            }
-            other => ApiFailure::Unavailable(error_chain(&other)),
-        }
-    }
-}
-
-/// Runs one request bounded by `timeout` (kube sets no read timeout of its own) and sorts its error.
-pub(crate) async fn bounded_request<T>(
-    timeout: Duration,
-    request: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, ApiFailure> {
-    match tokio::time::timeout(timeout, request).await {
-        Ok(result) => result.map_err(ApiFailure::of),
-        Err(_elapsed) => Err(ApiFailure::Unavailable(format!(
-            "no answer within {}",
-            humantime::format_duration(timeout)
-        ))),
-    }
-}
-
-/// The object an access review asks about.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Reviewed<'a> {
-    /// API group (`""` for the core group).
-    pub group: &'a str,
-    /// Plural resource name.
-    pub resource: &'a str,
-    /// The object's namespace.
-    pub namespace: &'a str,
-    /// The object's name.
-    pub name: &'a str,
-}
-
-/// Asks the API server (`SelfSubjectAccessReview`, each bounded by `timeout`) which of `verbs` this replica
-/// may not use on `object`. `create` is reviewed without the name: RBAC cannot restrict it to one (the
-/// others can, with `resourceNames`). `Err` if a review could not be made (no authorization API, a
-/// timeout): then the check proves nothing, and the caller skips it.
-pub(crate) async fn denied_verbs(
-    client: &kube::Client,
-    object: Reviewed<'_>,
-    verbs: &[&'static str],
-    timeout: Duration,
-) -> Result<Vec<&'static str>, kube::Error> {
-    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let mut denied = Vec::new();
-    for &verb in verbs {
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some(object.group.to_owned()),
-                    resource: Some(object.resource.to_owned()),
-                    namespace: Some(object.namespace.to_owned()),
-                    verb: Some(verb.to_owned()),
-                    name: (verb != "create").then(|| object.name.to_owned()),
-                    ..ResourceAttributes::default()
-                }),
-                ..SelfSubjectAccessReviewSpec::default()
-            },
-            ..SelfSubjectAccessReview::default()
-        };
-        let answer = tokio::time::timeout(timeout, reviews.create(&PostParams::default(), &review))
-            .await
-            .map_err(|_| kube::Error::Service("the access review timed out".into()))??;
-        if !answer.status.is_some_and(|status| status.allowed) {
-            denied.push(verb);
-        }
-    }
-    Ok(denied)
-}
-
-/// An error and its sources, `: `-separated.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -895,12 +687,12 @@ mod tests {
     #[tokio::test]
     async fn a_forbidden_answer_names_the_verb_the_resource_and_the_rule() {
         let shared = shared_for_tests();
-        let status = kube::core::Status::failure(
-            "leases.coordination.k8s.io \"lock\" is forbidden: User \"x\" cannot update resource",
+        let status = kubernetes::Error::status(
+            403,
             "Forbidden",
-        )
-        .with_code(403);
-        let error = shared.error(Verb::Update, kube::Error::Api(status.boxed()));
+            "leases.coordination.k8s.io \"lock\" is forbidden: User \"x\" cannot update resource",
+        );
+        let error = shared.failure(Verb::Update, status);
         assert!(!error.is_transient());
         let text = error.to_string();
         for needle in [
@@ -918,17 +710,13 @@ mod tests {
     #[tokio::test]
     async fn server_errors_are_transient_and_client_errors_are_not() {
         let shared = shared_for_tests();
-        let api = |code: u16| {
-            let status = kube::core::Status::failure("x", "y").with_code(code);
-            shared.error(Verb::Get, kube::Error::Api(status.boxed()))
-        };
+        let api = |code: u16| shared.failure(Verb::Get, kubernetes::Error::status(code, "y", "x"));
         assert!(api(500).is_transient());
         assert!(api(503).is_transient());
         assert!(api(429).is_transient());
         assert!(!api(401).is_transient());
         assert!(!api(422).is_transient());
-        let garbage = serde_json::from_str::<Lease>("{not json").expect_err("garbage");
-        let malformed = shared.error(Verb::Get, kube::Error::SerdeError(garbage));
+        let malformed = shared.failure(Verb::Get, kubernetes::Error::malformed());
         assert!(matches!(malformed, Error::Malformed { .. }));
         assert!(malformed.is_transient());
     }
@@ -980,16 +768,5 @@ mod tests {
         assert!(feed.learn(None));
         assert!(!feed.learn(None));
         assert!(feed.learn(v("2")));
-    }
-
-    #[test]
-    fn error_chains_name_each_cause_once() {
-        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let outer = Error::Io {
-            path: "x".into(),
-            op: "reading",
-            source: inner,
-        };
-        assert_eq!(error_chain(&outer), "lease file x: reading: refused");
     }
 }

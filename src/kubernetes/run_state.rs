@@ -34,10 +34,10 @@ use kube::api::{Api, PostParams};
 
 pub mod encoding;
 
-use crate::kubernetes::lease::{
-    bounded_request, check_lease_name as check_object_name, client, denied_verbs, error_chain,
-    ApiFailure, Reviewed,
-};
+use crate::kubernetes::access::{self, Reviewed};
+use crate::kubernetes::config_map::{text_under, Missing};
+use crate::kubernetes::names::{check_object_name, MAX_SUBDOMAIN_LEN};
+use crate::kubernetes::{self, bounded_request, client, CONFLICT, FORBIDDEN, NOT_FOUND};
 use crate::run_state::{Loaded, Saved, StateRecord};
 
 /// The ConfigMap of the Lease `L` is `L` followed by this.
@@ -54,19 +54,7 @@ pub const MANAGED_BY: &str = "leasecron";
 pub const DESCRIPTION_ANNOTATION: &str = "kubernetes.io/description";
 /// The longest Lease name whose run state fits a ConfigMap name (a DNS-1123 subdomain, at most 253
 /// characters, including [`STATE_SUFFIX`]).
-pub const MAX_LEASE_NAME_LEN: usize = MAX_NAME_LEN - STATE_SUFFIX.len();
-
-/// The longest object name (a DNS-1123 subdomain).
-const MAX_NAME_LEN: usize = 253;
-
-/// HTTP 403.
-const FORBIDDEN: u16 = 403;
-/// HTTP 404.
-const NOT_FOUND: u16 = 404;
-/// HTTP 409: `AlreadyExists` on create, `Conflict` on update.
-const CONFLICT: u16 = 409;
-/// How many keys an "key not found" reason lists.
-const MAX_KEYS_LISTED: usize = 10;
+pub const MAX_LEASE_NAME_LEN: usize = MAX_SUBDOMAIN_LEN - STATE_SUFFIX.len();
 
 /// Why the run state ConfigMap cannot be named, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -365,29 +353,16 @@ impl KubeState {
             resource: "configmaps",
             namespace: &self.namespace,
             name: &self.name,
+            what: "the run state ConfigMap",
         };
-        let denied = match denied_verbs(
+        access::check_access(
             &self.client,
             config_map,
             &REQUIRED_VERBS,
             self.request_timeout,
         )
         .await
-        {
-            Ok(denied) => denied,
-            Err(error) => {
-                tracing::debug!(
-                    store = %self.describe,
-                    error = %error_chain(&error),
-                    "cannot review access to the run state ConfigMap; skipping the check"
-                );
-                return Ok(());
-            }
-        };
-        if denied.is_empty() {
-            return Ok(());
-        }
-        Err(Error::AccessDenied {
+        .map_err(|denied| Error::AccessDenied {
             store: self.describe.clone(),
             verbs: denied,
             namespace: self.namespace.clone(),
@@ -440,17 +415,11 @@ impl KubeState {
             .map_err(|failure| self.failure(verb, failure))
     }
 
-    /// Maps a kube error to ours (as [`KubeState::request`] does), for the tests of the mapping.
-    #[cfg(test)]
-    fn error(&self, verb: &'static str, error: kube::Error) -> Error {
-        self.failure(verb, ApiFailure::of(error))
-    }
-
-    /// Names a failure in our error type; 409 and 404 stay [`Error::Api`] for the caller to interpret.
-    fn failure(&self, verb: &'static str, failure: ApiFailure) -> Error {
+    /// Names a failed request in our error type; 409 and 404 stay [`Error::Api`] for the caller to
+    /// interpret.
+    fn failure(&self, verb: &'static str, failure: kubernetes::Error) -> Error {
         match failure {
-            ApiFailure::Unavailable(detail) => self.unavailable(verb, detail),
-            ApiFailure::Status {
+            kubernetes::Error::Status {
                 code: FORBIDDEN,
                 message,
                 ..
@@ -461,17 +430,18 @@ impl KubeState {
                 name: self.name.clone(),
                 message,
             },
-            ApiFailure::Status {
+            kubernetes::Error::Status {
                 code,
                 reason,
                 message,
-            } => Error::Api {
+            } if !kubernetes::is_transient_status(code) => Error::Api {
                 store: self.describe.clone(),
                 verb,
                 code,
                 reason,
                 message,
             },
+            unavailable => self.unavailable(verb, unavailable.to_string()),
         }
     }
 
@@ -549,7 +519,7 @@ fn state_name(lease: &str) -> Result<String, (String, String)> {
     let name = format!("{lease}{STATE_SUFFIX}");
     match check_object_name(&name) {
         Ok(()) => Ok(name),
-        Err(why) if name.len() > MAX_NAME_LEN => Err((
+        Err(why) if name.len() > MAX_SUBDOMAIN_LEN => Err((
             name,
             format!(
                 "{why} (the Lease name may have at most {MAX_LEASE_NAME_LEN} characters to keep its \
@@ -562,38 +532,11 @@ fn state_name(lease: &str) -> Result<String, (String, String)> {
 
 /// The record in `config_map`, or why it cannot be used (`store` names the ConfigMap).
 fn decode(store: &str, config_map: &ConfigMap) -> Result<StateRecord, String> {
-    let Some(text) = config_map.data.as_ref().and_then(|data| data.get(KEY)) else {
-        return Err(format!("{store}: {}", missing_key(config_map)));
-    };
+    let text = text_under(config_map, KEY).map_err(|missing| match missing {
+        Missing::InBinaryData => format!("{store}: key {KEY} is under binaryData, not data"),
+        Missing::NotFound(why) => format!("{store}: {why}"),
+    })?;
     encoding::decode(text).map_err(|e| format!("{store} key {KEY}: {e}"))
-}
-
-/// Why `config_map` has no text under [`KEY`].
-fn missing_key(config_map: &ConfigMap) -> String {
-    if config_map
-        .binary_data
-        .as_ref()
-        .is_some_and(|binary| binary.contains_key(KEY))
-    {
-        return format!("key {KEY} is under binaryData, not data");
-    }
-    let keys: Vec<&str> = config_map
-        .data
-        .iter()
-        .flat_map(|data| data.keys())
-        .map(String::as_str)
-        .collect();
-    match keys.len() {
-        0 => format!("key {KEY} not found in data (it has no keys)"),
-        n if n <= MAX_KEYS_LISTED => {
-            format!("key {KEY} not found in data (keys: {})", keys.join(", "))
-        }
-        n => format!(
-            "key {KEY} not found in data (keys: {}, and {} more)",
-            keys[..MAX_KEYS_LISTED].join(", "),
-            n - MAX_KEYS_LISTED
-        ),
-    }
 }
 
 #[cfg(test)]
@@ -645,8 +588,7 @@ mod tests {
     }
 
     fn api_error(state: &KubeState, verb: &'static str, code: u16) -> Error {
-        let status = kube::core::Status::failure("x", "y").with_code(code);
-        state.error(verb, kube::Error::Api(status.boxed()))
+        state.failure(verb, kubernetes::Error::status(code, "y", "x"))
     }
 
     #[test]
@@ -791,9 +733,8 @@ mod tests {
             api_error(&state, "update", 409),
             Error::Api { code: 409, .. }
         ));
-        let garbage = serde_json::from_str::<ConfigMap>("{not json").expect_err("garbage");
         assert!(state
-            .error("get", kube::Error::SerdeError(garbage))
+            .failure("get", kubernetes::Error::malformed())
             .is_transient());
     }
 
@@ -814,12 +755,12 @@ mod tests {
     #[tokio::test]
     async fn a_forbidden_answer_names_the_verb_and_the_rules_to_add() {
         let state = state();
-        let status = kube::core::Status::failure(
-            "configmaps \"lock-state\" is forbidden: User \"x\" cannot update resource",
+        let status = kubernetes::Error::status(
+            403,
             "Forbidden",
-        )
-        .with_code(403);
-        let error = state.error("update", kube::Error::Api(status.boxed()));
+            "configmaps \"lock-state\" is forbidden: User \"x\" cannot update resource",
+        );
+        let error = state.failure("update", status);
         assert!(!error.is_transient());
         let text = error.to_string();
         for needle in [

@@ -1,15 +1,10 @@
 //! The store's change feed: the most recent record received, and the task that watches the Lease.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use kube::api::{WatchEvent, WatchParams};
+use crate::kubernetes::watch::{self as object_watch, Seen, Watched};
 
 use super::{Error, Shared, Verb, Versioned};
-
-/// HTTP 410: the watch's resourceVersion is too old.
-const GONE: u16 = 410;
 
 /// What [`super::KubeStore::changed`] compares against.
 #[derive(Debug, Clone, Default)]
@@ -89,74 +84,29 @@ async fn pause(shared: &Shared, error: &Error) {
 /// Watches from `version` (empty: from now), re-watching when the server ends a request, and keeps
 /// `version` at the last resourceVersion seen. Returns when the watch fails.
 async fn watch_from(shared: &Shared, version: &mut String) -> Ended {
-    let params = WatchParams::default()
-        .fields(&format!("metadata.name={}", shared.params.name))
-        .timeout(whole_seconds(shared.params.watch_timeout));
-    let idle_limit = shared.params.watch_timeout + shared.params.request_timeout;
-    loop {
-        let request = shared.watches.watch(&params, version);
-        let stream = match shared.request(Verb::Watch, request).await {
-            Ok(stream) => stream,
-            Err(Error::Api { code: GONE, .. }) => return Ended::Gone,
-            Err(e) => return Ended::Failed(e),
-        };
-        shared.set_watching(true);
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let event = match tokio::time::timeout(idle_limit, stream.next()).await {
-                Err(_idle) => {
-                    return Ended::Failed(Error::Timeout {
-                        store: shared.describe.clone(),
-                        verb: Verb::Watch,
-                        after: idle_limit,
-                    })
-                }
-                // The server ended the request (timeoutSeconds): watch again from where we are.
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Ended::Failed(shared.error(Verb::Watch, e)),
-                Ok(Some(Ok(event))) => event,
-            };
-            if let Some(ended) = apply(shared, event, version) {
-                return ended;
+    let lease = Watched {
+        api: shared.watches.clone(),
+        name: shared.params.name.clone(),
+        watch_timeout: shared.params.watch_timeout,
+        request_timeout: shared.params.request_timeout,
+    };
+    let ended = object_watch::watch_from(&lease, version, |seen| {
+        match seen {
+            Seen::Watching => shared.set_watching(true),
+            Seen::Object(lease) => {
+                let current = shared.versioned(Verb::Watch, lease)?;
+                shared.learn(Some(current));
             }
+            Seen::Deleted(_) => shared.learn(None),
         }
+        Ok(())
+    })
+    .await;
+    match ended {
+        object_watch::Ended::Gone => Ended::Gone,
+        object_watch::Ended::Refused(e) | object_watch::Ended::Broken(e) => {
+            Ended::Failed(shared.failure(Verb::Watch, e))
+        }
+        object_watch::Ended::Rejected(e) => Ended::Failed(e),
     }
-}
-
-/// Applies one watch event to the feed; `Some` if it ends the watch.
-fn apply(
-    shared: &Shared,
-    event: WatchEvent<k8s_openapi::api::coordination::v1::Lease>,
-    version: &mut String,
-) -> Option<Ended> {
-    match event {
-        WatchEvent::Added(lease) | WatchEvent::Modified(lease) => {
-            match shared.versioned(Verb::Watch, lease) {
-                Ok(current) => {
-                    version.clone_from(&current.version);
-                    shared.learn(Some(current));
-                }
-                Err(e) => return Some(Ended::Failed(e)),
-            }
-        }
-        WatchEvent::Deleted(lease) => {
-            if let Some(v) = lease.metadata.resource_version {
-                *version = v;
-            }
-            shared.learn(None);
-        }
-        WatchEvent::Bookmark(bookmark) => *version = bookmark.metadata.resource_version,
-        WatchEvent::Error(status) if status.code == GONE => return Some(Ended::Gone),
-        WatchEvent::Error(status) => {
-            return Some(Ended::Failed(
-                shared.error(Verb::Watch, kube::Error::Api(status)),
-            ))
-        }
-    }
-    None
-}
-
-/// A duration as the API's whole `timeoutSeconds`, at least 1.
-fn whole_seconds(duration: Duration) -> u32 {
-    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX).max(1)
 }
