@@ -32,8 +32,8 @@ use chrono::Utc;
 use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, LoadOptions};
 use leasecron::dispatch::Dispatcher;
-use leasecron::local::run_state::FileState;
-use leasecron::run_state::{Backend, Ledger};
+use leasecron::local::run_state::StateFile;
+use leasecron::run_state::Ledger;
 use leasecron::runner::{Launcher, RunEvent, Runner};
 use leasecron::supervisor::protocol::{self, Reply, Request, MAX_MESSAGE_BYTES};
 use leasecron::supervisor::{LogFormat, Supervisor};
@@ -89,7 +89,7 @@ fn main() {
     // Each launcher has a record of its own, in the same directory (same disk).
     let file_ledger = |lease: &str| {
         let ledger = Arc::new(Ledger::new(
-            Backend::File(FileState::beside(&dir.path().join(lease))),
+            StateFile::beside(&dir.path().join(lease)),
             "bench".to_owned(),
         ));
         let begun = Arc::clone(&ledger);

@@ -38,16 +38,16 @@ use crate::http::{self, Endpoints, Health, StatusBoard};
 use crate::kubernetes::events::EventSink;
 use crate::kubernetes::jobs_configmap::{self, ConfigMapRef};
 use crate::kubernetes::lease::{self as kube_store, KubeStore};
-use crate::kubernetes::run_state::{self as kube_state, KubeState};
+use crate::kubernetes::run_state::{self as kube_state, StateConfigMap};
 use crate::lease_store::{self, LeaseStore};
 use crate::local::jobs_file;
 use crate::local::lease::FileStore;
-use crate::local::run_state::FileState;
+use crate::local::run_state::StateFile;
 use crate::metrics::{self, Metrics};
 use crate::observe::{self, ConfigReload, Observers};
 use crate::reaper::{self, Reaper};
 use crate::reload::{self, Reloader, Snapshot};
-use crate::run_state::{Backend, JobRecord, Ledger, Pruner, StateRecord};
+use crate::run_state::{JobRecord, Ledger, Pruner, StateRecord};
 use crate::runner::{Launcher, Runner};
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 use crate::signals;
@@ -522,11 +522,11 @@ enum PendingJobs {
 enum OpenedStore {
     File {
         store: FileStore,
-        state: FileState,
+        state: StateFile,
     },
     Kube {
         store: KubeStore,
-        state: KubeState,
+        state: StateConfigMap,
         /// The API server's URL, for messages.
         url: String,
     },
@@ -589,7 +589,7 @@ async fn open(opts: &RunOptions, load: LoadOptions) -> Result<Opened, Error> {
                 jobs,
                 store: OpenedStore::File {
                     store,
-                    state: FileState::beside(lease_file),
+                    state: StateFile::beside(lease_file),
                 },
             })
         }
@@ -603,7 +603,7 @@ async fn open(opts: &RunOptions, load: LoadOptions) -> Result<Opened, Error> {
                 }
             };
             // The run state beside the Lease.
-            let state = KubeState::new(
+            let state = StateConfigMap::new(
                 config.clone(),
                 &store.params().namespace,
                 &opts.lease_name,
@@ -643,7 +643,7 @@ impl Opened {
                 let jobs = jobs.load(load, startup).await?;
                 let lease = Lease {
                     store,
-                    ledger: Ledger::new(Backend::File(state), identity.clone()),
+                    ledger: Ledger::new(state, identity.clone()),
                     // No cluster, no Kubernetes Events.
                     events: EventSink::disabled(),
                 };
@@ -690,7 +690,7 @@ impl Opened {
                 );
                 let lease = Lease {
                     store,
-                    ledger: Ledger::new(Backend::Kube(state), identity.clone()),
+                    ledger: Ledger::new(state, identity.clone()),
                     events,
                 };
                 Ok(Prepared::Kube {
@@ -1426,9 +1426,9 @@ const NEXT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The run state (empty if there is none yet; an unusable one reads as empty, as the ledger would
 /// rebuild it).
 pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
-    let backend = match source {
+    let ledger = match source {
         StateSource::File(lease) => {
-            let state = FileState::beside(&lease);
+            let state = StateFile::beside(&lease);
             // No lease file and no run state: most likely a typo, not a lease with no runs yet.
             if !lease.exists() && !state.path().exists() {
                 return Err(Error::NoRunState {
@@ -1436,7 +1436,7 @@ pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
                     lease,
                 });
             }
-            Backend::File(state)
+            Ledger::new(state, String::new())
         }
         StateSource::Kube { name, namespace } => {
             kube_store::check_lease_name(&name).map_err(|why| Error::InvalidName {
@@ -1446,15 +1446,10 @@ pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
             })?;
             let config = kube_store::infer_config().await?;
             let namespace = resolve_namespace(namespace, &config)?;
-            Backend::Kube(KubeState::new(
-                config,
-                &namespace,
-                &name,
-                NEXT_REQUEST_TIMEOUT,
-            )?)
+            let state = StateConfigMap::new(config, &namespace, &name, NEXT_REQUEST_TIMEOUT)?;
+            Ledger::new(state, String::new())
         }
     };
-    let ledger = Ledger::new(backend, String::new());
     ledger.refresh().await.map_err(Error::State)
 }
 

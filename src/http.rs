@@ -642,7 +642,7 @@ mod tests {
     fn ledger(dir: &tempfile::TempDir, identity: &str) -> Arc<Ledger> {
         let lease = dir.path().join("lease.json");
         Arc::new(Ledger::new(
-            crate::run_state::Backend::File(crate::local::run_state::FileState::beside(&lease)),
+            crate::local::run_state::StateFile::beside(&lease),
             identity.to_owned(),
         ))
     }

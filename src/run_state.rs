@@ -2,9 +2,10 @@
 //! and a slot that fell due while no replica could lead still runs if it is within `startingDeadline`.
 //!
 //! One [`StateRecord`] per lease holds, per job, the last slot started (with the fencing token of the term
-//! that started it), the last completion and the last success. It lives beside the lease: in a file next to
-//! the lease file ([`local::run_state`](crate::local::run_state)), or in the ConfigMap `<lease-name>-state` ([`kubernetes::run_state`](crate::kubernetes::run_state)). The
-//! [`Ledger`] is the one writer of a replica:
+//! that started it), the last completion and the last success. It lives beside the lease, in a [`Store`]:
+//! a file next to the lease file ([`local::run_state`](crate::local::run_state)), or the ConfigMap
+//! `<lease-name>-state` ([`kubernetes::run_state`](crate::kubernetes::run_state)); tests and benches keep
+//! it in [`memory`]. The [`Ledger`] is the one writer of a replica:
 //!
 //! - a run's slot is **claimed** (written as started) before its process is spawned: a slot already
 //!   recorded as started is never started again, whoever started it;
@@ -20,8 +21,11 @@
 //! run twice.
 
 mod ledger;
+pub mod memory;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -125,14 +129,27 @@ pub enum Error {
     },
 }
 
-/// The record as read: its version (for the next compare-and-swap) and its content, or why the content
-/// is unusable.
+/// The record as a store read it.
 #[derive(Debug, Clone)]
-pub struct Loaded {
-    /// Opaque: a resourceVersion, or the file's generation.
-    pub version: String,
-    /// The record, or why it cannot be used.
-    pub record: Result<StateRecord, String>,
+pub enum Loaded {
+    /// There is no record yet.
+    Absent,
+    /// The record, and its version for the next compare-and-swap (opaque: a resourceVersion, or the
+    /// file's generation).
+    Found {
+        /// The version.
+        version: String,
+        /// The record.
+        record: StateRecord,
+    },
+    /// A record that cannot be used (corrupt, or with fields this version does not know): why, and its
+    /// version, so that the rebuild overwrites it.
+    Unusable {
+        /// The version.
+        version: String,
+        /// Why the content cannot be used.
+        why: String,
+    },
 }
 
 /// What a compare-and-swap write says.
@@ -144,39 +161,33 @@ pub enum Saved {
     Conflict,
 }
 
-/// Where the record is kept.
-#[derive(Debug)]
-pub enum Backend {
-    /// A file beside the lease file.
-    File(crate::local::run_state::FileState),
-    /// The ConfigMap `<lease-name>-state` beside the Lease.
-    Kube(crate::kubernetes::run_state::KubeState),
-}
+/// The future of a [`Store`] request.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
-impl Backend {
-    /// For logs: `file PATH` or `configmap NS/NAME`.
-    pub fn describe(&self) -> String {
-        match self {
-            Backend::File(store) => store.describe(),
-            Backend::Kube(store) => store.describe(),
-        }
-    }
+/// Where the record is kept: a file beside the lease file ([`StateFile`]), the ConfigMap beside the
+/// Lease ([`StateConfigMap`]), or memory ([`MemoryStore`], for tests and benches). Every write is a
+/// compare-and-swap on the version a read returned; the [`Ledger`] decides, retries and caches.
+///
+/// The futures are boxed so that the ledger holds any store as one `Box<dyn Store>`, chosen once at start,
+/// and stays a single type that the runner, the dispatcher and `/status` share; one allocation per request
+/// is nothing beside the fsync or the API request it waits for.
+///
+/// [`StateFile`]: crate::local::run_state::StateFile
+/// [`StateConfigMap`]: crate::kubernetes::run_state::StateConfigMap
+/// [`MemoryStore`]: memory::MemoryStore
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// For logs: `file PATH`, `configmap NS/NAME` or `memory`.
+    fn describe(&self) -> String;
 
-    /// Reads the record; `None` if there is none yet.
-    pub async fn load(&self) -> Result<Option<Loaded>, Error> {
-        Ok(match self {
-            Backend::File(store) => store.load().await?,
-            Backend::Kube(store) => store.load().await?,
-        })
-    }
+    /// Reads the record.
+    fn load(&self) -> StoreFuture<'_, Loaded>;
 
     /// Writes `record` if the stored version is still `version` (`None`: if there is no record yet).
-    pub async fn save(&self, record: &StateRecord, version: Option<&str>) -> Result<Saved, Error> {
-        Ok(match self {
-            Backend::File(store) => store.save(record, version).await?,
-            Backend::Kube(store) => store.save(record, version).await?,
-        })
-    }
+    fn save<'a>(
+        &'a self,
+        record: &'a StateRecord,
+        version: Option<&'a str>,
+    ) -> StoreFuture<'a, Saved>;
 }
 
 /// What [`Ledger::claim`] decided.
@@ -373,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let lease = dir.path().join("lease.json");
         let ledger = std::sync::Arc::new(Ledger::new(
-            Backend::File(crate::local::run_state::FileState::beside(&lease)),
+            crate::local::run_state::StateFile::beside(&lease),
             "me".to_owned(),
         ));
         let token = FencingToken(4);

@@ -14,8 +14,8 @@ use chrono::{DateTime, TimeZone, Timelike, Utc};
 use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, JobSet, LoadOptions, Source, DEFAULT_CONFIG_MAP_KEY};
 use leasecron::dispatch::{DispatchEvent, Dispatcher};
-use leasecron::local::run_state::FileState;
-use leasecron::run_state::{Backend, Claim, Ledger};
+use leasecron::local::run_state::StateFile;
+use leasecron::run_state::{Claim, Ledger};
 use leasecron::runner::{Outcome, RunEvent, Runner};
 use leasecron::schedule::Schedule;
 use leasecron::term::{FencingToken, Leadership, Term};
@@ -103,8 +103,8 @@ async fn runs_due_at_the_same_instant_each_run_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_due_at_the_same_instant_each_claim_their_slot_and_run_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = FileState::beside(&dir.path().join("lease"));
-    let ledger = Arc::new(Ledger::new(Backend::File(store), "me".to_owned()));
+    let store = StateFile::beside(&dir.path().join("lease"));
+    let ledger = Arc::new(Ledger::new(store, "me".to_owned()));
     let ran = burst(dir.path(), Some(Arc::clone(&ledger))).await;
     assert_each_ran_once(&ran);
     let record = ledger.snapshot();
@@ -231,10 +231,7 @@ fn assert_each_ran_once(ran: &BTreeMap<String, usize>) {
 async fn concurrent_claims_are_decided_one_after_the_other() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lease = dir.path().join("lease");
-    let ledger = Arc::new(Ledger::new(
-        Backend::File(FileState::beside(&lease)),
-        "a".to_owned(),
-    ));
+    let ledger = Arc::new(Ledger::new(StateFile::beside(&lease), "a".to_owned()));
     ledger
         .begin_term(FencingToken(1))
         .await
@@ -275,15 +272,12 @@ async fn concurrent_claims_are_decided_one_after_the_other() {
             Claim::Claimed
         );
     }
-    let stored = Ledger::new(
-        Backend::File(FileState::beside(&lease)),
-        "reader".to_owned(),
-    );
+    let stored = Ledger::new(StateFile::beside(&lease), "reader".to_owned());
     let record = stored.refresh().await.expect("readable");
     assert_eq!(record.jobs.len(), 101);
 
     // A newer term wrote the record: every later claim of the old term is refused as stale.
-    let newer = Ledger::new(Backend::File(FileState::beside(&lease)), "b".to_owned());
+    let newer = Ledger::new(StateFile::beside(&lease), "b".to_owned());
     newer
         .begin_term(FencingToken(2))
         .await

@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use fake_apiserver::{FakeApiServer, Resource, Which};
 use futures_util::future::join_all;
-use leasecron::kubernetes::run_state::{encoding, KubeState, KEY};
-use leasecron::run_state::{Backend, Claim, Completion, Ledger, StateRecord};
+use leasecron::kubernetes::run_state::{encoding, StateConfigMap, KEY};
+use leasecron::run_state::{Claim, Completion, Ledger, StateRecord};
 use leasecron::term::FencingToken;
 use replica::{wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
 
@@ -29,17 +29,14 @@ fn slot(s: i64) -> DateTime<Utc> {
 }
 
 async fn ledger(server: &FakeApiServer, token: &str) -> Ledger {
-    let state = KubeState::new(
+    let state = StateConfigMap::new(
         server.config(token).await,
         server.namespace(),
         LEASE,
         TIMEOUT,
     )
     .expect("a store for a valid Lease name");
-    Ledger::new(
-        Backend::Kube(state),
-        format!("{token}-replica-7d9f8b6c5-x2k4q"),
-    )
+    Ledger::new(state, format!("{token}-replica-7d9f8b6c5-x2k4q"))
 }
 
 /// The text under `state.json`.

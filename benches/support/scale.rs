@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use leasecron::config::JobSet;
-use leasecron::local::run_state::FileState;
-use leasecron::run_state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
+use leasecron::local::run_state::StateFile;
+use leasecron::run_state::{Completion, JobRecord, Ledger, SlotStart, StateRecord};
 use leasecron::term::{FencingToken, Leadership, Term, TermHandle};
 use tokio::sync::watch;
 
@@ -227,7 +227,7 @@ pub async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
             },
         );
     }
-    let store = FileState::beside(&work.join("lease"));
+    let store = StateFile::beside(&work.join("lease"));
     store
         .save(&record, None)
         .await
@@ -238,7 +238,7 @@ pub async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
         record.jobs.len(),
         size as f64 / (1024.0 * 1024.0)
     );
-    Arc::new(Ledger::new(Backend::File(store), "bench".to_owned()))
+    Arc::new(Ledger::new(store, "bench".to_owned()))
 }
 
 /// The runner of a scale bench, starting processes in this process or (`supervised`) through a run

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use tokio::sync::{oneshot, Mutex};
 
-use super::{Backend, Claim, Completion, Error, Loaded, Saved, SlotStart, StateRecord, FORMAT};
+use super::{Claim, Completion, Error, Loaded, Saved, SlotStart, StateRecord, Store, FORMAT};
 use crate::term::FencingToken;
 
 /// How often a claim retries after a conflicting write before giving up.
@@ -22,7 +22,7 @@ const CLAIM_ATTEMPTS: u32 = 5;
 /// the write that carries it is done.
 #[derive(Debug)]
 pub struct Ledger {
-    backend: Backend,
+    store: Box<dyn Store>,
     identity: String,
     /// The record as last read or written, with its version; `None` before the first read.
     current: Mutex<Option<(StateRecord, Option<String>)>>,
@@ -58,10 +58,10 @@ impl std::fmt::Debug for Pending {
 type BatchFailure = (Error, Vec<Option<Claim>>);
 
 impl Ledger {
-    /// A ledger over `backend`, writing as `identity`.
-    pub fn new(backend: Backend, identity: String) -> Ledger {
+    /// A ledger over `store`, writing as `identity`.
+    pub fn new(store: impl Store + 'static, identity: String) -> Ledger {
         Ledger {
-            backend,
+            store: Box::new(store),
             identity,
             current: Mutex::new(None),
             published: std::sync::Mutex::new(StateRecord::default()),
@@ -72,7 +72,7 @@ impl Ledger {
 
     /// The store, for logs.
     pub fn describe(&self) -> String {
-        self.backend.describe()
+        self.store.describe()
     }
 
     /// The record as this replica last knew it (for `/status`).
@@ -201,7 +201,7 @@ impl Ledger {
             }
             record.fencing_token = token.0;
             record.format = FORMAT;
-            match self.backend.save(&record, version.as_deref()).await {
+            match self.store.save(&record, version.as_deref()).await {
                 Ok(Saved::Written(version)) => {
                     self.publish(&record);
                     *current = Some((record.clone(), Some(version)));
@@ -284,7 +284,7 @@ impl Ledger {
                 return Ok(decisions.into_iter().flatten().collect());
             }
             record.format = FORMAT;
-            match self.backend.save(&record, version.as_deref()).await {
+            match self.store.save(&record, version.as_deref()).await {
                 Ok(Saved::Written(version)) => {
                     self.publish(&record);
                     *current = Some((record, Some(version)));
@@ -313,28 +313,24 @@ impl Ledger {
     /// Reads the record; a corrupt or unknown one is logged and replaced by an empty one (keeping its
     /// version, so the rebuild overwrites it).
     async fn read(&self) -> Result<(StateRecord, Option<String>), Error> {
-        match self.backend.load().await? {
-            None => Ok((StateRecord::default(), None)),
-            Some(Loaded {
-                version,
-                record: Ok(record),
-            }) if record.format == FORMAT => Ok((record, Some(version))),
-            Some(Loaded { version, record }) => {
-                let why = match record {
-                    Ok(record) => {
-                        format!("format {} (this leasecron reads format {FORMAT}, and in a ConfigMap format {})", record.format, crate::kubernetes::run_state::encoding::COMPACT_FORMAT)
-                    }
-                    Err(why) => why,
-                };
-                tracing::error!(
-                    store = %self.backend.describe(),
-                    error = %why,
-                    "the run state is unusable; rebuilding it from scratch (missed slots are skipped, none runs twice)"
-                );
-                // Keeping the version makes the rebuild overwrite it; the term's token fences it again.
-                Ok((StateRecord::default(), Some(version)))
+        let (version, why) = match self.store.load().await? {
+            Loaded::Absent => return Ok((StateRecord::default(), None)),
+            Loaded::Found { version, record } if record.format == FORMAT => {
+                return Ok((record, Some(version)))
             }
-        }
+            Loaded::Found { version, record } => {
+                let why = format!("format {} (this leasecron reads format {FORMAT}, and in a ConfigMap format {})", record.format, crate::kubernetes::run_state::encoding::COMPACT_FORMAT);
+                (version, why)
+            }
+            Loaded::Unusable { version, why } => (version, why),
+        };
+        tracing::error!(
+            store = %self.store.describe(),
+            error = %why,
+            "the run state is unusable; rebuilding it from scratch (missed slots are skipped, none runs twice)"
+        );
+        // Keeping the version makes the rebuild overwrite it; the term's token fences it again.
+        Ok((StateRecord::default(), Some(version)))
     }
 
     fn publish(&self, record: &StateRecord) {
@@ -346,7 +342,7 @@ impl Ledger {
 
     fn contended(&self) -> Error {
         Error::Contended {
-            store: self.backend.describe(),
+            store: self.store.describe(),
             attempts: CLAIM_ATTEMPTS,
         }
     }
@@ -356,16 +352,16 @@ impl Ledger {
 /// while starting nothing (the lease alone was deleted).
 impl crate::election::TokenFloor for Ledger {
     fn describe(&self) -> String {
-        format!("run state {}", self.backend.describe())
+        format!("run state {}", self.store.describe())
     }
 
     fn highest_token(&self) -> crate::election::fencing::FloorFuture<'_> {
         Box::pin(async move {
-            let loaded = self.backend.load().await?;
-            // Unusable content is rebuilt by the next term: it fences nothing.
-            Ok(loaded
-                .and_then(|loaded| loaded.record.ok())
-                .map_or(0, |record| record.highest_token()))
+            Ok(match self.store.load().await? {
+                Loaded::Found { record, .. } => record.highest_token(),
+                // Unusable content is rebuilt by the next term: it fences nothing.
+                Loaded::Absent | Loaded::Unusable { .. } => 0,
+            })
         })
     }
 }
@@ -407,7 +403,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let lease = dir.path().join("lease.json");
         let ledger = Ledger::new(
-            Backend::File(crate::local::run_state::FileState::beside(&lease)),
+            crate::local::run_state::StateFile::beside(&lease),
             "me".to_owned(),
         );
         assert_eq!(
@@ -445,7 +441,7 @@ mod tests {
             "a job's start carries a larger one"
         );
         std::fs::write(
-            crate::local::run_state::FileState::beside(&lease).path(),
+            crate::local::run_state::StateFile::beside(&lease).path(),
             "not json",
         )
         .expect("write");
