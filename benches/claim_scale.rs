@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use leasecron::local::run_state::StateFile;
-use leasecron::run_state::{Completion, JobRecord, Ledger, SlotStart, StateRecord};
+use leasecron::run_state::{Completion, JobRecord, Ledger, SlotStart, StateRecord, TermStart};
 use leasecron::term::FencingToken;
 use scale::Summary;
 
@@ -62,10 +62,11 @@ fn main() {
             std::hint::black_box(record.clone());
         });
         let ledger = Ledger::new(store, "bench".to_owned());
-        runtime
-            .block_on(ledger.begin_term(FencingToken(1)))
-            .expect("writable")
-            .expect("no newer term");
+        let begun = runtime.block_on(ledger.begin_term(FencingToken(1)));
+        assert!(
+            matches!(begun.expect("writable"), TermStart::Begun(_)),
+            "no newer term"
+        );
         let latencies: Vec<f64> = (1..=claims)
             .map(|k| {
                 let slot = now + chrono::Duration::seconds(k);

@@ -61,7 +61,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, PostParams};
 use leasecron::kubernetes::run_state::StateConfigMap;
-use leasecron::run_state::Ledger;
+use leasecron::run_state::{Ledger, TermStart};
 use leasecron::term::FencingToken;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -968,11 +968,16 @@ async fn run_state(
     let state = StateConfigMap::new(config, &namespace, LEASE, Duration::from_secs(10))
         .expect("a run state store");
     let ledger = Ledger::new(state, "bench".to_owned());
-    ledger
-        .begin_term(FencingToken(1))
-        .await
-        .expect("the run state is writable")
-        .expect("no newer term");
+    assert!(
+        matches!(
+            ledger
+                .begin_term(FencingToken(1))
+                .await
+                .expect("the run state is writable"),
+            TermStart::Begun(_)
+        ),
+        "no newer term"
+    );
     let base = Utc::now();
     let claim = |k: usize| {
         let slot = base + chrono::Duration::seconds(k as i64);

@@ -33,7 +33,7 @@ use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, LoadOptions};
 use leasecron::dispatch::Dispatcher;
 use leasecron::local::run_state::StateFile;
-use leasecron::run_state::Ledger;
+use leasecron::run_state::{Ledger, TermStart};
 use leasecron::runner::{Launcher, RunEvent, Runner};
 use leasecron::supervisor::protocol::{self, Reply, Request, MAX_MESSAGE_BYTES};
 use leasecron::supervisor::{LogFormat, Supervisor};
@@ -94,11 +94,16 @@ fn main() {
         ));
         let begun = Arc::clone(&ledger);
         runtime.block_on(async move {
-            begun
-                .begin_term(FencingToken(1))
-                .await
-                .expect("the state file is writable")
-                .expect("no newer term");
+            assert!(
+                matches!(
+                    begun
+                        .begin_term(FencingToken(1))
+                        .await
+                        .expect("the state file is writable"),
+                    TermStart::Begun(_)
+                ),
+                "no newer term"
+            );
         });
         ledger
     };

@@ -253,11 +253,11 @@ impl Dispatcher {
         tokio::spawn(async move {
             let token = term.fencing_token();
             let record = match ledger.begin_term(token).await {
-                Ok(Ok(record)) => record,
-                Ok(Err(newer)) => {
+                Ok(run_state::TermStart::Begun(record)) => record,
+                Ok(run_state::TermStart::Superseded { record_token }) => {
                     tracing::warn!(
                         fencing_token = token.0,
-                        record_token = newer,
+                        record_token,
                         "a newer term wrote the run state: not catching up"
                     );
                     return;

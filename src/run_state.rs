@@ -257,6 +257,19 @@ impl crate::observe::Observer for Pruner {
     }
 }
 
+/// What [`Ledger::begin_term`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TermStart {
+    /// The record is stamped with the term's token: older terms can no longer write it. It is the record
+    /// as it stands now, for [`catch_up`].
+    Begun(StateRecord),
+    /// A newer term has already written the record: this term may write nothing, and owes nothing.
+    Superseded {
+        /// The record's token.
+        record_token: u64,
+    },
+}
+
 /// What a job is owed when a term begins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CatchUp {

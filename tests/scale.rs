@@ -15,7 +15,7 @@ use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, JobSet, LoadOptions, Source, DEFAULT_CONFIG_MAP_KEY};
 use leasecron::dispatch::{DispatchEvent, Dispatcher};
 use leasecron::local::run_state::StateFile;
-use leasecron::run_state::{Claim, Ledger};
+use leasecron::run_state::{Claim, Ledger, TermStart};
 use leasecron::runner::{Outcome, RunEvent, Runner};
 use leasecron::schedule::Schedule;
 use leasecron::term::{FencingToken, Leadership, Term};
@@ -157,11 +157,16 @@ async fn burst(dir: &Path, ledger: Option<Arc<Ledger>>) -> BTreeMap<String, usiz
     let (dispatch_tx, mut dispatched) = mpsc::unbounded_channel();
     let runner = match &ledger {
         Some(ledger) => {
-            ledger
-                .begin_term(FencingToken(1))
-                .await
-                .expect("the state file is writable")
-                .expect("no newer term");
+            assert!(
+                matches!(
+                    ledger
+                        .begin_term(FencingToken(1))
+                        .await
+                        .expect("the state file is writable"),
+                    TermStart::Begun(_)
+                ),
+                "no newer term"
+            );
             Runner::with_ledger(
                 "me".to_owned(),
                 Arc::clone(&clock),
@@ -232,11 +237,13 @@ async fn concurrent_claims_are_decided_one_after_the_other() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lease = dir.path().join("lease");
     let ledger = Arc::new(Ledger::new(StateFile::beside(&lease), "a".to_owned()));
-    ledger
-        .begin_term(FencingToken(1))
-        .await
-        .expect("writable")
-        .expect("no newer term");
+    assert!(
+        matches!(
+            ledger.begin_term(FencingToken(1)).await.expect("writable"),
+            TermStart::Begun(_)
+        ),
+        "no newer term"
+    );
     let slot = utc("2026-11-21T10:00:00Z");
     let claims = |job: fn(usize) -> String| {
         (0..100)
@@ -278,11 +285,13 @@ async fn concurrent_claims_are_decided_one_after_the_other() {
 
     // A newer term wrote the record: every later claim of the old term is refused as stale.
     let newer = Ledger::new(StateFile::beside(&lease), "b".to_owned());
-    newer
-        .begin_term(FencingToken(2))
-        .await
-        .expect("writable")
-        .expect("newest");
+    assert!(
+        matches!(
+            newer.begin_term(FencingToken(2)).await.expect("writable"),
+            TermStart::Begun(_)
+        ),
+        "newest"
+    );
     let later = utc("2026-11-21T10:01:00Z");
     let stale = (0..20).map(|i| {
         let ledger = Arc::clone(&ledger);

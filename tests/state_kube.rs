@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 use leasecron::kubernetes::run_state::{self as kube_state, StateConfigMap, KEY};
 use leasecron::run_state::{
-    self, Claim, Completion, JobRecord, Ledger, Loaded, Saved, SlotStart, StateRecord,
+    self, Claim, Completion, JobRecord, Ledger, Loaded, Saved, SlotStart, StateRecord, TermStart,
 };
 use leasecron::term::FencingToken;
 
@@ -137,11 +137,11 @@ fn kube_error(error: run_state::Error) -> kube_state::Error {
 }
 
 async fn begin(ledger: &Ledger, token: u64) -> StateRecord {
-    ledger
-        .begin_term(FencingToken(token))
-        .await
-        .expect("the API answers")
-        .expect("not stale")
+    let begun = ledger.begin_term(FencingToken(token)).await;
+    let TermStart::Begun(record) = begun.expect("the API answers") else {
+        panic!("not stale");
+    };
+    record
 }
 
 // === The ledger over the ConfigMap (the file store's tests) ===
@@ -217,7 +217,7 @@ async fn a_stale_term_cannot_write(which: Which) {
     );
     assert_eq!(
         old.begin_term(FencingToken(3)).await.expect("api"),
-        Err(4),
+        TermStart::Superseded { record_token: 4 },
         "an older term cannot even begin"
     );
     let record = new.refresh().await.expect("api");

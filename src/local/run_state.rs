@@ -231,7 +231,7 @@ impl Store for StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run_state::{Claim, Completion, Ledger};
+    use crate::run_state::{Claim, Completion, Ledger, TermStart};
     use crate::term::FencingToken;
     use chrono::{TimeZone, Utc};
 
@@ -251,10 +251,13 @@ mod tests {
         let lease = dir.path().join("lease");
         let a = ledger(&lease, "a");
         let b = ledger(&lease, "b");
-        a.begin_term(FencingToken(1))
-            .await
-            .expect("io")
-            .expect("not stale");
+        assert!(
+            matches!(
+                a.begin_term(FencingToken(1)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
         assert_eq!(
             a.claim("j", slot(10), FencingToken(1), slot(10), false)
                 .await
@@ -262,11 +265,9 @@ mod tests {
             Claim::Claimed
         );
         // A new term elsewhere sees the slot as started.
-        let record = b
-            .begin_term(FencingToken(2))
-            .await
-            .expect("io")
-            .expect("not stale");
+        let TermStart::Begun(record) = b.begin_term(FencingToken(2)).await.expect("io") else {
+            panic!("not stale")
+        };
         assert_eq!(
             record.jobs["j"].last_started.as_ref().map(|s| s.slot),
             Some(slot(10))
@@ -294,14 +295,20 @@ mod tests {
         let lease = dir.path().join("lease");
         let old = ledger(&lease, "old");
         let new = ledger(&lease, "new");
-        old.begin_term(FencingToken(3))
-            .await
-            .expect("io")
-            .expect("not stale");
-        new.begin_term(FencingToken(4))
-            .await
-            .expect("io")
-            .expect("not stale");
+        assert!(
+            matches!(
+                old.begin_term(FencingToken(3)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
+        assert!(
+            matches!(
+                new.begin_term(FencingToken(4)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
         // The old leader's cached view is outdated: its write conflicts, it re-reads, and is refused.
         assert_eq!(
             old.claim("j", slot(30), FencingToken(3), slot(30), false)
@@ -322,7 +329,7 @@ mod tests {
         );
         assert_eq!(
             old.begin_term(FencingToken(3)).await.expect("io"),
-            Err(4),
+            TermStart::Superseded { record_token: 4 },
             "an older term cannot even begin"
         );
         let record = new.refresh().await.expect("io");
@@ -345,11 +352,7 @@ mod tests {
         ] {
             fs::write(state.path(), &content).expect("write");
             let ledger = ledger(&lease, "a");
-            let record = ledger
-                .begin_term(FencingToken(5))
-                .await
-                .expect("io")
-                .expect("rebuilt, not stale");
+            let TermStart::Begun(record) = ledger.begin_term(FencingToken(5)).await.expect("io") else { panic!("rebuilt, not stale") };
             assert!(record.jobs.is_empty(), "{content}");
             assert_eq!(record.fencing_token, 5);
             let Loaded::Found { record: on_disk, .. } = state.load().await.expect("io") else {
@@ -365,11 +368,13 @@ mod tests {
         let lease = dir.path().join("lease");
         let state = StateFile::beside(&lease);
         let ledger = ledger(&lease, "a");
-        ledger
-            .begin_term(FencingToken(1))
-            .await
-            .expect("io")
-            .expect("not stale");
+        assert!(
+            matches!(
+                ledger.begin_term(FencingToken(1)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
         for job in ["keep", "drop"] {
             ledger
                 .claim(job, slot(10), FencingToken(1), slot(10), false)
@@ -406,18 +411,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let lease = dir.path().join("lease");
         let old = ledger(&lease, "old");
-        old.begin_term(FencingToken(1))
-            .await
-            .expect("io")
-            .expect("not stale");
+        assert!(
+            matches!(
+                old.begin_term(FencingToken(1)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
         old.claim("j", slot(10), FencingToken(1), slot(10), false)
             .await
             .expect("io");
         let new = ledger(&lease, "new");
-        new.begin_term(FencingToken(2))
-            .await
-            .expect("io")
-            .expect("not stale");
+        assert!(
+            matches!(
+                new.begin_term(FencingToken(2)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
         assert_eq!(
             new.claim("j", slot(10), FencingToken(2), slot(12), true)
                 .await

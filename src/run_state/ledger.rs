@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use tokio::sync::{oneshot, Mutex};
 
-use super::{Claim, Completion, Error, Loaded, Saved, SlotStart, StateRecord, Store, FORMAT};
+use super::{
+    Claim, Completion, Error, Loaded, Saved, SlotStart, StateRecord, Store, TermStart, FORMAT,
+};
 use crate::term::FencingToken;
 
 /// How often a claim retries after a conflicting write before giving up.
@@ -93,13 +95,13 @@ impl Ledger {
     }
 
     /// At the start of a term: reads the record afresh and stamps it with `token`, so a stale leader's
-    /// later writes are refused. Returns the record for [`catch_up`], or [`Claim::Stale`]'s token if a
-    /// newer term has already written it.
-    pub async fn begin_term(&self, token: FencingToken) -> Result<Result<StateRecord, u64>, Error> {
+    /// later writes are refused. Returns the record for [`catch_up`](super::catch_up), or the token of the
+    /// newer term that has already written it.
+    pub async fn begin_term(&self, token: FencingToken) -> Result<TermStart, Error> {
         // Another replica led since this one last looked: read afresh, not from the cache.
         Ok(match self.update(token, |_| None).await? {
-            (Claim::Stale { record_token }, _) => Err(record_token),
-            (_, record) => Ok(record),
+            (Claim::Stale { record_token }, _) => TermStart::Superseded { record_token },
+            (_, record) => TermStart::Begun(record),
         })
     }
 
@@ -411,11 +413,13 @@ mod tests {
             0,
             "no record yet"
         );
-        ledger
-            .begin_term(FencingToken(7))
-            .await
-            .expect("writes")
-            .expect("not stale");
+        assert!(
+            matches!(
+                ledger.begin_term(FencingToken(7)).await.expect("writes"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
         assert_eq!(ledger.highest_token().await.expect("reads"), 7);
         let mut record = StateRecord {
             format: FORMAT,
