@@ -47,7 +47,7 @@ use crate::metrics::{self, Metrics};
 use crate::observe::{self, ConfigReload, Observers};
 use crate::reaper::{self, Reaper};
 use crate::reload::{self, Reloader, Snapshot};
-use crate::run_state::{JobRecord, Ledger, Pruner, StateRecord};
+use crate::run_state::{JobRecord, Ledger, StateRecord};
 use crate::runner::{Launcher, Runner};
 use crate::shutdown::{self, Signals, FORCED_EXIT_CODE};
 use crate::signals;
@@ -1164,7 +1164,7 @@ async fn run_with<S: LeaseStore>(
         "leasecron starting"
     );
     let metrics = Arc::new(Metrics::new()?);
-    let status = Arc::new(StatusBoard::new(identity.clone()));
+    let status = Arc::new(StatusBoard::new(identity.clone(), Arc::clone(&ledger)));
     metrics.set_jobs(&jobs.set);
     status.set_jobs(&jobs.set);
     let mut observers = Observers::new();
@@ -1172,10 +1172,6 @@ async fn run_with<S: LeaseStore>(
     observers.push(Arc::clone(&status) as Arc<dyn observe::Observer>);
     observers.push(Arc::new(events.clone()) as Arc<dyn observe::Observer>);
     let (elector, leadership) = Elector::new(store, config, Arc::clone(&clock))?;
-    observers.push(
-        Arc::new(Pruner::new(Arc::clone(&ledger), leadership.clone()))
-            as Arc<dyn observe::Observer>,
-    );
     // A leader that holds the lease but starts nothing shows as a gauge and on /readyz.
     let stall = Arc::new(StallWatch::new(
         opts.timings.lease_duration,
@@ -1200,7 +1196,7 @@ async fn run_with<S: LeaseStore>(
         identity,
         Arc::clone(&clock),
         Some(senders.runs),
-        Some(Arc::clone(&ledger)),
+        Arc::clone(&ledger),
         Launcher::Supervised(supervisor),
     );
     let health = Health::new(leadership.clone()).with_stall_watch(stall);
@@ -1243,11 +1239,9 @@ async fn run_with<S: LeaseStore>(
     }
     let reaper_stop = CancellationToken::new();
     let reaper = Reaper::spawn_if_orphans_come_here(reaper_stop.clone());
-    endpoints.status.set_ledger(Arc::clone(&ledger));
     tracing::info!(state = %ledger.describe(), "run state: each slot runs at most once across terms");
-    let dispatcher = Dispatcher::new(runner, leadership, clock)
-        .with_events(senders.dispatch)
-        .with_ledger(ledger);
+    let dispatcher =
+        Dispatcher::new(runner, leadership, clock, ledger).with_events(senders.dispatch);
     let result =
         serve_until_shutdown(jobs, elector, dispatcher, listener, endpoints, shutdown).await;
     reaper_stop.cancel();

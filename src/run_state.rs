@@ -16,10 +16,16 @@
 //!   [`catch_up`] decides per job what the gap without a leader owes: the latest due slot if it is within
 //!   `startingDeadline` (as CronJob runs only the latest), the older ones counted as missed.
 //!
+//! The runner claims and completes each run's slot through the ledger. The [`Keeper`] owns the rest, and
+//! the dispatcher calls it at the moments it concerns: when a term begins (stamp, catch up, forget the jobs
+//! no longer configured), when a reload removes jobs while this replica leads (forget them), and on a
+//! follower now and then (read the record again, for `/status`).
+//!
 //! A record that cannot be read (corrupt, or written by a newer leasecron with fields we do not know) is
 //! logged and rebuilt from scratch: jobs without a record owe nothing, so missed slots are skipped, never
 //! run twice.
 
+mod keeper;
 mod ledger;
 pub mod memory;
 
@@ -33,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Job;
 
+pub use keeper::Keeper;
 pub use ledger::Ledger;
 
 /// The record's format; a record with another `format` is rebuilt.
@@ -209,54 +216,6 @@ pub enum Claim {
     },
 }
 
-/// Forgets the run state of removed jobs as soon as a reload removes them (not only when the next term
-/// begins), so a reload that replaces jobs does not carry both sets into the record until then: the
-/// capacity a job set is checked against counts only its own jobs.
-///
-/// Only the leader writes; a follower leaves it to the next term's [`Ledger::begin_term`] pruning.
-/// Forgetting is on the safe side: a job without an entry owes nothing, so nothing runs because of it.
-pub struct Pruner {
-    ledger: std::sync::Arc<Ledger>,
-    leadership: tokio::sync::watch::Receiver<crate::term::Leadership>,
-}
-
-impl Pruner {
-    /// Prunes `ledger` while this replica leads, per `leadership`.
-    pub fn new(
-        ledger: std::sync::Arc<Ledger>,
-        leadership: tokio::sync::watch::Receiver<crate::term::Leadership>,
-    ) -> Pruner {
-        Pruner { ledger, leadership }
-    }
-}
-
-impl crate::observe::Observer for Pruner {
-    fn on_run(&self, _: &crate::runner::RunEvent) {}
-
-    fn on_election(&self, _: &crate::election::ElectionEvent) {}
-
-    fn on_dispatch(&self, event: &crate::dispatch::DispatchEvent) {
-        let crate::dispatch::DispatchEvent::JobsApplied { jobs, diff } = event else {
-            return;
-        };
-        if diff.removed.is_empty() {
-            return;
-        }
-        let token = match &*self.leadership.borrow() {
-            crate::term::Leadership::Leader { term } if term.is_live() => term.fencing_token(),
-            _ => return,
-        };
-        let ledger = std::sync::Arc::clone(&self.ledger);
-        let jobs = std::sync::Arc::clone(jobs);
-        tokio::spawn(async move {
-            let names: Vec<&str> = jobs.jobs.iter().map(|job| job.name.as_str()).collect();
-            if let Err(error) = ledger.retain_jobs(token, &names).await {
-                tracing::debug!(%error, "could not prune removed jobs from the run state");
-            }
-        });
-    }
-}
-
 /// What [`Ledger::begin_term`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TermStart {
@@ -351,7 +310,6 @@ fn lateness(slot: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
 mod tests {
     use super::*;
     use crate::config::{self, LoadOptions};
-    use crate::term::FencingToken;
     use chrono::TimeZone;
 
     fn job(extra: &str) -> Job {
@@ -387,68 +345,6 @@ mod tests {
             }),
             last_success: None,
         }
-    }
-
-    #[tokio::test]
-    async fn a_reload_that_removes_jobs_prunes_them_while_leading_only() {
-        use crate::dispatch::{DispatchEvent, JobsDiff};
-        use crate::observe::Observer;
-        use crate::term::{Leadership, Term};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let lease = dir.path().join("lease.json");
-        let ledger = std::sync::Arc::new(Ledger::new(
-            crate::local::run_state::StateFile::beside(&lease),
-            "me".to_owned(),
-        ));
-        let token = FencingToken(4);
-        for name in ["kept", "gone"] {
-            let claim = ledger.claim(name, at(10), token, at(10), false).await;
-            assert_eq!(claim.expect("writes"), Claim::Claimed);
-        }
-        let (leading, leadership) = tokio::sync::watch::channel(Leadership::Unknown);
-        let pruner = Pruner::new(std::sync::Arc::clone(&ledger), leadership);
-        let kept = config::parse_str(
-            "jobs:\n  - name: kept\n    schedule: \"@hourly\"\n    shell: \"true\"\n",
-            "jobs.yaml",
-            &LoadOptions {
-                max_termination_grace: Duration::MAX,
-            },
-        )
-        .expect("valid");
-        let event = DispatchEvent::JobsApplied {
-            jobs: std::sync::Arc::new(kept),
-            diff: JobsDiff {
-                removed: vec!["gone".to_owned()],
-                ..JobsDiff::default()
-            },
-        };
-        let names = |ledger: &Ledger| ledger.snapshot().jobs.into_keys().collect::<Vec<_>>();
-        // A follower leaves the record alone (it decides at once, without a task).
-        pruner.on_dispatch(&event);
-        assert_eq!(names(&ledger), ["gone", "kept"]);
-        let handle = Term::begin(
-            token,
-            at(0),
-            tokio::time::Instant::now() + Duration::from_secs(60),
-        );
-        leading.send_replace(Leadership::Leader {
-            term: handle.term().clone(),
-        });
-        pruner.on_dispatch(&event);
-        let mut pruned = false;
-        for _ in 0..100 {
-            let record = ledger.refresh().await.expect("reads");
-            if record.jobs.keys().eq(["kept"].iter()) {
-                pruned = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            pruned,
-            "the removed job's entry is forgotten: {:?}",
-            names(&ledger)
-        );
     }
 
     #[test]

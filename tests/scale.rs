@@ -1,6 +1,7 @@
 //! Behaviour at scale: a file of 10 000 jobs loads, schedules hold in every year, runs due at the same
-//! instant each run exactly once (with and without the run state), and concurrent claims of the run state
-//! are decided one after the other. No test asserts how long anything took (see `benches/*_scale.rs`).
+//! instant each run exactly once (with the run state in memory and in a file), and concurrent claims of the
+//! run state are decided one after the other. No test asserts how long anything took (see
+//! `benches/*_scale.rs`).
 
 #[path = "support/scale_jobs.rs"]
 mod scale_jobs;
@@ -15,6 +16,7 @@ use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, JobSet, LoadOptions, Source, DEFAULT_CONFIG_MAP_KEY};
 use leasecron::dispatch::{DispatchEvent, Dispatcher};
 use leasecron::local::run_state::StateFile;
+use leasecron::run_state::memory::MemoryStore;
 use leasecron::run_state::{Claim, Ledger, TermStart};
 use leasecron::runner::{Outcome, RunEvent, Runner};
 use leasecron::schedule::Schedule;
@@ -96,7 +98,8 @@ fn a_schedule_matches_in_every_year() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_due_at_the_same_instant_each_run_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ran = burst(dir.path(), None).await;
+    let ledger = Arc::new(Ledger::new(MemoryStore::new(), "me".to_owned()));
+    let ran = burst(dir.path(), ledger).await;
     assert_each_ran_once(&ran);
 }
 
@@ -105,7 +108,7 @@ async fn runs_due_at_the_same_instant_each_claim_their_slot_and_run_exactly_once
     let dir = tempfile::tempdir().expect("tempdir");
     let store = StateFile::beside(&dir.path().join("lease"));
     let ledger = Arc::new(Ledger::new(store, "me".to_owned()));
-    let ran = burst(dir.path(), Some(Arc::clone(&ledger))).await;
+    let ran = burst(dir.path(), Arc::clone(&ledger)).await;
     assert_each_ran_once(&ran);
     let record = ledger.snapshot();
     for job in ran.keys() {
@@ -120,9 +123,9 @@ async fn runs_due_at_the_same_instant_each_claim_their_slot_and_run_exactly_once
     }
 }
 
-/// `BURST` jobs due at one second a moment from now, run by a leader; returns how often each job's process
-/// ran, and checks that no fire was skipped and every run succeeded.
-async fn burst(dir: &Path, ledger: Option<Arc<Ledger>>) -> BTreeMap<String, usize> {
+/// `BURST` jobs due at one second a moment from now, run by a leader that claims their slots in `ledger`;
+/// returns how often each job's process ran, and checks that no fire was skipped and every run succeeded.
+async fn burst(dir: &Path, ledger: Arc<Ledger>) -> BTreeMap<String, usize> {
     let out = dir.join("ran");
     let due = Utc.timestamp_opt((Utc::now() + LEAD_TIME).timestamp() + 1, 0);
     let due = due.single().expect("a whole second");
@@ -155,28 +158,23 @@ async fn burst(dir: &Path, ledger: Option<Arc<Ledger>>) -> BTreeMap<String, usiz
     });
     let (runs_tx, mut runs) = mpsc::unbounded_channel();
     let (dispatch_tx, mut dispatched) = mpsc::unbounded_channel();
-    let runner = match &ledger {
-        Some(ledger) => {
-            assert!(
-                matches!(
-                    ledger
-                        .begin_term(FencingToken(1))
-                        .await
-                        .expect("the state file is writable"),
-                    TermStart::Begun(_)
-                ),
-                "no newer term"
-            );
-            Runner::with_ledger(
-                "me".to_owned(),
-                Arc::clone(&clock),
-                Some(runs_tx),
-                Arc::clone(ledger),
-            )
-        }
-        None => Runner::new("me".to_owned(), Arc::clone(&clock), Some(runs_tx)),
-    };
-    let dispatcher = Dispatcher::new(runner, leadership, clock).with_events(dispatch_tx);
+    assert!(
+        matches!(
+            ledger
+                .begin_term(FencingToken(1))
+                .await
+                .expect("the run state is writable"),
+            TermStart::Begun(_)
+        ),
+        "no newer term"
+    );
+    let runner = Runner::new(
+        "me".to_owned(),
+        Arc::clone(&clock),
+        Some(runs_tx),
+        Arc::clone(&ledger),
+    );
+    let dispatcher = Dispatcher::new(runner, leadership, clock, ledger).with_events(dispatch_tx);
     let stop = CancellationToken::new();
     let (_jobs_tx, jobs_rx) = watch::channel(Arc::new(jobs));
     let running = tokio::spawn({

@@ -109,7 +109,7 @@ impl Ledger {
     /// term wrote the record. Must succeed before the run's process is spawned.
     ///
     /// `rerun`: the slot may be the recorded one, if an older term started it (an interrupted run of a
-    /// `rerunInterrupted` job, found by [`catch_up`]).
+    /// `rerunInterrupted` job, found by [`catch_up`](super::catch_up)).
     pub async fn claim(
         &self,
         job: &str,
