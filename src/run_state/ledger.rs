@@ -26,8 +26,9 @@ const CLAIM_ATTEMPTS: u32 = 5;
 pub struct Ledger {
     store: Box<dyn Store>,
     identity: String,
-    /// The record as last read or written, with its version; `None` before the first read.
-    current: Mutex<Option<(StateRecord, Option<String>)>>,
+    /// The record as last read or written; `None`: to be read (before the first read, and after a write
+    /// that conflicted or failed).
+    current: Mutex<Option<Known>>,
     /// A copy for `/status`, readable without waiting for a write.
     published: std::sync::Mutex<StateRecord>,
     /// Changes waiting for the next write.
@@ -36,8 +37,26 @@ pub struct Ledger {
     next_change: AtomicU64,
 }
 
-/// A change to the record: returns `Some(decision)` to refuse, and then must leave the record as it was.
-type Change = Box<dyn FnMut(&mut StateRecord) -> Option<Claim> + Send>;
+/// The record as this replica knows it, and the version a write must replace.
+#[derive(Debug, Clone)]
+struct Known {
+    record: StateRecord,
+    /// `None`: there is no record yet.
+    version: Option<String>,
+}
+
+/// What a change made of the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// The record changed: its caller hears [`Claim::Claimed`] once the record is written.
+    Write,
+    /// Nothing to write (a refusal, or nothing to change), and the record is as it was: its caller hears
+    /// this.
+    Answer(Claim),
+}
+
+/// A change to the record.
+type Change = Box<dyn FnMut(&mut StateRecord) -> Verdict + Send>;
 
 /// A change to the record, applied and written by whichever caller writes next.
 struct Pending {
@@ -56,8 +75,19 @@ impl std::fmt::Debug for Pending {
     }
 }
 
-/// Why a batch of changes was not written, and the decisions taken before (`None`: would have been written).
-type BatchFailure = (Error, Vec<Option<Claim>>);
+/// Why a batch of changes was not written, and the verdict of each change (a change that waited for the
+/// write gets the error).
+type BatchFailure = (Error, Vec<Verdict>);
+
+impl Verdict {
+    /// What the change's caller hears once the record is written.
+    fn claim(self) -> Claim {
+        match self {
+            Verdict::Write => Claim::Claimed,
+            Verdict::Answer(claim) => claim,
+        }
+    }
+}
 
 impl Ledger {
     /// A ledger over `store`, writing as `identity`.
@@ -88,9 +118,10 @@ impl Ledger {
     /// Reads the record afresh (a follower, or `leasecron next`); a corrupt one reads as empty.
     pub async fn refresh(&self) -> Result<StateRecord, Error> {
         let mut current = self.current.lock().await;
-        let (record, version) = self.read().await?;
-        self.publish(&record);
-        *current = Some((record.clone(), version));
+        let known = self.read().await?;
+        self.publish(&known.record);
+        let record = known.record.clone();
+        *current = Some(known);
         Ok(record)
     }
 
@@ -99,7 +130,7 @@ impl Ledger {
     /// newer term that has already written it.
     pub async fn begin_term(&self, token: FencingToken) -> Result<TermStart, Error> {
         // Another replica led since this one last looked: read afresh, not from the cache.
-        Ok(match self.update(token, |_| None).await? {
+        Ok(match self.update(token, |_| Verdict::Write).await? {
             (Claim::Stale { record_token }, _) => TermStart::Superseded { record_token },
             (_, record) => TermStart::Begun(record),
         })
@@ -131,14 +162,14 @@ impl Ledger {
                 let rerun_allowed =
                     rerun && started.slot == slot && started.fencing_token < token.0;
                 if started.slot >= slot && !rerun_allowed {
-                    return Some(Claim::AlreadyStarted {
+                    return Verdict::Answer(Claim::AlreadyStarted {
                         slot: started.slot,
                         fencing_token: started.fencing_token,
                     });
                 }
             }
             entry.last_started = Some(start.clone());
-            None
+            Verdict::Write
         })
         .await
     }
@@ -159,7 +190,7 @@ impl Ledger {
                 entry.last_success = Some(completion.clone());
             }
             entry.last_completion = Some(completion.clone());
-            None
+            Verdict::Write
         })
         .await
     }
@@ -170,35 +201,48 @@ impl Ledger {
         self.decide(token, move |record| {
             let before = record.jobs.len();
             record.jobs.retain(|name, _| names.contains(name));
-            // Nothing to forget: nothing to write.
-            (record.jobs.len() == before).then_some(Claim::Claimed)
+            if record.jobs.len() == before {
+                // Nothing to forget: nothing to write.
+                Verdict::Answer(Claim::Claimed)
+            } else {
+                Verdict::Write
+            }
         })
         .await
     }
 
     /// Applies `change` to the record as stored now and writes it with `token`, retrying on conflicts.
-    /// `change` returns `Some(claim)` to stop without writing. Returns the decision and the record in force
+    /// A `change` that answers stops without writing. Returns the decision and the record in force
     /// afterwards. (Changes to the cached record go through [`Ledger::decide`].)
     async fn update(
         &self,
         token: FencingToken,
-        mut change: impl FnMut(&mut StateRecord) -> Option<Claim>,
+        mut change: impl FnMut(&mut StateRecord) -> Verdict,
     ) -> Result<(Claim, StateRecord), Error> {
         let mut current = self.current.lock().await;
         *current = None;
         for _ in 0..CLAIM_ATTEMPTS {
-            let (mut record, version) = match current.take() {
+            let Known {
+                mut record,
+                version,
+            } = match current.take() {
                 Some(known) => known,
                 None => self.read().await?,
             };
             if record.fencing_token > token.0 {
                 let record_token = record.fencing_token;
-                *current = Some((record.clone(), version));
+                *current = Some(Known {
+                    record: record.clone(),
+                    version,
+                });
                 return Ok((Claim::Stale { record_token }, record));
             }
             let before = record.clone();
-            if let Some(refused) = change(&mut record) {
-                *current = Some((before.clone(), version));
+            if let Verdict::Answer(refused) = change(&mut record) {
+                *current = Some(Known {
+                    record: before.clone(),
+                    version,
+                });
                 return Ok((refused, before));
             }
             record.fencing_token = token.0;
@@ -206,7 +250,10 @@ impl Ledger {
             match self.store.save(&record, version.as_deref()).await {
                 Ok(Saved::Written(version)) => {
                     self.publish(&record);
-                    *current = Some((record.clone(), Some(version)));
+                    *current = Some(Known {
+                        record: record.clone(),
+                        version: Some(version),
+                    });
                     return Ok((Claim::Claimed, record));
                 }
                 // Someone else wrote: read again and re-decide.
@@ -223,11 +270,11 @@ impl Ledger {
 
     /// Applies `change` with `token` to the cached record and writes it, together with every change that
     /// waits for a write (see [`Ledger`]); returns its decision once the write that carries it is done.
-    /// `change` returns `Some(decision)` to refuse, and must then leave the record as it was.
+    /// A `change` that answers must leave the record as it was.
     async fn decide(
         &self,
         token: FencingToken,
-        change: impl FnMut(&mut StateRecord) -> Option<Claim> + Send + 'static,
+        change: impl FnMut(&mut StateRecord) -> Verdict + Send + 'static,
     ) -> Result<Claim, Error> {
         let id = self.next_change.fetch_add(1, Ordering::Relaxed);
         let (done, answer) = oneshot::channel();
@@ -257,48 +304,54 @@ impl Ledger {
     /// each change's decision.
     async fn write_batch(
         &self,
-        current: &mut Option<(StateRecord, Option<String>)>,
+        current: &mut Option<Known>,
         batch: &mut [Pending],
     ) -> Result<Vec<Claim>, BatchFailure> {
         let count = batch.len();
-        let undecided = || vec![None; count];
+        // Nothing decided yet: every change waits for the write, and gets its error.
+        let undecided = || vec![Verdict::Write; count];
         for _ in 0..CLAIM_ATTEMPTS {
-            let (mut record, version) = match current.take() {
+            let Known {
+                mut record,
+                version,
+            } = match current.take() {
                 Some(known) => known,
                 None => self.read().await.map_err(|e| (e, undecided()))?,
             };
-            let mut decisions: Vec<Option<Claim>> = Vec::with_capacity(batch.len());
+            let mut verdicts: Vec<Verdict> = Vec::with_capacity(batch.len());
             for pending in batch.iter_mut() {
-                let decision = if record.fencing_token > pending.token.0 {
-                    Some(Claim::Stale {
+                let verdict = if record.fencing_token > pending.token.0 {
+                    Verdict::Answer(Claim::Stale {
                         record_token: record.fencing_token,
                     })
                 } else {
                     (pending.change)(&mut record)
                 };
-                if decision.is_none() {
+                if verdict == Verdict::Write {
                     record.fencing_token = pending.token.0;
                 }
-                decisions.push(decision);
+                verdicts.push(verdict);
             }
-            if decisions.iter().all(Option::is_some) {
-                *current = Some((record, version));
-                return Ok(decisions.into_iter().flatten().collect());
+            if !verdicts.contains(&Verdict::Write) {
+                *current = Some(Known { record, version });
+                return Ok(verdicts.into_iter().map(Verdict::claim).collect());
             }
             record.format = FORMAT;
             match self.store.save(&record, version.as_deref()).await {
                 Ok(Saved::Written(version)) => {
                     self.publish(&record);
-                    *current = Some((record, Some(version)));
-                    let written = decisions.into_iter();
-                    return Ok(written.map(|d| d.unwrap_or(Claim::Claimed)).collect());
+                    *current = Some(Known {
+                        record,
+                        version: Some(version),
+                    });
+                    return Ok(verdicts.into_iter().map(Verdict::claim).collect());
                 }
                 // Someone else wrote: read again and re-decide every change.
                 Ok(Saved::Conflict) => *current = None,
                 Err(e) => {
                     // The write may or may not have happened: read again next time.
                     *current = None;
-                    return Err((e, decisions));
+                    return Err((e, verdicts));
                 }
             }
         }
@@ -314,11 +367,19 @@ impl Ledger {
 
     /// Reads the record; a corrupt or unknown one is logged and replaced by an empty one (keeping its
     /// version, so the rebuild overwrites it).
-    async fn read(&self) -> Result<(StateRecord, Option<String>), Error> {
+    async fn read(&self) -> Result<Known, Error> {
         let (version, why) = match self.store.load().await? {
-            Loaded::Absent => return Ok((StateRecord::default(), None)),
+            Loaded::Absent => {
+                return Ok(Known {
+                    record: StateRecord::default(),
+                    version: None,
+                })
+            }
             Loaded::Found { version, record } if record.format == FORMAT => {
-                return Ok((record, Some(version)))
+                return Ok(Known {
+                    record,
+                    version: Some(version),
+                })
             }
             Loaded::Found { version, record } => {
                 let why = format!("format {} (this leasecron reads format {FORMAT}, and in a ConfigMap format {})", record.format, crate::kubernetes::run_state::encoding::COMPACT_FORMAT);
@@ -332,7 +393,10 @@ impl Ledger {
             "the run state is unusable; rebuilding it from scratch (missed slots are skipped, none runs twice)"
         );
         // Keeping the version makes the rebuild overwrite it; the term's token fences it again.
-        Ok((StateRecord::default(), Some(version)))
+        Ok(Known {
+            record: StateRecord::default(),
+            version: Some(version),
+        })
     }
 
     fn publish(&self, record: &StateRecord) {
@@ -377,16 +441,16 @@ fn answer_batch(batch: Vec<Pending>, written: Result<Vec<Claim>, BatchFailure>, 
                 let _ = pending.done.send(Ok(decision));
             }
         }
-        Err((error, decisions)) => {
+        Err((error, verdicts)) => {
             let message = error.to_string();
             let mut error = Some(error);
-            for (pending, decision) in batch.into_iter().zip(decisions) {
-                let answer = match decision {
-                    Some(decision) => Ok(decision),
-                    None if pending.id == own => {
+            for (pending, verdict) in batch.into_iter().zip(verdicts) {
+                let answer = match verdict {
+                    Verdict::Answer(decision) => Ok(decision),
+                    Verdict::Write if pending.id == own => {
                         Err(error.take().unwrap_or(Error::Batched(message.clone())))
                     }
-                    None => Err(Error::Batched(message.clone())),
+                    Verdict::Write => Err(Error::Batched(message.clone())),
                 };
                 let _ = pending.done.send(answer);
             }
