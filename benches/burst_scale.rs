@@ -130,7 +130,11 @@ async fn burst_run(
     let set = jobs(burst, due, &probes);
     let clock: SharedClock = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let status = Arc::new(StatusBoard::new("bench"));
+    let ledger = match with_state {
+        true => scale::steady_state_ledger(work, &set).await,
+        false => scale::memory_ledger(),
+    };
+    let status = Arc::new(StatusBoard::new("bench", Arc::clone(&ledger)));
     let collector = Arc::new(Collector::default());
     metrics.set_jobs(&set);
     status.set_jobs(&set);
@@ -143,16 +147,14 @@ async fn burst_run(
     drop(senders.election);
 
     let (handle, leadership, _leader) = scale::lead();
-    let ledger = match with_state {
-        true => Some(scale::steady_state_ledger(work, &set).await),
-        false => None,
-    };
-    let (runner, supervisor) =
-        scale::bench_runner(supervised, Arc::clone(&clock), senders.runs, ledger.clone());
-    let mut dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
-    if let Some(ledger) = &ledger {
-        dispatcher = dispatcher.with_ledger(Arc::clone(ledger));
-    }
+    let (runner, supervisor) = scale::bench_runner(
+        supervised,
+        Arc::clone(&clock),
+        senders.runs,
+        Arc::clone(&ledger),
+    );
+    let dispatcher =
+        Dispatcher::new(runner, leadership, clock, ledger).with_events(senders.dispatch);
     let stop = CancellationToken::new();
     let running = {
         let stop = stop.clone();

@@ -19,8 +19,8 @@ mod scale;
 use std::time::Instant;
 
 use chrono::Utc;
-use leasecron::local::run_state::FileState;
-use leasecron::run_state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
+use leasecron::local::run_state::StateFile;
+use leasecron::run_state::{Completion, JobRecord, Ledger, SlotStart, StateRecord, TermStart};
 use leasecron::term::FencingToken;
 use scale::Summary;
 
@@ -41,7 +41,7 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = Utc::now();
         let record = record_of(n, now);
-        let store = FileState::beside(&dir.path().join("lease"));
+        let store = StateFile::beside(&dir.path().join("lease"));
         runtime
             .block_on(store.save(&record, None))
             .expect("writable");
@@ -61,11 +61,12 @@ fn main() {
         let clone = timed(&|| {
             std::hint::black_box(record.clone());
         });
-        let ledger = Ledger::new(Backend::File(store), "bench".to_owned());
-        runtime
-            .block_on(ledger.begin_term(FencingToken(1)))
-            .expect("writable")
-            .expect("no newer term");
+        let ledger = Ledger::new(store, "bench".to_owned());
+        let begun = runtime.block_on(ledger.begin_term(FencingToken(1)));
+        assert!(
+            matches!(begun.expect("writable"), TermStart::Begun(_)),
+            "no newer term"
+        );
         let latencies: Vec<f64> = (1..=claims)
             .map(|k| {
                 let slot = now + chrono::Duration::seconds(k);

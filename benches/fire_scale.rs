@@ -485,7 +485,11 @@ async fn scenario_run(work: &Path, scenario: Scenario, measured: usize, seconds:
     let set = jobs(total, measured, others, &probes);
     let clock: SharedClock = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let status = Arc::new(StatusBoard::new("bench"));
+    let ledger = match with_state {
+        true => scale::steady_state_ledger(work, &set).await,
+        false => scale::memory_ledger(),
+    };
+    let status = Arc::new(StatusBoard::new("bench", Arc::clone(&ledger)));
     let collector = Arc::new(Collector::default());
     metrics.set_jobs(&set);
     status.set_jobs(&set);
@@ -510,20 +514,14 @@ async fn scenario_run(work: &Path, scenario: Scenario, measured: usize, seconds:
         }
         false => None,
     };
-    let ledger = match with_state {
-        true => Some(scale::steady_state_ledger(work, &set).await),
-        false => None,
-    };
     let (runner, supervisor) = scale::bench_runner(
         matches!(scenario.launch, Launch::Supervised),
         Arc::clone(&clock),
         senders.runs,
-        ledger.clone(),
+        Arc::clone(&ledger),
     );
-    let mut dispatcher = Dispatcher::new(runner, leadership, clock).with_events(senders.dispatch);
-    if let Some(ledger) = &ledger {
-        dispatcher = dispatcher.with_ledger(Arc::clone(ledger));
-    }
+    let dispatcher =
+        Dispatcher::new(runner, leadership, clock, ledger).with_events(senders.dispatch);
     let stop = CancellationToken::new();
     let set = Arc::new(set);
     let running = {

@@ -16,7 +16,7 @@
 //!    `REAL_STEADY_SECONDS` (default 60), both sets at once; RSS and CPU of each process;
 //! 3. the Kubernetes run state with etcd's fsync on (the default) and off (a second kube-testenv of this
 //!    bench's own, `-etcd-unsafe-no-fsync`), without the proxy, as a user bound to deploy/core/role.yaml:
-//!    claim latency (`Ledger::claim` on `KubeState`, one `PUT` of `leasecron-state`; `REAL_CLAIMS`,
+//!    claim latency (`Ledger::claim` on `StateConfigMap`, one `PUT` of `leasecron-state`; `REAL_CLAIMS`,
 //!    default 50, one after the other) as the client sees it and as the server logs it (audit
 //!    `stageTimestamp − requestReceivedTimestamp`), and the start lag of a `leasecron run` whose
 //!    every-second job records its own start (`REAL_LAG_SAMPLES`, default 30), and (fsync on only) of
@@ -60,8 +60,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, PostParams};
-use leasecron::kubernetes::run_state::KubeState;
-use leasecron::run_state::{Backend, Ledger};
+use leasecron::kubernetes::run_state::StateConfigMap;
+use leasecron::run_state::{Ledger, TermStart};
 use leasecron::term::FencingToken;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -965,14 +965,19 @@ async fn run_state(
         &namespace,
     );
     let config = real::config_from(&kubeconfig, Some(&namespace)).await;
-    let state = KubeState::new(config, &namespace, LEASE, Duration::from_secs(10))
+    let state = StateConfigMap::new(config, &namespace, LEASE, Duration::from_secs(10))
         .expect("a run state store");
-    let ledger = Ledger::new(Backend::Kube(state), "bench".to_owned());
-    ledger
-        .begin_term(FencingToken(1))
-        .await
-        .expect("the run state is writable")
-        .expect("no newer term");
+    let ledger = Ledger::new(state, "bench".to_owned());
+    assert!(
+        matches!(
+            ledger
+                .begin_term(FencingToken(1))
+                .await
+                .expect("the run state is writable"),
+            TermStart::Begun(_)
+        ),
+        "no newer term"
+    );
     let base = Utc::now();
     let claim = |k: usize| {
         let slot = base + chrono::Duration::seconds(k as i64);

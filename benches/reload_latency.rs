@@ -26,6 +26,8 @@ use leasecron::event::DispatchEvent;
 use leasecron::local::jobs_file;
 use leasecron::observe::Observers;
 use leasecron::reload::{self, Reloader, Snapshot};
+use leasecron::run_state::memory::MemoryStore;
+use leasecron::run_state::Ledger;
 use leasecron::runner::Runner;
 use leasecron::term::Leadership;
 use mount::KubeletMount;
@@ -102,10 +104,16 @@ async fn measure(samples: usize) -> Vec<Duration> {
     .expect("valid");
 
     let clock: SharedClock = Arc::new(SystemClock);
-    let runner = Runner::new("bench".to_owned(), Arc::clone(&clock), None);
+    let ledger = Arc::new(Ledger::new(MemoryStore::new(), "bench".to_owned()));
+    let runner = Runner::new(
+        "bench".to_owned(),
+        Arc::clone(&clock),
+        None,
+        Arc::clone(&ledger),
+    );
     let (_leadership_tx, leadership) = watch::channel(Leadership::Follower { holder: None });
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let dispatcher = Dispatcher::new(runner, leadership, clock).with_events(events_tx);
+    let dispatcher = Dispatcher::new(runner, leadership, clock, ledger).with_events(events_tx);
     let (snapshots_tx, snapshots) = watch::channel::<Snapshot>(initial);
     let (jobs_tx, jobs_rx) = watch::channel(Arc::new(jobs));
     let stop = CancellationToken::new();

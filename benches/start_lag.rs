@@ -33,8 +33,9 @@ use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, LoadOptions};
 use leasecron::dispatch::Dispatcher;
 use leasecron::event::RunEvent;
-use leasecron::local::run_state::FileState;
-use leasecron::run_state::{Backend, Ledger};
+use leasecron::local::run_state::StateFile;
+use leasecron::run_state::memory::MemoryStore;
+use leasecron::run_state::{Ledger, TermStart};
 use leasecron::runner::{Launcher, Runner};
 use leasecron::supervisor::protocol::{self, Reply, Request, MAX_MESSAGE_BYTES};
 use leasecron::supervisor::{LogFormat, Supervisor};
@@ -77,42 +78,47 @@ fn main() {
     let (ours, ours_spawn) = runtime.block_on(measure_leasecron(
         &dir.path().join("leasecron"),
         samples,
-        None,
+        memory_ledger(),
         Launcher::InProcess,
     ));
     let (sup, sup_spawn) = runtime.block_on(measure_leasecron(
         &dir.path().join("supervised"),
         samples,
-        None,
+        memory_ledger(),
         supervised.clone(),
     ));
-    // The same with the run state in a file: every slot is claimed (written, fsynced) before the spawn.
+    // The same with the run state in a file (above, in memory): every slot is claimed (written, fsynced) before the spawn.
     // Each launcher has a record of its own, in the same directory (same disk).
     let file_ledger = |lease: &str| {
         let ledger = Arc::new(Ledger::new(
-            Backend::File(FileState::beside(&dir.path().join(lease))),
+            StateFile::beside(&dir.path().join(lease)),
             "bench".to_owned(),
         ));
         let begun = Arc::clone(&ledger);
         runtime.block_on(async move {
-            begun
-                .begin_term(FencingToken(1))
-                .await
-                .expect("the state file is writable")
-                .expect("no newer term");
+            assert!(
+                matches!(
+                    begun
+                        .begin_term(FencingToken(1))
+                        .await
+                        .expect("the state file is writable"),
+                    TermStart::Begun(_)
+                ),
+                "no newer term"
+            );
         });
         ledger
     };
     let (with_state, with_state_spawn) = runtime.block_on(measure_leasecron(
         &dir.path().join("with-state"),
         samples,
-        Some(file_ledger("lease")),
+        file_ledger("lease"),
         Launcher::InProcess,
     ));
     let (sup_state, sup_state_spawn) = runtime.block_on(measure_leasecron(
         &dir.path().join("supervised-with-state"),
         samples,
-        Some(file_ledger("lease-supervised")),
+        file_ledger("lease-supervised"),
         supervised,
     ));
     let supervisor_rss = rss_mib(supervisor.pid(), "VmRSS:");
@@ -202,6 +208,11 @@ fn probe(out: &Path) {
     writeln!(file, "{}", now.as_nanos()).expect("write probe");
 }
 
+/// A ledger over a run state in memory: each slot is claimed, without a write to disk.
+fn memory_ledger() -> Arc<Ledger> {
+    Arc::new(Ledger::new(MemoryStore::new(), "bench".to_owned()))
+}
+
 /// The child-measured lags, and the runner's own `start_delay`: in-process, slot until just before
 /// `spawn()` on the spawner thread, so the difference between the two is the cost of fork, exec and the
 /// child's start; supervised, slot until the request is made, so the difference also holds the request's
@@ -209,7 +220,7 @@ fn probe(out: &Path) {
 async fn measure_leasecron(
     out: &Path,
     samples: u64,
-    ledger: Option<Arc<Ledger>>,
+    ledger: Arc<Ledger>,
     launcher: Launcher,
 ) -> (Vec<f64>, Vec<f64>) {
     let exe = std::env::current_exe().expect("current exe");
@@ -234,10 +245,10 @@ async fn measure_leasecron(
         "bench".to_owned(),
         Arc::clone(&clock),
         Some(events),
-        ledger,
+        Arc::clone(&ledger),
         launcher,
     );
-    let dispatcher = Dispatcher::new(runner, leadership, clock);
+    let dispatcher = Dispatcher::new(runner, leadership, clock, ledger);
     let stop = CancellationToken::new();
     let stopper = stop.clone();
     tokio::spawn(async move {

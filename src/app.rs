@@ -35,7 +35,7 @@ use crate::metrics::{self, Metrics};
 use crate::observe::{self, Observers};
 use crate::reaper::{self, Reaper};
 use crate::reload;
-use crate::run_state::{Ledger, Pruner};
+use crate::run_state::Ledger;
 use crate::runner::{Launcher, Runner};
 use crate::shutdown::{Signals, FORCED_EXIT_CODE};
 use crate::stall::StallWatch;
@@ -146,7 +146,7 @@ impl App {
 
         // The observers, and the channels the elector, the dispatcher and the runner report through.
         let metrics = Arc::new(Metrics::new()?);
-        let status = Arc::new(StatusBoard::new(identity.clone()));
+        let status = Arc::new(StatusBoard::new(identity.clone(), Arc::clone(&ledger)));
         metrics.set_jobs(&jobs.set);
         status.set_jobs(&jobs.set);
         let mut observers = Observers::new();
@@ -154,10 +154,6 @@ impl App {
         observers.push(Arc::clone(&status) as Arc<dyn observe::Observer>);
         observers.push(Arc::new(events.clone()) as Arc<dyn observe::Observer>);
         let (elector, leadership) = Elector::new(lease, election, Arc::clone(&clock))?;
-        observers.push(
-            Arc::new(Pruner::new(Arc::clone(&ledger), leadership.clone()))
-                as Arc<dyn observe::Observer>,
-        );
         // A leader that holds the lease but starts nothing shows as a gauge and on /readyz.
         let stall = Arc::new(StallWatch::new(lease_duration, leadership.clone()));
         metrics.register(stall.collector().map_err(metrics::Error::from)?)?;
@@ -175,7 +171,7 @@ impl App {
             identity,
             Arc::clone(&clock),
             Some(senders.runs),
-            Some(Arc::clone(&ledger)),
+            Arc::clone(&ledger),
             Launcher::Supervised(Arc::clone(&supervisor)),
         );
         let health = Health::new(leadership.clone()).with_stall_watch(stall);
@@ -184,10 +180,9 @@ impl App {
             metrics,
             status,
         };
-        endpoints.status.set_ledger(Arc::clone(&ledger));
-        let dispatcher = Dispatcher::new(Arc::clone(&runner), leadership, clock)
-            .with_events(senders.dispatch)
-            .with_ledger(Arc::clone(&ledger));
+        let dispatcher =
+            Dispatcher::new(Arc::clone(&runner), leadership, clock, Arc::clone(&ledger))
+                .with_events(senders.dispatch);
         Ok(App {
             jobs,
             elector,

@@ -22,12 +22,12 @@ use crate::config::{self, LoadOptions};
 use crate::kubernetes::events::EventSink;
 use crate::kubernetes::jobs_configmap::{self, ConfigMapRef};
 use crate::kubernetes::lease::{self as kube_lease, KubeStore};
-use crate::kubernetes::run_state::{self as kube_state, KubeState};
+use crate::kubernetes::run_state::{self as kube_state, StateConfigMap};
 use crate::kubernetes::{self, names};
 use crate::lease_store::{self, Change, LeaseRecord, LeaseStore, Versioned};
 use crate::local::lease::FileStore;
-use crate::local::run_state::FileState;
-use crate::run_state::{Backend as StateBackend, Ledger};
+use crate::local::run_state::StateFile;
+use crate::run_state::Ledger;
 
 pub mod jobs;
 pub mod startup;
@@ -172,7 +172,7 @@ pub enum Backend {
         /// The lease file, its identity claimed.
         lease: FileStore,
         /// The run state file beside it.
-        state: FileState,
+        state: StateFile,
         /// The jobs, loaded from their file, or the ConfigMap to read them from.
         jobs: PendingJobs,
     },
@@ -183,7 +183,7 @@ pub enum Backend {
         /// The Lease.
         lease: KubeStore,
         /// The ConfigMap `<lease>-state`.
-        state: KubeState,
+        state: StateConfigMap,
         /// The API server's URL, for messages.
         url: String,
         /// The jobs, loaded from their file, or the ConfigMap to read them from.
@@ -253,7 +253,7 @@ impl Backend {
                 Ok(Backend::Local {
                     identity,
                     lease,
-                    state: FileState::beside(lease_file),
+                    state: StateFile::beside(lease_file),
                     jobs,
                 })
             }
@@ -267,7 +267,7 @@ impl Backend {
                     }
                 };
                 // The run state beside the Lease.
-                let state = KubeState::new(
+                let state = StateConfigMap::new(
                     config.clone(),
                     &lease.params().namespace,
                     &opts.lease_name,
@@ -296,7 +296,7 @@ impl Backend {
             } => {
                 let jobs = jobs.load(opts.load, startup).await?;
                 Ok(Connected {
-                    ledger: Ledger::new(StateBackend::File(state), identity.clone()),
+                    ledger: Ledger::new(state, identity.clone()),
                     identity,
                     lease: AnyLeaseStore::File(lease),
                     jobs,
@@ -346,7 +346,7 @@ impl Backend {
                     &identity,
                 );
                 Ok(Connected {
-                    ledger: Ledger::new(StateBackend::Kube(state), identity.clone()),
+                    ledger: Ledger::new(state, identity.clone()),
                     identity,
                     lease: AnyLeaseStore::Kube(lease),
                     jobs,

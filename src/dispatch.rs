@@ -15,13 +15,14 @@
 //!   untouched;
 //! - an **added** job gets a timer, which fires from the next slot on;
 //! - a **removed** job's timer stops; its runs in flight finish (they belong to the term, and end with it);
+//!   while this replica leads, its entry in the run state is forgotten;
 //! - a **changed** job's timer is replaced by one on the new settings, which re-times from the next slot of
 //!   the new schedule; a run of the old version keeps going under the old settings (the runner holds
 //!   that version), and counts as the job's run for the new version's `concurrencyPolicy`.
 //!
-//! Applying stops timers and starts timers, nothing else: a reload never waits for a run. A stopped
-//! timer's task is awaited (it ends at once) before [`DispatchEvent::JobsApplied`] is sent, so no event of
-//! an old timer follows it on the channel.
+//! Applying stops timers and starts timers (and has the run state forget removed jobs, in a task of its
+//! own), nothing else: a reload never waits for a run. A stopped timer's task is awaited (it ends at once)
+//! before [`DispatchEvent::JobsApplied`] is sent, so no event of an old timer follows it on the channel.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ use crate::clock::SharedClock;
 use crate::config::{Job, JobSet};
 use crate::event::{DispatchEvent, JobsDiff, SkipReason};
 use crate::logging::rfc3339;
-use crate::run_state::{self, Ledger};
+use crate::run_state::{self, Keeper, Ledger};
 use crate::runner::{Runner, Start};
 use crate::schedule::{Tick, Timer};
 use crate::term::{Leadership, Term};
@@ -60,32 +61,29 @@ pub struct Dispatcher {
     leadership: watch::Receiver<Leadership>,
     clock: SharedClock,
     events: Option<UnboundedSender<DispatchEvent>>,
-    ledger: Option<Arc<Ledger>>,
+    /// The run state of the terms: stamped, caught up and pruned here, claimed in by the runner.
+    keeper: Keeper,
 }
 
 // === impl Dispatcher ===
 
 impl Dispatcher {
-    /// A dispatcher that starts runs on `runner` while `leadership` says this replica leads.
+    /// A dispatcher that starts runs on `runner` while `leadership` says this replica leads. It catches up
+    /// from the run state in `ledger` whenever a term begins (the runner must claim slots in the same
+    /// ledger), forgets the jobs a reload removes, and keeps a follower's view of it fresh for `/status`.
     pub fn new(
         runner: Arc<Runner>,
         leadership: watch::Receiver<Leadership>,
         clock: SharedClock,
+        ledger: Arc<Ledger>,
     ) -> Self {
         Self {
             runner,
             leadership,
+            keeper: Keeper::new(ledger, Arc::clone(&clock)),
             clock,
             events: None,
-            ledger: None,
         }
-    }
-
-    /// Catches up from the run state in `ledger` whenever a term begins (the runner must claim slots in
-    /// the same ledger), and keeps a follower's view of it fresh for `/status`.
-    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
-        self.ledger = Some(ledger);
-        self
     }
 
     /// Reports skips and next fire times on `events`.
@@ -142,36 +140,15 @@ impl Dispatcher {
         }
     }
 
-    /// A term began: stamp the run state with its token, then start what the gap without a leader owes
-    /// each job ([`run_state::catch_up`]) and report what it missed. Runs in its own task: the timers go on.
+    /// A term began: the keeper stamps the run state with its token and works out what the gap without a
+    /// leader owes each job ([`run_state::catch_up`]); this reports what was missed and starts what is
+    /// owed. Runs in its own task: the timers go on.
     fn begin_term(&self, term: Term, jobs: Arc<JobSet>) {
-        let Some(ledger) = self.ledger.clone() else {
-            return;
-        };
         let this = self.clone();
         tokio::spawn(async move {
             let token = term.fencing_token();
-            let record = match ledger.begin_term(token).await {
-                Ok(Ok(record)) => record,
-                Ok(Err(newer)) => {
-                    tracing::warn!(
-                        fencing_token = token.0,
-                        record_token = newer,
-                        "a newer term wrote the run state: not catching up"
-                    );
-                    return;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "cannot read the run state at the start of the term: no catch-up (the timers run; each run still claims its slot)");
-                    return;
-                }
-            };
-            let now = this.clock.now();
-            for job in &jobs.jobs {
-                let owed = run_state::catch_up(job, record.jobs.get(&job.name), now);
+            let owe = |job: &Arc<Job>, owed: &run_state::CatchUp| {
                 if owed.missed > 0 {
-                    let latest = owed.latest_missed.as_ref().map(rfc3339);
-                    tracing::warn!(job = %job.name, missed = owed.missed, truncated = owed.missed_truncated, latest, "slots fell due without a leader and are skipped (past startingDeadline, or older than the latest)");
                     this.send(DispatchEvent::MissedSlots {
                         job: job.name.clone(),
                         count: owed.missed,
@@ -189,27 +166,37 @@ impl Dispatcher {
                         .runner
                         .start_slot(Arc::clone(job), slot, &term, owed.rerun);
                 }
-            }
-            let names: Vec<&str> = jobs.jobs.iter().map(|job| job.name.as_str()).collect();
-            if let Err(error) = ledger.retain_jobs(token, &names).await {
-                tracing::debug!(%error, "could not prune removed jobs from the run state");
-            }
+            };
+            this.keeper.begin_term(token, &jobs, owe).await;
         });
     }
 
     /// A follower re-reads the run state now and then, so `/status` shows the leader's progress.
     fn refresh_state(&self) {
-        let Some(ledger) = self.ledger.clone() else {
-            return;
-        };
         if self.leadership.borrow().is_leader() {
             return;
         }
-        tokio::spawn(async move {
-            if let Err(error) = ledger.refresh().await {
-                tracing::debug!(%error, "cannot read the run state");
-            }
-        });
+        let keeper = self.keeper.clone();
+        tokio::spawn(async move { keeper.refresh().await });
+    }
+
+    /// A reload removed jobs: while this replica leads, the keeper forgets their run state now, not only
+    /// when the next term begins (see [`Keeper::retain_jobs`]), in a task of its own; a follower leaves it
+    /// to the next term.
+    fn forget_removed(&self, jobs: &Arc<JobSet>, diff: &JobsDiff) {
+        if diff.removed.is_empty() {
+            return;
+        }
+        let Some(token) = self
+            .leadership
+            .borrow()
+            .live_term()
+            .map(Term::fencing_token)
+        else {
+            return;
+        };
+        let (keeper, jobs) = (self.keeper.clone(), Arc::clone(jobs));
+        tokio::spawn(async move { keeper.retain_jobs(token, &jobs).await });
     }
 
     /// Brings the timers in line with `jobs`.
@@ -252,6 +239,7 @@ impl Dispatcher {
             .filter(|job| !timers.contains_key(&job.name))
             .cloned()
             .collect();
+        self.forget_removed(&jobs, &diff);
         self.send(DispatchEvent::JobsApplied {
             jobs: Arc::clone(&jobs),
             diff,
@@ -379,6 +367,9 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::config::{self, LoadOptions};
+    use crate::run_state::memory::MemoryStore;
+    use crate::run_state::Claim;
+    use crate::term::FencingToken;
     use tokio::sync::mpsc;
 
     fn job_set(extra: &str) -> JobSet {
@@ -392,11 +383,25 @@ mod tests {
     }
 
     fn dispatcher() -> (Dispatcher, mpsc::UnboundedReceiver<DispatchEvent>) {
-        let clock: SharedClock = Arc::new(SystemClock);
-        let runner = Runner::new("me".to_owned(), Arc::clone(&clock), None);
         let (_tx, leadership) = watch::channel(Leadership::Follower { holder: None });
+        dispatcher_over(MemoryStore::new(), leadership)
+    }
+
+    /// A dispatcher, and its runner, keeping the run state in `store`.
+    fn dispatcher_over(
+        store: MemoryStore,
+        leadership: watch::Receiver<Leadership>,
+    ) -> (Dispatcher, mpsc::UnboundedReceiver<DispatchEvent>) {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let ledger = Arc::new(Ledger::new(store, "me".to_owned()));
+        let runner = Runner::new(
+            "me".to_owned(),
+            Arc::clone(&clock),
+            None,
+            Arc::clone(&ledger),
+        );
         let (events_tx, events) = mpsc::unbounded_channel();
-        let dispatcher = Dispatcher::new(runner, leadership, clock).with_events(events_tx);
+        let dispatcher = Dispatcher::new(runner, leadership, clock, ledger).with_events(events_tx);
         (dispatcher, events)
     }
 
@@ -580,5 +585,86 @@ mod tests {
         assert_eq!(at.format("%m-%d %H:%M").to_string(), "01-01 00:00");
         stop.cancel();
         running.await.expect("the dispatcher stops");
+    }
+
+    /// The jobs in `store`'s record.
+    async fn recorded(store: &MemoryStore) -> Vec<String> {
+        let reader = Ledger::new(store.clone(), "reader".to_owned());
+        let record = reader.refresh().await.expect("infallible");
+        record.jobs.into_keys().collect()
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_removes_jobs_prunes_them_while_leading_only() {
+        let both = jobs_of(&[("kept", "@hourly"), ("gone", "@hourly")]);
+        let kept = jobs_of(&[("kept", "@hourly")]);
+        let store = MemoryStore::new();
+        let before = Ledger::new(store.clone(), "before".to_owned());
+        let slot = Utc::now() - chrono::Duration::days(1);
+        for name in ["kept", "gone"] {
+            let claim = before.claim(name, slot, FencingToken(3), slot, false).await;
+            assert_eq!(claim.expect("infallible"), Claim::Claimed);
+        }
+        let stop = CancellationToken::new();
+
+        // A follower leaves the record alone.
+        let (_follows, leadership) = watch::channel(Leadership::Follower { holder: None });
+        let (dispatcher, mut events) = dispatcher_over(store.clone(), leadership);
+        let (jobs_tx, jobs) = watch::channel(Arc::clone(&both));
+        let following = tokio::spawn({
+            let stop = stop.clone();
+            async move { dispatcher.run(jobs, stop).await }
+        });
+        applied(next_event(&mut events).await);
+        jobs_tx.send_replace(Arc::clone(&kept));
+        while !matches!(
+            next_event(&mut events).await,
+            DispatchEvent::JobsApplied { .. }
+        ) {}
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(recorded(&store).await, ["gone", "kept"]);
+
+        // A leader forgets them when the reload removes them (its term began with both: nothing to forget).
+        let handle = Term::begin(
+            FencingToken(4),
+            Utc::now(),
+            tokio::time::Instant::now() + std::time::Duration::from_secs(60),
+        );
+        let (_leads, leadership) = watch::channel(Leadership::Leader {
+            term: handle.term().clone(),
+        });
+        let (dispatcher, mut events) = dispatcher_over(store.clone(), leadership);
+        let (jobs_tx, jobs) = watch::channel(Arc::clone(&both));
+        let leading = tokio::spawn({
+            let stop = stop.clone();
+            async move { dispatcher.run(jobs, stop).await }
+        });
+        applied(next_event(&mut events).await);
+        let mut stamped = false;
+        for _ in 0..100 {
+            let reader = Ledger::new(store.clone(), "reader".to_owned());
+            if reader.refresh().await.expect("infallible").fencing_token == 4 {
+                stamped = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(stamped, "the term began");
+        assert_eq!(recorded(&store).await, ["gone", "kept"]);
+        jobs_tx.send_replace(kept);
+        let mut pruned = false;
+        for _ in 0..100 {
+            if recorded(&store).await == ["kept"] {
+                pruned = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(pruned, "the removed job's entry is forgotten");
+
+        stop.cancel();
+        following.await.expect("the dispatcher stops");
+        leading.await.expect("the dispatcher stops");
+        handle.end().await;
     }
 }

@@ -127,7 +127,8 @@ pub struct StatusBoard {
     identity: String,
     jobs: Mutex<BTreeMap<String, JobEntry>>,
     config: Mutex<ConfigStatus>,
-    ledger: std::sync::OnceLock<Arc<Ledger>>,
+    /// The run state, whose entry of each job `/status` shows.
+    ledger: Arc<Ledger>,
 }
 
 /// What the board keeps of one job; [`StatusBoard::snapshot`] turns it into a [`JobStatus`].
@@ -258,13 +259,14 @@ pub struct Status {
 // === impl StatusBoard ===
 
 impl StatusBoard {
-    /// An empty board for the replica `identity`; [`StatusBoard::set_jobs`] fills it.
-    pub fn new(identity: impl Into<String>) -> Self {
+    /// An empty board for the replica `identity`, showing each job's entry of the run state kept by
+    /// `ledger`; [`StatusBoard::set_jobs`] fills it.
+    pub fn new(identity: impl Into<String>, ledger: Arc<Ledger>) -> Self {
         Self {
             identity: identity.into(),
             jobs: Mutex::new(BTreeMap::new()),
             config: Mutex::new(ConfigStatus::default()),
-            ledger: std::sync::OnceLock::new(),
+            ledger,
         }
     }
 
@@ -287,11 +289,6 @@ impl StatusBoard {
             );
         }
         *board = next;
-    }
-
-    /// Shows each job's entry of the run state kept by `ledger`.
-    pub fn set_ledger(&self, ledger: Arc<Ledger>) {
-        let _ = self.ledger.set(ledger);
     }
 
     /// The document, with leadership read from `leadership`.
@@ -322,11 +319,11 @@ impl StatusBoard {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
             jobs: {
-                let mut record = self.ledger.get().map(|ledger| ledger.snapshot());
+                let mut record = self.ledger.snapshot();
                 self.lock()
                     .iter()
                     .map(|(name, entry)| {
-                        let run_state = record.as_mut().and_then(|r| r.jobs.remove(name));
+                        let run_state = record.jobs.remove(name);
                         job_status(name, entry, run_state)
                     })
                     .collect()
@@ -591,6 +588,7 @@ mod tests {
     use tokio::time::Instant;
 
     use crate::config::{self, LoadOptions};
+    use crate::run_state::memory::MemoryStore;
 
     fn job_set(names: &[&str]) -> JobSet {
         let mut yaml = String::from("jobs:\n");
@@ -638,11 +636,16 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("a valid time")
     }
 
+    /// A ledger over a run state in memory, with no record yet.
+    fn in_memory() -> Arc<Ledger> {
+        Arc::new(Ledger::new(MemoryStore::new(), "me".to_owned()))
+    }
+
     /// A ledger over a run state file in `dir`, writing as `identity`.
     fn ledger(dir: &tempfile::TempDir, identity: &str) -> Arc<Ledger> {
         let lease = dir.path().join("lease.json");
         Arc::new(Ledger::new(
-            crate::run_state::Backend::File(crate::local::run_state::FileState::beside(&lease)),
+            crate::local::run_state::StateFile::beside(&lease),
             identity.to_owned(),
         ))
     }
@@ -674,7 +677,7 @@ mod tests {
 
     #[test]
     fn a_failed_runs_last_run_carries_its_exit_code_signal_or_error_and_every_run_its_duration() {
-        let board = StatusBoard::new("me");
+        let board = StatusBoard::new("me", in_memory());
         board.set_jobs(&job_set(&["a"]));
         let cases = [
             (Outcome::Failed(Failure::ExitCode(3)), Some(3), None, None),
@@ -759,11 +762,10 @@ mod tests {
         record_run(&peer, 0, 5, "failed", 3).await;
         // This replica reads the record its peer wrote, as a follower's refresh does.
         let mine = ledger(&dir, "me");
-        mine.refresh().await.expect("reads");
-        let board = StatusBoard::new("me");
+        let board = StatusBoard::new("me", Arc::clone(&mine));
         board.set_jobs(&job_set_with(""));
-        assert_eq!(last_run(&board), None, "no run state shown yet");
-        board.set_ledger(Arc::clone(&mine));
+        assert_eq!(last_run(&board), None, "no run state read yet");
+        mine.refresh().await.expect("reads");
         let last = last_run(&board).expect("a last run from the run state");
         assert_eq!(last.source, RunSource::RunState);
         assert_eq!((last.scheduled, last.finished), (at(0), at(3)));
@@ -810,9 +812,8 @@ mod tests {
     async fn the_later_of_this_replicas_last_run_and_the_run_states_is_shown() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = ledger(&dir, "peer");
-        let board = StatusBoard::new("me");
+        let board = StatusBoard::new("me", Arc::clone(&ledger));
         board.set_jobs(&job_set_with(""));
-        board.set_ledger(Arc::clone(&ledger));
         // This replica ran slot 0 under token 4 (and recorded it: the same run, shown with its detail).
         record_run(&ledger, 0, 4, "failed", 2).await;
         let mut here = report("a", 1, Outcome::Failed(Failure::ExitCode(3)));
@@ -835,7 +836,7 @@ mod tests {
 
     #[test]
     fn a_suspended_job_has_no_next_run_but_shows_the_slot_it_would_fire_at() {
-        let board = StatusBoard::new("me");
+        let board = StatusBoard::new("me", in_memory());
         board.set_jobs(&job_set_with("    suspend: true\n"));
         board.on_dispatch(&DispatchEvent::NextRun {
             job: "a".to_owned(),
@@ -862,7 +863,7 @@ mod tests {
 
     #[test]
     fn the_board_tracks_running_runs_last_run_and_next_fire() {
-        let board = StatusBoard::new("me");
+        let board = StatusBoard::new("me", in_memory());
         board.set_jobs(&job_set(&["a"]));
         let started = |attempt| RunEvent::Started {
             job: "a".to_owned(),
@@ -896,7 +897,7 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_the_state_of_kept_jobs_and_drops_removed_ones() {
-        let board = StatusBoard::new("me");
+        let board = StatusBoard::new("me", in_memory());
         board.set_jobs(&job_set(&["kept", "gone"]));
         board.on_run(&finished("kept", 1));
         board.set_jobs(&job_set(&["kept", "new"]));
@@ -910,7 +911,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_leaders_status_carries_its_token_and_the_time_left_in_its_term() {
-        let board = StatusBoard::new("me");
+        let board = StatusBoard::new("me", in_memory());
         let handle = Term::begin(
             FencingToken(7),
             Utc::now(),

@@ -2,9 +2,10 @@
 //! and a slot that fell due while no replica could lead still runs if it is within `startingDeadline`.
 //!
 //! One [`StateRecord`] per lease holds, per job, the last slot started (with the fencing token of the term
-//! that started it), the last completion and the last success. It lives beside the lease: in a file next to
-//! the lease file ([`local::run_state`](crate::local::run_state)), or in the ConfigMap `<lease-name>-state` ([`kubernetes::run_state`](crate::kubernetes::run_state)). The
-//! [`Ledger`] is the one writer of a replica:
+//! that started it), the last completion and the last success. It lives beside the lease, in a [`Store`]:
+//! a file next to the lease file ([`local::run_state`](crate::local::run_state)), or the ConfigMap
+//! `<lease-name>-state` ([`kubernetes::run_state`](crate::kubernetes::run_state)); tests and benches keep
+//! it in [`memory`]. The [`Ledger`] is the one writer of a replica:
 //!
 //! - a run's slot is **claimed** (written as started) before its process is spawned: a slot already
 //!   recorded as started is never started again, whoever started it;
@@ -15,28 +16,37 @@
 //!   [`catch_up`] decides per job what the gap without a leader owes: the latest due slot if it is within
 //!   `startingDeadline` (as CronJob runs only the latest), the older ones counted as missed.
 //!
+//! The runner claims and completes each run's slot through the ledger. The [`Keeper`] owns the rest, and
+//! the dispatcher calls it at the moments it concerns: when a term begins (stamp, catch up, forget the jobs
+//! no longer configured), when a reload removes jobs while this replica leads (forget them), and on a
+//! follower now and then (read the record again, for `/status`).
+//!
 //! A record that cannot be read (corrupt, or written by a newer leasecron with fields we do not know) is
 //! logged and rebuilt from scratch: jobs without a record owe nothing, so missed slots are skipped, never
 //! run twice.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod keeper;
+mod ledger;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, Mutex};
 
 use crate::config::Job;
-use crate::term::FencingToken;
+
+pub use keeper::Keeper;
+pub use ledger::Ledger;
 
 /// The record's format; a record with another `format` is rebuilt.
 pub const FORMAT: u32 = 1;
 /// At most this many missed slots are enumerated per job when a term begins (a 1-second schedule after a
 /// day without a leader); beyond it the count is a lower bound, and says so in the log.
 pub const MAX_COUNTED_MISSED: u64 = 10_000;
-/// How often a claim retries after a conflicting write before giving up.
-const CLAIM_ATTEMPTS: u32 = 5;
 
 /// The run state of every job, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,14 +136,27 @@ pub enum Error {
     },
 }
 
-/// The record as read: its version (for the next compare-and-swap) and its content, or why the content
-/// is unusable.
+/// The record as a store read it.
 #[derive(Debug, Clone)]
-pub struct Loaded {
-    /// Opaque: a resourceVersion, or the file's generation.
-    pub version: String,
-    /// The record, or why it cannot be used.
-    pub record: Result<StateRecord, String>,
+pub enum Loaded {
+    /// There is no record yet.
+    Absent,
+    /// The record, and its version for the next compare-and-swap (opaque: a resourceVersion, or the
+    /// file's generation).
+    Found {
+        /// The version.
+        version: String,
+        /// The record.
+        record: StateRecord,
+    },
+    /// A record that cannot be used (corrupt, or with fields this version does not know): why, and its
+    /// version, so that the rebuild overwrites it.
+    Unusable {
+        /// The version.
+        version: String,
+        /// Why the content cannot be used.
+        why: String,
+    },
 }
 
 /// What a compare-and-swap write says.
@@ -145,39 +168,33 @@ pub enum Saved {
     Conflict,
 }
 
-/// Where the record is kept.
-#[derive(Debug)]
-pub enum Backend {
-    /// A file beside the lease file.
-    File(crate::local::run_state::FileState),
-    /// The ConfigMap `<lease-name>-state` beside the Lease.
-    Kube(crate::kubernetes::run_state::KubeState),
-}
+/// The future of a [`Store`] request.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
-impl Backend {
-    /// For logs: `file PATH` or `configmap NS/NAME`.
-    pub fn describe(&self) -> String {
-        match self {
-            Backend::File(store) => store.describe(),
-            Backend::Kube(store) => store.describe(),
-        }
-    }
+/// Where the record is kept: a file beside the lease file ([`StateFile`]), the ConfigMap beside the
+/// Lease ([`StateConfigMap`]), or memory ([`MemoryStore`], for tests and benches). Every write is a
+/// compare-and-swap on the version a read returned; the [`Ledger`] decides, retries and caches.
+///
+/// The futures are boxed so that the ledger holds any store as one `Box<dyn Store>`, chosen once at start,
+/// and stays a single type that the runner, the dispatcher and `/status` share; one allocation per request
+/// is nothing beside the fsync or the API request it waits for.
+///
+/// [`StateFile`]: crate::local::run_state::StateFile
+/// [`StateConfigMap`]: crate::kubernetes::run_state::StateConfigMap
+/// [`MemoryStore`]: memory::MemoryStore
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// For logs: `file PATH`, `configmap NS/NAME` or `memory`.
+    fn describe(&self) -> String;
 
-    /// Reads the record; `None` if there is none yet.
-    pub async fn load(&self) -> Result<Option<Loaded>, Error> {
-        Ok(match self {
-            Backend::File(store) => store.load().await?,
-            Backend::Kube(store) => store.load().await?,
-        })
-    }
+    /// Reads the record.
+    fn load(&self) -> StoreFuture<'_, Loaded>;
 
     /// Writes `record` if the stored version is still `version` (`None`: if there is no record yet).
-    pub async fn save(&self, record: &StateRecord, version: Option<&str>) -> Result<Saved, Error> {
-        Ok(match self {
-            Backend::File(store) => store.save(record, version).await?,
-            Backend::Kube(store) => store.save(record, version).await?,
-        })
-    }
+    fn save<'a>(
+        &'a self,
+        record: &'a StateRecord,
+        version: Option<&'a str>,
+    ) -> StoreFuture<'a, Saved>;
 }
 
 /// What [`Ledger::claim`] decided.
@@ -199,435 +216,17 @@ pub enum Claim {
     },
 }
 
-/// The replica's view of the record, and its only writer.
-///
-/// Changes that arrive while a write is in flight are written together by the next one (a group commit):
-/// every run claims its slot before it is spawned, and one write of the whole record (and two fsyncs) per
-/// claim made a thousand runs due at one instant start over twenty seconds. Each change still takes its
-/// decision in order, on the record as the changes before it left it, and its caller hears back only once
-/// the write that carries it is done.
-#[derive(Debug)]
-pub struct Ledger {
-    backend: Backend,
-    identity: String,
-    /// The record as last read or written, with its version; `None` before the first read.
-    current: Mutex<Option<(StateRecord, Option<String>)>>,
-    /// A copy for `/status`, readable without waiting for a write.
-    published: std::sync::Mutex<StateRecord>,
-    /// Changes waiting for the next write.
-    pending: std::sync::Mutex<Vec<Pending>>,
-    /// The next change's id.
-    next_change: AtomicU64,
-}
-
-/// A change to the record: returns `Some(decision)` to refuse, and then must leave the record as it was.
-type Change = Box<dyn FnMut(&mut StateRecord) -> Option<Claim> + Send>;
-
-/// A change to the record, applied and written by whichever caller writes next.
-struct Pending {
-    id: u64,
-    token: FencingToken,
-    change: Change,
-    done: oneshot::Sender<Result<Claim, Error>>,
-}
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending")
-            .field("id", &self.id)
-            .field("token", &self.token)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why a batch of changes was not written, and the decisions taken before (`None`: would have been written).
-type BatchFailure = (Error, Vec<Option<Claim>>);
-
-impl Ledger {
-    /// A ledger over `backend`, writing as `identity`.
-    pub fn new(backend: Backend, identity: String) -> Ledger {
-        Ledger {
-            backend,
-            identity,
-            current: Mutex::new(None),
-            published: std::sync::Mutex::new(StateRecord::default()),
-            pending: std::sync::Mutex::new(Vec::new()),
-            next_change: AtomicU64::new(0),
-        }
-    }
-
-    /// The store, for logs.
-    pub fn describe(&self) -> String {
-        self.backend.describe()
-    }
-
-    /// The record as this replica last knew it (for `/status`).
-    pub fn snapshot(&self) -> StateRecord {
-        self.published
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Reads the record afresh (a follower, or `leasecron next`); a corrupt one reads as empty.
-    pub async fn refresh(&self) -> Result<StateRecord, Error> {
-        let mut current = self.current.lock().await;
-        let (record, version) = self.read().await?;
-        self.publish(&record);
-        *current = Some((record.clone(), version));
-        Ok(record)
-    }
-
-    /// At the start of a term: reads the record afresh and stamps it with `token`, so a stale leader's
-    /// later writes are refused. Returns the record for [`catch_up`], or [`Claim::Stale`]'s token if a
-    /// newer term has already written it.
-    pub async fn begin_term(&self, token: FencingToken) -> Result<Result<StateRecord, u64>, Error> {
-        // Another replica led since this one last looked: read afresh, not from the cache.
-        Ok(match self.update(token, |_| None).await? {
-            (Claim::Stale { record_token }, _) => Err(record_token),
-            (_, record) => Ok(record),
-        })
-    }
-
-    /// Records `slot` of `job` as started under `token`, unless it (or a later slot) already is, or a newer
-    /// term wrote the record. Must succeed before the run's process is spawned.
-    ///
-    /// `rerun`: the slot may be the recorded one, if an older term started it (an interrupted run of a
-    /// `rerunInterrupted` job, found by [`catch_up`]).
-    pub async fn claim(
-        &self,
-        job: &str,
-        slot: DateTime<Utc>,
-        token: FencingToken,
-        now: DateTime<Utc>,
-        rerun: bool,
-    ) -> Result<Claim, Error> {
-        let start = SlotStart {
-            slot,
-            fencing_token: token.0,
-            identity: self.identity.clone(),
-            started_at: now,
-        };
-        let job = job.to_owned();
-        self.decide(token, move |record| {
-            let entry = record.jobs.entry(job.clone()).or_default();
-            if let Some(started) = &entry.last_started {
-                let rerun_allowed =
-                    rerun && started.slot == slot && started.fencing_token < token.0;
-                if started.slot >= slot && !rerun_allowed {
-                    return Some(Claim::AlreadyStarted {
-                        slot: started.slot,
-                        fencing_token: started.fencing_token,
-                    });
-                }
-            }
-            entry.last_started = Some(start.clone());
-            None
-        })
-        .await
-    }
-
-    /// Records a finished run of `job` (under a live term only: a run cut off by the end of its term stays
-    /// "started, not completed", which is what `rerunInterrupted` looks for).
-    pub async fn complete(
-        &self,
-        job: &str,
-        token: FencingToken,
-        completion: Completion,
-    ) -> Result<Claim, Error> {
-        let succeeded = completion.outcome == "succeeded";
-        let job = job.to_owned();
-        self.decide(token, move |record| {
-            let entry = record.jobs.entry(job.clone()).or_default();
-            if succeeded {
-                entry.last_success = Some(completion.clone());
-            }
-            entry.last_completion = Some(completion.clone());
-            None
-        })
-        .await
-    }
-
-    /// Forgets jobs that are no longer configured, so the record stays small; writes only if one was.
-    pub async fn retain_jobs(&self, token: FencingToken, names: &[&str]) -> Result<Claim, Error> {
-        let names: HashSet<String> = names.iter().map(|name| (*name).to_owned()).collect();
-        self.decide(token, move |record| {
-            let before = record.jobs.len();
-            record.jobs.retain(|name, _| names.contains(name));
-            // Nothing to forget: nothing to write.
-            (record.jobs.len() == before).then_some(Claim::Claimed)
-        })
-        .await
-    }
-
-    /// Applies `change` to the record as stored now and writes it with `token`, retrying on conflicts.
-    /// `change` returns `Some(claim)` to stop without writing. Returns the decision and the record in force
-    /// afterwards. (Changes to the cached record go through [`Ledger::decide`].)
-    async fn update(
-        &self,
-        token: FencingToken,
-        mut change: impl FnMut(&mut StateRecord) -> Option<Claim>,
-    ) -> Result<(Claim, StateRecord), Error> {
-        let mut current = self.current.lock().await;
-        *current = None;
-        for _ in 0..CLAIM_ATTEMPTS {
-            let (mut record, version) = match current.take() {
-                Some(known) => known,
-                None => self.read().await?,
-            };
-            if record.fencing_token > token.0 {
-                let record_token = record.fencing_token;
-                *current = Some((record.clone(), version));
-                return Ok((Claim::Stale { record_token }, record));
-            }
-            let before = record.clone();
-            if let Some(refused) = change(&mut record) {
-                *current = Some((before.clone(), version));
-                return Ok((refused, before));
-            }
-            record.fencing_token = token.0;
-            record.format = FORMAT;
-            match self.backend.save(&record, version.as_deref()).await {
-                Ok(Saved::Written(version)) => {
-                    self.publish(&record);
-                    *current = Some((record.clone(), Some(version)));
-                    return Ok((Claim::Claimed, record));
-                }
-                // Someone else wrote: read again and re-decide.
-                Ok(Saved::Conflict) => *current = None,
-                Err(e) => {
-                    // The write may or may not have happened: read again next time.
-                    *current = None;
-                    return Err(e);
-                }
-            }
-        }
-        Err(self.contended())
-    }
-
-    /// Applies `change` with `token` to the cached record and writes it, together with every change that
-    /// waits for a write (see [`Ledger`]); returns its decision once the write that carries it is done.
-    /// `change` returns `Some(decision)` to refuse, and must then leave the record as it was.
-    async fn decide(
-        &self,
-        token: FencingToken,
-        change: impl FnMut(&mut StateRecord) -> Option<Claim> + Send + 'static,
-    ) -> Result<Claim, Error> {
-        let id = self.next_change.fetch_add(1, Ordering::Relaxed);
-        let (done, answer) = oneshot::channel();
-        self.lock_pending().push(Pending {
-            id,
-            token,
-            change: Box::new(change),
-            done,
-        });
-        {
-            let mut current = self.current.lock().await;
-            // Empty if a write that ended while this caller waited for the lock carried its change.
-            let mut batch = std::mem::take(&mut *self.lock_pending());
-            if !batch.is_empty() {
-                let written = self.write_batch(&mut current, &mut batch).await;
-                answer_batch(batch, written, id);
-            }
-        }
-        answer.await.unwrap_or_else(|_| {
-            Err(Error::Batched(
-                "run state: the write that carried this change was abandoned".to_owned(),
-            ))
-        })
-    }
-
-    /// Applies `batch` in order to the cached record and writes it once, retrying on conflicts; returns
-    /// each change's decision.
-    async fn write_batch(
-        &self,
-        current: &mut Option<(StateRecord, Option<String>)>,
-        batch: &mut [Pending],
-    ) -> Result<Vec<Claim>, BatchFailure> {
-        let count = batch.len();
-        let undecided = || vec![None; count];
-        for _ in 0..CLAIM_ATTEMPTS {
-            let (mut record, version) = match current.take() {
-                Some(known) => known,
-                None => self.read().await.map_err(|e| (e, undecided()))?,
-            };
-            let mut decisions: Vec<Option<Claim>> = Vec::with_capacity(batch.len());
-            for pending in batch.iter_mut() {
-                let decision = if record.fencing_token > pending.token.0 {
-                    Some(Claim::Stale {
-                        record_token: record.fencing_token,
-                    })
-                } else {
-                    (pending.change)(&mut record)
-                };
-                if decision.is_none() {
-                    record.fencing_token = pending.token.0;
-                }
-                decisions.push(decision);
-            }
-            if decisions.iter().all(Option::is_some) {
-                *current = Some((record, version));
-                return Ok(decisions.into_iter().flatten().collect());
-            }
-            record.format = FORMAT;
-            match self.backend.save(&record, version.as_deref()).await {
-                Ok(Saved::Written(version)) => {
-                    self.publish(&record);
-                    *current = Some((record, Some(version)));
-                    let written = decisions.into_iter();
-                    return Ok(written.map(|d| d.unwrap_or(Claim::Claimed)).collect());
-                }
-                // Someone else wrote: read again and re-decide every change.
-                Ok(Saved::Conflict) => *current = None,
-                Err(e) => {
-                    // The write may or may not have happened: read again next time.
-                    *current = None;
-                    return Err((e, decisions));
-                }
-            }
-        }
-        Err((self.contended(), undecided()))
-    }
-
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
-        // A push or a take: consistent even after a panic elsewhere.
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Reads the record; a corrupt or unknown one is logged and replaced by an empty one (keeping its
-    /// version, so the rebuild overwrites it).
-    async fn read(&self) -> Result<(StateRecord, Option<String>), Error> {
-        match self.backend.load().await? {
-            None => Ok((StateRecord::default(), None)),
-            Some(Loaded {
-                version,
-                record: Ok(record),
-            }) if record.format == FORMAT => Ok((record, Some(version))),
-            Some(Loaded { version, record }) => {
-                let why = match record {
-                    Ok(record) => {
-                        format!("format {} (this leasecron reads format {FORMAT}, and in a ConfigMap format {})", record.format, crate::kubernetes::run_state::encoding::COMPACT_FORMAT)
-                    }
-                    Err(why) => why,
-                };
-                tracing::error!(
-                    store = %self.backend.describe(),
-                    error = %why,
-                    "the run state is unusable; rebuilding it from scratch (missed slots are skipped, none runs twice)"
-                );
-                // Keeping the version makes the rebuild overwrite it; the term's token fences it again.
-                Ok((StateRecord::default(), Some(version)))
-            }
-        }
-    }
-
-    fn publish(&self, record: &StateRecord) {
-        *self
-            .published
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = record.clone();
-    }
-
-    fn contended(&self) -> Error {
-        Error::Contended {
-            store: self.backend.describe(),
-            attempts: CLAIM_ATTEMPTS,
-        }
-    }
-}
-
-/// A new term's token must exceed the run state's: a term below it is refused every write, and would lead
-/// while starting nothing (the lease alone was deleted).
-impl crate::election::TokenFloor for Ledger {
-    fn describe(&self) -> String {
-        format!("run state {}", self.backend.describe())
-    }
-
-    fn highest_token(&self) -> crate::election::fencing::FloorFuture<'_> {
-        Box::pin(async move {
-            let loaded = self.backend.load().await?;
-            // Unusable content is rebuilt by the next term: it fences nothing.
-            Ok(loaded
-                .and_then(|loaded| loaded.record.ok())
-                .map_or(0, |record| record.highest_token()))
-        })
-    }
-}
-
-/// Forgets the run state of removed jobs as soon as a reload removes them (not only when the next term
-/// begins), so a reload that replaces jobs does not carry both sets into the record until then: the
-/// capacity a job set is checked against counts only its own jobs.
-///
-/// Only the leader writes; a follower leaves it to the next term's [`Ledger::begin_term`] pruning.
-/// Forgetting is on the safe side: a job without an entry owes nothing, so nothing runs because of it.
-pub struct Pruner {
-    ledger: std::sync::Arc<Ledger>,
-    leadership: tokio::sync::watch::Receiver<crate::term::Leadership>,
-}
-
-impl Pruner {
-    /// Prunes `ledger` while this replica leads, per `leadership`.
-    pub fn new(
-        ledger: std::sync::Arc<Ledger>,
-        leadership: tokio::sync::watch::Receiver<crate::term::Leadership>,
-    ) -> Pruner {
-        Pruner { ledger, leadership }
-    }
-}
-
-impl crate::observe::Observer for Pruner {
-    fn on_run(&self, _: &crate::event::RunEvent) {}
-
-    fn on_election(&self, _: &crate::event::ElectionEvent) {}
-
-    fn on_dispatch(&self, event: &crate::event::DispatchEvent) {
-        let crate::event::DispatchEvent::JobsApplied { jobs, diff } = event else {
-            return;
-        };
-        if diff.removed.is_empty() {
-            return;
-        }
-        let token = match &*self.leadership.borrow() {
-            crate::term::Leadership::Leader { term } if term.is_live() => term.fencing_token(),
-            _ => return,
-        };
-        let ledger = std::sync::Arc::clone(&self.ledger);
-        let jobs = std::sync::Arc::clone(jobs);
-        tokio::spawn(async move {
-            let names: Vec<&str> = jobs.jobs.iter().map(|job| job.name.as_str()).collect();
-            if let Err(error) = ledger.retain_jobs(token, &names).await {
-                tracing::debug!(%error, "could not prune removed jobs from the run state");
-            }
-        });
-    }
-}
-
-/// Hands each change of a batch its decision. If the write failed, the changes it carried get the error: the
-/// change of the caller that wrote (`own`) the error itself, the others its message.
-fn answer_batch(batch: Vec<Pending>, written: Result<Vec<Claim>, BatchFailure>, own: u64) {
-    match written {
-        Ok(decisions) => {
-            for (pending, decision) in batch.into_iter().zip(decisions) {
-                let _ = pending.done.send(Ok(decision));
-            }
-        }
-        Err((error, decisions)) => {
-            let message = error.to_string();
-            let mut error = Some(error);
-            for (pending, decision) in batch.into_iter().zip(decisions) {
-                let answer = match decision {
-                    Some(decision) => Ok(decision),
-                    None if pending.id == own => {
-                        Err(error.take().unwrap_or(Error::Batched(message.clone())))
-                    }
-                    None => Err(Error::Batched(message.clone())),
-                };
-                let _ = pending.done.send(answer);
-            }
-        }
-    }
+/// What [`Ledger::begin_term`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TermStart {
+    /// The record is stamped with the term's token: older terms can no longer write it. It is the record
+    /// as it stands now, for [`catch_up`].
+    Begun(StateRecord),
+    /// A newer term has already written the record: this term may write nothing, and owes nothing.
+    Superseded {
+        /// The record's token.
+        record_token: u64,
+    },
 }
 
 /// What a job is owed when a term begins.
@@ -746,117 +345,6 @@ mod tests {
             }),
             last_success: None,
         }
-    }
-
-    #[tokio::test]
-    async fn a_reload_that_removes_jobs_prunes_them_while_leading_only() {
-        use crate::event::{DispatchEvent, JobsDiff};
-        use crate::observe::Observer;
-        use crate::term::{Leadership, Term};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let lease = dir.path().join("lease.json");
-        let ledger = std::sync::Arc::new(Ledger::new(
-            Backend::File(crate::local::run_state::FileState::beside(&lease)),
-            "me".to_owned(),
-        ));
-        let token = FencingToken(4);
-        for name in ["kept", "gone"] {
-            let claim = ledger.claim(name, at(10), token, at(10), false).await;
-            assert_eq!(claim.expect("writes"), Claim::Claimed);
-        }
-        let (leading, leadership) = tokio::sync::watch::channel(Leadership::Unknown);
-        let pruner = Pruner::new(std::sync::Arc::clone(&ledger), leadership);
-        let kept = config::parse_str(
-            "jobs:\n  - name: kept\n    schedule: \"@hourly\"\n    shell: \"true\"\n",
-            "jobs.yaml",
-            &LoadOptions {
-                max_termination_grace: Duration::MAX,
-            },
-        )
-        .expect("valid");
-        let event = DispatchEvent::JobsApplied {
-            jobs: std::sync::Arc::new(kept),
-            diff: JobsDiff {
-                removed: vec!["gone".to_owned()],
-                ..JobsDiff::default()
-            },
-        };
-        let names = |ledger: &Ledger| ledger.snapshot().jobs.into_keys().collect::<Vec<_>>();
-        // A follower leaves the record alone (it decides at once, without a task).
-        pruner.on_dispatch(&event);
-        assert_eq!(names(&ledger), ["gone", "kept"]);
-        let handle = Term::begin(
-            token,
-            at(0),
-            tokio::time::Instant::now() + Duration::from_secs(60),
-        );
-        leading.send_replace(Leadership::Leader {
-            term: handle.term().clone(),
-        });
-        pruner.on_dispatch(&event);
-        let mut pruned = false;
-        for _ in 0..100 {
-            let record = ledger.refresh().await.expect("reads");
-            if record.jobs.keys().eq(["kept"].iter()) {
-                pruned = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            pruned,
-            "the removed job's entry is forgotten: {:?}",
-            names(&ledger)
-        );
-    }
-
-    #[tokio::test]
-    async fn the_token_floor_is_the_largest_token_in_the_record() {
-        use crate::election::TokenFloor;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let lease = dir.path().join("lease.json");
-        let ledger = Ledger::new(
-            Backend::File(crate::local::run_state::FileState::beside(&lease)),
-            "me".to_owned(),
-        );
-        assert_eq!(
-            ledger.highest_token().await.expect("reads"),
-            0,
-            "no record yet"
-        );
-        ledger
-            .begin_term(FencingToken(7))
-            .await
-            .expect("writes")
-            .expect("not stale");
-        assert_eq!(ledger.highest_token().await.expect("reads"), 7);
-        let mut record = StateRecord {
-            format: FORMAT,
-            fencing_token: 3,
-            ..StateRecord::default()
-        };
-        record.jobs.insert("j".to_owned(), started(10, true));
-        record
-            .jobs
-            .get_mut("j")
-            .and_then(|j| j.last_started.as_mut())
-            .expect("a start")
-            .fencing_token = 9;
-        assert_eq!(
-            record.highest_token(),
-            9,
-            "a job's start carries a larger one"
-        );
-        std::fs::write(
-            crate::local::run_state::FileState::beside(&lease).path(),
-            "not json",
-        )
-        .expect("write");
-        assert_eq!(
-            ledger.highest_token().await.expect("reads"),
-            0,
-            "an unusable record is rebuilt: it fences nothing"
-        );
     }
 
     #[test]

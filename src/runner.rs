@@ -100,8 +100,8 @@ pub struct Runner {
     groups: ProcessGroups,
     /// The next run's id: unique per run in this process, logged as `run_id` on every line of the run.
     next_run_id: AtomicU64,
-    /// Where slots are claimed before a run is spawned, and completions recorded; `None`: no run state.
-    ledger: Option<Arc<Ledger>>,
+    /// Where slots are claimed before a run is spawned, and completions recorded.
+    ledger: Arc<Ledger>,
     /// Where processes are started.
     launcher: Launcher,
 }
@@ -141,43 +141,24 @@ struct Run {
 
 impl Runner {
     /// A runner that passes `identity` to its runs as `LEASECRON_IDENTITY`, reads wall time from `clock`,
-    /// and reports to `events` if given.
+    /// reports to `events` if given, and claims every slot in `ledger` before its run is spawned (a slot
+    /// runs at most once across terms), recording completions there.
     pub fn new(
-        identity: String,
-        clock: SharedClock,
-        events: Option<UnboundedSender<RunEvent>>,
-    ) -> Arc<Self> {
-        Runner::build(identity, clock, events, None, Launcher::InProcess)
-    }
-
-    /// Like [`Runner::new`], claiming every slot in `ledger` before its run is spawned (a slot runs at most
-    /// once across terms) and recording completions there.
-    pub fn with_ledger(
         identity: String,
         clock: SharedClock,
         events: Option<UnboundedSender<RunEvent>>,
         ledger: Arc<Ledger>,
     ) -> Arc<Self> {
-        Runner::build(identity, clock, events, Some(ledger), Launcher::InProcess)
+        Runner::with_launcher(identity, clock, events, ledger, Launcher::InProcess)
     }
 
-    /// Like [`Runner::with_ledger`] (or [`Runner::new`] without a ledger), starting every process through
-    /// `launcher` (`leasecron run`: the run supervisor).
+    /// Like [`Runner::new`], starting every process through `launcher` (`leasecron run`: the run
+    /// supervisor).
     pub fn with_launcher(
         identity: String,
         clock: SharedClock,
         events: Option<UnboundedSender<RunEvent>>,
-        ledger: Option<Arc<Ledger>>,
-        launcher: Launcher,
-    ) -> Arc<Self> {
-        Runner::build(identity, clock, events, ledger, launcher)
-    }
-
-    fn build(
-        identity: String,
-        clock: SharedClock,
-        events: Option<UnboundedSender<RunEvent>>,
-        ledger: Option<Arc<Ledger>>,
+        ledger: Arc<Ledger>,
         launcher: Launcher,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -403,7 +384,7 @@ impl Run {
 
     /// Records the slot as started in the run state; `Some` if the run must not start.
     async fn claim_slot(&self) -> Option<SkipReason> {
-        let ledger = self.runner.ledger.as_ref()?;
+        let ledger = &self.runner.ledger;
         let token = self.term.fencing_token();
         let now = self.runner.clock.now();
         let job = &self.job.name;
@@ -445,9 +426,6 @@ impl Run {
     /// Records the run's end in the run state, under a live term only: a run cut off by the end of its
     /// term stays started-not-completed, which is what `rerunInterrupted` looks for.
     async fn record_completion(&self, outcome: &Outcome) {
-        let Some(ledger) = &self.runner.ledger else {
-            return;
-        };
         if !self.term.is_live() {
             return;
         }
@@ -456,7 +434,9 @@ impl Run {
             outcome: outcome.as_str().to_owned(),
             finished_at: self.runner.clock.now(),
         };
-        if let Err(error) = ledger
+        if let Err(error) = self
+            .runner
+            .ledger
             .complete(&self.job.name, self.term.fencing_token(), completion)
             .await
         {

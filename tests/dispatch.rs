@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DurationRound, TimeDelta, Utc};
-use fixtures::{live_term, runner, shell_job, slot, Events, TEST_TIMEOUT};
+use fixtures::{ledger, live_term, runner_over, shell_job, slot, Events, TEST_TIMEOUT};
 use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, LoadOptions};
 use leasecron::dispatch::Dispatcher;
@@ -18,10 +18,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 fn dispatcher(leadership: Leadership) -> (Dispatcher, Events, watch::Sender<Leadership>) {
-    let (runner, events) = runner();
+    let ledger = ledger();
+    let (runner, events) = runner_over(Arc::clone(&ledger));
     let (tx, rx) = watch::channel(leadership);
     let clock: SharedClock = Arc::new(SystemClock);
-    (Dispatcher::new(runner, rx, clock), events, tx)
+    (Dispatcher::new(runner, rx, clock, ledger), events, tx)
 }
 
 /// Gives a started run time to report; a fire that starts nothing reports nothing.

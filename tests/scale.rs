@@ -1,6 +1,7 @@
 //! Behaviour at scale: a file of 10 000 jobs loads, schedules hold in every year, runs due at the same
-//! instant each run exactly once (with and without the run state), and concurrent claims of the run state
-//! are decided one after the other. No test asserts how long anything took (see `benches/*_scale.rs`).
+//! instant each run exactly once (with the run state in memory and in a file), and concurrent claims of the
+//! run state are decided one after the other. No test asserts how long anything took (see
+//! `benches/*_scale.rs`).
 
 #[path = "support/scale_jobs.rs"]
 mod scale_jobs;
@@ -15,8 +16,9 @@ use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, JobSet, LoadOptions, Source, DEFAULT_CONFIG_MAP_KEY};
 use leasecron::dispatch::Dispatcher;
 use leasecron::event::{DispatchEvent, Outcome, RunEvent};
-use leasecron::local::run_state::FileState;
-use leasecron::run_state::{Backend, Claim, Ledger};
+use leasecron::local::run_state::StateFile;
+use leasecron::run_state::memory::MemoryStore;
+use leasecron::run_state::{Claim, Ledger, TermStart};
 use leasecron::runner::Runner;
 use leasecron::schedule::Schedule;
 use leasecron::term::{FencingToken, Leadership, Term};
@@ -97,16 +99,17 @@ fn a_schedule_matches_in_every_year() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_due_at_the_same_instant_each_run_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ran = burst(dir.path(), None).await;
+    let ledger = Arc::new(Ledger::new(MemoryStore::new(), "me".to_owned()));
+    let ran = burst(dir.path(), ledger).await;
     assert_each_ran_once(&ran);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_due_at_the_same_instant_each_claim_their_slot_and_run_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = FileState::beside(&dir.path().join("lease"));
-    let ledger = Arc::new(Ledger::new(Backend::File(store), "me".to_owned()));
-    let ran = burst(dir.path(), Some(Arc::clone(&ledger))).await;
+    let store = StateFile::beside(&dir.path().join("lease"));
+    let ledger = Arc::new(Ledger::new(store, "me".to_owned()));
+    let ran = burst(dir.path(), Arc::clone(&ledger)).await;
     assert_each_ran_once(&ran);
     let record = ledger.snapshot();
     for job in ran.keys() {
@@ -121,9 +124,9 @@ async fn runs_due_at_the_same_instant_each_claim_their_slot_and_run_exactly_once
     }
 }
 
-/// `BURST` jobs due at one second a moment from now, run by a leader; returns how often each job's process
-/// ran, and checks that no fire was skipped and every run succeeded.
-async fn burst(dir: &Path, ledger: Option<Arc<Ledger>>) -> BTreeMap<String, usize> {
+/// `BURST` jobs due at one second a moment from now, run by a leader that claims their slots in `ledger`;
+/// returns how often each job's process ran, and checks that no fire was skipped and every run succeeded.
+async fn burst(dir: &Path, ledger: Arc<Ledger>) -> BTreeMap<String, usize> {
     let out = dir.join("ran");
     let due = Utc.timestamp_opt((Utc::now() + LEAD_TIME).timestamp() + 1, 0);
     let due = due.single().expect("a whole second");
@@ -156,23 +159,23 @@ async fn burst(dir: &Path, ledger: Option<Arc<Ledger>>) -> BTreeMap<String, usiz
     });
     let (runs_tx, mut runs) = mpsc::unbounded_channel();
     let (dispatch_tx, mut dispatched) = mpsc::unbounded_channel();
-    let runner = match &ledger {
-        Some(ledger) => {
+    assert!(
+        matches!(
             ledger
                 .begin_term(FencingToken(1))
                 .await
-                .expect("the state file is writable")
-                .expect("no newer term");
-            Runner::with_ledger(
-                "me".to_owned(),
-                Arc::clone(&clock),
-                Some(runs_tx),
-                Arc::clone(ledger),
-            )
-        }
-        None => Runner::new("me".to_owned(), Arc::clone(&clock), Some(runs_tx)),
-    };
-    let dispatcher = Dispatcher::new(runner, leadership, clock).with_events(dispatch_tx);
+                .expect("the run state is writable"),
+            TermStart::Begun(_)
+        ),
+        "no newer term"
+    );
+    let runner = Runner::new(
+        "me".to_owned(),
+        Arc::clone(&clock),
+        Some(runs_tx),
+        Arc::clone(&ledger),
+    );
+    let dispatcher = Dispatcher::new(runner, leadership, clock, ledger).with_events(dispatch_tx);
     let stop = CancellationToken::new();
     let (_jobs_tx, jobs_rx) = watch::channel(Arc::new(jobs));
     let running = tokio::spawn({
@@ -232,15 +235,14 @@ fn assert_each_ran_once(ran: &BTreeMap<String, usize>) {
 async fn concurrent_claims_are_decided_one_after_the_other() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lease = dir.path().join("lease");
-    let ledger = Arc::new(Ledger::new(
-        Backend::File(FileState::beside(&lease)),
-        "a".to_owned(),
-    ));
-    ledger
-        .begin_term(FencingToken(1))
-        .await
-        .expect("writable")
-        .expect("no newer term");
+    let ledger = Arc::new(Ledger::new(StateFile::beside(&lease), "a".to_owned()));
+    assert!(
+        matches!(
+            ledger.begin_term(FencingToken(1)).await.expect("writable"),
+            TermStart::Begun(_)
+        ),
+        "no newer term"
+    );
     let slot = utc("2026-11-21T10:00:00Z");
     let claims = |job: fn(usize) -> String| {
         (0..100)
@@ -276,20 +278,19 @@ async fn concurrent_claims_are_decided_one_after_the_other() {
             Claim::Claimed
         );
     }
-    let stored = Ledger::new(
-        Backend::File(FileState::beside(&lease)),
-        "reader".to_owned(),
-    );
+    let stored = Ledger::new(StateFile::beside(&lease), "reader".to_owned());
     let record = stored.refresh().await.expect("readable");
     assert_eq!(record.jobs.len(), 101);
 
     // A newer term wrote the record: every later claim of the old term is refused as stale.
-    let newer = Ledger::new(Backend::File(FileState::beside(&lease)), "b".to_owned());
-    newer
-        .begin_term(FencingToken(2))
-        .await
-        .expect("writable")
-        .expect("newest");
+    let newer = Ledger::new(StateFile::beside(&lease), "b".to_owned());
+    assert!(
+        matches!(
+            newer.begin_term(FencingToken(2)).await.expect("writable"),
+            TermStart::Begun(_)
+        ),
+        "newest"
+    );
     let later = utc("2026-11-21T10:01:00Z");
     let stale = (0..20).map(|i| {
         let ledger = Arc::clone(&ledger);

@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use fake_apiserver::{FakeApiServer, Resource, Which};
 use futures_util::future::join_all;
-use leasecron::kubernetes::run_state::{encoding, KubeState, KEY};
-use leasecron::run_state::{Backend, Claim, Completion, Ledger, StateRecord};
+use leasecron::kubernetes::run_state::{encoding, StateConfigMap, KEY};
+use leasecron::run_state::{Claim, Completion, Ledger, StateRecord, TermStart};
 use leasecron::term::FencingToken;
 use replica::{wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
 
@@ -29,17 +29,14 @@ fn slot(s: i64) -> DateTime<Utc> {
 }
 
 async fn ledger(server: &FakeApiServer, token: &str) -> Ledger {
-    let state = KubeState::new(
+    let state = StateConfigMap::new(
         server.config(token).await,
         server.namespace(),
         LEASE,
         TIMEOUT,
     )
     .expect("a store for a valid Lease name");
-    Ledger::new(
-        Backend::Kube(state),
-        format!("{token}-replica-7d9f8b6c5-x2k4q"),
-    )
+    Ledger::new(state, format!("{token}-replica-7d9f8b6c5-x2k4q"))
 }
 
 /// The text under `state.json`.
@@ -93,10 +90,13 @@ async fn ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_a
         return;
     };
     let a = ledger(&server, "a").await;
-    a.begin_term(FencingToken(1))
-        .await
-        .expect("api")
-        .expect("not stale");
+    assert!(
+        matches!(
+            a.begin_term(FencingToken(1)).await.expect("api"),
+            TermStart::Begun(_)
+        ),
+        "not stale"
+    );
     // 63 characters: the longest job name (a DNS-1123 label). Failed runs: the last success is kept apart.
     let names = names(10_000, &"n".repeat(57));
     run_all(&a, &names, 60, 1, "failed").await;
@@ -106,11 +106,9 @@ async fn ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_a
     let format = serde_json::from_str::<serde_json::Value>(&text).expect("JSON")["format"].clone();
     assert_eq!(format, 2, "the compact format");
     let b = ledger(&server, "b").await;
-    let record = b
-        .begin_term(FencingToken(2))
-        .await
-        .expect("api")
-        .expect("not stale");
+    let TermStart::Begun(record) = b.begin_term(FencingToken(2)).await.expect("api") else {
+        panic!("not stale")
+    };
     assert_eq!(record.jobs.len(), 10_000);
     for name in &names {
         let job = &record.jobs[name];
@@ -146,10 +144,13 @@ async fn a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_w
     };
     // The previous version wrote pretty JSON in format 1.
     let old = ledger(&server, "old").await;
-    old.begin_term(FencingToken(1))
-        .await
-        .expect("api")
-        .expect("not stale");
+    assert!(
+        matches!(
+            old.begin_term(FencingToken(1)).await.expect("api"),
+            TermStart::Begun(_)
+        ),
+        "not stale"
+    );
     run_all(&old, &names(3, "job"), 60, 1, "succeeded").await;
     let pretty = serde_json::to_string_pretty(&old.snapshot()).expect("encodes");
     let admin = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
@@ -164,11 +165,9 @@ async fn a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_w
         .expect("replace");
 
     let new = ledger(&server, "new").await;
-    let record = new
-        .begin_term(FencingToken(2))
-        .await
-        .expect("api")
-        .expect("not stale");
+    let TermStart::Begun(record) = new.begin_term(FencingToken(2)).await.expect("api") else {
+        panic!("not stale")
+    };
     assert_eq!(record.jobs, old.snapshot().jobs, "every field read");
     let more = names(5, "job");
     run_all(&new, &more, 120, 2, "succeeded").await;
@@ -185,21 +184,22 @@ async fn a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_ar
         return;
     };
     let a = ledger(&server, "a").await;
-    a.begin_term(FencingToken(1))
-        .await
-        .expect("api")
-        .expect("not stale");
+    assert!(
+        matches!(
+            a.begin_term(FencingToken(1)).await.expect("api"),
+            TermStart::Begun(_)
+        ),
+        "not stale"
+    );
     // Format 1 holds about 2 500 jobs with names of 23 characters: 4 000 do not fit.
     let names = names(4_000, "nightly-report-db");
     run_all(&a, &names, 60, 1, "succeeded").await;
     assert!(readable_by_format_1_readers(&server).is_none(), "format 2");
     let in_memory = a.snapshot();
     let b = ledger(&server, "b").await;
-    let record = b
-        .begin_term(FencingToken(2))
-        .await
-        .expect("api")
-        .expect("not stale");
+    let TermStart::Begun(record) = b.begin_term(FencingToken(2)).await.expect("api") else {
+        panic!("not stale")
+    };
     // Format 2 with details keeps every field, to the millisecond (these are whole seconds).
     assert_eq!(record.jobs, in_memory.jobs);
 

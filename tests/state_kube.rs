@@ -1,5 +1,5 @@
 //! The run state in the ConfigMap `<lease>-state`, on the strict fake API server and on the real one:
-//! through the real [`Ledger`] over [`Backend::Kube`] (claims across replicas, fencing of stale terms,
+//! through the real [`Ledger`] over [`StateConfigMap`] (claims across replicas, fencing of stale terms,
 //! racing claims, rebuilds of unusable records — the file store's tests, on the API), the store's
 //! compare-and-swap itself, the object as written, outages and hangs, and RBAC.
 
@@ -13,9 +13,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use fake_apiserver::{FakeApiServer, Fault, Resource, Verb as ApiVerb, Which};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
-use leasecron::kubernetes::run_state::{self as kube_state, KubeState, KEY};
+use leasecron::kubernetes::run_state::{self as kube_state, StateConfigMap, KEY};
 use leasecron::run_state::{
-    self, Backend, Claim, Completion, JobRecord, Ledger, Saved, SlotStart, StateRecord,
+    self, Claim, Completion, JobRecord, Ledger, Loaded, Saved, SlotStart, StateRecord, TermStart,
 };
 use leasecron::term::FencingToken;
 
@@ -37,8 +37,8 @@ fn slot(s: i64) -> DateTime<Utc> {
 }
 
 /// The store of client `token`, with `timeout` on every request.
-async fn store_with(server: &FakeApiServer, token: &str, timeout: Duration) -> KubeState {
-    KubeState::new(
+async fn store_with(server: &FakeApiServer, token: &str, timeout: Duration) -> StateConfigMap {
+    StateConfigMap::new(
         server.config(token).await,
         server.namespace(),
         LEASE,
@@ -47,14 +47,13 @@ async fn store_with(server: &FakeApiServer, token: &str, timeout: Duration) -> K
     .expect("a store for a valid Lease name")
 }
 
-async fn store(server: &FakeApiServer, token: &str) -> KubeState {
+async fn store(server: &FakeApiServer, token: &str) -> StateConfigMap {
     store_with(server, token, TIMEOUT).await
 }
 
 /// The ledger of replica `token` (its identity too).
 async fn ledger_with(server: &FakeApiServer, token: &str, timeout: Duration) -> Ledger {
-    let backend = Backend::Kube(store_with(server, token, timeout).await);
-    Ledger::new(backend, token.to_owned())
+    Ledger::new(store_with(server, token, timeout).await, token.to_owned())
 }
 
 async fn ledger(server: &FakeApiServer, token: &str) -> Ledger {
@@ -138,11 +137,11 @@ fn kube_error(error: run_state::Error) -> kube_state::Error {
 }
 
 async fn begin(ledger: &Ledger, token: u64) -> StateRecord {
-    ledger
-        .begin_term(FencingToken(token))
-        .await
-        .expect("the API answers")
-        .expect("not stale")
+    let begun = ledger.begin_term(FencingToken(token)).await;
+    let TermStart::Begun(record) = begun.expect("the API answers") else {
+        panic!("not stale");
+    };
+    record
 }
 
 // === The ledger over the ConfigMap (the file store's tests) ===
@@ -218,7 +217,7 @@ async fn a_stale_term_cannot_write(which: Which) {
     );
     assert_eq!(
         old.begin_term(FencingToken(3)).await.expect("api"),
-        Err(4),
+        TermStart::Superseded { record_token: 4 },
         "an older term cannot even begin"
     );
     let record = new.refresh().await.expect("api");
@@ -359,7 +358,7 @@ async fn every_write_is_a_compare_and_swap_on_the_resource_version(which: Which)
     };
     let state = store(&server, "a").await;
     assert!(
-        state.load().await.expect("api").is_none(),
+        matches!(state.load().await.expect("api"), Loaded::Absent),
         "no ConfigMap yet"
     );
     let record = StateRecord {
@@ -375,9 +374,15 @@ async fn every_write_is_a_compare_and_swap_on_the_resource_version(which: Which)
         Saved::Conflict,
         "a second create is a conflict, not an overwrite"
     );
-    let loaded = state.load().await.expect("api").expect("a ConfigMap");
-    assert_eq!(loaded.version, first);
-    assert_eq!(loaded.record, Ok(record.clone()));
+    let Loaded::Found {
+        version,
+        record: loaded,
+    } = state.load().await.expect("api")
+    else {
+        panic!("a usable ConfigMap");
+    };
+    assert_eq!(version, first);
+    assert_eq!(loaded, record);
     let next = StateRecord {
         fencing_token: 2,
         ..record.clone()

@@ -15,8 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use leasecron::config::JobSet;
-use leasecron::local::run_state::FileState;
-use leasecron::run_state::{Backend, Completion, JobRecord, Ledger, SlotStart, StateRecord};
+use leasecron::local::run_state::StateFile;
+use leasecron::run_state::memory::MemoryStore;
+use leasecron::run_state::{Completion, JobRecord, Ledger, SlotStart, StateRecord};
 use leasecron::term::{FencingToken, Leadership, Term, TermHandle};
 use tokio::sync::watch;
 
@@ -195,6 +196,11 @@ pub fn next_whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp() + 1, 0).expect("in range")
 }
 
+/// A ledger over a run state in memory, with no record yet: the runs claim their slots without a file.
+pub fn memory_ledger() -> Arc<Ledger> {
+    Arc::new(Ledger::new(MemoryStore::new(), "bench".to_owned()))
+}
+
 /// A ledger over the state file beside `work/lease` whose record has an entry for every job of `set`, as
 /// after each ran its latest slot (the steady state); prints the file's size.
 pub async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
@@ -227,7 +233,7 @@ pub async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
             },
         );
     }
-    let store = FileState::beside(&work.join("lease"));
+    let store = StateFile::beside(&work.join("lease"));
     store
         .save(&record, None)
         .await
@@ -238,7 +244,7 @@ pub async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
         record.jobs.len(),
         size as f64 / (1024.0 * 1024.0)
     );
-    Arc::new(Ledger::new(Backend::File(store), "bench".to_owned()))
+    Arc::new(Ledger::new(store, "bench".to_owned()))
 }
 
 /// The runner of a scale bench, starting processes in this process or (`supervised`) through a run
@@ -247,7 +253,7 @@ pub fn bench_runner(
     supervised: bool,
     clock: leasecron::clock::SharedClock,
     runs: tokio::sync::mpsc::UnboundedSender<leasecron::event::RunEvent>,
-    ledger: Option<Arc<Ledger>>,
+    ledger: Arc<Ledger>,
 ) -> (
     Arc<leasecron::runner::Runner>,
     Option<Arc<leasecron::supervisor::Supervisor>>,

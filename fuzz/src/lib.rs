@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, MappedLocalTime, TimeDelta, TimeZone, Utc};
-use leasecron::app::Timings;
+use leasecron::cmd::Timings;
 use leasecron::config::{self, Diagnostic, JobSet, LoadOptions, Source};
 use leasecron::schedule::Schedule;
 

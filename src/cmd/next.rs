@@ -10,9 +10,9 @@ use super::Error;
 use crate::backend;
 use crate::config::{self, LoadOptions};
 use crate::kubernetes;
-use crate::kubernetes::run_state::KubeState;
-use crate::local::run_state::FileState;
-use crate::run_state::{Backend, JobRecord, Ledger, StateRecord};
+use crate::kubernetes::run_state::StateConfigMap;
+use crate::local::run_state::StateFile;
+use crate::run_state::{JobRecord, Ledger, StateRecord};
 
 /// Where `leasecron next` reads the run state from.
 #[derive(Debug, Clone)]
@@ -34,9 +34,9 @@ const NEXT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The run state (empty if there is none yet; an unusable one reads as empty, as the ledger would
 /// rebuild it).
 pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
-    let store = match source {
+    let ledger = match source {
         StateSource::File(lease) => {
-            let state = FileState::beside(&lease);
+            let state = StateFile::beside(&lease);
             // No lease file and no run state: most likely a typo, not a lease with no runs yet.
             if !lease.exists() && !state.path().exists() {
                 return Err(Error::NoRunState {
@@ -44,7 +44,7 @@ pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
                     lease,
                 });
             }
-            Backend::File(state)
+            Ledger::new(state, String::new())
         }
         StateSource::Kube { name, namespace } => {
             backend::check_lease_name(&name)?;
@@ -52,13 +52,11 @@ pub async fn read_run_state(source: StateSource) -> Result<StateRecord, Error> {
                 .await
                 .map_err(backend::Error::from)?;
             let namespace = backend::resolve_namespace(namespace, &config)?;
-            Backend::Kube(
-                KubeState::new(config, &namespace, &name, NEXT_REQUEST_TIMEOUT)
-                    .map_err(backend::Error::from)?,
-            )
+            let state = StateConfigMap::new(config, &namespace, &name, NEXT_REQUEST_TIMEOUT)
+                .map_err(backend::Error::from)?;
+            Ledger::new(state, String::new())
         }
     };
-    let ledger = Ledger::new(store, String::new());
     ledger.refresh().await.map_err(Error::State)
 }
 

@@ -38,13 +38,13 @@ use crate::kubernetes::access::{self, Reviewed};
 use crate::kubernetes::config_map::{text_under, Missing};
 use crate::kubernetes::names::{check_object_name, MAX_SUBDOMAIN_LEN};
 use crate::kubernetes::{self, bounded_request, client, CONFLICT, FORBIDDEN, NOT_FOUND};
-use crate::run_state::{Loaded, Saved, StateRecord};
+use crate::run_state::{Loaded, Saved, StateRecord, Store, StoreFuture};
 
 /// The ConfigMap of the Lease `L` is `L` followed by this.
 pub const STATE_SUFFIX: &str = "-state";
 /// The key under `data` that holds the record.
 pub const KEY: &str = "state.json";
-/// The verbs leasecron needs on the ConfigMap, checked at start by [`KubeState::check_access`].
+/// The verbs leasecron needs on the ConfigMap, checked at start by [`StateConfigMap::check_access`].
 pub const REQUIRED_VERBS: [&str; 3] = ["get", "create", "update"];
 /// The label that marks the ConfigMap as leasecron's.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -77,7 +77,7 @@ pub enum Error {
     /// The Kubernetes client cannot be built from the configuration.
     #[error("run state {store}: {source}")]
     ClientConfig {
-        /// [`KubeState::describe`].
+        /// [`StateConfigMap::describe`].
         store: String,
         /// Why.
         #[source]
@@ -90,7 +90,7 @@ pub enum Error {
         rules(.name)
     )]
     Forbidden {
-        /// [`KubeState::describe`].
+        /// [`StateConfigMap::describe`].
         store: String,
         /// The refused request: `get`, `create` or `update`.
         verb: &'static str,
@@ -109,7 +109,7 @@ pub enum Error {
         rules(.name)
     )]
     AccessDenied {
-        /// [`KubeState::describe`].
+        /// [`StateConfigMap::describe`].
         store: String,
         /// The denied verbs.
         verbs: Vec<&'static str>,
@@ -122,7 +122,7 @@ pub enum Error {
     /// connection, 408, 429 or a 5xx, an unreadable answer. Retrying later may succeed.
     #[error("run state {store}: {verb}: the Kubernetes API is unavailable: {detail}")]
     Unavailable {
-        /// [`KubeState::describe`].
+        /// [`StateConfigMap::describe`].
         store: String,
         /// The failed request.
         verb: &'static str,
@@ -132,7 +132,7 @@ pub enum Error {
     /// The API server answered with an error status that retrying will not change (400, 401, 422, ...).
     #[error("run state {store}: {verb} failed: HTTP {code} {reason}: {message}")]
     Api {
-        /// [`KubeState::describe`].
+        /// [`StateConfigMap::describe`].
         store: String,
         /// The failed request.
         verb: &'static str,
@@ -149,7 +149,7 @@ pub enum Error {
          ConfigMap holds"
     )]
     TooLarge {
-        /// [`KubeState::describe`].
+        /// [`StateConfigMap::describe`].
         store: String,
         /// How many jobs the record holds.
         jobs: usize,
@@ -199,9 +199,8 @@ fn rules(name: &str) -> String {
 }
 
 /// The run state of a Lease in a ConfigMap. See the [module documentation](self).
-pub struct KubeState {
-    /// Without the retry layer, with the request timeout in its connector. (A client rather than an
-    /// `Api` per resource keeps [`Backend`](super::Backend) small.)
+pub struct StateConfigMap {
+    /// Without the retry layer, with the request timeout in its connector; each request makes its `Api`.
     client: kube::Client,
     namespace: String,
     name: String,
@@ -223,18 +222,18 @@ impl Error {
     }
 }
 
-// === impl KubeState ===
+// === impl StateConfigMap ===
 
-impl std::fmt::Debug for KubeState {
+impl std::fmt::Debug for StateConfigMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeState")
+        f.debug_struct("StateConfigMap")
             .field("configmap", &self.describe)
             .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }
 }
 
-impl KubeState {
+impl StateConfigMap {
     /// The state of the Lease `lease_name` in `namespace`: ConfigMap `<lease_name>-state`, key
     /// `state.json`, through a client built from `config` (kube's retry layer off, `request_timeout` on
     /// every request). Sends no request; must be called within a tokio runtime (the client spawns its
@@ -244,7 +243,7 @@ impl KubeState {
         namespace: &str,
         lease_name: &str,
         request_timeout: Duration,
-    ) -> Result<KubeState, Error> {
+    ) -> Result<StateConfigMap, Error> {
         let name = state_name(lease_name).map_err(|(name, why)| Error::InvalidName {
             namespace: namespace.to_owned(),
             lease: lease_name.to_owned(),
@@ -257,7 +256,7 @@ impl KubeState {
                 store: describe.clone(),
                 source,
             })?;
-        Ok(KubeState {
+        Ok(StateConfigMap {
             client,
             namespace: namespace.to_owned(),
             name,
@@ -279,18 +278,18 @@ impl KubeState {
         &self.name
     }
 
-    /// Reads the record; `None` if there is no ConfigMap.
-    pub async fn load(&self) -> Result<Option<Loaded>, Error> {
+    /// Reads the record ([`Loaded::Absent`] if there is no ConfigMap).
+    pub async fn load(&self) -> Result<Loaded, Error> {
         let api = self.config_maps();
         let Some(config_map) = self.request("get", api.get_opt(&self.name)).await? else {
-            return Ok(None);
+            return Ok(Loaded::Absent);
         };
         let version = self.version_of("get", &config_map)?;
         self.remember(&config_map.metadata);
-        Ok(Some(Loaded {
-            version,
-            record: decode(&self.describe, &config_map),
-        }))
+        Ok(match decode(&self.describe, &config_map) {
+            Ok(record) => Loaded::Found { version, record },
+            Err(why) => Loaded::Unusable { version, why },
+        })
     }
 
     /// Writes `record` if the ConfigMap's resourceVersion is still `version` (`None`: if there is no
@@ -505,6 +504,25 @@ impl KubeState {
     }
 }
 
+/// The ledger's view: the methods above, with this store's errors as [`crate::run_state::Error::Kube`].
+impl Store for StateConfigMap {
+    fn describe(&self) -> String {
+        StateConfigMap::describe(self)
+    }
+
+    fn load(&self) -> StoreFuture<'_, Loaded> {
+        Box::pin(async move { Ok(StateConfigMap::load(self).await?) })
+    }
+
+    fn save<'a>(
+        &'a self,
+        record: &'a StateRecord,
+        version: Option<&'a str>,
+    ) -> StoreFuture<'a, Saved> {
+        Box::pin(async move { Ok(StateConfigMap::save(self, record, version).await?) })
+    }
+}
+
 /// What the annotation says.
 fn description(namespace: &str, lease: &str) -> String {
     format!(
@@ -547,9 +565,9 @@ mod tests {
 
     const STORE: &str = "configmap ns/lock-state";
 
-    fn state() -> KubeState {
+    fn state() -> StateConfigMap {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
-        KubeState::new(config, "ns", "lock", Duration::from_millis(500))
+        StateConfigMap::new(config, "ns", "lock", Duration::from_millis(500))
             .expect("a client for a plain-HTTP URL")
     }
 
@@ -587,7 +605,7 @@ mod tests {
         }
     }
 
-    fn api_error(state: &KubeState, verb: &'static str, code: u16) -> Error {
+    fn api_error(state: &StateConfigMap, verb: &'static str, code: u16) -> Error {
         state.failure(verb, kubernetes::Error::status(code, "y", "x"))
     }
 
@@ -660,8 +678,8 @@ mod tests {
     async fn a_lease_name_too_long_for_the_configmap_is_refused_by_name() {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
         let lease = "l".repeat(250);
-        let error =
-            KubeState::new(config, "ns", &lease, Duration::from_secs(1)).expect_err("too long");
+        let error = StateConfigMap::new(config, "ns", &lease, Duration::from_secs(1))
+            .expect_err("too long");
         let text = error.to_string();
         assert!(matches!(error, Error::InvalidName { .. }), "{error:?}");
         assert!(

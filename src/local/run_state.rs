@@ -20,7 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::run_state::{Loaded, Saved, StateRecord};
+use crate::run_state::{Loaded, Saved, StateRecord, Store, StoreFuture};
 
 /// How long a write waits for a peer's lock.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -65,7 +65,7 @@ struct GenerationOnly {
 
 /// The run state file of a lease file.
 #[derive(Debug)]
-pub struct FileState {
+pub struct StateFile {
     path: PathBuf,
     lock_path: PathBuf,
     temp_path: PathBuf,
@@ -80,9 +80,9 @@ fn version_of(bytes: &[u8]) -> String {
         .unwrap_or_else(|_| "corrupt".to_owned())
 }
 
-impl FileState {
+impl StateFile {
     /// The state of the lease file `lease`: `LEASE.state` beside it.
-    pub fn beside(lease: &Path) -> FileState {
+    pub fn beside(lease: &Path) -> StateFile {
         let with = |suffix: &str| {
             let mut name = lease.as_os_str().to_owned();
             name.push(suffix);
@@ -92,7 +92,7 @@ impl FileState {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        FileState {
+        StateFile {
             path: with(".state"),
             lock_path: with(".state.lock"),
             temp_path: with(".state.tmp"),
@@ -110,8 +110,8 @@ impl FileState {
         format!("file {}", self.path.display())
     }
 
-    /// Reads the record; `None` if there is no file.
-    pub async fn load(&self) -> Result<Option<Loaded>, Error> {
+    /// Reads the record ([`Loaded::Absent`] if there is no file).
+    pub async fn load(&self) -> Result<Loaded, Error> {
         self.read()
     }
 
@@ -130,23 +130,23 @@ impl FileState {
         Ok(Saved::Written(generation.to_string()))
     }
 
-    fn read(&self) -> Result<Option<Loaded>, Error> {
+    fn read(&self) -> Result<Loaded, Error> {
         let Some(bytes) = self.read_bytes()? else {
-            return Ok(None);
+            return Ok(Loaded::Absent);
         };
-        Ok(Some(match serde_json::from_slice::<Stored>(&bytes) {
-            Ok(stored) => Loaded {
+        Ok(match serde_json::from_slice::<Stored>(&bytes) {
+            Ok(stored) => Loaded::Found {
                 version: stored.generation.to_string(),
-                record: Ok(stored.record),
+                record: stored.record,
             },
-            Err(e) => Loaded {
+            Err(e) => Loaded::Unusable {
                 version: version_of(&bytes),
-                record: Err(format!("{}: {e}", self.path.display())),
+                why: format!("{}: {e}", self.path.display()),
             },
-        }))
+        })
     }
 
-    /// The version [`FileState::read`] would return, without building the record: every write checks it
+    /// The version [`StateFile::read`] would return, without building the record: every write checks it
     /// under the lock, and building the record of 10 000 jobs took a third of a claim.
     fn read_version(&self) -> Result<Option<String>, Error> {
         Ok(self.read_bytes()?.map(|bytes| version_of(&bytes)))
@@ -209,10 +209,29 @@ impl FileState {
     }
 }
 
+/// The ledger's view: the methods above, with this store's errors as [`crate::run_state::Error::File`].
+impl Store for StateFile {
+    fn describe(&self) -> String {
+        StateFile::describe(self)
+    }
+
+    fn load(&self) -> StoreFuture<'_, Loaded> {
+        Box::pin(async move { Ok(StateFile::load(self).await?) })
+    }
+
+    fn save<'a>(
+        &'a self,
+        record: &'a StateRecord,
+        version: Option<&'a str>,
+    ) -> StoreFuture<'a, Saved> {
+        Box::pin(async move { Ok(StateFile::save(self, record, version).await?) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run_state::{Claim, Completion, Ledger};
+    use crate::run_state::{Claim, Completion, Ledger, TermStart};
     use crate::term::FencingToken;
     use chrono::{TimeZone, Utc};
 
@@ -223,10 +242,7 @@ mod tests {
     }
 
     fn ledger(lease: &Path, identity: &str) -> Ledger {
-        Ledger::new(
-            crate::run_state::Backend::File(FileState::beside(lease)),
-            identity.to_owned(),
-        )
+        Ledger::new(StateFile::beside(lease), identity.to_owned())
     }
 
     #[tokio::test]
@@ -235,10 +251,13 @@ mod tests {
         let lease = dir.path().join("lease");
         let a = ledger(&lease, "a");
         let b = ledger(&lease, "b");
-        a.begin_term(FencingToken(1))
-            .await
-            .expect("io")
-            .expect("not stale");
+        assert!(
+            matches!(
+                a.begin_term(FencingToken(1)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
         assert_eq!(
             a.claim("j", slot(10), FencingToken(1), slot(10), false)
                 .await
@@ -246,11 +265,9 @@ mod tests {
             Claim::Claimed
         );
         // A new term elsewhere sees the slot as started.
-        let record = b
-            .begin_term(FencingToken(2))
-            .await
-            .expect("io")
-            .expect("not stale");
+        let TermStart::Begun(record) = b.begin_term(FencingToken(2)).await.expect("io") else {
+            panic!("not stale")
+        };
         assert_eq!(
             record.jobs["j"].last_started.as_ref().map(|s| s.slot),
             Some(slot(10))
@@ -278,14 +295,20 @@ mod tests {
         let lease = dir.path().join("lease");
         let old = ledger(&lease, "old");
         let new = ledger(&lease, "new");
-        old.begin_term(FencingToken(3))
-            .await
-            .expect("io")
-            .expect("not stale");
-        new.begin_term(FencingToken(4))
-            .await
-            .expect("io")
-            .expect("not stale");
+        assert!(
+            matches!(
+                old.begin_term(FencingToken(3)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
+        assert!(
+            matches!(
+                new.begin_term(FencingToken(4)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
         // The old leader's cached view is outdated: its write conflicts, it re-reads, and is refused.
         assert_eq!(
             old.claim("j", slot(30), FencingToken(3), slot(30), false)
@@ -306,7 +329,7 @@ mod tests {
         );
         assert_eq!(
             old.begin_term(FencingToken(3)).await.expect("io"),
-            Err(4),
+            TermStart::Superseded { record_token: 4 },
             "an older term cannot even begin"
         );
         let record = new.refresh().await.expect("io");
@@ -320,7 +343,7 @@ mod tests {
     async fn a_corrupt_or_newer_file_is_rebuilt() {
         let dir = tempfile::tempdir().expect("tempdir");
         let lease = dir.path().join("lease");
-        let state = FileState::beside(&lease);
+        let state = StateFile::beside(&lease);
         for content in [
             "not json".to_owned(),
             r#"{"generation": 7, "record": {"format": 1, "fencingToken": 2, "jobs": {}, "newField": 1}}"#
@@ -329,15 +352,13 @@ mod tests {
         ] {
             fs::write(state.path(), &content).expect("write");
             let ledger = ledger(&lease, "a");
-            let record = ledger
-                .begin_term(FencingToken(5))
-                .await
-                .expect("io")
-                .expect("rebuilt, not stale");
+            let TermStart::Begun(record) = ledger.begin_term(FencingToken(5)).await.expect("io") else { panic!("rebuilt, not stale") };
             assert!(record.jobs.is_empty(), "{content}");
             assert_eq!(record.fencing_token, 5);
-            let on_disk = state.load().await.expect("io").expect("a file");
-            assert_eq!(on_disk.record.expect("usable now").fencing_token, 5);
+            let Loaded::Found { record: on_disk, .. } = state.load().await.expect("io") else {
+                panic!("usable now");
+            };
+            assert_eq!(on_disk.fencing_token, 5);
         }
     }
 
@@ -345,20 +366,25 @@ mod tests {
     async fn retaining_jobs_forgets_removed_ones_and_writes_only_then() {
         let dir = tempfile::tempdir().expect("tempdir");
         let lease = dir.path().join("lease");
-        let state = FileState::beside(&lease);
+        let state = StateFile::beside(&lease);
         let ledger = ledger(&lease, "a");
-        ledger
-            .begin_term(FencingToken(1))
-            .await
-            .expect("io")
-            .expect("not stale");
+        assert!(
+            matches!(
+                ledger.begin_term(FencingToken(1)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
         for job in ["keep", "drop"] {
             ledger
                 .claim(job, slot(10), FencingToken(1), slot(10), false)
                 .await
                 .expect("io");
         }
-        let generation = |loaded: Option<Loaded>| loaded.expect("a file").version;
+        let generation = |loaded: Loaded| match loaded {
+            Loaded::Found { version, .. } => version,
+            other => panic!("a usable file, not {other:?}"),
+        };
         let before = generation(state.load().await.expect("io"));
         ledger
             .retain_jobs(FencingToken(1), &["keep", "drop"])
@@ -373,9 +399,10 @@ mod tests {
             .retain_jobs(FencingToken(1), &["keep"])
             .await
             .expect("io");
-        let after = state.load().await.expect("io").expect("a file");
-        assert_ne!(after.version, before);
-        let record = after.record.expect("usable");
+        let Loaded::Found { version, record } = state.load().await.expect("io") else {
+            panic!("a usable file");
+        };
+        assert_ne!(version, before);
         assert_eq!(record.jobs.keys().collect::<Vec<_>>(), ["keep"]);
     }
 
@@ -384,18 +411,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let lease = dir.path().join("lease");
         let old = ledger(&lease, "old");
-        old.begin_term(FencingToken(1))
-            .await
-            .expect("io")
-            .expect("not stale");
+        assert!(
+            matches!(
+                old.begin_term(FencingToken(1)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
         old.claim("j", slot(10), FencingToken(1), slot(10), false)
             .await
             .expect("io");
         let new = ledger(&lease, "new");
-        new.begin_term(FencingToken(2))
-            .await
-            .expect("io")
-            .expect("not stale");
+        assert!(
+            matches!(
+                new.begin_term(FencingToken(2)).await.expect("io"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
         assert_eq!(
             new.claim("j", slot(10), FencingToken(2), slot(12), true)
                 .await

@@ -16,6 +16,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use leasecron::clock::SystemClock;
 use leasecron::config::{ConcurrencyPolicy, Job, Program, DEFAULT_TERMINATION_GRACE};
 use leasecron::event::{RunEvent, RunReport};
+use leasecron::run_state::memory::MemoryStore;
+use leasecron::run_state::Ledger;
 use leasecron::runner::Runner;
 use leasecron::schedule::Schedule;
 use leasecron::term::{FencingToken, Term, TermHandle};
@@ -73,11 +75,21 @@ pub fn live_term() -> TermHandle {
     )
 }
 
-/// A runner on the system clock, and its event stream.
+/// A ledger over a run state in memory, with no record yet: a term owes nothing, and every slot is new.
+pub fn ledger() -> Arc<Ledger> {
+    Arc::new(Ledger::new(MemoryStore::new(), IDENTITY.to_owned()))
+}
+
+/// A runner on the system clock, with a run state of its own in memory, and its event stream.
 pub fn runner() -> (Arc<Runner>, Events) {
+    runner_over(ledger())
+}
+
+/// A runner on the system clock that claims its slots in `ledger`, and its event stream.
+pub fn runner_over(ledger: Arc<Ledger>) -> (Arc<Runner>, Events) {
     capture_logs();
     let (tx, rx) = mpsc::unbounded_channel();
-    let runner = Runner::new(IDENTITY.to_owned(), Arc::new(SystemClock), Some(tx));
+    let runner = Runner::new(IDENTITY.to_owned(), Arc::new(SystemClock), Some(tx), ledger);
     (runner, Events { rx })
 }
 

@@ -1,0 +1,522 @@
+//! The [`Ledger`]: a replica's view of the run state record, and its only writer (claims, completions,
+//! the stamp of a new term, the pruning of removed jobs), with group commit.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{oneshot, Mutex};
+
+use super::{
+    Claim, Completion, Error, Loaded, Saved, SlotStart, StateRecord, Store, TermStart, FORMAT,
+};
+use crate::term::FencingToken;
+
+/// How often a claim retries after a conflicting write before giving up.
+const CLAIM_ATTEMPTS: u32 = 5;
+
+/// The replica's view of the record, and its only writer.
+///
+/// Changes that arrive while a write is in flight are written together by the next one (a group commit):
+/// every run claims its slot before it is spawned, and one write of the whole record (and two fsyncs) per
+/// claim made a thousand runs due at one instant start over twenty seconds. Each change still takes its
+/// decision in order, on the record as the changes before it left it, and its caller hears back only once
+/// the write that carries it is done.
+#[derive(Debug)]
+pub struct Ledger {
+    store: Box<dyn Store>,
+    identity: String,
+    /// The record as last read or written; `None`: to be read (before the first read, and after a write
+    /// that conflicted or failed).
+    current: Mutex<Option<Known>>,
+    /// A copy for `/status`, readable without waiting for a write.
+    published: std::sync::Mutex<StateRecord>,
+    /// Changes waiting for the next write.
+    pending: std::sync::Mutex<Vec<Pending>>,
+    /// The next change's id.
+    next_change: AtomicU64,
+}
+
+/// The record as this replica knows it, and the version a write must replace.
+#[derive(Debug, Clone)]
+struct Known {
+    record: StateRecord,
+    /// `None`: there is no record yet.
+    version: Option<String>,
+}
+
+/// What a change made of the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// The record changed: its caller hears [`Claim::Claimed`] once the record is written.
+    Write,
+    /// Nothing to write (a refusal, or nothing to change), and the record is as it was: its caller hears
+    /// this.
+    Answer(Claim),
+}
+
+/// A change to the record.
+type Change = Box<dyn FnMut(&mut StateRecord) -> Verdict + Send>;
+
+/// A change to the record, applied and written by whichever caller writes next.
+struct Pending {
+    id: u64,
+    token: FencingToken,
+    change: Change,
+    done: oneshot::Sender<Result<Claim, Error>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("id", &self.id)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a batch of changes was not written, and the verdict of each change (a change that waited for the
+/// write gets the error).
+type BatchFailure = (Error, Vec<Verdict>);
+
+impl Verdict {
+    /// What the change's caller hears once the record is written.
+    fn claim(self) -> Claim {
+        match self {
+            Verdict::Write => Claim::Claimed,
+            Verdict::Answer(claim) => claim,
+        }
+    }
+}
+
+impl Ledger {
+    /// A ledger over `store`, writing as `identity`.
+    pub fn new(store: impl Store + 'static, identity: String) -> Ledger {
+        Ledger {
+            store: Box::new(store),
+            identity,
+            current: Mutex::new(None),
+            published: std::sync::Mutex::new(StateRecord::default()),
+            pending: std::sync::Mutex::new(Vec::new()),
+            next_change: AtomicU64::new(0),
+        }
+    }
+
+    /// The store, for logs.
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    /// The record as this replica last knew it (for `/status`).
+    pub fn snapshot(&self) -> StateRecord {
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the record afresh (a follower, or `leasecron next`); a corrupt one reads as empty.
+    pub async fn refresh(&self) -> Result<StateRecord, Error> {
+        let mut current = self.current.lock().await;
+        let known = self.read().await?;
+        self.publish(&known.record);
+        let record = known.record.clone();
+        *current = Some(known);
+        Ok(record)
+    }
+
+    /// At the start of a term: reads the record afresh and stamps it with `token`, so a stale leader's
+    /// later writes are refused. Returns the record for [`catch_up`](super::catch_up), or the token of the
+    /// newer term that has already written it.
+    pub async fn begin_term(&self, token: FencingToken) -> Result<TermStart, Error> {
+        // Another replica led since this one last looked: read afresh, not from the cache.
+        Ok(match self.update(token, |_| Verdict::Write).await? {
+            (Claim::Stale { record_token }, _) => TermStart::Superseded { record_token },
+            (_, record) => TermStart::Begun(record),
+        })
+    }
+
+    /// Records `slot` of `job` as started under `token`, unless it (or a later slot) already is, or a newer
+    /// term wrote the record. Must succeed before the run's process is spawned.
+    ///
+    /// `rerun`: the slot may be the recorded one, if an older term started it (an interrupted run of a
+    /// `rerunInterrupted` job, found by [`catch_up`](super::catch_up)).
+    pub async fn claim(
+        &self,
+        job: &str,
+        slot: DateTime<Utc>,
+        token: FencingToken,
+        now: DateTime<Utc>,
+        rerun: bool,
+    ) -> Result<Claim, Error> {
+        let start = SlotStart {
+            slot,
+            fencing_token: token.0,
+            identity: self.identity.clone(),
+            started_at: now,
+        };
+        let job = job.to_owned();
+        self.decide(token, move |record| {
+            let entry = record.jobs.entry(job.clone()).or_default();
+            if let Some(started) = &entry.last_started {
+                let rerun_allowed =
+                    rerun && started.slot == slot && started.fencing_token < token.0;
+                if started.slot >= slot && !rerun_allowed {
+                    return Verdict::Answer(Claim::AlreadyStarted {
+                        slot: started.slot,
+                        fencing_token: started.fencing_token,
+                    });
+                }
+            }
+            entry.last_started = Some(start.clone());
+            Verdict::Write
+        })
+        .await
+    }
+
+    /// Records a finished run of `job` (under a live term only: a run cut off by the end of its term stays
+    /// "started, not completed", which is what `rerunInterrupted` looks for).
+    pub async fn complete(
+        &self,
+        job: &str,
+        token: FencingToken,
+        completion: Completion,
+    ) -> Result<Claim, Error> {
+        let succeeded = completion.outcome == "succeeded";
+        let job = job.to_owned();
+        self.decide(token, move |record| {
+            let entry = record.jobs.entry(job.clone()).or_default();
+            if succeeded {
+                entry.last_success = Some(completion.clone());
+            }
+            entry.last_completion = Some(completion.clone());
+            Verdict::Write
+        })
+        .await
+    }
+
+    /// Forgets jobs that are no longer configured, so the record stays small; writes only if one was.
+    pub async fn retain_jobs(&self, token: FencingToken, names: &[&str]) -> Result<Claim, Error> {
+        let names: HashSet<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        self.decide(token, move |record| {
+            let before = record.jobs.len();
+            record.jobs.retain(|name, _| names.contains(name));
+            if record.jobs.len() == before {
+                // Nothing to forget: nothing to write.
+                Verdict::Answer(Claim::Claimed)
+            } else {
+                Verdict::Write
+            }
+        })
+        .await
+    }
+
+    /// Applies `change` to the record as stored now and writes it with `token`, retrying on conflicts.
+    /// A `change` that answers stops without writing. Returns the decision and the record in force
+    /// afterwards. (Changes to the cached record go through [`Ledger::decide`].)
+    async fn update(
+        &self,
+        token: FencingToken,
+        mut change: impl FnMut(&mut StateRecord) -> Verdict,
+    ) -> Result<(Claim, StateRecord), Error> {
+        let mut current = self.current.lock().await;
+        *current = None;
+        for _ in 0..CLAIM_ATTEMPTS {
+            let Known {
+                mut record,
+                version,
+            } = match current.take() {
+                Some(known) => known,
+                None => self.read().await?,
+            };
+            if record.fencing_token > token.0 {
+                let record_token = record.fencing_token;
+                *current = Some(Known {
+                    record: record.clone(),
+                    version,
+                });
+                return Ok((Claim::Stale { record_token }, record));
+            }
+            let before = record.clone();
+            if let Verdict::Answer(refused) = change(&mut record) {
+                *current = Some(Known {
+                    record: before.clone(),
+                    version,
+                });
+                return Ok((refused, before));
+            }
+            record.fencing_token = token.0;
+            record.format = FORMAT;
+            match self.store.save(&record, version.as_deref()).await {
+                Ok(Saved::Written(version)) => {
+                    self.publish(&record);
+                    *current = Some(Known {
+                        record: record.clone(),
+                        version: Some(version),
+                    });
+                    return Ok((Claim::Claimed, record));
+                }
+                // Someone else wrote: read again and re-decide.
+                Ok(Saved::Conflict) => *current = None,
+                Err(e) => {
+                    // The write may or may not have happened: read again next time.
+                    *current = None;
+                    return Err(e);
+                }
+            }
+        }
+        Err(self.contended())
+    }
+
+    /// Applies `change` with `token` to the cached record and writes it, together with every change that
+    /// waits for a write (see [`Ledger`]); returns its decision once the write that carries it is done.
+    /// A `change` that answers must leave the record as it was.
+    async fn decide(
+        &self,
+        token: FencingToken,
+        change: impl FnMut(&mut StateRecord) -> Verdict + Send + 'static,
+    ) -> Result<Claim, Error> {
+        let id = self.next_change.fetch_add(1, Ordering::Relaxed);
+        let (done, answer) = oneshot::channel();
+        self.lock_pending().push(Pending {
+            id,
+            token,
+            change: Box::new(change),
+            done,
+        });
+        {
+            let mut current = self.current.lock().await;
+            // Empty if a write that ended while this caller waited for the lock carried its change.
+            let mut batch = std::mem::take(&mut *self.lock_pending());
+            if !batch.is_empty() {
+                let written = self.write_batch(&mut current, &mut batch).await;
+                answer_batch(batch, written, id);
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::Batched(
+                "run state: the write that carried this change was abandoned".to_owned(),
+            ))
+        })
+    }
+
+    /// Applies `batch` in order to the cached record and writes it once, retrying on conflicts; returns
+    /// each change's decision.
+    async fn write_batch(
+        &self,
+        current: &mut Option<Known>,
+        batch: &mut [Pending],
+    ) -> Result<Vec<Claim>, BatchFailure> {
+        let count = batch.len();
+        // Nothing decided yet: every change waits for the write, and gets its error.
+        let undecided = || vec![Verdict::Write; count];
+        for _ in 0..CLAIM_ATTEMPTS {
+            let Known {
+                mut record,
+                version,
+            } = match current.take() {
+                Some(known) => known,
+                None => self.read().await.map_err(|e| (e, undecided()))?,
+            };
+            let mut verdicts: Vec<Verdict> = Vec::with_capacity(batch.len());
+            for pending in batch.iter_mut() {
+                let verdict = if record.fencing_token > pending.token.0 {
+                    Verdict::Answer(Claim::Stale {
+                        record_token: record.fencing_token,
+                    })
+                } else {
+                    (pending.change)(&mut record)
+                };
+                if verdict == Verdict::Write {
+                    record.fencing_token = pending.token.0;
+                }
+                verdicts.push(verdict);
+            }
+            if !verdicts.contains(&Verdict::Write) {
+                *current = Some(Known { record, version });
+                return Ok(verdicts.into_iter().map(Verdict::claim).collect());
+            }
+            record.format = FORMAT;
+            match self.store.save(&record, version.as_deref()).await {
+                Ok(Saved::Written(version)) => {
+                    self.publish(&record);
+                    *current = Some(Known {
+                        record,
+                        version: Some(version),
+                    });
+                    return Ok(verdicts.into_iter().map(Verdict::claim).collect());
+                }
+                // Someone else wrote: read again and re-decide every change.
+                Ok(Saved::Conflict) => *current = None,
+                Err(e) => {
+                    // The write may or may not have happened: read again next time.
+                    *current = None;
+                    return Err((e, verdicts));
+                }
+            }
+        }
+        Err((self.contended(), undecided()))
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // A push or a take: consistent even after a panic elsewhere.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads the record; a corrupt or unknown one is logged and replaced by an empty one (keeping its
+    /// version, so the rebuild overwrites it).
+    async fn read(&self) -> Result<Known, Error> {
+        let (version, why) = match self.store.load().await? {
+            Loaded::Absent => {
+                return Ok(Known {
+                    record: StateRecord::default(),
+                    version: None,
+                })
+            }
+            Loaded::Found { version, record } if record.format == FORMAT => {
+                return Ok(Known {
+                    record,
+                    version: Some(version),
+                })
+            }
+            Loaded::Found { version, record } => {
+                let why = format!("format {} (this leasecron reads format {FORMAT}, and in a ConfigMap format {})", record.format, crate::kubernetes::run_state::encoding::COMPACT_FORMAT);
+                (version, why)
+            }
+            Loaded::Unusable { version, why } => (version, why),
+        };
+        tracing::error!(
+            store = %self.store.describe(),
+            error = %why,
+            "the run state is unusable; rebuilding it from scratch (missed slots are skipped, none runs twice)"
+        );
+        // Keeping the version makes the rebuild overwrite it; the term's token fences it again.
+        Ok(Known {
+            record: StateRecord::default(),
+            version: Some(version),
+        })
+    }
+
+    fn publish(&self, record: &StateRecord) {
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = record.clone();
+    }
+
+    fn contended(&self) -> Error {
+        Error::Contended {
+            store: self.store.describe(),
+            attempts: CLAIM_ATTEMPTS,
+        }
+    }
+}
+
+/// A new term's token must exceed the run state's: a term below it is refused every write, and would lead
+/// while starting nothing (the lease alone was deleted).
+impl crate::election::TokenFloor for Ledger {
+    fn describe(&self) -> String {
+        format!("run state {}", self.store.describe())
+    }
+
+    fn highest_token(&self) -> crate::election::fencing::FloorFuture<'_> {
+        Box::pin(async move {
+            Ok(match self.store.load().await? {
+                Loaded::Found { record, .. } => record.highest_token(),
+                // Unusable content is rebuilt by the next term: it fences nothing.
+                Loaded::Absent | Loaded::Unusable { .. } => 0,
+            })
+        })
+    }
+}
+
+/// Hands each change of a batch its decision. If the write failed, the changes it carried get the error: the
+/// change of the caller that wrote (`own`) the error itself, the others its message.
+fn answer_batch(batch: Vec<Pending>, written: Result<Vec<Claim>, BatchFailure>, own: u64) {
+    match written {
+        Ok(decisions) => {
+            for (pending, decision) in batch.into_iter().zip(decisions) {
+                let _ = pending.done.send(Ok(decision));
+            }
+        }
+        Err((error, verdicts)) => {
+            let message = error.to_string();
+            let mut error = Some(error);
+            for (pending, verdict) in batch.into_iter().zip(verdicts) {
+                let answer = match verdict {
+                    Verdict::Answer(decision) => Ok(decision),
+                    Verdict::Write if pending.id == own => {
+                        Err(error.take().unwrap_or(Error::Batched(message.clone())))
+                    }
+                    Verdict::Write => Err(Error::Batched(message.clone())),
+                };
+                let _ = pending.done.send(answer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run_state::JobRecord;
+
+    #[tokio::test]
+    async fn the_token_floor_is_the_largest_token_in_the_record() {
+        use crate::election::TokenFloor;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lease = dir.path().join("lease.json");
+        let ledger = Ledger::new(
+            crate::local::run_state::StateFile::beside(&lease),
+            "me".to_owned(),
+        );
+        assert_eq!(
+            ledger.highest_token().await.expect("reads"),
+            0,
+            "no record yet"
+        );
+        assert!(
+            matches!(
+                ledger.begin_term(FencingToken(7)).await.expect("writes"),
+                TermStart::Begun(_)
+            ),
+            "not stale"
+        );
+        assert_eq!(ledger.highest_token().await.expect("reads"), 7);
+        let mut record = StateRecord {
+            format: FORMAT,
+            fencing_token: 3,
+            ..StateRecord::default()
+        };
+        let start = SlotStart {
+            slot: Utc::now(),
+            fencing_token: 9,
+            identity: "old".to_owned(),
+            started_at: Utc::now(),
+        };
+        record.jobs.insert(
+            "j".to_owned(),
+            JobRecord {
+                last_started: Some(start),
+                ..JobRecord::default()
+            },
+        );
+        assert_eq!(
+            record.highest_token(),
+            9,
+            "a job's start carries a larger one"
+        );
+        std::fs::write(
+            crate::local::run_state::StateFile::beside(&lease).path(),
+            "not json",
+        )
+        .expect("write");
+        assert_eq!(
+            ledger.highest_token().await.expect("reads"),
+            0,
+            "an unusable record is rebuilt: it fences nothing"
+        );
+    }
+}
