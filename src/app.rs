@@ -66,7 +66,7 @@ impl Error {
     /// True for bad input (the elector's configuration), not a failure at run time.
     pub fn is_usage(&self) -> bool {
         match self {
-            Error::Election(error) => crate::cmd::election_usage(error),
+            Error::Election(error) => error.is_usage(),
             Error::Metrics(_) | Error::Internal(_) => false,
         }
     }

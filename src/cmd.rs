@@ -132,7 +132,7 @@ impl Error {
         let usage = match self {
             Error::Backend(e) => e.is_usage(),
             Error::App(e) => e.is_usage(),
-            Error::Election(e) => election_usage(e),
+            Error::Election(e) => e.is_usage(),
             Error::Config(_)
             | Error::Invalid(_)
             | Error::UnknownCommand(_)
@@ -148,18 +148,6 @@ impl Error {
             EXIT_FAILURE
         }
     }
-}
-
-/// True for the elector's configuration errors: bad flags, not a failure at run time.
-pub(crate) fn election_usage(error: &election::Error) -> bool {
-    matches!(
-        error,
-        election::Error::EmptyIdentity
-            | election::Error::ZeroDuration { .. }
-            | election::Error::LeaseDurationTooLong { .. }
-            | election::Error::RenewDeadlineTooShort { .. }
-            | election::Error::LeaseTooShort { .. }
-    )
 }
 
 /// The lease timings shared by `run` and `validate` (which checks `terminationGrace` against them).

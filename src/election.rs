@@ -118,6 +118,20 @@ pub enum Error {
     Store(#[from] lease_store::Error),
 }
 
+impl Error {
+    /// True for a configuration error (bad flags: exit 2), not a failure at run time.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::EmptyIdentity
+                | Error::ZeroDuration { .. }
+                | Error::LeaseDurationTooLong { .. }
+                | Error::RenewDeadlineTooShort { .. }
+                | Error::LeaseTooShort { .. }
+        )
+    }
+}
+
 /// Takes part in the election for one lease. See the [module documentation](self).
 pub struct Elector<S: LeaseStore> {
     store: S,

@@ -15,7 +15,7 @@
 //! - `Error` is one failed request, as `bounded_request` sorts it: an error status, no answer in time, an
 //!   unreadable answer, or no connection. Each resource names it in its own error type, with the object
 //!   and the verb and in its own words. Retrying later may help with any of them except an error status
-//!   that `is_transient_status` rejects (400, 401, 403, 404, 409, 422, ...).
+//!   that `lease_store::is_transient_status` rejects (400, 401, 403, 404, 409, 422, ...).
 //! - `access` asks the API server at start which verbs this replica may not use on an object
 //!   (`SelfSubjectAccessReview`), so a missing RBAC rule is a clear error before anything runs.
 //! - [`names`] checks object and namespace names (DNS-1123), as the API server would.
@@ -24,7 +24,7 @@
 //! - `watch` watches one object by name (bookmarks, `410 Gone`, an idle limit), for the Lease's change
 //!   feed and the jobs ConfigMap.
 //! - The HTTP statuses the resources tell apart are named here once (`FORBIDDEN`, `CONFLICT`, ...), with
-//!   `is_transient_status`.
+//!   `lease_store::is_transient_status`.
 //!
 //! [`LeaseStore`]: crate::lease_store::LeaseStore
 
@@ -50,12 +50,6 @@ pub(crate) const NOT_FOUND: u16 = 404;
 pub(crate) const CONFLICT: u16 = 409;
 /// HTTP 410: a watch's resourceVersion is too old.
 pub(crate) const GONE: u16 = 410;
-/// HTTP 408.
-const REQUEST_TIMEOUT: u16 = 408;
-/// HTTP 429.
-const TOO_MANY_REQUESTS: u16 = 429;
-/// The first 5xx.
-const FIRST_SERVER_ERROR: u16 = 500;
 
 /// A failed request to the API server, before the resource that made it names it in its own error type
 /// (with the object and the verb).
@@ -63,7 +57,7 @@ const FIRST_SERVER_ERROR: u16 = 500;
 #[non_exhaustive]
 pub(crate) enum Error {
     /// The API server answered with an error status (retrying may help only for
-    /// [`is_transient_status`]). Every other variant may pass if retried.
+    /// [`is_transient_status`](crate::lease_store::is_transient_status)). Every other variant may pass if retried.
     #[error("HTTP {code} {reason}: {message}")]
     Status {
         /// The HTTP status code.
@@ -137,13 +131,6 @@ impl Error {
             detail: "expected value at line 1 column 2".to_owned(),
         }
     }
-}
-
-/// True for an API status that retrying later may change: 408, 429, every 5xx, or none. Shared by every
-/// client of the API server (the Lease, the jobs ConfigMap, the run state).
-pub(crate) fn is_transient_status(code: u16) -> bool {
-    // 0: a Status without a code; nothing says it is permanent.
-    code == 0 || code == REQUEST_TIMEOUT || code == TOO_MANY_REQUESTS || code >= FIRST_SERVER_ERROR
 }
 
 /// Runs one request bounded by `timeout` (kube sets no read timeout of its own) and sorts its error.
@@ -224,10 +211,10 @@ mod tests {
     #[test]
     fn server_errors_are_transient_and_client_errors_are_not() {
         for code in [0, 408, 429, 500, 503, 504] {
-            assert!(is_transient_status(code), "{code}");
+            assert!(crate::lease_store::is_transient_status(code), "{code}");
         }
         for code in [400, 401, 403, 404, 409, 410, 422] {
-            assert!(!is_transient_status(code), "{code}");
+            assert!(!crate::lease_store::is_transient_status(code), "{code}");
         }
         assert!(matches!(status(409), Error::Status { code: 409, .. }));
         let garbage = serde_json::from_str::<serde_json::Value>("{not json").expect_err("garbage");

@@ -335,7 +335,7 @@ impl Error {
             | Error::Unauthorized { .. }
             | Error::IdentityInUse { .. }
             | Error::IdentityLocked { .. } => false,
-            Error::Api { code, .. } => crate::kubernetes::is_transient_status(*code),
+            Error::Api { code, .. } => is_transient_status(*code),
             Error::Io { source, .. } => !matches!(
                 source.kind(),
                 io::ErrorKind::NotFound
@@ -346,6 +346,20 @@ impl Error {
             ),
         }
     }
+}
+
+/// HTTP 408.
+const REQUEST_TIMEOUT: u16 = 408;
+/// HTTP 429.
+const TOO_MANY_REQUESTS: u16 = 429;
+/// The first 5xx.
+const FIRST_SERVER_ERROR: u16 = 500;
+
+/// True for an API status that retrying later may change: 408, 429, every 5xx, or none. Shared by every
+/// client of the API server (the Lease, the jobs ConfigMap, the run state): [`crate::kubernetes`] uses it.
+pub(crate) fn is_transient_status(code: u16) -> bool {
+    // 0: a Status without a code; nothing says it is permanent.
+    code == 0 || code == REQUEST_TIMEOUT || code == TOO_MANY_REQUESTS || code >= FIRST_SERVER_ERROR
 }
 
 #[cfg(test)]

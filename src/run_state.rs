@@ -44,6 +44,8 @@ pub use ledger::Ledger;
 
 /// The record's format; a record with another `format` is rebuilt.
 pub const FORMAT: u32 = 1;
+/// The compact format a ConfigMap store writes when format 1 would not fit (`kubernetes::run_state::encoding`).
+pub const COMPACT_FORMAT: u64 = 2;
 /// At most this many missed slots are enumerated per job when a term begins (a 1-second schedule after a
 /// day without a leader); beyond it the count is a lower bound, and says so in the log.
 pub const MAX_COUNTED_MISSED: u64 = 10_000;
@@ -116,12 +118,10 @@ pub struct Completion {
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file store failed.
+    /// The store failed: its own error (a file's, a ConfigMap's), which names the store. The run state
+    /// does not know the stores' types, so the dependency points from each store to here.
     #[error("{0}")]
-    File(#[from] crate::local::run_state::Error),
-    /// The ConfigMap store failed.
-    #[error("{0}")]
-    Kube(#[from] crate::kubernetes::run_state::Error),
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The write that carried this change together with others failed (the first change's caller has
     /// the error itself).
     #[error("{0}")]
@@ -134,6 +134,13 @@ pub enum Error {
         /// How many attempts were made.
         attempts: u32,
     },
+}
+
+impl Error {
+    /// A store's own error.
+    pub fn store(error: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Store(Box::new(error))
+    }
 }
 
 /// The record as a store read it.

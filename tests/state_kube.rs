@@ -131,7 +131,9 @@ fn answered(server: &FakeApiServer, token: &str, verb: ApiVerb, status: u16) -> 
 /// The store's error inside a ledger's.
 fn kube_error(error: run_state::Error) -> kube_state::Error {
     match error {
-        run_state::Error::Kube(error) => error,
+        run_state::Error::Store(error) => *error
+            .downcast::<kube_state::Error>()
+            .expect("the ConfigMap store's error"),
         other => panic!("expected a ConfigMap store error, got {other:?}"),
     }
 }

@@ -501,7 +501,7 @@ impl Source {
                 code,
                 reason,
                 message,
-            } if !kubernetes::is_transient_status(code) => Error::Api {
+            } if !crate::lease_store::is_transient_status(code) => Error::Api {
                 origin,
                 verb,
                 code,

@@ -433,7 +433,7 @@ impl StateConfigMap {
                 code,
                 reason,
                 message,
-            } if !kubernetes::is_transient_status(code) => Error::Api {
+            } if !crate::lease_store::is_transient_status(code) => Error::Api {
                 store: self.describe.clone(),
                 verb,
                 code,
@@ -504,14 +504,18 @@ impl StateConfigMap {
     }
 }
 
-/// The ledger's view: the methods above, with this store's errors as [`crate::run_state::Error::Kube`].
+/// The ledger's view: the methods above, with this store's errors as [`crate::run_state::Error::Store`].
 impl Store for StateConfigMap {
     fn describe(&self) -> String {
         StateConfigMap::describe(self)
     }
 
     fn load(&self) -> StoreFuture<'_, Loaded> {
-        Box::pin(async move { Ok(StateConfigMap::load(self).await?) })
+        Box::pin(async move {
+            StateConfigMap::load(self)
+                .await
+                .map_err(crate::run_state::Error::store)
+        })
     }
 
     fn save<'a>(
@@ -519,7 +523,11 @@ impl Store for StateConfigMap {
         record: &'a StateRecord,
         version: Option<&'a str>,
     ) -> StoreFuture<'a, Saved> {
-        Box::pin(async move { Ok(StateConfigMap::save(self, record, version).await?) })
+        Box::pin(async move {
+            StateConfigMap::save(self, record, version)
+                .await
+                .map_err(crate::run_state::Error::store)
+        })
     }
 }
 

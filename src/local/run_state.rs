@@ -209,14 +209,18 @@ impl StateFile {
     }
 }
 
-/// The ledger's view: the methods above, with this store's errors as [`crate::run_state::Error::File`].
+/// The ledger's view: the methods above, with this store's errors as [`crate::run_state::Error::Store`].
 impl Store for StateFile {
     fn describe(&self) -> String {
         StateFile::describe(self)
     }
 
     fn load(&self) -> StoreFuture<'_, Loaded> {
-        Box::pin(async move { Ok(StateFile::load(self).await?) })
+        Box::pin(async move {
+            StateFile::load(self)
+                .await
+                .map_err(crate::run_state::Error::store)
+        })
     }
 
     fn save<'a>(
@@ -224,7 +228,11 @@ impl Store for StateFile {
         record: &'a StateRecord,
         version: Option<&'a str>,
     ) -> StoreFuture<'a, Saved> {
-        Box::pin(async move { Ok(StateFile::save(self, record, version).await?) })
+        Box::pin(async move {
+            StateFile::save(self, record, version)
+                .await
+                .map_err(crate::run_state::Error::store)
+        })
     }
 }
 

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{oneshot, Mutex};
 
 use super::{
-    Claim, Completion, Error, Loaded, Saved, SlotStart, StateRecord, Store, TermStart, FORMAT,
+    Claim, Completion, Error, Loaded, Saved, SlotStart, StateRecord, Store, TermStart,
+    COMPACT_FORMAT, FORMAT,
 };
 use crate::term::FencingToken;
 
@@ -382,7 +383,7 @@ impl Ledger {
                 })
             }
             Loaded::Found { version, record } => {
-                let why = format!("format {} (this leasecron reads format {FORMAT}, and in a ConfigMap format {})", record.format, crate::kubernetes::run_state::encoding::COMPACT_FORMAT);
+                let why = format!("format {} (this leasecron reads format {FORMAT}, and in a ConfigMap format {})", record.format, COMPACT_FORMAT);
                 (version, why)
             }
             Loaded::Unusable { version, why } => (version, why),

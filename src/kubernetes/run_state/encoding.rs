@@ -43,8 +43,7 @@ use crate::run_state::{Completion, JobRecord, SlotStart, StateRecord, FORMAT};
 
 /// The most a ConfigMap may hold: the sum of the lengths of its `data` and `binaryData` values.
 pub const MAX_BYTES: usize = 1024 * 1024;
-/// The compact format.
-pub const COMPACT_FORMAT: u64 = 2;
+pub use crate::run_state::COMPACT_FORMAT;
 /// The longest essentials-only entry and its punctuation, without the name: `"":[S,T,C,O],` with slots
 /// `S`, `C` below 10^10 s (before the year 2286), a token `T` below 10^10 (a Lease's `leaseTransitions`
 /// is a 32-bit integer) and a one-digit outcome: 40 bytes.
