@@ -59,6 +59,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::DEFAULT_CONFIG_MAP_KEY;
 use crate::kubernetes::access::{self, Reviewed};
 use crate::kubernetes::config_map::{text_under, Missing};
 use crate::kubernetes::names::check_object_name;
@@ -66,8 +67,6 @@ use crate::kubernetes::watch::{self as object_watch, Seen, Watched};
 use crate::kubernetes::{self, bounded_request, FORBIDDEN, UNAUTHORIZED};
 use crate::reload::{publish, Reread, Snapshot};
 
-/// The ConfigMap key that holds the jobs when the flag names none.
-pub const DEFAULT_KEY: &str = "jobs.yaml";
 /// Default of [`Params::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default of [`Params::watch_timeout`] (kube's own default `timeoutSeconds`).
@@ -256,7 +255,7 @@ struct Watcher {
 // === impl ConfigMapRef ===
 
 impl ConfigMapRef {
-    /// Parses the flag value `NAME[/KEY]` (KEY defaults to [`DEFAULT_KEY`]), in `namespace`. NAME must
+    /// Parses the flag value `NAME[/KEY]` (KEY defaults to [`DEFAULT_CONFIG_MAP_KEY`]), in `namespace`. NAME must
     /// be a DNS-1123 subdomain and KEY a ConfigMap key (`[-._a-zA-Z0-9]+`, at most 253 characters, not
     /// `.`, `..` or starting with `..`), as the API server requires; the error says which rule failed.
     pub fn parse(value: &str, namespace: String) -> Result<ConfigMapRef, Error> {
@@ -264,7 +263,9 @@ impl ConfigMapRef {
             value: value.to_owned(),
             why,
         };
-        let (name, key) = value.split_once('/').unwrap_or((value, DEFAULT_KEY));
+        let (name, key) = value
+            .split_once('/')
+            .unwrap_or((value, DEFAULT_CONFIG_MAP_KEY));
         check_object_name(name).map_err(|why| invalid(format!("the name: {why}")))?;
         check_key(key).map_err(|why| invalid(format!("the key: {why}")))?;
         Ok(ConfigMapRef {
@@ -712,7 +713,7 @@ mod tests {
             ConfigMapRef {
                 namespace: "ns".to_owned(),
                 name: "cron".to_owned(),
-                key: DEFAULT_KEY.to_owned(),
+                key: DEFAULT_CONFIG_MAP_KEY.to_owned(),
             }
         );
         let explicit = target("cron.jobs/Nightly_2.yml");
