@@ -3,74 +3,91 @@
 //! Every replica loads the same jobs file, but only the replica that holds the lease runs the jobs. Each
 //! leadership term carries a cancellation token: when the lease is lost, every run of the term is
 //! terminated (SIGTERM to its process group, SIGKILL after its grace) *before* any other replica can
-//! acquire the lease; `docs/operations.md` gives the timing argument.
+//! acquire the lease; `docs/design.md` gives the argument and its inequalities.
 //!
 //! # Layout
 //!
-//! The modules, in the order data flows through them:
+//! Start at [`cmd::run`]: it is the whole life of a replica as a sequence (configuration → backend →
+//! start-up → app → run). The modules, by room:
 //!
-//! - [`config`] reads the jobs file (serde-saphyr, strict) and validates it into [`config::Job`]s, reporting
-//!   every problem at once as `FILE:LINE:COL`.
-//! - [`schedule`] parses cron expressions (croner + chrono-tz) and runs one [`schedule::Timer`] per job:
-//!   it sleeps until the next wall-clock slot, computes the following one from the slot (not from "now"),
-//!   and after a stall yields at most one tick for the latest missed slot.
-//! - [`election`] is client-go's leader-election algorithm over the [`lease_store::LeaseStore`] trait
-//!   (get / create / version-checked update / change notification). It publishes [`term::Leadership`] on a
-//!   `watch` channel; a [`term::Term`] owns the cancellation token, task tracker, fencing token and
-//!   deadline of one leadership term.
-//! - [`lease_store`] holds the stores: [`kubernetes::lease`] (a `coordination.k8s.io/v1` Lease, written as
-//!   client-go writes it, with one watch per store waking followers) and [`local::lease`] (a JSON
-//!   record under `flock`, for running without a cluster).
-//! - [`reload`] keeps the jobs current: a source (the jobs file under a `notify` watch, or the ConfigMap
-//!   under an API watch) publishes each new text, the [`reload::Reloader`] validates it and publishes the
-//!   jobs in force, and an invalid version is reported while the last good jobs stay.
-//! - [`dispatch`] runs one timer per job in force, applies each new version of the jobs by diff (timers of
-//!   unchanged jobs are kept; a reload never waits for a run), and turns each timer tick into a run, only
-//!   under a live term (checked again at spawn).
-//! - [`run_state`] is the run state shared by the replicas of a lease (a ConfigMap beside the Lease, or a file
-//!   beside the lease file): each slot is claimed before its run is spawned, so it runs at most once across
-//!   failovers, and a new term catches up the latest slot that fell due without a leader
-//!   ([`run_state::catch_up`]).
-//! - [`runner`] executes a run: its own process group, environment, output into the log, timeout and
-//!   cancellation escalation (SIGTERM, then SIGKILL after the grace), concurrency policy and retries. Every
-//!   run ends with exactly one [`event::Outcome`].
-//! - [`supervisor`] is the small process `run` starts first (`leasecron supervise`): it spawns every run's
-//!   process on request, is their subreaper, and ends every descendant when leasecron dies, SIGKILL
-//!   included. The runner reaches it through [`runner::Launcher`].
-//! - [`reaper`] reaps orphaned grandchildren when leasecron is PID 1 in a container, without stealing the
-//!   exit status of the runner's own children, and finds what a run or a term left behind.
-//! - [`observe`] fans the runner's, the elector's and the dispatcher's events out to every
-//!   [`observe::Observer`]: [`metrics::Metrics`] (an owned Prometheus registry), the
-//!   [`http::StatusBoard`] behind `/status`, and [`kubernetes::events::EventSink`] (Kubernetes Events about the Lease,
-//!   aggregated and rate-limited; disabled on a file lease).
-//! - [`stall`] notices a leader that holds the lease but starts nothing (every fire skipped as
-//!   `not_leader` or `state_unavailable` for longer than LD): a gauge, and `/readyz` 503.
-//! - [`shutdown`] turns SIGTERM/SIGINT into a clean shutdown (a second signal forces it); [`signals`]
-//!   keeps the other signals a daemon gets from ending it (SIGHUP re-reads the jobs; SIGUSR1, SIGUSR2 and
-//!   SIGALRM are logged and ignored); [`http`] serves `/metrics`, `/status`, `/healthz` and `/readyz`.
-//! - [`logging`] carries the log to stderr without ever panicking or blocking the runtime: a bounded queue
-//!   and a writer thread, counting what is lost. [`logging::format`](mod@logging::format) makes its lines: logfmt or JSON.
-//! - [`app`] wires them into the `run`, `validate` and `next` commands; `main.rs` only parses flags.
-//! - [`clock`] makes the wall clock injectable, so timing logic is tested under paused tokio time.
+//! **The commands and the wiring.**
+//! - [`cmd`]: `run`, `validate` and `next`, one module each; the [`cmd::Error`] every command returns and
+//!   its exit code (`main.rs` only parses flags and prints).
+//! - [`backend`]: the one place that chooses between files and Kubernetes. It opens and checks the backend
+//!   without a request, makes the start-up requests (retried while the API is unavailable), and hands out
+//!   the lease store, the run-state ledger, the jobs with their feed, and the Events sink.
+//! - [`app`]: builds the replica from those parts and runs it; the shutdown order lives there alone.
 //!
-//! ```text
-//!   jobs.yaml / ConfigMap ─► reload ─► config ─► watch<Jobs>
-//!                                                     │ applied by diff
-//!                                        schedule::Timer (one per job)
-//!                                        │ Tick::Fire(job, scheduled)
-//!                                        ▼
-//!   election ──watch<Leadership>──► dispatch ── live term? ──► runner ──► supervisor ──► process group
-//!      │ LeaseStore                                               │ Outcome
-//!      ├─ kube (Lease, watch)                                     ▼
-//!      └─ file (flock + JSON)                                   logs
+//! **The jobs.**
+//! - [`config`] reads a jobs file (strict YAML) into [`config::Job`]s, reporting every problem as
+//!   `FILE:LINE:COL`.
+//! - [`schedule`] parses cron expressions and runs one [`schedule::Timer`] per job: it sleeps until the
+//!   next wall-clock slot and, after a stall, yields at most one tick for the latest missed slot.
+//! - [`reload`] validates each new text of the jobs and publishes the jobs in force; an invalid version is
+//!   reported while the last good jobs stay.
 //!
-//!   runner, election, dispatch ──events──► observe ──► metrics, status board ──► http
-//! ```
+//! **Leadership.**
+//! - [`lease_store`] is the storage trait the election talks to (get, create, version-checked update,
+//!   change feed), client-go's `resourcelock.Interface`.
+//! - [`election`] is client-go's leader-election algorithm over it, an explicit state machine. It
+//!   publishes [`term::Leadership`]; a [`term::Term`] owns one term's cancellation token, its runs, its
+//!   fencing token and its deadline.
+//!
+//! **The backends.**
+//! - [`kubernetes`]: one toolkit (client, API errors, access review, names, a watch of one object) under
+//!   the Lease, the run state ConfigMap, the jobs ConfigMap and Kubernetes Events.
+//! - [`local`]: the lease file (JSON under `flock`), the run state file beside it, the jobs file.
+//!
+//! **Running.**
+//! - [`dispatch`] keeps one timer per job in force (a reload applies by diff) and turns a tick into a run,
+//!   only under a live term.
+//! - [`run_state`] is the record that makes each slot run at most once across failovers: the
+//!   [`run_state::Ledger`] (its only writer) and the [`run_state::Keeper`] (a term's start, catch-up,
+//!   pruning), over a file, a ConfigMap or memory.
+//! - [`runner`] executes a run: claim, process group, output, timeout, cancellation escalation,
+//!   concurrency policy, retries; every run ends with one [`event::Outcome`].
+//! - [`supervisor`] is the process `run` starts first: it spawns every run's process and ends them all if
+//!   leasecron dies. [`reaper`] reaps orphans and finds what a run left behind.
+//!
+//! **Observing.**
+//! - [`event`] is the vocabulary: what the elector, the dispatcher, the runner and the reloader report.
+//! - [`observe`] fans those events out to every [`observe::Observer`]: [`metrics`], the `/status` board of
+//!   [`http`], [`stall`] and [`kubernetes::events`]. Observers do no I/O on the caller's task.
+//! - [`http`] serves `/metrics`, `/status`, `/healthz` and `/readyz`.
+//!
+//! **The process.** [`shutdown`] (SIGTERM/SIGINT), [`signals`] (SIGHUP re-reads; SIGUSR1/2 and SIGALRM are
+//! ignored), [`logging`] (a log that never blocks or panics), [`clock`] (an injectable wall clock).
+//!
+//! The dependencies point one way, with no cycle: `config` → `schedule` → `lease_store` → `election` /
+//! `run_state` → `dispatch` → `runner` → `observe` → `http`, the backends beside them, `app` and `cmd` on
+//! top.
+//!
+//! # A fire, from the timer to the process
+//!
+//! 1. The job's [`schedule::Timer`] ticks at its slot; [`dispatch::Dispatcher::fire`] checks that the
+//!    leadership holds a live [`term::Term`] (else the slot is skipped as `not_leader`).
+//! 2. [`runner::Runner::start`] applies the job's concurrency policy and claims the slot in the
+//!    [`run_state::Ledger`] under the term's fencing token (a slot already started is `already_started`).
+//! 3. The run is spawned on the term's task tracker, with a child of the term's cancellation token; each
+//!    attempt's process is started by the [`supervisor`] in its own process group.
+//! 4. The attempt ends (exit, timeout, cancellation); the runner records the completion in the ledger and
+//!    reports an [`event::RunEvent`] to the observers.
+//!
+//! # A Lease change, to a cancelled run
+//!
+//! 1. The lease store's change feed (a watch of the Lease, or inotify on the lease file) wakes the
+//!    [`election::Elector`]; a renew that fails until the renew deadline has the same effect.
+//! 2. The elector confirms with a read that the lease is no longer ours and ends the term:
+//!    [`term::TermHandle::end`] cancels the term's token, every run's child token with it.
+//! 3. Each run's attempt sends SIGTERM to its process group, SIGKILL after its grace, and the term waits
+//!    for every run and sweeps what they left; only then does the elector follow (or, at shutdown,
+//!    release). The timings guarantee this ends before any other replica can acquire (`docs/design.md`).
 //!
 //! # Shutdown order
 //!
 //! Timers stop first (no new runs), then the elector ends the term (cancel, escalate, wait for every run),
-//! and only then releases the lease: a follower can never acquire while a run of ours is alive.
+//! and only then releases the lease: a follower can never acquire while a run of ours is alive. See
+//! [`app::App::run`].
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
