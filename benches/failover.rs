@@ -22,8 +22,8 @@
 //! FAILOVER_STORE=file cargo bench --bench failover   # the lease file only (~15 s; no results file)
 //! ```
 
-#[path = "../tests/support/fake_apiserver.rs"]
-mod fake_apiserver;
+#[path = "../tests/support/fake_apiserver/mod.rs"]
+pub mod fake_apiserver;
 #[path = "support/report.rs"]
 mod report;
 #[path = "support/scale.rs"]

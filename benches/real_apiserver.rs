@@ -36,8 +36,8 @@
 //! REAL_COLD_BUILD=0 cargo bench --bench real_apiserver   # ~5 min
 //! ```
 
-#[path = "../tests/support/fake_apiserver.rs"]
-mod fake_apiserver;
+#[path = "../tests/support/fake_apiserver/mod.rs"]
+pub mod fake_apiserver;
 #[path = "support/report.rs"]
 mod report;
 #[path = "support/scale.rs"]

@@ -105,12 +105,9 @@
 //! The run ends with a settling period longer than the bound, so its last seconds are checked in steady
 //! state, and with every replica woken and killed with its job processes.
 
-#[path = "support/chaos.rs"]
-mod chaos;
-#[path = "support/fake_apiserver.rs"]
-mod fake_apiserver;
-#[path = "support/replica.rs"]
-mod replica;
+pub mod support;
+
+use support::{chaos, fake_apiserver, replica};
 
 use std::fs;
 use std::sync::{Arc, Mutex, PoisonError};

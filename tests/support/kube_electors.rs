@@ -2,7 +2,6 @@
 //! each, so faults hit one replica), and in-process electors on such stores. The same helpers serve the
 //! fake in proxy mode in front of the real API server (`FakeApiServer::start_on(Which::Real, ..)`), where
 //! each token is a real user.
-#![allow(dead_code)] // each test file uses a different part of this module
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,5 +1,4 @@
 //! Spawning the real `leasecron` binary: replicas for multi-process tests, and one-shot commands.
-#![allow(dead_code)] // each test file uses a different part of this module
 
 use std::fs;
 use std::path::{Path, PathBuf};
