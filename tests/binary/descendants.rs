@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use replica::{alive, wait_for, Replica, FAST_TIMINGS};
+use replica::{alive, lease_holder, wait_for, write_jobs_file, Replica, FAST_TIMINGS};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -40,17 +40,14 @@ exit 0
 /// Writes `dir/jobs.yaml` with one `Forbid` job, `name`, on `schedule` with `grace`, running the shell
 /// `lines`; returns its path.
 fn write_job(dir: &Path, name: &str, schedule: &str, grace: &str, lines: &[String]) -> PathBuf {
-    let jobs = dir.join("jobs.yaml");
     let script: String = lines.iter().map(|line| format!("      {line}\n")).collect();
-    fs::write(
-        &jobs,
-        format!(
+    write_jobs_file(
+        dir,
+        &format!(
             "jobs:\n  - name: {name}\n    schedule: \"{schedule}\"\n    terminationGrace: {grace}\n    \
              concurrencyPolicy: Forbid\n    shell: |\n{script}"
         ),
     )
-    .expect("write the jobs file");
-    jobs
 }
 
 fn pids(dir: &Path) -> Vec<i32> {
@@ -84,16 +81,6 @@ fn assert_all_gone(pids: &[i32], what: &str) {
     });
     let still: Vec<i32> = pids.iter().copied().filter(|&pid| alive(pid)).collect();
     assert!(left.is_some(), "{what}: processes still alive: {still:?}");
-}
-
-fn lease_holder(lease: &Path) -> Option<String> {
-    let text = fs::read_to_string(lease).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    value
-        .get("holderIdentity")?
-        .as_str()
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
 }
 
 #[test]

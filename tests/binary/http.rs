@@ -7,20 +7,13 @@ use crate::support::{exposition, fake_apiserver, replica};
 use std::path::Path;
 use std::time::Duration;
 
-use exposition::sample;
+use exposition::{metric, sample};
 use fake_apiserver::{FakeApiServer, Resource, Which};
 use replica::{alive, every_second_job, output, wait_for, Replica, FAST_TIMINGS};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 const RUNS_SUCCEEDED: &str = "leasecron_job_runs_total{job=\"tick\",outcome=\"succeeded\"}";
-
-fn metric(replica: &Replica, series: &str) -> Option<f64> {
-    let response = replica.http_get("/metrics")?;
-    (response.status == 200)
-        .then(|| sample(&response.body, series))
-        .flatten()
-}
 
 fn start(dir: &Path, identity: &str, lease: &Path, extra: &[&str]) -> Replica {
     let jobs = every_second_job(dir, "tick", "500ms", "echo tick-output");

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use replica::{wait_for, Replica};
+use replica::{wait_for, write_jobs_file, Replica};
 
 /// How long the runs may take to get going on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -53,9 +53,7 @@ fn jobs_file(dir: &Path, count: usize, script: &str) -> std::path::PathBuf {
             "  - name: j{i:03}\n    schedule: \"*/2 * * * * *\"\n    shell: '{script}'\n"
         ));
     }
-    let path = dir.join("jobs.yaml");
-    fs::write(&path, text).expect("write jobs");
-    path
+    write_jobs_file(dir, &text)
 }
 
 /// The sum of `leasecron_job_runs_total` samples with `outcome`.

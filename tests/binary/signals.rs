@@ -20,7 +20,10 @@ use fake_apiserver::{FakeApiServer, Fault, Resource, Verb, Which};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use nix::sys::signal::Signal;
-use replica::{alive, http_request, leasecron, wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
+use replica::{
+    alive, http_request, lease_holder, leasecron, wait_for, write_jobs_file, Replica, EXIT_LIMIT,
+    FAST_TIMINGS,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -33,9 +36,7 @@ fn jobs_text(name: &str, script: &str) -> String {
 }
 
 fn write_jobs(dir: &Path, name: &str, script: &str) -> PathBuf {
-    let path = dir.join("jobs.yaml");
-    fs::write(&path, jobs_text(name, script)).expect("write the jobs file");
-    path
+    write_jobs_file(dir, &jobs_text(name, script))
 }
 
 /// Replaces the file at `path` with `text` in one rename, so no reader ever sees it half written.
@@ -43,15 +44,6 @@ fn replace(path: &Path, text: &str) {
     let temporary = path.with_extension("new");
     fs::write(&temporary, text).expect("write");
     fs::rename(&temporary, path).expect("rename");
-}
-
-/// The holder recorded in a lease file; `None` if released (or unreadable).
-fn lease_holder(lease: &Path) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(&fs::read_to_string(lease).ok()?).ok()?;
-    value["holderIdentity"]
-        .as_str()
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
 }
 
 fn scrape(addr: SocketAddr, series: &str) -> Option<f64> {

@@ -5,14 +5,15 @@
 //! end at `--startup-timeout` with exit 1 and the last error.
 
 use crate::on_both_servers;
-use crate::support::{fake_apiserver, replica};
+use crate::support::{fake_apiserver, kube_electors, replica};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fake_apiserver::{FakeApiServer, Fault, Resource, Verb, Which};
+use kube_electors::lease_holder;
 use nix::sys::signal::Signal;
-use replica::{wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
+use replica::{wait_for, write_jobs_file, Replica, EXIT_LIMIT, FAST_TIMINGS};
 
 /// The default Lease's name.
 const LEASE: &str = "leasecron";
@@ -20,21 +21,10 @@ const LEASE: &str = "leasecron";
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn jobs(dir: &Path) -> PathBuf {
-    let path = dir.join("jobs.yaml");
-    std::fs::write(
-        &path,
+    write_jobs_file(
+        dir,
         "jobs:\n  - name: hourly\n    schedule: \"@hourly\"\n    command: [\"true\"]\n    terminationGrace: 100ms\n",
     )
-    .expect("write jobs");
-    path
-}
-
-fn lease_holder(server: &FakeApiServer) -> Option<String> {
-    let lease = server.object(Resource::Leases, server.namespace(), LEASE)?;
-    lease["spec"]["holderIdentity"]
-        .as_str()
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
 }
 
 /// How many "retrying" lines the replica has logged.

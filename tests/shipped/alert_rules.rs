@@ -3,9 +3,11 @@
 //! `promtool check rules` and `promtool test rules` run when `promtool` is on `PATH` (`.ci/run` installs
 //! Debian's `prometheus` package, so CI always runs them); the structural checks run everywhere.
 
+use crate::support::repo::{path, yaml};
+
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
@@ -35,15 +37,6 @@ const ALERTS: [&str; 10] = [
     "LeasecronLeaderStalled",
     "LeasecronFencingTokenRegression",
 ];
-
-fn path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn yaml(relative: &str) -> Value {
-    let text = fs::read_to_string(path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
-    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{relative}: {e}"))
-}
 
 fn rule_test_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(path(RULE_TESTS))

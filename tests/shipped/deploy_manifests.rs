@@ -5,9 +5,10 @@
 //!
 //! `.ci/manifests` validates the same files against the Kubernetes schemas; this checks what no schema can.
 
+use crate::support::repo::{path, yaml};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -22,15 +23,6 @@ const DEFAULT_LEASE_NAME: &str = "leasecron";
 const DEFAULT_HTTP_PORT: u64 = 9090;
 /// How long `run` gives its last Kubernetes Events at shutdown (`app::EVENTS_FLUSH_TIMEOUT`).
 const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-
-fn path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn yaml(relative: &str) -> Value {
-    let text = fs::read_to_string(path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
-    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{relative}: {e}"))
-}
 
 /// The Deployment's one container.
 fn container(deployment: &Value) -> &Value {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::fake_apiserver::FakeApiServer;
+use super::fake_apiserver::{FakeApiServer, Resource};
 
 /// The Lease the tests elect through.
 pub const LEASE: &str = "leasecron";
@@ -36,6 +36,15 @@ pub async fn config(server: &FakeApiServer, token: &str) -> kube::Config {
     kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
         .await
         .expect("a kube config")
+}
+
+/// The holder [`LEASE`] names on `server` (`run`'s default Lease too), if any.
+pub fn lease_holder(server: &FakeApiServer) -> Option<String> {
+    let lease = server.object(Resource::Leases, server.namespace(), LEASE)?;
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
 }
 
 /// A store on [`LEASE`] for client `token`, with RP as the request timeout and poll interval.

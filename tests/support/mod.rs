@@ -7,6 +7,7 @@
 //! - [`exposition`]: a sample of the Prometheus text format, and a metric of a replica.
 //! - [`logfmt`]: leasecron's text log, line by line.
 //! - [`mount`]: a ConfigMap volume as kubelet writes it (the atomic swap of `..data`).
+//! - [`repo`]: the repository's own files (`deploy/`, the alerting rules), by path and as YAML.
 //!
 //! The Kubernetes API:
 //!
@@ -37,5 +38,6 @@ pub mod kube_electors;
 pub mod logfmt;
 pub mod mount;
 pub mod replica;
+pub mod repo;
 pub mod runner_fixtures;
 pub mod scale_jobs;

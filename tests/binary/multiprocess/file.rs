@@ -9,24 +9,14 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use exposition::sample;
+use exposition::metric;
 use nix::sys::signal::Signal;
 use replica::{
-    alive, assert_no_overlap, every_second_job, now_ns, read_recorded_runs, recording_job,
-    wait_for, Replica, FAST_TIMINGS,
+    alive, assert_no_overlap, every_second_job, lease_holder, now_ns, read_recorded_runs,
+    recording_job, wait_for, Replica, FAST_TIMINGS,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn lease_holder(lease: &Path) -> Option<String> {
-    let text = fs::read_to_string(lease).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    value
-        .get("holderIdentity")
-        .and_then(|h| h.as_str())
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
-}
 
 #[test]
 fn three_replicas_elect_one_leader_whose_runs_carry_identity_and_token() {
@@ -392,12 +382,6 @@ fn a_holder_killed_with_sigkill_restarts_with_its_identity_and_acquires_after_ex
         "still running"
     );
     again.stop_cleanly();
-}
-
-/// A metric's value on the replica's `/metrics`.
-fn metric(replica: &Replica, series: &str) -> Option<f64> {
-    let response = replica.http_get("/metrics")?;
-    sample(&response.body, series)
 }
 
 /// Starts "a" twice on `lease` (a clean stop between), so that its second term has fencing token 2 and

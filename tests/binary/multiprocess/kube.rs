@@ -4,17 +4,18 @@
 //! tells them apart).
 
 use crate::on_both_servers;
-use crate::support::{fake_apiserver, replica};
+use crate::support::{fake_apiserver, kube_electors, replica};
 
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
 use fake_apiserver::{FakeApiServer, RequestRecord, Resource, Verb, Which};
+use kube_electors::lease_holder;
 use nix::sys::signal::Signal;
 use replica::{
-    assert_no_overlap, leasecron, now_ns, read_recorded_runs, recording_job, wait_for, RecordedRun,
-    Replica, FAST_TIMINGS,
+    assert_no_overlap, leasecron, now_ns, read_recorded_runs, recording_job, wait_for,
+    write_jobs_file, RecordedRun, Replica, FAST_TIMINGS,
 };
 
 /// How long a test waits for something that should happen within a few lease durations.
@@ -27,13 +28,10 @@ const LEASE: &str = "leasecron";
 const STEADY_STATE: Duration = Duration::from_secs(3);
 
 fn jobs(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("jobs.yaml");
-    fs::write(
-        &path,
+    write_jobs_file(
+        dir,
         "jobs:\n  - name: a\n    schedule: \"@hourly\"\n    command: [\"true\"]\n",
     )
-    .expect("write jobs");
-    path
 }
 
 /// A kubeconfig pointing at a port nobody listens on.
@@ -112,15 +110,6 @@ fn an_unreachable_api_server_exits_1_naming_its_url() {
             && stderr.contains(" in 1s (--startup-timeout): "),
         "{stderr}"
     );
-}
-
-/// The holder named by the server's Lease, if any.
-fn lease_holder(server: &FakeApiServer) -> Option<String> {
-    let lease = server.object(Resource::Leases, server.namespace(), LEASE)?;
-    lease["spec"]["holderIdentity"]
-        .as_str()
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
 }
 
 /// The requests of client `token` (a replica's identity) from `from` on in the log.

@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use exposition::sample;
+use exposition::metric;
 use fake_apiserver::{FakeApiServer, Resource, Verb, Which};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
@@ -87,10 +87,6 @@ async fn event_reasons(server: &FakeApiServer) -> Vec<(String, String)> {
         .into_iter()
         .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
-}
-
-fn metric(replica: &Replica, series: &str) -> Option<f64> {
-    sample(&replica.http_get("/metrics")?.body, series)
 }
 
 fn start(dir: &Path, server: &FakeApiServer, identity: &str, source: &str) -> Replica {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use exposition::sample;
+use exposition::{metric, sample};
 use leasecron::reload::content_hash;
 use mount::KubeletMount;
 use replica::{now_ns, wait_for, Replica, FAST_TIMINGS};
@@ -78,10 +78,6 @@ fn records_of(runs: &Path, job: &str, what: &str) -> Vec<Record> {
         .into_iter()
         .filter(|r| r.job == job && r.what == what)
         .collect()
-}
-
-fn metric(replica: &Replica, series: &str) -> Option<f64> {
-    sample(&replica.http_get("/metrics")?.body, series)
 }
 
 fn job_names(status: &Value) -> Vec<String> {

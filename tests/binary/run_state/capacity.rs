@@ -8,7 +8,7 @@ use crate::on_both_servers;
 use crate::support::{fake_apiserver, replica, scale_jobs};
 
 use fake_apiserver::{FakeApiServer, Resource, Which};
-use replica::{wait_for, Replica, EXIT_LIMIT, FAST_TIMINGS};
+use replica::{wait_for, write_jobs_file, Replica, EXIT_LIMIT, FAST_TIMINGS};
 use scale_jobs::names;
 
 /// The replicas' flags: fast timings, and room for a jobs file of 11 000 jobs (1.2 MiB), over the default
@@ -27,9 +27,7 @@ fn jobs_file(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
             "  - name: {name}\n    schedule: \"@yearly\"\n    command: [\"true\"]\n"
         ));
     }
-    let path = dir.join("jobs.yaml");
-    std::fs::write(&path, text).expect("write the jobs");
-    path
+    write_jobs_file(dir, &text)
 }
 
 fn more_jobs_than_the_run_state_holds_exit_2_at_start_naming_the_count_and_the_limit(which: Which) {

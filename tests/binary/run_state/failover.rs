@@ -19,7 +19,7 @@ use chrono::{DateTime, Timelike, Utc};
 use exposition::sample;
 use fake_apiserver::{FakeApiServer, Which};
 use nix::sys::signal::Signal;
-use replica::{read_recorded_runs, wait_for, RecordedRun, Replica, FAST_TIMINGS};
+use replica::{read_recorded_runs, wait_for, write_jobs_file, RecordedRun, Replica, FAST_TIMINGS};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -31,17 +31,14 @@ fn jobs_file(dir: &Path, runs: &Path, body: &str, extra: &str) -> std::path::Pat
             runs.display()
         )
     };
-    let path = dir.join("jobs.yaml");
-    fs::write(
-        &path,
-        format!(
+    write_jobs_file(
+        dir,
+        &format!(
             "jobs:\n  - name: tick\n    schedule: \"*/10 * * * * *\"\n    terminationGrace: 500ms\n{extra}    shell: '{}; {body}; {}'\n",
             record("start"),
             record("end")
         ),
     )
-    .expect("write the jobs file");
-    path
 }
 
 /// Where the replicas elect and keep their run state.
