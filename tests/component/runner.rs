@@ -596,12 +596,11 @@ async fn a_run_dies_with_its_runner_process() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let pid_file = dir.path().join("pid");
+    // The name the harness knows this test by: its module path without the crate's name.
+    let name = concat!(module_path!(), "::a_run_dies_with_its_runner_process");
+    let name = name.split_once("::").map_or(name, |(_, name)| name);
     let mut crashing = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "a_run_dies_with_its_runner_process",
-            "--exact",
-            "--test-threads=1",
-        ])
+        .args([name, "--exact", "--test-threads=1"])
         .env(CRASHED_RUNNER_ENV, &pid_file)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
