@@ -1,5 +1,5 @@
 //! Failover and steady-state cost of the Kubernetes Lease store: three real `leasecron run` processes
-//! against the fake API server (tests/support/fake_apiserver.rs), with the default timings (LD 15 s,
+//! against the fake API server (tests/support/fake_apiserver/), with the default timings (LD 15 s,
 //! RD 10 s, RP 2 s) unless `FAILOVER_LD`, `FAILOVER_RD`, `FAILOVER_RP` say otherwise.
 //!
 //! - graceful failover: SIGTERM to the leader → the first successful Lease write of another replica, as the

@@ -1,5 +1,5 @@
 //! leasecron on the real Kubernetes API server (tools/kube-testenv: kube-apiserver v1.37.2 on an embedded
-//! etcd, see tests/support/real_apiserver.rs), beside client-go's own `LeaderElector` at the same timings,
+//! etcd, see tests/support/fake_apiserver/real.rs), beside client-go's own `LeaderElector` at the same timings,
 //! in one run:
 //!
 //! 1. failover: graceful (SIGTERM to the leader) and crash (SIGKILL) of three `leasecron run` replicas

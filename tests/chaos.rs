@@ -3,6 +3,9 @@
 //! the real one (tools/kube-testenv) behind the fake in proxy mode, which injects the same per-client
 //! faults; the invariants are the same.
 //!
+//! It is a test binary of its own, so no other test of the suite runs beside it: its time bounds are sized
+//! for a loaded 2-core machine running this test alone.
+//!
 //! - `cargo test --test chaos` runs the short form twice, one after the other: 25 s of faults on 3
 //!   replicas on the fake, then on the real server (about 80 s in all; the real one skips, saying so,
 //!   without Go unless `LEASECRON_REAL_APISERVER=require`).

@@ -25,7 +25,8 @@
 //! - [`chaos`]: the chaos test's cluster, faults and analysis.
 //!
 //! `benches/` and `fuzz/` include some of these files by path (`replica.rs`, `scale_jobs.rs`, `mount.rs`,
-//! `embedding.rs`, `fake_apiserver/mod.rs`), so those stay free of `crate::` paths into this tree.
+//! `embedding.rs`, `fake_apiserver/mod.rs`), so those name nothing of this tree outside themselves (but
+//! for the paths in `on_both_servers!`, which only the tests expand).
 
 pub mod arbitrary_config;
 pub mod arbitrary_schedule;
