@@ -24,7 +24,7 @@ mod report;
 #[path = "support/scale.rs"]
 mod scale;
 #[path = "../tests/support/scale_jobs.rs"]
-mod scale_jobs;
+pub mod scale_jobs;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! Failover and steady-state cost of the Kubernetes Lease store: three real `leasecron run` processes
-//! against the fake API server (tests/support/fake_apiserver.rs), with the default timings (LD 15 s,
+//! against the fake API server (tests/support/fake_apiserver/), with the default timings (LD 15 s,
 //! RD 10 s, RP 2 s) unless `FAILOVER_LD`, `FAILOVER_RD`, `FAILOVER_RP` say otherwise.
 //!
 //! - graceful failover: SIGTERM to the leader → the first successful Lease write of another replica, as the
@@ -22,8 +22,8 @@
 //! FAILOVER_STORE=file cargo bench --bench failover   # the lease file only (~15 s; no results file)
 //! ```
 
-#[path = "../tests/support/fake_apiserver.rs"]
-mod fake_apiserver;
+#[path = "../tests/support/fake_apiserver/mod.rs"]
+pub mod fake_apiserver;
 #[path = "support/report.rs"]
 mod report;
 #[path = "support/scale.rs"]

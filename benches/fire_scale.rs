@@ -37,7 +37,7 @@ mod report;
 #[path = "support/scale.rs"]
 mod scale;
 #[path = "../tests/support/scale_jobs.rs"]
-mod scale_jobs;
+pub mod scale_jobs;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

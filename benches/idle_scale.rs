@@ -11,13 +11,13 @@
 //! ```
 
 #[path = "../tests/support/replica.rs"]
-mod replica;
+pub mod replica;
 #[path = "support/report.rs"]
 mod report;
 #[path = "support/scale.rs"]
 mod scale;
 #[path = "../tests/support/scale_jobs.rs"]
-mod scale_jobs;
+pub mod scale_jobs;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! leasecron on the real Kubernetes API server (tools/kube-testenv: kube-apiserver v1.37.2 on an embedded
-//! etcd, see tests/support/real_apiserver.rs), beside client-go's own `LeaderElector` at the same timings,
+//! etcd, see tests/support/fake_apiserver/real.rs), beside client-go's own `LeaderElector` at the same timings,
 //! in one run:
 //!
 //! 1. failover: graceful (SIGTERM to the leader) and crash (SIGKILL) of three `leasecron run` replicas
@@ -36,8 +36,8 @@
 //! REAL_COLD_BUILD=0 cargo bench --bench real_apiserver   # ~5 min
 //! ```
 
-#[path = "../tests/support/fake_apiserver.rs"]
-mod fake_apiserver;
+#[path = "../tests/support/fake_apiserver/mod.rs"]
+pub mod fake_apiserver;
 #[path = "support/report.rs"]
 mod report;
 #[path = "support/scale.rs"]

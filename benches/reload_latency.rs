@@ -12,7 +12,7 @@
 //! ```
 
 #[path = "../tests/support/mount.rs"]
-mod mount;
+pub mod mount;
 #[path = "support/report.rs"]
 mod report;
 

@@ -21,7 +21,7 @@
 #[path = "support/report.rs"]
 mod report;
 #[path = "../tests/support/scale_jobs.rs"]
-mod scale_jobs;
+pub mod scale_jobs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

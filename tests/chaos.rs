@@ -3,6 +3,9 @@
 //! the real one (tools/kube-testenv) behind the fake in proxy mode, which injects the same per-client
 //! faults; the invariants are the same.
 //!
+//! It is a test binary of its own, so no other test of the suite runs beside it: its time bounds are sized
+//! for a loaded 2-core machine running this test alone.
+//!
 //! - `cargo test --test chaos` runs the short form twice, one after the other: 25 s of faults on 3
 //!   replicas on the fake, then on the real server (about 80 s in all; the real one skips, saying so,
 //!   without Go unless `LEASECRON_REAL_APISERVER=require`).
@@ -105,12 +108,9 @@
 //! The run ends with a settling period longer than the bound, so its last seconds are checked in steady
 //! state, and with every replica woken and killed with its job processes.
 
-#[path = "support/chaos.rs"]
-mod chaos;
-#[path = "support/fake_apiserver.rs"]
-mod fake_apiserver;
-#[path = "support/replica.rs"]
-mod replica;
+pub mod support;
+
+use support::{chaos, fake_apiserver, replica};
 
 use std::fs;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,5 +1,5 @@
 //! What every fuzz target checks, beyond "no panic, no hang": the invariants of the jobs-file
-//! diagnostics and of the schedules, the same ones `tests/properties.rs` checks on generated input.
+//! diagnostics and of the schedules, the same ones `tests/slow/properties.rs` checks on generated input.
 //!
 //! A broken invariant panics, which libFuzzer reports as a crash with the input that caused it.
 

@@ -3,8 +3,6 @@
 //! one of many equivalent styles, and the jobs the model means ([`ModelFile::expected`]), computed from the
 //! documented defaults and merge rules without going through the parser.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,8 +18,8 @@ use leasecron::schedule::Schedule;
 use proptest::prelude::*;
 use proptest::sample::select;
 
-use crate::arbitrary_schedule::{cron_case, zone};
-use crate::embedding::double_quoted;
+use super::arbitrary_schedule::{cron_case, zone};
+use super::embedding::double_quoted;
 
 /// A duration and the text it is written as (`90s`, `1m 30s`, `1500ms`...).
 #[derive(Debug, Clone)]

@@ -6,8 +6,6 @@
 //! values, `L`/`W`/`#` are computed from the calendar, restricted day fields combine with OR, and the DST
 //! rules of Vixie cron decide which instants fire.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use chrono::{
     DateTime, Datelike, MappedLocalTime, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Timelike,
     Utc,

@@ -7,11 +7,8 @@
 //!
 //! Times are wall-clock nanoseconds since the epoch, the clock the jobs stamp their records with
 //! (`date +%s%N`); the replicas run on this machine, so one clock orders every record.
-#![allow(dead_code)] // the short and the long form use different parts
 
-#[path = "chaos_analysis.rs"]
 pub mod analysis;
-#[path = "chaos_cluster.rs"]
 pub mod cluster;
 
 use std::collections::HashMap;
@@ -25,8 +22,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::fake_apiserver::{real, FakeApiServer, Resource};
-use crate::replica::now_ns;
+use super::fake_apiserver::{real, FakeApiServer, Resource};
+use super::replica::now_ns;
 
 /// The Lease the replicas elect through (`run`'s default).
 pub const LEASE: &str = "leasecron";

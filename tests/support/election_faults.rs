@@ -1,8 +1,6 @@
 //! Test support for the election tests: a [`LeaseStore`] wrapper that can be told to fail or hang, and
 //! logs every request; and a [`Replica`] (one elector on a file store, running on its own task).
 
-#![allow(dead_code)] // Each test binary uses a different part of this file.
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

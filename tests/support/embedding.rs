@@ -1,8 +1,7 @@
-//! Text helpers shared by the proptest properties (`tests/properties.rs`) and the fuzz targets
+//! Text helpers shared by the proptest properties (`tests/slow/properties.rs`) and the fuzz targets
 //! (`fuzz/src/lib.rs` includes this file by path): embedding a jobs file in a ConfigMap manifest, moving
 //! quoted positions by the embedding's shift, and finding a zone's offset changes. Plain functions of
 //! their input, no proptest or libFuzzer, so both packages compile the same code.
-#![allow(dead_code)] // each user takes a different part
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;

@@ -2,7 +2,6 @@
 //! each, so faults hit one replica), and in-process electors on such stores. The same helpers serve the
 //! fake in proxy mode in front of the real API server (`FakeApiServer::start_on(Which::Real, ..)`), where
 //! each token is a real user.
-#![allow(dead_code)] // each test file uses a different part of this module
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::fake_apiserver::FakeApiServer;
+use super::fake_apiserver::{FakeApiServer, Resource};
 
 /// The Lease the tests elect through.
 pub const LEASE: &str = "leasecron";
@@ -38,6 +37,15 @@ pub async fn config(server: &FakeApiServer, token: &str) -> kube::Config {
     kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
         .await
         .expect("a kube config")
+}
+
+/// The holder [`LEASE`] names on `server` (`run`'s default Lease too), if any.
+pub fn lease_holder(server: &FakeApiServer) -> Option<String> {
+    let lease = server.object(Resource::Leases, server.namespace(), LEASE)?;
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
 }
 
 /// A store on [`LEASE`] for client `token`, with RP as the request timeout and poll interval.

@@ -1,5 +1,4 @@
 //! Reading leasecron's text log: logfmt lines (`ts=… level=… target=… msg=… key=value …`).
-#![allow(dead_code)] // each test file uses a different part of this module
 
 /// One log line's `key=value` pairs, in order, with quoted values unescaped.
 #[derive(Debug, Clone, PartialEq, Eq)]

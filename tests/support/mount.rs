@@ -5,8 +5,6 @@
 //! new version's directory, creates `..data_tmp -> ..NEW`, renames it over `..data` (the one atomic step),
 //! then deletes the old directory. [`KubeletMount::swap`] does exactly that.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,4 @@
 //! Spawning the real `leasecron` binary: replicas for multi-process tests, and one-shot commands.
-#![allow(dead_code)] // each test file uses a different part of this module
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -47,6 +46,13 @@ pub const FAST_TIMINGS: [&str; 6] = [
 /// How long a replica may take to exit after a signal before a test fails.
 pub const EXIT_LIMIT: Duration = Duration::from_secs(30);
 
+/// Writes `text` as the jobs file `dir/jobs.yaml`, and returns its path.
+pub fn write_jobs_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("jobs.yaml");
+    fs::write(&path, text).expect("write the jobs file");
+    path
+}
+
 /// Writes a jobs file with one job `name` firing every second, with `grace` and the `/bin/sh` `script`
 /// (single quotes are not allowed in it), and returns its path.
 pub fn every_second_job(dir: &Path, name: &str, grace: &str, script: &str) -> PathBuf {
@@ -54,15 +60,21 @@ pub fn every_second_job(dir: &Path, name: &str, grace: &str, script: &str) -> Pa
         !script.contains('\''),
         "the script is single-quoted in YAML"
     );
-    let jobs = dir.join("jobs.yaml");
-    fs::write(
-        &jobs,
-        format!(
+    write_jobs_file(
+        dir,
+        &format!(
             "jobs:\n  - name: {name}\n    schedule: \"* * * * * *\"\n    terminationGrace: {grace}\n    shell: '{script}'\n"
         ),
     )
-    .expect("write the jobs file");
-    jobs
+}
+
+/// The holder recorded in a lease file; `None` if released (or unreadable).
+pub fn lease_holder(lease: &Path) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(&fs::read_to_string(lease).ok()?).ok()?;
+    value["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
 }
 
 /// One `leasecron run` process, its log in a file; killed with SIGKILL on drop if still running.

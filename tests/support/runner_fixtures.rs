@@ -4,8 +4,6 @@
 //! Every wait is bounded by [`TEST_TIMEOUT`], a generous limit that only turns a hang into a failure; no
 //! test asserts how long anything took.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;

@@ -4,8 +4,6 @@
 //!
 //! Everything is deterministic: the same size gives the same file, so figures are comparable between runs.
 
-#![allow(dead_code)] // each bench and test uses a different subset
-
 use std::fmt::Write as _;
 
 /// Teams and tasks that make up job names, as a real installation's would.
@@ -62,6 +60,11 @@ impl Lcg {
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len() as u64) as usize]
     }
+}
+
+/// `count` job names: `stem` and a five-digit number (`stem-00042`).
+pub fn names(count: usize, stem: &str) -> Vec<String> {
+    (0..count).map(|i| format!("{stem}-{i:05}")).collect()
 }
 
 /// A jobs file of `n` jobs as an installation might write them: a `defaults:` block; schedules of every

@@ -22,7 +22,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-#[path = "selector.rs"]
 mod selector;
 
 use super::faults::{Fault, RequestRecord, Verb};

@@ -88,11 +88,6 @@ impl FieldError {
         }
     }
 
-    /// `field.Invalid(path, value, "field is immutable")` (`ValidateImmutableField`).
-    pub fn immutable(field: &str, value: impl Into<BadValue>) -> FieldError {
-        FieldError::invalid(field, value, "field is immutable")
-    }
-
     /// `field.Required(path, detail)`.
     pub fn required(field: &str, detail: &str) -> FieldError {
         let body = if detail.is_empty() {

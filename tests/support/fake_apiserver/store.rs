@@ -77,19 +77,6 @@ pub struct Store {
     uids: u64,
 }
 
-// === impl EventType ===
-
-impl EventType {
-    /// The wire name (`ADDED`, `MODIFIED`, `DELETED`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-        }
-    }
-}
-
 // === impl Store ===
 
 impl Store {
@@ -109,11 +96,6 @@ impl Store {
     /// The current (latest) resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.rv
-    }
-
-    /// The oldest resourceVersion a watch may still start from.
-    pub fn oldest_watchable(&self) -> u64 {
-        self.floor
     }
 
     /// Reads one object.

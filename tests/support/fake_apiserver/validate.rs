@@ -10,9 +10,7 @@
 //! `ValidateEventCreate`/`ValidateEventUpdate` (strict for `events.k8s.io/v1`, the legacy rules only for
 //! core `v1` events), as of Kubernetes v1.37.2.
 
-#[path = "gotime.rs"]
 mod gotime;
-#[path = "schema.rs"]
 mod schema;
 
 use serde_json::{json, Map, Value};

@@ -1,0 +1,211 @@
+//! The run state ConfigMap's capacity, on the strict fake API server (which refuses a ConfigMap over
+//! 1 MiB with 422, as the real one does) and on the real one through the fake in proxy mode: 10 000 jobs fit; format 1, which every version reads, is written
+//! while it fits and read whoever wrote it. `leasecron run` refusing a job set whose run state may not
+//! fit is in `tests/binary/run_state/capacity.rs`.
+
+use crate::on_both_servers;
+use crate::support::{fake_apiserver, scale_jobs};
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use fake_apiserver::{FakeApiServer, Resource, Which};
+use futures_util::future::join_all;
+use leasecron::kubernetes::run_state::{encoding, StateConfigMap, KEY};
+use leasecron::run_state::{Claim, Completion, Ledger, StateRecord, TermStart};
+use leasecron::term::FencingToken;
+use scale_jobs::names;
+
+const LEASE: &str = "cron";
+const STATE: &str = "cron-state";
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn slot(s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + s, 0)
+        .single()
+        .expect("valid")
+}
+
+async fn ledger(server: &FakeApiServer, token: &str) -> Ledger {
+    let state = StateConfigMap::new(
+        server.config(token).await,
+        server.namespace(),
+        LEASE,
+        TIMEOUT,
+    )
+    .expect("a store for a valid Lease name");
+    Ledger::new(state, format!("{token}-replica-7d9f8b6c5-x2k4q"))
+}
+
+/// The text under `state.json`.
+fn stored_text(server: &FakeApiServer) -> String {
+    server
+        .object(Resource::ConfigMaps, server.namespace(), STATE)
+        .expect("the state ConfigMap exists")["data"][KEY]
+        .as_str()
+        .expect("a state.json text")
+        .to_owned()
+}
+
+/// The stored format, as a version that reads only format 1 sees it: `Some(record)` if it can read it.
+fn readable_by_format_1_readers(server: &FakeApiServer) -> Option<StateRecord> {
+    serde_json::from_str::<StateRecord>(&stored_text(server)).ok()
+}
+
+/// Claims slot `at` of every job and records its completion, all at once (as at a burst of fires).
+async fn run_all(ledger: &Ledger, names: &[String], at: i64, token: u64, outcome: &str) {
+    let claims = join_all(
+        names
+            .iter()
+            .map(|name| ledger.claim(name, slot(at), FencingToken(token), slot(at), false)),
+    )
+    .await;
+    for (name, claim) in names.iter().zip(claims) {
+        assert_eq!(claim.expect("the API answers"), Claim::Claimed, "{name}");
+    }
+    let completions = join_all(names.iter().map(|name| {
+        let completion = Completion {
+            slot: slot(at),
+            outcome: outcome.to_owned(),
+            finished_at: slot(at + 5),
+        };
+        ledger.complete(name, FencingToken(token), completion)
+    }))
+    .await;
+    for completion in completions {
+        completion.expect("the API answers");
+    }
+}
+
+async fn ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_another_replica(
+    which: Which,
+) {
+    let Some(server) = FakeApiServer::start_on(which, "ten_thousand_jobs_with_the_l").await else {
+        return;
+    };
+    let a = ledger(&server, "a").await;
+    assert!(
+        matches!(
+            a.begin_term(FencingToken(1)).await.expect("api"),
+            TermStart::Begun(_)
+        ),
+        "not stale"
+    );
+    // 63 characters: the longest job name (a DNS-1123 label). Failed runs: the last success is kept apart.
+    let names = names(10_000, &"n".repeat(57));
+    run_all(&a, &names, 60, 1, "failed").await;
+
+    let text = stored_text(&server);
+    assert!(text.len() <= encoding::MAX_BYTES, "{} bytes", text.len());
+    let format = serde_json::from_str::<serde_json::Value>(&text).expect("JSON")["format"].clone();
+    assert_eq!(format, 2, "the compact format");
+    let b = ledger(&server, "b").await;
+    let TermStart::Begun(record) = b.begin_term(FencingToken(2)).await.expect("api") else {
+        panic!("not stale")
+    };
+    assert_eq!(record.jobs.len(), 10_000);
+    for name in &names {
+        let job = &record.jobs[name];
+        let started = job.last_started.as_ref().expect("started");
+        assert_eq!(
+            (started.slot, started.fencing_token),
+            (slot(60), 1),
+            "{name}"
+        );
+        let completed = job.last_completion.as_ref().expect("completed");
+        assert_eq!(
+            (completed.slot, completed.outcome.as_str()),
+            (slot(60), "failed")
+        );
+    }
+    // The slots are claimed: the new term does not start them again.
+    assert_eq!(
+        b.claim(&names[0], slot(60), FencingToken(2), slot(61), false)
+            .await
+            .expect("api"),
+        Claim::AlreadyStarted {
+            slot: slot(60),
+            fencing_token: 1
+        }
+    );
+}
+
+async fn a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_while_it_fits(
+    which: Which,
+) {
+    let Some(server) = FakeApiServer::start_on(which, "a_record_written_by_the_prev").await else {
+        return;
+    };
+    // The previous version wrote pretty JSON in format 1.
+    let old = ledger(&server, "old").await;
+    assert!(
+        matches!(
+            old.begin_term(FencingToken(1)).await.expect("api"),
+            TermStart::Begun(_)
+        ),
+        "not stale"
+    );
+    run_all(&old, &names(3, "job"), 60, 1, "succeeded").await;
+    let pretty = serde_json::to_string_pretty(&old.snapshot()).expect("encodes");
+    let admin = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        server.client("admin").await,
+        server.namespace(),
+    );
+    let mut config_map = admin.get(STATE).await.expect("get");
+    config_map.data = Some([(KEY.to_owned(), pretty)].into());
+    admin
+        .replace(STATE, &Default::default(), &config_map)
+        .await
+        .expect("replace");
+
+    let new = ledger(&server, "new").await;
+    let TermStart::Begun(record) = new.begin_term(FencingToken(2)).await.expect("api") else {
+        panic!("not stale")
+    };
+    assert_eq!(record.jobs, old.snapshot().jobs, "every field read");
+    let more = names(5, "job");
+    run_all(&new, &more, 120, 2, "succeeded").await;
+    // Small enough for format 1: an older replica taking over reads it all.
+    let readable = readable_by_format_1_readers(&server).expect("format 1");
+    assert_eq!(readable.jobs.len(), 5);
+    assert_eq!(readable, new.snapshot());
+}
+
+async fn a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_are_removed(
+    which: Which,
+) {
+    let Some(server) = FakeApiServer::start_on(which, "a_record_goes_to_format_2_pa").await else {
+        return;
+    };
+    let a = ledger(&server, "a").await;
+    assert!(
+        matches!(
+            a.begin_term(FencingToken(1)).await.expect("api"),
+            TermStart::Begun(_)
+        ),
+        "not stale"
+    );
+    // Format 1 holds about 2 500 jobs with names of 23 characters: 4 000 do not fit.
+    let names = names(4_000, "nightly-report-db");
+    run_all(&a, &names, 60, 1, "succeeded").await;
+    assert!(readable_by_format_1_readers(&server).is_none(), "format 2");
+    let in_memory = a.snapshot();
+    let b = ledger(&server, "b").await;
+    let TermStart::Begun(record) = b.begin_term(FencingToken(2)).await.expect("api") else {
+        panic!("not stale")
+    };
+    // Format 2 with details keeps every field, to the millisecond (these are whole seconds).
+    assert_eq!(record.jobs, in_memory.jobs);
+
+    let kept: Vec<&str> = names[..100].iter().map(String::as_str).collect();
+    b.retain_jobs(FencingToken(2), &kept).await.expect("api");
+    let readable = readable_by_format_1_readers(&server).expect("format 1 again");
+    assert_eq!(readable.jobs.len(), 100);
+}
+
+on_both_servers!(
+    #[tokio::test]
+    ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_another_replica,
+    a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_while_it_fits,
+    a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_are_removed,
+);
