@@ -202,26 +202,13 @@ impl App {
     /// Runs until SIGTERM/SIGINT (`signals`), the supervisor's loss, or the elector's failure; then stops
     /// every part in the safe order (see the module docs).
     pub async fn run(self, signals: Signals) -> Result<(), Error> {
-        let App {
-            jobs,
-            elector,
-            dispatcher,
-            runner,
-            ledger,
-            events,
-            observers,
-            receivers,
-            endpoints,
-            listener,
-            supervisor,
-            reread,
-        } = self;
-        endpoints.health.set_ready();
+        self.endpoints.health.set_ready();
         // Runs until every sender is gone; the runner lives until exit, so it is never awaited.
-        let reload_observers = observers.clone();
-        tokio::spawn(observers.run(receivers));
+        let reload_observers = self.observers.clone();
+        tokio::spawn(self.observers.run(self.receivers));
 
         let shutdown = CancellationToken::new();
+        let runner = self.runner;
         let force = move || {
             runner.kill_all();
             tracing::warn!(exit_code = FORCED_EXIT_CODE, "leasecron exiting");
@@ -234,14 +221,14 @@ impl App {
         // lease, exit (`cmd::run` turns this into an error).
         tokio::spawn({
             let shutdown = shutdown.clone();
-            let lost = supervisor.lost();
+            let lost = self.supervisor.lost();
             async move {
                 lost.cancelled().await;
                 shutdown.cancel();
             }
         });
         // Reloading stops at shutdown; the dispatcher keeps the jobs in force until its timers stop.
-        let jobs = jobs.spawn(reload_observers, reread, &shutdown);
+        let jobs = self.jobs.spawn(reload_observers, self.reread, &shutdown);
         // Orphaned grandchildren of jobs become ours (as PID 1 in a container, or as their subreaper), so
         // that a term's end finds them and nobody else must reap them; the reaper runs until the very end,
         // after the last run has ended.
@@ -251,9 +238,16 @@ impl App {
         }
         let reaper_stop = CancellationToken::new();
         let reaper = Reaper::spawn_if_orphans_come_here(reaper_stop.clone());
-        tracing::info!(state = %ledger.describe(), "run state: each slot runs at most once across terms");
-        let result =
-            serve_until_shutdown(jobs, elector, dispatcher, listener, endpoints, shutdown).await;
+        tracing::info!(state = %self.ledger.describe(), "run state: each slot runs at most once across terms");
+        let result = serve_until_shutdown(
+            jobs,
+            self.elector,
+            self.dispatcher,
+            self.listener,
+            self.endpoints,
+            shutdown,
+        )
+        .await;
         reaper_stop.cancel();
         if let Some(reaper) = reaper {
             reaper.join().await;
@@ -261,7 +255,7 @@ impl App {
         // The last election events (leadership lost at shutdown) reach the sink through the fan-out task;
         // give it a moment to hand them over, then write what the sink still holds, within a bound.
         tokio::time::sleep(EVENTS_HANDOVER).await;
-        if tokio::time::timeout(EVENTS_FLUSH_TIMEOUT, events.flush())
+        if tokio::time::timeout(EVENTS_FLUSH_TIMEOUT, self.events.flush())
             .await
             .is_err()
         {

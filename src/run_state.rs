@@ -204,6 +204,40 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreFuture<'a, Saved>;
 }
 
+/// Implements [`Store`] for a store type whose inherent `describe`, `load` and `save` have the trait's
+/// shape with an error of its own, which the trait's methods box into [`Error::Store`]: the file store and
+/// the ConfigMap store keep their typed API, and the ledger sees one trait.
+macro_rules! store_from_inherent_methods {
+    ($store:ty) => {
+        impl $crate::run_state::Store for $store {
+            fn describe(&self) -> String {
+                <$store>::describe(self)
+            }
+
+            fn load(&self) -> $crate::run_state::StoreFuture<'_, $crate::run_state::Loaded> {
+                Box::pin(async move {
+                    <$store>::load(self)
+                        .await
+                        .map_err($crate::run_state::Error::store)
+                })
+            }
+
+            fn save<'a>(
+                &'a self,
+                record: &'a $crate::run_state::StateRecord,
+                version: Option<&'a str>,
+            ) -> $crate::run_state::StoreFuture<'a, $crate::run_state::Saved> {
+                Box::pin(async move {
+                    <$store>::save(self, record, version)
+                        .await
+                        .map_err($crate::run_state::Error::store)
+                })
+            }
+        }
+    };
+}
+pub(crate) use store_from_inherent_methods;
+
 /// What [`Ledger::claim`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {

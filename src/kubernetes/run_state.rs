@@ -38,7 +38,7 @@ use crate::kubernetes::access::{self, Reviewed};
 use crate::kubernetes::config_map::{text_under, Missing};
 use crate::kubernetes::names::{check_object_name, MAX_SUBDOMAIN_LEN};
 use crate::kubernetes::{self, bounded_request, client, CONFLICT, FORBIDDEN, NOT_FOUND};
-use crate::run_state::{Loaded, Saved, StateRecord, Store, StoreFuture};
+use crate::run_state::{Loaded, Saved, StateRecord};
 
 /// The ConfigMap of the Lease `L` is `L` followed by this.
 pub const STATE_SUFFIX: &str = "-state";
@@ -504,32 +504,8 @@ impl StateConfigMap {
     }
 }
 
-/// The ledger's view: the methods above, with this store's errors as [`crate::run_state::Error::Store`].
-impl Store for StateConfigMap {
-    fn describe(&self) -> String {
-        StateConfigMap::describe(self)
-    }
-
-    fn load(&self) -> StoreFuture<'_, Loaded> {
-        Box::pin(async move {
-            StateConfigMap::load(self)
-                .await
-                .map_err(crate::run_state::Error::store)
-        })
-    }
-
-    fn save<'a>(
-        &'a self,
-        record: &'a StateRecord,
-        version: Option<&'a str>,
-    ) -> StoreFuture<'a, Saved> {
-        Box::pin(async move {
-            StateConfigMap::save(self, record, version)
-                .await
-                .map_err(crate::run_state::Error::store)
-        })
-    }
-}
+// The ledger's view: the methods above, with this store's errors as `run_state::Error::Store`.
+crate::run_state::store_from_inherent_methods!(StateConfigMap);
 
 /// What the annotation says.
 fn description(namespace: &str, lease: &str) -> String {

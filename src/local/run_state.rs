@@ -20,7 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::run_state::{Loaded, Saved, StateRecord, Store, StoreFuture};
+use crate::run_state::{Loaded, Saved, StateRecord};
 
 /// How long a write waits for a peer's lock.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -209,32 +209,8 @@ impl StateFile {
     }
 }
 
-/// The ledger's view: the methods above, with this store's errors as [`crate::run_state::Error::Store`].
-impl Store for StateFile {
-    fn describe(&self) -> String {
-        StateFile::describe(self)
-    }
-
-    fn load(&self) -> StoreFuture<'_, Loaded> {
-        Box::pin(async move {
-            StateFile::load(self)
-                .await
-                .map_err(crate::run_state::Error::store)
-        })
-    }
-
-    fn save<'a>(
-        &'a self,
-        record: &'a StateRecord,
-        version: Option<&'a str>,
-    ) -> StoreFuture<'a, Saved> {
-        Box::pin(async move {
-            StateFile::save(self, record, version)
-                .await
-                .map_err(crate::run_state::Error::store)
-        })
-    }
-}
+// The ledger's view: the methods above, with this store's errors as `run_state::Error::Store`.
+crate::run_state::store_from_inherent_methods!(StateFile);
 
 #[cfg(test)]
 mod tests {
