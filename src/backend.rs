@@ -465,7 +465,7 @@ async fn open_kube_lease(opts: &Options) -> Result<(KubeStore, kube::Config), Er
 }
 
 /// `--lease-name` checked as a Lease name.
-pub fn check_lease_name(name: &str) -> Result<(), Error> {
+pub(crate) fn check_lease_name(name: &str) -> Result<(), Error> {
     names::check_object_name(name).map_err(|why| Error::InvalidName {
         flag: "--lease-name",
         value: name.to_owned(),
@@ -475,7 +475,10 @@ pub fn check_lease_name(name: &str) -> Result<(), Error> {
 
 /// The namespace of the Lease (and of `--jobs-configmap`): the flag or its environment, else the client
 /// configuration's.
-pub fn resolve_namespace(flag: Option<String>, config: &kube::Config) -> Result<String, Error> {
+pub(crate) fn resolve_namespace(
+    flag: Option<String>,
+    config: &kube::Config,
+) -> Result<String, Error> {
     match namespace_from_flag_or_env(flag) {
         Some((flag, namespace)) => {
             check_namespace(flag, &namespace)?;
@@ -511,7 +514,7 @@ fn check_namespace(flag: &'static str, namespace: &str) -> Result<(), Error> {
 
 /// The identity: the flag (or `LEASECRON_IDENTITY`), else `POD_NAME`, else the hostname. On a local file
 /// lease several processes usually share one hostname, so there the hostname gets the process id appended.
-pub fn resolve_identity(flag: Option<String>, local: bool) -> Result<String, Error> {
+pub(crate) fn resolve_identity(flag: Option<String>, local: bool) -> Result<String, Error> {
     if let Some(id) = flag {
         if id.trim().is_empty() {
             return Err(Error::EmptyIdentity);

@@ -16,7 +16,7 @@ pub mod run;
 pub mod validate;
 
 /// Exit code for a usage or configuration error.
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 /// Exit code for a failure at run time.
 pub const EXIT_FAILURE: i32 = 1;
 

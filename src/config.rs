@@ -61,7 +61,7 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 1024 * 1024;
 /// exec a program with a longer one (`MAX_ARG_STRLEN`, 128 KiB with its terminating NUL; `E2BIG`).
 pub const MAX_ARGUMENT_LEN: usize = 128 * 1024 - 1;
 /// Shortest `timeout`: a shorter one stops every attempt before its process has started.
-pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// What a job executes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -39,7 +39,7 @@ use crate::term::{Leadership, Term};
 pub const WEDGED_AFTER: Duration = Duration::from_secs(5);
 
 /// The content type of `/status`.
-pub const JSON_CONTENT_TYPE: &str = "application/json";
+pub(crate) const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Errors of the HTTP endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -524,7 +524,10 @@ pub async fn serve(
 /// Serves the endpoints of a replica that is still starting (its start-up requests to the Kubernetes API
 /// may be retrying) on `listener` until `stop` is cancelled: `/healthz` is healthy, so probes do not restart
 /// it for waiting, `/readyz` and everything else is 503 "starting".
-pub async fn serve_starting(listener: TcpListener, stop: CancellationToken) -> Result<(), Error> {
+pub(crate) async fn serve_starting(
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> Result<(), Error> {
     let app = Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting\n") });

@@ -29,18 +29,18 @@ use crate::observe::Observer;
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Every `result` label value of `leasecron_config_reloads_total`.
-pub const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
+pub(crate) const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
 
 /// Buckets of `leasecron_job_start_delay_seconds`: from 1 ms, since a healthy leader starts within a few.
-pub const START_DELAY_BUCKETS: [f64; 13] = [
+pub(crate) const START_DELAY_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// Buckets of `leasecron_job_duration_seconds`: jobs run from a fraction of a second to hours.
-pub const JOB_DURATION_BUCKETS: [f64; 13] = [
+pub(crate) const JOB_DURATION_BUCKETS: [f64; 13] = [
     0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
 ];
 /// Buckets of `leasecron_lease_request_duration_seconds`: API calls, bounded by their timeout.
-pub const REQUEST_DURATION_BUCKETS: [f64; 13] = [
+pub(crate) const REQUEST_DURATION_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 

@@ -200,14 +200,14 @@ async fn recv_or_never(stream: &mut Option<tokio::signal::unix::Signal>) {
 }
 
 /// One pass: reaps every zombie child of this process that the runner does not track. Returns how many.
-pub fn reap_orphans() -> Result<usize, Error> {
+pub(crate) fn reap_orphans() -> Result<usize, Error> {
     let set = tracked();
     let zombies = orphan_zombies(scan_proc()?, getpid().as_raw(), &set);
     Ok(reap(&zombies))
 }
 
 /// The pids in `stats` that are zombies, children of `parent`, and not in `tracked`.
-pub fn orphan_zombies(
+pub(crate) fn orphan_zombies(
     stats: impl IntoIterator<Item = ProcStat>,
     parent: i32,
     tracked: &BTreeSet<i32>,
@@ -236,7 +236,7 @@ pub fn reap(pids: &[i32]) -> usize {
 }
 
 /// Reads `/proc/*/stat` of every process. Processes that vanish mid-scan are skipped.
-pub fn scan_proc() -> Result<Vec<ProcStat>, Error> {
+pub(crate) fn scan_proc() -> Result<Vec<ProcStat>, Error> {
     let entries = std::fs::read_dir(PROC_ROOT).map_err(|source| Error::ListProc {
         path: PROC_ROOT.into(),
         source,
@@ -332,7 +332,7 @@ pub fn signal_strays(signal: Signal) -> usize {
 /// what is still in it is dying, and not counted again here. Processes of a live run's group are spared,
 /// as in [`strays`]. A process that cleared its environment is not recognised here; the term's end, and
 /// the supervisor if leasecron dies, still end it. Returns the pids killed.
-pub fn kill_marked(marks: &[String], group: i32) -> Vec<i32> {
+pub(crate) fn kill_marked(marks: &[String], group: i32) -> Vec<i32> {
     let stats = match scan_proc() {
         Ok(stats) => stats,
         Err(error) => {
@@ -374,7 +374,7 @@ fn environ_has(pid: i32, marks: &[String]) -> bool {
 /// Once its leader is reaped, a group id stays pinned only by the members that remain, so the signals can
 /// reach no other group (unless every member ends between the probe and the stop). `Err`: the count or the
 /// SIGKILL failed (the SIGKILL is sent all the same).
-pub fn end_leftover_group(pgid: i32) -> Result<usize, Error> {
+pub(crate) fn end_leftover_group(pgid: i32) -> Result<usize, Error> {
     // killpg(0) would signal our own group and killpg(1) init's; neither is ever a run's group.
     if pgid <= 1 {
         return Ok(0);
@@ -397,7 +397,7 @@ pub fn end_leftover_group(pgid: i32) -> Result<usize, Error> {
 }
 
 /// How many processes in `stats` belong to group `pgid` and are alive (not zombies).
-pub fn live_in_group(stats: &[ProcStat], pgid: i32) -> usize {
+pub(crate) fn live_in_group(stats: &[ProcStat], pgid: i32) -> usize {
     stats
         .iter()
         .filter(|s| s.pgrp == pgid && !matches!(s.state, 'Z' | 'X' | 'x'))

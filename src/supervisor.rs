@@ -61,7 +61,7 @@ use crate::reaper;
 use protocol::{Reply, Request, MAX_MESSAGE_BYTES};
 
 /// The hidden subcommand that runs [`serve::serve`].
-pub const SUBCOMMAND: &str = "supervise";
+pub(crate) const SUBCOMMAND: &str = "supervise";
 
 /// How long past a spawn's deadline leasecron waits for the supervisor's answer before it calls the
 /// supervisor unresponsive. Past the deadline the supervisor refuses the spawn anyway.
@@ -183,7 +183,7 @@ enum SpawnAnswer {
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock tokio's and std's `Instant` read, the same in every
 /// process of the machine.
-pub fn monotonic_now_ns() -> u64 {
+pub(crate) fn monotonic_now_ns() -> u64 {
     clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |now| {
         u64::try_from(now.tv_sec())
             .unwrap_or(0)

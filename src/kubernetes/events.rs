@@ -54,7 +54,7 @@ use crate::rate_limit::Folded;
 mod publisher;
 
 /// The `reportingController` of every Event.
-pub const REPORTING_CONTROLLER: &str = "leasecron";
+pub(crate) const REPORTING_CONTROLLER: &str = "leasecron";
 /// Default [`Limits::queue_capacity`].
 pub const QUEUE_CAPACITY: usize = 256;
 /// Default [`Limits::key_interval`].

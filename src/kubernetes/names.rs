@@ -2,13 +2,13 @@
 //! rather than a 422 later: an object name is a DNS-1123 subdomain, a namespace a DNS-1123 label.
 
 /// Longest DNS-1123 label (a namespace).
-pub const MAX_LABEL_LEN: usize = 63;
+pub(crate) const MAX_LABEL_LEN: usize = 63;
 /// Longest DNS-1123 subdomain (an object name: a Lease's, a ConfigMap's).
-pub const MAX_SUBDOMAIN_LEN: usize = 253;
+pub(crate) const MAX_SUBDOMAIN_LEN: usize = 253;
 
 /// Checks an object name (a Lease's, a ConfigMap's): a DNS-1123 subdomain (what the API server requires
 /// of `metadata.name`).
-pub fn check_object_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_object_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_SUBDOMAIN_LEN {
         return Err(format!("it is longer than {MAX_SUBDOMAIN_LEN} characters"));
     }

@@ -49,12 +49,12 @@ pub const REQUIRED_VERBS: [&str; 3] = ["get", "create", "update"];
 /// The label that marks the ConfigMap as leasecron's.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY: &str = "leasecron";
+pub(crate) const MANAGED_BY: &str = "leasecron";
 /// The well-known annotation that says what the ConfigMap is.
 pub const DESCRIPTION_ANNOTATION: &str = "kubernetes.io/description";
 /// The longest Lease name whose run state fits a ConfigMap name (a DNS-1123 subdomain, at most 253
 /// characters, including [`STATE_SUFFIX`]).
-pub const MAX_LEASE_NAME_LEN: usize = MAX_SUBDOMAIN_LEN - STATE_SUFFIX.len();
+pub(crate) const MAX_LEASE_NAME_LEN: usize = MAX_SUBDOMAIN_LEN - STATE_SUFFIX.len();
 
 /// Why the run state ConfigMap cannot be named, read or written.
 #[derive(Debug, thiserror::Error)]

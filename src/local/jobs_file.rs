@@ -110,7 +110,7 @@ pub async fn read(path: &Path) -> Snapshot {
 }
 
 /// Reads the jobs file as a [`Snapshot`], at most `max_size` bytes of it.
-pub async fn read_at_most(path: &Path, max_size: u64) -> Snapshot {
+pub(crate) async fn read_at_most(path: &Path, max_size: u64) -> Snapshot {
     let owned = path.to_path_buf();
     let text = match tokio::task::spawn_blocking(move || config::read_text(&owned, max_size)).await
     {

@@ -143,7 +143,7 @@ pub fn seconds(duration: Duration) -> f64 {
 
 /// Appends `value` to `out` as a logfmt value: bare if it can be, else quoted and escaped (see the
 /// [module documentation](self)).
-pub fn push_value(out: &mut String, value: &str) {
+pub(crate) fn push_value(out: &mut String, value: &str) {
     let bare = !value.is_empty()
         && !value
             .chars()

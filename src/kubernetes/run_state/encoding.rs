@@ -49,7 +49,7 @@ pub use crate::run_state::COMPACT_FORMAT;
 /// is a 32-bit integer) and a one-digit outcome: 40 bytes.
 pub const ESSENTIAL_JOB_BOUND: usize = 2 + 1 + 1 + 10 + 1 + 10 + 1 + 10 + 1 + 1 + 1 + 1;
 /// The longest header and closing of an essentials-only record: `{"format":2,"fencingToken":T,"jobs":{}}`.
-pub const HEADER_BOUND: usize = 64;
+pub(crate) const HEADER_BOUND: usize = 64;
 
 /// The outcome labels, by code (an outcome's code is its index): 0 succeeded, 1 failed, 2 timed out, 3
 /// cancelled.
