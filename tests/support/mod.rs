@@ -13,7 +13,8 @@
 //!
 //! - [`fake_apiserver`]: the strict fake API server, and in front of the real kube-apiserver
 //!   ([`fake_apiserver::real`], tools/kube-testenv) in proxy mode; `on_both_servers!` runs a test on both.
-//! - [`kube_electors`]: Lease stores and in-process electors on the fake's clients.
+//! - [`kube_electors`]: Lease stores and in-process electors on the fake's clients, and who holds the
+//!   Lease.
 //!
 //! In-process fixtures and generators:
 //!
