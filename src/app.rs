@@ -99,7 +99,8 @@ pub struct App {
     receivers: observe::Receivers,
     endpoints: Endpoints,
     listener: tokio::net::TcpListener,
-    supervisor: Arc<Supervisor>,
+    /// Cancelled if the run supervisor dies.
+    supervisor_lost: CancellationToken,
     reread: reload::Reread,
 }
 
@@ -194,7 +195,7 @@ impl App {
             receivers,
             endpoints,
             listener,
-            supervisor,
+            supervisor_lost: supervisor.lost(),
             reread,
         })
     }
@@ -221,7 +222,7 @@ impl App {
         // lease, exit (`cmd::run` turns this into an error).
         tokio::spawn({
             let shutdown = shutdown.clone();
-            let lost = self.supervisor.lost();
+            let lost = self.supervisor_lost;
             async move {
                 lost.cancelled().await;
                 shutdown.cancel();
