@@ -38,7 +38,7 @@ use crate::clock::SharedClock;
 use crate::config::{Job, JobSet};
 use crate::event::{DispatchEvent, JobsDiff, SkipReason};
 use crate::logging::rfc3339;
-use crate::run_state::{self, Keeper, Ledger};
+use crate::run_state::{self, Cause, Keeper, Ledger, Origin};
 use crate::runner::{Runner, Start};
 use crate::schedule::{Tick, Timer};
 use crate::term::{Leadership, Term};
@@ -162,9 +162,13 @@ impl Dispatcher {
                     } else {
                         tracing::info!(job = %job.name, slot = rfc3339(&slot), fencing_token = token.0, "catching up a slot that fell due without a leader");
                     }
-                    let _: Start = this
-                        .runner
-                        .start_slot(Arc::clone(job), slot, &term, owed.rerun);
+                    let origin = if owed.rerun {
+                        Origin::RETRY
+                    } else {
+                        Origin::scheduled(Cause::CatchUp)
+                    };
+                    // The runner logs and reports its own skips.
+                    let _ = this.runner.start_with(Arc::clone(job), slot, &term, origin);
                 }
             };
             this.keeper.begin_term(token, &jobs, owe).await;
@@ -369,6 +373,7 @@ mod tests {
     use crate::config::{self, LoadOptions};
     use crate::run_state::memory::MemoryStore;
     use crate::run_state::Claim;
+    use crate::run_state::Origin;
     use crate::term::FencingToken;
     use tokio::sync::mpsc;
 
@@ -602,7 +607,9 @@ mod tests {
         let before = Ledger::new(store.clone(), "before".to_owned());
         let slot = Utc::now() - chrono::Duration::days(1);
         for name in ["kept", "gone"] {
-            let claim = before.claim(name, slot, FencingToken(3), slot, false).await;
+            let claim = before
+                .claim(name, slot, FencingToken(3), slot, &Origin::SCHEDULE)
+                .await;
             assert_eq!(claim.expect("infallible"), Claim::Claimed);
         }
         let stop = CancellationToken::new();

@@ -586,6 +586,7 @@ async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run_state::{Origin, RunResult};
     use crate::term::FencingToken;
     use chrono::Utc;
     use tokio::time::Instant;
@@ -657,7 +658,7 @@ mod tests {
     async fn record_run(ledger: &Ledger, slot: i64, token: u64, outcome: &str, finished: i64) {
         let token = FencingToken(token);
         let claim = ledger
-            .claim("a", at(slot), token, at(slot + 1), false)
+            .claim("a", at(slot), token, at(slot + 1), &Origin::SCHEDULE)
             .await;
         assert_eq!(claim.expect("claims"), crate::run_state::Claim::Claimed);
         let completion = crate::run_state::Completion {
@@ -665,7 +666,15 @@ mod tests {
             outcome: outcome.to_owned(),
             finished_at: at(finished),
         };
-        let completed = ledger.complete("a", token, completion).await;
+        let completed = ledger
+            .complete(
+                "a",
+                token,
+                &Origin::SCHEDULE,
+                completion,
+                RunResult::default(),
+            )
+            .await;
         assert_eq!(
             completed.expect("completes"),
             crate::run_state::Claim::Claimed
@@ -799,7 +808,7 @@ mod tests {
 
         // A later slot started (running now, or interrupted): who ran the completed one is not known.
         let claim = peer
-            .claim("a", at(10), FencingToken(5), at(10), false)
+            .claim("a", at(10), FencingToken(5), at(10), &Origin::SCHEDULE)
             .await;
         assert_eq!(claim.expect("claims"), crate::run_state::Claim::Claimed);
         mine.refresh().await.expect("reads");

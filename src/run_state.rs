@@ -46,6 +46,17 @@ pub use ledger::Ledger;
 pub const FORMAT: u32 = 1;
 /// The compact format a ConfigMap store writes when format 1 would not fit (`kubernetes::run_state::encoding`).
 pub const COMPACT_FORMAT: u64 = 2;
+/// How many runs each job's history keeps (the ConfigMap store keeps fewer when 1 MiB would not hold
+/// them all: `kubernetes::run_state::encoding`).
+pub const HISTORY_PER_JOB: usize = 20;
+/// How long a request is carried out after it was made: an older one is refused as expired, so that a
+/// trigger filed while no replica could lead does not start hours later by surprise.
+pub const REQUEST_TTL: Duration = Duration::from_secs(3600);
+/// How long a leader keeps a request's acknowledgement after the request was made: past it, the request is
+/// expired anyway (twice [`REQUEST_TTL`], for clock skew between the operator's machine and the leader).
+pub const ACK_RETENTION: Duration = Duration::from_secs(2 * 3600);
+/// At most this many slots in one `leasecron backfill` (a month of hourly slots is 744).
+pub const MAX_BACKFILL_SLOTS: u64 = 1000;
 /// At most this many missed slots are enumerated per job when a term begins (a 1-second schedule after a
 /// day without a leader); beyond it the count is a lower bound, and says so in the log.
 pub const MAX_COUNTED_MISSED: u64 = 10_000;
@@ -61,6 +72,11 @@ pub struct StateRecord {
     /// Per job, by name.
     #[serde(default)]
     pub jobs: BTreeMap<String, JobRecord>,
+    /// The operators' requests (`leasecron trigger`, `backfill`, `suspend`, `resume`) that a leader has
+    /// acknowledged, by request id: a request with an acknowledgement here is never carried out again,
+    /// whichever leader reads it (docs/design.md, "Operator controls").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, RequestAck>,
 }
 
 impl StateRecord {
@@ -87,6 +103,280 @@ pub struct JobRecord {
     /// The last run that succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<Completion>,
+    /// The last runs, oldest first, at most [`HISTORY_PER_JOB`] (fewer where a ConfigMap would not hold
+    /// them: `kubernetes::run_state::encoding`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+impl JobRecord {
+    /// The history entry of the run of `slot` under `fencing_token`, if it is still kept.
+    pub fn run_of(&mut self, slot: DateTime<Utc>, fencing_token: u64) -> Option<&mut HistoryEntry> {
+        self.history
+            .iter_mut()
+            .rev()
+            .find(|entry| entry.slot == slot && entry.fencing_token == fencing_token)
+    }
+
+    /// Records a run as started, dropping the oldest entries beyond [`HISTORY_PER_JOB`].
+    pub fn push_history(&mut self, entry: HistoryEntry) {
+        self.history.push(entry);
+        let excess = self.history.len().saturating_sub(HISTORY_PER_JOB);
+        self.history.drain(..excess);
+    }
+
+    /// True if a run of `slot` is recorded: the last slot started, or one in the history.
+    pub fn has_started(&self, slot: DateTime<Utc>) -> bool {
+        self.last_started.as_ref().is_some_and(|s| s.slot == slot)
+            || self.history.iter().any(|entry| entry.slot == slot)
+    }
+}
+
+/// Why a run runs, and the operator's request behind it, if any: what [`Ledger::claim`] checks a slot
+/// against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Why.
+    pub cause: Cause,
+    /// The request of a trigger or a backfill.
+    pub request: Option<RequestRef>,
+}
+
+impl Origin {
+    /// A run of a scheduled slot.
+    pub const SCHEDULE: Origin = Origin {
+        cause: Cause::Schedule,
+        request: None,
+    };
+    /// A run of a slot that an earlier term started and was cut off from (`rerunInterrupted`).
+    pub const RETRY: Origin = Origin {
+        cause: Cause::Retry,
+        request: None,
+    };
+
+    /// A run of the schedule (or of a catch-up, or a retry), without a request.
+    pub fn scheduled(cause: Cause) -> Origin {
+        Origin {
+            cause,
+            request: None,
+        }
+    }
+
+    /// A run for the operator's request `id` made at `requested_at`.
+    pub fn requested(cause: Cause, id: impl Into<String>, requested_at: DateTime<Utc>) -> Origin {
+        Origin {
+            cause,
+            request: Some(RequestRef {
+                id: id.into(),
+                requested_at,
+            }),
+        }
+    }
+}
+
+/// An operator's request, as a run refers to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRef {
+    /// The request's id.
+    pub id: String,
+    /// When it was made.
+    pub requested_at: DateTime<Utc>,
+}
+
+/// Why a run ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// Its slot fell due while this replica led.
+    Schedule,
+    /// Its slot fell due while no replica led, and a new term ran it within `startingDeadline`.
+    CatchUp,
+    /// An earlier term started its slot and was cut off; a new term ran it again (`rerunInterrupted`).
+    Retry,
+    /// `leasecron trigger`: once, outside the schedule.
+    Trigger,
+    /// `leasecron backfill`: a past slot, on request.
+    Backfill,
+}
+
+impl Cause {
+    /// Every cause, for metric labels.
+    pub const ALL: [Cause; 5] = [
+        Cause::Schedule,
+        Cause::CatchUp,
+        Cause::Retry,
+        Cause::Trigger,
+        Cause::Backfill,
+    ];
+
+    /// The label in logs, metrics and history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Schedule => "schedule",
+            Cause::CatchUp => "catch_up",
+            Cause::Retry => "retry",
+            Cause::Trigger => "trigger",
+            Cause::Backfill => "backfill",
+        }
+    }
+
+    /// True for the causes that advance the job's schedule (`lastStarted`): a trigger or a backfill runs
+    /// beside the schedule, and neither moves it nor hides a slot that the schedule still owes.
+    pub fn is_scheduled(self) -> bool {
+        matches!(self, Cause::Schedule | Cause::CatchUp | Cause::Retry)
+    }
+}
+
+/// One run in a job's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// The slot it ran for (a trigger's: the instant it was started).
+    pub slot: DateTime<Utc>,
+    /// Why it ran.
+    pub cause: Cause,
+    /// The operator's request, for a trigger or a backfill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The fencing token of the term that ran it.
+    pub fencing_token: u64,
+    /// The replica that ran it.
+    pub identity: String,
+    /// When it was claimed, right before its first process (wall clock).
+    pub started_at: DateTime<Utc>,
+    /// When it finished; `None` while it runs, or if its term ended first (interrupted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `succeeded`, `failed`, `timed_out` or `cancelled`; `None` like `finished_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The last attempt's exit code, if it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended the last attempt, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// How many attempts it took (more than one with `retries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+}
+
+/// How a run ended, for its history entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunResult {
+    /// The last attempt's exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the last attempt, if one did.
+    pub signal: Option<i32>,
+    /// How many attempts it took.
+    pub attempts: u32,
+}
+
+/// What an operator asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// Run the job once now.
+    Trigger,
+    /// Run the job's slots of a past range.
+    Backfill,
+    /// Skip the job's fires until resumed.
+    Suspend,
+    /// Start the job's fires again.
+    Resume,
+}
+
+impl RequestKind {
+    /// Every kind, for metric labels.
+    pub const ALL: [RequestKind; 4] = [
+        RequestKind::Trigger,
+        RequestKind::Backfill,
+        RequestKind::Suspend,
+        RequestKind::Resume,
+    ];
+
+    /// The label in logs, metrics and files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Trigger => "trigger",
+            RequestKind::Backfill => "backfill",
+            RequestKind::Suspend => "suspend",
+            RequestKind::Resume => "resume",
+        }
+    }
+}
+
+/// Where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    /// Being carried out: a trigger's run, a backfill's slots.
+    Running,
+    /// Carried out: a trigger's run or a backfill's slots ended (see `outcome`), a suspension or a
+    /// resumption took effect.
+    Done,
+    /// Not carried out, and it never will be: see `detail` (the concurrency policy refused a trigger, the
+    /// job is not in the jobs in force, the request expired).
+    Refused,
+}
+
+impl RequestState {
+    /// The label in logs and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Running => "running",
+            RequestState::Done => "done",
+            RequestState::Refused => "refused",
+        }
+    }
+}
+
+/// A leader's acknowledgement of an operator's request: once written, the request is never carried out
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestAck {
+    /// What was asked.
+    pub kind: RequestKind,
+    /// Of which job.
+    pub job: String,
+    /// When the operator asked (the request's own time): acknowledgements are kept
+    /// [`ACK_RETENTION`] past it.
+    pub requested_at: DateTime<Utc>,
+    /// Where it stands.
+    pub state: RequestState,
+    /// Why it was refused, or what a backfill skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The term that acknowledged it (and, for a backfill, that last advanced it).
+    pub fencing_token: u64,
+    /// The replica that acknowledged it.
+    pub identity: String,
+    /// When it was acknowledged, or last advanced (wall clock).
+    pub updated_at: DateTime<Utc>,
+    /// A trigger's run: its slot (the instant it started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<DateTime<Utc>>,
+    /// A trigger's run, or a backfill's last run: how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// A backfill: the last slot of its range that it has dealt with (started, or skipped because it had
+    /// already started); the next leader goes on after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<DateTime<Utc>>,
+    /// A backfill: how many of its slots it started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub started: u32,
+    /// A backfill: how many of its slots it skipped because they had already started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u32,
+    /// A backfill: how many of its runs failed (did not succeed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A slot recorded as started.
@@ -385,6 +675,7 @@ mod tests {
                 finished_at: at(slot + 1),
             }),
             last_success: None,
+            history: Vec::new(),
         }
     }
 

@@ -32,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::{ConcurrencyPolicy, Job, MAX_RETRY_BACKOFF};
-use crate::event::{Outcome, RunEvent, RunReport, SkipReason};
+use crate::event::{Failure, Outcome, RunEvent, RunReport, SkipReason};
 use crate::logging::rfc3339;
-use crate::run_state::{Claim, Completion, Ledger};
+use crate::run_state::{Cause, Claim, Completion, Ledger, Origin, RunResult};
 use crate::term::Term;
 
 pub use attempt::OUTPUT_DRAIN_TIMEOUT;
@@ -90,6 +90,19 @@ pub enum Start {
     Skipped(SkipReason),
 }
 
+/// A run that [`Runner::start_with`] started.
+#[derive(Debug, Clone)]
+pub struct Running {
+    finished: CancellationToken,
+}
+
+impl Running {
+    /// Resolves once the run has ended, however it ended (its completion is recorded by then).
+    pub async fn finished(&self) {
+        self.finished.cancelled().await;
+    }
+}
+
 /// Starts and supervises every run of this replica. One per process, shared as `Arc`.
 #[derive(Debug)]
 pub struct Runner {
@@ -133,8 +146,8 @@ struct Run {
     term: Term,
     cancel: CancellationToken,
     slot: SlotGuard,
-    /// The slot may be one an older term started and did not finish (`rerunInterrupted`).
-    rerun: bool,
+    /// Why it runs (a [`Cause::Retry`] may claim a slot an older term started and did not finish).
+    origin: Origin,
 }
 
 // === impl Runner ===
@@ -174,31 +187,39 @@ impl Runner {
         })
     }
 
-    /// Applies the job's `concurrencyPolicy` and starts the run on `term.tracker()`; returns at once.
+    /// Applies the job's `concurrencyPolicy` and starts the run of a scheduled slot on `term.tracker()`;
+    /// returns at once.
     ///
     /// Under `Replace` the running runs of the job are cancelled here, and the new run waits (in its own
     /// task) until they have ended before it spawns anything. Must be called within a tokio runtime.
     pub fn start(self: &Arc<Self>, job: Arc<Job>, scheduled: DateTime<Utc>, term: &Term) -> Start {
-        self.start_slot(job, scheduled, term, false)
+        match self.start_with(job, scheduled, term, Origin::scheduled(Cause::Schedule)) {
+            Ok(_) => Start::Spawned,
+            Err(reason) => Start::Skipped(reason),
+        }
     }
 
-    /// [`Runner::start`], where `rerun` lets the run claim a slot an older term started and did not finish
-    /// (the catch-up of a `rerunInterrupted` job).
-    pub fn start_slot(
+    /// [`Runner::start`] for a run of any [`Origin`]: a catch-up, a retry of an interrupted slot (which
+    /// may claim a slot an older term started and did not finish), a trigger or a backfill slot. Returns a
+    /// handle that says when the run has ended, or why it was not started.
+    pub fn start_with(
         self: &Arc<Self>,
         job: Arc<Job>,
         scheduled: DateTime<Utc>,
         term: &Term,
-        rerun: bool,
-    ) -> Start {
+        origin: Origin,
+    ) -> Result<Running, SkipReason> {
         if !term.is_live() {
             self.skip(&job.name, scheduled, SkipReason::NotLeader);
-            return Start::Skipped(SkipReason::NotLeader);
+            return Err(SkipReason::NotLeader);
         }
         let cancel = term.child_token();
         let Some((slot, predecessors)) = self.claim(&job, &cancel) else {
             self.skip(&job.name, scheduled, SkipReason::Overlap);
-            return Start::Skipped(SkipReason::Overlap);
+            return Err(SkipReason::Overlap);
+        };
+        let running = Running {
+            finished: slot.finished.clone(),
         };
         let run = Run {
             runner: Arc::clone(self),
@@ -207,10 +228,10 @@ impl Runner {
             term: term.clone(),
             cancel,
             slot,
-            rerun,
+            origin,
         };
         term.tracker().spawn(run.execute(predecessors));
-        Start::Spawned
+        Ok(running)
     }
 
     /// Number of runs of `job` in flight (including a `Replace` run waiting for its predecessors).
@@ -368,7 +389,7 @@ impl Run {
         };
         let (started_at, started) =
             first.unwrap_or_else(|| (self.runner.clock.now(), Instant::now()));
-        self.record_completion(&outcome).await;
+        self.record_completion(&outcome, attempts).await;
         self.finish(RunReport {
             job: self.job.name.clone(),
             scheduled: self.scheduled,
@@ -389,7 +410,7 @@ impl Run {
         let now = self.runner.clock.now();
         let job = &self.job.name;
         match ledger
-            .claim(job, self.scheduled, token, now, self.rerun)
+            .claim(job, self.scheduled, token, now, &self.origin)
             .await
         {
             Ok(Claim::Claimed) => None,
@@ -425,7 +446,7 @@ impl Run {
 
     /// Records the run's end in the run state, under a live term only: a run cut off by the end of its
     /// term stays started-not-completed, which is what `rerunInterrupted` looks for.
-    async fn record_completion(&self, outcome: &Outcome) {
+    async fn record_completion(&self, outcome: &Outcome, attempts: u32) {
         if !self.term.is_live() {
             return;
         }
@@ -434,10 +455,23 @@ impl Run {
             outcome: outcome.as_str().to_owned(),
             finished_at: self.runner.clock.now(),
         };
+        let result = RunResult {
+            exit_code: match outcome {
+                Outcome::Succeeded => Some(0),
+                Outcome::Failed(Failure::ExitCode(code)) => Some(*code),
+                _ => None,
+            },
+            signal: match outcome {
+                Outcome::Failed(Failure::Signal(signal)) => Some(*signal),
+                _ => None,
+            },
+            attempts,
+        };
+        let token = self.term.fencing_token();
         if let Err(error) = self
             .runner
             .ledger
-            .complete(&self.job.name, self.term.fencing_token(), completion)
+            .complete(&self.job.name, token, &self.origin, completion, result)
             .await
         {
             tracing::warn!(job = %self.job.name, scheduled = rfc3339(&self.scheduled), %error, "cannot record the run's completion in the run state");

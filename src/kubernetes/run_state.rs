@@ -570,6 +570,7 @@ mod tests {
             format: crate::run_state::FORMAT,
             fencing_token: 3,
             jobs: BTreeMap::from([("backup".to_owned(), job)]),
+            requests: BTreeMap::new(),
         }
     }
 

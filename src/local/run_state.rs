@@ -216,6 +216,7 @@ crate::run_state::store_from_inherent_methods!(StateFile);
 mod tests {
     use super::*;
     use crate::run_state::{Claim, Completion, Ledger, TermStart};
+    use crate::run_state::{Origin, RunResult};
     use crate::term::FencingToken;
     use chrono::{TimeZone, Utc};
 
@@ -243,7 +244,7 @@ mod tests {
             "not stale"
         );
         assert_eq!(
-            a.claim("j", slot(10), FencingToken(1), slot(10), false)
+            a.claim("j", slot(10), FencingToken(1), slot(10), &Origin::SCHEDULE)
                 .await
                 .expect("io"),
             Claim::Claimed
@@ -257,7 +258,7 @@ mod tests {
             Some(slot(10))
         );
         assert_eq!(
-            b.claim("j", slot(10), FencingToken(2), slot(11), false)
+            b.claim("j", slot(10), FencingToken(2), slot(11), &Origin::SCHEDULE)
                 .await
                 .expect("io"),
             Claim::AlreadyStarted {
@@ -266,7 +267,7 @@ mod tests {
             }
         );
         assert_eq!(
-            b.claim("j", slot(20), FencingToken(2), slot(20), false)
+            b.claim("j", slot(20), FencingToken(2), slot(20), &Origin::SCHEDULE)
                 .await
                 .expect("io"),
             Claim::Claimed
@@ -295,7 +296,7 @@ mod tests {
         );
         // The old leader's cached view is outdated: its write conflicts, it re-reads, and is refused.
         assert_eq!(
-            old.claim("j", slot(30), FencingToken(3), slot(30), false)
+            old.claim("j", slot(30), FencingToken(3), slot(30), &Origin::SCHEDULE)
                 .await
                 .expect("io"),
             Claim::Stale { record_token: 4 }
@@ -306,9 +307,15 @@ mod tests {
             finished_at: slot(31),
         };
         assert_eq!(
-            old.complete("j", FencingToken(3), completion)
-                .await
-                .expect("io"),
+            old.complete(
+                "j",
+                FencingToken(3),
+                &Origin::SCHEDULE,
+                completion,
+                RunResult::default()
+            )
+            .await
+            .expect("io"),
             Claim::Stale { record_token: 4 }
         );
         assert_eq!(
@@ -361,7 +368,7 @@ mod tests {
         );
         for job in ["keep", "drop"] {
             ledger
-                .claim(job, slot(10), FencingToken(1), slot(10), false)
+                .claim(job, slot(10), FencingToken(1), slot(10), &Origin::SCHEDULE)
                 .await
                 .expect("io");
         }
@@ -402,7 +409,7 @@ mod tests {
             ),
             "not stale"
         );
-        old.claim("j", slot(10), FencingToken(1), slot(10), false)
+        old.claim("j", slot(10), FencingToken(1), slot(10), &Origin::SCHEDULE)
             .await
             .expect("io");
         let new = ledger(&lease, "new");
@@ -414,13 +421,13 @@ mod tests {
             "not stale"
         );
         assert_eq!(
-            new.claim("j", slot(10), FencingToken(2), slot(12), true)
+            new.claim("j", slot(10), FencingToken(2), slot(12), &Origin::RETRY)
                 .await
                 .expect("io"),
             Claim::Claimed
         );
         assert!(matches!(
-            new.claim("j", slot(10), FencingToken(2), slot(13), true)
+            new.claim("j", slot(10), FencingToken(2), slot(13), &Origin::RETRY)
                 .await
                 .expect("io"),
             Claim::AlreadyStarted {

@@ -95,6 +95,7 @@ mod tests {
     use crate::config::{self, LoadOptions};
     use crate::run_state::memory::MemoryStore;
     use crate::run_state::Claim;
+    use crate::run_state::Origin;
     use chrono::{DateTime, Utc};
     use std::time::Duration;
 
@@ -132,7 +133,7 @@ mod tests {
         let now = Utc::now();
         let slot = DateTime::from_timestamp(now.timestamp() / 10 * 10 - 60, 0).expect("valid");
         for name in names {
-            let claim = ledger.claim(name, slot, FencingToken(token), now, false);
+            let claim = ledger.claim(name, slot, FencingToken(token), now, &Origin::SCHEDULE);
             assert_eq!(claim.await.expect("infallible"), Claim::Claimed);
         }
         slot

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{oneshot, Mutex};
 
 use super::{
-    Claim, Completion, Error, Loaded, Saved, SlotStart, StateRecord, Store, TermStart,
+    Cause, Claim, Completion, Error, HistoryEntry, Loaded, Origin, RequestAck, RequestKind,
+    RequestState, RunResult, Saved, SlotStart, StateRecord, Store, TermStart, ACK_RETENTION,
     COMPACT_FORMAT, FORMAT,
 };
 use crate::term::FencingToken;
@@ -137,18 +138,25 @@ impl Ledger {
         })
     }
 
-    /// Records `slot` of `job` as started under `token`, unless it (or a later slot) already is, or a newer
-    /// term wrote the record. Must succeed before the run's process is spawned.
+    /// Records `slot` of `job` as started under `token`, unless it already is, or a newer term wrote the
+    /// record; on success the run is in the job's history. Must succeed before the run's process is
+    /// spawned. What "already started" means depends on why it runs (`origin`):
     ///
-    /// `rerun`: the slot may be the recorded one, if an older term started it (an interrupted run of a
-    /// `rerunInterrupted` job, found by [`catch_up`](super::catch_up)).
+    /// - a scheduled slot (and a catch-up): the slot, or a later one, is the job's `lastStarted`;
+    /// - a [`Cause::Retry`]: as scheduled, except that the recorded slot itself may run again if an older
+    ///   term started it (an interrupted run of a `rerunInterrupted` job, found by
+    ///   [`catch_up`](super::catch_up));
+    /// - a trigger: its request is acknowledged (by whichever term); the claim acknowledges it;
+    /// - a backfill slot: its request's cursor has reached the slot, or the slot is in the job's history.
+    ///
+    /// A trigger and a backfill leave `lastStarted` alone: they run beside the schedule.
     pub async fn claim(
         &self,
         job: &str,
         slot: DateTime<Utc>,
         token: FencingToken,
         now: DateTime<Utc>,
-        rerun: bool,
+        origin: &Origin,
     ) -> Result<Claim, Error> {
         let start = SlotStart {
             slot,
@@ -156,42 +164,213 @@ impl Ledger {
             identity: self.identity.clone(),
             started_at: now,
         };
-        let job = job.to_owned();
+        let entry = HistoryEntry {
+            slot,
+            cause: origin.cause,
+            request: origin.request.as_ref().map(|request| request.id.clone()),
+            fencing_token: token.0,
+            identity: self.identity.clone(),
+            started_at: now,
+            finished_at: None,
+            outcome: None,
+            exit_code: None,
+            signal: None,
+            attempts: None,
+        };
+        let (job, origin, identity) = (job.to_owned(), origin.clone(), self.identity.clone());
         self.decide(token, move |record| {
-            let entry = record.jobs.entry(job.clone()).or_default();
-            if let Some(started) = &entry.last_started {
-                let rerun_allowed =
-                    rerun && started.slot == slot && started.fencing_token < token.0;
-                if started.slot >= slot && !rerun_allowed {
-                    return Verdict::Answer(Claim::AlreadyStarted {
-                        slot: started.slot,
-                        fencing_token: started.fencing_token,
-                    });
+            match (&origin.cause, &origin.request) {
+                (Cause::Trigger, Some(request)) => {
+                    if let Some(ack) = record.requests.get(&request.id) {
+                        return Verdict::Answer(Claim::AlreadyStarted {
+                            slot: ack.slot.unwrap_or(request.requested_at),
+                            fencing_token: ack.fencing_token,
+                        });
+                    }
+                    record.requests.insert(
+                        request.id.clone(),
+                        RequestAck {
+                            kind: RequestKind::Trigger,
+                            job: job.clone(),
+                            requested_at: request.requested_at,
+                            state: RequestState::Running,
+                            detail: None,
+                            fencing_token: token.0,
+                            identity: identity.clone(),
+                            updated_at: now,
+                            slot: Some(slot),
+                            outcome: None,
+                            cursor: None,
+                            started: 0,
+                            skipped: 0,
+                            failed: 0,
+                        },
+                    );
+                }
+                (Cause::Backfill, Some(request)) => {
+                    let Some(ack) = record.requests.get_mut(&request.id) else {
+                        // Only an accepted backfill (acknowledged as running) starts slots.
+                        return Verdict::Answer(Claim::AlreadyStarted {
+                            slot,
+                            fencing_token: token.0,
+                        });
+                    };
+                    let recorded = record.jobs.get(&job);
+                    let done = ack.state != RequestState::Running
+                        || ack.cursor.is_some_and(|cursor| cursor >= slot);
+                    if done || recorded.is_some_and(|r| r.has_started(slot)) {
+                        let fencing_token = recorded
+                            .and_then(|r| r.history.iter().find(|e| e.slot == slot))
+                            .map_or(ack.fencing_token, |e| e.fencing_token);
+                        return Verdict::Answer(Claim::AlreadyStarted {
+                            slot,
+                            fencing_token,
+                        });
+                    }
+                    ack.cursor = Some(slot);
+                    ack.started += 1;
+                    ack.fencing_token = token.0;
+                    ack.updated_at = now;
+                }
+                (cause, _) => {
+                    let entry = record.jobs.entry(job.clone()).or_default();
+                    if let Some(started) = &entry.last_started {
+                        let rerun_allowed = *cause == Cause::Retry
+                            && started.slot == slot
+                            && started.fencing_token < token.0;
+                        if started.slot >= slot && !rerun_allowed {
+                            return Verdict::Answer(Claim::AlreadyStarted {
+                                slot: started.slot,
+                                fencing_token: started.fencing_token,
+                            });
+                        }
+                    }
+                    entry.last_started = Some(start.clone());
                 }
             }
-            entry.last_started = Some(start.clone());
+            record
+                .jobs
+                .entry(job.clone())
+                .or_default()
+                .push_history(entry.clone());
             Verdict::Write
         })
         .await
     }
 
     /// Records a finished run of `job` (under a live term only: a run cut off by the end of its term stays
-    /// "started, not completed", which is what `rerunInterrupted` looks for).
+    /// "started, not completed", which is what `rerunInterrupted` looks for): its history entry, its
+    /// request's acknowledgement, and for a scheduled run the job's last completion and success.
     pub async fn complete(
         &self,
         job: &str,
         token: FencingToken,
+        origin: &Origin,
         completion: Completion,
+        result: RunResult,
     ) -> Result<Claim, Error> {
         let succeeded = completion.outcome == "succeeded";
-        let job = job.to_owned();
+        let (job, origin) = (job.to_owned(), origin.clone());
         self.decide(token, move |record| {
             let entry = record.jobs.entry(job.clone()).or_default();
-            if succeeded {
-                entry.last_success = Some(completion.clone());
+            if origin.cause.is_scheduled() {
+                if succeeded {
+                    entry.last_success = Some(completion.clone());
+                }
+                entry.last_completion = Some(completion.clone());
             }
-            entry.last_completion = Some(completion.clone());
+            if let Some(run) = entry.run_of(completion.slot, token.0) {
+                run.finished_at = Some(completion.finished_at);
+                run.outcome = Some(completion.outcome.clone());
+                run.exit_code = result.exit_code;
+                run.signal = result.signal;
+                run.attempts = Some(result.attempts);
+            }
+            if let Some(ack) = origin
+                .request
+                .as_ref()
+                .and_then(|request| record.requests.get_mut(&request.id))
+            {
+                ack.outcome = Some(completion.outcome.clone());
+                ack.updated_at = completion.finished_at;
+                match origin.cause {
+                    Cause::Trigger => ack.state = RequestState::Done,
+                    _ if !succeeded => ack.failed += 1,
+                    _ => {}
+                }
+            }
             Verdict::Write
+        })
+        .await
+    }
+
+    /// Writes `ack` for request `id` unless one is already there ([`Claim::AlreadyStarted`], whose slot
+    /// is meaningless here): the request is then carried out by no other leader.
+    pub async fn acknowledge(
+        &self,
+        token: FencingToken,
+        id: &str,
+        ack: RequestAck,
+    ) -> Result<Claim, Error> {
+        let id = id.to_owned();
+        self.decide(token, move |record| {
+            if let Some(found) = record.requests.get(&id) {
+                return Verdict::Answer(Claim::AlreadyStarted {
+                    slot: found.requested_at,
+                    fencing_token: found.fencing_token,
+                });
+            }
+            record.requests.insert(id.clone(), ack.clone());
+            Verdict::Write
+        })
+        .await
+    }
+
+    /// Changes the acknowledgement of request `id` with `change` (which says whether it changed
+    /// anything); answers [`Claim::AlreadyStarted`] without writing if there is none.
+    pub async fn update_request(
+        &self,
+        token: FencingToken,
+        id: &str,
+        mut change: impl FnMut(&mut RequestAck) -> bool + Send + 'static,
+    ) -> Result<Claim, Error> {
+        let id = id.to_owned();
+        self.decide(token, move |record| {
+            let Some(ack) = record.requests.get_mut(&id) else {
+                return Verdict::Answer(Claim::AlreadyStarted {
+                    slot: DateTime::<Utc>::MIN_UTC,
+                    fencing_token: 0,
+                });
+            };
+            let before = ack.clone();
+            if change(ack) {
+                Verdict::Write
+            } else {
+                *ack = before;
+                Verdict::Answer(Claim::Claimed)
+            }
+        })
+        .await
+    }
+
+    /// Forgets the acknowledgements of requests made more than [`ACK_RETENTION`] before `now` (such a
+    /// request is expired anyway); writes only if there was one.
+    pub async fn prune_requests(
+        &self,
+        token: FencingToken,
+        now: DateTime<Utc>,
+    ) -> Result<Claim, Error> {
+        let horizon = now
+            - chrono::Duration::from_std(ACK_RETENTION)
+                .unwrap_or_else(|_| chrono::Duration::zero());
+        self.decide(token, move |record| {
+            let before = record.requests.len();
+            record.requests.retain(|_, ack| ack.requested_at >= horizon);
+            if record.requests.len() == before {
+                Verdict::Answer(Claim::Claimed)
+            } else {
+                Verdict::Write
+            }
         })
         .await
     }

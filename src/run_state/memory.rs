@@ -77,6 +77,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run_state::Origin;
     use crate::run_state::{Claim, Ledger, FORMAT};
     use crate::term::FencingToken;
     use chrono::{TimeZone, Utc};
@@ -146,13 +147,13 @@ mod tests {
         let new = Ledger::new(store.clone(), "new".to_owned());
         let slot = Utc.timestamp_opt(1_800_000_000, 0).single().expect("valid");
         assert_eq!(
-            old.claim("j", slot, FencingToken(1), slot, false)
+            old.claim("j", slot, FencingToken(1), slot, &Origin::SCHEDULE)
                 .await
                 .expect("infallible"),
             Claim::Claimed
         );
         assert!(matches!(
-            new.claim("j", slot, FencingToken(2), slot, false)
+            new.claim("j", slot, FencingToken(2), slot, &Origin::SCHEDULE)
                 .await
                 .expect("infallible"),
             Claim::AlreadyStarted {
@@ -162,14 +163,14 @@ mod tests {
         ));
         let later = slot + chrono::Duration::seconds(10);
         assert_eq!(
-            new.claim("j", later, FencingToken(2), later, false)
+            new.claim("j", later, FencingToken(2), later, &Origin::SCHEDULE)
                 .await
                 .expect("infallible"),
             Claim::Claimed
         );
         // The old term's cached version is gone: its write conflicts, it re-reads, and is refused.
         assert_eq!(
-            old.claim("k", later, FencingToken(1), later, false)
+            old.claim("k", later, FencingToken(1), later, &Origin::SCHEDULE)
                 .await
                 .expect("infallible"),
             Claim::Stale { record_token: 2 }

@@ -4,6 +4,7 @@
 //! `benches/*_scale.rs`).
 
 use crate::support::scale_jobs;
+use leasecron::run_state::Origin;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -249,7 +250,7 @@ async fn concurrent_claims_are_decided_one_after_the_other() {
                 let ledger = Arc::clone(&ledger);
                 tokio::spawn(async move {
                     ledger
-                        .claim(&job(i), slot, FencingToken(1), slot, false)
+                        .claim(&job(i), slot, FencingToken(1), slot, &Origin::SCHEDULE)
                         .await
                 })
             })
@@ -295,7 +296,13 @@ async fn concurrent_claims_are_decided_one_after_the_other() {
         let ledger = Arc::clone(&ledger);
         tokio::spawn(async move {
             ledger
-                .claim(&format!("job-{i:03}"), later, FencingToken(1), later, false)
+                .claim(
+                    &format!("job-{i:03}"),
+                    later,
+                    FencingToken(1),
+                    later,
+                    &Origin::SCHEDULE,
+                )
                 .await
         })
     });

@@ -39,7 +39,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
 use crate::event::Outcome;
-use crate::run_state::{Completion, JobRecord, SlotStart, StateRecord, FORMAT};
+use crate::run_state::{
+    Completion, HistoryEntry, JobRecord, SlotStart, StateRecord, FORMAT, HISTORY_PER_JOB,
+};
 
 /// The most a ConfigMap may hold: the sum of the lengths of its `data` and `binaryData` values.
 pub const MAX_BYTES: usize = 1024 * 1024;
@@ -82,10 +84,12 @@ pub fn encode(record: &StateRecord, limit: usize) -> Result<(String, Encoding), 
     if let Some(text) = bounded(record, limit) {
         return Ok((text, Encoding::Full));
     }
-    if let Some(text) = bounded(&compact(record, false), limit) {
-        return Ok((text, Encoding::Compact));
+    for kept in HISTORY_STEPS {
+        if let Some(text) = bounded(&compact(record, false, kept), limit) {
+            return Ok((text, Encoding::Compact));
+        }
     }
-    let essential = compact(record, true).to_string();
+    let essential = compact(record, true, 0).to_string();
     if essential.len() <= limit {
         Ok((essential, Encoding::Essential))
     } else {
@@ -138,7 +142,10 @@ fn json_len(text: &str) -> usize {
 
 // === format 2 ===
 
-fn compact(record: &StateRecord, essential: bool) -> Value {
+/// How many history entries per job format 2 tries to keep, most first, before it drops them all.
+const HISTORY_STEPS: [usize; 6] = [HISTORY_PER_JOB, 10, 5, 2, 1, 0];
+
+fn compact(record: &StateRecord, essential: bool, history_kept: usize) -> Value {
     let mut identities: Vec<&str> = Vec::new();
     let mut jobs = serde_json::Map::new();
     for (name, job) in &record.jobs {
@@ -211,6 +218,24 @@ fn compact(record: &StateRecord, essential: bool) -> Value {
         out.insert("identities".to_owned(), json!(identities));
     }
     out.insert("jobs".to_owned(), Value::Object(jobs));
+    // Acknowledged requests decide what runs: never dropped.
+    if !record.requests.is_empty() {
+        out.insert("requests".to_owned(), json!(record.requests));
+    }
+    if history_kept > 0 {
+        let history: serde_json::Map<String, Value> = record
+            .jobs
+            .iter()
+            .filter(|(_, job)| !job.history.is_empty())
+            .map(|(name, job)| {
+                let from = job.history.len().saturating_sub(history_kept);
+                (name.clone(), json!(job.history[from..]))
+            })
+            .collect();
+        if !history.is_empty() {
+            out.insert("history".to_owned(), Value::Object(history));
+        }
+    }
     Value::Object(out)
 }
 
@@ -236,7 +261,16 @@ fn outcome(label: &str) -> Value {
 fn from_compact(value: &Value) -> Result<StateRecord, String> {
     let object = value.as_object().ok_or("not an object")?;
     for key in object.keys() {
-        if !["format", "fencingToken", "identities", "jobs"].contains(&key.as_str()) {
+        if ![
+            "format",
+            "fencingToken",
+            "identities",
+            "jobs",
+            "requests",
+            "history",
+        ]
+        .contains(&key.as_str())
+        {
             return Err(format!("format 2: unknown field `{key}`"));
         }
     }
@@ -260,10 +294,23 @@ fn from_compact(value: &Value) -> Result<StateRecord, String> {
             jobs.insert(name.clone(), job);
         }
     }
+    let requests = match object.get("requests") {
+        None => BTreeMap::new(),
+        Some(requests) => serde_json::from_value(requests.clone())
+            .map_err(|e| format!("format 2: requests: {e}"))?,
+    };
+    if let Some(history) = object.get("history") {
+        let history: BTreeMap<String, Vec<HistoryEntry>> = serde_json::from_value(history.clone())
+            .map_err(|e| format!("format 2: history: {e}"))?;
+        for (name, entries) in history {
+            jobs.entry(name).or_default().history = entries;
+        }
+    }
     Ok(StateRecord {
         format: FORMAT,
         fencing_token,
         jobs,
+        requests,
     })
 }
 
@@ -335,6 +382,7 @@ fn job_from(entry: &Value, identities: &[String]) -> Result<JobRecord, String> {
         last_started,
         last_completion,
         last_success,
+        history: Vec::new(),
     })
 }
 
@@ -386,6 +434,7 @@ mod tests {
                     finished_at: at(s + 1, 500),
                 },
             }),
+            history: Vec::new(),
         }
     }
 
@@ -414,6 +463,7 @@ mod tests {
             jobs: (0..jobs)
                 .map(|i| (format!("job-{i:05}"), variants[i % variants.len()].clone()))
                 .collect(),
+            requests: BTreeMap::new(),
         }
     }
 
@@ -430,7 +480,7 @@ mod tests {
     #[test]
     fn format_2_reads_back_as_written_to_the_millisecond() {
         let record = record(12);
-        let text = compact(&record, false).to_string();
+        let text = compact(&record, false, HISTORY_PER_JOB).to_string();
         assert_eq!(decode(&text), Ok(record));
     }
 
@@ -447,7 +497,8 @@ mod tests {
             started.slot = odd;
             started.started_at = odd;
         }
-        let decoded = decode(&compact(&record, false).to_string()).expect("decodes");
+        let decoded =
+            decode(&compact(&record, false, HISTORY_PER_JOB).to_string()).expect("decodes");
         let started = decoded.jobs["job-00000"]
             .last_started
             .clone()
@@ -458,7 +509,7 @@ mod tests {
     #[test]
     fn essentials_keep_what_decides_the_runs_and_drop_the_details() {
         let record = record(6);
-        let decoded = decode(&compact(&record, true).to_string()).expect("decodes");
+        let decoded = decode(&compact(&record, true, 0).to_string()).expect("decodes");
         for (name, job) in &record.jobs {
             let kept = &decoded.jobs[name];
             let started =
@@ -478,8 +529,8 @@ mod tests {
     fn the_first_encoding_that_fits_is_chosen_and_none_is_an_error_with_the_size() {
         let record = record(3000);
         let full = serde_json::to_string(&record).expect("encodes").len();
-        let compact_len = compact(&record, false).to_string().len();
-        let essential = compact(&record, true).to_string().len();
+        let compact_len = compact(&record, false, HISTORY_PER_JOB).to_string().len();
+        let essential = compact(&record, true, 0).to_string().len();
         assert!(
             essential < compact_len && compact_len < full,
             "{essential} {compact_len} {full}"
@@ -513,16 +564,18 @@ mod tests {
                 finished_at: at(0, 0),
             }),
             last_success: None,
+            history: Vec::new(),
         };
         let record = StateRecord {
             format: FORMAT,
             fencing_token: u64::from(u32::MAX),
             jobs: (0..10_000).map(|i| (name(i), worst.clone())).collect(),
+            requests: BTreeMap::new(),
         };
         let names: Vec<String> = (0..10_000).map(name).collect();
         let needed = capacity_needed(names.iter().map(String::as_str));
         assert!(needed <= MAX_BYTES, "{needed}");
-        let essential = compact(&record, true).to_string().len();
+        let essential = compact(&record, true, 0).to_string().len();
         assert!(
             essential <= needed,
             "the bound holds: {essential} > {needed}"

@@ -5,6 +5,7 @@
 
 use crate::on_both_servers;
 use crate::support::fake_apiserver;
+use leasecron::run_state::{Origin, RunResult};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -157,7 +158,7 @@ async fn a_slot_is_claimed_once_across_ledgers(which: Which) {
     let b = ledger(&server, "b").await;
     begin(&a, 1).await;
     assert_eq!(
-        a.claim("j", slot(10), FencingToken(1), slot(10), false)
+        a.claim("j", slot(10), FencingToken(1), slot(10), &Origin::SCHEDULE)
             .await
             .expect("api"),
         Claim::Claimed
@@ -169,7 +170,7 @@ async fn a_slot_is_claimed_once_across_ledgers(which: Which) {
         Some(slot(10))
     );
     assert_eq!(
-        b.claim("j", slot(10), FencingToken(2), slot(11), false)
+        b.claim("j", slot(10), FencingToken(2), slot(11), &Origin::SCHEDULE)
             .await
             .expect("api"),
         Claim::AlreadyStarted {
@@ -178,7 +179,7 @@ async fn a_slot_is_claimed_once_across_ledgers(which: Which) {
         }
     );
     assert_eq!(
-        b.claim("j", slot(20), FencingToken(2), slot(20), false)
+        b.claim("j", slot(20), FencingToken(2), slot(20), &Origin::SCHEDULE)
             .await
             .expect("api"),
         Claim::Claimed
@@ -200,7 +201,7 @@ async fn a_stale_term_cannot_write(which: Which) {
     begin(&new, 4).await;
     // The old leader's cached view is outdated: its PUT is a 409, it re-reads, and is refused.
     assert_eq!(
-        old.claim("j", slot(30), FencingToken(3), slot(30), false)
+        old.claim("j", slot(30), FencingToken(3), slot(30), &Origin::SCHEDULE)
             .await
             .expect("api"),
         Claim::Stale { record_token: 4 }
@@ -212,9 +213,15 @@ async fn a_stale_term_cannot_write(which: Which) {
         finished_at: slot(31),
     };
     assert_eq!(
-        old.complete("j", FencingToken(3), completion)
-            .await
-            .expect("api"),
+        old.complete(
+            "j",
+            FencingToken(3),
+            &Origin::SCHEDULE,
+            completion,
+            RunResult::default()
+        )
+        .await
+        .expect("api"),
         Claim::Stale { record_token: 4 }
     );
     assert_eq!(
@@ -273,19 +280,19 @@ async fn a_rerun_may_claim_the_interrupted_slot_once(which: Which) {
     };
     let old = ledger(&server, "old").await;
     begin(&old, 1).await;
-    old.claim("j", slot(10), FencingToken(1), slot(10), false)
+    old.claim("j", slot(10), FencingToken(1), slot(10), &Origin::SCHEDULE)
         .await
         .expect("api");
     let new = ledger(&server, "new").await;
     begin(&new, 2).await;
     assert_eq!(
-        new.claim("j", slot(10), FencingToken(2), slot(12), true)
+        new.claim("j", slot(10), FencingToken(2), slot(12), &Origin::RETRY)
             .await
             .expect("api"),
         Claim::Claimed
     );
     assert!(matches!(
-        new.claim("j", slot(10), FencingToken(2), slot(13), true)
+        new.claim("j", slot(10), FencingToken(2), slot(13), &Origin::RETRY)
             .await
             .expect("api"),
         Claim::AlreadyStarted {
@@ -310,8 +317,8 @@ async fn racing_claims_of_one_slot_by_two_ledgers_of_one_term_claim_it_once(whic
     for round in 1..=20 {
         let at = slot(10 * round);
         let (from_a, from_b) = tokio::join!(
-            a.claim("j", at, FencingToken(7), at, false),
-            b.claim("j", at, FencingToken(7), at, false),
+            a.claim("j", at, FencingToken(7), at, &Origin::SCHEDULE),
+            b.claim("j", at, FencingToken(7), at, &Origin::SCHEDULE),
         );
         let claims = [from_a.expect("api"), from_b.expect("api")];
         let won = claims.iter().filter(|c| **c == Claim::Claimed).count();
@@ -337,8 +344,8 @@ async fn racing_first_writes_create_the_configmap_once(which: Which) {
     let a = ledger(&server, "a").await;
     let b = ledger(&server, "b").await;
     let (from_a, from_b) = tokio::join!(
-        a.claim("j", slot(10), FencingToken(1), slot(10), false),
-        b.claim("j", slot(10), FencingToken(1), slot(10), false),
+        a.claim("j", slot(10), FencingToken(1), slot(10), &Origin::SCHEDULE),
+        b.claim("j", slot(10), FencingToken(1), slot(10), &Origin::SCHEDULE),
     );
     let claims = [from_a.expect("api"), from_b.expect("api")];
     assert_eq!(
@@ -419,7 +426,7 @@ async fn the_configmap_holds_the_record_in_format_1_a_label_and_an_annotation(wh
     let ledger = ledger(&server, "a").await;
     begin(&ledger, 1).await;
     ledger
-        .claim("j", slot(10), FencingToken(1), slot(10), false)
+        .claim("j", slot(10), FencingToken(1), slot(10), &Origin::SCHEDULE)
         .await
         .expect("api");
     let object = stored(&server);
@@ -457,7 +464,7 @@ async fn a_configmap_deleted_under_a_ledger_is_created_again(which: Which) {
     // The cached version is gone: the PUT is a 404, the ledger reads again and creates it.
     assert_eq!(
         ledger
-            .claim("j", slot(10), FencingToken(1), slot(10), false)
+            .claim("j", slot(10), FencingToken(1), slot(10), &Origin::SCHEDULE)
             .await
             .expect("api"),
         Claim::Claimed
@@ -492,6 +499,7 @@ async fn a_record_too_large_for_a_configmap_is_a_permanent_error_naming_it_witho
         jobs: (0..15_000)
             .map(|i| (format!("job-{i:05}-{}", "n".repeat(50)), job.clone()))
             .collect(),
+        requests: Default::default(),
     };
     let error = state.save(&record, None).await.expect_err("too large");
     assert!(!error.is_transient());
@@ -537,7 +545,7 @@ async fn a_503_is_a_transient_error_without_hidden_retries_and_the_next_call_wor
     server.faults("a").set(Fault::Status(503));
     let error = kube_error(
         ledger
-            .claim("j", slot(10), FencingToken(1), slot(10), false)
+            .claim("j", slot(10), FencingToken(1), slot(10), &Origin::SCHEDULE)
             .await
             .expect_err("503"),
     );
@@ -555,7 +563,7 @@ async fn a_503_is_a_transient_error_without_hidden_retries_and_the_next_call_wor
     server.faults("a").clear();
     assert_eq!(
         ledger
-            .claim("j", slot(10), FencingToken(1), slot(11), false)
+            .claim("j", slot(10), FencingToken(1), slot(11), &Origin::SCHEDULE)
             .await
             .expect("api"),
         Claim::Claimed
@@ -575,7 +583,7 @@ async fn a_hung_api_server_is_a_transient_error_within_the_timeout_and_the_next_
             begin(&ledger, 1).await;
         }
         server.faults(token).set_for(&[verb], Fault::Hang);
-        let call = ledger.claim("j", slot(10), FencingToken(1), slot(10), false);
+        let call = ledger.claim("j", slot(10), FencingToken(1), slot(10), &Origin::SCHEDULE);
         let error = tokio::time::timeout(PATIENCE, call)
             .await
             .expect("bounded by the request timeout, not hung")
@@ -585,7 +593,7 @@ async fn a_hung_api_server_is_a_transient_error_within_the_timeout_and_the_next_
         let prefix = format!("run state {}: ", described(&server));
         assert!(error.to_string().starts_with(&prefix), "{error}");
         server.faults(token).clear();
-        let claim = ledger.claim("j", slot(10), FencingToken(1), slot(11), false);
+        let claim = ledger.claim("j", slot(10), FencingToken(1), slot(11), &Origin::SCHEDULE);
         assert_eq!(
             tokio::time::timeout(PATIENCE, claim)
                 .await
