@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::JobSet;
+use crate::controls::{Controls, Suspension};
 use crate::event::{
     hash_hex, ConfigReload, DispatchEvent, ElectionEvent, Failure, Outcome, RunEvent, RunReport,
 };
@@ -129,6 +130,8 @@ pub struct StatusBoard {
     config: Mutex<ConfigStatus>,
     /// The run state, whose entry of each job `/status` shows.
     ledger: Arc<Ledger>,
+    /// The operators' suspensions in force, by job.
+    suspensions: Mutex<BTreeMap<String, Suspension>>,
 }
 
 /// What the board keeps of one job; [`StatusBoard::snapshot`] turns it into a [`JobStatus`].
@@ -168,8 +171,12 @@ pub struct JobStatus {
     pub schedule: String,
     /// The schedule's time zone.
     pub zone: String,
-    /// True if the job is suspended (`suspend: true`): its fires start nothing.
+    /// True if the job is suspended (`suspend: true` in the jobs file, or `leasecron suspend`): its fires
+    /// start nothing.
     pub suspended: bool,
+    /// Who suspended it with `leasecron suspend`, when and why; null if it is not suspended that way
+    /// (`suspend: true` in the file has no note).
+    pub suspension: Option<Suspension>,
     /// The next fire that will start a run (RFC 3339); null if the schedule has none, or while suspended.
     pub next_run: Option<DateTime<Utc>>,
     /// While suspended, the schedule's next slot: the fire the job would have if it were resumed now.
@@ -267,7 +274,16 @@ impl StatusBoard {
             jobs: Mutex::new(BTreeMap::new()),
             config: Mutex::new(ConfigStatus::default()),
             ledger,
+            suspensions: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Makes the suspensions of `controls` the ones `/status` shows.
+    pub fn set_controls(&self, controls: &Controls) {
+        *self
+            .suspensions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = controls.suspended.clone();
     }
 
     /// Makes `jobs` the job set, keeping what is known of jobs that stay.
@@ -320,11 +336,16 @@ impl StatusBoard {
                 .clone(),
             jobs: {
                 let mut record = self.ledger.snapshot();
+                let suspensions = self
+                    .suspensions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
                 self.lock()
                     .iter()
                     .map(|(name, entry)| {
                         let run_state = record.jobs.remove(name);
-                        job_status(name, entry, run_state)
+                        job_status(name, entry, run_state, suspensions.get(name).cloned())
                     })
                     .collect()
             },
@@ -390,14 +411,20 @@ impl Observer for StatusBoard {
 }
 
 /// A job's `/status` entry from what the board keeps and the job's record in the run state.
-fn job_status(name: &str, entry: &JobEntry, run_state: Option<JobRecord>) -> JobStatus {
+fn job_status(
+    name: &str,
+    entry: &JobEntry,
+    run_state: Option<JobRecord>,
+    suspension: Option<Suspension>,
+) -> JobStatus {
+    let suspended = entry.suspended || suspension.is_some();
     let recorded = run_state.as_ref().and_then(LastRun::recorded);
     let last_run = match (&entry.last_run, recorded) {
         (Some(here), Some(recorded)) if recorded.is_later_than(here) => Some(recorded),
         (Some(here), _) => Some(here.clone()),
         (None, recorded) => recorded,
     };
-    let (next_run, next_slot_if_resumed) = if entry.suspended {
+    let (next_run, next_slot_if_resumed) = if suspended {
         (None, entry.next_slot)
     } else {
         (entry.next_slot, None)
@@ -406,7 +433,8 @@ fn job_status(name: &str, entry: &JobEntry, run_state: Option<JobRecord>) -> Job
         name: name.to_owned(),
         schedule: entry.schedule.clone(),
         zone: entry.zone.clone(),
-        suspended: entry.suspended,
+        suspended,
+        suspension,
         next_run,
         next_slot_if_resumed,
         last_run,

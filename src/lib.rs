@@ -96,6 +96,7 @@ pub mod backend;
 pub mod clock;
 pub mod cmd;
 pub mod config;
+pub mod controls;
 pub mod dispatch;
 pub mod election;
 pub mod event;
