@@ -62,6 +62,17 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 1024 * 1024;
 pub const MAX_ARGUMENT_LEN: usize = 128 * 1024 - 1;
 /// Shortest `timeout`: a shorter one stops every attempt before its process has started.
 pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+/// Shortest `jitter`: the offset is chosen in whole milliseconds ([`jitter_offset`]).
+pub const MIN_JITTER: Duration = Duration::from_millis(1);
+/// How many upcoming slots of a schedule validation looks at to find its shortest interval, which a
+/// `jitter` must stay under (from the moment the file is validated; each distinct schedule and zone once).
+///
+/// A cron pattern's shortest interval shows within a few of its slots (two times of a day, the 31st and
+/// the 1st, Friday and Monday); what a look-ahead can miss is a gap that only a distant date makes (a DST
+/// change merging two fixed times). Such a slot then fires after the next nominal slot: the fires stay in
+/// order (every slot of a job is offset by the same amount), only the slot's meaning suffers. The bound
+/// keeps the check's cost at 64 fire computations per distinct schedule and zone of a jittered job.
+pub const JITTER_LOOKAHEAD_SLOTS: usize = 64;
 
 /// What a job executes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +93,10 @@ pub enum ConcurrencyPolicy {
     Allow,
     /// Stop the running one (TERM, then KILL after the grace), then start.
     Replace,
+    /// Start when the running one ends (Temporal's `BufferOne`): at most one fire waits, a later fire
+    /// replaces the waiting one (the dropped slot is skipped as `queue_replaced`), and the waiting fire
+    /// belongs to the term (if the term ends first, it never starts: skipped as `not_leader`).
+    Queue,
 }
 
 /// One validated job.
@@ -114,6 +129,53 @@ pub struct Job {
     /// Run a slot again under a new term if its run was cut off by the end of the previous term (within
     /// `startingDeadline`, with the new fencing token). Default: an interrupted slot is not run again.
     pub rerun_interrupted: bool,
+    /// `jitter:`, if set: every fire of the job is delayed by [`Job::jitter_offset`], a fixed offset in
+    /// `[0, jitter)` derived from the job's name, so that jobs on one schedule do not all start at once.
+    /// The run's slot (`LEASECRON_SCHEDULED_TIME`, the run state, metrics) stays the nominal one.
+    pub jitter: Option<Duration>,
+}
+
+impl Job {
+    /// How late every slot of this job fires: [`jitter_offset`] of its name and `jitter`, zero without
+    /// one.
+    pub fn jitter_offset(&self) -> Duration {
+        self.jitter
+            .map_or(Duration::ZERO, |jitter| jitter_offset(&self.name, jitter))
+    }
+}
+
+/// The offset in `[0, jitter)` by which `jitter:` delays every slot of the job `name`, in whole
+/// milliseconds (zero for a `jitter` under 1 ms).
+///
+/// It depends on the name and the `jitter` alone, never on a process, a replica or a version: every
+/// replica fires a job at the same instant, before and after a restart or an upgrade (a test pins its
+/// values). The function: the 64-bit FNV-1a hash of the name's UTF-8 bytes (offset basis
+/// `0xcbf29ce484222325`, prime `0x100000001b3`), then the splitmix64 finalizer (`x ^= x >> 30;
+/// x *= 0xbf58476d1ce4e5b9; x ^= x >> 27; x *= 0x94d049bb133111eb; x ^= x >> 31`, wrapping), so that
+/// names that differ in one character land far apart, then the remainder of its division by `jitter` in
+/// milliseconds.
+pub fn jitter_offset(name: &str, jitter: Duration) -> Duration {
+    let jitter_ms = u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX);
+    if jitter_ms == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(stable_name_hash(name) % jitter_ms)
+}
+
+/// FNV-1a 64 of `name`, then the splitmix64 finalizer (see [`jitter_offset`]).
+fn stable_name_hash(name: &str) -> u64 {
+    const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = FNV_OFFSET_BASIS;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
 }
 
 /// Caller-supplied bounds for validation.
@@ -483,6 +545,81 @@ mod tests {
             .contains("invalid duration `30`"));
         assert!(parse_duration("-5s").is_err());
         assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn the_name_hash_is_fnv1a_64_then_the_splitmix64_finalizer() {
+        // FNV-1a 64 of "" and "a" (the published test vectors), then the finalizer, spelled out.
+        let finalize = |mut x: u64| {
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^ (x >> 31)
+        };
+        assert_eq!(stable_name_hash(""), finalize(0xcbf2_9ce4_8422_2325));
+        assert_eq!(stable_name_hash("a"), finalize(0xaf63_dc4c_8601_ec8c));
+        // splitmix64's first output from seed 0 is the finalizer of its increment.
+        assert_eq!(finalize(0x9e37_79b9_7f4a_7c15), 0xe220_a839_7b1d_cdaf);
+    }
+
+    #[test]
+    fn jitter_offsets_are_pinned_across_versions() {
+        // Every replica, before and after an upgrade, must fire a job at the same instant: these values
+        // may never change.
+        let ms = Duration::from_millis;
+        let minute = Duration::from_secs(60);
+        assert_eq!(jitter_offset("nightly-report", minute), ms(52_990));
+        assert_eq!(jitter_offset("backup", minute), ms(42_999));
+        assert_eq!(jitter_offset("tick", minute), ms(44_389));
+        assert_eq!(jitter_offset("job-1", Duration::from_secs(10)), ms(560));
+        assert_eq!(jitter_offset("job-2", Duration::from_secs(10)), ms(194));
+        assert_eq!(jitter_offset("a", Duration::from_secs(9)), ms(6_736));
+    }
+
+    #[test]
+    fn jitter_offsets_are_deterministic_within_range_and_spread_over_names() {
+        for jitter in [
+            Duration::from_millis(1),
+            Duration::from_millis(1500),
+            Duration::from_secs(60),
+            Duration::from_secs(86_400),
+        ] {
+            let mut seen = std::collections::BTreeSet::new();
+            for i in 0..200 {
+                let name = format!("job-{i}");
+                let offset = jitter_offset(&name, jitter);
+                assert!(offset < jitter, "{name}: {offset:?} within [0, {jitter:?})");
+                assert_eq!(
+                    offset,
+                    jitter_offset(&name, jitter),
+                    "{name}: the same every time"
+                );
+                assert_eq!(offset.subsec_nanos() % 1_000_000, 0, "whole milliseconds");
+                seen.insert(offset);
+            }
+            // 200 names over at least 1500 distinct offsets: nearly all differ (1 ms: all are zero).
+            let expected = if jitter == Duration::from_millis(1) {
+                1
+            } else {
+                150
+            };
+            assert!(
+                seen.len() >= expected,
+                "{jitter:?}: {} distinct",
+                seen.len()
+            );
+        }
+        // A jitter under 1 ms (refused by validation) has nothing to offset by.
+        assert_eq!(
+            jitter_offset("a", Duration::from_micros(999)),
+            Duration::ZERO
+        );
+        // Names that differ in one character land far apart.
+        let hour = Duration::from_secs(3600);
+        let (one, two) = (jitter_offset("job-1", hour), jitter_offset("job-2", hour));
+        assert!(
+            one.abs_diff(two) > Duration::from_secs(60),
+            "{one:?} {two:?}"
+        );
     }
 
     #[test]

@@ -369,7 +369,8 @@ impl Dispatcher {
             job.schedule.clone(),
             job.starting_deadline,
             Arc::clone(&self.clock),
-        );
+        )
+        .with_offset(job.jitter_offset());
         loop {
             self.send(DispatchEvent::NextRun {
                 job: job.name.clone(),

@@ -109,6 +109,9 @@ pub enum SkipReason {
     AlreadyStarted,
     /// The slot could not be recorded as started in the run state, so it is not started (at most once).
     StateUnavailable,
+    /// The slot waited in its job's queue (`concurrencyPolicy: Queue`) for the run in flight to end, and a
+    /// later fire took its place before it could start.
+    QueueReplaced,
 }
 
 /// What the dispatcher tells the rest of the process (metrics, `/status`, Kubernetes Events).
@@ -232,7 +235,9 @@ pub struct RunReport {
     pub started_at: DateTime<Utc>,
     /// Monotonic time from the first attempt to the end of the last, backoff included.
     pub duration: Duration,
-    /// How late the first attempt started: `started_at - scheduled`, zero if early.
+    /// How late the first attempt started after the slot's fire time: `started_at - (scheduled + the
+    /// job's jitter offset)`, zero if early. A jittered job's runs start on time at their offset, so the
+    /// lag is measured from there, not from the nominal slot.
     pub start_delay: Duration,
     /// The fencing token of the term the run belonged to.
     pub fencing_token: u64,
@@ -265,8 +270,8 @@ pub enum RunEvent {
         job: String,
         /// The slot that was skipped.
         scheduled: DateTime<Utc>,
-        /// Why: [`SkipReason::Overlap`], [`SkipReason::NotLeader`], [`SkipReason::AlreadyStarted`] or
-        /// [`SkipReason::StateUnavailable`].
+        /// Why: [`SkipReason::Overlap`], [`SkipReason::NotLeader`], [`SkipReason::AlreadyStarted`],
+        /// [`SkipReason::StateUnavailable`] or [`SkipReason::QueueReplaced`].
         reason: SkipReason,
     },
 }
@@ -331,17 +336,18 @@ impl fmt::Display for LossReason {
 
 impl SkipReason {
     /// Every reason: the `reason` label values of `leasecron_job_skipped_total`.
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::Overlap,
         SkipReason::NotLeader,
         SkipReason::MissedDeadline,
         SkipReason::Suspended,
         SkipReason::AlreadyStarted,
         SkipReason::StateUnavailable,
+        SkipReason::QueueReplaced,
     ];
 
     /// The metric label (and the `reason` of the "run skipped" log line): `overlap`, `not_leader`,
-    /// `missed_deadline`, `suspended`, `already_started` or `state_unavailable`.
+    /// `missed_deadline`, `suspended`, `already_started`, `state_unavailable` or `queue_replaced`.
     pub const fn as_str(self) -> &'static str {
         match self {
             SkipReason::Overlap => "overlap",
@@ -350,6 +356,7 @@ impl SkipReason {
             SkipReason::Suspended => "suspended",
             SkipReason::AlreadyStarted => "already_started",
             SkipReason::StateUnavailable => "state_unavailable",
+            SkipReason::QueueReplaced => "queue_replaced",
         }
     }
 }
@@ -456,7 +463,8 @@ mod tests {
                 "missed_deadline",
                 "suspended",
                 "already_started",
-                "state_unavailable"
+                "state_unavailable",
+                "queue_replaced"
             ]
         );
     }

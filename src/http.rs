@@ -142,6 +142,8 @@ struct JobEntry {
     suspended: bool,
     /// The schedule's next slot, whether or not the job is suspended.
     next_slot: Option<DateTime<Utc>>,
+    /// The job's jitter offset, if it has a `jitter`.
+    jitter: Option<Duration>,
     /// The last run that finished on this replica.
     last_run: Option<LastRun>,
     running: u32,
@@ -177,8 +179,15 @@ pub struct JobStatus {
     /// Who suspended it with `leasecron suspend`, when and why; null if it is not suspended that way
     /// (`suspend: true` in the file has no note).
     pub suspension: Option<Suspension>,
-    /// The next fire that will start a run (RFC 3339); null if the schedule has none, or while suspended.
+    /// The next slot that will start a run (RFC 3339): the nominal slot, its `LEASECRON_SCHEDULED_TIME`;
+    /// null if the schedule has none, or while suspended.
     pub next_run: Option<DateTime<Utc>>,
+    /// When that slot fires: `next_run` plus the job's jitter offset (equal to `next_run` without a
+    /// `jitter`); null with `next_run`.
+    pub next_fire: Option<DateTime<Utc>>,
+    /// The job's jitter offset in seconds: how late after its slot every slot fires, fixed per job name
+    /// in `[0, jitter)`; null without a `jitter`.
+    pub jitter_seconds: Option<f64>,
     /// While suspended, the schedule's next slot: the fire the job would have if it were resumed now.
     /// Null otherwise.
     pub next_slot_if_resumed: Option<DateTime<Utc>>,
@@ -299,6 +308,7 @@ impl StatusBoard {
                     zone: job.schedule.zone().to_string(),
                     suspended: job.suspend,
                     next_slot: old.as_ref().and_then(|o| o.next_slot),
+                    jitter: job.jitter.map(|_| job.jitter_offset()),
                     last_run: old.as_ref().and_then(|o| o.last_run.clone()),
                     running: old.as_ref().map_or(0, |o| o.running),
                 },
@@ -432,6 +442,7 @@ fn job_status(
     } else {
         (entry.next_slot, None)
     };
+    let offset = chrono::Duration::from_std(entry.jitter.unwrap_or_default()).unwrap_or_default();
     JobStatus {
         name: name.to_owned(),
         schedule: entry.schedule.clone(),
@@ -439,6 +450,8 @@ fn job_status(
         suspended,
         suspension,
         next_run,
+        next_fire: next_run.map(|slot| slot + offset),
+        jitter_seconds: entry.jitter.map(|offset| offset.as_secs_f64()),
         next_slot_if_resumed,
         last_run,
         running: entry.running,
@@ -902,6 +915,39 @@ mod tests {
             (job.next_run, job.next_slot_if_resumed),
             (Some(at(300)), None)
         );
+    }
+
+    #[test]
+    fn a_jittered_job_shows_its_offset_and_when_its_nominal_next_run_fires() {
+        let board = StatusBoard::new("me", in_memory());
+        board.set_jobs(&job_set_with("    jitter: 2m\n"));
+        board.on_dispatch(&DispatchEvent::NextRun {
+            job: "a".to_owned(),
+            at: Some(at(300)),
+        });
+        let offset = config::jitter_offset("a", Duration::from_secs(120));
+        let job = board.snapshot(&Leadership::Unknown).jobs[0].clone();
+        assert_eq!(job.next_run, Some(at(300)), "the nominal slot");
+        assert_eq!(
+            job.next_fire,
+            Some(at(300) + chrono::Duration::from_std(offset).expect("small"))
+        );
+        assert_eq!(job.jitter_seconds, Some(offset.as_secs_f64()));
+        let json = serde_json::to_value(&job).expect("serializes");
+        assert_eq!(
+            json["jitter_seconds"],
+            serde_json::json!(offset.as_secs_f64())
+        );
+
+        // Without a jitter the next fire is the next run; suspended, neither.
+        board.set_jobs(&job_set_with(""));
+        let job = board.snapshot(&Leadership::Unknown).jobs[0].clone();
+        assert_eq!((job.next_fire, job.jitter_seconds), (Some(at(300)), None));
+        let json = serde_json::to_value(&job).expect("serializes");
+        assert_eq!(json["jitter_seconds"], serde_json::Value::Null);
+        board.set_jobs(&job_set_with("    jitter: 2m\n    suspend: true\n"));
+        let job = board.snapshot(&Leadership::Unknown).jobs[0].clone();
+        assert_eq!((job.next_run, job.next_fire), (None, None));
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl Metrics {
             skipped: register(&r, IntCounterVec::new(Opts::new("leasecron_job_skipped_total", "Fires that started no run, by job and reason."), &["job", "reason"]))?,
             running: register(&r, IntGaugeVec::new(Opts::new("leasecron_job_running", "Runs of the job in flight (from the first attempt's start to the run's end)."), &["job"]))?,
             duration: register(&r, HistogramVec::new(histogram_opts("leasecron_job_duration_seconds", "Duration of finished runs (all attempts and backoff), by job.", &JOB_DURATION_BUCKETS), &["job"]))?,
-            start_delay: register(&r, Histogram::with_opts(histogram_opts("leasecron_job_start_delay_seconds", "How late a run's first attempt started after its scheduled time.", &START_DELAY_BUCKETS)))?,
+            start_delay: register(&r, Histogram::with_opts(histogram_opts("leasecron_job_start_delay_seconds", "How late a run's first attempt started after its slot fired (the slot plus the job's jitter offset).", &START_DELAY_BUCKETS)))?,
             last_success: register(&r, GaugeVec::new(Opts::new("leasecron_job_last_success_timestamp_seconds", "Unix time at which the job's last successful run finished (absent until one succeeded here)."), &["job"]))?,
             next_run: register(&r, GaugeVec::new(Opts::new("leasecron_job_next_run_timestamp_seconds", "Unix time of the job's next scheduled fire (absent if it has none)."), &["job"]))?,
             config_reloads: register(&r, IntCounterVec::new(Opts::new("leasecron_config_reloads_total", "Jobs file reloads, by result."), &["result"]))?,

@@ -579,7 +579,13 @@ pub struct CatchUp {
 
 /// What `job` is owed at `now`, given its record. A job without a record owes nothing (it was added, or the
 /// record was rebuilt): only slots after its recorded start count.
+///
+/// Slots are nominal, but a job with a `jitter` is judged as its timer judges it: a slot is due once it
+/// has *fired* (`slot + offset ≤ now`), and its lateness, checked against `startingDeadline`, is counted
+/// from that fire time. So a slot whose fire time is still ahead is left to the timer (which fires it
+/// under the new term), not run early here, and a jittered run is never counted late by its offset.
 pub fn catch_up(job: &Job, record: Option<&JobRecord>, now: DateTime<Utc>) -> CatchUp {
+    let now = now - chrono::Duration::from_std(job.jitter_offset()).unwrap_or_default();
     let mut owed = CatchUp::default();
     let Some(started) = record.and_then(|r| r.last_started.as_ref()) else {
         return owed;
@@ -654,6 +660,12 @@ mod tests {
         (*set.jobs[0]).clone()
     }
 
+    /// `job` under another name (the jitter offset depends on it).
+    fn named(mut job: Job, name: &str) -> Job {
+        job.name = name.to_owned();
+        job
+    }
+
     fn at(s: i64) -> DateTime<Utc> {
         // A multiple of 10 s: a slot of the */10 schedule.
         Utc.timestamp_opt(1_800_000_000 + s, 0)
@@ -726,6 +738,28 @@ mod tests {
             catch_up(&short, Some(&started(10, false)), at(19)).run,
             None
         );
+    }
+
+    #[test]
+    fn a_jittered_slot_is_due_at_its_fire_time_and_late_from_there() {
+        // Slots every 10 s; the name `a` with a 9 s jitter fires each one 6.736 s after it.
+        let job = named(job("    startingDeadline: 3s\n    jitter: 9s\n"), "a");
+        assert_eq!(job.jitter_offset(), Duration::from_millis(6_736));
+        let ms = |ms: i64| at(0) + chrono::Duration::milliseconds(ms);
+        let record = started(10, true);
+        // 20 is past, but fires at 26.736: not due yet, left to the timer (not run early here).
+        let early = catch_up(&job, Some(&record), ms(26_000));
+        assert_eq!((early.run, early.missed), (None, 0));
+        // Just after its fire time: due and on time, though 6.8 s after the slot (over the deadline).
+        let owed = catch_up(&job, Some(&record), ms(26_800));
+        assert_eq!((owed.run, owed.missed), (Some(at(20)), 0));
+        // 2.9 s after its fire time: within the 3 s deadline; 3.1 s: past it.
+        assert_eq!(catch_up(&job, Some(&record), ms(29_636)).run, Some(at(20)));
+        let late = catch_up(&job, Some(&record), ms(29_836));
+        assert_eq!((late.run, late.missed), (None, 1));
+        // Without the jitter, the same instants judge the nominal slot.
+        let plain = named(self::job("    startingDeadline: 3s\n"), "a");
+        assert_eq!(catch_up(&plain, Some(&record), ms(26_000)).missed, 1);
     }
 
     #[test]

@@ -83,8 +83,9 @@ pub enum Error {
 /// What [`Runner::start`] did with a fire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// A run was started (it may still end up skipped as [`SkipReason::NotLeader`] if, under `Replace`,
-    /// the term ended while it waited for its predecessors).
+    /// A run was started (it may still end up skipped as [`SkipReason::NotLeader`] if, under `Replace` or
+    /// `Queue`, the term ended while it waited for its predecessors, or, under `Queue`, as
+    /// [`SkipReason::QueueReplaced`] if a later fire took its place in the queue).
     Spawned,
     /// Nothing was started.
     Skipped(SkipReason),
@@ -124,8 +125,30 @@ pub struct Runner {
 struct RunSlot {
     id: u64,
     cancel: CancellationToken,
-    /// Cancelled once the run has fully ended, to wake a `Replace` waiting for it.
+    /// Cancelled once the run has fully ended, to wake a `Replace` (or `Queue`) run waiting for it.
     finished: CancellationToken,
+    /// `Queue`: set while the run waits for the runs in flight to end, and cancelled if a later fire
+    /// replaces it (which also takes it out of the registry); `None` once it has left the queue, or if it
+    /// never was in one.
+    queued: Option<CancellationToken>,
+}
+
+/// What a new run waits for before it claims its slot ([`Runner::claim`]).
+#[derive(Debug, Default)]
+struct Predecessors {
+    /// The `finished` tokens of the runs it must wait for (`Replace`, `Queue`).
+    finished: Vec<CancellationToken>,
+    /// `Queue`: the run waits in the job's queue (of one).
+    queue: Option<Queued>,
+}
+
+/// A `Queue` run's place in its job's queue.
+#[derive(Debug)]
+struct Queued {
+    /// Cancelled if a later fire replaces this run while it waits.
+    replaced: CancellationToken,
+    /// The run waiting before this one, which this one replaced.
+    replacing: Option<u64>,
 }
 
 /// Removes a run from [`Runner::runs`] and signals `finished` when the run's task ends, however it ends.
@@ -191,7 +214,9 @@ impl Runner {
     /// returns at once.
     ///
     /// Under `Replace` the running runs of the job are cancelled here, and the new run waits (in its own
-    /// task) until they have ended before it spawns anything. Must be called within a tokio runtime.
+    /// task) until they have ended before it spawns anything. Under `Queue` a run in flight makes the new
+    /// run wait (in its own task) until it has ended, in place of any run already waiting; the new run
+    /// claims its slot when it leaves the queue. Must be called within a tokio runtime.
     pub fn start(self: &Arc<Self>, job: Arc<Job>, scheduled: DateTime<Utc>, term: &Term) -> Start {
         match self.start_with(job, scheduled, term, Origin::scheduled(Cause::Schedule)) {
             Ok(_) => Start::Spawned,
@@ -234,7 +259,8 @@ impl Runner {
         Ok(running)
     }
 
-    /// Number of runs of `job` in flight (including a `Replace` run waiting for its predecessors).
+    /// Number of runs of `job` in flight (including a `Replace` run waiting for its predecessors and a
+    /// `Queue` run waiting in the queue).
     pub fn running(&self, job: &str) -> usize {
         self.lock_runs().get(job).map_or(0, Vec::len)
     }
@@ -249,24 +275,29 @@ impl Runner {
     }
 
     /// Registers a run under the job's policy. Returns `None` if `Forbid` refuses it; otherwise the slot and
-    /// the `finished` tokens of the runs it must wait for (`Replace`, which also cancels them).
+    /// what it must wait for: the runs it replaces (`Replace`, which also cancels them), or the runs in
+    /// flight it queues behind (`Queue`, see [`queue_behind`]).
     fn claim(
         self: &Arc<Self>,
         job: &Job,
         cancel: &CancellationToken,
-    ) -> Option<(SlotGuard, Vec<CancellationToken>)> {
+    ) -> Option<(SlotGuard, Predecessors)> {
         let mut runs = self.lock_runs();
         let slots = runs.entry(job.name.clone()).or_default();
         let predecessors = match job.concurrency_policy {
             ConcurrencyPolicy::Forbid if !slots.is_empty() => return None,
-            ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Allow => Vec::new(),
-            ConcurrencyPolicy::Replace => slots
-                .iter()
-                .map(|slot| {
-                    slot.cancel.cancel();
-                    slot.finished.clone()
-                })
-                .collect(),
+            ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Allow => Predecessors::default(),
+            ConcurrencyPolicy::Replace => Predecessors {
+                finished: slots
+                    .iter()
+                    .map(|slot| {
+                        slot.cancel.cancel();
+                        slot.finished.clone()
+                    })
+                    .collect(),
+                queue: None,
+            },
+            ConcurrencyPolicy::Queue => queue_behind(slots),
         };
         let id = self.next_run_id.fetch_add(1, Ordering::Relaxed);
         let finished = CancellationToken::new();
@@ -274,6 +305,7 @@ impl Runner {
             id,
             cancel: cancel.clone(),
             finished: finished.clone(),
+            queued: predecessors.queue.as_ref().map(|q| q.replaced.clone()),
         });
         let guard = SlotGuard {
             runner: Arc::clone(self),
@@ -305,20 +337,75 @@ impl Runner {
         }
     }
 
+    /// Takes the queued run `id` of `job` out of the queue, once the runs it waited for have ended: it is
+    /// a run in flight from now on (a later fire queues behind it). False if a later fire replaced it first.
+    fn leave_queue(&self, job: &str, id: u64) -> bool {
+        let mut runs = self.lock_runs();
+        let slot = runs
+            .get_mut(job)
+            .and_then(|slots| slots.iter_mut().find(|slot| slot.id == id));
+        match slot {
+            Some(slot) => {
+                slot.queued = None;
+                true
+            }
+            // Only a replacement takes a run out of the registry before its task ends.
+            None => false,
+        }
+    }
+
     fn lock_runs(&self) -> MutexGuard<'_, HashMap<String, Vec<RunSlot>>> {
         // Every update is a single push or remove: the map is consistent even after a panic elsewhere.
         self.runs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+/// `Queue`: what a new run waits for, given the job's runs in the registry. With no run in flight it
+/// starts at once. Otherwise it waits for the runs in flight to end, and takes the place of the run
+/// already waiting, if there is one: that one is told it was replaced and leaves the registry now, so
+/// at most one run of the job ever waits.
+fn queue_behind(slots: &mut Vec<RunSlot>) -> Predecessors {
+    let in_flight: Vec<CancellationToken> = slots
+        .iter()
+        .filter(|slot| slot.queued.is_none())
+        .map(|slot| slot.finished.clone())
+        .collect();
+    if in_flight.is_empty() {
+        return Predecessors::default();
+    }
+    let mut replacing = None;
+    slots.retain(|slot| match &slot.queued {
+        Some(replaced) => {
+            replaced.cancel();
+            replacing = Some(slot.id);
+            false
+        }
+        None => true,
+    });
+    Predecessors {
+        finished: in_flight,
+        queue: Some(Queued {
+            replaced: CancellationToken::new(),
+            replacing,
+        }),
+    }
+}
+
 // === impl SlotGuard ===
 
 impl SlotGuard {
-    /// Removes the run from the running set (idempotent).
+    /// Removes the run from the running set (idempotent). If that leaves no run of the job in flight, the
+    /// run waiting in its queue (`Queue`) leaves the queue now: from here on it is the run in flight, which
+    /// a later fire queues behind, not replaces.
     fn release(&self) {
         let mut runs = self.runner.lock_runs();
         if let Some(slots) = runs.get_mut(&self.job) {
             slots.retain(|slot| slot.id != self.id);
+            if slots.iter().all(|slot| slot.queued.is_some()) {
+                for slot in slots.iter_mut() {
+                    slot.queued = None;
+                }
+            }
             if slots.is_empty() {
                 runs.remove(&self.job);
             }
@@ -336,9 +423,10 @@ impl Drop for SlotGuard {
 // === impl Run ===
 
 impl Run {
-    async fn execute(self, predecessors: Vec<CancellationToken>) {
-        for finished in &predecessors {
-            finished.cancelled().await;
+    async fn execute(self, predecessors: Predecessors) {
+        if let Some(skip) = self.wait_for(predecessors).await {
+            self.runner.skip(&self.job.name, self.scheduled, skip);
+            return;
         }
         if let Some(skip) = self.claim_slot().await {
             self.runner.skip(&self.job.name, self.scheduled, skip);
@@ -349,7 +437,8 @@ impl Run {
                 .skip(&self.job.name, self.scheduled, SkipReason::NotLeader);
             return;
         }
-        tracing::debug!(job = %self.job.name, run_id = self.slot.id, fencing_token = self.term.fencing_token().0, scheduled = rfc3339(&self.scheduled), "run begins");
+        let (jitter_seconds, fires_at) = self.jitter();
+        tracing::debug!(job = %self.job.name, run_id = self.slot.id, fencing_token = self.term.fencing_token().0, scheduled = rfc3339(&self.scheduled), jitter_seconds, fires_at, "run begins");
         let mut attempts = 0;
         let mut first = None;
         let mut last = None;
@@ -397,10 +486,97 @@ impl Run {
             outcome,
             started_at,
             duration: started.elapsed(),
-            start_delay: (started_at - self.scheduled).to_std().unwrap_or_default(),
+            start_delay: (started_at - self.fire_time()).to_std().unwrap_or_default(),
             fencing_token: self.term.fencing_token().0,
             leftover_processes_killed: leftovers,
         });
+    }
+
+    /// Waits until the runs this one follows have ended (`Replace`, `Queue`); `Some` if it must not start.
+    ///
+    /// A queued run (`Queue`) starts nothing if a later fire replaces it while it waits
+    /// ([`SkipReason::QueueReplaced`]) or if its term ends first ([`SkipReason::NotLeader`]): the slot was
+    /// never claimed, so nothing records it as started.
+    async fn wait_for(&self, predecessors: Predecessors) -> Option<SkipReason> {
+        let Predecessors { finished, queue } = predecessors;
+        let all_finished = async {
+            for finished in &finished {
+                finished.cancelled().await;
+            }
+        };
+        let Some(queue) = queue else {
+            all_finished.await;
+            return None;
+        };
+        let (job, run_id, scheduled) = (&self.job.name, self.slot.id, rfc3339(&self.scheduled));
+        let fencing_token = self.term.fencing_token().0;
+        tracing::info!(
+            job,
+            run_id,
+            fencing_token,
+            scheduled,
+            replaced_run_id = queue.replacing,
+            "slot queued: a run of the job is in flight; this one starts when it ends"
+        );
+        let queued_at = Instant::now();
+        tokio::select! {
+            biased;
+            () = queue.replaced.cancelled() => {
+                tracing::info!(job, run_id, fencing_token, scheduled, "queued slot replaced by a later fire: not starting it");
+                return Some(SkipReason::QueueReplaced);
+            }
+            () = self.term.ended() => {
+                tracing::info!(job, run_id, fencing_token, scheduled, "queued slot dropped: its term ended before it could start");
+                return Some(SkipReason::NotLeader);
+            }
+            () = all_finished => {}
+        }
+        if !self.runner.leave_queue(job, run_id) {
+            tracing::info!(
+                job,
+                run_id,
+                fencing_token,
+                scheduled,
+                "queued slot replaced by a later fire: not starting it"
+            );
+            return Some(SkipReason::QueueReplaced);
+        }
+        if !self.term.is_live() {
+            tracing::info!(
+                job,
+                run_id,
+                fencing_token,
+                scheduled,
+                "queued slot dropped: its term ended before it could start"
+            );
+            return Some(SkipReason::NotLeader);
+        }
+        tracing::info!(
+            job,
+            run_id,
+            fencing_token,
+            scheduled,
+            queued_seconds = queued_at.elapsed().as_secs_f64(),
+            "queued slot starting: the run before it has ended"
+        );
+        None
+    }
+
+    /// When the slot fired: the slot itself, plus the job's jitter offset.
+    fn fire_time(&self) -> DateTime<Utc> {
+        self.scheduled + chrono::Duration::from_std(self.job.jitter_offset()).unwrap_or_default()
+    }
+
+    /// The log fields of a jittered job: its offset (`jitter_seconds`) and the instant its slot fired
+    /// (`fires_at`); absent without a `jitter`.
+    fn jitter(&self) -> (Option<f64>, Option<String>) {
+        match self.job.jitter {
+            Some(_) => (
+                Some(self.job.jitter_offset().as_secs_f64()),
+                Some(rfc3339(&self.fire_time())),
+            ),
+            None => (None, None),
+        }
     }
 
     /// Records the slot as started in the run state; `Some` if the run must not start.
@@ -559,6 +735,7 @@ impl Run {
         let label = outcome.as_str();
         let (run_id, fencing_token) = (self.slot.id, self.term.fencing_token().0);
         let (duration_seconds, scheduled) = (duration.as_secs_f64(), rfc3339(scheduled));
+        let (jitter_seconds, fires_at) = self.jitter();
         // `attempt` (the last one) matches the other lines of the run; `attempts` is the count.
         match outcome {
             Outcome::Succeeded | Outcome::Cancelled => {
@@ -567,6 +744,8 @@ impl Run {
                     run_id,
                     fencing_token,
                     scheduled,
+                    jitter_seconds,
+                    fires_at,
                     attempt = attempts,
                     attempts,
                     outcome = label,
@@ -575,7 +754,7 @@ impl Run {
                 )
             }
             Outcome::Failed(_) | Outcome::TimedOut => {
-                tracing::warn!(job, run_id, fencing_token, scheduled, attempt = attempts, attempts, outcome = label, detail = %outcome, duration_seconds, "run finished")
+                tracing::warn!(job, run_id, fencing_token, scheduled, jitter_seconds, fires_at, attempt = attempts, attempts, outcome = label, detail = %outcome, duration_seconds, "run finished")
             }
         }
         // Leave the running set before reporting, so a listener that sees Finished also sees running() drop;

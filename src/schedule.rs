@@ -46,6 +46,7 @@ mod timer;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use chrono::{
     DateTime, FixedOffset, MappedLocalTime, NaiveDateTime, Offset, SubsecRound, TimeDelta,
@@ -180,6 +181,31 @@ impl Schedule {
             after = next;
         }
         fires
+    }
+
+    /// The shortest time between two consecutive fires among the first `count` fires after `t`, with
+    /// the two fires that are that close; `None` if fewer than two fires follow `t`.
+    ///
+    /// A look-ahead, not a bound on the whole schedule: a gap that only a distant date produces (a DST
+    /// change months away merging two fixed times, a 29 February) may be shorter.
+    pub fn shortest_gap(
+        &self,
+        t: DateTime<Utc>,
+        count: usize,
+    ) -> Option<(Duration, DateTime<Utc>, DateTime<Utc>)> {
+        let mut previous = self.next_after(t)?;
+        let mut shortest: Option<(Duration, DateTime<Utc>, DateTime<Utc>)> = None;
+        for _ in 1..count {
+            let Some(next) = self.next_after(previous) else {
+                break;
+            };
+            let gap = (next - previous).to_std().unwrap_or_default();
+            if shortest.is_none_or(|(least, _, _)| gap < least) {
+                shortest = Some((gap, previous, next));
+            }
+            previous = next;
+        }
+        shortest
     }
 
     /// Walks wall-clock matches forward from `wall` (the wall time of `t`) to the first that fires after `t`.

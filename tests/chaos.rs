@@ -21,14 +21,19 @@
 //!
 //! Every replica has its own bearer token (its identity), so API faults hit one client (on the real server
 //! each token is a real user of its own, made before the run). Timings are the fast ones: LD 3 s,
-//! RD 1.5 s, RP 500 ms; both jobs have `terminationGrace: 500ms` (G, the most these timings allow:
-//! RD + G = LD − margin, margin 1 s) and `startingDeadline: 10s`. Two jobs:
+//! RD 1.5 s, RP 500 ms; every job has `terminationGrace: 500ms` (G, the most these timings allow:
+//! RD + G = LD − margin, margin 1 s) and `startingDeadline: 10s`. Three jobs:
 //!
 //! - `tick`, every second, runs 0.2 s; SIGTERM makes it record `term` and exit. Slots lost and slots run
 //!   twice are counted on it.
 //! - `long`, every 4 s, runs 5 s (so `Forbid` skips every other slot) and ignores SIGTERM: when a term
 //!   ends with it in flight, only the SIGKILL at +G stops it; and a run left alive by a frozen runner
 //!   meets the next leader's run of the next slot.
+//! - `queue`, every 2 s, runs 3 s with `concurrencyPolicy: Queue`: each slot fires while the run before
+//!   it is in flight, waits in the queue and starts when it ends (or is replaced by a later slot once the
+//!   queue falls a whole run behind); SIGTERM makes it record `term` and exit. A waiting slot belongs to
+//!   its term: one that started after its term ended would overlap the next leader's runs or write a
+//!   stale token, and one claimed twice would be a slot run twice.
 //!
 //! Each run records `start` (and `end` or `term`) with its identity, fencing token, slot, the wall clock and
 //! its pid. Whether another run of the job was alive when it began is asked of the kernel, not inferred
@@ -83,11 +88,11 @@
 //!    *stale by a long freeze*: its replica was frozen for longer than 500 ms, from before the overlap
 //!    began, and the run's process already existed when the freeze began (a run spawned after the
 //!    replica woke is no excuse: §2 step 5 says a woken runner starts nothing under its dead term).
-//!    Such pairs are reported with their tokens. Two runs of one term never overlap (`Forbid`).
+//!    Such pairs are reported with their tokens. Two runs of one term never overlap (`Forbid`, `Queue`).
 //! 3. **Tokens rise with the terms**: no record carries a token lower than one already written (what a
 //!    downstream system fencing on the token would reject), unless its run was stale by a long freeze
 //!    that began before that write.
-//! 4. **At most once**: no slot of either job is started twice (no job uses `rerunInterrupted`).
+//! 4. **At most once**: no slot of any job is started twice (no job uses `rerunInterrupted`).
 //! 5. **Slots lost only within the bound**: every `tick` slot from the first run to the end (the last 1.5 s
 //!    aside) ran, or lies in [*a* − 1 s, *b* + *l* + 6.5 s] of a fault from *a* to *b* (*l*: its latency,
 //!    if any) whose target process held the Lease at some moment of that window (in a term it acquired

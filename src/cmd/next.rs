@@ -95,8 +95,15 @@ pub fn next(
             .filter(|j| job.is_none_or(|name| name == j.name))
         {
             found = true;
+            let jitter = j.jitter.map_or_else(String::new, |jitter| {
+                format!(
+                    "  (fires {} after each slot: jitter {})",
+                    humantime::format_duration(j.jitter_offset()),
+                    humantime::format_duration(jitter)
+                )
+            });
             out.push_str(&format!(
-                "{}  \"{}\"  {}{}\n",
+                "{}  \"{}\"  {}{}{jitter}\n",
                 j.name,
                 j.schedule.expression(),
                 j.schedule.zone(),

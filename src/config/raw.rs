@@ -33,6 +33,7 @@ pub(super) const JOB_FIELDS: &[&str] = &[
     "retryBackoff",
     "suspend",
     "rerunInterrupted",
+    "jitter",
 ];
 
 /// The top-level fields.
@@ -70,6 +71,7 @@ pub(super) struct RawJob {
     pub retry_backoff: Option<At<String>>,
     pub suspend: Option<At<bool>>,
     pub rerun_interrupted: Option<At<bool>>,
+    pub jitter: Option<At<String>>,
     /// Shape problems inside this job.
     pub problems: Vec<Problem>,
 }
@@ -89,7 +91,7 @@ pub(super) struct RawEnv(pub Vec<(At<String>, At<String>)>);
 /// checks need.
 ///
 /// A [`Spanned`] carries two full locations (with byte spans and a source id), 96 bytes; a job holds up to
-/// fifteen values, and a file of 10 000 jobs held 20 MB of them at once, the memory of the whole file
+/// sixteen values, and a file of 10 000 jobs held 20 MB of them at once, the memory of the whole file
 /// again.
 #[derive(Debug)]
 pub(super) struct At<T> {
@@ -294,6 +296,7 @@ impl<'s> Shaper<'s> {
             "retryBackoff" => job.retry_backoff = self.string(value),
             "suspend" => job.suspend = self.boolean(value),
             "rerunInterrupted" => job.rerun_interrupted = self.boolean(value),
+            "jitter" => job.jitter = self.string(value),
             other => self.unknown_field(&key, other, JOB_FIELDS),
         }
     }

@@ -14,14 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 
 use super::raw::{job_label, At, Position, Problem, RawEnv, RawFile, RawInt, RawJob, Shift};
 use super::{
     escape_controls, parse_duration, parse_duration_or_zero, ConcurrencyPolicy, Diagnostic,
     Diagnostics, Job, JobSet, LoadOptions, Program, Warning, DEFAULT_RETRY_BACKOFF,
-    DEFAULT_TERMINATION_GRACE, MAX_ARGUMENT_LEN, MAX_NAME_LEN, MAX_RETRIES, MAX_RETRY_BACKOFF,
-    MIN_TIMEOUT, RESERVED_ENV_PREFIX,
+    DEFAULT_TERMINATION_GRACE, JITTER_LOOKAHEAD_SLOTS, MAX_ARGUMENT_LEN, MAX_NAME_LEN, MAX_RETRIES,
+    MAX_RETRY_BACKOFF, MIN_JITTER, MIN_TIMEOUT, RESERVED_ENV_PREFIX,
 };
 use crate::schedule::{self, Schedule};
 
@@ -56,6 +57,7 @@ pub(super) fn validate(
     };
     let mut jobs = Vec::new();
     let mut schedules = schedule::Parser::new();
+    let mut gaps = Gaps::new(Utc::now());
     // The jobs that use a default that does not fit: one problem for all of them, below.
     let mut inheriting = Inheriting::default();
     match raw.jobs {
@@ -72,7 +74,7 @@ pub(super) fn validate(
                     raw_job,
                     &defaults,
                     &mut names,
-                    &mut schedules,
+                    (&mut schedules, &mut gaps),
                     &mut scope,
                     &mut inheriting,
                     opts,
@@ -259,6 +261,7 @@ struct Settings {
     retry_backoff: Option<Duration>,
     suspend: Option<bool>,
     rerun_interrupted: Option<bool>,
+    jitter: Option<Duration>,
     /// Where the fields whose problems span fields are written (set even when the value is invalid,
     /// which is then reported where it is and nowhere else).
     written: Written,
@@ -270,6 +273,7 @@ struct Written {
     termination_grace: Option<Position>,
     starting_deadline: Option<Position>,
     rerun_interrupted: Option<Position>,
+    jitter: Option<Position>,
 }
 
 /// The jobs that take a value from a default that does not fit, for one problem about them all.
@@ -280,6 +284,9 @@ struct Inheriting {
     builtin_grace: Vec<(String, Position)>,
     /// The jobs with `rerunInterrupted: true` from `defaults:` and no `startingDeadline` anywhere.
     rerun_without_deadline: Vec<String>,
+    /// The jobs whose schedule has slots closer together than the `jitter` of `defaults:`: their labels
+    /// and their schedules' shortest intervals.
+    jitter_too_long: Vec<(String, Gap)>,
 }
 
 impl Inheriting {
@@ -335,6 +342,82 @@ impl Inheriting {
             );
             report.add(at, None, message);
         }
+        if let (Some(at), Some(jitter), Some((_, shortest))) = (
+            defaults.written.jitter,
+            defaults.jitter,
+            self.jitter_too_long
+                .iter()
+                .min_by_key(|(_, gap)| gap.interval),
+        ) {
+            let message = match &self.jitter_too_long[..] {
+                [(label, gap)] => format!(
+                    "defaults: jitter {} is not less than {}, the shortest interval between consecutive \
+                     slots of job {label} ({}): set a shorter `jitter` in `defaults:`, or one of its own \
+                     in the job",
+                    fmt_duration(jitter),
+                    fmt_duration(gap.interval),
+                    gap.between()
+                ),
+                all => {
+                    let names: Vec<&str> = all.iter().map(|(label, _)| label.as_str()).collect();
+                    format!(
+                        "defaults: jitter {} is not less than the shortest interval between consecutive \
+                         slots of {} (as short as {}: {}): set a shorter `jitter` in `defaults:`, or one \
+                         of their own in those jobs",
+                        fmt_duration(jitter),
+                        list_jobs(&names),
+                        fmt_duration(shortest.interval),
+                        shortest.between()
+                    )
+                }
+            };
+            report.add(at, None, message);
+        }
+    }
+}
+
+/// The shortest interval between consecutive slots of a schedule, among its next
+/// [`JITTER_LOOKAHEAD_SLOTS`], and the two slots that are that close.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    interval: Duration,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
+impl Gap {
+    /// `from 2026-03-29T01:00:00Z to 2026-03-29T01:30:00Z`, for messages.
+    fn between(&self) -> String {
+        let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        format!("from {} to {}", at(&self.from), at(&self.to))
+    }
+}
+
+/// The shortest intervals of the schedules that jobs with a `jitter` use, each (expression, zone) worked
+/// out once from the same instant.
+#[derive(Debug)]
+struct Gaps {
+    now: DateTime<Utc>,
+    seen: HashMap<(String, Tz), Option<Gap>>,
+}
+
+impl Gaps {
+    fn new(now: DateTime<Utc>) -> Gaps {
+        Gaps {
+            now,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// The shortest interval of `schedule` from now; `None` if it has fewer than two more slots.
+    fn of(&mut self, schedule: &Schedule) -> Option<Gap> {
+        let key = (schedule.expression().to_owned(), schedule.zone());
+        let now = self.now;
+        *self.seen.entry(key).or_insert_with(|| {
+            schedule
+                .shortest_gap(now, JITTER_LOOKAHEAD_SLOTS)
+                .map(|(interval, from, to)| Gap { interval, from, to })
+        })
     }
 }
 
@@ -388,7 +471,7 @@ fn check_job(
     raw: At<RawJob>,
     defaults: &Settings,
     names: &mut HashMap<String, Position>,
-    schedules: &mut schedule::Parser,
+    (schedules, gaps): (&mut schedule::Parser, &mut Gaps),
     scope: &mut Scope<'_, '_>,
     inheriting: &mut Inheriting,
     opts: &LoadOptions,
@@ -427,6 +510,31 @@ fn check_job(
             None => inheriting.rerun_without_deadline.push(label()),
         }
     }
+    // A jitter written in the job is the job's, even if it is invalid (reported where it is written).
+    let jitter = match own.written.jitter {
+        Some(_) => own.jitter,
+        None => defaults.jitter,
+    };
+    let gap = jitter
+        .zip(schedule.as_ref())
+        .and_then(|(jitter, schedule)| gaps.of(schedule).filter(|gap| jitter >= gap.interval));
+    if let (Some(jitter), Some(gap)) = (jitter, gap) {
+        match own.written.jitter {
+            Some(at) => scope.error(
+                at,
+                format!(
+                    "jitter {} is not less than {}, the shortest interval between consecutive slots of \
+                     its schedule ({}, among the next {JITTER_LOOKAHEAD_SLOTS} slots): lower it below {1}",
+                    fmt_duration(jitter),
+                    fmt_duration(gap.interval),
+                    gap.between()
+                ),
+            ),
+            None => inheriting
+                .jitter_too_long
+                .push((scope.job.clone().unwrap_or_default(), gap)),
+        }
+    }
     let mut env = defaults.env.clone().unwrap_or_default();
     env.extend(own.env.unwrap_or_default());
     Some(Job {
@@ -449,6 +557,7 @@ fn check_job(
             .unwrap_or(DEFAULT_RETRY_BACKOFF),
         suspend: own.suspend.or(defaults.suspend).unwrap_or(false),
         rerun_interrupted,
+        jitter: jitter.filter(|_| gap.is_none()),
     })
 }
 
@@ -631,6 +740,7 @@ fn check_settings(raw: RawJob, scope: &mut Scope<'_, '_>, opts: &LoadOptions) ->
         termination_grace: raw.termination_grace.as_ref().map(|value| value.at),
         starting_deadline: raw.starting_deadline.as_ref().map(|value| value.at),
         rerun_interrupted: raw.rerun_interrupted.as_ref().map(|value| value.at),
+        jitter: raw.jitter.as_ref().map(|value| value.at),
     };
     Settings {
         written,
@@ -651,6 +761,7 @@ fn check_settings(raw: RawJob, scope: &mut Scope<'_, '_>, opts: &LoadOptions) ->
         retry_backoff: raw.retry_backoff.and_then(|d| check_backoff(d, scope)),
         suspend: raw.suspend.map(|s| s.value),
         rerun_interrupted: raw.rerun_interrupted.map(|s| s.value),
+        jitter: raw.jitter.and_then(|d| check_jitter(d, scope)),
     }
 }
 
@@ -756,6 +867,23 @@ fn check_timeout(value: At<String>, scope: &mut Scope<'_, '_>) -> Option<Duratio
     Some(timeout)
 }
 
+fn check_jitter(value: At<String>, scope: &mut Scope<'_, '_>) -> Option<Duration> {
+    let at = value.at;
+    let jitter = check_duration("jitter", value, scope)?;
+    if jitter < MIN_JITTER {
+        scope.error(
+            at,
+            format!(
+                "jitter {} is less than the minimum of {}: the offset is chosen in whole milliseconds",
+                fmt_duration(jitter),
+                fmt_duration(MIN_JITTER)
+            ),
+        );
+        return None;
+    }
+    Some(jitter)
+}
+
 fn check_duration(field: &str, value: At<String>, scope: &mut Scope<'_, '_>) -> Option<Duration> {
     parse_duration(&value.value)
         .map_err(|why| scope.error(value.at, format!("{field}: {why}")))
@@ -809,11 +937,12 @@ fn check_policy(value: At<String>, scope: &mut Scope<'_, '_>) -> Option<Concurre
         "Forbid" => Some(ConcurrencyPolicy::Forbid),
         "Allow" => Some(ConcurrencyPolicy::Allow),
         "Replace" => Some(ConcurrencyPolicy::Replace),
+        "Queue" => Some(ConcurrencyPolicy::Queue),
         other => {
             scope.error(
                 value.at,
                 format!(
-                    "unknown concurrencyPolicy `{}` (expected Forbid, Allow or Replace)",
+                    "unknown concurrencyPolicy `{}` (expected Forbid, Allow, Replace or Queue)",
                     escape_controls(other)
                 ),
             );

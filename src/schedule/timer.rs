@@ -4,10 +4,15 @@
 //! (`target - wall_now` added to `Instant::now()`) and sleeps at most [`MAX_SLEEP`] at a time, re-reading
 //! the wall clock after each chunk: a system suspend (the monotonic clock stops, the wall clock does not)
 //! or a wall-clock step is noticed within one chunk, and an early wake-up just sleeps again.
+//!
+//! A job with a `jitter` fires every slot a fixed offset late ([`Timer::with_offset`]): the timer then
+//! works on the wall clock minus the offset, so everything it decides (when a slot is due, how late a tick
+//! is, the on-time tolerance, the starting deadline, which slot is the latest after a stall) is measured
+//! from the instant the slot fires, `slot + offset`, while the slot it hands out stays the nominal one.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::time::Instant;
 
 use super::Schedule;
@@ -32,18 +37,18 @@ pub const PRECISE_LEAD: Duration = Duration::from_millis(2);
 /// What the timer hands the dispatcher for one slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tick {
-    /// Fire now for `scheduled` (lateness = now - scheduled on the wall clock, ≥ 0).
+    /// Fire now for `scheduled` (lateness = now - (scheduled + offset) on the wall clock, ≥ 0).
     Fire {
-        /// The slot's wall-clock instant (the run's `LEASECRON_SCHEDULED_TIME`).
+        /// The slot's wall-clock instant (the run's `LEASECRON_SCHEDULED_TIME`), without the offset.
         scheduled: DateTime<Utc>,
-        /// How late the tick is on the wall clock.
+        /// How late the tick is on the wall clock, after the slot's fire time (`scheduled` + offset).
         lateness: Duration,
     },
     /// A slot was missed (stall/suspend/clock jump) and is past its starting deadline: skip it, count it.
     Missed {
         /// The slot's wall-clock instant.
         scheduled: DateTime<Utc>,
-        /// How late it would have started.
+        /// How late it would have started, after its fire time.
         lateness: Duration,
     },
 }
@@ -77,6 +82,8 @@ pub struct Timer {
     starting_deadline: Option<Duration>,
     clock: SharedClock,
     next: Option<DateTime<Utc>>,
+    /// How late after its slot each slot fires (the job's jitter offset); zero by default.
+    offset: TimeDelta,
 }
 
 // === impl Timer ===
@@ -94,7 +101,24 @@ impl Timer {
             starting_deadline,
             clock,
             next,
+            offset: TimeDelta::zero(),
         }
+    }
+
+    /// Fires every slot `offset` after it (a job's [`jitter`](crate::config::Job::jitter_offset)): a slot
+    /// is due at `slot + offset`, and its lateness, the on-time tolerance and the starting deadline are
+    /// measured from there; the ticks still carry the nominal slot. The first tick is then for the first
+    /// slot whose fire time is after now.
+    #[must_use]
+    pub fn with_offset(mut self, offset: Duration) -> Timer {
+        self.offset = TimeDelta::from_std(offset).unwrap_or(TimeDelta::zero());
+        self.next = self.schedule.next_after(self.now());
+        self
+    }
+
+    /// How late after its slot each slot fires.
+    pub fn offset(&self) -> Duration {
+        self.offset.to_std().unwrap_or_default()
     }
 
     /// The schedule this timer follows.
@@ -102,9 +126,14 @@ impl Timer {
         &self.schedule
     }
 
-    /// The next scheduled instant (for /status and metrics).
+    /// The next slot (for /status and metrics): the nominal one, without the offset.
     pub fn next_fire(&self) -> Option<DateTime<Utc>> {
         self.next
+    }
+
+    /// The wall clock, moved back by the offset: a slot is due once this reaches it.
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now() - self.offset
     }
 
     /// Sleeps on tokio's timer until the next slot and returns its Tick. Cancel-safe (usable in select!):
@@ -113,7 +142,7 @@ impl Timer {
     pub async fn next_tick(&mut self) -> Option<Tick> {
         loop {
             let target = self.next?;
-            let now = self.clock.now();
+            let now = self.now();
             match (target - now).to_std() {
                 Ok(wait) if wait > PRECISE_LEAD => {
                     let sleep = (wait - PRECISE_LEAD).min(MAX_SLEEP);

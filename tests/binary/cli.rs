@@ -32,7 +32,7 @@ fn validate_accepts_a_good_file_and_the_example() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("good.yaml: ok (1 job)\n"), "{stdout}");
     assert!(
-        stdout.contains("jobs.example.yaml: ok (4 jobs)"),
+        stdout.contains("jobs.example.yaml: ok (5 jobs)"),
         "{stdout}"
     );
 }

@@ -499,9 +499,215 @@ fn policy_and_retries_are_checked() {
         5,
         24,
         Some("policy"),
-        "unknown concurrencyPolicy `forbid`",
+        "unknown concurrencyPolicy `forbid` (expected Forbid, Allow, Replace or Queue)",
     );
     assert_problem(&found[1], 6, 14, Some("policy"), "between 0 and 100");
+}
+
+#[test]
+fn queue_is_a_concurrency_policy_in_a_job_and_in_defaults() {
+    let source = r#"defaults:
+  concurrencyPolicy: Queue
+jobs:
+  - name: inherits
+    schedule: "@daily"
+    shell: "true"
+  - name: own
+    schedule: "@daily"
+    shell: "true"
+    concurrencyPolicy: " Queue "
+  - name: forbids
+    schedule: "@daily"
+    shell: "true"
+    concurrencyPolicy: Forbid
+"#;
+    let set = parse(source).expect("valid");
+    let policy = |name: &str| set.get(name).expect("job").concurrency_policy;
+    assert_eq!(policy("inherits"), ConcurrencyPolicy::Queue);
+    assert_eq!(policy("own"), ConcurrencyPolicy::Queue);
+    assert_eq!(policy("forbids"), ConcurrencyPolicy::Forbid);
+    assert_one(
+        "jobs:\n  - name: q\n    schedule: \"@daily\"\n    shell: \"true\"\n    concurrencyPolicy: queue\n",
+        5,
+        24,
+        Some("q"),
+        "unknown concurrencyPolicy `queue` (expected Forbid, Allow, Replace or Queue)",
+    );
+}
+
+// === jitter ===
+
+/// A job `j` on `schedule` with `jitter: {jitter}`.
+fn jittered(schedule: &str, jitter: &str) -> String {
+    format!("jobs:\n  - name: j\n    schedule: \"{schedule}\"\n    shell: \"true\"\n    jitter: {jitter}\n")
+}
+
+#[test]
+fn a_jitter_is_read_with_its_offset_fixed_by_the_name() {
+    let set = parse(&jittered("@hourly", "10m")).expect("valid");
+    let job = &set.jobs[0];
+    assert_eq!(job.jitter, Some(Duration::from_secs(600)));
+    assert_eq!(
+        job.jitter_offset(),
+        config::jitter_offset("j", Duration::from_secs(600))
+    );
+    assert!(job.jitter_offset() < Duration::from_secs(600));
+    let plain = parse("jobs:\n  - name: j\n    schedule: \"@hourly\"\n    shell: \"true\"\n")
+        .expect("valid");
+    assert_eq!(plain.jobs[0].jitter, None);
+    assert_eq!(plain.jobs[0].jitter_offset(), Duration::ZERO);
+    // Just under the interval is fine; 1 ms is the least.
+    assert!(parse(&jittered("*/30 * * * * *", "29s999ms")).is_ok());
+    assert!(parse(&jittered("* * * * * *", "1ms")).is_ok());
+}
+
+#[test]
+fn a_bad_jitter_is_reported_at_the_value() {
+    assert_one(
+        &jittered("@hourly", "0s"),
+        5,
+        13,
+        Some("j"),
+        "jitter: duration `0s` must be greater than zero",
+    );
+    assert_one(
+        &jittered("@hourly", "soon"),
+        5,
+        13,
+        Some("j"),
+        "jitter: invalid duration `soon`",
+    );
+    assert_one(
+        &jittered("@hourly", "-5s"),
+        5,
+        13,
+        Some("j"),
+        "cannot be negative",
+    );
+    assert_one(
+        &jittered("@hourly", "500us"),
+        5,
+        13,
+        Some("j"),
+        "jitter 500us is less than the minimum of 1ms",
+    );
+    assert_one(
+        &jittered("@hourly", "[1s]"),
+        5,
+        13,
+        Some("j"),
+        "invalid type: sequence, expected a string",
+    );
+}
+
+#[test]
+fn a_jitter_must_be_less_than_the_shortest_interval_of_the_schedule() {
+    assert_one(
+        &jittered("*/30 * * * * *", "1m"),
+        5,
+        13,
+        Some("j"),
+        "jitter 1m is not less than 30s, the shortest interval between consecutive slots of its \
+         schedule (from ",
+    );
+    // Equal is not less.
+    assert_one(
+        &jittered("*/30 * * * * *", "30s"),
+        5,
+        13,
+        Some("j"),
+        "jitter 30s is not less than 30s",
+    );
+    // The shortest interval, not the usual one: 00:00 and 01:00 every day are 1 h apart, then 23 h.
+    let found = problems(&jittered("0 0,1 * * *", "2h"));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_problem(
+        &found[0],
+        5,
+        13,
+        Some("j"),
+        "jitter 2h is not less than 1h, the shortest interval",
+    );
+    assert!(
+        found[0].message.contains("T00:00:00Z to ") && found[0].message.contains("T01:00:00Z"),
+        "names the two slots: {}",
+        found[0].message
+    );
+    assert!(
+        found[0].message.contains("lower it below 1h"),
+        "{}",
+        found[0].message
+    );
+    // A broken schedule is reported alone: there is no interval to compare with.
+    assert_one(
+        &jittered("61 * * * *", "1h"),
+        3,
+        15,
+        Some("j"),
+        "invalid schedule",
+    );
+}
+
+#[test]
+fn a_jitter_in_defaults_that_is_too_long_for_some_jobs_is_one_problem_where_it_is_written() {
+    let source = r#"defaults:
+  jitter: 10m
+jobs:
+  - name: hourly
+    schedule: "@hourly"
+    shell: "true"
+  - name: five
+    schedule: "*/5 * * * *"
+    shell: "true"
+  - name: own
+    schedule: "*/5 * * * *"
+    shell: "true"
+    jitter: 1m
+"#;
+    assert_one(
+        source,
+        2,
+        11,
+        None,
+        "defaults: jitter 10m is not less than 5m, the shortest interval between consecutive slots \
+         of job five (from ",
+    );
+    let several = source.replace("jitter: 1m\n", "");
+    assert_one(
+        &several,
+        2,
+        11,
+        None,
+        "defaults: jitter 10m is not less than the shortest interval between consecutive slots of \
+         jobs five and own (as short as 5m: from ",
+    );
+    // The jobs that set their own jitter, or whose slots are far enough apart, take or keep theirs.
+    let fits = source.replace(
+        "schedule: \"*/5 * * * *\"\n    shell: \"true\"\n  - name: own",
+        "schedule: \"@daily\"\n    shell: \"true\"\n  - name: own",
+    );
+    let set = parse(&fits).expect("valid");
+    assert_eq!(
+        set.get("hourly").expect("job").jitter,
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(
+        set.get("five").expect("job").jitter,
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(
+        set.get("own").expect("job").jitter,
+        Some(Duration::from_secs(60))
+    );
+    // A job's own jitter that is too long is its own problem, not the default's.
+    let own_too_long = fits.replace("jitter: 1m", "jitter: 6m");
+    assert_one(
+        &own_too_long,
+        13,
+        13,
+        Some("own"),
+        "jitter 6m is not less than 5m",
+    );
 }
 
 #[test]

@@ -174,7 +174,15 @@ fn a_new_job_set_exposes_every_job_series_at_zero() {
             let series = format!("leasecron_job_runs_total{{job=\"{job}\",outcome=\"{outcome}\"}}");
             assert_eq!(sample(&text, &series), Some(0.0), "{series}");
         }
-        for reason in ["overlap", "not_leader", "missed_deadline", "suspended"] {
+        for reason in [
+            "overlap",
+            "not_leader",
+            "missed_deadline",
+            "suspended",
+            "already_started",
+            "state_unavailable",
+            "queue_replaced",
+        ] {
             let series =
                 format!("leasecron_job_skipped_total{{job=\"{job}\",reason=\"{reason}\"}}");
             assert_eq!(sample(&text, &series), Some(0.0), "{series}");
@@ -373,6 +381,11 @@ fn skips_count_by_reason() {
         reason: SkipReason::Overlap,
     });
     metrics.skipped("a", SkipReason::MissedDeadline);
+    metrics.observe_run(&RunEvent::Skipped {
+        job: "a".to_owned(),
+        scheduled: at(1_001),
+        reason: SkipReason::QueueReplaced,
+    });
     let text = text(&metrics);
     let skipped = |reason: &str| {
         sample(
@@ -382,6 +395,7 @@ fn skips_count_by_reason() {
     };
     assert_eq!(skipped("overlap"), Some(1.0));
     assert_eq!(skipped("missed_deadline"), Some(1.0));
+    assert_eq!(skipped("queue_replaced"), Some(1.0));
     assert_eq!(skipped("suspended"), Some(0.0));
 }
 

@@ -409,6 +409,253 @@ async fn replace_ends_the_running_run_before_starting_the_new_one() {
     );
 }
 
+/// A `Queue` job whose runs append their slot to `order` in `dir`, then run `rest`.
+fn queue_job(name: &str, dir: &tempfile::TempDir, rest: &str) -> Arc<leasecron::config::Job> {
+    let script = format!("echo \"$LEASECRON_SCHEDULED_TIME\" >> order; {rest}");
+    let mut job = in_dir(shell_job(name, &script), dir);
+    job.concurrency_policy = ConcurrencyPolicy::Queue;
+    Arc::new(job)
+}
+
+/// The slot `job` last claimed in `ledger`'s run state.
+fn claimed(
+    ledger: &leasecron::run_state::Ledger,
+    job: &str,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let record = ledger.snapshot();
+    record.jobs.get(job)?.last_started.as_ref().map(|s| s.slot)
+}
+
+/// The slots the runs of a queue job wrote, in order.
+fn ran(dir: &tempfile::TempDir) -> Vec<String> {
+    std::fs::read_to_string(dir.path().join("order"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn rfc(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// The messages logged for `job`.
+fn messages(job: &str) -> Vec<String> {
+    logged(job)
+        .into_iter()
+        .filter_map(|e| e["fields"]["message"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn queue_starts_the_waiting_slot_when_the_run_in_flight_ends_and_claims_it_then() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = queue_job("queue-waits", &dir, WAIT_FOR_GO);
+    let ledger = ledger();
+    let (runner, mut events) = runner_over(Arc::clone(&ledger));
+    let term = live_term();
+    assert_eq!(
+        runner.start(job.clone(), slot(0), term.term()),
+        Start::Spawned
+    );
+    events.started().await;
+    assert_eq!(
+        runner.start(job.clone(), slot(1), term.term()),
+        Start::Spawned
+    );
+    assert_eq!(
+        runner.running("queue-waits"),
+        2,
+        "one in flight, one waiting"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!events.has_pending(), "the queued slot waits");
+    assert_eq!(
+        claimed(&ledger, "queue-waits"),
+        Some(slot(0)),
+        "a queued slot is not claimed while it waits"
+    );
+
+    std::fs::write(dir.path().join("go"), "").expect("go");
+    match events.next().await {
+        RunEvent::Finished(report) => assert_eq!(report.scheduled, slot(0)),
+        other => panic!("the run in flight ends first, got {other:?}"),
+    }
+    match events.next().await {
+        RunEvent::Started { scheduled, .. } => assert_eq!(scheduled, slot(1)),
+        other => panic!("then the queued slot starts, got {other:?}"),
+    }
+    let report = events.finished().await;
+    assert_eq!(
+        (report.scheduled, report.outcome),
+        (slot(1), Outcome::Succeeded)
+    );
+    assert_eq!(claimed(&ledger, "queue-waits"), Some(slot(1)));
+    assert_eq!(ran(&dir), [rfc(slot(0)), rfc(slot(1))]);
+    assert_eq!(runner.running("queue-waits"), 0);
+    let logs = messages("queue-waits");
+    for said in [
+        "slot queued: a run of the job is in flight; this one starts when it ends",
+        "queued slot starting: the run before it has ended",
+    ] {
+        assert!(logs.iter().any(|m| m == said), "{said:?} in {logs:#?}");
+    }
+}
+
+#[tokio::test]
+async fn queue_with_nothing_in_flight_starts_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = queue_job("queue-idle", &dir, "exit 0");
+    let (runner, mut events) = runner();
+    let term = live_term();
+    assert_eq!(
+        runner.start(job.clone(), slot(0), term.term()),
+        Start::Spawned
+    );
+    assert_eq!(events.finished().await.scheduled, slot(0));
+    assert_eq!(runner.start(job, slot(1), term.term()), Start::Spawned);
+    assert_eq!(events.finished().await.scheduled, slot(1));
+    assert!(!messages("queue-idle")
+        .iter()
+        .any(|m| m.starts_with("slot queued")));
+}
+
+#[tokio::test]
+async fn a_later_fire_replaces_the_waiting_slot_and_the_replaced_one_is_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = queue_job("queue-replaced", &dir, WAIT_FOR_GO);
+    let ledger = ledger();
+    let (runner, mut events) = runner_over(Arc::clone(&ledger));
+    let term = live_term();
+    runner.start(job.clone(), slot(0), term.term());
+    events.started().await;
+    assert_eq!(
+        runner.start(job.clone(), slot(1), term.term()),
+        Start::Spawned
+    );
+    assert_eq!(
+        runner.start(job.clone(), slot(2), term.term()),
+        Start::Spawned
+    );
+    match events.next().await {
+        RunEvent::Skipped {
+            scheduled, reason, ..
+        } => assert_eq!((scheduled, reason), (slot(1), SkipReason::QueueReplaced)),
+        other => panic!("the waiting slot is dropped, got {other:?}"),
+    }
+    assert_eq!(runner.running("queue-replaced"), 2, "at most one waits");
+
+    std::fs::write(dir.path().join("go"), "").expect("go");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match events.next().await {
+            RunEvent::Started { scheduled, .. } => seen.push(("started", scheduled)),
+            RunEvent::Finished(report) => seen.push(("finished", report.scheduled)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("finished", slot(0)),
+            ("started", slot(2)),
+            ("finished", slot(2))
+        ]
+    );
+    assert_eq!(ran(&dir), [rfc(slot(0)), rfc(slot(2))], "slot 1 never ran");
+    assert_eq!(claimed(&ledger, "queue-replaced"), Some(slot(2)));
+    let skipped: Vec<_> = logged("queue-replaced")
+        .into_iter()
+        .filter(|e| e["fields"]["message"] == "run skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:#?}");
+    assert_eq!(skipped[0]["fields"]["reason"], "queue_replaced");
+    assert_eq!(skipped[0]["fields"]["scheduled"], rfc(slot(1)));
+    assert!(messages("queue-replaced")
+        .iter()
+        .any(|m| m == "queued slot replaced by a later fire: not starting it"));
+}
+
+#[tokio::test]
+async fn a_term_that_ends_discards_the_waiting_slot_unclaimed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = queue_job("queue-term", &dir, "exec sleep 1000");
+    let ledger = ledger();
+    let (runner, mut events) = runner_over(Arc::clone(&ledger));
+    let term = live_term();
+    runner.start(job.clone(), slot(0), term.term());
+    events.started().await;
+    wait_for_file(&dir.path().join("order")).await;
+    assert_eq!(
+        runner.start(job.clone(), slot(1), term.term()),
+        Start::Spawned
+    );
+    term.end().await;
+    let mut ended = Vec::new();
+    for _ in 0..2 {
+        match events.next().await {
+            RunEvent::Finished(report) => {
+                ended.push((report.scheduled, format!("{}", report.outcome)))
+            }
+            RunEvent::Skipped {
+                scheduled, reason, ..
+            } => ended.push((scheduled, reason.as_str().to_owned())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    ended.sort();
+    assert_eq!(
+        ended,
+        [
+            (slot(0), "cancelled".to_owned()),
+            (slot(1), "not_leader".to_owned())
+        ]
+    );
+    assert_eq!(
+        claimed(&ledger, "queue-term"),
+        Some(slot(0)),
+        "slot 1 was never claimed"
+    );
+    assert_eq!(ran(&dir), [rfc(slot(0))]);
+    assert_eq!(runner.running("queue-term"), 0);
+    assert!(messages("queue-term")
+        .iter()
+        .any(|m| m == "queued slot dropped: its term ended before it could start"));
+}
+
+#[tokio::test]
+async fn a_queued_slot_the_run_state_already_records_does_not_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = queue_job("queue-claimed", &dir, WAIT_FOR_GO);
+    let ledger = ledger();
+    let (runner, mut events) = runner_over(Arc::clone(&ledger));
+    let term = live_term();
+    runner.start(job.clone(), slot(0), term.term());
+    events.started().await;
+    runner.start(job.clone(), slot(1), term.term());
+    // While it waits, its slot is recorded as started (say, by a catch-up).
+    let token = term.term().fencing_token();
+    let claim = ledger
+        .claim(
+            "queue-claimed",
+            slot(1),
+            token,
+            slot(1),
+            &leasecron::run_state::Origin::SCHEDULE,
+        )
+        .await;
+    assert_eq!(claim.expect("claims"), leasecron::run_state::Claim::Claimed);
+    std::fs::write(dir.path().join("go"), "").expect("go");
+    assert_eq!(events.finished().await.scheduled, slot(0));
+    match events.next().await {
+        RunEvent::Skipped {
+            scheduled, reason, ..
+        } => assert_eq!((scheduled, reason), (slot(1), SkipReason::AlreadyStarted)),
+        other => panic!("the queued run claims its slot before it starts, got {other:?}"),
+    }
+    assert_eq!(ran(&dir), [rfc(slot(0))]);
+}
+
 // === retries ===
 
 #[tokio::test]

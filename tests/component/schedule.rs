@@ -718,6 +718,157 @@ async fn a_schedule_without_future_fires_yields_none() {
     assert_eq!(timer.next_tick().await, None);
 }
 
+// === jitter: a timer with an offset ===
+
+#[tokio::test(start_paused = true)]
+async fn an_offset_timer_fires_each_slot_at_slot_plus_offset_with_the_nominal_slot() {
+    let offset = Duration::from_millis(3_250);
+    let clock = SteppableClock::starting_at("2024-05-01T10:00:05Z");
+    let mut timer = timer("*/10 * * * * *", None, &clock).with_offset(offset);
+    assert_eq!(timer.offset(), offset);
+    assert_eq!(
+        timer.next_fire(),
+        Some(utc("2024-05-01T10:00:10Z")),
+        "nominal"
+    );
+    let begun = tokio::time::Instant::now();
+    for i in 0..30 {
+        let slot = utc("2024-05-01T10:00:10Z") + TimeDelta::seconds(10 * i);
+        match tick(&mut timer).await {
+            Tick::Fire {
+                scheduled,
+                lateness,
+            } => {
+                assert_eq!(scheduled, slot, "the tick carries the nominal slot");
+                let fires_at = slot + TimeDelta::milliseconds(3_250);
+                assert!(
+                    clock.now() >= fires_at,
+                    "tick {i}: not before slot + offset"
+                );
+                assert!(
+                    clock.now() - fires_at <= TimeDelta::milliseconds(5),
+                    "tick {i}: at slot + offset, not later ({})",
+                    clock.now()
+                );
+                assert!(
+                    lateness <= Duration::from_millis(5),
+                    "lateness from the fire time: {lateness:?}"
+                );
+            }
+            missed => panic!("tick {i}: {missed:?}"),
+        }
+    }
+    // 5 s to the first slot, its offset, then 29 intervals: the offset does not accumulate.
+    let elapsed = begun.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(5_000 + 3_250 + 290_000)
+            && elapsed <= Duration::from_millis(5_000 + 3_250 + 290_000 + 50),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_offset_timer_started_between_a_slot_and_its_fire_time_still_fires_that_slot() {
+    // 10:00:10 has passed, but it fires at 10:00:13.25: it is still ahead.
+    let clock = SteppableClock::starting_at("2024-05-01T10:00:12Z");
+    let mut timer = timer("*/10 * * * * *", None, &clock).with_offset(Duration::from_millis(3_250));
+    assert_eq!(timer.next_fire(), Some(utc("2024-05-01T10:00:10Z")));
+    let first = tick(&mut timer).await;
+    assert!(
+        matches!(first, Tick::Fire { scheduled, .. } if scheduled == utc("2024-05-01T10:00:10Z")),
+        "{first:?}"
+    );
+    assert!(clock.now() >= utc("2024-05-01T10:00:13.250Z"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_on_time_tolerance_and_the_starting_deadline_count_from_the_fire_time() {
+    // An offset of 50 s: every fire is 50 s after its slot, more than the 1 s tolerance and the 10 s
+    // deadline, and still on time. At 10:00:30, 10:00 has not fired yet (10:00:50).
+    let offset = Duration::from_secs(50);
+    let clock = SteppableClock::starting_at("2024-05-01T10:00:30Z");
+    let mut timer = timer("* * * * *", Some(Duration::from_secs(10)), &clock).with_offset(offset);
+    for minute in 0..3 {
+        let next = tick(&mut timer).await;
+        let slot = utc("2024-05-01T10:00:00Z") + TimeDelta::minutes(minute);
+        assert!(
+            matches!(next, Tick::Fire { scheduled, lateness } if scheduled == slot && lateness <= ON_TIME_TOLERANCE),
+            "{next:?}"
+        );
+    }
+    // Now 10:02:50. A stall: the wall clock jumps past 10:03:50, the fire time of 10:03, while the timer
+    // sleeps towards it: 5 s after its fire time (65 s after its slot), within the deadline.
+    let stepper = async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        clock.step(TimeDelta::seconds(35)); // now 10:03:55
+    };
+    let (late, ()) = tokio::join!(tick(&mut timer), stepper);
+    match late {
+        Tick::Fire {
+            scheduled,
+            lateness,
+        } => {
+            assert_eq!(scheduled, utc("2024-05-01T10:03:00Z"));
+            assert!(
+                lateness > Duration::from_secs(4) && lateness < Duration::from_secs(6),
+                "{lateness:?}"
+            );
+        }
+        missed => panic!("5 s after its fire time, within the 10 s deadline: {missed:?}"),
+    }
+    // 10:04 fires at 10:04:50; jump to 10:05:10, 20 s after that: past the deadline. 10:05 (10:05:50) is
+    // still ahead, so the missed tick is for 10:04.
+    clock.step(TimeDelta::seconds(75));
+    match tick(&mut timer).await {
+        Tick::Missed {
+            scheduled,
+            lateness,
+        } => {
+            assert_eq!(scheduled, utc("2024-05-01T10:04:00Z"));
+            assert!(
+                lateness >= Duration::from_secs(20) && lateness < Duration::from_secs(21),
+                "{lateness:?}"
+            );
+        }
+        fire => panic!("20 s after its fire time: {fire:?}"),
+    }
+    let next = tick(&mut timer).await;
+    assert!(
+        matches!(next, Tick::Fire { scheduled, .. } if scheduled == utc("2024-05-01T10:05:00Z")),
+        "{next:?}"
+    );
+    assert!(clock.now() >= utc("2024-05-01T10:05:50Z"));
+}
+
+#[test]
+fn the_shortest_gap_is_found_among_the_next_slots() {
+    let at = utc("2024-05-01T10:00:30Z");
+    let two_a_day = Schedule::parse("0 0,1 * * *", Tz::UTC).expect("valid");
+    let (gap, from, to) = two_a_day.shortest_gap(at, 8).expect("slots follow");
+    assert_eq!(gap, Duration::from_secs(3600));
+    assert_eq!(
+        (from, to),
+        (utc("2024-05-02T00:00:00Z"), utc("2024-05-02T01:00:00Z"))
+    );
+    let month_ends = Schedule::parse("0 0 1,31 * *", Tz::UTC).expect("valid");
+    let (gap, from, _) = month_ends.shortest_gap(at, 8).expect("slots follow");
+    assert_eq!(
+        (gap, from),
+        (Duration::from_secs(86_400), utc("2024-05-31T00:00:00Z"))
+    );
+    // A fixed time that a DST change moves: 02:30 Berlin fires at 03:00 CEST on 31 March 2024, 23.5 h
+    // after the day before.
+    let berlin = Schedule::parse("30 2 * * *", zone("Europe/Berlin")).expect("valid");
+    let (gap, _, to) = berlin
+        .shortest_gap(utc("2024-03-25T00:00:00Z"), 10)
+        .expect("slots follow");
+    assert_eq!(
+        (gap, to),
+        (Duration::from_secs(84_600), utc("2024-03-31T01:00:00Z"))
+    );
+    assert_eq!(two_a_day.shortest_gap(at, 1), None, "one slot has no gap");
+}
+
 #[test]
 fn schedule_errors_are_a_public_enum() {
     let err = Schedule::parse("0 0 1 1 * 2030 *", Tz::UTC).unwrap_err();

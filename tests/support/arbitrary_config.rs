@@ -42,6 +42,8 @@ pub struct Settings {
     pub retry_backoff: Option<Written>,
     pub suspend: Option<(bool, String)>,
     pub rerun_interrupted: Option<(bool, String)>,
+    /// Under 1 s, less than any schedule's shortest interval (slots are whole seconds apart at least).
+    pub jitter: Option<Written>,
 }
 
 /// One job of the model.
@@ -183,6 +185,7 @@ fn policy() -> impl Strategy<Value = (ConcurrencyPolicy, String)> {
             (ConcurrencyPolicy::Forbid, "Forbid"),
             (ConcurrencyPolicy::Allow, "Allow"),
             (ConcurrencyPolicy::Replace, "Replace"),
+            (ConcurrencyPolicy::Queue, "Queue"),
         ]),
         select(vec!["", " "]),
     )
@@ -236,12 +239,13 @@ fn settings(max_grace: Duration) -> impl Strategy<Value = Settings> {
             prop::option::weighted(0.3, written(1, MAX_RETRY_BACKOFF.as_millis() as u64)),
             prop::option::weighted(0.2, boolean()),
             prop::option::weighted(0.2, boolean()),
+            prop::option::weighted(0.2, written(1, 999)),
         ),
     )
         .prop_map(
             |(
                 (zone, env, working_dir, timeout, termination_grace, concurrency_policy),
-                (starting_deadline, retries, retry_backoff, suspend, rerun_interrupted),
+                (starting_deadline, retries, retry_backoff, suspend, rerun_interrupted, jitter),
             )| Settings {
                 zone,
                 env,
@@ -254,6 +258,7 @@ fn settings(max_grace: Duration) -> impl Strategy<Value = Settings> {
                 retry_backoff,
                 suspend,
                 rerun_interrupted,
+                jitter,
             },
         )
 }
@@ -388,6 +393,7 @@ impl ModelFile {
                         .as_ref()
                         .or(defaults.rerun_interrupted.as_ref())
                         .is_some_and(|(b, _)| *b),
+                    jitter: duration(&own.jitter, &defaults.jitter),
                 })
             })
             .collect();
@@ -406,6 +412,7 @@ impl ModelFile {
                 ConcurrencyPolicy::Forbid => "Forbid",
                 ConcurrencyPolicy::Allow => "Allow",
                 ConcurrencyPolicy::Replace => "Replace",
+                ConcurrencyPolicy::Queue => "Queue",
             };
             (p, text.to_string())
         };
@@ -434,6 +441,7 @@ impl ModelFile {
                         job.rerun_interrupted,
                         job.rerun_interrupted.to_string(),
                     )),
+                    jitter: job.jitter.map(written),
                 },
             })
             .collect();
@@ -611,6 +619,7 @@ fn entries(job: Option<&ModelJob>, settings: &Settings, style: &mut Style) -> Ve
         ("terminationGrace", &settings.termination_grace),
         ("startingDeadline", &settings.starting_deadline),
         ("retryBackoff", &settings.retry_backoff),
+        ("jitter", &settings.jitter),
     ];
     for (key, value) in durations {
         if let Some(w) = value {

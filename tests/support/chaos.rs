@@ -60,6 +60,13 @@ pub const TICK: &str = "tick";
 /// flight when a term ends, must be SIGKILLed at +G, and outlive the next slot — so a run left alive
 /// by a frozen runner meets the next leader's.
 pub const LONG: &str = "long";
+/// The 3-second job every 2 s with `concurrencyPolicy: Queue`: every slot fires while the run before it is
+/// in flight, so it waits in the queue and starts when that run ends (a later slot replaces it when the
+/// queue falls a whole run behind); a term that ends drops the waiting one. Its runs must never overlap,
+/// start a slot twice, or start under a term that has ended.
+pub const QUEUE: &str = "queue";
+/// Every job, for the checks that apply to each.
+pub const JOBS: [&str; 3] = [TICK, LONG, QUEUE];
 /// How often the monitor looks at the records, the job processes and the Lease.
 const MONITOR_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -180,9 +187,9 @@ pub struct Jobs {
     pub marker: String,
 }
 
-/// Writes the two jobs into `dir`. Each run appends to `runs`:
+/// Writes the three jobs into `dir`. Each run appends to `runs`:
 ///
-/// `start JOB IDENTITY TOKEN SLOT NS PID LOCK`, then `end …` when it finishes, or (tick only) `term …`
+/// `start JOB IDENTITY TOKEN SLOT NS PID LOCK`, then `end …` when it finishes, or (tick and queue) `term …`
 /// when SIGTERM stops it. `NS` is `date +%s%N`; `PID` is the shell's, which is also its process group.
 ///
 /// `LOCK` tells whether another run of the same job was alive when this one began, as the kernel saw it:
@@ -191,8 +198,8 @@ pub struct Jobs {
 /// non-blocking exclusive lock: `free` if that succeeds, `busy` if some other run still holds it. A run
 /// that could not take its shared lock within 2 s says `-unlocked` (`busy-unlocked`).
 ///
-/// Both jobs have descendants that hold the lock too: `tick` sleeps in a nested shell, `long` starts a
-/// `setsid` sleep that leaves its process group (and, like the job, ignores SIGTERM). A descendant that
+/// Every job has descendants that hold the lock too: `tick` and `queue` sleep in a nested shell, `long`
+/// starts a `setsid` sleep that leaves its process group (and, like the job, ignores SIGTERM). A descendant that
 /// outlived its run or its replica would be seen as `busy` by the next run.
 pub fn write_jobs(dir: &Path) -> Jobs {
     let runs = dir.join("runs");
@@ -229,11 +236,19 @@ pub fn write_jobs(dir: &Path) -> Jobs {
         start = record(LONG, "start", "$lock"),
         end = record(LONG, "end", "-"),
     );
+    let queue = format!(
+        "trap '{term}; exit 143' TERM\n      {probe}\n      {start}\n      sh -c 'sleep 3' & wait $!\n      {end}",
+        term = record(QUEUE, "term", "-"),
+        probe = probe(QUEUE),
+        start = record(QUEUE, "start", "$lock"),
+        end = record(QUEUE, "end", "-"),
+    );
     let file = dir.join("jobs.yaml");
     let yaml = format!(
         "defaults:\n  terminationGrace: {GRACE}\n  startingDeadline: 10s\n  env: {{CHAOS_RUN_DIR: {marker}}}\n\
          jobs:\n  - name: {TICK}\n    schedule: \"* * * * * *\"\n    shell: |\n      {tick}\n\
-         \x20 - name: {LONG}\n    schedule: \"*/4 * * * * *\"\n    shell: |\n      {long}\n"
+         \x20 - name: {LONG}\n    schedule: \"*/4 * * * * *\"\n    shell: |\n      {long}\n\
+         \x20 - name: {QUEUE}\n    schedule: \"*/2 * * * * *\"\n    concurrencyPolicy: Queue\n    shell: |\n      {queue}\n"
     );
     fs::write(&file, yaml).expect("write the jobs file");
     Jobs { file, runs, marker }
@@ -246,7 +261,7 @@ pub fn write_jobs(dir: &Path) -> Jobs {
 pub enum Mark {
     Start,
     End,
-    /// The tick job's SIGTERM trap.
+    /// The SIGTERM trap of the tick and queue jobs.
     Term,
 }
 

@@ -54,6 +54,7 @@ pub fn job(name: &str, program: Program) -> Job {
         retry_backoff: Duration::from_millis(10),
         suspend: false,
         rerun_interrupted: false,
+        jitter: None,
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::cluster::{count_by_kind, ms, Incarnation, Injected};
-use super::{clock, Liveness, Mark, Observed, Settings, BEFORE_FAULT, LONG, RECOVERY, TICK};
+use super::{
+    clock, Liveness, Mark, Observed, Settings, BEFORE_FAULT, JOBS, LONG, QUEUE, RECOVERY, TICK,
+};
 
 /// A tick run that starts this much after its slot was caught up, or fired late (after a freeze); on
 /// time, a run starts within a few tens of milliseconds (a run state write, a fork).
@@ -252,7 +254,7 @@ impl<'a> Check<'a> {
     fn overlaps(&mut self) {
         let mut covered: Vec<String> = Vec::new();
         let mut fenced: Vec<Fenced> = Vec::new();
-        for job in [TICK, LONG] {
+        for job in JOBS {
             let mut order: Vec<usize> = (0..self.runs.len())
                 .filter(|&i| self.runs[i].job == job)
                 .collect();
@@ -359,7 +361,9 @@ impl<'a> Check<'a> {
         let run_a = &self.runs[a];
         let pair = format!("{} and {}", self.describe(run_a), self.describe(run_b));
         if run_a.token == run_b.token {
-            return Err(format!("{pair}: two runs of one term at once (Forbid)"));
+            return Err(format!(
+                "{pair}: two runs of one term at once (Forbid, Queue)"
+            ));
         }
         let (stale, fresh) = if run_a.token < run_b.token {
             (a, b)
@@ -420,7 +424,7 @@ impl<'a> Check<'a> {
 
     // === Slots ===
 
-    /// No slot of either job is started twice.
+    /// No slot of any job is started twice.
     fn slots_twice(&mut self) {
         let mut by_slot: BTreeMap<(String, DateTime<Utc>), Vec<usize>> = BTreeMap::new();
         for (i, run) in self.runs.iter().enumerate() {
@@ -494,31 +498,27 @@ impl<'a> Check<'a> {
             .count();
         let ran: usize = self.runs.iter().filter(|r| r.job == TICK).count();
         let longs: usize = self.runs.iter().filter(|r| r.job == LONG).count();
+        let queues: usize = self.runs.iter().filter(|r| r.job == QUEUE).count();
         let killed = self.runs.iter().filter(|r| r.end.is_none()).count();
         let terminated = self
             .runs
             .iter()
             .filter(|r| matches!(r.end, Some((_, Mark::Term))))
             .count();
-        let caught_up = |job: &str| {
-            self.input
-                .logs
-                .iter()
-                .filter_map(|log| std::fs::read_to_string(log).ok())
-                .map(|text| {
-                    text.lines()
-                        .filter(|l| {
-                            l.contains("catching up a slot") && l.contains(&format!("job={job} "))
-                        })
-                        .count()
-                })
-                .sum::<usize>()
-        };
+        let caught_up = |job: &str| self.logged(job, "catching up a slot");
         self.figure(format!(
-            "runs: {ran} tick ({late} started over {} ms after their slot), {longs} long; {terminated} ended by SIGTERM, {killed} killed; caught up per the leaders' logs: {} tick, {} long",
+            "runs: {ran} tick ({late} started over {} ms after their slot), {longs} long, {queues} queue; {terminated} ended by SIGTERM, {killed} killed; caught up per the leaders' logs: {} tick, {} long, {} queue",
             LATE.as_millis(),
             caught_up(TICK),
-            caught_up(LONG)
+            caught_up(LONG),
+            caught_up(QUEUE)
+        ));
+        self.figure(format!(
+            "queue slots per the leaders' logs: {} queued, {} started from the queue, {} replaced by a later fire, {} dropped with their term",
+            self.logged(QUEUE, "msg=\"slot queued"),
+            self.logged(QUEUE, "msg=\"queued slot starting"),
+            self.logged(QUEUE, "msg=\"queued slot replaced"),
+            self.logged(QUEUE, "msg=\"queued slot dropped"),
         ));
         self.figure(format!(
             "tick slots {}..={}: {expected} due, {} lost, {} of them outside the bound (must be 0); bound: within [fault start - {} ms, fault end + latency + {} ms] of a fault whose target held the Lease in that window",
@@ -594,12 +594,31 @@ impl<'a> Check<'a> {
         starts.windows(2).map(|w| w[1] - w[0]).max()
     }
 
-    /// The run did something: both jobs ran, faults were injected.
+    /// How many lines of the replicas' logs (every incarnation's) are about `job` and contain `what`.
+    fn logged(&self, job: &str, what: &str) -> usize {
+        self.input
+            .logs
+            .iter()
+            .filter_map(|log| std::fs::read_to_string(log).ok())
+            .map(|text| {
+                text.lines()
+                    .filter(|l| l.contains(what) && l.contains(&format!("job={job} ")))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// The run did something: every job ran, the queue job queued, faults were injected.
     fn sanity(&mut self) {
-        for job in [TICK, LONG] {
+        for job in JOBS {
             if !self.runs.iter().any(|r| r.job == job && r.end.is_some()) {
                 self.violate(format!("no run of {job} finished: the run checked nothing"));
             }
+        }
+        if self.logged(QUEUE, "msg=\"queued slot starting") == 0 {
+            self.violate(format!(
+                "no slot of {QUEUE} started from its queue: the run checked nothing of Queue"
+            ));
         }
         let faults = self
             .input
