@@ -240,8 +240,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// A store's error, boxed: it names the store and says what to do (a missing permission names the rule).
 pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Where the document is kept: the ConfigMap `<lease-name>-controls`
-/// ([`crate::kubernetes::controls`]) or the file `LEASE.controls` ([`crate::local::controls`]).
+/// Where the document is kept: the ConfigMap `<lease-name>-controls` (`crate::kubernetes::controls`) or
+/// the file `LEASE.controls` (`crate::local::controls`); neither store is in this tree yet.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// For messages: `configmap NS/NAME` or `file PATH`.
     fn describe(&self) -> String;

@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text format), `/status` (JSON), `/healthz` and `/readyz`.
+//! The HTTP endpoint: `/` (the status page, HTML: [`page`]), `/metrics` (Prometheus text format),
+//! `/status` (JSON), `/healthz` and `/readyz`.
 //!
 //! `/healthz` fails only when the process is wedged: a leader whose term is past its deadline by more than
 //! [`WEDGED_AFTER`] and still not ended means the elector's deadline timer is not running, and a restart is
@@ -6,7 +7,10 @@
 //! except while this replica is a stalled leader ([`crate::stall`]): it holds the lease but has skipped
 //! every fire for longer than LD, and `/readyz` answers 503 with the reason (a restart would not cure a
 //! run state that cannot be written, so `/healthz` stays healthy).
-//! `/status` combines the leadership channel with a [`StatusBoard`], an [`Observer`] of runs and fires.
+//! `/status` combines the leadership channel with a [`StatusBoard`], an [`Observer`] of runs and fires; `/`
+//! renders the same [`Status`] snapshot as a page.
+
+pub mod page;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -554,6 +558,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> Result<(), Error> {
     let app = Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -600,6 +605,35 @@ async fn status(State(endpoints): State<Endpoints>) -> Response {
     match serde_json::to_string_pretty(&endpoints.status.snapshot(&leadership)) {
         Ok(json) => ([(header::CONTENT_TYPE, JSON_CONTENT_TYPE)], json + "\n").into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
+}
+
+async fn status_page(State(endpoints): State<Endpoints>) -> Response {
+    let leadership = endpoints.health.leadership.borrow().clone();
+    // Off the runtime's workers, as `/metrics`: with 10 000 jobs the page is about 10 MiB.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let now = Utc::now();
+        page::render(&endpoints.status.snapshot(&leadership), now)
+    })
+    .await;
+    match rendered {
+        Ok(html) => (
+            [
+                (header::CONTENT_TYPE, page::CONTENT_TYPE),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    page::CONTENT_SECURITY_POLICY,
+                ),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(panic) => {
+            tracing::warn!(error = %panic, "cannot render the status page");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{panic}\n")).into_response()
+        }
     }
 }
 

@@ -53,7 +53,8 @@
 //! - [`event`] is the vocabulary: what the elector, the dispatcher, the runner and the reloader report.
 //! - [`observe`] fans those events out to every [`observe::Observer`]: [`metrics`], the `/status` board of
 //!   [`http`], [`stall`] and [`kubernetes::events`]. Observers do no I/O on the caller's task.
-//! - [`http`] serves `/metrics`, `/status`, `/healthz` and `/readyz`.
+//! - [`http`] serves the status page `/` ([`http::page`], the `/status` snapshot as HTML), `/metrics`,
+//!   `/status`, `/healthz` and `/readyz`.
 //!
 //! **The process.** [`shutdown`] (SIGTERM/SIGINT), [`signals`] (SIGHUP re-reads; SIGUSR1/2 and SIGALRM are
 //! ignored), [`logging`] (a log that never blocks or panics), [`clock`] (an injectable wall clock).

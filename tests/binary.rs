@@ -34,4 +34,5 @@ mod binary {
     }
     mod signals;
     mod startup_retry;
+    mod status_page;
 }

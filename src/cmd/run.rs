@@ -121,7 +121,7 @@ async fn run_supervised(
     // retried, and a signal ends it cleanly.
     let listener = http::bind(opts.http_addr).await?;
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
+        tracing::info!(%addr, "serving /healthz, /readyz, /metrics, /status and the status page /");
     }
     let mut signals = Signals::install()?;
     let (listener, starting) = StartingEndpoint::serve(listener)?;

@@ -1,7 +1,8 @@
 //! Behaviour at scale: a file of 10 000 jobs loads, schedules hold in every year, runs due at the same
-//! instant each run exactly once (with the run state in memory and in a file), and concurrent claims of the
-//! run state are decided one after the other. No test asserts how long anything took (see
-//! `benches/*_scale.rs`).
+//! instant each run exactly once (with the run state in memory and in a file), concurrent claims of the
+//! run state are decided one after the other, and the status page of 10 000 jobs renders (its size and
+//! render time printed: `cargo test --test slow status_page -- --nocapture`). No test asserts how long
+//! anything took (see `benches/*_scale.rs`).
 
 use crate::support::scale_jobs;
 use leasecron::run_state::Origin;
@@ -311,4 +312,156 @@ async fn concurrent_claims_are_decided_one_after_the_other() {
         let decision = claim.await.expect("no panic").expect("writable");
         assert_eq!(decision, Claim::Stale { record_token: 2 });
     }
+}
+
+// === the status page ===
+
+/// A `/status` snapshot of the jobs of `scale_jobs::realistic(n)`, each with a full history (the worst
+/// case for the page): a last run, every seventh job failed with exit code 2, every eleventh suspended by
+/// an operator with a note, every thirteenth running.
+fn status_of(n: usize) -> leasecron::http::Status {
+    use leasecron::controls::Suspension;
+    use leasecron::http::{ConfigStatus, JobStatus, LastRun, RunSource, Status};
+    use leasecron::run_state::{Cause, HistoryEntry, JobRecord, HISTORY_PER_JOB};
+
+    let set = config::parse_str(
+        &scale_jobs::realistic(n),
+        "jobs.yaml",
+        &LoadOptions::default(),
+    )
+    .expect("the generated file is valid");
+    let now = utc("2026-11-21T10:00:00Z");
+    let minutes = |m: i64| now + chrono::Duration::minutes(m);
+    let jobs = set
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| {
+            let failed = i % 7 == 0;
+            let outcome = if failed { "failed" } else { "succeeded" };
+            let history: Vec<HistoryEntry> = (0..HISTORY_PER_JOB as i64)
+                .map(|k| HistoryEntry {
+                    slot: minutes(-60 + k),
+                    cause: if k == 3 {
+                        Cause::CatchUp
+                    } else {
+                        Cause::Schedule
+                    },
+                    request: None,
+                    fencing_token: 41,
+                    identity: "leasecron-6c9f7d-x2k4q".to_owned(),
+                    started_at: minutes(-60 + k),
+                    finished_at: Some(minutes(-60 + k) + chrono::Duration::milliseconds(1234)),
+                    outcome: Some(if k % 5 == 0 { "failed" } else { outcome }.to_owned()),
+                    exit_code: (k % 5 == 0 || failed).then_some(2),
+                    signal: None,
+                    attempts: Some(1),
+                })
+                .collect();
+            let suspension = (i % 11 == 0).then(|| Suspension {
+                note: Some("paused while the warehouse migration runs (INC-4711)".to_owned()),
+                by: "alice@example.com".to_owned(),
+                at: minutes(-90),
+                request: format!("req-{i}"),
+            });
+            let suspended = job.suspend || suspension.is_some();
+            JobStatus {
+                name: job.name.clone(),
+                schedule: job.schedule.expression().to_owned(),
+                zone: job.schedule.zone().to_string(),
+                suspended,
+                suspension,
+                next_run: (!suspended).then(|| minutes(5)),
+                next_fire: (!suspended).then(|| minutes(5)),
+                jitter_seconds: None,
+                next_slot_if_resumed: suspended.then(|| minutes(5)),
+                last_run: Some(LastRun {
+                    scheduled: minutes(-41),
+                    outcome: outcome.to_owned(),
+                    exit_code: failed.then_some(2),
+                    signal: None,
+                    error: None,
+                    started: Some(minutes(-41)),
+                    finished: minutes(-41) + chrono::Duration::milliseconds(1234),
+                    duration_seconds: Some(1.234),
+                    attempts: Some(1),
+                    leftover_processes_killed: Some(0),
+                    source: RunSource::ThisReplica,
+                    identity: Some("leasecron-6c9f7d-x2k4q".to_owned()),
+                    fencing_token: Some(41),
+                }),
+                running: u32::from(i % 13 == 0),
+                run_state: Some(JobRecord {
+                    history,
+                    ..JobRecord::default()
+                }),
+            }
+        })
+        .collect();
+    Status {
+        identity: "leasecron-6c9f7d-x2k4q".to_owned(),
+        holder: Some("leasecron-6c9f7d-x2k4q".to_owned()),
+        leading: true,
+        fencing_token: Some(41),
+        term_acquired_at: Some(minutes(-120)),
+        term_deadline_remaining_seconds: Some(9.5),
+        config: ConfigStatus {
+            source: Some("configmap/prod/leasecron-jobs/jobs.yaml".to_owned()),
+            hash: Some("00112233aabbccdd".to_owned()),
+            loaded_at: Some(minutes(-120)),
+            last_error: None,
+            last_error_at: None,
+        },
+        jobs,
+    }
+}
+
+#[test]
+fn the_status_page_of_ten_thousand_jobs_with_full_histories_renders_every_row() {
+    use leasecron::http::page::{self, STRIP_RUNS};
+
+    const JOBS: usize = 10_000;
+    let status = status_of(JOBS);
+    let now = utc("2026-11-21T10:00:00Z");
+    let mut times = Vec::new();
+    let mut html = String::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        html = page::render(&status, now);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let json = serde_json::to_string_pretty(&status).expect("serializes");
+    println!(
+        "status page, {JOBS} jobs, {} runs each in the run state, strip of {STRIP_RUNS}: {} bytes \
+         ({:.1} MiB, {} bytes a job), render median {:.1} ms (min {:.1} ms, of {}; {} build); \
+         /status of the same snapshot: {:.1} MiB",
+        status.jobs[0]
+            .run_state
+            .as_ref()
+            .map_or(0, |r| r.history.len()),
+        html.len(),
+        html.len() as f64 / (1024.0 * 1024.0),
+        html.len() / JOBS,
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[0].as_secs_f64() * 1e3,
+        times.len(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        json.len() as f64 / (1024.0 * 1024.0),
+    );
+    assert_eq!(html.matches("<tr id=\"job-").count(), JOBS);
+    assert_eq!(html.matches("<td class=h><div class=s>").count(), JOBS);
+    // Each strip holds the last STRIP_RUNS runs, and no more (the legend has one cell of each kind).
+    assert_eq!(html.matches("<i class=").count() - 6, JOBS * STRIP_RUNS);
+    assert!(html.ends_with("</html>\n"));
+    // Not a timing: the size stays about a kilobyte a job (it was 1.0 KiB when the page was written).
+    assert!(
+        html.len() < JOBS * 2048,
+        "{} bytes for {JOBS} jobs",
+        html.len()
+    );
 }

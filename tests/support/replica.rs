@@ -253,11 +253,20 @@ pub struct HttpResponse {
 
 /// `GET path` from `addr` over HTTP/1.0 (so the answer is never chunked), waiting at most 10 s.
 pub fn http_request(addr: std::net::SocketAddr, path: &str) -> Option<HttpResponse> {
+    http_request_with(addr, "GET", path)
+}
+
+/// `METHOD path` from `addr`, as [`http_request`].
+pub fn http_request_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+) -> Option<HttpResponse> {
     use std::io::{Read, Write};
     let limit = Duration::from_secs(10);
     let mut stream = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
     stream.set_read_timeout(Some(limit)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
