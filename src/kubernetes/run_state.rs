@@ -370,31 +370,42 @@ impl StateConfigMap {
     }
 
     /// Logs when the encoding changes: format 2 cannot be read by a leasecron before it, and its
-    /// essentials-only form drops the details `/status` shows.
+    /// essentials-only form drops the details `/status` shows. How many runs of each job's history format 2
+    /// keeps follows the record's size from write to write: a change of it alone is logged at debug.
     fn note_encoding(&self, encoding: encoding::Encoding, jobs: usize) {
+        use encoding::Encoding::{Compact, Essential, Full};
         let mut last = self
             .last_encoding
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let was_compact = matches!(*last, Some(Compact { .. }));
         if *last == Some(encoding) {
             return;
         }
         *last = Some(encoding);
         match encoding {
-            encoding::Encoding::Full => {
+            Full => {
                 tracing::debug!(store = %self.describe, jobs, "run state written in format 1");
             }
-            encoding::Encoding::Compact => tracing::info!(
+            Compact { history } if was_compact => tracing::debug!(
                 store = %self.describe,
                 jobs,
-                "run state too large for format 1: written in the compact format 2 (a leasecron before \
-                 format 2 would rebuild it)"
+                history_per_job = history,
+                "run state in format 2: the history kept per job changed"
             ),
-            encoding::Encoding::Essential => tracing::warn!(
+            Compact { history } => tracing::info!(
+                store = %self.describe,
+                jobs,
+                history_per_job = history,
+                "run state too large for format 1: written in the compact format 2 (a leasecron before \
+                 format 2 would rebuild it), with at most history_per_job runs of each job's history"
+            ),
+            Essential => tracing::warn!(
                 store = %self.describe,
                 jobs,
                 "run state too large for format 2 with details: written with the essentials only (who \
-                 started each slot, when exactly, and the last success are no longer kept)"
+                 started each slot, when exactly, the last success and the run history are no longer \
+                 kept)"
             ),
         }
     }

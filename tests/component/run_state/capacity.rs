@@ -1,11 +1,11 @@
 //! The run state ConfigMap's capacity, on the strict fake API server (which refuses a ConfigMap over
-//! 1 MiB with 422, as the real one does) and on the real one through the fake in proxy mode: 10 000 jobs fit; format 1, which every version reads, is written
-//! while it fits and read whoever wrote it. `leasecron run` refusing a job set whose run state may not
-//! fit is in `tests/binary/run_state/capacity.rs`.
+//! 1 MiB with 422, as the real one does) and on the real one through the fake in proxy mode: 10 000 jobs fit;
+//! format 1, which every version reads, is written while it fits and read whoever wrote it; the history
+//! is shed evenly where 1 MiB cannot hold it, never a claim and never an acknowledgement. `leasecron run`
+//! refusing a job set whose run state may not fit is in `tests/binary/run_state/capacity.rs`.
 
 use crate::on_both_servers;
 use crate::support::{fake_apiserver, scale_jobs};
-use leasecron::run_state::{Origin, RunResult};
 
 use std::time::Duration;
 
@@ -13,7 +13,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use fake_apiserver::{FakeApiServer, Resource, Which};
 use futures_util::future::join_all;
 use leasecron::kubernetes::run_state::{encoding, StateConfigMap, KEY};
-use leasecron::run_state::{Claim, Completion, Ledger, StateRecord, TermStart};
+use leasecron::run_state::{
+    Cause, Claim, Completion, Ledger, Origin, RequestState, RunResult, StateRecord, TermStart,
+    HISTORY_PER_JOB,
+};
 use leasecron::term::FencingToken;
 use scale_jobs::names;
 
@@ -211,18 +214,10 @@ async fn a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_ar
     let TermStart::Begun(record) = b.begin_term(FencingToken(2)).await.expect("api") else {
         panic!("not stale")
     };
-    // Format 2 with details keeps every field, to the millisecond (these are whole seconds), except
-    // history entries where 1 MiB cannot hold them.
-    let without_history =
-        |jobs: &std::collections::BTreeMap<String, leasecron::run_state::JobRecord>| {
-            let mut jobs = jobs.clone();
-            jobs.values_mut().for_each(|job| job.history.clear());
-            jobs
-        };
-    assert_eq!(
-        without_history(&record.jobs),
-        without_history(&in_memory.jobs)
-    );
+    // Format 2 with details keeps every field, to the millisecond (these are whole seconds), the one run
+    // in each job's history included.
+    assert!(in_memory.jobs.values().all(|job| job.history.len() == 1));
+    assert!(record.jobs == in_memory.jobs, "every field read back");
 
     let kept: Vec<&str> = names[..100].iter().map(String::as_str).collect();
     b.retain_jobs(FencingToken(2), &kept).await.expect("api");
@@ -230,9 +225,154 @@ async fn a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_ar
     assert_eq!(readable.jobs.len(), 100);
 }
 
+/// Claims `slots` slots of every job and completes them, each slot's claims at once and all the slots
+/// together (the group commit writes them in a few writes); the claims and completions of a slot come
+/// after those of the slot before, so each job's history ends up with a run per slot.
+async fn run_slots(ledger: &Ledger, names: &[String], slots: i64, token: u64) {
+    let at = |n: i64| 3600 * (n + 1);
+    let claims = join_all((0..slots).flat_map(|n| {
+        names.iter().map(move |name| {
+            ledger.claim(
+                name,
+                slot(at(n)),
+                FencingToken(token),
+                slot(at(n)),
+                &Origin::SCHEDULE,
+            )
+        })
+    }))
+    .await;
+    assert!(
+        claims
+            .into_iter()
+            .all(|claim| claim.expect("the API answers") == Claim::Claimed),
+        "every slot claimed"
+    );
+    let completions = join_all((0..slots).flat_map(|n| {
+        names.iter().map(move |name| {
+            let completion = Completion {
+                slot: slot(at(n)),
+                outcome: "succeeded".to_owned(),
+                finished_at: slot(at(n) + 5),
+            };
+            let result = RunResult {
+                exit_code: Some(0),
+                signal: None,
+                attempts: 1,
+            };
+            ledger.complete(
+                name,
+                FencingToken(token),
+                &Origin::SCHEDULE,
+                completion,
+                result,
+            )
+        })
+    }))
+    .await;
+    for completion in completions {
+        completion.expect("the API answers");
+    }
+}
+
+async fn ten_thousand_jobs_with_full_histories_shed_their_history_never_a_claim_or_an_acknowledgement(
+    which: Which,
+) {
+    let Some(server) = FakeApiServer::start_on(which, "ten_thousand_jobs_with_full_h").await else {
+        return;
+    };
+    let a = ledger(&server, "a").await;
+    assert!(
+        matches!(
+            a.begin_term(FencingToken(1)).await.expect("api"),
+            TermStart::Begun(_)
+        ),
+        "not stale"
+    );
+    // Names of 20 characters, as in the figures of the encoding's documentation.
+    let names = names(10_000, "nightly-report");
+    let slots = i64::try_from(HISTORY_PER_JOB).expect("small");
+    run_slots(&a, &names, slots, 1).await;
+    // An operator's trigger: its acknowledgement is written with its claim.
+    let trigger = Origin::requested(Cause::Trigger, "0193a1b2c3d4-1a2b3c4d", slot(10));
+    assert_eq!(
+        a.claim(&names[7], slot(11), FencingToken(1), slot(11), &trigger)
+            .await
+            .expect("api"),
+        Claim::Claimed
+    );
+    let in_memory = a.snapshot();
+    assert!(
+        in_memory
+            .jobs
+            .values()
+            .all(|job| job.history.len() >= HISTORY_PER_JOB),
+        "a full history each, in memory"
+    );
+    // One more claim, of a record whose full history 1 MiB cannot hold: the history gives way.
+    let next = slot(3600 * (slots + 1));
+    assert_eq!(
+        a.claim(&names[0], next, FencingToken(1), next, &Origin::SCHEDULE)
+            .await
+            .expect("the claim is written"),
+        Claim::Claimed
+    );
+    let text = stored_text(&server);
+    assert!(text.len() <= encoding::MAX_BYTES, "{} bytes", text.len());
+    let format = serde_json::from_str::<serde_json::Value>(&text).expect("JSON")["format"].clone();
+    assert_eq!(format, 2, "the compact format");
+
+    // Another replica reads every claim, the acknowledgement, and the same number of last runs of every
+    // job.
+    let b = ledger(&server, "b").await;
+    let TermStart::Begun(record) = b.begin_term(FencingToken(2)).await.expect("api") else {
+        panic!("not stale")
+    };
+    assert_eq!(record.jobs.len(), 10_000);
+    assert_eq!(
+        record.jobs[&names[0]]
+            .last_started
+            .as_ref()
+            .map(|s| (s.slot, s.fencing_token)),
+        Some((next, 1))
+    );
+    let kept = record.jobs[&names[1]].history.len();
+    assert!(kept < HISTORY_PER_JOB, "the history is shed: {kept}");
+    for name in &names[1..] {
+        let job = &record.jobs[name];
+        let started = job.last_started.as_ref().expect("started");
+        assert_eq!(
+            (started.slot, started.fencing_token),
+            (slot(3600 * slots), 1),
+            "{name}"
+        );
+        let known = &in_memory.jobs[name].history;
+        assert!(
+            job.history[..] == known[known.len() - kept..],
+            "{name}: its last {kept} runs"
+        );
+    }
+    let ack = &record.requests["0193a1b2c3d4-1a2b3c4d"];
+    assert_eq!(
+        (ack.job.as_str(), ack.state, ack.slot),
+        (names[7].as_str(), RequestState::Running, Some(slot(11)))
+    );
+    // The trigger is not carried out again.
+    assert_eq!(
+        b.claim(&names[7], slot(12), FencingToken(2), slot(12), &trigger)
+            .await
+            .expect("api"),
+        Claim::AlreadyStarted {
+            slot: slot(11),
+            fencing_token: 1
+        }
+    );
+}
+
 on_both_servers!(
     #[tokio::test]
     ten_thousand_jobs_with_the_longest_names_are_claimed_and_read_back_by_another_replica,
     a_record_written_by_the_previous_version_is_read_and_format_1_is_kept_while_it_fits,
     a_record_goes_to_format_2_past_format_1s_capacity_and_back_once_jobs_are_removed,
+    ten_thousand_jobs_with_full_histories_shed_their_history_never_a_claim_or_an_acknowledgement,
 );
