@@ -981,7 +981,13 @@ async fn run_state(
     let base = Utc::now();
     let claim = |k: usize| {
         let slot = base + chrono::Duration::seconds(k as i64);
-        ledger.claim("job", slot, FencingToken(1), slot, false)
+        ledger.claim(
+            "job",
+            slot,
+            FencingToken(1),
+            slot,
+            &leasecron::run_state::Origin::SCHEDULE,
+        )
     };
     for k in 0..3 {
         claim(k).await.expect("a warm-up claim");

@@ -25,7 +25,7 @@
 //! before [`DispatchEvent::JobsApplied`] is sent, so no event of an old timer follows it on the channel.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -36,8 +36,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::{Job, JobSet};
+use crate::controls::{Controls, Suspension};
 use crate::event::{DispatchEvent, JobsDiff, SkipReason};
 use crate::logging::rfc3339;
+use crate::operator::Operator;
 use crate::run_state::{self, Cause, Keeper, Ledger, Origin};
 use crate::runner::{Runner, Start};
 use crate::schedule::{Tick, Timer};
@@ -63,6 +65,12 @@ pub struct Dispatcher {
     events: Option<UnboundedSender<DispatchEvent>>,
     /// The run state of the terms: stamped, caught up and pruned here, claimed in by the runner.
     keeper: Keeper,
+    /// The operators' controls document, as this replica last read it.
+    controls: Option<watch::Receiver<Arc<Controls>>>,
+    /// Carries out the operators' requests while this replica leads.
+    operator: Option<Arc<Operator>>,
+    /// The jobs suspended by operators (`leasecron suspend`), by name: their fires start nothing.
+    suspended: Arc<RwLock<BTreeMap<String, Suspension>>>,
 }
 
 // === impl Dispatcher ===
@@ -83,6 +91,70 @@ impl Dispatcher {
             keeper: Keeper::new(ledger, Arc::clone(&clock)),
             clock,
             events: None,
+            controls: None,
+            operator: None,
+            suspended: Arc::new(RwLock::new(BTreeMap::new())),
+        }
+    }
+
+    /// Follows the operators' `controls` document: its suspensions apply to every fire from the moment
+    /// it is read, and while this replica leads `operator` carries out its requests.
+    pub fn with_controls(
+        mut self,
+        controls: watch::Receiver<Arc<Controls>>,
+        operator: Arc<Operator>,
+    ) -> Self {
+        self.controls = Some(controls);
+        self.operator = Some(operator);
+        self
+    }
+
+    /// True if an operator suspended `job`.
+    fn suspended_by_operator(&self, job: &str) -> bool {
+        self.suspended
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(job)
+    }
+
+    /// Applies a version of the controls document: its suspensions from now on (logged once per change),
+    /// and, while this replica leads, its requests.
+    fn apply_controls(&self, controls: &Arc<Controls>, jobs: &Arc<JobSet>) {
+        {
+            let mut suspended = self
+                .suspended
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (job, suspension) in &controls.suspended {
+                if suspended.get(job) != Some(suspension) {
+                    tracing::info!(
+                        job,
+                        suspended = true,
+                        by = %suspension.by,
+                        at = rfc3339(&suspension.at),
+                        note = suspension.note.as_deref().unwrap_or(""),
+                        "job suspended by an operator: its fires are skipped until it is resumed"
+                    );
+                }
+            }
+            for job in suspended.keys() {
+                if !controls.suspended.contains_key(job) {
+                    tracing::info!(
+                        job,
+                        suspended = false,
+                        "job resumed by an operator: its fires start runs again (the slots missed while \
+                         suspended are not run unless backfilled)"
+                    );
+                }
+            }
+            *suspended = controls.suspended.clone();
+        }
+        self.send(DispatchEvent::ControlsApplied {
+            controls: Arc::clone(controls),
+        });
+        let leadership = self.leadership.borrow().clone();
+        if let (Some(operator), Some(term)) = (&self.operator, leadership.live_term()) {
+            operator.carry_out(controls, jobs, term);
         }
     }
 
@@ -106,11 +178,19 @@ impl Dispatcher {
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut jobs_open, mut leadership_open) = (true, true);
         let mut jobs_changed = true;
+        let mut controls = self.controls.clone();
+        let mut controls_changed = controls.is_some();
         loop {
             if std::mem::take(&mut jobs_changed) {
                 let current = Arc::clone(&jobs.borrow_and_update());
                 self.apply(&mut timers, current, first, &stop).await;
                 first = false;
+            }
+            if std::mem::take(&mut controls_changed) {
+                if let Some(controls) = &mut controls {
+                    let current = Arc::clone(&controls.borrow_and_update());
+                    self.apply_controls(&current, &jobs.borrow());
+                }
             }
             let term = leadership.borrow_and_update().live_term().cloned();
             if let Some(term) = term {
@@ -130,6 +210,11 @@ impl Dispatcher {
                 changed = leadership.changed(), if leadership_open => if changed.is_err() {
                     // The elector is gone: nothing new to catch up on.
                     leadership_open = false;
+                },
+                changed = changed(&mut controls) => match changed {
+                    Ok(()) => controls_changed = true,
+                    // The feed is gone (shutdown): keep the suspensions in force.
+                    Err(_) => controls = None,
                 },
                 _ = refresh.tick() => self.refresh_state(),
             }
@@ -157,6 +242,10 @@ impl Dispatcher {
                     });
                 }
                 if let Some(slot) = owed.run {
+                    if this.suspended_by_operator(&job.name) {
+                        tracing::info!(job = %job.name, slot = rfc3339(&slot), "not catching up a slot: the job is suspended by an operator");
+                        return;
+                    }
                     if owed.rerun {
                         tracing::info!(job = %job.name, slot = rfc3339(&slot), fencing_token = token.0, "rerunning a run the previous term interrupted (rerunInterrupted)");
                     } else {
@@ -172,6 +261,14 @@ impl Dispatcher {
                 }
             };
             this.keeper.begin_term(token, &jobs, owe).await;
+            // The record is fresh now: carry out what the last leader left.
+            if let Some(operator) = &this.operator {
+                operator.prune(&term).await;
+                if let Some(controls) = &this.controls {
+                    let controls = Arc::clone(&controls.borrow());
+                    operator.carry_out(&controls, &jobs, &term);
+                }
+            }
         });
     }
 
@@ -299,7 +396,7 @@ impl Dispatcher {
 
     /// Handles one on-time (or within-deadline) fire.
     pub fn fire(&self, job: &Arc<Job>, scheduled: DateTime<Utc>) {
-        if job.suspend {
+        if job.suspend || self.suspended_by_operator(&job.name) {
             self.skip(job, scheduled, SkipReason::Suspended, None);
             return;
         }
@@ -342,6 +439,16 @@ impl Dispatcher {
             // A closed channel means nobody listens any more (shutdown); dispatching is unaffected.
             let _ = events.send(event);
         }
+    }
+}
+
+/// The next change of `controls`; never resolves without a feed.
+async fn changed(
+    controls: &mut Option<watch::Receiver<Arc<Controls>>>,
+) -> Result<(), watch::error::RecvError> {
+    match controls {
+        Some(controls) => controls.changed().await,
+        None => std::future::pending().await,
     }
 }
 

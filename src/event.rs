@@ -21,7 +21,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Job, JobSet};
+use crate::controls::Controls;
 use crate::lease_store::Verb;
+use crate::run_state::{RequestKind, RequestState};
 use crate::term::FencingToken;
 
 /// Why a term ended.
@@ -141,6 +143,30 @@ pub enum DispatchEvent {
         latest: Option<DateTime<Utc>>,
         /// True if counting stopped at [`crate::run_state::MAX_COUNTED_MISSED`].
         truncated: bool,
+    },
+    /// The leader carried out an operator's request, or refused it (`leasecron trigger`, `backfill`,
+    /// `suspend`, `resume`): sent once per request, by the term that acknowledged it.
+    Request {
+        /// The job's name.
+        job: String,
+        /// The request's id.
+        id: String,
+        /// What was asked.
+        kind: RequestKind,
+        /// Who asked.
+        by: String,
+        /// [`RequestState::Done`] (a trigger's run ended, a backfill's slots ran, a suspension or a
+        /// resumption took effect), [`RequestState::Refused`] (see `detail`).
+        state: RequestState,
+        /// A trigger's outcome, a backfill's summary, or why it was refused.
+        detail: Option<String>,
+        /// A suspension's note.
+        note: Option<String>,
+    },
+    /// A version of the controls document is in force on this replica (its suspensions apply from now).
+    ControlsApplied {
+        /// The document.
+        controls: Arc<Controls>,
     },
     /// A version of the jobs is now in force: the timers of removed and changed jobs have stopped (none
     /// of their events follow this one), and those of added and changed jobs are about to start.

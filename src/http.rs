@@ -386,7 +386,10 @@ impl Observer for StatusBoard {
         match event {
             DispatchEvent::NextRun { job, at } => self.update(job, |s| s.next_slot = *at),
             DispatchEvent::JobsApplied { jobs, .. } => self.set_jobs(jobs),
-            DispatchEvent::Skipped { .. } | DispatchEvent::MissedSlots { .. } => {}
+            DispatchEvent::ControlsApplied { controls } => self.set_controls(controls),
+            DispatchEvent::Skipped { .. }
+            | DispatchEvent::MissedSlots { .. }
+            | DispatchEvent::Request { .. } => {}
         }
     }
 

@@ -107,6 +107,7 @@ pub mod local;
 pub mod logging;
 pub mod metrics;
 pub mod observe;
+pub mod operator;
 pub(crate) mod process;
 mod rate_limit;
 pub mod reaper;

@@ -19,11 +19,13 @@ use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::config::JobSet;
+use crate::controls::Controls;
 use crate::event::{
     hash_hex, ConfigReload, DispatchEvent, ElectionEvent, LossReason, Outcome, RunEvent, SkipReason,
 };
 use crate::lease_store::Verb;
 use crate::observe::Observer;
+use crate::run_state::{RequestKind, RequestState};
 
 /// The content type of [`Metrics::encode`]'s output (Prometheus text exposition format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -84,6 +86,10 @@ pub struct Metrics {
     config_info: IntGaugeVec,
     leftovers: IntCounterVec,
     job_count: IntGauge,
+    suspended: IntGaugeVec,
+    requests: IntCounterVec,
+    /// The jobs suspended by the jobs file (`suspend: true`) and by operators (`leasecron suspend`).
+    suspensions: Mutex<(BTreeSet<String>, BTreeSet<String>)>,
 }
 
 /// Creates a metric, registers it, and returns it.
@@ -146,6 +152,9 @@ impl Metrics {
             config_info: register(&r, IntGaugeVec::new(Opts::new("leasecron_config_info", "Always 1; the hash label is the hash of the jobs text in force (FNV-1a 64, 16 hex digits, as /status shows it): equal on replicas that run the same version. Absent until the jobs are loaded."), &["hash"]))?,
             leftovers: register(&r, IntCounterVec::new(Opts::new("leasecron_job_leftover_processes_killed_total", "Processes the job's runs left behind, SIGKILLed as each attempt ended: alive in the attempt's process group after its process exited by itself, or outside the group carrying the attempt's LEASECRON_* variables."), &["job"]))?,
             job_count: register(&r, IntGauge::new("leasecron_jobs", "Jobs in the loaded jobs file."))?,
+            suspended: register(&r, IntGaugeVec::new(Opts::new("leasecron_job_suspended", "1 while the job is suspended (suspend: true in the jobs file, or leasecron suspend), else 0."), &["job"]))?,
+            requests: register(&r, IntCounterVec::new(Opts::new("leasecron_operator_requests_total", "Operators' requests (leasecron trigger, backfill, suspend, resume) that this replica carried out (result done) or refused, by job and kind; counted by the leader that acknowledged each, once."), &["job", "kind", "result"]))?,
+            suspensions: Mutex::new((BTreeSet::new(), BTreeSet::new())),
             registry: r,
         };
         metrics.registry.register(Box::new(ProcessCounter::new(
@@ -194,6 +203,46 @@ impl Metrics {
         self.job_count
             .set(i64::try_from(wanted.len()).unwrap_or(i64::MAX));
         *known = wanted;
+        drop(known);
+        let mut suspensions = self.lock_suspensions();
+        suspensions.0 = jobs
+            .jobs
+            .iter()
+            .filter(|job| job.suspend)
+            .map(|job| job.name.clone())
+            .collect();
+        self.publish_suspensions(&suspensions);
+    }
+
+    /// Makes the operators' suspensions of `controls` the ones `leasecron_job_suspended` counts.
+    pub fn set_controls(&self, controls: &Controls) {
+        let mut suspensions = self.lock_suspensions();
+        suspensions.1 = controls.suspended.keys().cloned().collect();
+        self.publish_suspensions(&suspensions);
+    }
+
+    fn publish_suspensions(&self, (by_file, by_operator): &(BTreeSet<String>, BTreeSet<String>)) {
+        for job in self.lock_jobs().iter() {
+            let suspended = by_file.contains(job) || by_operator.contains(job);
+            self.suspended
+                .with_label_values(&[job.as_str()])
+                .set(i64::from(suspended));
+        }
+    }
+
+    fn lock_suspensions(&self) -> MutexGuard<'_, (BTreeSet<String>, BTreeSet<String>)> {
+        self.suspensions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts an operator's request that this replica carried out or refused.
+    fn request(&self, job: &str, kind: RequestKind, state: RequestState) {
+        if self.lock_jobs().contains(job) {
+            self.requests
+                .with_label_values(&[job, kind.as_str(), state.as_str()])
+                .inc();
+        }
     }
 
     fn create_job_series(&self, job: &str) {
@@ -219,6 +268,14 @@ impl Metrics {
         let _ = self.running.remove_label_values(&[job]);
         let _ = self.duration.remove_label_values(&[job]);
         let _ = self.leftovers.remove_label_values(&[job]);
+        let _ = self.suspended.remove_label_values(&[job]);
+        for kind in RequestKind::ALL {
+            for state in [RequestState::Done, RequestState::Refused] {
+                let _ = self
+                    .requests
+                    .remove_label_values(&[job, kind.as_str(), state.as_str()]);
+            }
+        }
         let _ = self.last_success.remove_label_values(&[job]);
         let _ = self.next_run.remove_label_values(&[job]);
     }
@@ -395,6 +452,10 @@ impl Observer for Metrics {
             DispatchEvent::MissedSlots { job, count, .. } => {
                 self.skipped_many(job, SkipReason::MissedDeadline, *count)
             }
+            DispatchEvent::Request {
+                job, kind, state, ..
+            } => self.request(job, *kind, *state),
+            DispatchEvent::ControlsApplied { controls } => self.set_controls(controls),
         }
     }
 

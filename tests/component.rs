@@ -26,6 +26,7 @@ mod component {
         mod kube;
     }
     mod metrics;
+    mod operator;
     mod reload;
     mod runner;
     /// The run state in its ConfigMap: the ledger and the store, and its capacity.

@@ -50,6 +50,7 @@ use crate::event::{
 use crate::kubernetes::names::MAX_SUBDOMAIN_LEN;
 use crate::observe::Observer;
 use crate::rate_limit::Folded;
+use crate::run_state::{RequestKind, RequestState};
 
 mod publisher;
 
@@ -432,6 +433,9 @@ fn run_draft(identity: &str, event: &RunEvent) -> Option<Draft> {
 /// `JobMissedDeadline`: a run that did not start within its deadline, and slots that fell due while no
 /// replica led and will not run. Others: nothing.
 fn dispatch_draft(identity: &str, event: &DispatchEvent) -> Option<Draft> {
+    if let DispatchEvent::Request { .. } = event {
+        return request_draft(identity, event);
+    }
     let (job, note) = match event {
         DispatchEvent::Skipped {
             job,
@@ -464,6 +468,69 @@ fn dispatch_draft(identity: &str, event: &DispatchEvent) -> Option<Draft> {
         type_: EventType::Warning,
         reason: "JobMissedDeadline",
         action: "StartJob",
+        job: Some(job.clone()),
+        note,
+    })
+}
+
+/// An operator's request that the leader carried out or refused: Normal `JobTriggered`, `BackfillDone`,
+/// `JobSuspended`, `JobResumed`, or Warning `RequestRefused` with the reason.
+fn request_draft(identity: &str, event: &DispatchEvent) -> Option<Draft> {
+    let DispatchEvent::Request {
+        job,
+        id,
+        kind,
+        by,
+        state,
+        detail,
+        note,
+    } = event
+    else {
+        return None;
+    };
+    let action = match kind {
+        RequestKind::Trigger => "Trigger",
+        RequestKind::Backfill => "Backfill",
+        RequestKind::Suspend => "Suspend",
+        RequestKind::Resume => "Resume",
+    };
+    let detail = detail
+        .as_deref()
+        .map_or_else(String::new, |d| format!(": {d}"));
+    let (type_, reason, note) = match (state, kind) {
+        (RequestState::Refused, _) => (
+            EventType::Warning,
+            "RequestRefused",
+            format!("job {job}: {} request {id} by {by} not carried out by {identity}{detail}", kind.as_str()),
+        ),
+        (_, RequestKind::Trigger) => (
+            EventType::Normal,
+            "JobTriggered",
+            format!("job {job}: run triggered by {by} (request {id}) ran on {identity}{detail}"),
+        ),
+        (_, RequestKind::Backfill) => (
+            EventType::Normal,
+            "BackfillDone",
+            format!("job {job}: backfill by {by} (request {id}) done on {identity}{detail}"),
+        ),
+        (_, RequestKind::Suspend) => (
+            EventType::Normal,
+            "JobSuspended",
+            match note {
+                Some(note) => format!("job {job}: suspended by {by} (request {id}): {note}"),
+                None => format!("job {job}: suspended by {by} (request {id})"),
+            },
+        ),
+        (_, RequestKind::Resume) => (
+            EventType::Normal,
+            "JobResumed",
+            format!("job {job}: resumed by {by} (request {id}); the slots missed while suspended are not run unless backfilled"),
+        ),
+    };
+    Some(Draft {
+        type_,
+        reason,
+        action,
         job: Some(job.clone()),
         note,
     })
