@@ -20,7 +20,9 @@ use std::time::Instant;
 
 use chrono::Utc;
 use leasecron::local::run_state::StateFile;
-use leasecron::run_state::{Completion, JobRecord, Ledger, SlotStart, StateRecord, TermStart};
+use leasecron::run_state::{
+    Completion, JobRecord, Ledger, Origin, SlotStart, StateRecord, TermStart,
+};
 use leasecron::term::FencingToken;
 use scale::Summary;
 
@@ -71,7 +73,8 @@ fn main() {
             .map(|k| {
                 let slot = now + chrono::Duration::seconds(k);
                 let started = Instant::now();
-                let claim = ledger.claim("job-00000", slot, FencingToken(1), slot, false);
+                let claim =
+                    ledger.claim("job-00000", slot, FencingToken(1), slot, &Origin::SCHEDULE);
                 runtime.block_on(claim).expect("writable");
                 started.elapsed().as_secs_f64() * 1e3
             })
@@ -157,6 +160,7 @@ fn record_of(n: usize, now: chrono::DateTime<Utc>) -> StateRecord {
                 }),
                 last_completion: Some(completion.clone()),
                 last_success: Some(completion),
+                history: Vec::new(),
             },
         );
     }

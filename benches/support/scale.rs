@@ -230,6 +230,7 @@ pub async fn steady_state_ledger(work: &Path, set: &JobSet) -> Arc<Ledger> {
                 }),
                 last_completion: Some(completion.clone()),
                 last_success: Some(completion),
+                history: Vec::new(),
             },
         );
     }
