@@ -61,7 +61,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, PostParams};
 use leasecron::kubernetes::run_state::StateConfigMap;
-use leasecron::run_state::{Ledger, TermStart};
+use leasecron::run_state::{Ledger, Origin, TermStart};
 use leasecron::term::FencingToken;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -981,13 +981,7 @@ async fn run_state(
     let base = Utc::now();
     let claim = |k: usize| {
         let slot = base + chrono::Duration::seconds(k as i64);
-        ledger.claim(
-            "job",
-            slot,
-            FencingToken(1),
-            slot,
-            &leasecron::run_state::Origin::SCHEDULE,
-        )
+        ledger.claim("job", slot, FencingToken(1), slot, &Origin::SCHEDULE)
     };
     for k in 0..3 {
         claim(k).await.expect("a warm-up claim");
