@@ -20,6 +20,7 @@ mod binary {
         mod kube;
     }
     mod open_files;
+    mod operate;
     mod pid1;
     /// Live reload: of the jobs file and of the jobs ConfigMap.
     mod reload {

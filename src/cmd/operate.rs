@@ -24,11 +24,13 @@ use chrono_tz::Tz;
 use crate::backend::{self, AnyLeaseStore, JobsSource};
 use crate::config::{self, JobSet, LoadOptions, DEFAULT_CONFIG_MAP_KEY};
 use crate::controls;
+use crate::kubernetes::controls::{self as kube_controls, ControlsConfigMap};
 use crate::kubernetes::jobs_configmap::{self, ConfigMapRef};
 use crate::kubernetes::lease::{KubeStore, Params};
 use crate::kubernetes::run_state::{self as kube_state, StateConfigMap};
 use crate::kubernetes::{self, names};
 use crate::lease_store::{self, LeaseRecord, LeaseStore as _};
+use crate::local::controls::{self as local_controls, ControlsFile};
 use crate::local::lease::FileStore;
 use crate::local::run_state::StateFile;
 use crate::run_state::{self, Ledger};
@@ -212,9 +214,16 @@ impl Error {
     }
 }
 
-/// True unless the controls store's error is a permanent answer of the API server (403, 422, ...).
-fn controls_error_is_transient(_error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    true
+/// True if retrying may help with the controls store's error: not for a permanent answer of the API
+/// server (403, 422, ...), an invalid name or an invalid document.
+fn controls_error_is_transient(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    if let Some(error) = error.downcast_ref::<kube_controls::Error>() {
+        return error.is_transient();
+    }
+    !matches!(
+        error.downcast_ref::<local_controls::Error>(),
+        Some(local_controls::Error::Invalid(_))
+    )
 }
 
 /// The flags every operator command shares: which lease, and which jobs.
@@ -619,13 +628,19 @@ async fn read_jobs_configmap(
 /// The controls store beside the lease: the file `LEASE.controls`, or the ConfigMap `NAME-controls`.
 fn controls_store(
     place: &Place,
-    _request_timeout: Duration,
+    request_timeout: Duration,
 ) -> Result<Box<dyn controls::Store>, Error> {
-    match place {
-        Place::Local { .. } | Place::Kube { .. } => Err(Error::Unsuccessful(
-            "the controls store is not available in this build".to_owned(),
-        )),
-    }
+    Ok(match place {
+        Place::Local { lease } => Box::new(ControlsFile::beside(lease)),
+        Place::Kube {
+            namespace,
+            name,
+            config,
+        } => Box::new(
+            ControlsConfigMap::new((**config).clone(), namespace, name, request_timeout)
+                .map_err(|e| Error::Controls(Box::new(e)))?,
+        ),
+    })
 }
 
 // === impl Opened ===

@@ -101,8 +101,8 @@ pub async fn trigger(
         None => say(
             out,
             &format!(
-                "the leader runs {job} once, as soon as it reads the request (within {} of its filing, \
-                 or never); `leasecron status {job}{}` shows it",
+                "the leader runs {job} once when it reads the request (a request no leader acknowledges \
+                 within {} expires); `leasecron status {job}{}` shows it",
                 format_duration(chrono_duration(REQUEST_TTL)),
                 flags_suffix(opened)
             ),
