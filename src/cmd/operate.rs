@@ -427,9 +427,11 @@ impl Target {
             Ok(jobs) => Ok(Some(jobs)),
             // The default ConfigMap is a guess: a command that can do without goes on.
             Err(_) if defaulted && needs == NeedsJobs::Optional => Ok(None),
-            Err(Error::JobsConfigMap { source, .. }) => {
-                Err(Error::JobsConfigMap { source, defaulted })
-            }
+            // Where the ConfigMap is wrong (missing, forbidden), say that it is only the default.
+            Err(Error::JobsConfigMap { source, .. }) => Err(Error::JobsConfigMap {
+                defaulted: defaulted && !source.is_transient(),
+                source,
+            }),
             Err(e) => Err(e),
         }
     }
