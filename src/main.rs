@@ -302,8 +302,9 @@ struct TargetArgs {
     /// The limit of each request to the Kubernetes API.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
     request_timeout: Duration,
-    #[command(flatten)]
-    size: MaxFileSize,
+    /// The largest jobs file read (e.g. 512KiB, 4MiB).
+    #[arg(long, default_value = DEFAULT_MAX_FILE_SIZE, value_parser = parse_size, value_name = "SIZE")]
+    max_file_size: u64,
 }
 
 impl From<TargetArgs> for operate::Target {
@@ -318,7 +319,7 @@ impl From<TargetArgs> for operate::Target {
             lease_name: args.lease_name,
             lease_namespace: args.lease_namespace,
             jobs,
-            max_file_size: args.size.max_file_size,
+            max_file_size: args.max_file_size,
             request_timeout: args.request_timeout,
         }
     }

@@ -20,8 +20,13 @@ use crate::run_state::{
 };
 use crate::schedule::Schedule;
 
-/// How often `--wait` reads the run state.
+/// How often `--wait` reads the run state at first: a trigger's run is often over within seconds.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How often `--wait` reads the run state after [`FAST_POLLS`] reads: the run state of many jobs is a large
+/// object to GET four times a second for as long as a run lasts.
+pub const SLOW_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How many reads `--wait` makes every [`POLL_INTERVAL`] (the first 5 s).
+pub const FAST_POLLS: u32 = 20;
 /// How far `backfill` counts a range's slots before it stops and says "more than".
 pub const MAX_COUNTED_SLOTS: u64 = 100_000;
 
@@ -562,7 +567,9 @@ async fn follow(
         ),
     )?;
     let mut seen: Option<RequestAck> = None;
+    let mut polls = 0u32;
     loop {
+        polls = polls.saturating_add(1);
         let last_error = match opened.ledger.refresh().await {
             Ok(record) => {
                 if let Some(ack) = record.requests.get(id) {
@@ -608,7 +615,12 @@ async fn follow(
                 &opened.flags,
             ));
         }
-        tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+        let interval = if polls < FAST_POLLS {
+            POLL_INTERVAL
+        } else {
+            SLOW_POLL_INTERVAL
+        };
+        tokio::time::sleep(interval.min(deadline - now)).await;
     }
 }
 
