@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{AnyLeaseStore, Connected, Jobs};
 use crate::clock::SharedClock;
 use crate::config::JobSet;
+use crate::controls::{self, Controls};
 use crate::dispatch::Dispatcher;
 use crate::election::{self, Elector};
 use crate::http::{self, Endpoints, Health, StatusBoard};
@@ -102,6 +103,11 @@ pub struct App {
     /// Cancelled if the run supervisor dies.
     supervisor_lost: CancellationToken,
     reread: reload::Reread,
+    /// The operators' controls, held until [`App::run`] returns: their feed runs while a receiver lives.
+    /// (What the leader does with them comes with the dispatcher's part of the controls.)
+    _controls: watch::Receiver<Arc<Controls>>,
+    /// Where they are kept.
+    _controls_store: Arc<dyn controls::Store>,
 }
 
 impl std::fmt::Debug for App {
@@ -123,6 +129,8 @@ impl App {
             lease,
             ledger,
             jobs,
+            controls,
+            controls_store,
             events,
         } = connected;
         let Options {
@@ -138,6 +146,8 @@ impl App {
             lease = %crate::lease_store::LeaseStore::describe(&lease),
             jobs_source = %jobs.snapshot.origin,
             jobs = jobs.set.jobs.len(),
+            controls = %controls_store.describe(),
+            suspended = controls.borrow().suspended.len(),
             lease_duration_seconds = election.lease_duration.as_secs_f64(),
             renew_deadline_seconds = election.renew_deadline.as_secs_f64(),
             retry_period_seconds = election.retry_period.as_secs_f64(),
@@ -197,6 +207,8 @@ impl App {
             listener,
             supervisor_lost: supervisor.lost(),
             reread,
+            _controls: controls,
+            _controls_store: controls_store,
         })
     }
 

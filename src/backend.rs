@@ -6,25 +6,40 @@
 //! 1. [`Backend::open`] checks everything that needs no request — the identity, the names, the lease file,
 //!    the client configuration, the jobs file — so a bad input exits 2 before anything is touched;
 //! 2. [`Backend::connect`] makes the start-up requests (the Lease, the RBAC verbs, the jobs ConfigMap, the
-//!    identity against the Lease), retried while they fail transiently ([`Startup`]), and hands out a
-//!    [`Connected`]: the lease store, the run-state [`Ledger`], the jobs and the Kubernetes Events sink.
+//!    controls ConfigMap, the identity against the Lease), retried while they fail transiently
+//!    ([`Startup`]), and hands out a [`Connected`]: the lease store, the run-state [`Ledger`], the jobs,
+//!    the operators' controls with their feed and their store, and the Kubernetes Events sink.
 //!
 //! Nothing after that knows which backend it has: the lease store is one type ([`AnyLeaseStore`]), the
-//! ledger hides its store, the jobs carry their own feed, and the event sink of a file lease is disabled.
+//! ledger hides its store, the jobs carry their own feed, the controls are a channel and a
+//! [`controls::Store`], and the event sink of a file lease is disabled.
+//!
+//! The controls live beside the lease: the file `LEASE.controls` ([`ControlsFile`]), or the ConfigMap
+//! `<lease-name>-controls` in the Lease's namespace ([`ControlsConfigMap`], with the run state's client
+//! configuration and request timeout). They are read at start (an invalid document is a configuration
+//! error, exit 2, as invalid jobs are) and then followed by a task that ends once every receiver of
+//! [`Connected::controls`] is gone, or with the process.
 //!
 //! On a file lease the jobs may still come from a ConfigMap (`--lease-file` with `--jobs-configmap`): the
 //! namespace is then resolved as it would be for a Lease.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{self, LoadOptions};
+use crate::controls::{self, Controls};
+use crate::kubernetes::controls::{self as kube_controls, ControlsConfigMap};
 use crate::kubernetes::events::EventSink;
 use crate::kubernetes::jobs_configmap::{self, ConfigMapRef};
 use crate::kubernetes::lease::{self as kube_lease, KubeStore};
 use crate::kubernetes::run_state::{self as kube_state, StateConfigMap};
 use crate::kubernetes::{self, names};
 use crate::lease_store::{self, Change, LeaseRecord, LeaseStore, Versioned};
+use crate::local::controls::{self as file_controls, ControlsFile};
 use crate::local::lease::FileStore;
 use crate::local::run_state::StateFile;
 use crate::run_state::Ledger;
@@ -97,6 +112,13 @@ pub enum Error {
     /// `--jobs-configmap` names no valid ConfigMap and key, or it cannot be read or watched.
     #[error("--jobs-configmap: {0}")]
     ConfigMap(#[from] jobs_configmap::Error),
+    /// The controls file beside the lease file cannot be read, or is invalid.
+    #[error("{0}")]
+    ControlsFile(#[from] file_controls::Error),
+    /// The controls ConfigMap beside the Lease is unusable at start (an invalid name, a denied RBAC verb,
+    /// an invalid document).
+    #[error("{0}")]
+    ControlsConfigMap(#[from] kube_controls::Error),
     /// The Kubernetes API stayed unavailable at start for `--startup-timeout`.
     #[error("{step}: gave up after {attempts} attempts in {} (--startup-timeout): {source}", humantime::format_duration(*.timeout))]
     StartupTimeout {
@@ -123,6 +145,7 @@ impl Error {
             Error::LeaseStore(e) | Error::Kubernetes { source: e, .. } => e.is_transient(),
             Error::ConfigMap(e) => e.is_transient(),
             Error::StateConfigMap(e) => e.is_transient(),
+            Error::ControlsConfigMap(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -173,6 +196,10 @@ pub enum Backend {
         lease: FileStore,
         /// The run state file beside it.
         state: StateFile,
+        /// The controls file beside it.
+        controls: ControlsFile,
+        /// The controls as read from it at start.
+        initial_controls: Controls,
         /// The jobs, loaded from their file, or the ConfigMap to read them from.
         jobs: PendingJobs,
     },
@@ -184,6 +211,8 @@ pub enum Backend {
         lease: KubeStore,
         /// The ConfigMap `<lease>-state`.
         state: StateConfigMap,
+        /// The ConfigMap `<lease>-controls`.
+        controls: ControlsConfigMap,
         /// The API server's URL, for messages.
         url: String,
         /// The jobs, loaded from their file, or the ConfigMap to read them from.
@@ -215,6 +244,15 @@ pub struct Connected {
     pub ledger: Ledger,
     /// The jobs in force at start, and their feed.
     pub jobs: Jobs,
+    /// The operators' controls as they stand, kept current on every replica (leader or not) by a task
+    /// that reads and watches [`Connected::controls_store`]: it publishes only a document that differs,
+    /// keeps the last valid one when an invalid one is written, and publishes the empty one when the
+    /// document is deleted. The task ends once every receiver is dropped.
+    pub controls: watch::Receiver<Arc<Controls>>,
+    /// Where the controls are kept: the file `LEASE.controls` or the ConfigMap `<lease>-controls`. The
+    /// replicas only read it (the leader acknowledges requests in the run state, and on Kubernetes the
+    /// replicas' Role grants no write); [`controls::update`] files requests through it.
+    pub controls_store: Arc<dyn controls::Store>,
     /// Kubernetes Events about the Lease (disabled on a file lease).
     pub events: EventSink,
 }
@@ -241,6 +279,9 @@ impl Backend {
                 lease.get().await?;
                 // Another live process with this identity would hold it (on Kubernetes the Lease tells).
                 lease.claim_identity(&identity)?;
+                // An invalid controls file is a configuration error too, as an invalid jobs file.
+                let controls = ControlsFile::beside(lease_file);
+                let initial_controls = controls.load().await?.controls;
                 let jobs = match jobs_file {
                     Ok(jobs) => PendingJobs::Loaded(jobs),
                     Err(value) => {
@@ -254,6 +295,8 @@ impl Backend {
                     identity,
                     lease,
                     state: StateFile::beside(lease_file),
+                    controls,
+                    initial_controls,
                     jobs,
                 })
             }
@@ -273,10 +316,18 @@ impl Backend {
                     &opts.lease_name,
                     opts.retry_period,
                 )?;
+                // The controls beside it, through the same client configuration and timeout.
+                let controls = ControlsConfigMap::new(
+                    config.clone(),
+                    &lease.params().namespace,
+                    &opts.lease_name,
+                    opts.retry_period,
+                )?;
                 Ok(Backend::Kubernetes {
                     identity,
                     lease,
                     state,
+                    controls,
                     url: config.cluster_url.to_string(),
                     jobs,
                 })
@@ -284,22 +335,33 @@ impl Backend {
         }
     }
 
-    /// The start-up requests: reads the Lease, checks the RBAC verbs, reads the jobs ConfigMap, checks
-    /// the identity. Transient failures are retried by `startup`; nothing is written.
+    /// The start-up requests: reads the Lease, checks the RBAC verbs, reads the jobs ConfigMap and the
+    /// controls ConfigMap, checks the identity. Transient failures are retried by `startup`; nothing is
+    /// written. Starts the controls' feed.
     pub async fn connect(self, opts: &Options, startup: &mut Startup) -> Result<Connected, Error> {
         match self {
             Backend::Local {
                 identity,
                 lease,
                 state,
+                controls,
+                initial_controls,
                 jobs,
             } => {
                 let jobs = jobs.load(opts.load, startup).await?;
+                let (controls_tx, controls_rx) = watch::channel(Arc::new(initial_controls));
+                tokio::spawn(file_controls::watch(
+                    controls.clone(),
+                    controls_tx,
+                    CancellationToken::new(),
+                ));
                 Ok(Connected {
                     ledger: Ledger::new(state, identity.clone()),
                     identity,
                     lease: AnyLeaseStore::File(lease),
                     jobs,
+                    controls: controls_rx,
+                    controls_store: Arc::new(controls),
                     // No cluster, no Kubernetes Events.
                     events: EventSink::disabled(),
                 })
@@ -308,6 +370,7 @@ impl Backend {
                 identity,
                 lease,
                 state,
+                controls,
                 url,
                 jobs,
             } => {
@@ -329,8 +392,23 @@ impl Backend {
                         .await?
                         .checking_state_capacity()?,
                 };
-                // The run state's RBAC is checked now, like the Lease's.
+                // The run state's RBAC is checked now, like the Lease's; then the controls' (get and
+                // watch), and the controls as they stand, which the feed then follows.
                 state.check_access().await?;
+                controls.check_access().await?;
+                let initial_controls = startup
+                    .retry("reading the controls ConfigMap", || async {
+                        Ok(controls.load().await?.controls)
+                    })
+                    .await?;
+                let controls = Arc::new(controls);
+                let (controls_tx, controls_rx) = watch::channel(Arc::new(initial_controls));
+                tokio::spawn(kube_controls::watch(
+                    Arc::clone(&controls),
+                    kube_controls::FeedParams::default(),
+                    controls_tx,
+                    CancellationToken::new(),
+                ));
                 startup
                     .retry("checking the identity against the Lease", || async {
                         lease
@@ -350,6 +428,8 @@ impl Backend {
                     identity,
                     lease: AnyLeaseStore::Kube(lease),
                     jobs,
+                    controls: controls_rx,
+                    controls_store: controls,
                     events,
                 })
             }

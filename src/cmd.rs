@@ -1,4 +1,5 @@
-//! The commands: `run`, `validate` and `next`, each in its own module, and what they share — the
+//! The commands: `run`, `validate` and `next`, each in its own module, the operator commands (`trigger`,
+//! `suspend`, `resume`, `backfill`, `status`, `history`) in [`operate`], and what they share — the
 //! [`Error`] every command returns with its exit code, and the lease [`Timings`].
 //!
 //! `main.rs` parses the flags and calls a command; nothing else knows about the CLI. Exit codes: 0
@@ -12,6 +13,7 @@ use crate::config::{self, LoadOptions};
 use crate::{app, backend, election, http, run_state, shutdown, signals, supervisor};
 
 pub mod next;
+pub mod operate;
 pub mod run;
 pub mod validate;
 
@@ -68,7 +70,10 @@ pub enum Error {
         state: PathBuf,
     },
     /// `help COMMAND` names no command.
-    #[error("help {0}: no such command (the commands are run, validate, next and help)")]
+    #[error(
+        "help {0}: no such command (the commands are run, validate, next, trigger, suspend, resume, \
+         backfill, status, history and help)"
+    )]
     UnknownCommand(String),
     /// `next --job NAME` names no job.
     #[error("--job {0}: no such job in the file")]
@@ -91,6 +96,9 @@ pub enum Error {
     /// A task of ours failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An operator command failed (boxed: it is the largest of these errors).
+    #[error(transparent)]
+    Operate(Box<operate::Error>),
     /// The run supervisor could not be started.
     #[error("{0}")]
     Supervisor(#[from] supervisor::Error),
@@ -104,6 +112,12 @@ pub enum Error {
         /// Its pid.
         pid: u32,
     },
+}
+
+impl From<operate::Error> for Error {
+    fn from(error: operate::Error) -> Self {
+        Error::Operate(Box::new(error))
+    }
 }
 
 fn display_all(errors: &[config::Error]) -> String {
@@ -124,7 +138,7 @@ impl Error {
             Error::Invalid(_)
                 | Error::Config(config::Error::Invalid(_))
                 | Error::Backend(backend::Error::Config(config::Error::Invalid(_)))
-        )
+        ) || matches!(self, Error::Operate(e) if e.is_diagnostics())
     }
 
     /// The process exit code for this error: 2 for bad input, 1 for failures at run time.
@@ -133,6 +147,7 @@ impl Error {
             Error::Backend(e) => e.is_usage(),
             Error::App(e) => e.is_usage(),
             Error::Election(e) => e.is_usage(),
+            Error::Operate(e) => e.is_usage(),
             Error::Config(_)
             | Error::Invalid(_)
             | Error::UnknownCommand(_)

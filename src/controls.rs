@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::run_state::{RequestKind, StateRecord, ACK_RETENTION};
 
+pub(crate) mod feed;
+
 /// The document's format.
 pub const FORMAT: u32 = 1;
 /// The longest note a suspension may carry, in bytes.
@@ -279,13 +281,24 @@ pub enum UpdateError<E: std::error::Error + 'static> {
     },
 }
 
+/// The longest random pause before [`update`] reads again after a conflict: doubling from 4 ms per
+/// conflict in a row, up to this.
+const UPDATE_MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Read-modify-write: applies `change` to the document as stored, and writes it with a compare-and-swap,
 /// again from a fresh read after a conflicting write. Returns the document written.
+///
+/// After a conflict it waits a random moment (up to 4 ms, doubling with each conflict in a row) before it
+/// reads again: two writers in lockstep would otherwise keep colliding in the same order, the same one
+/// losing every time.
 pub async fn update<E: std::error::Error + 'static>(
     store: &dyn Store,
     mut change: impl FnMut(&mut Controls) -> Result<(), E>,
 ) -> Result<Controls, UpdateError<E>> {
-    for _ in 0..UPDATE_ATTEMPTS {
+    for attempt in 0..UPDATE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(conflict_pause(attempt)).await;
+        }
         let Read {
             mut controls,
             version,
@@ -328,6 +341,21 @@ pub fn new_request_id(now: DateTime<Utc>) -> String {
     // enough for one operator.
     let _ = getrandom(&mut random);
     format!("{millis:012x}-{}", hex(&random))
+}
+
+/// A random pause before attempt `attempt` (from 1) of [`update`]: up to 4 ms doubled per conflict in a
+/// row, at most [`UPDATE_MAX_PAUSE`].
+fn conflict_pause(attempt: u32) -> std::time::Duration {
+    let ceiling = std::time::Duration::from_millis(4)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(UPDATE_MAX_PAUSE);
+    let mut random = [0u8; 4];
+    // Without randomness the pause is the ceiling: still a pause.
+    let fraction = match getrandom(&mut random) {
+        Ok(()) => f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX),
+        Err(_) => 1.0,
+    };
+    ceiling.mul_f64(fraction)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -468,6 +496,18 @@ mod tests {
         assert_eq!(controls.prune(&record, at(10_000)), 2);
         let left: Vec<&str> = controls.requests.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(left, ["running", "new"]);
+    }
+
+    #[test]
+    fn the_pause_after_a_conflict_is_random_and_bounded() {
+        for attempt in 1..=UPDATE_ATTEMPTS {
+            let ceiling =
+                (std::time::Duration::from_millis(4) * (1 << (attempt - 1))).min(UPDATE_MAX_PAUSE);
+            assert!(conflict_pause(attempt) <= ceiling, "{attempt}");
+        }
+        let pauses: std::collections::HashSet<std::time::Duration> =
+            (0..20).map(|_| conflict_pause(5)).collect();
+        assert!(pauses.len() > 1, "random");
     }
 
     #[test]

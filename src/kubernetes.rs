@@ -6,6 +6,8 @@
 //! - [`lease`]: the `coordination.k8s.io/v1` Lease the replicas elect through (a [`LeaseStore`]).
 //! - [`run_state`]: the run state, in the ConfigMap `<lease>-state` beside the Lease.
 //! - [`jobs_configmap`]: the jobs file, read from a ConfigMap and watched through the API.
+//! - [`controls`]: the operators' controls, in the ConfigMap `<lease>-controls` beside the Lease, and the
+//!   replicas' feed of it.
 //! - [`events`]: Kubernetes Events about the Lease and the runs.
 //!
 //! # Toolkit
@@ -20,9 +22,9 @@
 //!   (`SelfSubjectAccessReview`), so a missing RBAC rule is a clear error before anything runs.
 //! - [`names`] checks object and namespace names (DNS-1123), as the API server would.
 //! - `config_map` reads the text under one key of a ConfigMap (or says which keys there are), for the
-//!   jobs ConfigMap and the run state.
+//!   jobs ConfigMap, the run state and the controls.
 //! - `watch` watches one object by name (bookmarks, `410 Gone`, an idle limit), for the Lease's change
-//!   feed and the jobs ConfigMap.
+//!   feed, the jobs ConfigMap and the controls ConfigMap.
 //! - The HTTP statuses the resources tell apart are named here once (`FORBIDDEN`, `CONFLICT`, ...), with
 //!   `lease_store::is_transient_status`.
 //!
@@ -33,6 +35,7 @@ use std::time::Duration;
 
 pub(crate) mod access;
 pub(crate) mod config_map;
+pub mod controls;
 pub mod events;
 pub mod jobs_configmap;
 pub mod lease;

@@ -11,8 +11,9 @@
 //! start-up → app → run). The modules, by room:
 //!
 //! **The commands and the wiring.**
-//! - [`cmd`]: `run`, `validate` and `next`, one module each; the [`cmd::Error`] every command returns and
-//!   its exit code (`main.rs` only parses flags and prints).
+//! - [`cmd`]: `run`, `validate` and `next`, one module each, and the operator commands (`trigger`,
+//!   `suspend`, `resume`, `backfill`, `status`, `history`) in [`cmd::operate`]; the [`cmd::Error`] every
+//!   command returns and its exit code (`main.rs` only parses flags and prints).
 //! - [`backend`]: the one place that chooses between files and Kubernetes. It opens and checks the backend
 //!   without a request, makes the start-up requests (retried while the API is unavailable), and hands out
 //!   the lease store, the run-state ledger, the jobs with their feed, and the Events sink.

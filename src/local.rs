@@ -2,11 +2,13 @@
 //!
 //! - [`lease`]: a lease record in a file under `flock` (a [`LeaseStore`]).
 //! - [`run_state`]: the run state, in a file beside the lease file.
+//! - [`controls`]: the operators' controls, in a file beside the lease file, and the replicas' feed of it.
 //! - [`jobs_file`]: the jobs file, watched for changes (also used with a Kubernetes Lease, where a
 //!   ConfigMap volume mounts it).
 //!
 //! [`LeaseStore`]: crate::lease_store::LeaseStore
 
+pub mod controls;
 pub mod jobs_file;
 pub mod lease;
 pub mod run_state;

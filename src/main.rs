@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 use leasecron::backend::JobsSource;
 use leasecron::clock::SystemClock;
+use leasecron::cmd::operate::{self, view};
 use leasecron::cmd::{self, next, run::RunOptions, validate, Timings};
 use leasecron::config::{parse_duration, parse_size, DEFAULT_CONFIG_MAP_KEY};
 
@@ -86,6 +87,127 @@ enum Command {
         #[arg(long, value_name = "NS", requires = "lease_name")]
         lease_namespace: Option<String>,
     },
+    /// Run JOB once now, outside its schedule: file a trigger request for the leader; print its id.
+    ///
+    /// The request goes into the controls beside the lease (the ConfigMap LEASE-NAME-controls, or the file
+    /// LEASE-FILE.controls), never to a replica's port. The leader runs JOB as soon as it reads the
+    /// request, under the job's concurrencyPolicy (a Forbid job with a run in flight refuses it), at most
+    /// once whichever replica leads; a request that no leader acknowledges within an hour expires.
+    ///
+    /// With --wait, follows the request in the run state and prints how it ended: the outcome, the run's
+    /// duration, the replica and fencing token that ran it, and where its output is (that replica's log).
+    ///
+    /// Exit status: 0 filed (with --wait: the run succeeded); 1 the API unreachable, or with --wait the
+    /// request refused, the run not succeeded, or --timeout passed (the request stays filed); 2 a bad
+    /// request, such as an unknown job: nothing was filed.
+    Trigger {
+        /// The job, by name.
+        #[arg(value_name = "JOB")]
+        job: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Suspend JOB: its fires start nothing, on whichever replica leads, until `leasecron resume JOB`.
+    ///
+    /// Sets the job's suspension in the controls beside the lease (who, when, the note) and files a
+    /// suspend request, in one write; a run in flight goes on. Suspending a job already suspended by an
+    /// operator changes its note, if --note is given, and nothing else.
+    ///
+    /// Exit status: 0 suspended; 1 the API unreachable; 2 a bad request (an unknown job, a note too long).
+    Suspend {
+        /// The job, by name.
+        #[arg(value_name = "JOB")]
+        job: String,
+        /// Why, for whoever looks later (`leasecron status` shows it); at most 1024 bytes.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Resume JOB, which `leasecron suspend` suspended: its next slots run again.
+    ///
+    /// Removes the job's suspension from the controls and files a resume request, in one write. The slots
+    /// that fell due while the job was suspended are not run: resume prints how many, and the `leasecron
+    /// backfill` command that runs them. A job that the jobs file suspends (suspend: true) stays suspended:
+    /// resume cannot override the file.
+    ///
+    /// Exit status: 0 resumed; 1 the API unreachable; 2 a bad request (a job no operator suspended).
+    Resume {
+        /// The job, by name.
+        #[arg(value_name = "JOB")]
+        job: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Run JOB's slots that fell in a past range: file a backfill request for the leader.
+    ///
+    /// Counts the slots of JOB's schedule in [--from, --to] (both included) and files the request if there
+    /// are 1 to 1000 and the range has passed. The leader runs them one after the other, oldest first,
+    /// skipping each slot that already ran; a new leader goes on where the last one stopped. With --wait,
+    /// follows it until every slot is dealt with.
+    ///
+    /// Exit status: 0 filed (with --wait: every run succeeded); 1 the API unreachable, or with --wait the
+    /// request refused, a run not succeeded, or --timeout passed; 2 a bad request (an unknown job, a bad
+    /// time, a range in the future, with no slot or more than 1000): nothing was filed.
+    Backfill {
+        /// The job, by name.
+        #[arg(value_name = "JOB")]
+        job: String,
+        /// The range's first instant: RFC 3339 (2026-11-21T03:00:00Z, 2026-11-21T03:00:00+01:00), or a
+        /// date and time without offset (2026-11-21T03:00), in the job's time zone.
+        #[arg(long, value_name = "TIME")]
+        from: String,
+        /// The range's last instant, as --from; it must have passed.
+        #[arg(long, value_name = "TIME")]
+        to: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Show the leader and, per job, its schedule, suspension, runs in flight, last run, next slot and
+    /// pending requests, as `kubectl get cronjob` would.
+    ///
+    /// Read from the lease, the run state and the controls beside it and from the jobs, not from a
+    /// replica's port. A run is running if the current term started it and has not finished it; the
+    /// current term is the lease holder's, while the lease has not expired by this machine's clock.
+    /// `-o json` prints one JSON document of a stable shape (README, "leasecron status").
+    ///
+    /// Exit status: 0 shown; 1 the API unreachable; 2 a bad request (an unknown job).
+    Status {
+        /// Only this job.
+        #[arg(value_name = "JOB")]
+        job: Option<String>,
+        /// The output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Show JOB's last runs, newest first: slot, cause, fencing token, replica, start, duration, outcome,
+    /// exit code or signal.
+    ///
+    /// Read from the run state, which keeps the last 20 runs of each job (fewer where its ConfigMap would
+    /// not hold them). A run without an outcome is running if the current term started it, else
+    /// interrupted: its term ended first. `-o json` prints one JSON document (README, "leasecron history").
+    ///
+    /// Exit status: 0 shown; 1 the API unreachable; 2 a bad request (an unknown job).
+    History {
+        /// The job, by name.
+        #[arg(value_name = "JOB")]
+        job: String,
+        /// At most this many runs.
+        #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 20,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        count: u16,
+        /// The output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Print this help, or the help of the given command.
     Help {
         /// The command.
@@ -148,6 +270,92 @@ struct RunArgs {
     startup_timeout: Duration,
     #[command(flatten)]
     size: MaxFileSize,
+}
+
+/// The lease and the jobs an operator command works on.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Lease and jobs")]
+struct TargetArgs {
+    /// The lease file of `run --lease-file`: the run state and the controls are beside it.
+    #[arg(long, value_name = "PATH")]
+    lease_file: Option<PathBuf>,
+    /// The Kubernetes Lease of `run` (its run state and controls are the ConfigMaps NAME-state and
+    /// NAME-controls); the client is configured as for `run`.
+    #[arg(
+        long,
+        env = "LEASECRON_LEASE_NAME",
+        default_value = operate::DEFAULT_LEASE_NAME,
+        value_name = "NAME"
+    )]
+    lease_name: String,
+    /// Namespace of the Lease and the ConfigMaps [default: POD_NAMESPACE, else the kubeconfig's].
+    #[arg(long, env = "LEASECRON_LEASE_NAMESPACE", value_name = "NS")]
+    lease_namespace: Option<String>,
+    /// The jobs file (or a manifest with one jobs ConfigMap), to check JOB and read the schedules
+    /// [default on Kubernetes: --jobs-configmap leasecron-jobs; with --lease-file, needed by trigger,
+    /// suspend, backfill and status].
+    #[arg(long, value_name = "FILE", conflicts_with = "jobs_configmap")]
+    jobs: Option<PathBuf>,
+    /// Read the jobs from key KEY (default jobs.yaml) of this ConfigMap, in the Lease's namespace.
+    #[arg(long, value_name = "NAME[/KEY]")]
+    jobs_configmap: Option<String>,
+    /// The limit of each request to the Kubernetes API.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
+    request_timeout: Duration,
+    /// The largest jobs file read (e.g. 512KiB, 4MiB).
+    #[arg(long, default_value = DEFAULT_MAX_FILE_SIZE, value_parser = parse_size, value_name = "SIZE")]
+    max_file_size: u64,
+}
+
+impl From<TargetArgs> for operate::Target {
+    fn from(args: TargetArgs) -> Self {
+        let jobs = match (args.jobs, args.jobs_configmap) {
+            (Some(path), _) => Some(JobsSource::File(path)),
+            (None, Some(configmap)) => Some(JobsSource::ConfigMap(configmap)),
+            (None, None) => None,
+        };
+        operate::Target {
+            lease_file: args.lease_file,
+            lease_name: args.lease_name,
+            lease_namespace: args.lease_namespace,
+            jobs,
+            max_file_size: args.max_file_size,
+            request_timeout: args.request_timeout,
+        }
+    }
+}
+
+/// `--wait` and its limit.
+#[derive(Debug, Args)]
+struct WaitArgs {
+    /// Follow the request until the leader has carried it out, and print how it ended.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, for the leader to acknowledge the request and for the runs to end.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DUR", requires = "wait")]
+    timeout: Duration,
+}
+
+impl WaitArgs {
+    fn limit(&self) -> Option<Duration> {
+        self.wait.then_some(self.timeout)
+    }
+}
+
+/// `-o`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+impl From<OutputFormat> for view::Format {
+    fn from(format: OutputFormat) -> Self {
+        match format {
+            OutputFormat::Text => view::Format::Text,
+            OutputFormat::Json => view::Format::Json,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +481,56 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|error| anyhow::Error::new(cmd::Error::Internal(error.to_string())))
         }
         Command::Help { command } => help(command.as_deref()),
+        Command::Trigger { job, wait, target } => operate(
+            target,
+            operate::Command::Trigger {
+                job,
+                wait: wait.limit(),
+            },
+        ),
+        Command::Suspend { job, note, target } => {
+            operate(target, operate::Command::Suspend { job, note })
+        }
+        Command::Resume { job, target } => operate(target, operate::Command::Resume { job }),
+        Command::Backfill {
+            job,
+            from,
+            to,
+            wait,
+            target,
+        } => operate(
+            target,
+            operate::Command::Backfill {
+                job,
+                from,
+                to,
+                wait: wait.limit(),
+            },
+        ),
+        Command::Status {
+            job,
+            output,
+            target,
+        } => operate(
+            target,
+            operate::Command::Status {
+                job,
+                format: output.into(),
+            },
+        ),
+        Command::History {
+            job,
+            count,
+            output,
+            target,
+        } => operate(
+            target,
+            operate::Command::History {
+                job,
+                limit: usize::from(count),
+                format: output.into(),
+            },
+        ),
         Command::Validate {
             files,
             key,
@@ -339,6 +597,19 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             )?)
         }
     }
+}
+
+/// An operator command: `trigger`, `suspend`, `resume`, `backfill`, `status` or `history`.
+fn operate(target: TargetArgs, command: operate::Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let target = operate::Target::from(target);
+    let mut stdout = std::io::stdout();
+    Ok(runtime
+        .block_on(operate::execute(&target, command, &mut stdout))
+        .map_err(cmd::Error::from)?)
 }
 
 /// `leasecron help [COMMAND]`: the help of leasecron, or of one of its commands.

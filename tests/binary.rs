@@ -20,6 +20,11 @@ mod binary {
         mod kube;
     }
     mod open_files;
+    /// The operator commands: on a lease file, and on a Kubernetes Lease.
+    mod operate {
+        mod file;
+        mod kube;
+    }
     mod pid1;
     /// Live reload: of the jobs file and of the jobs ConfigMap.
     mod reload {

@@ -11,6 +11,12 @@ pub mod support;
 /// The modules, in `tests/component/` (a file module declared inside this inline one is looked up there).
 mod component {
     mod config;
+    /// The operator controls: the file beside the lease file and the ConfigMap beside the Lease, each
+    /// store and the replicas' feed of it.
+    mod controls {
+        mod file;
+        mod kube;
+    }
     mod dispatch;
     /// The elector: on the file store under paused time, and on the Kubernetes Lease in real time.
     mod election {

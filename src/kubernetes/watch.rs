@@ -1,5 +1,5 @@
-//! The watch of one object by name, shared by the Lease's change feed ([`super::lease`]) and the jobs
-//! ConfigMap ([`super::jobs_configmap`]).
+//! The watch of one object by name, shared by the Lease's change feed ([`super::lease`]), the jobs
+//! ConfigMap ([`super::jobs_configmap`]) and the controls ConfigMap ([`super::controls`]).
 //!
 //! RBAC may grant only `get` and `watch` on the one object (`resourceNames: [NAME]`), so this never lists:
 //! it watches the collection with `fieldSelector=metadata.name=NAME` from a resourceVersion the caller

@@ -155,7 +155,7 @@ pub async fn watch_with(
     options: Options,
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut watch = DirWatch::start(&path, &events_tx);
+    let mut watch = DirWatch::start(&path, &events_tx, "jobs file");
     // A change between the load at start and the watch being set up would otherwise wait for the poll.
     let Some(snapshot) = settled_read(&path, &out, &mut events, &options, &stop).await else {
         return;
@@ -178,7 +178,7 @@ pub async fn watch_with(
             _ = poll.tick() => (false, true),
         };
         if check_watch && !watch.as_ref().is_some_and(DirWatch::is_current) {
-            watch = DirWatch::start(&path, &events_tx);
+            watch = DirWatch::start(&path, &events_tx, "jobs file");
         }
         let Some(snapshot) = settled_read(&path, &out, &mut events, &options, &stop).await else {
             return;
@@ -236,7 +236,11 @@ async fn settled_read(
 }
 
 /// Waits until no event came for [`DEBOUNCE_QUIET`], or [`DEBOUNCE_MAX`] has passed; false if stopped.
-async fn debounce(events: &mut mpsc::UnboundedReceiver<()>, stop: &CancellationToken) -> bool {
+/// (The controls file's feed, [`crate::local::controls`], debounces its events with it too.)
+pub(crate) async fn debounce(
+    events: &mut mpsc::UnboundedReceiver<()>,
+    stop: &CancellationToken,
+) -> bool {
     let limit = Instant::now() + DEBOUNCE_MAX;
     loop {
         let quiet_until = (Instant::now() + DEBOUNCE_QUIET).min(limit);
@@ -251,8 +255,9 @@ async fn debounce(events: &mut mpsc::UnboundedReceiver<()>, stop: &CancellationT
     }
 }
 
-/// A `notify` watch on the file's directory, sending `()` for each relevant event.
-struct DirWatch {
+/// A `notify` watch on the file's directory, sending `()` for each relevant event (also the controls
+/// file's, [`crate::local::controls`]).
+pub(crate) struct DirWatch {
     /// Dropping it ends the watch.
     _watcher: RecommendedWatcher,
     dir: PathBuf,
@@ -261,18 +266,27 @@ struct DirWatch {
 }
 
 impl DirWatch {
-    /// Watches the directory of `path`; logs and returns `None` if that fails (polling goes on).
-    fn start(path: &Path, events: &mpsc::UnboundedSender<()>) -> Option<DirWatch> {
-        match DirWatch::try_start(path, events) {
+    /// Watches the directory of `path`; logs (naming the file `what`: "jobs file") and returns `None` if
+    /// that fails (polling goes on).
+    pub(crate) fn start(
+        path: &Path,
+        events: &mpsc::UnboundedSender<()>,
+        what: &'static str,
+    ) -> Option<DirWatch> {
+        match DirWatch::try_start(path, events, what) {
             Ok(watch) => Some(watch),
             Err(e) => {
-                tracing::warn!(error = %e, poll_interval_seconds = POLL_INTERVAL.as_secs_f64(), "jobs file: no change notification; re-reading it periodically");
+                tracing::warn!(error = %e, poll_interval_seconds = POLL_INTERVAL.as_secs_f64(), "{what}: no change notification; re-reading it periodically");
                 None
             }
         }
     }
 
-    fn try_start(path: &Path, events: &mpsc::UnboundedSender<()>) -> Result<DirWatch, Error> {
+    fn try_start(
+        path: &Path,
+        events: &mpsc::UnboundedSender<()>,
+        what: &'static str,
+    ) -> Result<DirWatch, Error> {
         let not_a_file = || Error::NotAFile {
             path: path.to_path_buf(),
         };
@@ -310,7 +324,7 @@ impl DirWatch {
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(watch_error)?;
-        tracing::debug!(dir = %dir.display(), "watching the jobs file's directory");
+        tracing::debug!(dir = %dir.display(), "watching the {what}'s directory");
         Ok(DirWatch {
             _watcher: watcher,
             dir,
@@ -319,7 +333,7 @@ impl DirWatch {
     }
 
     /// True if the watched directory is still the one at its path.
-    fn is_current(&self) -> bool {
+    pub(crate) fn is_current(&self) -> bool {
         self.identity.is_some() && dir_identity(&self.dir) == self.identity
     }
 }

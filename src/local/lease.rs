@@ -166,7 +166,25 @@ impl FileStore {
                 path,
             });
         }
-        let store = FileStore {
+        let store = FileStore::unopened(path, dir, poll_interval);
+        store.open_lock_file()?;
+        Ok(store)
+    }
+
+    /// A store on `path` for reading its record ([`LeaseStore::get`]) and nothing else, as the operator
+    /// commands (`leasecron status`) read it: it creates nothing beside the file, so it needs no write
+    /// permission on the directory.
+    pub fn reader(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        FileStore::unopened(path, dir, UNWATCHED_POLL_INTERVAL)
+    }
+
+    fn unopened(path: PathBuf, dir: PathBuf, poll_interval: Duration) -> Self {
+        FileStore {
             lock_path: with_suffix(&path, ".lock"),
             temp_path: with_suffix(&path, ".tmp"),
             path,
@@ -176,9 +194,7 @@ impl FileStore {
             events: Arc::new(watch::Sender::new(0)),
             watch: Mutex::new(WatchState::default()),
             identity: None,
-        };
-        store.open_lock_file()?;
-        Ok(store)
+        }
     }
 
     /// Claims `identity` on this lease file for as long as the store lives: [`Error::IdentityLocked`] if

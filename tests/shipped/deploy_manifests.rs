@@ -1,7 +1,8 @@
 //! The manifests of `deploy/` agree with leasecron and with each other: the jobs file is the generated
 //! ConfigMap, mounted where `--jobs` reads it and never through `subPath`; the example jobs fit the
 //! Deployment's lease timings, and its termination grace period covers a clean shutdown under them; the Role
-//! names the Lease, the run state and the jobs ConfigMap the Deployment uses; the selectors select the pods.
+//! names the Lease, the run state, the controls and the jobs ConfigMap the Deployment uses; the controls
+//! ConfigMap is shipped without data; the selectors select the pods.
 //!
 //! `.ci/manifests` validates the same files against the Kubernetes schemas; this checks what no schema can.
 
@@ -12,6 +13,7 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
+use leasecron::controls::CONFIG_MAP_SUFFIX;
 use leasecron::election::Config;
 use leasecron::kubernetes::run_state::STATE_SUFFIX;
 use leasecron::runner::OUTPUT_DRAIN_TIMEOUT;
@@ -178,6 +180,7 @@ fn the_role_names_what_the_deployment_uses() {
     let deployment = yaml("deploy/core/deployment.yaml");
     let lease = flag(container(&deployment), "--lease-name").unwrap_or(DEFAULT_LEASE_NAME);
     let state = format!("{lease}{STATE_SUFFIX}");
+    let controls = format!("{lease}{CONFIG_MAP_SUFFIX}");
     let kustomization = yaml("deploy/core/kustomization.yaml");
     let jobs = kustomization["configMapGenerator"][0]["name"]
         .as_str()
@@ -196,7 +199,7 @@ fn the_role_names_what_the_deployment_uses() {
     assert_eq!(named("leases"), BTreeSet::from([lease.to_owned()]));
     assert_eq!(
         named("configmaps"),
-        BTreeSet::from([state, jobs.to_owned()])
+        BTreeSet::from([state, controls, jobs.to_owned()])
     );
 
     // The Deployment runs as the ServiceAccount the RoleBinding grants the Role to.
@@ -208,6 +211,30 @@ fn the_role_names_what_the_deployment_uses() {
     );
     assert_eq!(binding["subjects"][0]["name"], account);
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+}
+
+#[test]
+fn the_controls_configmap_is_shipped_without_data_under_the_leases_name() {
+    let deployment = yaml("deploy/core/deployment.yaml");
+    let lease = flag(container(&deployment), "--lease-name").unwrap_or(DEFAULT_LEASE_NAME);
+    let kustomization = yaml("deploy/core/kustomization.yaml");
+    let resources: Vec<&str> = kustomization["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| r.as_str().expect("a file"))
+        .collect();
+    assert!(resources.contains(&"controls.yaml"), "{resources:?}");
+    let controls = yaml("deploy/core/controls.yaml");
+    assert_eq!(controls["kind"], "ConfigMap");
+    assert_eq!(
+        controls["metadata"]["name"],
+        format!("{lease}{CONFIG_MAP_SUFFIX}").as_str()
+    );
+    // `kubectl apply` leaves alone the fields a manifest does not name: what operators wrote stays.
+    for field in ["data", "binaryData", "immutable"] {
+        assert!(controls.get(field).is_none(), "controls.yaml sets {field}");
+    }
 }
 
 #[test]

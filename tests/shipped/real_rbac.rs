@@ -19,6 +19,7 @@
 //!
 //! And each rule is needed: without any one of them, `run` refuses to start and names it (Events
 //! excepted: without them `run` warns and carries on). And README.md lists the Role's rules as they are.
+//! And what operators write into the shipped controls ConfigMap survives a new apply of `deploy/core`.
 
 use crate::support::fake_apiserver::real as real_apiserver;
 use crate::support::replica;
@@ -398,6 +399,7 @@ fn deploy_core_applies_and_three_replicas_use_every_grant_of_its_role_and_nothin
         ("Role", "leasecron"),
         ("RoleBinding", "leasecron"),
         ("ConfigMap", "leasecron-jobs"),
+        ("ConfigMap", "leasecron-controls"),
         ("Deployment", "leasecron"),
     ] {
         assert!(
@@ -642,6 +644,7 @@ fn deploy_core_applies_and_three_replicas_use_every_grant_of_its_role_and_nothin
     for name in [
         lease.clone(),
         format!("{lease}-state"),
+        format!("{lease}-controls"),
         deployed.jobs_config_map.clone(),
     ] {
         assert!(
@@ -650,6 +653,33 @@ fn deploy_core_applies_and_three_replicas_use_every_grant_of_its_role_and_nothin
             "{name} was never accessed by name"
         );
     }
+
+    // The controls ConfigMap ships without data: what operators write there survives the next
+    // `kubectl apply` of deploy/core.
+    let controls = format!("{lease}-controls");
+    let written = json!({
+        "format": 1,
+        "suspended": {"heartbeat": {"note": "maintenance", "by": "alice",
+                                    "at": "2027-01-15T08:00:00Z", "request": "r0"}},
+    })
+    .to_string();
+    installation.kubectl_ok(&[
+        "patch",
+        "configmap",
+        &controls,
+        "--type",
+        "merge",
+        "-p",
+        &json!({ "data": { "controls.json": written } }).to_string(),
+    ]);
+    // Forced, as a pipeline would (the live edit of the jobs above is taken back): a field no manifest
+    // names is still left alone.
+    installation.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-k", CORE]);
+    assert_eq!(
+        installation.get(&["configmap", &controls])["data"]["controls.json"],
+        written.as_str(),
+        "a new apply of deploy/core kept the operators' controls"
+    );
 }
 
 /// A copy of `deploy/core` in `dir` whose Role has `rules`.
