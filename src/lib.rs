@@ -36,8 +36,9 @@
 //!
 //! **The backends.**
 //! - [`kubernetes`]: one toolkit (client, API errors, access review, names, a watch of one object) under
-//!   the Lease, the run state ConfigMap, the jobs ConfigMap and Kubernetes Events.
-//! - [`local`]: the lease file (JSON under `flock`), the run state file beside it, the jobs file.
+//!   the Lease, the run state ConfigMap, the controls ConfigMap, the jobs ConfigMap and Kubernetes Events.
+//! - [`local`]: the lease file (JSON under `flock`), the run state and controls files beside it, the jobs
+//!   file.
 //!
 //! **Running.**
 //! - [`dispatch`] keeps one timer per job in force (a reload applies by diff) and turns a tick into a run,

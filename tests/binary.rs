@@ -11,6 +11,8 @@ pub mod support;
 mod binary {
     mod cli;
     mod client_go_interop;
+    /// The operator controls at start: an invalid document, a denied watch.
+    mod controls;
     mod descendants;
     mod http;
     mod logs;
