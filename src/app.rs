@@ -27,13 +27,13 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{AnyLeaseStore, Connected, Jobs};
 use crate::clock::SharedClock;
 use crate::config::JobSet;
-use crate::controls::{self, Controls};
 use crate::dispatch::Dispatcher;
 use crate::election::{self, Elector};
 use crate::http::{self, Endpoints, Health, StatusBoard};
 use crate::kubernetes::events::EventSink;
 use crate::metrics::{self, Metrics};
 use crate::observe::{self, Observers};
+use crate::operator::Operator;
 use crate::reaper::{self, Reaper};
 use crate::reload;
 use crate::run_state::Ledger;
@@ -103,11 +103,6 @@ pub struct App {
     /// Cancelled if the run supervisor dies.
     supervisor_lost: CancellationToken,
     reread: reload::Reread,
-    /// The operators' controls, held until [`App::run`] returns: their feed runs while a receiver lives.
-    /// (What the leader does with them comes with the dispatcher's part of the controls.)
-    _controls: watch::Receiver<Arc<Controls>>,
-    /// Where they are kept.
-    _controls_store: Arc<dyn controls::Store>,
 }
 
 impl std::fmt::Debug for App {
@@ -179,7 +174,7 @@ impl App {
             .with_token_floor(Arc::clone(&ledger) as Arc<dyn election::TokenFloor>)
             .sweeping_strays();
         let runner = Runner::with_launcher(
-            identity,
+            identity.clone(),
             Arc::clone(&clock),
             Some(senders.runs),
             Arc::clone(&ledger),
@@ -191,9 +186,19 @@ impl App {
             metrics,
             status,
         };
+        // The operators' requests are carried out by the leader, and their suspensions apply on every
+        // replica, through the dispatcher.
+        let operator = Operator::new(
+            Arc::clone(&runner),
+            Arc::clone(&ledger),
+            Arc::clone(&clock),
+            identity,
+        )
+        .with_events(senders.dispatch.clone());
         let dispatcher =
             Dispatcher::new(Arc::clone(&runner), leadership, clock, Arc::clone(&ledger))
-                .with_events(senders.dispatch);
+                .with_events(senders.dispatch)
+                .with_controls(controls, Arc::new(operator));
         Ok(App {
             jobs,
             elector,
@@ -207,8 +212,6 @@ impl App {
             listener,
             supervisor_lost: supervisor.lost(),
             reread,
-            _controls: controls,
-            _controls_store: controls_store,
         })
     }
 

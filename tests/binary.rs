@@ -26,6 +26,7 @@ mod binary {
     mod operate {
         mod file;
         mod kube;
+        mod leader;
     }
     mod pid1;
     /// Live reload: of the jobs file and of the jobs ConfigMap.
