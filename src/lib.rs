@@ -16,7 +16,8 @@
 //!   command returns and its exit code (`main.rs` only parses flags and prints).
 //! - [`backend`]: the one place that chooses between files and Kubernetes. It opens and checks the backend
 //!   without a request, makes the start-up requests (retried while the API is unavailable), and hands out
-//!   the lease store, the run-state ledger, the jobs with their feed, and the Events sink.
+//!   the lease store, the run-state ledger, the jobs with their feed, the controls with theirs, and the
+//!   Events sink.
 //! - [`app`]: builds the replica from those parts and runs it; the shutdown order lives there alone.
 //!
 //! **The jobs.**
@@ -42,7 +43,10 @@
 //!
 //! **Running.**
 //! - [`dispatch`] keeps one timer per job in force (a reload applies by diff) and turns a tick into a run,
-//!   only under a live term.
+//!   only under a live term; it applies the operators' suspensions from [`controls`] on every replica.
+//! - [`controls`] is the operators' document (suspensions, and requests to trigger, backfill, suspend and
+//!   resume) that the commands write beside the lease; [`operator`] is the leader's side: it carries out
+//!   each request once, acknowledged in the run state, across failovers.
 //! - [`run_state`] is the record that makes each slot run at most once across failovers: the
 //!   [`run_state::Ledger`] (its only writer) and the [`run_state::Keeper`] (a term's start, catch-up,
 //!   pruning), over a file, a ConfigMap or memory.
