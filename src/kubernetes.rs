@@ -21,8 +21,9 @@
 //! - `access` asks the API server at start which verbs this replica may not use on an object
 //!   (`SelfSubjectAccessReview`), so a missing RBAC rule is a clear error before anything runs.
 //! - [`names`] checks object and namespace names (DNS-1123), as the API server would.
-//! - `config_map` reads the text under one key of a ConfigMap (or says which keys there are), for the
-//!   jobs ConfigMap, the run state and the controls.
+//! - `config_map` reads the text under one key of a ConfigMap (or says which keys there are), and makes
+//!   the requests about one ConfigMap by name (bounded, their failures sorted alike), for the jobs
+//!   ConfigMap, the run state and the controls.
 //! - `watch` watches one object by name (bookmarks, `410 Gone`, an idle limit), for the Lease's change
 //!   feed, the jobs ConfigMap and the controls ConfigMap.
 //! - The HTTP statuses the resources tell apart are named here once (`FORBIDDEN`, `CONFLICT`, ...), with

@@ -5,9 +5,12 @@
 //! - [`controls`]: the operators' controls, in a file beside the lease file, and the replicas' feed of it.
 //! - [`jobs_file`]: the jobs file, watched for changes (also used with a Kubernetes Lease, where a
 //!   ConfigMap volume mounts it).
+//! - `cas_file`: the compare-and-swap file (a generation, a `flock`, a write renamed over) that the run
+//!   state and the controls keep.
 //!
 //! [`LeaseStore`]: crate::lease_store::LeaseStore
 
+mod cas_file;
 pub mod controls;
 pub mod jobs_file;
 pub mod lease;

@@ -15,6 +15,7 @@ mod component {
     /// store and the replicas' feed of it.
     mod controls {
         mod file;
+        mod fixtures;
         mod kube;
     }
     mod dispatch;

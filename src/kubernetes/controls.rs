@@ -35,25 +35,22 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::controls::feed::{self, Publisher};
 use crate::controls::{Controls, Invalid, Read, Saved, Store, StoreFuture, CONFIG_MAP_SUFFIX, KEY};
-use crate::kubernetes::access::{self, Reviewed};
-use crate::kubernetes::config_map::{text_under, Missing};
-use crate::kubernetes::names::{check_object_name, MAX_SUBDOMAIN_LEN};
+use crate::kubernetes::config_map::{name_beside_lease, text_under, Missing, NamedConfigMap};
 use crate::kubernetes::run_state::{DESCRIPTION_ANNOTATION, MANAGED_BY_LABEL};
 use crate::kubernetes::watch::{self as object_watch, Seen, Watched};
-use crate::kubernetes::{self, bounded_request, client, CONFLICT, FORBIDDEN, NOT_FOUND};
+use crate::kubernetes::{self, client};
 
 /// The verbs every replica needs on the ConfigMap (to read and watch it), checked at start by
 /// [`ControlsConfigMap::check_access`]. Operators need `get` and `update`.
@@ -68,9 +65,6 @@ pub const DEFAULT_MAX_RETRY_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// While the watch is forbidden, how often it is tried again (an RBAC rule may have been added since).
 pub const WATCH_RETRY_WHILE_POLLING: Duration = Duration::from_secs(300);
-/// The longest Lease name whose controls fit a ConfigMap name (a DNS-1123 subdomain, at most 253
-/// characters, including [`CONFIG_MAP_SUFFIX`]).
-const MAX_LEASE_NAME_LEN: usize = MAX_SUBDOMAIN_LEN - CONFIG_MAP_SUFFIX.len();
 
 /// Why the controls ConfigMap cannot be named, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -227,15 +221,11 @@ fn granted_by(verb: &str) -> &'static str {
 
 /// The operator controls of a Lease in a ConfigMap. See the [module documentation](self).
 pub struct ControlsConfigMap {
-    /// Without the retry layer, with the request timeout in its connector.
-    client: kube::Client,
+    /// Its client without the retry layer, with the request timeout in its connector.
+    config_map: NamedConfigMap,
     /// Without a timeout in its connector: a watch is quiet for minutes.
     watch_client: kube::Client,
-    namespace: String,
-    name: String,
     lease: String,
-    describe: String,
-    request_timeout: Duration,
     /// The last ConfigMap read or written, sent back (with the key replaced) on a replace of its version.
     last: Mutex<Option<Box<ConfigMap>>>,
 }
@@ -249,13 +239,16 @@ impl Error {
     }
 }
 
+// A failed request, named by the ConfigMap's description.
+crate::kubernetes::config_map::error_from_failure!(Error);
+
 // === impl ControlsConfigMap ===
 
 impl std::fmt::Debug for ControlsConfigMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlsConfigMap")
-            .field("configmap", &self.describe)
-            .field("request_timeout", &self.request_timeout)
+            .field("configmap", &self.config_map.describe)
+            .field("request_timeout", &self.config_map.request_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -285,41 +278,43 @@ impl ControlsConfigMap {
         let requests = client(config.clone(), Some(request_timeout)).map_err(client_error)?;
         let watch_client = client(config, None).map_err(client_error)?;
         Ok(ControlsConfigMap {
-            client: requests,
+            config_map: NamedConfigMap {
+                client: requests,
+                namespace: namespace.to_owned(),
+                name,
+                describe,
+                request_timeout,
+            },
             watch_client,
-            namespace: namespace.to_owned(),
-            name,
             lease: lease_name.to_owned(),
-            describe,
-            request_timeout,
             last: Mutex::new(None),
         })
     }
 
     /// For messages: `configmap NS/NAME-controls`.
     pub fn describe(&self) -> String {
-        self.describe.clone()
+        self.config_map.describe.clone()
     }
 
     /// The ConfigMap's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.config_map.name
     }
 
     /// The ConfigMap's namespace (the Lease's).
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.config_map.namespace
     }
 
     /// Reads the document: an empty one without a version if there is no ConfigMap.
     pub async fn load(&self) -> Result<Read, Error> {
-        let Some(config_map) = self.get().await? else {
+        let Some(config_map) = self.config_map.get().await? else {
             return Ok(Read {
                 controls: feed::empty(),
                 version: None,
             });
         };
-        let version = self.version_of("get", &config_map)?;
+        let version = self.config_map.version_of("get", &config_map)?;
         let controls = self.decode(&config_map);
         self.remember(config_map);
         Ok(Read {
@@ -331,17 +326,12 @@ impl ControlsConfigMap {
     /// Writes `controls` if the ConfigMap's resourceVersion is still `version` (`None`: if there is no
     /// ConfigMap).
     pub async fn save(&self, controls: &Controls, version: Option<&str>) -> Result<Saved, Error> {
-        let post = PostParams::default();
-        let api = self.config_maps();
-        let answer = match version {
-            None => {
-                let config_map = ConfigMap {
-                    metadata: self.new_metadata(),
-                    data: Some(BTreeMap::from([(KEY.to_owned(), controls.to_text())])),
-                    ..ConfigMap::default()
-                };
-                self.request("create", api.create(&post, &config_map)).await
-            }
+        let config_map = match version {
+            None => ConfigMap {
+                metadata: self.new_metadata(),
+                data: Some(BTreeMap::from([(KEY.to_owned(), controls.to_text())])),
+                ..ConfigMap::default()
+            },
             Some(version) => {
                 let Some(mut config_map) = self.current(version).await? else {
                     return Ok(Saved::Conflict);
@@ -354,23 +344,19 @@ impl ControlsConfigMap {
                     // A key in both is refused (422): the text replaces the bytes.
                     binary.remove(KEY);
                 }
-                self.request("update", api.replace(&self.name, &post, &config_map))
-                    .await
+                config_map
             }
         };
-        match answer {
-            Ok(written) => {
-                self.remember(written);
-                Ok(Saved::Written)
-            }
-            // Someone else created or changed it (409), or deleted it since it was read (404 on update;
-            // on create, a 404 is a missing namespace): read again.
-            Err(Error::Api { code: CONFLICT, .. }) => Ok(Saved::Conflict),
-            Err(Error::Api {
-                code: NOT_FOUND, ..
-            }) if version.is_some() => Ok(Saved::Conflict),
-            Err(e) => Err(e),
-        }
+        // Someone else created, changed or deleted it since it was read: read again.
+        let Some(written) = self
+            .config_map
+            .write(&config_map, version.is_some())
+            .await?
+        else {
+            return Ok(Saved::Conflict);
+        };
+        self.remember(written);
+        Ok(Saved::Written)
     }
 
     /// Asks the API server (`SelfSubjectAccessReview`) whether this replica may get and watch the
@@ -381,32 +367,16 @@ impl ControlsConfigMap {
     /// authorization API, a timeout) proves nothing: it is logged at debug and the check passes; the
     /// requests themselves still report 403.
     pub async fn check_access(&self) -> Result<(), Error> {
-        let config_map = Reviewed {
-            group: "",
-            resource: "configmaps",
-            namespace: &self.namespace,
-            name: &self.name,
-            what: "the controls ConfigMap",
-        };
-        access::check_access(
-            &self.client,
-            config_map,
-            &REQUIRED_VERBS,
-            self.request_timeout,
-        )
-        .await
-        .map_err(|denied| Error::AccessDenied {
-            store: self.describe.clone(),
-            verbs: denied,
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-        })
-    }
-
-    /// GETs the ConfigMap; `None` if there is none.
-    async fn get(&self) -> Result<Option<ConfigMap>, Error> {
-        self.request("get", self.config_maps().get_opt(&self.name))
+        let config_map = &self.config_map;
+        config_map
+            .check_access("the controls ConfigMap", &REQUIRED_VERBS)
             .await
+            .map_err(|denied| Error::AccessDenied {
+                store: config_map.describe.clone(),
+                verbs: denied,
+                namespace: config_map.namespace.clone(),
+                name: config_map.name.clone(),
+            })
     }
 
     /// The ConfigMap of `version` to replace: the last one read or written if that is its version, else
@@ -422,7 +392,7 @@ impl ControlsConfigMap {
         {
             return Ok(Some(*last));
         }
-        let Some(config_map) = self.get().await? else {
+        let Some(config_map) = self.config_map.get().await? else {
             return Ok(None);
         };
         let matches = config_map.metadata.resource_version.as_deref() == Some(version);
@@ -433,10 +403,10 @@ impl ControlsConfigMap {
     /// The document in `config_map`: no key (or no data) is the empty document.
     fn decode(&self, config_map: &ConfigMap) -> Result<Controls, Invalid> {
         match text_under(config_map, KEY) {
-            Ok(text) => Controls::parse(text, &self.describe),
+            Ok(text) => Controls::parse(text, &self.config_map.describe),
             Err(Missing::NotFound(_)) => Ok(feed::empty()),
             Err(Missing::InBinaryData) => Err(Invalid::Malformed {
-                where_: self.describe.clone(),
+                where_: self.describe(),
                 why: format!(
                     "key {KEY} is under binaryData: the document must be under data, as text"
                 ),
@@ -444,72 +414,9 @@ impl ControlsConfigMap {
         }
     }
 
-    fn config_maps(&self) -> Api<ConfigMap> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    /// Runs one request, bounded by the request timeout, and classifies its error.
-    async fn request<T>(
-        &self,
-        verb: &'static str,
-        request: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Result<T, Error> {
-        bounded_request(self.request_timeout, request)
-            .await
-            .map_err(|failure| self.failure(verb, failure))
-    }
-
-    /// Names a failed request in our error type; 409 and 404 stay [`Error::Api`] for the caller to
-    /// interpret.
+    /// Names a failed request in our error type.
     fn failure(&self, verb: &'static str, failure: kubernetes::Error) -> Error {
-        match failure {
-            kubernetes::Error::Status {
-                code: FORBIDDEN,
-                message,
-                ..
-            } => Error::Forbidden {
-                store: self.describe.clone(),
-                verb,
-                namespace: self.namespace.clone(),
-                name: self.name.clone(),
-                message,
-            },
-            kubernetes::Error::Status {
-                code,
-                reason,
-                message,
-            } if !crate::lease_store::is_transient_status(code) => Error::Api {
-                store: self.describe.clone(),
-                verb,
-                code,
-                reason,
-                message,
-            },
-            unavailable => self.unavailable(verb, unavailable.to_string()),
-        }
-    }
-
-    fn unavailable(&self, verb: &'static str, detail: String) -> Error {
-        Error::Unavailable {
-            store: self.describe.clone(),
-            verb,
-            detail,
-        }
-    }
-
-    /// The resourceVersion of an answer; a real API server always sets one.
-    fn version_of(&self, verb: &'static str, config_map: &ConfigMap) -> Result<String, Error> {
-        config_map
-            .metadata
-            .resource_version
-            .clone()
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                self.unavailable(
-                    verb,
-                    "the answer has no metadata.resourceVersion".to_owned(),
-                )
-            })
+        self.config_map.failure(verb, failure).into()
     }
 
     fn remember(&self, config_map: ConfigMap) {
@@ -519,8 +426,8 @@ impl ControlsConfigMap {
     /// The metadata of a ConfigMap this store creates (when `deploy/core`'s was not applied).
     fn new_metadata(&self) -> ObjectMeta {
         ObjectMeta {
-            name: Some(self.name.clone()),
-            namespace: Some(self.namespace.clone()),
+            name: Some(self.config_map.name.clone()),
+            namespace: Some(self.config_map.namespace.clone()),
             labels: Some(BTreeMap::from([(
                 MANAGED_BY_LABEL.to_owned(),
                 "leasecron".to_owned(),
@@ -531,7 +438,7 @@ impl ControlsConfigMap {
                     "leasecron operator controls of Lease {}/{}: suspended jobs and requests (trigger, \
                      backfill), written by `leasecron suspend|resume|trigger|backfill`, read by every \
                      replica; the leader acknowledges requests in the run state.",
-                    self.namespace, self.lease
+                    self.config_map.namespace, self.lease
                 ),
             )])),
             ..ObjectMeta::default()
@@ -541,7 +448,7 @@ impl ControlsConfigMap {
 
 impl Store for ControlsConfigMap {
     fn describe(&self) -> String {
-        self.describe.clone()
+        ControlsConfigMap::describe(self)
     }
 
     fn load(&self) -> StoreFuture<'_, Read> {
@@ -559,18 +466,7 @@ impl Store for ControlsConfigMap {
 
 /// `<lease>-controls`, or that name and why it is not a valid ConfigMap name.
 fn controls_name(lease: &str) -> Result<String, (String, String)> {
-    let name = format!("{lease}{CONFIG_MAP_SUFFIX}");
-    match check_object_name(&name) {
-        Ok(()) => Ok(name),
-        Err(why) if name.len() > MAX_SUBDOMAIN_LEN => Err((
-            name,
-            format!(
-                "{why} (the Lease name may have at most {MAX_LEASE_NAME_LEN} characters to keep its \
-                 controls in a ConfigMap)"
-            ),
-        )),
-        Err(why) => Err((name, why)),
-    }
+    name_beside_lease(lease, CONFIG_MAP_SUFFIX, "controls")
 }
 
 // === The replicas' feed ===
@@ -654,7 +550,7 @@ impl Feed {
                     Ok(version) if Instant::now() >= until => State::Watch(version),
                     Ok(_) => {
                         if std::mem::take(&mut self.failures) > 0 {
-                            tracing::info!(store = %self.store.describe, "the controls ConfigMap can be read again (polling it: the watch is forbidden)");
+                            tracing::info!(store = %self.store.config_map.describe, "the controls ConfigMap can be read again (polling it: the watch is forbidden)");
                         }
                         State::Poll { until }
                     }
@@ -670,7 +566,7 @@ impl Feed {
     /// GETs the ConfigMap and offers what it says; returns its resourceVersion (empty if there is
     /// none).
     async fn read(&mut self) -> Result<String, Error> {
-        match self.store.get().await? {
+        match self.store.config_map.get().await? {
             Some(config_map) => {
                 let version = config_map
                     .metadata
@@ -699,10 +595,10 @@ impl Feed {
     /// Watches from `version` until the watch fails; returns what to do then.
     async fn watch_from(&mut self, mut version: String) -> State {
         let watched = Watched {
-            api: Api::namespaced(self.store.watch_client.clone(), &self.store.namespace),
-            name: self.store.name.clone(),
+            api: Api::namespaced(self.store.watch_client.clone(), self.store.namespace()),
+            name: self.store.name().to_owned(),
             watch_timeout: self.params.watch_timeout,
-            request_timeout: self.store.request_timeout,
+            request_timeout: self.store.config_map.request_timeout,
         };
         let ended = object_watch::watch_from(&watched, &mut version, |seen| {
             match seen {
@@ -717,7 +613,7 @@ impl Feed {
         .await;
         match ended {
             object_watch::Ended::Gone => {
-                tracing::debug!(store = %self.store.describe, "watch: 410 Gone; reading the ConfigMap again");
+                tracing::debug!(store = %self.store.config_map.describe, "watch: 410 Gone; reading the ConfigMap again");
                 State::Read
             }
             object_watch::Ended::Refused(e) => match self.store.failure("watch", e) {
@@ -781,7 +677,7 @@ impl Feed {
         let was_down = std::mem::take(&mut self.failures) > 0;
         let was_forbidden = std::mem::take(&mut self.forbidden);
         if was_down || was_forbidden {
-            tracing::info!(store = %self.store.describe, "watching the controls ConfigMap again");
+            tracing::info!(store = %self.store.config_map.describe, "watching the controls ConfigMap again");
         }
     }
 }
@@ -789,6 +685,11 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kubernetes::names::MAX_SUBDOMAIN_LEN;
+
+    /// The longest Lease name whose controls fit a ConfigMap name (a DNS-1123 subdomain, at most 253
+    /// characters, including [`CONFIG_MAP_SUFFIX`]).
+    const MAX_LEASE_NAME_LEN: usize = MAX_SUBDOMAIN_LEN - CONFIG_MAP_SUFFIX.len();
 
     fn store() -> ControlsConfigMap {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));

@@ -50,21 +50,18 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::Api;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DEFAULT_CONFIG_MAP_KEY;
-use crate::kubernetes::access::{self, Reviewed};
-use crate::kubernetes::config_map::{text_under, Missing};
+use crate::kubernetes::config_map::{text_under, Failure, FailureKind, Missing, NamedConfigMap};
 use crate::kubernetes::names::check_object_name;
 use crate::kubernetes::watch::{self as object_watch, Seen, Watched};
-use crate::kubernetes::{self, bounded_request, FORBIDDEN, UNAUTHORIZED};
+use crate::kubernetes::{self, UNAUTHORIZED};
 use crate::reload::{publish, Reread, Snapshot};
 
 /// Default of [`Params::request_timeout`].
@@ -234,9 +231,9 @@ enum State {
 
 /// The requests about one ConfigMap.
 struct Source {
-    api: Api<ConfigMap>,
+    /// Described by [`ConfigMapRef::origin`].
+    config_map: NamedConfigMap,
     target: ConfigMapRef,
-    origin: String,
     params: Params,
 }
 
@@ -285,6 +282,17 @@ impl ConfigMapRef {
         Snapshot {
             origin: self.origin(),
             text: self.text(config_map),
+        }
+    }
+
+    /// The ConfigMap, for requests through `client` (described by its origin).
+    fn named(&self, client: &kube::Client, params: &Params) -> NamedConfigMap {
+        NamedConfigMap {
+            client: client.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            describe: self.origin(),
+            request_timeout: params.request_timeout,
         }
     }
 
@@ -358,6 +366,50 @@ impl Error {
     }
 }
 
+impl From<Failure> for Error {
+    fn from(Failure { store, verb, kind }: Failure) -> Error {
+        let origin = store;
+        match kind {
+            FailureKind::Forbidden {
+                namespace,
+                name,
+                message,
+            } => Error::Forbidden {
+                origin,
+                verb,
+                namespace,
+                name,
+                message,
+            },
+            FailureKind::Api {
+                code: UNAUTHORIZED,
+                message,
+                ..
+            } => Error::Unauthorized {
+                origin,
+                verb,
+                message,
+            },
+            FailureKind::Api {
+                code,
+                reason,
+                message,
+            } => Error::Api {
+                origin,
+                verb,
+                code,
+                reason,
+                message,
+            },
+            FailureKind::Unavailable { detail } => Error::Unavailable {
+                origin,
+                verb,
+                detail,
+            },
+        }
+    }
+}
+
 /// Reads the ConfigMap at start and returns its snapshot.
 ///
 /// A missing ConfigMap ([`Error::NotFound`]), a refused read ([`Error::Forbidden`], with the RBAC rule
@@ -368,10 +420,9 @@ pub async fn read(
     target: &ConfigMapRef,
     params: &Params,
 ) -> Result<Snapshot, Error> {
-    let source = Source::new(client, target, params);
-    let Some(config_map) = source.get().await? else {
+    let Some(config_map) = target.named(client, params).get().await? else {
         return Err(Error::NotFound {
-            origin: source.origin.clone(),
+            origin: target.origin(),
             namespace: target.namespace.clone(),
             name: target.name.clone(),
         });
@@ -395,14 +446,9 @@ pub async fn check_access(
     target: &ConfigMapRef,
     params: &Params,
 ) -> Result<(), Error> {
-    let config_map = Reviewed {
-        group: "",
-        resource: "configmaps",
-        namespace: &target.namespace,
-        name: &target.name,
-        what: "the jobs ConfigMap",
-    };
-    access::check_access(client, config_map, &REQUIRED_VERBS, params.request_timeout)
+    target
+        .named(client, params)
+        .check_access("the jobs ConfigMap", &REQUIRED_VERBS)
         .await
         .map_err(|denied| Error::AccessDenied {
             origin: target.origin(),
@@ -450,75 +496,15 @@ pub async fn watch(
 impl Source {
     fn new(client: &kube::Client, target: &ConfigMapRef, params: &Params) -> Source {
         Source {
-            api: Api::namespaced(client.clone(), &target.namespace),
+            config_map: target.named(client, params),
             target: target.clone(),
-            origin: target.origin(),
             params: params.clone(),
         }
     }
 
-    /// GETs the ConfigMap; `None` if there is none.
-    async fn get(&self) -> Result<Option<ConfigMap>, Error> {
-        self.request("get", self.api.get_opt(&self.target.name))
-            .await
-    }
-
-    /// Runs one request, bounded by the request timeout, and classifies its error.
-    async fn request<T>(
-        &self,
-        verb: &'static str,
-        request: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Result<T, Error> {
-        bounded_request(self.params.request_timeout, request)
-            .await
-            .map_err(|failure| self.failure(verb, failure))
-    }
-
     /// Names a failed request in our error type.
     fn failure(&self, verb: &'static str, failure: kubernetes::Error) -> Error {
-        let origin = self.origin.clone();
-        match failure {
-            kubernetes::Error::Status {
-                code: FORBIDDEN,
-                message,
-                ..
-            } => Error::Forbidden {
-                origin,
-                verb,
-                namespace: self.target.namespace.clone(),
-                name: self.target.name.clone(),
-                message,
-            },
-            kubernetes::Error::Status {
-                code: UNAUTHORIZED,
-                message,
-                ..
-            } => Error::Unauthorized {
-                origin,
-                verb,
-                message,
-            },
-            kubernetes::Error::Status {
-                code,
-                reason,
-                message,
-            } if !crate::lease_store::is_transient_status(code) => Error::Api {
-                origin,
-                verb,
-                code,
-                reason,
-                message,
-            },
-            unavailable => self.unavailable(verb, unavailable.to_string()),
-        }
-    }
-
-    fn unavailable(&self, verb: &'static str, detail: String) -> Error {
-        Error::Unavailable {
-            origin: self.origin.clone(),
-            verb,
-            detail,
-        }
+        self.config_map.failure(verb, failure).into()
     }
 }
 
@@ -546,7 +532,7 @@ impl Watcher {
                     Ok(version) if Instant::now() >= until => State::Watch(version),
                     Ok(_) => {
                         if std::mem::take(&mut self.down) {
-                            tracing::info!(source = %self.source.origin, "the jobs ConfigMap can be read again (polling it: the watch is forbidden)");
+                            tracing::info!(source = %self.source.config_map.describe, "the jobs ConfigMap can be read again (polling it: the watch is forbidden)");
                         }
                         State::Poll { until }
                     }
@@ -562,7 +548,7 @@ impl Watcher {
     /// GETs the ConfigMap and publishes what it says; returns its resourceVersion (empty if there is
     /// none, or no ConfigMap).
     async fn read(&mut self) -> Result<String, Error> {
-        let (snapshot, version) = match self.source.get().await? {
+        let (snapshot, version) = match self.source.config_map.get().await? {
             Some(config_map) => (
                 self.source.target.snapshot(&config_map),
                 config_map.metadata.resource_version.unwrap_or_default(),
@@ -571,7 +557,7 @@ impl Watcher {
         };
         let changed = self.publish(snapshot);
         if std::mem::take(&mut self.requested) && !changed {
-            tracing::info!(source = %self.source.origin, "re-read the jobs ConfigMap on request: unchanged");
+            tracing::info!(source = %self.source.config_map.describe, "re-read the jobs ConfigMap on request: unchanged");
         }
         Ok(version)
     }
@@ -580,7 +566,7 @@ impl Watcher {
     /// request, until the watch fails; returns what to do then.
     async fn watch_from(&mut self, mut version: String) -> State {
         let config_map = Watched {
-            api: self.source.api.clone(),
+            api: self.source.config_map.api(),
             name: self.source.target.name.clone(),
             watch_timeout: self.source.params.watch_timeout,
             request_timeout: self.source.params.request_timeout,
@@ -622,7 +608,7 @@ impl Watcher {
 
     /// `410 Gone`: the version is too old; read again (no pause: nothing failed).
     fn gone(&self) -> State {
-        tracing::debug!(source = %self.source.origin, "watch: 410 Gone; reading the ConfigMap again");
+        tracing::debug!(source = %self.source.config_map.describe, "watch: 410 Gone; reading the ConfigMap again");
         State::Read
     }
 
@@ -662,7 +648,7 @@ impl Watcher {
         let was_down = std::mem::take(&mut self.down);
         let was_forbidden = std::mem::take(&mut self.forbidden);
         if was_down || was_forbidden {
-            tracing::info!(source = %self.source.origin, "watching the jobs ConfigMap again");
+            tracing::info!(source = %self.source.config_map.describe, "watching the jobs ConfigMap again");
         }
     }
 }
@@ -842,10 +828,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_without_an_answer_times_out_as_unavailable() {
         let source = shared_source();
-        let error = source
-            .request("get", std::future::pending::<Result<(), kube::Error>>())
-            .await
-            .expect_err("no answer");
+        let error = Error::from(
+            source
+                .config_map
+                .request("get", std::future::pending::<Result<(), kube::Error>>())
+                .await
+                .expect_err("no answer"),
+        );
         assert!(error.is_transient());
         assert_eq!(
             error.to_string(),

@@ -25,19 +25,15 @@
 //! know, is returned as unusable (with its resourceVersion), for the ledger to log and rebuild.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
 
 pub mod encoding;
 
-use crate::kubernetes::access::{self, Reviewed};
-use crate::kubernetes::config_map::{text_under, Missing};
-use crate::kubernetes::names::{check_object_name, MAX_SUBDOMAIN_LEN};
-use crate::kubernetes::{self, bounded_request, client, CONFLICT, FORBIDDEN, NOT_FOUND};
+use crate::kubernetes::client;
+use crate::kubernetes::config_map::{name_beside_lease, text_under, Missing, NamedConfigMap};
 use crate::run_state::{Loaded, Saved, StateRecord};
 
 /// The ConfigMap of the Lease `L` is `L` followed by this.
@@ -52,9 +48,6 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub(crate) const MANAGED_BY: &str = "leasecron";
 /// The well-known annotation that says what the ConfigMap is.
 pub const DESCRIPTION_ANNOTATION: &str = "kubernetes.io/description";
-/// The longest Lease name whose run state fits a ConfigMap name (a DNS-1123 subdomain, at most 253
-/// characters, including [`STATE_SUFFIX`]).
-pub(crate) const MAX_LEASE_NAME_LEN: usize = MAX_SUBDOMAIN_LEN - STATE_SUFFIX.len();
 
 /// Why the run state ConfigMap cannot be named, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -200,13 +193,9 @@ fn rules(name: &str) -> String {
 
 /// The run state of a Lease in a ConfigMap. See the [module documentation](self).
 pub struct StateConfigMap {
-    /// Without the retry layer, with the request timeout in its connector; each request makes its `Api`.
-    client: kube::Client,
-    namespace: String,
-    name: String,
+    /// Its client without the retry layer, with the request timeout in its connector.
+    config_map: NamedConfigMap,
     lease: String,
-    describe: String,
-    request_timeout: Duration,
     /// The metadata of the last ConfigMap read or written, sent back on a replace of that version.
     last_meta: std::sync::Mutex<Option<Box<ObjectMeta>>>,
     /// The encoding of the last write, to log when it changes.
@@ -222,13 +211,16 @@ impl Error {
     }
 }
 
+// A failed request, named by the ConfigMap's description.
+crate::kubernetes::config_map::error_from_failure!(Error);
+
 // === impl StateConfigMap ===
 
 impl std::fmt::Debug for StateConfigMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateConfigMap")
-            .field("configmap", &self.describe)
-            .field("request_timeout", &self.request_timeout)
+            .field("configmap", &self.config_map.describe)
+            .field("request_timeout", &self.config_map.request_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -257,12 +249,14 @@ impl StateConfigMap {
                 source,
             })?;
         Ok(StateConfigMap {
-            client,
-            namespace: namespace.to_owned(),
-            name,
+            config_map: NamedConfigMap {
+                client,
+                namespace: namespace.to_owned(),
+                name,
+                describe,
+                request_timeout,
+            },
             lease: lease_name.to_owned(),
-            describe,
-            request_timeout,
             last_meta: std::sync::Mutex::new(None),
             last_encoding: std::sync::Mutex::new(None),
         })
@@ -270,23 +264,22 @@ impl StateConfigMap {
 
     /// For logs: `configmap NS/NAME-state`.
     pub fn describe(&self) -> String {
-        self.describe.clone()
+        self.config_map.describe.clone()
     }
 
     /// The ConfigMap's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.config_map.name
     }
 
     /// Reads the record ([`Loaded::Absent`] if there is no ConfigMap).
     pub async fn load(&self) -> Result<Loaded, Error> {
-        let api = self.config_maps();
-        let Some(config_map) = self.request("get", api.get_opt(&self.name)).await? else {
+        let Some(config_map) = self.config_map.get().await? else {
             return Ok(Loaded::Absent);
         };
-        let version = self.version_of("get", &config_map)?;
+        let version = self.config_map.version_of("get", &config_map)?;
         self.remember(&config_map.metadata);
-        Ok(match decode(&self.describe, &config_map) {
+        Ok(match decode(&self.config_map.describe, &config_map) {
             Ok(record) => Loaded::Found { version, record },
             Err(why) => Loaded::Unusable { version, why },
         })
@@ -302,7 +295,7 @@ impl StateConfigMap {
             }
             Err(bytes) => {
                 return Err(Error::TooLarge {
-                    store: self.describe.clone(),
+                    store: self.describe(),
                     jobs: record.jobs.len(),
                     bytes,
                     limit: encoding::MAX_BYTES,
@@ -314,29 +307,13 @@ impl StateConfigMap {
             data: Some(BTreeMap::from([(KEY.to_owned(), text)])),
             ..ConfigMap::default()
         };
-        let post = PostParams::default();
-        let api = self.config_maps();
-        let (verb, answer) = match version {
-            None => {
-                let request = api.create(&post, &config_map);
-                ("create", self.request("create", request).await)
-            }
-            Some(_) => {
-                let request = api.replace(&self.name, &post, &config_map);
-                ("update", self.request("update", request).await)
-            }
+        let replace = version.is_some();
+        // Someone else created, changed or deleted it since it was read: read again.
+        let Some(written) = self.config_map.write(&config_map, replace).await? else {
+            return Ok(Saved::Conflict);
         };
-        let written = match answer {
-            Ok(written) => written,
-            // Someone else created or changed it (409), or deleted it since it was read (404 on update;
-            // on create, a 404 is a missing namespace): read again.
-            Err(Error::Api { code: CONFLICT, .. }) => return Ok(Saved::Conflict),
-            Err(Error::Api {
-                code: NOT_FOUND, ..
-            }) if version.is_some() => return Ok(Saved::Conflict),
-            Err(e) => return Err(e),
-        };
-        let version = self.version_of(verb, &written)?;
+        let verb = if replace { "update" } else { "create" };
+        let version = self.config_map.version_of(verb, &written)?;
         self.remember(&written.metadata);
         Ok(Saved::Written(version))
     }
@@ -347,26 +324,16 @@ impl StateConfigMap {
     /// [`Error::AccessDenied`]. A review that cannot be made (no authorization API, a timeout) proves
     /// nothing: it is logged at debug and the check passes; the requests themselves still report 403.
     pub async fn check_access(&self) -> Result<(), Error> {
-        let config_map = Reviewed {
-            group: "",
-            resource: "configmaps",
-            namespace: &self.namespace,
-            name: &self.name,
-            what: "the run state ConfigMap",
-        };
-        access::check_access(
-            &self.client,
-            config_map,
-            &REQUIRED_VERBS,
-            self.request_timeout,
-        )
-        .await
-        .map_err(|denied| Error::AccessDenied {
-            store: self.describe.clone(),
-            verbs: denied,
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-        })
+        let config_map = &self.config_map;
+        config_map
+            .check_access("the run state ConfigMap", &REQUIRED_VERBS)
+            .await
+            .map_err(|denied| Error::AccessDenied {
+                store: config_map.describe.clone(),
+                verbs: denied,
+                namespace: config_map.namespace.clone(),
+                name: config_map.name.clone(),
+            })
     }
 
     /// Logs when the encoding changes: format 2 cannot be read by a leasecron before it, and its
@@ -385,97 +352,29 @@ impl StateConfigMap {
         *last = Some(encoding);
         match encoding {
             Full => {
-                tracing::debug!(store = %self.describe, jobs, "run state written in format 1");
+                tracing::debug!(store = %self.config_map.describe, jobs, "run state written in format 1");
             }
             Compact { history } if was_compact => tracing::debug!(
-                store = %self.describe,
+                store = %self.config_map.describe,
                 jobs,
                 history_per_job = history,
                 "run state in format 2: the history kept per job changed"
             ),
             Compact { history } => tracing::info!(
-                store = %self.describe,
+                store = %self.config_map.describe,
                 jobs,
                 history_per_job = history,
                 "run state too large for format 1: written in the compact format 2 (a leasecron before \
                  format 2 would rebuild it), with at most history_per_job runs of each job's history"
             ),
             Essential => tracing::warn!(
-                store = %self.describe,
+                store = %self.config_map.describe,
                 jobs,
                 "run state too large for format 2 with details: written with the essentials only (who \
                  started each slot, when exactly, the last success and the run history are no longer \
                  kept)"
             ),
         }
-    }
-
-    fn config_maps(&self) -> Api<ConfigMap> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    /// Runs one request, bounded by the request timeout, and classifies its error.
-    async fn request<T>(
-        &self,
-        verb: &'static str,
-        request: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Result<T, Error> {
-        bounded_request(self.request_timeout, request)
-            .await
-            .map_err(|failure| self.failure(verb, failure))
-    }
-
-    /// Names a failed request in our error type; 409 and 404 stay [`Error::Api`] for the caller to
-    /// interpret.
-    fn failure(&self, verb: &'static str, failure: kubernetes::Error) -> Error {
-        match failure {
-            kubernetes::Error::Status {
-                code: FORBIDDEN,
-                message,
-                ..
-            } => Error::Forbidden {
-                store: self.describe.clone(),
-                verb,
-                namespace: self.namespace.clone(),
-                name: self.name.clone(),
-                message,
-            },
-            kubernetes::Error::Status {
-                code,
-                reason,
-                message,
-            } if !crate::lease_store::is_transient_status(code) => Error::Api {
-                store: self.describe.clone(),
-                verb,
-                code,
-                reason,
-                message,
-            },
-            unavailable => self.unavailable(verb, unavailable.to_string()),
-        }
-    }
-
-    fn unavailable(&self, verb: &'static str, detail: String) -> Error {
-        Error::Unavailable {
-            store: self.describe.clone(),
-            verb,
-            detail,
-        }
-    }
-
-    /// The resourceVersion of an answer; a real API server always sets one.
-    fn version_of(&self, verb: &'static str, config_map: &ConfigMap) -> Result<String, Error> {
-        config_map
-            .metadata
-            .resource_version
-            .clone()
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                self.unavailable(
-                    verb,
-                    "the answer has no metadata.resourceVersion".to_owned(),
-                )
-            })
     }
 
     fn remember(&self, meta: &ObjectMeta) {
@@ -498,8 +397,8 @@ impl StateConfigMap {
                 *meta
             }
             _ => ObjectMeta {
-                name: Some(self.name.clone()),
-                namespace: Some(self.namespace.clone()),
+                name: Some(self.config_map.name.clone()),
+                namespace: Some(self.config_map.namespace.clone()),
                 resource_version: version.map(str::to_owned),
                 ..ObjectMeta::default()
             },
@@ -509,7 +408,7 @@ impl StateConfigMap {
             .insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
         meta.annotations.get_or_insert_with(BTreeMap::new).insert(
             DESCRIPTION_ANNOTATION.to_owned(),
-            description(&self.namespace, &self.lease),
+            description(&self.config_map.namespace, &self.lease),
         );
         meta
     }
@@ -529,18 +428,7 @@ fn description(namespace: &str, lease: &str) -> String {
 
 /// `<lease>-state`, or that name and why it is not a valid ConfigMap name.
 fn state_name(lease: &str) -> Result<String, (String, String)> {
-    let name = format!("{lease}{STATE_SUFFIX}");
-    match check_object_name(&name) {
-        Ok(()) => Ok(name),
-        Err(why) if name.len() > MAX_SUBDOMAIN_LEN => Err((
-            name,
-            format!(
-                "{why} (the Lease name may have at most {MAX_LEASE_NAME_LEN} characters to keep its \
-                 run state in a ConfigMap)"
-            ),
-        )),
-        Err(why) => Err((name, why)),
-    }
+    name_beside_lease(lease, STATE_SUFFIX, "run state")
 }
 
 /// The record in `config_map`, or why it cannot be used (`store` names the ConfigMap).
@@ -555,10 +443,15 @@ fn decode(store: &str, config_map: &ConfigMap) -> Result<StateRecord, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kubernetes;
+    use crate::kubernetes::names::MAX_SUBDOMAIN_LEN;
     use crate::run_state::{JobRecord, SlotStart};
     use chrono::{TimeZone, Utc};
 
     const STORE: &str = "configmap ns/lock-state";
+    /// The longest Lease name whose run state fits a ConfigMap name (a DNS-1123 subdomain, at most 253
+    /// characters, including [`STATE_SUFFIX`]).
+    const MAX_LEASE_NAME_LEN: usize = MAX_SUBDOMAIN_LEN - STATE_SUFFIX.len();
 
     fn state() -> StateConfigMap {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
@@ -601,8 +494,13 @@ mod tests {
         }
     }
 
+    /// How the store names a failed request.
+    fn failure(state: &StateConfigMap, verb: &'static str, failure: kubernetes::Error) -> Error {
+        state.config_map.failure(verb, failure).into()
+    }
+
     fn api_error(state: &StateConfigMap, verb: &'static str, code: u16) -> Error {
-        state.failure(verb, kubernetes::Error::status(code, "y", "x"))
+        failure(state, verb, kubernetes::Error::status(code, "y", "x"))
     }
 
     #[test]
@@ -747,18 +645,19 @@ mod tests {
             api_error(&state, "update", 409),
             Error::Api { code: 409, .. }
         ));
-        assert!(state
-            .failure("get", kubernetes::Error::malformed())
-            .is_transient());
+        assert!(failure(&state, "get", kubernetes::Error::malformed()).is_transient());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_without_an_answer_times_out_as_unavailable() {
         let state = state();
-        let error = state
-            .request("get", std::future::pending::<Result<(), kube::Error>>())
-            .await
-            .expect_err("no answer");
+        let error = Error::from(
+            state
+                .config_map
+                .request("get", std::future::pending::<Result<(), kube::Error>>())
+                .await
+                .expect_err("no answer"),
+        );
         assert!(error.is_transient());
         assert_eq!(
             error.to_string(),
@@ -774,7 +673,7 @@ mod tests {
             "Forbidden",
             "configmaps \"lock-state\" is forbidden: User \"x\" cannot update resource",
         );
-        let error = state.failure("update", status);
+        let error = failure(&state, "update", status);
         assert!(!error.is_transient());
         let text = error.to_string();
         for needle in [

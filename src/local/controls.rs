@@ -20,14 +20,11 @@
 //! [`POLL_INTERVAL`] as the fallback (a write from another machine on a network file system, a watch that
 //! could not be set up). Only a document that differs from the one in force is published.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -35,12 +32,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controls::feed::{self, Publisher};
 use crate::controls::{Controls, Invalid, Read, Saved, Store, StoreFuture};
+use crate::local::cas_file::{self, CasFile, Failure};
 use crate::local::jobs_file::{debounce, DirWatch};
 
 /// How long a write waits for a peer's lock.
-pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often a held lock is retried.
-const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(2);
+pub const LOCK_TIMEOUT: Duration = cas_file::LOCK_TIMEOUT;
 /// How often the feed re-reads the file whatever the directory watch says.
 pub const POLL_INTERVAL: Duration = crate::local::jobs_file::POLL_INTERVAL;
 /// The suffix of the file's name: `LEASE.controls`.
@@ -86,54 +82,42 @@ struct Writing<'a> {
     controls: &'a Controls,
 }
 
-/// Only the generation, to compare versions under the lock without checking the document.
-#[derive(Debug, Deserialize)]
-struct GenerationOnly {
-    generation: u64,
-}
-
 /// The controls file of a lease file. See the [module documentation](self).
 #[derive(Debug, Clone)]
 pub struct ControlsFile {
-    path: PathBuf,
-    lock_path: PathBuf,
-    temp_path: PathBuf,
-    dir: PathBuf,
+    file: CasFile,
+}
+
+impl From<Failure> for Error {
+    fn from(failure: Failure) -> Error {
+        match failure {
+            Failure::Io { path, what, source } => Error::Io { path, what, source },
+            Failure::LockTimeout { path } => Error::LockTimeout { path },
+        }
+    }
 }
 
 impl ControlsFile {
     /// The controls of the lease file `lease`: `LEASE.controls` beside it.
     pub fn beside(lease: &Path) -> ControlsFile {
-        let with = |suffix: &str| {
-            let mut name = lease.as_os_str().to_owned();
-            name.push(suffix);
-            PathBuf::from(name)
-        };
-        let dir = match lease.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
         ControlsFile {
-            path: with(SUFFIX),
-            lock_path: with(&format!("{SUFFIX}.lock")),
-            temp_path: with(&format!("{SUFFIX}.tmp")),
-            dir,
+            file: CasFile::beside(lease, SUFFIX),
         }
     }
 
     /// The controls file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// For messages: `file PATH`.
     pub fn describe(&self) -> String {
-        format!("file {}", self.path.display())
+        format!("file {}", self.path().display())
     }
 
     /// Reads the document: an empty one without a version if there is no file.
     pub async fn load(&self) -> Result<Read, Error> {
-        let Some(bytes) = self.read_bytes()? else {
+        let Some(bytes) = self.file.read_bytes()? else {
             return Ok(Read {
                 controls: feed::empty(),
                 version: None,
@@ -148,17 +132,17 @@ impl ControlsFile {
 
     /// Writes `controls` if the file's generation is still `version` (`None`: if there is no file).
     pub async fn save(&self, controls: &Controls, version: Option<&str>) -> Result<Saved, Error> {
-        let _lock = self.lock().await?;
-        let current = self.read_bytes()?.map(|bytes| version_of(&bytes));
-        if current.as_deref() != version {
-            return Ok(Saved::Conflict);
-        }
-        let generation = current.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
-        self.write(&Writing {
-            generation,
-            controls,
-        })?;
-        Ok(Saved::Written)
+        let written = self
+            .file
+            .compare_and_swap(version, version_of, |generation| Writing {
+                generation,
+                controls,
+            })
+            .await?;
+        Ok(match written {
+            Some(_) => Saved::Written,
+            None => Saved::Conflict,
+        })
     }
 
     /// The document in `bytes` and its generation; an empty file is an empty document of generation 0.
@@ -178,68 +162,13 @@ impl ControlsFile {
         Ok((controls, on_disk.generation))
     }
 
-    fn read_bytes(&self) -> Result<Option<Vec<u8>>, Error> {
-        match fs::read(&self.path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io(&self.path, "reading", e)),
-        }
-    }
-
-    /// Holds the exclusive lock until the guard is dropped.
-    async fn lock(&self) -> Result<Flock<File>, Error> {
-        let started = Instant::now();
-        loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&self.lock_path)
-                .map_err(|e| self.io(&self.lock_path, "opening the lock file", e))?;
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(guard) => return Ok(guard),
-                Err((_, Errno::EWOULDBLOCK)) => {}
-                Err((_, errno)) => return Err(self.io(&self.lock_path, "locking", errno.into())),
-            }
-            if started.elapsed() >= LOCK_TIMEOUT {
-                return Err(Error::LockTimeout {
-                    path: self.lock_path.clone(),
-                });
-            }
-            tokio::time::sleep(LOCK_RETRY_INTERVAL).await;
-        }
-    }
-
-    fn write(&self, writing: &Writing<'_>) -> Result<(), Error> {
-        let mut json = serde_json::to_vec_pretty(writing)
-            .map_err(|e| self.io(&self.path, "encoding", io::Error::other(e)))?;
-        json.push(b'\n');
-        let temp = &self.temp_path;
-        let mut file = File::create(temp).map_err(|e| self.io(temp, "creating", e))?;
-        file.write_all(&json)
-            .map_err(|e| self.io(temp, "writing", e))?;
-        file.sync_all().map_err(|e| self.io(temp, "syncing", e))?;
-        fs::rename(temp, &self.path).map_err(|e| self.io(&self.path, "renaming over", e))?;
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| self.io(&self.dir, "syncing the directory", e))
-    }
-
-    fn io(&self, path: &Path, what: &'static str, source: io::Error) -> Error {
-        Error::Io {
-            path: path.to_path_buf(),
-            what,
-            source,
-        }
-    }
-
     /// Reads the file and offers what it holds to `publisher`; a failure to read is logged (a warning
     /// at the start of an outage, `down` set until the file can be read again) and publishes nothing.
     fn refresh(&self, publisher: &mut Publisher, down: &mut bool) {
-        let bytes = match self.read_bytes() {
+        let bytes = match self.file.read_bytes() {
             Ok(bytes) => bytes,
-            Err(error) => {
+            Err(failure) => {
+                let error = Error::from(failure);
                 if std::mem::replace(down, true) {
                     tracing::debug!(%error, "the controls file still cannot be read");
                 } else {
@@ -253,7 +182,7 @@ impl ControlsFile {
             }
         };
         if std::mem::take(down) {
-            tracing::info!(file = %self.path.display(), "the controls file can be read again");
+            tracing::info!(file = %self.path().display(), "the controls file can be read again");
         }
         match bytes {
             None => {
@@ -273,9 +202,7 @@ fn version_of(bytes: &[u8]) -> String {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return "0".to_owned();
     }
-    serde_json::from_slice::<GenerationOnly>(bytes)
-        .map(|g| g.generation.to_string())
-        .unwrap_or_else(|_| "corrupt".to_owned())
+    cas_file::version_of(bytes)
 }
 
 /// FNV-1a of the file's bytes: tells its versions apart in the log of invalid ones.
@@ -310,7 +237,7 @@ impl Store for ControlsFile {
 pub async fn watch(file: ControlsFile, out: watch::Sender<Arc<Controls>>, stop: CancellationToken) {
     let mut publisher = Publisher::new(out, file.describe());
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut dir_watch = DirWatch::start(&file.path, &events_tx, "controls file");
+    let mut dir_watch = DirWatch::start(file.path(), &events_tx, "controls file");
     let mut down = false;
     file.refresh(&mut publisher, &mut down);
     let mut poll = tokio::time::interval_at(Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
@@ -329,7 +256,7 @@ pub async fn watch(file: ControlsFile, out: watch::Sender<Arc<Controls>>, stop: 
             _ = poll.tick() => true,
         };
         if check_watch && !dir_watch.as_ref().is_some_and(DirWatch::is_current) {
-            dir_watch = DirWatch::start(&file.path, &events_tx, "controls file");
+            dir_watch = DirWatch::start(file.path(), &events_tx, "controls file");
         }
         file.refresh(&mut publisher, &mut down);
     }
@@ -346,7 +273,7 @@ mod tests {
         assert_eq!(file.describe(), "file /run/leasecron/lease.json.controls");
         let relative = ControlsFile::beside(Path::new("lease"));
         assert_eq!(relative.path(), Path::new("lease.controls"));
-        assert_eq!(relative.dir, Path::new("."));
+        assert_eq!(relative.file.dir(), Path::new("."));
     }
 
     #[test]

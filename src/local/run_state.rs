@@ -1,31 +1,26 @@
 //! The run state in a local file beside the lease file: `LEASE.state`, as pretty JSON.
 //!
-//! The layout follows the lease file's ([`crate::local::lease`]): a `generation` counter plays the
-//! role of `resourceVersion`, every compare-and-swap write holds an exclusive `flock` on `LEASE.state.lock`
-//! (never blocking the thread: a held lock is retried on the tokio timer, up to [`LOCK_TIMEOUT`]), and a
-//! write goes to `LEASE.state.tmp`, is fsynced and renamed over, so a crash leaves the old record or the new
-//! one. Readers need no lock.
+//! The layout follows the lease file's ([`crate::local::lease`]), as the controls file's does: a
+//! `generation` counter plays the role of `resourceVersion`, every compare-and-swap write holds an
+//! exclusive `flock` on `LEASE.state.lock` (never blocking the thread: a held lock is retried on the tokio
+//! timer, up to [`LOCK_TIMEOUT`]), and a write goes to `LEASE.state.tmp`, is fsynced and renamed over, so
+//! a crash leaves the old record or the new one. Readers need no lock.
 //!
 //! The file holds `{"generation": N, "record": {...}}`. A file that does not parse, or whose record has
 //! fields this version does not know, is returned as unusable (with its generation when it can be read), for
 //! the ledger to log and rebuild.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
+use crate::local::cas_file::{self, version_of, CasFile, Failure};
 use crate::run_state::{Loaded, Saved, StateRecord};
 
 /// How long a write waits for a peer's lock.
-pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often a held lock is retried.
-const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(2);
+pub const LOCK_TIMEOUT: Duration = cas_file::LOCK_TIMEOUT;
 
 /// Why the state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -57,57 +52,37 @@ struct Stored {
     record: StateRecord,
 }
 
-/// Only the generation, to version a file whose record is unusable.
-#[derive(Debug, Deserialize)]
-struct GenerationOnly {
-    generation: u64,
-}
-
 /// The run state file of a lease file.
 #[derive(Debug)]
 pub struct StateFile {
-    path: PathBuf,
-    lock_path: PathBuf,
-    temp_path: PathBuf,
-    dir: PathBuf,
+    file: CasFile,
 }
 
-/// The generation of a state file's content as the version; one that matches nothing we would write if the
-/// generation cannot be read.
-fn version_of(bytes: &[u8]) -> String {
-    serde_json::from_slice::<GenerationOnly>(bytes)
-        .map(|g| g.generation.to_string())
-        .unwrap_or_else(|_| "corrupt".to_owned())
+impl From<Failure> for Error {
+    fn from(failure: Failure) -> Error {
+        match failure {
+            Failure::Io { path, what, source } => Error::Io { path, what, source },
+            Failure::LockTimeout { path } => Error::LockTimeout { path },
+        }
+    }
 }
 
 impl StateFile {
     /// The state of the lease file `lease`: `LEASE.state` beside it.
     pub fn beside(lease: &Path) -> StateFile {
-        let with = |suffix: &str| {
-            let mut name = lease.as_os_str().to_owned();
-            name.push(suffix);
-            PathBuf::from(name)
-        };
-        let dir = match lease.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
         StateFile {
-            path: with(".state"),
-            lock_path: with(".state.lock"),
-            temp_path: with(".state.tmp"),
-            dir,
+            file: CasFile::beside(lease, ".state"),
         }
     }
 
     /// The state file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// For logs.
     pub fn describe(&self) -> String {
-        format!("file {}", self.path.display())
+        format!("file {}", self.path().display())
     }
 
     /// Reads the record ([`Loaded::Absent`] if there is no file).
@@ -117,21 +92,23 @@ impl StateFile {
 
     /// Writes `record` if the file's generation is still `version` (`None`: if there is no file).
     pub async fn save(&self, record: &StateRecord, version: Option<&str>) -> Result<Saved, Error> {
-        let _lock = self.lock().await?;
-        let current = self.read_version()?;
-        if current.as_deref() != version {
-            return Ok(Saved::Conflict);
-        }
-        let generation = current.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
-        self.write(&Stored {
-            generation,
-            record: record.clone(),
-        })?;
-        Ok(Saved::Written(generation.to_string()))
+        // Only the version is read under the lock, without building the record: building the record of
+        // 10 000 jobs took a third of a claim.
+        let written = self
+            .file
+            .compare_and_swap(version, version_of, |generation| Stored {
+                generation,
+                record: record.clone(),
+            })
+            .await?;
+        Ok(match written {
+            Some(generation) => Saved::Written(generation.to_string()),
+            None => Saved::Conflict,
+        })
     }
 
     fn read(&self) -> Result<Loaded, Error> {
-        let Some(bytes) = self.read_bytes()? else {
+        let Some(bytes) = self.file.read_bytes()? else {
             return Ok(Loaded::Absent);
         };
         Ok(match serde_json::from_slice::<Stored>(&bytes) {
@@ -141,71 +118,9 @@ impl StateFile {
             },
             Err(e) => Loaded::Unusable {
                 version: version_of(&bytes),
-                why: format!("{}: {e}", self.path.display()),
+                why: format!("{}: {e}", self.path().display()),
             },
         })
-    }
-
-    /// The version [`StateFile::read`] would return, without building the record: every write checks it
-    /// under the lock, and building the record of 10 000 jobs took a third of a claim.
-    fn read_version(&self) -> Result<Option<String>, Error> {
-        Ok(self.read_bytes()?.map(|bytes| version_of(&bytes)))
-    }
-
-    fn read_bytes(&self) -> Result<Option<Vec<u8>>, Error> {
-        match fs::read(&self.path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io(&self.path, "reading", e)),
-        }
-    }
-
-    /// Holds the exclusive lock until the guard is dropped.
-    async fn lock(&self) -> Result<Flock<File>, Error> {
-        let started = Instant::now();
-        loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&self.lock_path)
-                .map_err(|e| self.io(&self.lock_path, "opening the lock file", e))?;
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(guard) => return Ok(guard),
-                Err((_, Errno::EWOULDBLOCK)) => {}
-                Err((_, errno)) => return Err(self.io(&self.lock_path, "locking", errno.into())),
-            }
-            if started.elapsed() >= LOCK_TIMEOUT {
-                return Err(Error::LockTimeout {
-                    path: self.lock_path.clone(),
-                });
-            }
-            tokio::time::sleep(LOCK_RETRY_INTERVAL).await;
-        }
-    }
-
-    fn write(&self, stored: &Stored) -> Result<(), Error> {
-        let mut json = serde_json::to_vec_pretty(stored)
-            .map_err(|e| self.io(&self.path, "encoding", io::Error::other(e)))?;
-        json.push(b'\n');
-        let temp = &self.temp_path;
-        let mut file = File::create(temp).map_err(|e| self.io(temp, "creating", e))?;
-        file.write_all(&json)
-            .map_err(|e| self.io(temp, "writing", e))?;
-        file.sync_all().map_err(|e| self.io(temp, "syncing", e))?;
-        fs::rename(temp, &self.path).map_err(|e| self.io(&self.path, "renaming over", e))?;
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| self.io(&self.dir, "syncing the directory", e))
-    }
-
-    fn io(&self, path: &Path, what: &'static str, source: io::Error) -> Error {
-        Error::Io {
-            path: path.to_path_buf(),
-            what,
-            source,
-        }
     }
 }
 
@@ -219,6 +134,7 @@ mod tests {
     use crate::run_state::{Origin, RunResult};
     use crate::term::FencingToken;
     use chrono::{TimeZone, Utc};
+    use std::fs;
 
     fn slot(s: i64) -> chrono::DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + s, 0)

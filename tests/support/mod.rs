@@ -15,6 +15,8 @@
 //!   ([`fake_apiserver::real`], tools/kube-testenv) in proxy mode; `on_both_servers!` runs a test on both.
 //! - [`kube_electors`]: Lease stores and in-process electors on the fake's clients, and who holds the
 //!   Lease.
+//! - [`stores`]: real replicas on a lease file or on either server's Lease, operator commands against
+//!   them, waiting for one to lead or follow, and counting the runs of each slot.
 //!
 //! In-process fixtures and generators:
 //!
@@ -43,3 +45,4 @@ pub mod replica;
 pub mod repo;
 pub mod runner_fixtures;
 pub mod scale_jobs;
+pub mod stores;

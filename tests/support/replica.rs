@@ -305,14 +305,21 @@ pub fn alive(pid: i32) -> bool {
 /// Writes a jobs file with one job `tick`, every second, that runs for ~400 ms and appends `start` and
 /// `end` lines (identity, fencing token, slot, the child's own clock in ns) to `runs`; returns its path.
 pub fn recording_job(dir: &Path, runs: &Path) -> PathBuf {
-    let record = |what: &str| {
-        format!(
-            r#"echo "{what} $LEASECRON_IDENTITY $LEASECRON_FENCING_TOKEN $LEASECRON_SCHEDULED_TIME $(date +%s%N)" >> {}"#,
-            runs.display()
-        )
-    };
-    let script = format!("{}; sleep 0.4; {}", record("start"), record("end"));
+    let script = format!(
+        "{}; sleep 0.4; {}",
+        record_line("start", runs),
+        record_line("end", runs)
+    );
     every_second_job(dir, "tick", "500ms", &script)
+}
+
+/// The shell command that appends a `what` (`start` or `end`) line to `runs`: identity, fencing token,
+/// slot, the child's own clock in ns, as [`read_recorded_runs`] reads them.
+pub fn record_line(what: &str, runs: &Path) -> String {
+    format!(
+        r#"echo "{what} $LEASECRON_IDENTITY $LEASECRON_FENCING_TOKEN $LEASECRON_SCHEDULED_TIME $(date +%s%N)" >> {}"#,
+        runs.display()
+    )
 }
 
 /// One run as [`recording_job`] recorded it.

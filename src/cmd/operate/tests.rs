@@ -620,54 +620,71 @@ async fn trigger_files_a_request_and_drops_the_acknowledged_ones() {
     );
 }
 
-/// Plays the leader: waits for a request to be filed, then carries it out with `act`.
-async fn lead<F, Fut>(controls: MemoryControls, state: MemoryStore, act: F)
+/// Plays the leader of `fixture` (`leasecron-7f9c`, fencing token 7): waits for a request to be filed,
+/// then carries it out with `act`.
+async fn lead<F, Fut>(fixture: &Fixture, act: F)
 where
     F: FnOnce(Ledger, Request) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let request = loop {
-        if let Some(request) = controls.controls().requests.last().cloned() {
+        if let Some(request) = fixture.controls.controls().requests.last().cloned() {
             break request;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let ledger = Ledger::new(state, "leasecron-7f9c".to_owned());
+    let ledger = Ledger::new(fixture.state.clone(), "leasecron-7f9c".to_owned());
     ledger.begin_term(FencingToken(7)).await.expect("term");
     act(ledger, request).await;
+}
+
+/// The leader's acknowledgement of `request` in `state`, now, without details.
+fn leader_ack(request: &Request, state: RequestState) -> RequestAck {
+    RequestAck {
+        kind: request.kind,
+        job: request.job.clone(),
+        requested_at: request.requested_at,
+        state,
+        detail: None,
+        fencing_token: 7,
+        identity: "leasecron-7f9c".to_owned(),
+        updated_at: Utc::now(),
+        slot: None,
+        outcome: None,
+        cursor: None,
+        started: 0,
+        skipped: 0,
+        failed: 0,
+    }
 }
 
 #[tokio::test]
 async fn trigger_wait_follows_the_run_to_its_outcome() {
     let fixture = fixture(true);
-    let leader = lead(
-        fixture.controls.clone(),
-        fixture.state.clone(),
-        |ledger, request| async move {
-            let token = FencingToken(7);
-            let origin = Origin::requested(Cause::Trigger, request.id, request.requested_at);
-            let slot = Utc::now();
-            ledger
-                .claim("tick", slot, token, slot, &origin)
-                .await
-                .expect("claimed");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let completion = Completion {
-                slot,
-                outcome: "failed".to_owned(),
-                finished_at: slot + chrono::Duration::milliseconds(1_204),
-            };
-            let result = RunResult {
-                exit_code: Some(3),
-                signal: None,
-                attempts: 1,
-            };
-            ledger
-                .complete("tick", token, &origin, completion, result)
-                .await
-                .expect("completed");
-        },
-    );
+    let leader = lead(&fixture, |ledger, request| async move {
+        let token = FencingToken(7);
+        let origin = Origin::requested(Cause::Trigger, request.id, request.requested_at);
+        let slot = Utc::now();
+        ledger
+            .claim("tick", slot, token, slot, &origin)
+            .await
+            .expect("claimed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let completion = Completion {
+            slot,
+            outcome: "failed".to_owned(),
+            finished_at: slot + chrono::Duration::milliseconds(1_204),
+        };
+        let result = RunResult {
+            exit_code: Some(3),
+            signal: None,
+            attempts: 1,
+        };
+        ledger
+            .complete("tick", token, &origin, completion, result)
+            .await
+            .expect("completed");
+    });
     let mut out = Vec::new();
     let wait = request::trigger(
         &fixture.opened,
@@ -707,35 +724,19 @@ async fn trigger_wait_follows_the_run_to_its_outcome() {
 #[tokio::test]
 async fn trigger_wait_says_why_the_leader_refused() {
     let fixture = fixture(true);
-    let leader = lead(
-        fixture.controls.clone(),
-        fixture.state.clone(),
-        |ledger, request| async move {
-            let ack = RequestAck {
-                kind: RequestKind::Trigger,
-                job: "tick".to_owned(),
-                requested_at: request.requested_at,
-                state: RequestState::Refused,
-                detail: Some(
-                    "skipped: a run of tick is in flight and its concurrencyPolicy is Forbid"
-                        .to_owned(),
-                ),
-                fencing_token: 7,
-                identity: "leasecron-7f9c".to_owned(),
-                updated_at: Utc::now(),
-                slot: None,
-                outcome: None,
-                cursor: None,
-                started: 0,
-                skipped: 0,
-                failed: 0,
-            };
-            ledger
-                .acknowledge(FencingToken(7), &request.id, ack)
-                .await
-                .expect("acknowledged");
-        },
-    );
+    let leader = lead(&fixture, |ledger, request| async move {
+        let ack = RequestAck {
+            detail: Some(
+                "skipped: a run of tick is in flight and its concurrencyPolicy is Forbid"
+                    .to_owned(),
+            ),
+            ..leader_ack(&request, RequestState::Refused)
+        };
+        ledger
+            .acknowledge(FencingToken(7), &request.id, ack)
+            .await
+            .expect("acknowledged");
+    });
     let mut out = Vec::new();
     let wait = request::trigger(
         &fixture.opened,
@@ -926,60 +927,40 @@ async fn resume_removes_the_suspension_files_a_request_and_prints_the_backfill()
 #[tokio::test]
 async fn backfill_files_the_range_and_wait_follows_its_slots() {
     let fixture = fixture(true);
-    let leader = lead(
-        fixture.controls.clone(),
-        fixture.state.clone(),
-        |ledger, request| async move {
-            let token = FencingToken(7);
-            let from = request.from.expect("from");
-            let ack = RequestAck {
-                kind: RequestKind::Backfill,
-                job: "tick".to_owned(),
-                requested_at: request.requested_at,
-                state: RequestState::Running,
-                detail: None,
-                fencing_token: 7,
-                identity: "leasecron-7f9c".to_owned(),
-                updated_at: Utc::now(),
-                slot: None,
-                outcome: None,
-                cursor: None,
-                started: 0,
-                skipped: 0,
-                failed: 0,
+    let leader = lead(&fixture, |ledger, request| async move {
+        let token = FencingToken(7);
+        let from = request.from.expect("from");
+        let ack = leader_ack(&request, RequestState::Running);
+        ledger
+            .acknowledge(token, &request.id, ack)
+            .await
+            .expect("acknowledged");
+        let origin = Origin::requested(Cause::Backfill, request.id.clone(), request.requested_at);
+        for minutes in [0, 10] {
+            let slot = from + chrono::Duration::minutes(minutes);
+            ledger
+                .claim("tick", slot, token, Utc::now(), &origin)
+                .await
+                .expect("claimed");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let completion = Completion {
+                slot,
+                outcome: "succeeded".to_owned(),
+                finished_at: Utc::now(),
             };
             ledger
-                .acknowledge(token, &request.id, ack)
+                .complete("tick", token, &origin, completion, RunResult::default())
                 .await
-                .expect("acknowledged");
-            let origin =
-                Origin::requested(Cause::Backfill, request.id.clone(), request.requested_at);
-            for minutes in [0, 10] {
-                let slot = from + chrono::Duration::minutes(minutes);
-                ledger
-                    .claim("tick", slot, token, Utc::now(), &origin)
-                    .await
-                    .expect("claimed");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let completion = Completion {
-                    slot,
-                    outcome: "succeeded".to_owned(),
-                    finished_at: Utc::now(),
-                };
-                ledger
-                    .complete("tick", token, &origin, completion, RunResult::default())
-                    .await
-                    .expect("completed");
-            }
-            ledger
-                .update_request(token, &request.id, |ack| {
-                    ack.state = RequestState::Done;
-                    true
-                })
-                .await
-                .expect("done");
-        },
-    );
+                .expect("completed");
+        }
+        ledger
+            .update_request(token, &request.id, |ack| {
+                ack.state = RequestState::Done;
+                true
+            })
+            .await
+            .expect("done");
+    });
     let mut out = Vec::new();
     let wait = request::backfill(
         &fixture.opened,

@@ -10,135 +10,30 @@
 //! - a trigger of a job whose run is in flight under `Forbid` is refused, and `--wait` says why.
 
 use crate::on_both_servers;
-use crate::support::fake_apiserver::{FakeApiServer, Which};
+use crate::support::fake_apiserver::Which;
 use crate::support::replica;
+use crate::support::stores::{
+    assert_each_slot_once, runs_by_slot, wait_following, wait_leading, Store, WAIT,
+};
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use nix::sys::signal::Signal;
-use replica::{read_recorded_runs, wait_for, write_jobs_file, RecordedRun, Replica, FAST_TIMINGS};
+use replica::{read_recorded_runs, record_line, wait_for, write_jobs_file, RecordedRun};
 use serde_json::Value;
-
-const WAIT: Duration = Duration::from_secs(40);
-
-/// Where the replicas elect, and where the commands file their requests.
-enum Store {
-    /// `--lease-file DIR/lease`.
-    File,
-    /// The Lease of the fake API server, or of the real one behind it.
-    Kube {
-        /// Serves the fake API server (or proxy): kept alive as long as the store.
-        _runtime: tokio::runtime::Runtime,
-        server: FakeApiServer,
-    },
-}
-
-impl Store {
-    fn kube(which: Which, test: &str) -> Option<Store> {
-        let (runtime, server) = FakeApiServer::start_in_background_on(which, test)?;
-        Some(Store::Kube {
-            _runtime: runtime,
-            server,
-        })
-    }
-
-    fn start(&self, dir: &Path, identity: &str, jobs: &Path) -> Replica {
-        match self {
-            Store::File => Replica::start(dir, identity, jobs, &dir.join("lease"), &FAST_TIMINGS),
-            Store::Kube { server, .. } => {
-                let kubeconfig = server.kubeconfig(dir, identity);
-                Replica::start_on_kube(dir, identity, jobs, &kubeconfig, &FAST_TIMINGS)
-            }
-        }
-    }
-
-    /// `leasecron ARGS --jobs JOBS` against this store, as an operator.
-    fn command(&self, dir: &Path, jobs: &Path, args: &[&str]) -> Output {
-        let mut command = replica::leasecron();
-        command.args(args).arg("--jobs").arg(jobs);
-        match self {
-            Store::File => {
-                command.arg("--lease-file").arg(dir.join("lease"));
-            }
-            Store::Kube { server, .. } => {
-                command
-                    .env("KUBECONFIG", server.kubeconfig(dir, "operator"))
-                    .env("HOME", dir)
-                    .env_remove("POD_NAMESPACE")
-                    .env_remove("LEASECRON_LEASE_NAME")
-                    .env_remove("LEASECRON_LEASE_NAMESPACE")
-                    .env_remove("KUBERNETES_SERVICE_HOST");
-            }
-        }
-        command.output().expect("spawn leasecron")
-    }
-
-    /// Like [`Store::command`], which must succeed; its standard output.
-    fn ok(&self, dir: &Path, jobs: &Path, args: &[&str]) -> String {
-        let out = self.command(dir, jobs, args);
-        assert!(
-            out.status.success(),
-            "leasecron {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
 
 /// A jobs file with one job `name`, recording its runs in `runs`, running `body` between the records.
 fn recording_jobs(dir: &Path, name: &str, schedule: &str, runs: &Path, body: &str) -> PathBuf {
-    let record = |what: &str| {
-        format!(
-            r#"echo "{what} $LEASECRON_IDENTITY $LEASECRON_FENCING_TOKEN $LEASECRON_SCHEDULED_TIME $(date +%s%N)" >> {}"#,
-            runs.display()
-        )
-    };
     write_jobs_file(
         dir,
         &format!(
             "jobs:\n  - name: {name}\n    schedule: \"{schedule}\"\n    terminationGrace: 500ms\n    shell: '{}; {body}; {}'\n",
-            record("start"),
-            record("end")
+            record_line("start", runs),
+            record_line("end", runs)
         ),
     )
-}
-
-fn wait_leading(replica: &Replica) {
-    wait_for(WAIT, || replica.status().filter(|s| s["leading"] == true))
-        .unwrap_or_else(|| panic!("{} leads: {}", replica.identity, replica.log_text()));
-}
-
-fn wait_following(replica: &Replica) {
-    wait_for(WAIT, || {
-        replica
-            .status()
-            .filter(|s| s["leading"] == false && !s["holder"].is_null())
-    })
-    .unwrap_or_else(|| panic!("{} follows: {}", replica.identity, replica.log_text()));
-}
-
-fn runs_by_slot(runs: &[RecordedRun]) -> BTreeMap<String, Vec<RecordedRun>> {
-    let mut slots: BTreeMap<String, Vec<RecordedRun>> = BTreeMap::new();
-    for run in runs {
-        slots.entry(run.slot.clone()).or_default().push(run.clone());
-    }
-    slots
-}
-
-fn assert_each_slot_once(runs: &[RecordedRun]) {
-    for (slot, runs) in runs_by_slot(runs) {
-        assert_eq!(
-            runs.len(),
-            1,
-            "slot {slot} ran {} times: {runs:?}",
-            runs.len()
-        );
-    }
 }
 
 // === a trigger across a failover ===

@@ -8,93 +8,29 @@
 //! kill the leader just before a slot and let the follower take over after it (LD 3 s).
 
 use crate::on_both_servers;
+use crate::support::stores::{assert_each_slot_once, runs_by_slot, wait_leading, Store, WAIT};
 use crate::support::{exposition, fake_apiserver, replica};
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
 use exposition::sample;
-use fake_apiserver::{FakeApiServer, Which};
+use fake_apiserver::Which;
 use nix::sys::signal::Signal;
-use replica::{read_recorded_runs, wait_for, write_jobs_file, RecordedRun, Replica, FAST_TIMINGS};
-
-const WAIT: Duration = Duration::from_secs(40);
+use replica::{read_recorded_runs, record_line, wait_for, write_jobs_file};
 
 /// A job every 10 s that records its runs in `runs`, runs `body`, with `extra` settings.
 fn jobs_file(dir: &Path, runs: &Path, body: &str, extra: &str) -> std::path::PathBuf {
-    let record = |what: &str| {
-        format!(
-            r#"echo "{what} $LEASECRON_IDENTITY $LEASECRON_FENCING_TOKEN $LEASECRON_SCHEDULED_TIME $(date +%s%N)" >> {}"#,
-            runs.display()
-        )
-    };
     write_jobs_file(
         dir,
         &format!(
             "jobs:\n  - name: tick\n    schedule: \"*/10 * * * * *\"\n    terminationGrace: 500ms\n{extra}    shell: '{}; {body}; {}'\n",
-            record("start"),
-            record("end")
+            record_line("start", runs),
+            record_line("end", runs)
         ),
     )
-}
-
-/// Where the replicas elect and keep their run state.
-enum Store {
-    /// `--lease-file DIR/lease`.
-    File,
-    /// The Lease of the fake API server, or of the real one behind it.
-    Kube {
-        /// Serves the fake API server (or proxy): kept alive as long as the store.
-        _runtime: tokio::runtime::Runtime,
-        server: FakeApiServer,
-    },
-}
-
-impl Store {
-    /// The Lease of the server `which`; `None` if the real server is unavailable and not required.
-    fn kube(which: Which, test: &str) -> Option<Store> {
-        let (runtime, server) = FakeApiServer::start_in_background_on(which, test)?;
-        Some(Store::Kube {
-            _runtime: runtime,
-            server,
-        })
-    }
-
-    /// Starts `a`, waits until it leads, then `b`, until it follows.
-    fn leader_and_follower(&self, dir: &Path, jobs: &Path) -> (Replica, Replica) {
-        let a = self.start(dir, "a", jobs);
-        wait_leading(&a);
-        let b = self.start(dir, "b", jobs);
-        wait_following(&b);
-        (a, b)
-    }
-
-    fn start(&self, dir: &Path, identity: &str, jobs: &Path) -> Replica {
-        match self {
-            Store::File => Replica::start(dir, identity, jobs, &dir.join("lease"), &FAST_TIMINGS),
-            Store::Kube { server, .. } => {
-                let kubeconfig = server.kubeconfig(dir, identity);
-                Replica::start_on_kube(dir, identity, jobs, &kubeconfig, &FAST_TIMINGS)
-            }
-        }
-    }
-}
-
-fn wait_leading(replica: &Replica) {
-    wait_for(WAIT, || replica.status().filter(|s| s["leading"] == true))
-        .unwrap_or_else(|| panic!("{} leads: {}", replica.identity, replica.log_text()));
-}
-
-fn wait_following(replica: &Replica) {
-    wait_for(WAIT, || {
-        replica
-            .status()
-            .filter(|s| s["leading"] == false && !s["holder"].is_null())
-    })
-    .unwrap_or_else(|| panic!("{} follows: {}", replica.identity, replica.log_text()));
 }
 
 /// Sleeps until `lead` before the next slot of the 10-second schedule that is at least `min_ahead` away;
@@ -116,26 +52,6 @@ fn sleep_until_before_next_slot(lead: Duration, min_ahead: Duration) -> DateTime
 
 fn slot_text(slot: DateTime<Utc>) -> String {
     slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// Runs by slot, with every slot's runs in start order.
-fn by_slot(runs: &[RecordedRun]) -> BTreeMap<String, Vec<RecordedRun>> {
-    let mut slots: BTreeMap<String, Vec<RecordedRun>> = BTreeMap::new();
-    for run in runs {
-        slots.entry(run.slot.clone()).or_default().push(run.clone());
-    }
-    slots
-}
-
-fn assert_each_slot_once(runs: &[RecordedRun]) {
-    for (slot, runs) in by_slot(runs) {
-        assert_eq!(
-            runs.len(),
-            1,
-            "slot {slot} ran {} times: {runs:?}",
-            runs.len()
-        );
-    }
 }
 
 #[test]
@@ -183,7 +99,7 @@ fn a_slot_due_while_no_replica_leads_runs_once_on_the_new_leader(store: Store) {
     .unwrap_or_else(|| panic!("b runs the next slot: {}", b.log_text()));
 
     let all = read_recorded_runs(&runs);
-    let caught_up = &by_slot(&all)[&slot_text(slot)];
+    let caught_up = &runs_by_slot(&all)[&slot_text(slot)];
     assert_eq!(caught_up.len(), 1, "{caught_up:?}");
     assert_eq!(caught_up[0].identity, "b");
     assert_eq!(caught_up[0].token, 2, "under b's term");
@@ -228,7 +144,7 @@ fn a_slot_interrupted_by_a_failover_does_not_run_again(store: Store) {
     })
     .unwrap_or_else(|| panic!("b runs the next slot: {}", b.log_text()));
     let all = read_recorded_runs(&runs);
-    let interrupted = &by_slot(&all)[&started.slot];
+    let interrupted = &runs_by_slot(&all)[&started.slot];
     assert_eq!(
         interrupted.len(),
         1,
@@ -274,7 +190,7 @@ fn a_rerun_interrupted_job_runs_the_interrupted_slot_again_under_the_new_term(st
     .unwrap_or_else(|| panic!("b reruns the interrupted slot: {}", b.log_text()));
     assert_eq!(rerun.token, 2, "with b's fencing token");
     let all = read_recorded_runs(&runs);
-    let slot_runs = &by_slot(&all)[&started.slot];
+    let slot_runs = &runs_by_slot(&all)[&started.slot];
     assert_eq!(
         slot_runs.len(),
         2,

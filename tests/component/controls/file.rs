@@ -3,14 +3,14 @@
 //! replicas' feed of it (a change arrives through the directory watch, an invalid version keeps the last
 //! valid one, a deleted file is the empty document, the feed ends with its receivers).
 
+use super::fixtures::{empty, suspending, trigger};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
-use leasecron::controls::{self, Controls, Read, Request, Saved, Store, Suspension, FORMAT};
+use leasecron::controls::{self, Controls, Read, Saved, Store};
 use leasecron::local::controls::{self as file_controls, ControlsFile, Error};
-use leasecron::run_state::RequestKind;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -18,40 +18,6 @@ use tokio_util::sync::CancellationToken;
 const PROMPTLY: Duration = Duration::from_secs(2);
 /// How long a test lets the feed act on a change that must publish nothing.
 const SETTLE: Duration = Duration::from_millis(500);
-
-fn empty() -> Controls {
-    Controls {
-        format: FORMAT,
-        ..Controls::default()
-    }
-}
-
-fn suspending(job: &str) -> Controls {
-    let mut controls = empty();
-    controls.suspended.insert(
-        job.to_owned(),
-        Suspension {
-            note: Some("db migration".to_owned()),
-            by: "alice".to_owned(),
-            at: Utc.timestamp_opt(1_800_000_000, 0).single().expect("valid"),
-            request: "r0".to_owned(),
-        },
-    );
-    controls
-}
-
-fn trigger(id: &str) -> Request {
-    Request {
-        id: id.to_owned(),
-        kind: RequestKind::Trigger,
-        job: "backup".to_owned(),
-        by: "alice".to_owned(),
-        requested_at: Utc.timestamp_opt(1_800_000_000, 0).single().expect("valid"),
-        from: None,
-        to: None,
-        note: None,
-    }
-}
 
 fn store(dir: &Path) -> ControlsFile {
     ControlsFile::beside(&dir.join("lease.json"))

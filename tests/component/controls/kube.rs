@@ -5,6 +5,7 @@
 //! change arrives through the watch, an invalid version keeps the last valid one, a deletion is the empty
 //! document, outages and 410 Gone, polling while the watch is forbidden, the replicas' own rule).
 
+use super::fixtures::{empty, suspending, trigger};
 use crate::on_both_servers;
 use crate::support::fake_apiserver;
 
@@ -12,17 +13,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
 use fake_apiserver::{FakeApiServer, Fault, Options, PolicyRule, Resource, Verb as ApiVerb, Which};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use leasecron::controls::{
-    self, Controls, Read, Request, Saved, Suspension, UpdateError, FORMAT, KEY,
-};
+use leasecron::controls::{self, Controls, Read, Saved, UpdateError, KEY};
 use leasecron::kubernetes::controls::{
     self as kube_controls, ControlsConfigMap, Error, FeedParams,
 };
-use leasecron::run_state::RequestKind;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -38,40 +35,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const PROMPTLY: Duration = Duration::from_secs(10);
 /// How long a test lets a feed act on a change that must publish nothing.
 const SETTLE: Duration = Duration::from_millis(500);
-
-fn empty() -> Controls {
-    Controls {
-        format: FORMAT,
-        ..Controls::default()
-    }
-}
-
-fn suspending(job: &str) -> Controls {
-    let mut controls = empty();
-    controls.suspended.insert(
-        job.to_owned(),
-        Suspension {
-            note: Some("db migration".to_owned()),
-            by: "alice".to_owned(),
-            at: Utc.timestamp_opt(1_800_000_000, 0).single().expect("valid"),
-            request: "r0".to_owned(),
-        },
-    );
-    controls
-}
-
-fn trigger(id: &str) -> Request {
-    Request {
-        id: id.to_owned(),
-        kind: RequestKind::Trigger,
-        job: "backup".to_owned(),
-        by: "alice".to_owned(),
-        requested_at: Utc.timestamp_opt(1_800_000_000, 0).single().expect("valid"),
-        from: None,
-        to: None,
-        note: None,
-    }
-}
 
 /// Short timings: a retry and a poll every 100 ms, watches re-made every 5 s.
 fn feed_params() -> FeedParams {
