@@ -15,7 +15,7 @@
 //!   trigger runs at most once, a backfill goes on from where the last leader stopped.
 //!
 //! The replicas never write this document (their Role may only read and watch it); the commands that file
-//! a request also drop the requests that are acknowledged or older than [`ACK_RETENTION`], so it stays
+//! a request also drop the requests that are acknowledged or older than [`ACK_RETENTION`](crate::run_state::ACK_RETENTION), so it stays
 //! small. See docs/design.md, "Operator controls", for the alternatives and the choice.
 
 use std::collections::BTreeMap;
@@ -25,7 +25,7 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::run_state::{RequestKind, StateRecord, ACK_RETENTION};
+use crate::run_state::{RequestKind, StateRecord};
 
 pub(crate) mod feed;
 
@@ -168,11 +168,9 @@ impl Controls {
     }
 
     /// Drops the requests that need no more attention: those the run state `record` acknowledges as
-    /// finished, and those made more than [`ACK_RETENTION`] before `now`. Returns how many it dropped.
+    /// finished, and those made more than [`ACK_RETENTION`](crate::run_state::ACK_RETENTION) before `now`. Returns how many it dropped.
     pub fn prune(&mut self, record: &StateRecord, now: DateTime<Utc>) -> usize {
-        let horizon = now
-            - chrono::Duration::from_std(ACK_RETENTION)
-                .unwrap_or_else(|_| chrono::Duration::zero());
+        let horizon = crate::run_state::ack_horizon(now);
         let before = self.requests.len();
         self.requests.retain(|request| {
             let finished = record

@@ -36,7 +36,7 @@ use crate::controls::{Controls, Request};
 use crate::event::{DispatchEvent, SkipReason};
 use crate::logging::rfc3339;
 use crate::run_state::{
-    Cause, Claim, Ledger, Origin, RequestAck, RequestKind, RequestState, MAX_BACKFILL_SLOTS,
+    self, Cause, Claim, Ledger, Origin, RequestAck, RequestKind, RequestState, MAX_BACKFILL_SLOTS,
     REQUEST_TTL,
 };
 use crate::runner::Runner;
@@ -156,9 +156,7 @@ impl Operator {
             }
             return;
         }
-        let expired = chrono::Duration::from_std(REQUEST_TTL)
-            .is_ok_and(|ttl| request.requested_at + ttl < now);
-        if expired {
+        if run_state::is_expired(request.requested_at, now) {
             let why = format!(
                 "expired: filed at {}, more than {} min before a leader could carry it out; nothing was run",
                 rfc3339(&request.requested_at),
@@ -232,15 +230,8 @@ impl Operator {
         };
         let origin = Origin::requested(Cause::Backfill, &request.id, request.requested_at);
         let token = term.fencing_token();
-        let mut slots = Vec::new();
-        let mut cursor = from - chrono::Duration::nanoseconds(1);
-        while let Some(slot) = job.schedule.next_after(cursor).filter(|slot| *slot <= to) {
-            if slots.len() as u64 >= MAX_BACKFILL_SLOTS {
-                break;
-            }
-            slots.push(slot);
-            cursor = slot;
-        }
+        let limit = usize::try_from(MAX_BACKFILL_SLOTS).unwrap_or(usize::MAX);
+        let slots: Vec<DateTime<Utc>> = job.schedule.slots_in(from, to).take(limit).collect();
         for slot in slots {
             let mut attempts = 0;
             loop {

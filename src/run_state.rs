@@ -55,6 +55,24 @@ pub const REQUEST_TTL: Duration = Duration::from_secs(3600);
 /// How long a leader keeps a request's acknowledgement after the request was made: past it, the request is
 /// expired anyway (twice [`REQUEST_TTL`], for clock skew between the operator's machine and the leader).
 pub const ACK_RETENTION: Duration = Duration::from_secs(2 * 3600);
+/// True if a request made at `requested_at` is older than [`REQUEST_TTL`] at `now`: it is refused, not
+/// carried out.
+pub fn is_expired(requested_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    chrono::Duration::from_std(REQUEST_TTL)
+        .ok()
+        .and_then(|ttl| requested_at.checked_add_signed(ttl))
+        .is_some_and(|end| end < now)
+}
+
+/// The instant before which requests made are forgotten at `now`, with their acknowledgements
+/// ([`ACK_RETENTION`]).
+pub fn ack_horizon(now: DateTime<Utc>) -> DateTime<Utc> {
+    chrono::Duration::from_std(ACK_RETENTION)
+        .ok()
+        .and_then(|retention| now.checked_sub_signed(retention))
+        .unwrap_or(now)
+}
+
 /// At most this many slots in one `leasecron backfill` (a month of hourly slots is 744).
 pub const MAX_BACKFILL_SLOTS: u64 = 1000;
 /// At most this many missed slots are enumerated per job when a term begins (a 1-second schedule after a

@@ -159,6 +159,17 @@ impl Schedule {
         [ahead, repeated].into_iter().flatten().min()
     }
 
+    /// The fires in `[from, to]`, oldest first (a backfill's slots).
+    pub fn slots_in(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        let first = self.next_after(from - chrono::Duration::nanoseconds(1));
+        std::iter::successors(first, move |slot| self.next_after(*slot))
+            .take_while(move |slot| *slot <= to)
+    }
+
     /// Latest fire at or before `t` (for catch-up after a stall). `None` if croner's bounded search finds
     /// none; a valid schedule fires at least every 8 years, so that means `t` is before its first fire
     /// since year 1.
@@ -571,6 +582,24 @@ mod tests {
                 "{expr}"
             );
         }
+    }
+
+    #[test]
+    fn the_slots_in_a_range_include_both_ends() {
+        let s = Schedule::parse("*/10 * * * *", Tz::UTC).expect("valid");
+        let slots: Vec<_> = s
+            .slots_in(utc("2024-05-01T10:20:00Z"), utc("2024-05-01T10:40:00Z"))
+            .collect();
+        assert_eq!(
+            slots,
+            [
+                utc("2024-05-01T10:20:00Z"),
+                utc("2024-05-01T10:30:00Z"),
+                utc("2024-05-01T10:40:00Z")
+            ]
+        );
+        let between = s.slots_in(utc("2024-05-01T10:21:00Z"), utc("2024-05-01T10:29:00Z"));
+        assert_eq!(between.count(), 0);
     }
 
     #[test]

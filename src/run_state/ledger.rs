@@ -9,8 +9,8 @@ use tokio::sync::{oneshot, Mutex};
 
 use super::{
     Cause, Claim, Completion, Error, HistoryEntry, Loaded, Origin, RequestAck, RequestKind,
-    RequestState, RunResult, Saved, SlotStart, StateRecord, Store, TermStart, ACK_RETENTION,
-    COMPACT_FORMAT, FORMAT,
+    RequestState, RunResult, Saved, SlotStart, StateRecord, Store, TermStart, COMPACT_FORMAT,
+    FORMAT,
 };
 use crate::term::FencingToken;
 
@@ -353,16 +353,14 @@ impl Ledger {
         .await
     }
 
-    /// Forgets the acknowledgements of requests made more than [`ACK_RETENTION`] before `now` (such a
+    /// Forgets the acknowledgements of requests made more than [`ACK_RETENTION`](crate::run_state::ACK_RETENTION) before `now` (such a
     /// request is expired anyway); writes only if there was one.
     pub async fn prune_requests(
         &self,
         token: FencingToken,
         now: DateTime<Utc>,
     ) -> Result<Claim, Error> {
-        let horizon = now
-            - chrono::Duration::from_std(ACK_RETENTION)
-                .unwrap_or_else(|_| chrono::Duration::zero());
+        let horizon = super::ack_horizon(now);
         self.decide(token, move |record| {
             let before = record.requests.len();
             record.requests.retain(|_, ack| ack.requested_at >= horizon);

@@ -437,8 +437,7 @@ pub fn count_slots(
         last: None,
         at_limit: None,
     };
-    let mut cursor = from - chrono::Duration::nanoseconds(1);
-    while let Some(slot) = schedule.next_after(cursor).filter(|slot| *slot <= to) {
+    for slot in schedule.slots_in(from, to) {
         if count.count == limit {
             count.truncated = true;
             break;
@@ -449,7 +448,6 @@ pub fn count_slots(
         if count.count == MAX_BACKFILL_SLOTS {
             count.at_limit = Some(slot);
         }
-        cursor = slot;
     }
     count
 }

@@ -19,8 +19,7 @@ use crate::config::Job;
 use crate::controls::{Controls, Suspension};
 use crate::lease_store::LeaseRecord;
 use crate::run_state::{
-    Cause, HistoryEntry, JobRecord, RequestKind, RequestState, StateRecord, HISTORY_PER_JOB,
-    REQUEST_TTL,
+    self, Cause, HistoryEntry, JobRecord, RequestKind, RequestState, StateRecord, HISTORY_PER_JOB,
 };
 
 /// The version of the JSON documents: a change that could break a reader gets a new one.
@@ -320,7 +319,6 @@ fn requests_of(
     controls: &Controls,
     now: DateTime<Utc>,
 ) -> Vec<RequestView> {
-    let ttl = chrono::Duration::from_std(REQUEST_TTL).unwrap_or(chrono::Duration::MAX);
     controls
         .requests
         .iter()
@@ -330,7 +328,7 @@ fn requests_of(
             let state = match ack.map(|ack| ack.state) {
                 Some(RequestState::Done | RequestState::Refused) => return None,
                 Some(RequestState::Running) => "running",
-                None if request.requested_at + ttl < now => "expired",
+                None if run_state::is_expired(request.requested_at, now) => "expired",
                 None => "pending",
             };
             Some(RequestView {
