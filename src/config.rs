@@ -18,6 +18,7 @@
 //! ConfigMap (`data.jobs.yaml`) and loads it as above, with the positions of its problems moved into the
 //! manifest (a `raw::Shift`) when the text is a block literal.
 
+mod job_template;
 mod manifest;
 mod node;
 mod raw;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use crate::schedule::Schedule;
 use raw::Shift;
 
+pub use job_template::parse_quantity;
 pub use manifest::{ConfigMapJobs, KubeObject, Source, DEFAULT_CONFIG_MAP_KEY};
 pub use read::{format_size, origin_of, parse_size, read_text, STDIN_ORIGIN, STDIN_PATH};
 
@@ -83,6 +85,42 @@ pub enum Program {
     Shell(String),
 }
 
+/// Default `successfulJobsHistoryLimit` (CronJob's).
+pub const DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT: u32 = 3;
+/// Default `failedJobsHistoryLimit` (CronJob's).
+pub const DEFAULT_FAILED_JOBS_HISTORY_LIMIT: u32 = 1;
+
+/// A job with `executor: kubernetes`: each run is a Kubernetes Job created from `jobTemplate`.
+///
+/// Groundwork: this build validates such jobs but does not run them (`leasecron run` refuses a file
+/// that has one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubernetesJob {
+    /// `jobTemplate:`, the batch/v1 JobSpec, checked against the API server's schema. `timeout` and
+    /// `retries` are not merged in here: they become `activeDeadlineSeconds` and `backoffLimit` when the
+    /// Job is created.
+    pub spec: k8s_openapi::api::batch::v1::JobSpec,
+    /// Delete the job's active Jobs when the term that created them ends.
+    pub cancel_on_leadership_loss: bool,
+    /// Finished Jobs kept per job after success.
+    pub successful_jobs_history_limit: u32,
+    /// Finished Jobs kept per job after failure.
+    pub failed_jobs_history_limit: u32,
+}
+
+// JobSpec is only `PartialEq` because k8s-openapi derives no `Eq`; it holds no floating point value, so
+// equality is reflexive.
+impl Eq for KubernetesJob {}
+
+/// How a job's runs are executed: a view of [`Job::program`] and [`Job::kubernetes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor<'a> {
+    /// `executor: process` (the default): a process in the leader's pod.
+    Process(&'a Program),
+    /// `executor: kubernetes`: a Kubernetes Job per run.
+    Kubernetes(&'a KubernetesJob),
+}
+
 /// What to do when a job fires while a run of it is still going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConcurrencyPolicy {
@@ -106,8 +144,11 @@ pub struct Job {
     pub name: String,
     /// When it fires (carries its time zone).
     pub schedule: Schedule,
-    /// What it runs.
+    /// What it runs, with the process executor. A kubernetes job has none: an empty
+    /// `Program::Command`, never run (see [`Job::executor`]).
     pub program: Program,
+    /// `executor: kubernetes`: the Job to create per run; `None` with the process executor.
+    pub kubernetes: Option<Box<KubernetesJob>>,
     /// Extra environment, on top of the replica's.
     pub env: BTreeMap<String, String>,
     /// Working directory of the process, if set.
@@ -136,6 +177,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// How its runs are executed.
+    pub fn executor(&self) -> Executor<'_> {
+        match &self.kubernetes {
+            Some(kubernetes) => Executor::Kubernetes(kubernetes),
+            None => Executor::Process(&self.program),
+        }
+    }
+
     /// How late every slot of this job fires: [`jitter_offset`] of its name and `jitter`, zero without
     /// one.
     pub fn jitter_offset(&self) -> Duration {

@@ -355,6 +355,7 @@ impl ModelFile {
                     schedule: Schedule::parse(&job.schedule, zone)
                         .unwrap_or_else(|e| panic!("generated schedule {:?}: {e}", job.schedule)),
                     program: job.program.clone(),
+                    kubernetes: None,
                     env,
                     working_dir: own
                         .working_dir
@@ -423,6 +424,7 @@ impl ModelFile {
                 name: job.name.clone(),
                 schedule: job.schedule.expression().to_string(),
                 program: job.program.clone(),
+                kubernetes: None,
                 settings: Settings {
                     zone: Some((job.schedule.zone(), job.schedule.zone().name().to_string())),
                     env: Some(job.env.clone().into_iter().collect()),
