@@ -424,7 +424,6 @@ impl ModelFile {
                 name: job.name.clone(),
                 schedule: job.schedule.expression().to_string(),
                 program: job.program.clone(),
-                kubernetes: None,
                 settings: Settings {
                     zone: Some((job.schedule.zone(), job.schedule.zone().name().to_string())),
                     env: Some(job.env.clone().into_iter().collect()),
