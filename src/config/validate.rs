@@ -568,7 +568,7 @@ fn check_job(
             // The process settings of `defaults:` do not apply to a kubernetes job (see
             // `take_kubernetes`); a job's own are refused there.
             env.clear();
-            Some(Box::new(kubernetes?))
+            Some(kubernetes?)
         }
     };
     let working_dir = match kubernetes {
@@ -604,7 +604,7 @@ fn check_job(
 enum Executing {
     Process,
     /// `None` if something about it is invalid (reported).
-    Kubernetes(Option<KubernetesJob>),
+    Kubernetes(Option<Box<KubernetesJob>>),
 }
 
 /// Checks `executor:` and the fields that depend on it, taking them (and the process-only fields of a
@@ -788,12 +788,12 @@ fn take_kubernetes(raw: &mut RawJob, scope: &mut Scope<'_, '_>) -> Executing {
         scope,
     );
     let kubernetes = match (spec, successful, failed, valid) {
-        (Some(spec), Some(successful), Some(failed), true) => Some(KubernetesJob {
+        (Some(spec), Some(successful), Some(failed), true) => Some(Box::new(KubernetesJob {
             spec,
             cancel_on_leadership_loss: cancel.is_some_and(|c| c.value),
             successful_jobs_history_limit: successful,
             failed_jobs_history_limit: failed,
-        }),
+        })),
         _ => None,
     };
     Executing::Kubernetes(kubernetes)
