@@ -18,6 +18,7 @@
 //! ConfigMap (`data.jobs.yaml`) and loads it as above, with the positions of its problems moved into the
 //! manifest (a `raw::Shift`) when the text is a block literal.
 
+mod job_template;
 mod manifest;
 mod node;
 mod raw;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use crate::schedule::Schedule;
 use raw::Shift;
 
+pub use job_template::parse_quantity;
 pub use manifest::{ConfigMapJobs, KubeObject, Source, DEFAULT_CONFIG_MAP_KEY};
 pub use read::{format_size, origin_of, parse_size, read_text, STDIN_ORIGIN, STDIN_PATH};
 
@@ -83,6 +85,42 @@ pub enum Program {
     Shell(String),
 }
 
+/// Default `successfulJobsHistoryLimit` (CronJob's).
+pub const DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT: u32 = 3;
+/// Default `failedJobsHistoryLimit` (CronJob's).
+pub const DEFAULT_FAILED_JOBS_HISTORY_LIMIT: u32 = 1;
+
+/// A job with `executor: kubernetes`: each run is a Kubernetes Job created from `jobTemplate`.
+///
+/// Groundwork: this build validates such jobs but does not run them (`leasecron run` refuses a file
+/// that has one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubernetesJob {
+    /// `jobTemplate:`, the batch/v1 JobSpec, checked against the API server's schema. `timeout` and
+    /// `retries` are not merged in here: they become `activeDeadlineSeconds` and `backoffLimit` when the
+    /// Job is created.
+    pub spec: k8s_openapi::api::batch::v1::JobSpec,
+    /// Delete the job's active Jobs when the term that created them ends.
+    pub cancel_on_leadership_loss: bool,
+    /// Finished Jobs kept per job after success.
+    pub successful_jobs_history_limit: u32,
+    /// Finished Jobs kept per job after failure.
+    pub failed_jobs_history_limit: u32,
+}
+
+// JobSpec is only `PartialEq` because k8s-openapi derives no `Eq`; it holds no floating point value, so
+// equality is reflexive.
+impl Eq for KubernetesJob {}
+
+/// How a job's runs are executed: a view of [`Job::program`] and [`Job::kubernetes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor<'a> {
+    /// `executor: process` (the default): a process in the leader's pod.
+    Process(&'a Program),
+    /// `executor: kubernetes`: a Kubernetes Job per run.
+    Kubernetes(&'a KubernetesJob),
+}
+
 /// What to do when a job fires while a run of it is still going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConcurrencyPolicy {
@@ -106,8 +144,11 @@ pub struct Job {
     pub name: String,
     /// When it fires (carries its time zone).
     pub schedule: Schedule,
-    /// What it runs.
+    /// What it runs, with the process executor. A kubernetes job has none: an empty
+    /// `Program::Command`, never run (see [`Job::executor`]).
     pub program: Program,
+    /// `executor: kubernetes`: the Job to create per run; `None` with the process executor.
+    pub kubernetes: Option<Box<KubernetesJob>>,
     /// Extra environment, on top of the replica's.
     pub env: BTreeMap<String, String>,
     /// Working directory of the process, if set.
@@ -136,6 +177,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// How its runs are executed.
+    pub fn executor(&self) -> Executor<'_> {
+        match &self.kubernetes {
+            Some(kubernetes) => Executor::Kubernetes(kubernetes),
+            None => Executor::Process(&self.program),
+        }
+    }
+
     /// How late every slot of this job fires: [`jitter_offset`] of its name and `jitter`, zero without
     /// one.
     pub fn jitter_offset(&self) -> Duration {
@@ -160,6 +209,37 @@ pub fn jitter_offset(name: &str, jitter: Duration) -> Duration {
         return Duration::ZERO;
     }
     Duration::from_millis(stable_name_hash(name) % jitter_ms)
+}
+
+/// The name of the Kubernetes Job that runs the slot `slot` of the job `job` (a valid job name): a DNS-1123
+/// label of at most 63 characters, the same on every replica and in every version, and unique per (job,
+/// slot), so that a second leader creating the same slot gets AlreadyExists.
+///
+/// `{job}-{slot}`, where `{slot}` is the slot in unix seconds (`1700000000`), or in unix milliseconds with
+/// an `m` when it is not a whole second (`1700000000250m`; finer parts are ignored: slots are whole
+/// milliseconds at most), `n` before it when it is before 1970. A `{slot}` has no `-`, so the job is
+/// everything before the last `-`: two jobs never share a Job name. When `{job}-{slot}` is longer than 63
+/// characters, the job name is cut and followed by 8 hex digits of [`stable_name_hash`] of the whole name:
+/// `{job prefix}-{hash}-{slot}`, so that two long names with the same prefix still differ.
+pub fn kubernetes_job_name(job: &str, slot: chrono::DateTime<chrono::Utc>) -> String {
+    let millis = slot.timestamp_millis();
+    let sign = if millis < 0 { "n" } else { "" };
+    let slot = if millis % 1000 == 0 {
+        format!("{sign}{}", (millis / 1000).unsigned_abs())
+    } else {
+        format!("{sign}{}m", millis.unsigned_abs())
+    };
+    if job.len() + 1 + slot.len() <= MAX_NAME_LEN {
+        return format!("{job}-{slot}");
+    }
+    let hash = format!("{:08x}", stable_name_hash(job) >> 32);
+    let room = MAX_NAME_LEN - slot.len() - hash.len() - 2;
+    // A job name is ASCII: any byte is a character boundary.
+    let prefix = job
+        .get(..room.min(job.len()))
+        .unwrap_or(job)
+        .trim_end_matches('-');
+    format!("{prefix}-{hash}-{slot}")
 }
 
 /// FNV-1a 64 of `name`, then the splitmix64 finalizer (see [`jitter_offset`]).
@@ -620,6 +700,65 @@ mod tests {
             one.abs_diff(two) > Duration::from_secs(60),
             "{one:?} {two:?}"
         );
+    }
+
+    fn is_dns_label(name: &str) -> bool {
+        let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        !name.is_empty()
+            && name.len() <= MAX_NAME_LEN
+            && name.chars().all(|c| alnum(c) || c == '-')
+            && name.starts_with(alnum)
+            && name.ends_with(alnum)
+    }
+
+    #[test]
+    fn kubernetes_job_names_are_pinned_labels_unique_per_job_and_slot() {
+        use chrono::{TimeZone, Utc};
+        let slot = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+        let sub = Utc.timestamp_millis_opt(1_700_000_000_250).unwrap();
+        assert_eq!(kubernetes_job_name("report", slot), "report-1700000000");
+        assert_eq!(kubernetes_job_name("report", sub), "report-1700000000250m");
+        assert_eq!(
+            kubernetes_job_name("report", Utc.timestamp_opt(-5, 0).unwrap()),
+            "report-n5"
+        );
+        // Deterministic, and a label however long the name.
+        let long = "a".repeat(MAX_NAME_LEN);
+        let name = kubernetes_job_name(&long, sub);
+        assert_eq!(name, kubernetes_job_name(&long, sub));
+        assert!(is_dns_label(&name), "{name}");
+        assert_eq!(name.len(), MAX_NAME_LEN);
+        assert!(name.ends_with("-1700000000250m"), "{name}");
+        // The longest name that needs no cut keeps its whole name.
+        let fits = "b".repeat(MAX_NAME_LEN - 11);
+        assert_eq!(
+            kubernetes_job_name(&fits, slot),
+            format!("{fits}-1700000000")
+        );
+        // Names with the same long prefix differ, and so do slots.
+        let one = format!("{}-one", "x".repeat(60));
+        let two = format!("{}-two", "x".repeat(60));
+        assert_ne!(
+            kubernetes_job_name(&one, slot),
+            kubernetes_job_name(&two, slot)
+        );
+        assert_ne!(
+            kubernetes_job_name(&one, slot),
+            kubernetes_job_name(&one, sub)
+        );
+        // A cut that ends on `-` does not leave `--` or a trailing `-`.
+        let dashed = format!("{}-{}", "c".repeat(43), "d".repeat(19));
+        let name = kubernetes_job_name(&dashed, slot);
+        assert!(is_dns_label(&name) && !name.contains("--"), "{name}");
+        // A job name ending in digits cannot meet another job's slot: the slot has no `-`.
+        let mut seen = std::collections::HashSet::new();
+        for job in ["a", "a-1", "a-17", "a-1700000000"] {
+            for slot in [slot, sub, Utc.timestamp_opt(1, 0).unwrap()] {
+                let name = kubernetes_job_name(job, slot);
+                assert!(is_dns_label(&name), "{name}");
+                assert!(seen.insert(name.clone()), "{name} twice");
+            }
+        }
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub(super) const JOB_FIELDS: &[&str] = &[
     "suspend",
     "rerunInterrupted",
     "jitter",
+    "executor",
+    "jobTemplate",
+    "cancelOnLeadershipLoss",
+    "successfulJobsHistoryLimit",
+    "failedJobsHistoryLimit",
 ];
 
 /// The top-level fields.
@@ -72,6 +77,13 @@ pub(super) struct RawJob {
     pub suspend: Option<At<bool>>,
     pub rerun_interrupted: Option<At<bool>>,
     pub jitter: Option<At<String>>,
+    pub executor: Option<At<String>>,
+    /// `jobTemplate:`, checked against the JobSpec schema as it is read (its problems are kept apart:
+    /// they do not hide a missing `name` or `schedule`).
+    pub job_template: Option<At<super::job_template::Checked>>,
+    pub cancel_on_leadership_loss: Option<At<bool>>,
+    pub successful_jobs_history_limit: Option<At<RawInt>>,
+    pub failed_jobs_history_limit: Option<At<RawInt>>,
     /// Shape problems inside this job.
     pub problems: Vec<Problem>,
 }
@@ -297,6 +309,17 @@ impl<'s> Shaper<'s> {
             "suspend" => job.suspend = self.boolean(value),
             "rerunInterrupted" => job.rerun_interrupted = self.boolean(value),
             "jitter" => job.jitter = self.string(value),
+            "executor" => job.executor = self.string(value),
+            "jobTemplate" => {
+                if value.value != Node::Null {
+                    let at = Position::at(&value);
+                    let checked = super::job_template::check(value, self.source);
+                    job.job_template = Some(At { value: checked, at });
+                }
+            }
+            "cancelOnLeadershipLoss" => job.cancel_on_leadership_loss = self.boolean(value),
+            "successfulJobsHistoryLimit" => job.successful_jobs_history_limit = self.integer(value),
+            "failedJobsHistoryLimit" => job.failed_jobs_history_limit = self.integer(value),
             other => self.unknown_field(&key, other, JOB_FIELDS),
         }
     }

@@ -20,9 +20,11 @@ use chrono_tz::Tz;
 use super::raw::{job_label, At, Position, Problem, RawEnv, RawFile, RawInt, RawJob, Shift};
 use super::{
     escape_controls, parse_duration, parse_duration_or_zero, ConcurrencyPolicy, Diagnostic,
-    Diagnostics, Job, JobSet, LoadOptions, Program, Warning, DEFAULT_RETRY_BACKOFF,
-    DEFAULT_TERMINATION_GRACE, JITTER_LOOKAHEAD_SLOTS, MAX_ARGUMENT_LEN, MAX_NAME_LEN, MAX_RETRIES,
-    MAX_RETRY_BACKOFF, MIN_JITTER, MIN_TIMEOUT, RESERVED_ENV_PREFIX,
+    Diagnostics, Job, JobSet, KubernetesJob, LoadOptions, Program, Warning,
+    DEFAULT_FAILED_JOBS_HISTORY_LIMIT, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT, DEFAULT_TERMINATION_GRACE, JITTER_LOOKAHEAD_SLOTS,
+    MAX_ARGUMENT_LEN, MAX_NAME_LEN, MAX_RETRIES, MAX_RETRY_BACKOFF, MIN_JITTER, MIN_TIMEOUT,
+    RESERVED_ENV_PREFIX,
 };
 use crate::schedule::{self, Schedule};
 
@@ -453,6 +455,25 @@ fn check_defaults(defaults: At<RawJob>, report: &mut Report<'_>, opts: &LoadOpti
         ("schedule", raw.schedule.as_ref().map(|value| value.at)),
         ("command", raw.command.as_ref().map(|value| value.at)),
         ("shell", raw.shell.as_ref().map(|value| value.at)),
+        ("executor", raw.executor.as_ref().map(|value| value.at)),
+        (
+            "jobTemplate",
+            raw.job_template.as_ref().map(|value| value.at),
+        ),
+        (
+            "cancelOnLeadershipLoss",
+            raw.cancel_on_leadership_loss.as_ref().map(|value| value.at),
+        ),
+        (
+            "successfulJobsHistoryLimit",
+            raw.successful_jobs_history_limit
+                .as_ref()
+                .map(|value| value.at),
+        ),
+        (
+            "failedJobsHistoryLimit",
+            raw.failed_jobs_history_limit.as_ref().map(|value| value.at),
+        ),
     ];
     for (field, at) in per_job {
         if let Some(at) = at {
@@ -479,7 +500,11 @@ fn check_job(
     let job_at = raw.at;
     let mut raw = raw.value;
     let name = check_name(raw.name.take(), job_at, names, scope);
-    let program = check_program(raw.command.take(), raw.shell.take(), job_at, scope);
+    let kubernetes = take_kubernetes(&mut raw, scope);
+    let program = match &kubernetes {
+        Executing::Process => check_program(raw.command.take(), raw.shell.take(), job_at, scope),
+        Executing::Kubernetes(_) => Some(Program::Command(Vec::new())),
+    };
     let schedule_source = raw.schedule.take();
     let own = check_settings(raw, scope, opts);
     let zone = own.zone.or(defaults.zone).unwrap_or(Tz::UTC);
@@ -537,12 +562,26 @@ fn check_job(
     }
     let mut env = defaults.env.clone().unwrap_or_default();
     env.extend(own.env.unwrap_or_default());
+    let kubernetes = match kubernetes {
+        Executing::Process => None,
+        Executing::Kubernetes(kubernetes) => {
+            // The process settings of `defaults:` do not apply to a kubernetes job (see
+            // `take_kubernetes`); a job's own are refused there.
+            env.clear();
+            Some(kubernetes?)
+        }
+    };
+    let working_dir = match kubernetes {
+        Some(_) => None,
+        None => own.working_dir.or_else(|| defaults.working_dir.clone()),
+    };
     Some(Job {
         name: name?,
         schedule: schedule?,
         program: program?,
+        kubernetes,
         env,
-        working_dir: own.working_dir.or_else(|| defaults.working_dir.clone()),
+        working_dir,
         timeout: own.timeout.or(defaults.timeout),
         termination_grace,
         concurrency_policy: own
@@ -559,6 +598,236 @@ fn check_job(
         rerun_interrupted,
         jitter: jitter.filter(|_| gap.is_none()),
     })
+}
+
+/// The executor of one job, as checked.
+enum Executing {
+    Process,
+    /// `None` if something about it is invalid (reported).
+    Kubernetes(Option<Box<KubernetesJob>>),
+}
+
+/// Checks `executor:` and the fields that depend on it, taking them (and the process-only fields of a
+/// kubernetes job) out of `raw`.
+///
+/// With `executor: kubernetes`, per field:
+/// - `command`, `shell`, `env`, `workingDir`: refused; they belong to the containers of `jobTemplate`.
+/// - `terminationGrace`: refused; leasecron does not signal pods (the pod's grace is
+///   `terminationGracePeriodSeconds` in the template, and Replace deletes the Job).
+/// - `retryBackoff`: refused; the Job controller's own backoff (10 s, doubling, capped at 6 min) applies.
+/// - `timeout` → `activeDeadlineSeconds` and `retries` → `backoffLimit`: they apply, so the template may not
+///   set those too.
+/// - `rerunInterrupted`: applies only with `cancelOnLeadershipLoss: true` (else a Job outlives the term
+///   and is adopted, never interrupted).
+/// - everything else (schedule, zone, policies, deadline, suspend, jitter) applies as to a process.
+///
+/// The process-only values of `defaults:` are left out of a kubernetes job, not refused: they are there
+/// for the process jobs of the file.
+///
+/// With the process executor, `jobTemplate`, `cancelOnLeadershipLoss` and the history limits are refused.
+fn take_kubernetes(raw: &mut RawJob, scope: &mut Scope<'_, '_>) -> Executing {
+    let executor = raw.executor.take();
+    let template = raw.job_template.take();
+    let cancel = raw.cancel_on_leadership_loss.take();
+    let successful = raw.successful_jobs_history_limit.take();
+    let failed = raw.failed_jobs_history_limit.take();
+    let kubernetes = match executor.as_ref().map(|e| e.value.trim()) {
+        None | Some("process") => false,
+        Some("kubernetes") => true,
+        Some(other) => {
+            let at = executor.as_ref().map_or(Position::START, |e| e.at);
+            scope.error(
+                at,
+                format!(
+                    "unknown executor `{}` (expected process or kubernetes)",
+                    escape_controls(other)
+                ),
+            );
+            // Whatever it was meant to be, the other fields are not checked against it.
+            return Executing::Kubernetes(None);
+        }
+    };
+    if !kubernetes {
+        let only = "only applies to `executor: kubernetes`";
+        if let Some(template) = &template {
+            scope.error(
+                template.at,
+                format!(
+                    "`jobTemplate` {only}: set `executor: kubernetes` to run the job as a Kubernetes \
+                     Job, or remove it"
+                ),
+            );
+        }
+        let others = [
+            ("cancelOnLeadershipLoss", cancel.as_ref().map(|v| v.at)),
+            (
+                "successfulJobsHistoryLimit",
+                successful.as_ref().map(|v| v.at),
+            ),
+            ("failedJobsHistoryLimit", failed.as_ref().map(|v| v.at)),
+        ];
+        for (field, at) in others {
+            if let Some(at) = at {
+                scope.error(at, format!("`{field}` {only}"));
+            }
+        }
+        return Executing::Process;
+    }
+    let executor_at = executor.as_ref().map_or(Position::START, |e| e.at);
+    let mut valid = true;
+    let process_only: [(&str, Option<Position>, &str); 6] = [
+        (
+            "command",
+            raw.command.take().map(|v| v.at),
+            "set the container's `command` in jobTemplate.template.spec.containers",
+        ),
+        (
+            "shell",
+            raw.shell.take().map(|v| v.at),
+            "set the container's `command` (e.g. [/bin/sh, -c, ...]) in jobTemplate",
+        ),
+        (
+            "env",
+            raw.env.take().map(|v| v.at),
+            "set `env` on the containers of jobTemplate",
+        ),
+        (
+            "workingDir",
+            raw.working_dir.take().map(|v| v.at),
+            "set `workingDir` on the containers of jobTemplate",
+        ),
+        (
+            "terminationGrace",
+            raw.termination_grace.take().map(|v| v.at),
+            "leasecron does not signal pods: set `terminationGracePeriodSeconds` in \
+             jobTemplate.template.spec",
+        ),
+        (
+            "retryBackoff",
+            raw.retry_backoff.take().map(|v| v.at),
+            "the Job controller retries with its own backoff (10s, doubling, at most 6m); \
+             `retries` sets backoffLimit",
+        ),
+    ];
+    for (field, at, instead) in process_only {
+        if let Some(at) = at {
+            scope.error(
+                at,
+                format!("`{field}` does not apply to `executor: kubernetes`: {instead}"),
+            );
+            valid = false;
+        }
+    }
+    let spec = match template {
+        None => {
+            scope.error(
+                executor_at,
+                "`executor: kubernetes` needs `jobTemplate` (a batch/v1 JobSpec)",
+            );
+            None
+        }
+        Some(template) => {
+            let checked = template.value;
+            for problem in checked.problems {
+                scope.error(problem.at, problem.message);
+            }
+            if let Some(spec) = &checked.spec {
+                let both = [
+                    (
+                        "timeout",
+                        "activeDeadlineSeconds",
+                        raw.timeout.as_ref().map(|v| v.at),
+                        spec.active_deadline_seconds.is_some(),
+                    ),
+                    (
+                        "retries",
+                        "backoffLimit",
+                        raw.retries.as_ref().map(|v| v.at),
+                        spec.backoff_limit.is_some(),
+                    ),
+                ];
+                for (field, spec_field, at, in_spec) in both {
+                    if let (Some(at), true) = (at, in_spec) {
+                        scope.error(
+                            at,
+                            format!(
+                                "`{field}` becomes the Job's `{spec_field}`, which jobTemplate sets too: \
+                                 set one of them"
+                            ),
+                        );
+                        valid = false;
+                    }
+                }
+            }
+            checked.spec
+        }
+    };
+    if let (Some(rerun), false) = (
+        raw.rerun_interrupted.as_ref(),
+        cancel.as_ref().is_some_and(|c| c.value),
+    ) {
+        if rerun.value {
+            scope.error(
+                rerun.at,
+                "rerunInterrupted applies to a kubernetes job only with `cancelOnLeadershipLoss: true`: \
+                 otherwise its Jobs outlive the term and are adopted by the next leader, never interrupted",
+            );
+            valid = false;
+        }
+    }
+    let successful = check_history_limit(
+        "successfulJobsHistoryLimit",
+        successful,
+        DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT,
+        scope,
+    );
+    let failed = check_history_limit(
+        "failedJobsHistoryLimit",
+        failed,
+        DEFAULT_FAILED_JOBS_HISTORY_LIMIT,
+        scope,
+    );
+    let kubernetes = match (spec, successful, failed, valid) {
+        (Some(spec), Some(successful), Some(failed), true) => Some(Box::new(KubernetesJob {
+            spec,
+            cancel_on_leadership_loss: cancel.is_some_and(|c| c.value),
+            successful_jobs_history_limit: successful,
+            failed_jobs_history_limit: failed,
+        })),
+        _ => None,
+    };
+    Executing::Kubernetes(kubernetes)
+}
+
+/// A history limit: a non-negative int32, as CronJob's.
+fn check_history_limit(
+    field: &str,
+    value: Option<At<RawInt>>,
+    default: u32,
+    scope: &mut Scope<'_, '_>,
+) -> Option<u32> {
+    let Some(value) = value else {
+        return Some(default);
+    };
+    match value
+        .value
+        .value
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| i32::try_from(*n).is_ok())
+    {
+        Some(limit) => Some(limit),
+        None => {
+            scope.error(
+                value.at,
+                format!(
+                    "{field} must be between 0 and {}, not {}",
+                    i32::MAX,
+                    value.value.written
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn check_name(

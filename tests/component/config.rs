@@ -1328,3 +1328,260 @@ fn the_examples_flaky_job_fails_as_often_as_its_comment_says_and_retries_succeed
         assert_eq!(results, expected, "minute {minute}");
     }
 }
+
+// === executor: kubernetes ===
+
+/// A kubernetes job whose `jobTemplate` body (indented under `jobTemplate:` at 6 spaces) is `template`;
+/// the template starts on line 6.
+fn kube_job(extra: &str, template: &str) -> String {
+    format!(
+        "jobs:\n  - name: report\n    schedule: \"* * * * *\"\n    executor: kubernetes\n{extra}    jobTemplate:\n{template}"
+    )
+}
+
+const POD_HEAD: &str =
+    "      template:\n        spec:\n          restartPolicy: Never\n          containers:\n";
+
+#[test]
+fn a_realistic_job_template_is_valid_and_read_as_a_job_spec() {
+    let source = kube_job(
+        "    timeout: 10m\n    retries: 2\n    cancelOnLeadershipLoss: true\n    failedJobsHistoryLimit: 5\n",
+        concat!(
+            "      parallelism: 1\n",
+            "      template:\n",
+            "        metadata:\n",
+            "          labels: {app: report}\n",
+            "        spec:\n",
+            "          restartPolicy: OnFailure\n",
+            "          serviceAccountName: report\n",
+            "          initContainers:\n",
+            "            - name: fetch\n",
+            "              image: busybox:1.36\n",
+            "              command: [sh, -c, \"echo fetch\"]\n",
+            "          containers:\n",
+            "            - name: main\n",
+            "              image: example.com/report:1.2\n",
+            "              args: [\"--full\"]\n",
+            "              env:\n",
+            "                - {name: BUCKET, value: reports}\n",
+            "                - name: POD\n",
+            "                  valueFrom: {fieldRef: {fieldPath: metadata.name}}\n",
+            "              resources:\n",
+            "                requests: {cpu: 500m, memory: 128Mi}\n",
+            "                limits: {cpu: 1, memory: 1.5Gi, ephemeral-storage: 2e9}\n",
+            "              volumeMounts: [{name: scratch, mountPath: /scratch}]\n",
+            "              livenessProbe: {httpGet: {path: /healthz, port: http}}\n",
+            "          volumes:\n",
+            "            - name: scratch\n",
+            "              emptyDir: {sizeLimit: 1Gi}\n",
+            "            - name: config\n",
+            "              configMap: {name: report-config}\n",
+        ),
+    );
+    let set = parse(&source).unwrap_or_else(|e| panic!("{e}"));
+    let job = &set.jobs[0];
+    let config::Executor::Kubernetes(kube) = job.executor() else {
+        panic!("a kubernetes job: {job:?}");
+    };
+    assert!(kube.cancel_on_leadership_loss);
+    assert_eq!(kube.successful_jobs_history_limit, 3);
+    assert_eq!(kube.failed_jobs_history_limit, 5);
+    assert_eq!(job.timeout, Some(Duration::from_secs(600)));
+    assert_eq!(job.retries, 2);
+    let pod = kube.spec.template.spec.as_ref().expect("a pod spec");
+    assert_eq!(pod.service_account_name.as_deref(), Some("report"));
+    assert_eq!(pod.init_containers.as_ref().map(Vec::len), Some(1));
+    let main = &pod.containers[0];
+    assert_eq!(main.image.as_deref(), Some("example.com/report:1.2"));
+    let limits = main
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .expect("limits");
+    assert_eq!(limits["cpu"].0, "1");
+    assert_eq!(limits["memory"].0, "1.5Gi");
+    assert_eq!(pod.volumes.as_ref().map(Vec::len), Some(2));
+}
+
+#[test]
+fn an_unknown_field_deep_in_a_container_is_reported_with_the_nearest_name() {
+    let source = kube_job(
+        "",
+        &format!("{POD_HEAD}            - name: main\n              image: x\n              imagePullPolice: Always\n"),
+    );
+    assert_one(
+        &source,
+        12,
+        15,
+        Some("report"),
+        "jobTemplate.template.spec.containers[0]: unknown field `imagePullPolice` in Container: did you mean `imagePullPolicy`?",
+    );
+}
+
+#[test]
+fn a_container_without_image_is_reported_at_the_container() {
+    let source = kube_job("", &format!("{POD_HEAD}            - name: main\n"));
+    assert_one(
+        &source,
+        10,
+        15,
+        Some("report"),
+        "containers[0]: missing required field `image`",
+    );
+}
+
+#[test]
+fn a_bad_quantity_is_reported_at_the_quantity() {
+    let source = kube_job(
+        "",
+        &format!("{POD_HEAD}            - name: main\n              image: x\n              resources:\n                limits: {{cpu: 1x, memory: 1Gi}}\n"),
+    );
+    assert_one(
+        &source,
+        13,
+        31,
+        Some("report"),
+        "resources.limits.cpu: invalid quantity `1x`: unknown suffix `x`",
+    );
+}
+
+#[test]
+fn values_of_the_wrong_type_are_all_reported_at_their_values() {
+    let source = kube_job(
+        "",
+        &format!(
+            "      backoffLimit: many\n{POD_HEAD}            - name: main\n              image: x\n              env:\n                - {{name: A, value: 1}}\n              ports: [{{containerPort: 99999999999}}]\n"
+        ),
+    );
+    let found = problems(&source);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_problem(
+        &found[0],
+        6,
+        21,
+        Some("report"),
+        "jobTemplate.backoffLimit: expected an integer, found string `many`",
+    );
+    assert_problem(
+        &found[1],
+        14,
+        36,
+        Some("report"),
+        "env[0].value: expected a string, found number `1` (quote it",
+    );
+    assert_problem(
+        &found[2],
+        15,
+        39,
+        Some("report"),
+        "does not fit a 32-bit integer",
+    );
+}
+
+#[test]
+fn enums_and_the_restart_policy_of_a_job_are_checked() {
+    let source = kube_job(
+        "",
+        "      completionMode: Sometimes\n      template:\n        spec:\n          containers: [{name: a, image: x}]\n",
+    );
+    let found = problems(&source);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_problem(
+        &found[0],
+        6,
+        23,
+        Some("report"),
+        "unsupported value `Sometimes` (expected one of Indexed, NonIndexed)",
+    );
+    assert_problem(
+        &found[1],
+        9,
+        11,
+        Some("report"),
+        "set `restartPolicy: Never`",
+    );
+}
+
+#[test]
+fn process_fields_with_the_kubernetes_executor_are_refused_and_say_why() {
+    let source = kube_job(
+        "    shell: echo\n    workingDir: /tmp\n    retryBackoff: 5s\n",
+        &format!("{POD_HEAD}            - {{name: a, image: x}}\n"),
+    );
+    let found = problems(&source);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_problem(
+        &found[0],
+        5,
+        12,
+        Some("report"),
+        "`shell` does not apply to `executor: kubernetes`",
+    );
+    assert_problem(
+        &found[1],
+        6,
+        17,
+        Some("report"),
+        "`workingDir` does not apply to `executor: kubernetes`",
+    );
+    assert_problem(
+        &found[2],
+        7,
+        19,
+        Some("report"),
+        "`retryBackoff` does not apply",
+    );
+}
+
+#[test]
+fn timeout_and_active_deadline_seconds_together_are_refused() {
+    let source = kube_job(
+        "    timeout: 1m\n",
+        &format!(
+            "      activeDeadlineSeconds: 60\n{POD_HEAD}            - {{name: a, image: x}}\n"
+        ),
+    );
+    assert_one(
+        &source,
+        5,
+        14,
+        Some("report"),
+        "`timeout` becomes the Job's `activeDeadlineSeconds`",
+    );
+}
+
+#[test]
+fn kubernetes_needs_a_job_template() {
+    let source = "jobs:\n  - name: report\n    schedule: \"* * * * *\"\n    executor: kubernetes\n";
+    assert_one(
+        source,
+        4,
+        15,
+        Some("report"),
+        "`executor: kubernetes` needs `jobTemplate`",
+    );
+    let source =
+        "jobs:\n  - name: report\n    schedule: \"* * * * *\"\n    executor: pod\n    shell: x\n";
+    assert_one(source, 4, 15, Some("report"), "unknown executor `pod`");
+}
+
+#[test]
+fn a_job_template_with_the_process_executor_is_refused() {
+    let source = "jobs:\n  - name: report\n    schedule: \"* * * * *\"\n    shell: echo\n    successfulJobsHistoryLimit: 2\n    jobTemplate: {template: {}}\n";
+    let found = problems(source);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_problem(
+        &found[0],
+        5,
+        33,
+        Some("report"),
+        "`successfulJobsHistoryLimit` only applies to `executor: kubernetes`",
+    );
+    assert_problem(
+        &found[1],
+        6,
+        18,
+        Some("report"),
+        "`jobTemplate` only applies to `executor: kubernetes`",
+    );
+}

@@ -355,6 +355,7 @@ impl ModelFile {
                     schedule: Schedule::parse(&job.schedule, zone)
                         .unwrap_or_else(|e| panic!("generated schedule {:?}: {e}", job.schedule)),
                     program: job.program.clone(),
+                    kubernetes: None,
                     env,
                     working_dir: own
                         .working_dir

@@ -44,6 +44,7 @@ pub fn job(name: &str, program: Program) -> Job {
         name: name.to_owned(),
         schedule: Schedule::parse("* * * * *", chrono_tz::UTC).expect("a valid schedule"),
         program,
+        kubernetes: None,
         env: BTreeMap::new(),
         working_dir: None,
         timeout: None,
