@@ -748,6 +748,8 @@ fn entries(value: &Value) -> Vec<(String, &Value)> {
 fn template_metadata(metadata: &Value, out: &mut Messages) {
     for (key, value) in entries(metadata) {
         match key.as_str() {
+            // `kubectl get -o yaml` prints `creationTimestamp: null` there.
+            _ if matches!(value, Value::Null) => {}
             "labels" | "annotations" if !value.is_empty_map() => out.warn(format!(
                 "spec.jobTemplate.metadata.{key} dropped ({}): the jobTemplate is a JobSpec, without the \
                  Job's own metadata; leasecron sets its own labels and annotations on each Job (copy them \
