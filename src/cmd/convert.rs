@@ -921,7 +921,12 @@ spec:
     fn duplicate_names_keep_the_first() {
         let c = run(&format!("{MINIMAL}---\n{MINIMAL}"));
         assert_eq!(c.errors.len(), 1, "{:?}", c.errors);
-        assert_eq!(c.output.matches("name: hello").count(), 1);
+        assert_eq!(
+            c.output.matches("\n- name: hello\n").count(),
+            1,
+            "{}",
+            c.output
+        );
     }
 
     #[test]
