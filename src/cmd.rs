@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::config::{self, LoadOptions};
 use crate::{app, backend, election, http, run_state, shutdown, signals, supervisor};
 
+pub mod convert;
 pub mod next;
 pub mod operate;
 pub mod run;

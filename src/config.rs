@@ -26,6 +26,7 @@ mod read;
 mod split;
 mod syntax;
 mod validate;
+pub(crate) use validate::check_dns_label;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -18,7 +18,7 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 use leasecron::backend::JobsSource;
 use leasecron::clock::SystemClock;
 use leasecron::cmd::operate::{self, view};
-use leasecron::cmd::{self, next, run::RunOptions, validate, Timings};
+use leasecron::cmd::{self, convert, next, run::RunOptions, validate, Timings};
 use leasecron::config::{parse_duration, parse_size, DEFAULT_CONFIG_MAP_KEY};
 
 /// `--max-file-size`'s default, as written in the help: `config::DEFAULT_MAX_FILE_SIZE`.
@@ -56,6 +56,26 @@ enum Command {
         key: String,
         #[command(flatten)]
         timings: TimingArgs,
+        #[command(flatten)]
+        size: MaxFileSize,
+    },
+    /// Convert CronJob manifests into leasecron jobs-file entries (executor: kubernetes), on stdout.
+    ///
+    /// Reads YAML streams (`---` separated documents, or a List as `kubectl get cronjob -o yaml` prints);
+    /// every batch/v1 or batch/v1beta1 CronJob becomes one job: its name, schedule (a CRON_TZ=/TZ= prefix
+    /// becomes timeZone), timeZone, concurrencyPolicy (always written: CronJob's default is Allow,
+    /// leasecron's Forbid), startingDeadlineSeconds as startingDeadline, suspend, the history limits, and
+    /// its spec.jobTemplate.spec verbatim as jobTemplate. Other kinds are skipped with a note.
+    ///
+    /// Every field that cannot be carried over, or whose meaning changes, is a warning on stderr naming
+    /// the CronJob and the field. The output starts with a comment header and `jobs:`.
+    ///
+    /// Exit status: 0 every CronJob converted (warnings allowed); 2 some could not be converted at all
+    /// (each is named on stderr; the others are still printed); 1 an input could not be read.
+    Convert {
+        /// CronJob manifests; `-` (the default) reads standard input.
+        #[arg(value_name = "FILE", default_value = "-")]
+        files: Vec<PathBuf>,
         #[command(flatten)]
         size: MaxFileSize,
     },
@@ -557,6 +577,33 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             } else {
                 Err(cmd::Error::Invalid(validation.invalid).into())
+            }
+        }
+        Command::Convert { files, size } => {
+            let mut inputs = Vec::with_capacity(files.len());
+            for file in &files {
+                let text = leasecron::config::read_text(file, size.max_file_size)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                inputs.push(convert::Input {
+                    origin: leasecron::config::origin_of(file),
+                    text,
+                });
+            }
+            let conversion = convert::convert(&inputs);
+            print_stdout(&conversion.output)?;
+            let mut stderr = std::io::stderr().lock();
+            for line in conversion.warnings.iter().chain(&conversion.errors) {
+                let _ = writeln!(stderr, "{line}");
+            }
+            if conversion.errors.is_empty() {
+                Ok(())
+            } else {
+                let _ = writeln!(
+                    stderr,
+                    "leasecron: {} CronJob(s) or input(s) not converted (see above)",
+                    conversion.errors.len()
+                );
+                std::process::exit(2)
             }
         }
         Command::Next {

@@ -13,6 +13,8 @@ mod binary {
     mod client_go_interop;
     /// The operator controls at start: an invalid document, a denied watch.
     mod controls;
+    /// `leasecron convert`: CronJob manifests to jobs-file entries, against golden files.
+    mod convert;
     mod descendants;
     mod http;
     mod logs;
