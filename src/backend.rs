@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, LoadOptions};
 use crate::controls::{self, Controls};
 use crate::kubernetes::controls::{self as kube_controls, ControlsConfigMap};
+use crate::kubernetes::batch::{self, Cluster};
 use crate::kubernetes::events::EventSink;
 use crate::kubernetes::jobs_configmap::{self, ConfigMapRef};
 use crate::kubernetes::lease::{self as kube_lease, KubeStore};
@@ -255,6 +256,9 @@ pub struct Connected {
     pub controls_store: Arc<dyn controls::Store>,
     /// Kubernetes Events about the Lease (disabled on a file lease).
     pub events: EventSink,
+    /// The Kubernetes Jobs of `executor: kubernetes` jobs, in the Lease's namespace (the Kubernetes backend
+    /// only; its watch starts when a job needs it).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 // === impl Backend ===
@@ -348,7 +352,10 @@ impl Backend {
                 initial_controls,
                 jobs,
             } => {
-                let jobs = jobs.load(opts.load, startup).await?;
+                let jobs = jobs
+                    .load(opts.load, startup)
+                    .await?
+                    .refusing_kubernetes_jobs()?;
                 let (controls_tx, controls_rx) = watch::channel(Arc::new(initial_controls));
                 tokio::spawn(file_controls::watch(
                     controls.clone(),
@@ -362,8 +369,9 @@ impl Backend {
                     jobs,
                     controls: controls_rx,
                     controls_store: Arc::new(controls),
-                    // No cluster, no Kubernetes Events.
+                    // No cluster, no Kubernetes Events, no Kubernetes Jobs.
                     events: EventSink::disabled(),
+                    cluster: None,
                 })
             }
             Backend::Kubernetes {
@@ -423,6 +431,14 @@ impl Backend {
                     &lease.params().name,
                     &identity,
                 );
+                let cluster = Cluster::new(
+                    lease.client(),
+                    batch::Params {
+                        namespace: lease.params().namespace.clone(),
+                        lease: lease.params().name.clone(),
+                        request_timeout: lease.params().request_timeout,
+                    },
+                );
                 Ok(Connected {
                     ledger: Ledger::new(state, identity.clone()),
                     identity,
@@ -431,6 +447,7 @@ impl Backend {
                     controls: controls_rx,
                     controls_store: controls,
                     events,
+                    cluster: Some(cluster),
                 })
             }
         }

@@ -183,6 +183,12 @@ impl Dispatcher {
         loop {
             if std::mem::take(&mut jobs_changed) {
                 let current = Arc::clone(&jobs.borrow_and_update());
+                if let Some(cluster) = self.runner.cluster() {
+                    // executor: kubernetes: every replica keeps the cache of Jobs from then on.
+                    if current.jobs.iter().any(|job| job.kubernetes.is_some()) {
+                        cluster.ensure_watching();
+                    }
+                }
                 self.apply(&mut timers, current, first, &stop).await;
                 first = false;
             }
@@ -196,6 +202,11 @@ impl Dispatcher {
             if let Some(term) = term {
                 if last_term != Some(term.fencing_token()) {
                     last_term = Some(term.fencing_token());
+                    if self.runner.cluster().is_some() {
+                        // executor: kubernetes: adopt, record and clean the Jobs, for the term.
+                        let keeper = Arc::clone(&self.runner).keep_cluster(term.clone(), jobs.clone());
+                        term.tracker().spawn(keeper);
+                    }
                     self.begin_term(term, Arc::clone(&jobs.borrow()));
                 }
             }

@@ -218,6 +218,19 @@ pub enum Failure {
     Spawn(String),
     /// The process ran, but its exit status could not be collected.
     Lost(String),
+    /// `executor: kubernetes`: the Job failed (its `Failed` condition's reason and message, with the exit
+    /// code of its last failed pod's container when it could be read).
+    Job {
+        /// The condition's reason (`BackoffLimitExceeded`, `PodFailurePolicy`, ...).
+        reason: String,
+        /// The condition's message.
+        message: String,
+        /// The failed container's exit code, if read.
+        exit_code: Option<i32>,
+    },
+    /// `executor: kubernetes`: the API server refused to create the Job (invalid, admission, quota, RBAC),
+    /// in its own words.
+    Refused(String),
 }
 
 /// The summary of one finished run (all its attempts).
@@ -264,6 +277,17 @@ pub enum RunEvent {
     },
     /// A run ended.
     Finished(RunReport),
+    /// `executor: kubernetes`: something happened to a run's Kubernetes Job.
+    Cluster {
+        /// The job's name.
+        job: String,
+        /// The slot the run is for.
+        scheduled: DateTime<Utc>,
+        /// The Job's name.
+        name: String,
+        /// What happened.
+        action: ClusterAction,
+    },
     /// A fire started nothing.
     Skipped {
         /// The job's name.
@@ -274,6 +298,42 @@ pub enum RunEvent {
         /// [`SkipReason::StateUnavailable`] or [`SkipReason::QueueReplaced`].
         reason: SkipReason,
     },
+}
+
+/// What happened to a run's Kubernetes Job (`executor: kubernetes`), as [`RunEvent::Cluster`] says.
+///
+/// A run counts as running from [`ClusterAction::Created`] or [`ClusterAction::Adopted`] to its
+/// [`RunEvent::Finished`], or to [`ClusterAction::HandedOver`] (its term ended, the Job goes on and the
+/// next leader adopts it: no outcome here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClusterAction {
+    /// This term created the Job.
+    Created,
+    /// This term found the Job active, created by an earlier term, and follows it to its end.
+    Adopted {
+        /// The fencing token of the term that created it.
+        created_by: u64,
+    },
+    /// This term ended while the Job was active; it goes on (`cancelOnLeadershipLoss` is off).
+    HandedOver,
+    /// The Job was deleted: by `Replace`, at the end of the term (`cancelOnLeadershipLoss`), or after it
+    /// finished, beyond the job's history limits.
+    Deleted,
+}
+
+impl ClusterAction {
+    /// Every action's label: the `action` label values of `leasecron_kubernetes_jobs_total`.
+    pub const LABELS: [&'static str; 4] = ["created", "adopted", "handed_over", "deleted"];
+
+    /// The metric label: `created`, `adopted`, `handed_over` or `deleted`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            ClusterAction::Created => "created",
+            ClusterAction::Adopted { .. } => "adopted",
+            ClusterAction::HandedOver => "handed_over",
+            ClusterAction::Deleted => "deleted",
+        }
+    }
 }
 
 /// What became of one version of the jobs text.
@@ -436,6 +496,21 @@ impl fmt::Display for Failure {
             Failure::Signal(signal) => write!(f, "killed by signal {signal}"),
             Failure::Spawn(why) => write!(f, "could not start: {why}"),
             Failure::Lost(why) => write!(f, "exit status lost: {why}"),
+            Failure::Job {
+                reason,
+                message,
+                exit_code,
+            } => {
+                write!(f, "the Job failed: {reason}")?;
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                match exit_code {
+                    Some(code) => write!(f, " (exit code {code})"),
+                    None => Ok(()),
+                }
+            }
+            Failure::Refused(why) => write!(f, "the Job was not created: {why}"),
         }
     }
 }

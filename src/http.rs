@@ -32,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::JobSet;
 use crate::controls::{Controls, Suspension};
 use crate::event::{
-    hash_hex, ConfigReload, DispatchEvent, ElectionEvent, Failure, Outcome, RunEvent, RunReport,
+    hash_hex, ClusterAction, ConfigReload, DispatchEvent, ElectionEvent, Failure, Outcome, RunEvent,
+    RunReport,
 };
 use crate::metrics::{self, Metrics};
 use crate::observe::Observer;
@@ -383,7 +384,17 @@ impl Observer for StatusBoard {
         match event {
             RunEvent::Started {
                 job, attempt: 1, ..
+            }
+            | RunEvent::Cluster {
+                job,
+                action: ClusterAction::Created | ClusterAction::Adopted { .. },
+                ..
             } => self.update(job, |s| s.running += 1),
+            RunEvent::Cluster {
+                job,
+                action: ClusterAction::HandedOver,
+                ..
+            } => self.update(job, |s| s.running = s.running.saturating_sub(1)),
             RunEvent::Finished(report) => self.update(&report.job, |s| {
                 if report.attempts > 0 {
                     s.running = s.running.saturating_sub(1);
@@ -471,8 +482,11 @@ impl LastRun {
         let (exit_code, signal, error) = match &report.outcome {
             Outcome::Failed(Failure::ExitCode(code)) => (Some(*code), None, None),
             Outcome::Failed(Failure::Signal(signal)) => (None, Some(*signal), None),
-            Outcome::Failed(Failure::Spawn(why) | Failure::Lost(why)) => {
+            Outcome::Failed(Failure::Spawn(why) | Failure::Lost(why) | Failure::Refused(why)) => {
                 (None, None, Some(why.clone()))
+            }
+            Outcome::Failed(failure @ Failure::Job { exit_code, .. }) => {
+                (*exit_code, None, Some(failure.to_string()))
             }
             Outcome::Succeeded | Outcome::TimedOut | Outcome::Cancelled => (None, None, None),
         };

@@ -9,6 +9,7 @@
 //! - [`controls`]: the operators' controls, in the ConfigMap `<lease>-controls` beside the Lease, and the
 //!   replicas' feed of it.
 //! - [`events`]: Kubernetes Events about the Lease and the runs.
+//! - [`batch`]: the batch/v1 Jobs of `executor: kubernetes` jobs, and a cache of them kept by a watch.
 //!
 //! # Toolkit
 //!
@@ -35,6 +36,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub(crate) mod access;
+pub mod batch;
 pub(crate) mod config_map;
 pub mod controls;
 pub mod events;

@@ -21,7 +21,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::config::JobSet;
 use crate::controls::Controls;
 use crate::event::{
-    hash_hex, ConfigReload, DispatchEvent, ElectionEvent, LossReason, Outcome, RunEvent, SkipReason,
+    hash_hex, ClusterAction, ConfigReload, DispatchEvent, ElectionEvent, LossReason, Outcome, RunEvent,
+    SkipReason,
 };
 use crate::lease_store::Verb;
 use crate::observe::Observer;
@@ -85,6 +86,8 @@ pub struct Metrics {
     config_hash: prometheus::Gauge,
     config_info: IntGaugeVec,
     leftovers: IntCounterVec,
+    /// `executor: kubernetes`: what happened to the runs' Jobs, by job and action (created on first use).
+    kubernetes_jobs: IntCounterVec,
     job_count: IntGauge,
     suspended: IntGaugeVec,
     requests: IntCounterVec,
@@ -152,6 +155,7 @@ impl Metrics {
             config_info: register(&r, IntGaugeVec::new(Opts::new("leasecron_config_info", "Always 1; the hash label is the hash of the jobs text in force (FNV-1a 64, 16 hex digits, as /status shows it): equal on replicas that run the same version. Absent until the jobs are loaded."), &["hash"]))?,
             leftovers: register(&r, IntCounterVec::new(Opts::new("leasecron_job_leftover_processes_killed_total", "Processes the job's runs left behind, SIGKILLed as each attempt ended: alive in the attempt's process group after its process exited by itself, or outside the group carrying the attempt's LEASECRON_* variables."), &["job"]))?,
             job_count: register(&r, IntGauge::new("leasecron_jobs", "Jobs in the loaded jobs file."))?,
+            kubernetes_jobs: register(&r, IntCounterVec::new(Opts::new("leasecron_kubernetes_jobs_total", "executor: kubernetes: the runs' Kubernetes Jobs this replica created, adopted (found active at the start of its term, created by an earlier one), handed over (still active when its term ended; the next leader adopts them) or deleted (Replace, cancelOnLeadershipLoss, history limits), by job and action."), &["job", "action"]))?,
             suspended: register(&r, IntGaugeVec::new(Opts::new("leasecron_job_suspended", "1 while the job is suspended (suspend: true in the jobs file, or leasecron suspend), else 0."), &["job"]))?,
             requests: register(&r, IntCounterVec::new(Opts::new("leasecron_operator_requests_total", "Operators' requests (leasecron trigger, backfill, suspend, resume) that this replica carried out (result done) or refused, by job and kind; counted by the leader that acknowledged each, once."), &["job", "kind", "result"]))?,
             suspensions: Mutex::new((BTreeSet::new(), BTreeSet::new())),
@@ -269,6 +273,9 @@ impl Metrics {
         let _ = self.duration.remove_label_values(&[job]);
         let _ = self.leftovers.remove_label_values(&[job]);
         let _ = self.suspended.remove_label_values(&[job]);
+        for action in ClusterAction::LABELS {
+            let _ = self.kubernetes_jobs.remove_label_values(&[job, action]);
+        }
         for kind in RequestKind::ALL {
             for state in [RequestState::Done, RequestState::Refused] {
                 let _ = self
@@ -290,6 +297,17 @@ impl Metrics {
                 job, attempt: 1, ..
             } if known.contains(job) => {
                 self.running.with_label_values(&[job.as_str()]).inc();
+            }
+            RunEvent::Cluster { job, action, .. } if known.contains(job) => {
+                self.kubernetes_jobs
+                    .with_label_values(&[job.as_str(), action.as_str()])
+                    .inc();
+                let running = self.running.with_label_values(&[job.as_str()]);
+                match action {
+                    ClusterAction::Created | ClusterAction::Adopted { .. } => running.inc(),
+                    ClusterAction::HandedOver => running.set((running.get() - 1).max(0)),
+                    ClusterAction::Deleted => {}
+                }
             }
             RunEvent::Finished(report) if known.contains(&report.job) => {
                 let job = report.job.as_str();

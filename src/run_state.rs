@@ -238,6 +238,11 @@ impl Cause {
         }
     }
 
+    /// The cause whose [`Cause::as_str`] is `text`.
+    pub fn parse(text: &str) -> Option<Cause> {
+        Cause::ALL.into_iter().find(|cause| cause.as_str() == text)
+    }
+
     /// True for the causes that advance the job's schedule (`lastStarted`): a trigger or a backfill runs
     /// beside the schedule, and neither moves it nor hides a slot that the schedule still owes.
     pub fn is_scheduled(self) -> bool {

@@ -13,6 +13,7 @@
 //! [`RunReport`], [`RunEvent`]s, skips) is [`crate::event`]'s vocabulary.
 
 mod attempt;
+mod cluster;
 mod command;
 mod group;
 mod launch;
@@ -21,8 +22,8 @@ mod spawner;
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -31,13 +32,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
-use crate::config::{ConcurrencyPolicy, Job, MAX_RETRY_BACKOFF};
+use crate::config::{kubernetes_job_name, ConcurrencyPolicy, Executor, Job, MAX_RETRY_BACKOFF};
+use crate::kubernetes::batch::Cluster;
 use crate::event::{Failure, Outcome, RunEvent, RunReport, SkipReason};
 use crate::logging::rfc3339;
 use crate::run_state::{Cause, Claim, Completion, Ledger, Origin, RunResult};
-use crate::term::Term;
+use crate::term::{FencingToken, Term};
 
 pub use attempt::OUTPUT_DRAIN_TIMEOUT;
+pub use command::format_scheduled;
 pub use launch::Launcher;
 pub use output::MAX_LINE_BYTES;
 pub use spawner::{raise_open_file_limit, OpenFileLimit};
@@ -118,6 +121,10 @@ pub struct Runner {
     ledger: Arc<Ledger>,
     /// Where processes are started.
     launcher: Launcher,
+    /// Where `executor: kubernetes` jobs create their Jobs (the Kubernetes backend only).
+    cluster: OnceLock<Arc<Cluster>>,
+    /// True once a Job create was refused for a missing RBAC rule: the rule is logged once.
+    forbidden_reported: AtomicBool,
 }
 
 /// A run in flight, as the concurrency policy sees it.
@@ -131,6 +138,8 @@ struct RunSlot {
     /// replaces it (which also takes it out of the registry); `None` once it has left the queue, or if it
     /// never was in one.
     queued: Option<CancellationToken>,
+    /// `executor: kubernetes`: the name of the run's Job (created, to be created, or adopted).
+    kubernetes_job: Option<String>,
 }
 
 /// What a new run waits for before it claims its slot ([`Runner::claim`]).
@@ -171,6 +180,8 @@ struct Run {
     slot: SlotGuard,
     /// Why it runs (a [`Cause::Retry`] may claim a slot an older term started and did not finish).
     origin: Origin,
+    /// An adopted Kubernetes Job: the fencing token of the (earlier) term that started the run.
+    created_by: Option<u64>,
 }
 
 // === impl Runner ===
@@ -207,7 +218,20 @@ impl Runner {
             next_run_id: AtomicU64::new(1),
             ledger,
             launcher,
+            cluster: OnceLock::new(),
+            forbidden_reported: AtomicBool::new(false),
         })
+    }
+
+    /// Where `executor: kubernetes` jobs create their Jobs (set once, by the Kubernetes backend; without
+    /// it such a job's runs fail, saying so). Later calls are ignored.
+    pub fn attach_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The Jobs of `executor: kubernetes` jobs, if attached.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
     }
 
     /// Applies the job's `concurrencyPolicy` and starts the run of a scheduled slot on `term.tracker()`;
@@ -239,7 +263,11 @@ impl Runner {
             return Err(SkipReason::NotLeader);
         }
         let cancel = term.child_token();
-        let Some((slot, predecessors)) = self.claim(&job, &cancel) else {
+        let kubernetes_job = job
+            .kubernetes
+            .is_some()
+            .then(|| kubernetes_job_name(&job.name, scheduled));
+        let Some((slot, predecessors)) = self.claim(&job, &cancel, kubernetes_job) else {
             self.skip(&job.name, scheduled, SkipReason::Overlap);
             return Err(SkipReason::Overlap);
         };
@@ -254,6 +282,7 @@ impl Runner {
             cancel,
             slot,
             origin,
+            created_by: None,
         };
         term.tracker().spawn(run.execute(predecessors));
         Ok(running)
@@ -281,6 +310,7 @@ impl Runner {
         self: &Arc<Self>,
         job: &Job,
         cancel: &CancellationToken,
+        kubernetes_job: Option<String>,
     ) -> Option<(SlotGuard, Predecessors)> {
         let mut runs = self.lock_runs();
         let slots = runs.entry(job.name.clone()).or_default();
@@ -306,6 +336,7 @@ impl Runner {
             cancel: cancel.clone(),
             finished: finished.clone(),
             queued: predecessors.queue.as_ref().map(|q| q.replaced.clone()),
+            kubernetes_job,
         });
         let guard = SlotGuard {
             runner: Arc::clone(self),
@@ -428,6 +459,12 @@ impl Run {
             self.runner.skip(&self.job.name, self.scheduled, skip);
             return;
         }
+        if let Executor::Kubernetes(_) = self.job.executor() {
+            if let Some(skip) = self.cluster_policy().await {
+                self.runner.skip(&self.job.name, self.scheduled, skip);
+                return;
+            }
+        }
         if let Some(skip) = self.claim_slot().await {
             self.runner.skip(&self.job.name, self.scheduled, skip);
             return;
@@ -439,6 +476,11 @@ impl Run {
         }
         let (jitter_seconds, fires_at) = self.jitter();
         tracing::debug!(job = %self.job.name, run_id = self.slot.id, fencing_token = self.term.fencing_token().0, scheduled = rfc3339(&self.scheduled), jitter_seconds, fires_at, "run begins");
+        if let Executor::Kubernetes(kubernetes) = self.job.executor() {
+            let kubernetes = kubernetes.clone();
+            self.execute_on_cluster(&kubernetes).await;
+            return;
+        }
         let mut attempts = 0;
         let mut first = None;
         let mut last = None;
@@ -623,18 +665,30 @@ impl Run {
     /// Records the run's end in the run state, under a live term only: a run cut off by the end of its
     /// term stays started-not-completed, which is what `rerunInterrupted` looks for.
     async fn record_completion(&self, outcome: &Outcome, attempts: u32) {
+        self.record_completion_at(outcome, attempts, self.runner.clock.now())
+            .await;
+    }
+
+    /// [`Run::record_completion`], with the time the run finished.
+    async fn record_completion_at(
+        &self,
+        outcome: &Outcome,
+        attempts: u32,
+        finished_at: DateTime<Utc>,
+    ) {
         if !self.term.is_live() {
             return;
         }
         let completion = Completion {
             slot: self.scheduled,
             outcome: outcome.as_str().to_owned(),
-            finished_at: self.runner.clock.now(),
+            finished_at,
         };
         let result = RunResult {
             exit_code: match outcome {
                 Outcome::Succeeded => Some(0),
                 Outcome::Failed(Failure::ExitCode(code)) => Some(*code),
+                Outcome::Failed(Failure::Job { exit_code, .. }) => *exit_code,
                 _ => None,
             },
             signal: match outcome {
@@ -644,10 +698,18 @@ impl Run {
             attempts,
         };
         let token = self.term.fencing_token();
+        let run_token = self.created_by.map_or(token, FencingToken);
         if let Err(error) = self
             .runner
             .ledger
-            .complete(&self.job.name, token, &self.origin, completion, result)
+            .complete_run(
+                &self.job.name,
+                token,
+                run_token,
+                &self.origin,
+                completion,
+                result,
+            )
             .await
         {
             tracing::warn!(job = %self.job.name, scheduled = rfc3339(&self.scheduled), %error, "cannot record the run's completion in the run state");

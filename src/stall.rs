@@ -22,7 +22,7 @@ use prometheus::IntGauge;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::event::{ElectionEvent, RunEvent, SkipReason};
+use crate::event::{ClusterAction, ElectionEvent, RunEvent, SkipReason};
 use crate::observe::Observer;
 use crate::term::Leadership;
 
@@ -144,7 +144,11 @@ impl Observer for StallWatch {
                 streak.reason = Some(*reason);
             }
             // A run started: its slot was claimed, so the term is not stalled.
-            RunEvent::Started { attempt: 1, .. } => {
+            RunEvent::Started { attempt: 1, .. }
+            | RunEvent::Cluster {
+                action: ClusterAction::Created,
+                ..
+            } => {
                 let mut streak = self.lock();
                 streak.since = None;
                 streak.skipped = 0;

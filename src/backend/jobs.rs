@@ -47,6 +47,8 @@ pub struct Jobs {
     feed: Feed,
     /// Refuse job sets whose run state may not fit in its ConfigMap (at start and on every reload).
     check_state_capacity: bool,
+    /// Refuse job sets with an `executor: kubernetes` job (a lease file: no cluster to create Jobs in).
+    refuse_kubernetes_jobs: bool,
 }
 
 /// What keeps the jobs current.
@@ -150,19 +152,27 @@ impl Jobs {
                 })
             }
         };
-        if let Err(why) = supported(&set) {
-            return Err(Error::Unreadable {
-                origin: snapshot.origin.clone(),
-                why,
-            });
-        }
         Ok(Jobs {
             set,
             snapshot,
             load,
             feed,
             check_state_capacity: false,
+            refuse_kubernetes_jobs: false,
         })
+    }
+
+    /// For a lease file: refuses these jobs now if one has `executor: kubernetes` (its Jobs need the
+    /// Kubernetes backend), and every reload that has one.
+    pub(crate) fn refusing_kubernetes_jobs(mut self) -> Result<Jobs, Error> {
+        if let Err(why) = without_kubernetes_jobs(&self.set) {
+            return Err(Error::Unreadable {
+                origin: self.snapshot.origin.clone(),
+                why,
+            });
+        }
+        self.refuse_kubernetes_jobs = true;
+        Ok(self)
     }
 
     /// For a run state in a ConfigMap: refuses these jobs now if their run state may not fit, and every
@@ -208,11 +218,12 @@ impl Jobs {
                 // source reads it once more before it is reported.
                 let load = self.load;
                 let check_capacity = self.check_state_capacity;
+                let refuse_kubernetes = self.refuse_kubernetes_jobs;
                 let settles = jobs_file::Options {
                     max_size,
                     is_valid: Some(Arc::new(move |text: &str| {
                         config::parse_str(text, "", &load).is_ok_and(|set| {
-                            supported(&set).is_ok()
+                            (!refuse_kubernetes || without_kubernetes_jobs(&set).is_ok())
                                 && (!check_capacity || state_capacity(&set).is_ok())
                         })
                     })),
@@ -241,9 +252,12 @@ impl Jobs {
             }
         }
         let check_capacity = self.check_state_capacity;
+        let refuse_kubernetes = self.refuse_kubernetes_jobs;
         let reloader = Reloader::new(self.load, jobs_tx, observers).with_check(Box::new(
             move |set: &JobSet| {
-                supported(set)?;
+                if refuse_kubernetes {
+                    without_kubernetes_jobs(set)?;
+                }
                 if check_capacity {
                     state_capacity(set).map_err(|e| e.to_string())?;
                 }
@@ -255,12 +269,12 @@ impl Jobs {
     }
 }
 
-/// `Err` naming the first job this build cannot run: `executor: kubernetes` is validated but not run yet
-/// (groundwork for issue 18; this check goes when the executor lands).
-pub(crate) fn supported(set: &JobSet) -> Result<(), String> {
+/// `Err` naming the first job with `executor: kubernetes`, which a lease file cannot run.
+pub(crate) fn without_kubernetes_jobs(set: &JobSet) -> Result<(), String> {
     match set.jobs.iter().find(|job| job.kubernetes.is_some()) {
         Some(job) => Err(format!(
-            "job {}: executor: kubernetes is not supported by this build yet",
+            "job {}: executor: kubernetes creates Kubernetes Jobs, which needs the Kubernetes backend: \
+             elect through a Lease (--lease-name), not a lease file",
             job.name
         )),
         None => Ok(()),

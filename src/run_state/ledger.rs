@@ -269,6 +269,22 @@ impl Ledger {
         completion: Completion,
         result: RunResult,
     ) -> Result<Claim, Error> {
+        self.complete_run(job, token, token, origin, completion, result)
+            .await
+    }
+
+    /// [`Ledger::complete`] for a run that an earlier term started (`run_token`) and this term (`token`,
+    /// which fences the write) saw end: an adopted Kubernetes Job. Its history entry is the one
+    /// `run_token` recorded.
+    pub async fn complete_run(
+        &self,
+        job: &str,
+        token: FencingToken,
+        run_token: FencingToken,
+        origin: &Origin,
+        completion: Completion,
+        result: RunResult,
+    ) -> Result<Claim, Error> {
         let succeeded = completion.outcome == "succeeded";
         let (job, origin) = (job.to_owned(), origin.clone());
         self.decide(token, move |record| {
@@ -279,7 +295,7 @@ impl Ledger {
                 }
                 entry.last_completion = Some(completion.clone());
             }
-            if let Some(run) = entry.run_of(completion.slot, token.0) {
+            if let Some(run) = entry.run_of(completion.slot, run_token.0) {
                 run.finished_at = Some(completion.finished_at);
                 run.outcome = Some(completion.outcome.clone());
                 run.exit_code = result.exit_code;

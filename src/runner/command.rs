@@ -109,7 +109,7 @@ pub(crate) fn leasecron_env(job: &str, run: &RunEnv<'_>) -> [(&'static str, Stri
 }
 
 /// RFC 3339 in UTC with a `Z`, in seconds unless the slot has a fraction (then as many digits as needed).
-pub(crate) fn format_scheduled(scheduled: DateTime<Utc>) -> String {
+pub fn format_scheduled(scheduled: DateTime<Utc>) -> String {
     scheduled.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
