@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, LoadOptions};
 use crate::controls::{self, Controls};
-use crate::kubernetes::controls::{self as kube_controls, ControlsConfigMap};
 use crate::kubernetes::batch::{self, Cluster};
+use crate::kubernetes::controls::{self as kube_controls, ControlsConfigMap};
 use crate::kubernetes::events::EventSink;
 use crate::kubernetes::jobs_configmap::{self, ConfigMapRef};
 use crate::kubernetes::lease::{self as kube_lease, KubeStore};

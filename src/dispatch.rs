@@ -204,7 +204,8 @@ impl Dispatcher {
                     last_term = Some(term.fencing_token());
                     if self.runner.cluster().is_some() {
                         // executor: kubernetes: adopt, record and clean the Jobs, for the term.
-                        let keeper = Arc::clone(&self.runner).keep_cluster(term.clone(), jobs.clone());
+                        let keeper =
+                            Arc::clone(&self.runner).keep_cluster(term.clone(), jobs.clone());
                         term.tracker().spawn(keeper);
                     }
                     self.begin_term(term, Arc::clone(&jobs.borrow()));

@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::JobSet;
 use crate::controls::{Controls, Suspension};
 use crate::event::{
-    hash_hex, ClusterAction, ConfigReload, DispatchEvent, ElectionEvent, Failure, Outcome, RunEvent,
-    RunReport,
+    hash_hex, ClusterAction, ConfigReload, DispatchEvent, ElectionEvent, Failure, Outcome,
+    RunEvent, RunReport,
 };
 use crate::metrics::{self, Metrics};
 use crate::observe::Observer;

@@ -21,8 +21,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::config::JobSet;
 use crate::controls::Controls;
 use crate::event::{
-    hash_hex, ClusterAction, ConfigReload, DispatchEvent, ElectionEvent, LossReason, Outcome, RunEvent,
-    SkipReason,
+    hash_hex, ClusterAction, ConfigReload, DispatchEvent, ElectionEvent, LossReason, Outcome,
+    RunEvent, SkipReason,
 };
 use crate::lease_store::Verb;
 use crate::observe::Observer;

@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::{kubernetes_job_name, ConcurrencyPolicy, Executor, Job, MAX_RETRY_BACKOFF};
-use crate::kubernetes::batch::Cluster;
 use crate::event::{Failure, Outcome, RunEvent, RunReport, SkipReason};
+use crate::kubernetes::batch::Cluster;
 use crate::logging::rfc3339;
 use crate::run_state::{Cause, Claim, Completion, Ledger, Origin, RunResult};
 use crate::term::{FencingToken, Term};

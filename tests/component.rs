@@ -27,6 +27,8 @@ mod component {
     mod fake_apiserver;
     mod kube_access;
     mod kube_events;
+    /// `executor: kubernetes` on the real API server.
+    mod kubernetes_jobs;
     /// The lease stores: the lease file and the Kubernetes Lease.
     mod lease {
         mod file;

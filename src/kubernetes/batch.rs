@@ -201,7 +201,10 @@ pub fn manifest(
         ("LEASECRON_FENCING_TOKEN", run.fencing_token.0.to_string()),
         (ENV_KUBERNETES_JOB, name.clone()),
     ];
-    let template_meta = spec.template.metadata.get_or_insert_with(ObjectMeta::default);
+    let template_meta = spec
+        .template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default);
     template_meta
         .labels
         .get_or_insert_with(BTreeMap::new)
@@ -531,7 +534,8 @@ impl Cluster {
             ..DeleteParams::default()
         };
         match bounded_request(self.params.request_timeout, self.api.delete(name, &params)).await {
-            Ok(_) | Err(kubernetes::Error::Status {
+            Ok(_)
+            | Err(kubernetes::Error::Status {
                 code: NOT_FOUND, ..
             }) => Ok(()),
             Err(error) => Err(self.sort("delete", name, error)),
@@ -783,11 +787,7 @@ mod tests {
             JobState::Active
         );
         assert_eq!(
-            state_of(&with_conditions(vec![condition(
-                "Complete",
-                "False",
-                "x"
-            )])),
+            state_of(&with_conditions(vec![condition("Complete", "False", "x")])),
             JobState::Active
         );
         assert_eq!(
@@ -848,10 +848,24 @@ mod tests {
         let spec = made.spec.as_ref().unwrap();
         assert_eq!(spec.active_deadline_seconds, Some(91));
         assert_eq!(spec.backoff_limit, Some(2));
-        let pod_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
-        assert_eq!(pod_labels.get(LABEL_JOB).map(String::as_str), Some("report"));
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            pod_labels.get(LABEL_JOB).map(String::as_str),
+            Some("report")
+        );
         let pod = spec.template.spec.as_ref().unwrap();
-        for container in pod.containers.iter().chain(pod.init_containers.iter().flatten()) {
+        for container in pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+        {
             let env: BTreeMap<&str, &str> = container
                 .env
                 .iter()

@@ -344,7 +344,9 @@ impl Run {
             .await;
         let report = self.report(outcome, attempts, created_at, finished);
         self.finish(report);
-        if let (Some(cluster), Executor::Kubernetes(kubernetes)) = (self.cluster(), self.job.executor()) {
+        if let (Some(cluster), Executor::Kubernetes(kubernetes)) =
+            (self.cluster(), self.job.executor())
+        {
             if self.term.is_live() {
                 clean_history(&self.runner, &cluster, &self.job, kubernetes).await;
             }
@@ -366,9 +368,7 @@ impl Run {
             started_at,
             duration: (finished - started_at).to_std().unwrap_or_default(),
             start_delay: (started_at - self.fire_time()).to_std().unwrap_or_default(),
-            fencing_token: self
-                .created_by
-                .unwrap_or(self.term.fencing_token().0),
+            fencing_token: self.created_by.unwrap_or(self.term.fencing_token().0),
             leftover_processes_killed: 0,
         }
     }
@@ -396,7 +396,8 @@ enum Created {
 /// How many pods the Job tried (succeeded and failed), at least 1: a run's attempts.
 fn pods_tried(job: &KubeJob) -> u32 {
     let status = job.status.as_ref();
-    let count = status.and_then(|s| s.succeeded).unwrap_or(0) + status.and_then(|s| s.failed).unwrap_or(0);
+    let count =
+        status.and_then(|s| s.succeeded).unwrap_or(0) + status.and_then(|s| s.failed).unwrap_or(0);
     u32::try_from(count).unwrap_or(0).max(1)
 }
 
@@ -441,7 +442,12 @@ async fn follow(
 
 /// Deletes the finished Jobs of `job` beyond its history limits (the oldest first: the newest
 /// `successfulJobsHistoryLimit` succeeded and `failedJobsHistoryLimit` failed ones stay), as CronJob does.
-async fn clean_history(runner: &Runner, cluster: &Arc<Cluster>, job: &Job, kubernetes: &KubernetesJob) {
+async fn clean_history(
+    runner: &Runner,
+    cluster: &Arc<Cluster>,
+    job: &Job,
+    kubernetes: &KubernetesJob,
+) {
     let mut succeeded = Vec::new();
     let mut failed = Vec::new();
     for kube_job in cluster.jobs_of(&job.name) {
@@ -561,7 +567,12 @@ impl Runner {
             } else if !(is_deleting(&kube_job) && kubernetes.cancel_on_leadership_loss) {
                 // (One being deleted at the end of an earlier term is left alone: the policy counts it
                 // until it is gone.)
-                self.adopt(Arc::clone(job), labels, term, kubernetes.cancel_on_leadership_loss);
+                self.adopt(
+                    Arc::clone(job),
+                    labels,
+                    term,
+                    kubernetes.cancel_on_leadership_loss,
+                );
             }
         }
         if finished.is_empty() {
