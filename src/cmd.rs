@@ -72,7 +72,7 @@ pub enum Error {
     },
     /// `help COMMAND` names no command.
     #[error(
-        "help {0}: no such command (the commands are run, validate, next, trigger, suspend, resume, \
+        "help {0}: no such command (the commands are run, validate, convert, next, trigger, suspend, resume, \
          backfill, status, history and help)"
     )]
     UnknownCommand(String),
