@@ -72,13 +72,17 @@ pub enum Error {
     },
     /// `help COMMAND` names no command.
     #[error(
-        "help {0}: no such command (the commands are run, validate, next, trigger, suspend, resume, \
+        "help {0}: no such command (the commands are run, validate, convert, next, trigger, suspend, resume, \
          backfill, status, history and help)"
     )]
     UnknownCommand(String),
     /// `next --job NAME` names no job.
     #[error("--job {0}: no such job in the file")]
     UnknownJob(String),
+    /// `convert` could not convert this many CronJobs or inputs; each was named on stderr before, and the
+    /// others were printed.
+    #[error("{0} CronJob(s) or input(s) not converted (see above)")]
+    NotConverted(usize),
     /// The HTTP endpoint failed.
     #[error("{0}")]
     Http(#[from] http::Error),
@@ -155,6 +159,7 @@ impl Error {
             | Error::NoRoomForGrace { .. }
             | Error::NoRunState { .. }
             | Error::UnknownJob(_)
+            | Error::NotConverted(_)
             | Error::Http(http::Error::Bind { .. }) => true,
             _ => false,
         };

@@ -598,12 +598,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             if conversion.errors.is_empty() {
                 Ok(())
             } else {
-                let _ = writeln!(
-                    stderr,
-                    "leasecron: {} CronJob(s) or input(s) not converted (see above)",
-                    conversion.errors.len()
-                );
-                std::process::exit(2)
+                // main prints it after the lines above, as `leasecron: N CronJob(s) … not converted`.
+                Err(cmd::Error::NotConverted(conversion.errors.len()).into())
             }
         }
         Command::Next {
