@@ -93,8 +93,8 @@ pub const DEFAULT_FAILED_JOBS_HISTORY_LIMIT: u32 = 1;
 
 /// A job with `executor: kubernetes`: each run is a Kubernetes Job created from `jobTemplate`.
 ///
-/// Groundwork: this build validates such jobs but does not run them (`leasecron run` refuses a file
-/// that has one).
+/// [`crate::runner`] runs them through [`crate::kubernetes::batch`], on the Kubernetes backend only (`run`
+/// with a lease file refuses a jobs file that has one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KubernetesJob {
     /// `jobTemplate:`, the batch/v1 JobSpec, checked against the API server's schema. `timeout` and

@@ -1,6 +1,6 @@
 //! `leasecron convert`: CronJob manifests in, jobs-file entries (`executor: kubernetes`) out.
 //!
-//! Groundwork for issue 18 (item 7). The input is any number of YAML streams (`---` separated documents,
+//! The input is any number of YAML streams (`---` separated documents,
 //! or a `kind: List` as `kubectl get cronjob -o yaml` prints); every `batch/v1` or `batch/v1beta1`
 //! CronJob in them becomes one job, other kinds are skipped with a note. The job's `jobTemplate` is the
 //! CronJob's `spec.jobTemplate.spec` (a batch/v1 JobSpec) as written, key order included.

@@ -44,8 +44,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{EventType, Reporter};
 
 use crate::event::{
-    ConfigReload, DispatchEvent, ElectionEvent, LossReason, Outcome, RunEvent, RunReport,
-    SkipReason,
+    ClusterAction, ConfigReload, DispatchEvent, ElectionEvent, LossReason, Outcome, RunEvent,
+    RunReport, SkipReason,
 };
 use crate::kubernetes::names::MAX_SUBDOMAIN_LEN;
 use crate::observe::Observer;
@@ -409,8 +409,28 @@ fn election_draft(identity: &str, event: &ElectionEvent) -> Option<Draft> {
 }
 
 /// A run that failed, timed out or was cancelled: Warning `JobFailed`, `JobTimedOut` or
-/// `JobCancelled`, naming the job, its scheduled time, attempts and detail. Others: nothing.
+/// `JobCancelled`, naming the job, its scheduled time, attempts and detail. A Kubernetes Job an earlier
+/// term created and this one adopted: Normal `JobAdopted`. Others: nothing.
 fn run_draft(identity: &str, event: &RunEvent) -> Option<Draft> {
+    if let RunEvent::Cluster {
+        job,
+        scheduled,
+        name,
+        action: ClusterAction::Adopted { created_by },
+    } = event
+    {
+        return Some(Draft {
+            type_: EventType::Normal,
+            reason: "JobAdopted",
+            action: "AdoptJob",
+            job: Some(job.clone()),
+            note: format!(
+                "{identity} adopted Kubernetes Job {name} of job {job} (slot {}), created under fencing \
+                 token {created_by}: it follows the Job to its end",
+                crate::logging::rfc3339(scheduled)
+            ),
+        });
+    }
     let RunEvent::Finished(report) = event else {
         return None;
     };

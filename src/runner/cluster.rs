@@ -90,9 +90,7 @@ impl Run {
                         .is_some_and(|name| !tracked.contains(name))
                 })
                 .collect();
-            let Some(first) = foreign.first() else {
-                return None;
-            };
+            let first = foreign.first()?;
             let first_name = first.metadata.name.clone().unwrap_or_default();
             match self.job.concurrency_policy {
                 ConcurrencyPolicy::Allow => return None,

@@ -194,7 +194,7 @@ async fn burst(dir: &Path, ledger: Arc<Ledger>) -> BTreeMap<String, usize> {
                         finished += 1;
                     }
                     RunEvent::Skipped { job, reason, .. } => panic!("{job}: run skipped ({reason:?})"),
-                    RunEvent::Started { .. } => {}
+                    RunEvent::Started { .. } | RunEvent::Cluster { .. } => {}
                 },
                 event = dispatched.recv() => {
                     if let Some(DispatchEvent::Skipped { job, reason, .. }) = event {
