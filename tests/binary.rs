@@ -17,6 +17,7 @@ mod binary {
     mod convert;
     mod descendants;
     mod http;
+    mod kubernetes_jobs;
     mod logs;
     /// Several replicas electing: through a lease file and through a Kubernetes Lease.
     mod multiprocess {

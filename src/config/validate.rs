@@ -516,7 +516,9 @@ fn check_job(
         .unwrap_or(DEFAULT_TERMINATION_GRACE);
     let grace_written =
         own.written.termination_grace.is_some() || defaults.written.termination_grace.is_some();
-    if !grace_written && DEFAULT_TERMINATION_GRACE > opts.max_termination_grace {
+    // A kubernetes job has no grace of leasecron's (its pods have theirs): the bound does not apply.
+    let process = matches!(kubernetes, Executing::Process);
+    if process && !grace_written && DEFAULT_TERMINATION_GRACE > opts.max_termination_grace {
         inheriting.builtin_grace.push((label(), job_at));
     }
     let deadline_written =

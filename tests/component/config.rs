@@ -852,6 +852,14 @@ fn the_default_grace_must_fit_tight_lease_timings_too() {
 }
 
 #[test]
+fn a_kubernetes_job_has_no_grace_to_fit_the_lease_timings() {
+    // Its pods have their own terminationGracePeriodSeconds; leasecron signals no process of it.
+    let source = "jobs:\n  - name: pods\n    schedule: \"@daily\"\n    executor: kubernetes\n    jobTemplate:\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n            - name: main\n              image: busybox\n";
+    let set = config::parse_str(source, "jobs.yaml", &tight()).expect("valid under tight timings");
+    assert!(set.jobs[0].kubernetes.is_some());
+}
+
+#[test]
 fn a_grace_that_does_not_fit_is_one_problem_where_it_is_written() {
     // Set in the job: one problem, at the value (not a second one about the default).
     let own = "jobs:\n  - name: a\n    schedule: \"@daily\"\n    shell: \"true\"\n    terminationGrace: 3s\n";
