@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::JobSet;
+use crate::config::{Executor, JobSet};
 use crate::controls::{Controls, Suspension};
 use crate::event::{
     hash_hex, ClusterAction, ConfigReload, DispatchEvent, ElectionEvent, Failure, Outcome,
@@ -144,6 +144,7 @@ pub struct StatusBoard {
 struct JobEntry {
     schedule: String,
     zone: String,
+    executor: &'static str,
     suspended: bool,
     /// The schedule's next slot, whether or not the job is suspended.
     next_slot: Option<DateTime<Utc>>,
@@ -178,6 +179,9 @@ pub struct JobStatus {
     pub schedule: String,
     /// The schedule's time zone.
     pub zone: String,
+    /// How its runs are executed: `process` (in the leader's pod) or `kubernetes` (a Kubernetes Job per
+    /// run; `running` then counts the Jobs this replica follows, its own and those it adopted).
+    pub executor: String,
     /// True if the job is suspended (`suspend: true` in the jobs file, or `leasecron suspend`): its fires
     /// start nothing.
     pub suspended: bool,
@@ -311,6 +315,10 @@ impl StatusBoard {
                 JobEntry {
                     schedule: job.schedule.expression().to_owned(),
                     zone: job.schedule.zone().to_string(),
+                    executor: match job.executor() {
+                        Executor::Process(_) => "process",
+                        Executor::Kubernetes(_) => "kubernetes",
+                    },
                     suspended: job.suspend,
                     next_slot: old.as_ref().and_then(|o| o.next_slot),
                     jitter: job.jitter.map(|_| job.jitter_offset()),
@@ -462,6 +470,7 @@ fn job_status(
         name: name.to_owned(),
         schedule: entry.schedule.clone(),
         zone: entry.zone.clone(),
+        executor: entry.executor.to_owned(),
         suspended,
         suspension,
         next_run,

@@ -37,7 +37,9 @@
 //!
 //! **The backends.**
 //! - [`kubernetes`]: one toolkit (client, API errors, access review, names, a watch of one object) under
-//!   the Lease, the run state ConfigMap, the controls ConfigMap, the jobs ConfigMap and Kubernetes Events.
+//!   the Lease, the run state ConfigMap, the controls ConfigMap, the jobs ConfigMap, Kubernetes Events,
+//!   and the batch/v1 Jobs of `executor: kubernetes` jobs ([`kubernetes::batch`]: their manifest, their
+//!   requests, a cache kept by a watch by label).
 //! - [`local`]: the lease file (JSON under `flock`), the run state and controls files beside it, the jobs
 //!   file.
 //!
@@ -51,7 +53,10 @@
 //!   [`run_state::Ledger`] (its only writer) and the [`run_state::Keeper`] (a term's start, catch-up,
 //!   pruning), over a file, a ConfigMap or memory.
 //! - [`runner`] executes a run: claim, process group, output, timeout, cancellation escalation,
-//!   concurrency policy, retries; every run ends with one [`event::Outcome`].
+//!   concurrency policy, retries; every run ends with one [`event::Outcome`]. An `executor: kubernetes`
+//!   run is a Kubernetes Job instead: the runner applies the policy against the Jobs the API server
+//!   holds, creates the slot's Job, follows it to its outcome, and the leader adopts the Jobs of earlier
+//!   terms.
 //! - [`supervisor`] is the process `run` starts first: it spawns every run's process and ends them all if
 //!   leasecron dies. [`reaper`] reaps orphans and finds what a run left behind.
 //!

@@ -460,9 +460,16 @@ impl Run {
             return;
         }
         if let Executor::Kubernetes(_) = self.job.executor() {
-            if let Some(skip) = self.cluster_policy().await {
-                self.runner.skip(&self.job.name, self.scheduled, skip);
-                return;
+            match self.cluster_policy().await {
+                None => {}
+                Some(cluster::Hold::Skip(skip)) => {
+                    self.runner.skip(&self.job.name, self.scheduled, skip);
+                    return;
+                }
+                Some(cluster::Hold::Fail(outcome)) => {
+                    self.fail_unclaimed(outcome);
+                    return;
+                }
             }
         }
         if let Some(skip) = self.claim_slot().await {

@@ -687,14 +687,37 @@ impl Opened {
         }
     }
 
-    /// Where the output of a run by the replica `identity` is: its log.
+    /// Where the output of a run by the replica `identity` is: its log, or for an `executor: kubernetes`
+    /// job (as the jobs read say), the logs of the Job of `slot` (of every kept Job of the job without
+    /// one).
     pub fn output_hint(
         &self,
         identity: &str,
         job: &str,
         token: u64,
         since: DateTime<Utc>,
+        slot: Option<DateTime<Utc>>,
     ) -> String {
+        let kubernetes = self
+            .jobs
+            .as_ref()
+            .and_then(|jobs| jobs.set.get(job))
+            .is_some_and(|job| job.kubernetes.is_some());
+        if let (true, Place::Kube { namespace, .. }) = (kubernetes, &self.place) {
+            let kept =
+                "while the Job is kept: see successfulJobsHistoryLimit and failedJobsHistoryLimit";
+            return match slot {
+                Some(slot) => format!(
+                    "the logs of its Kubernetes Job: kubectl logs -n {namespace} job/{} ({kept})",
+                    config::kubernetes_job_name(job, slot)
+                ),
+                None => format!(
+                    "the logs of its Kubernetes Jobs: kubectl get jobs -n {namespace} -l \
+                     {}={job}, then kubectl logs -n {namespace} job/NAME ({kept})",
+                    crate::kubernetes::batch::LABEL_JOB
+                ),
+            };
+        }
         let lines = format!("the lines with job={job} fencing_token={token}");
         match &self.place {
             Place::Local { .. } => {

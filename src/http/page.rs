@@ -297,9 +297,14 @@ impl Page<'_> {
         }
         write!(
             out,
-            "\"><td class=n>{name}</td><td class=sc><code>{}</code> <small>{}</small></td><td class=st>",
+            "\"><td class=n>{name}</td><td class=sc><code>{}</code> <small>{}{}</small></td><td class=st>",
             esc(&job.schedule),
-            esc(&job.zone)
+            esc(&job.zone),
+            if job.executor == "kubernetes" {
+                " · Kubernetes Jobs"
+            } else {
+                ""
+            }
         )?;
         self.state(out, job)?;
         out.push_str("</td><td class=lr>");
@@ -618,6 +623,7 @@ mod tests {
             name: name.to_owned(),
             schedule: "*/5 * * * *".to_owned(),
             zone: "Europe/Paris".to_owned(),
+            executor: "process".to_owned(),
             suspended: false,
             suspension: None,
             next_run: Some(at(1100)),

@@ -393,6 +393,19 @@ pub struct Version {
     pub changes: u64,
     /// True once the first list is complete.
     pub ready: bool,
+    /// True while listing or watching the Jobs is forbidden (RBAC), until a list succeeds.
+    pub forbidden: bool,
+}
+
+/// Why [`Cluster::ready`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// The caller stopped waiting.
+    Stopped,
+    /// RBAC forbids listing or watching the Jobs.
+    Forbidden,
+    /// No complete list within the limit (the API server is unavailable).
+    TimedOut,
 }
 
 #[derive(Default)]
@@ -462,14 +475,26 @@ impl Cluster {
         self.changes.subscribe()
     }
 
-    /// Waits until the cache holds a complete list (the watch's first list), or `stop`; true if ready.
-    pub async fn ready(self: &Arc<Self>, stop: &CancellationToken) -> bool {
+    /// Waits until the cache holds a complete list (the watch's first list): gives up when `stop` is
+    /// cancelled, when RBAC forbids the list, or after [`Cluster::ready_limit`].
+    pub async fn ready(self: &Arc<Self>, stop: &CancellationToken) -> Result<(), NotReady> {
         self.ensure_watching();
         let mut changes = self.subscribe();
+        let settled = changes.wait_for(|version| version.ready || version.forbidden);
         tokio::select! {
-            ready = changes.wait_for(|version| version.ready) => ready.is_ok(),
-            () = stop.cancelled() => false,
+            settled = tokio::time::timeout(self.ready_limit(), settled) => match settled {
+                Ok(Ok(version)) if version.ready => Ok(()),
+                Ok(Ok(_)) => Err(NotReady::Forbidden),
+                Ok(Err(_)) => Err(NotReady::Stopped),
+                Err(_) => Err(NotReady::TimedOut),
+            },
+            () = stop.cancelled() => Err(NotReady::Stopped),
         }
+    }
+
+    /// How long [`Cluster::ready`] waits for the first list: five request timeouts, at least 5 s.
+    pub fn ready_limit(&self) -> Duration {
+        (self.params.request_timeout * 5).max(Duration::from_secs(5))
     }
 
     /// The cached Job `name`.
@@ -662,7 +687,17 @@ impl Cluster {
             version.changes = version.changes.wrapping_add(1);
             if let Some(ready) = ready {
                 version.ready = ready;
+                version.forbidden = false;
             }
+        });
+    }
+
+    /// The watch was refused (`true`, RBAC) or another failure happened (`false`).
+    fn watch_failed(&self, forbidden: bool) {
+        self.changes.send_if_modified(|version| {
+            let changed = version.forbidden != forbidden;
+            version.forbidden = forbidden;
+            changed
         });
     }
 }
@@ -713,6 +748,7 @@ async fn follow(api: Api<KubeJob>, selector: String, cluster: std::sync::Weak<Cl
                     let forbidden = matches!(&error, watcher::Error::InitialListFailed(kube::Error::Api(s))
                         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
                         | watcher::Error::WatchError(s) if s.code == FORBIDDEN);
+                    cluster.watch_failed(forbidden);
                     if !failures_logged {
                         if forbidden {
                             tracing::error!(selector, namespace = %cluster.params.namespace, error = %kubernetes::error_chain(&error),

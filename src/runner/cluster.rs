@@ -30,7 +30,8 @@ use super::{Run, RunSlot, Runner, SlotGuard};
 use crate::config::{ConcurrencyPolicy, Executor, Job, JobSet, KubernetesJob};
 use crate::event::{ClusterAction, Failure, Outcome, RunEvent, RunReport, SkipReason};
 use crate::kubernetes::batch::{
-    self, finished_at, is_deleting, labels_of, state_of, Cluster, JobState, Labels, RunIdentity,
+    self, finished_at, is_deleting, labels_of, state_of, Cluster, JobState, Labels, NotReady,
+    RunIdentity,
 };
 use crate::logging::rfc3339;
 use crate::term::Term;
@@ -69,12 +70,26 @@ impl Run {
 
     /// The concurrency policy against the Jobs of the job that the API server holds and this process does
     /// not follow (a Job a cut-off leader created late, or one not adopted yet); `Some` if the run must not
-    /// start. Waits for the cache's first list (a term's first fires may come before it).
-    pub(super) async fn cluster_policy(&self) -> Option<SkipReason> {
+    /// start. Waits for the cache's first list (a term's first fires may come before it): without it
+    /// (RBAC forbids it, or the API server does not answer) the slot does not start.
+    pub(super) async fn cluster_policy(&self) -> Option<Hold> {
         let cluster = self.cluster()?;
         let ended = self.term.child_token();
-        if !cluster.ready(&ended).await {
-            return Some(SkipReason::NotLeader);
+        match cluster.ready(&ended).await {
+            Ok(()) => {}
+            Err(NotReady::Stopped) => return Some(Hold::Skip(SkipReason::NotLeader)),
+            Err(NotReady::Forbidden) => {
+                return Some(Hold::Fail(Outcome::Failed(Failure::Refused(format!(
+                    "not allowed to list and watch jobs.batch in namespace {}, which the concurrency \
+                     policy and adoption need (grant list and watch on jobs.batch to leasecron's service \
+                     account: apply the component deploy/kubernetes-jobs)",
+                    cluster.params().namespace
+                )))))
+            }
+            Err(NotReady::TimedOut) => {
+                tracing::warn!(job = %self.job.name, scheduled = rfc3339(&self.scheduled), limit_seconds = cluster.ready_limit().as_secs_f64(), "the Kubernetes Jobs could not be listed in time: not starting the slot (its policy needs them)");
+                return Some(Hold::Skip(SkipReason::StateUnavailable));
+            }
         }
         let mut changes = cluster.subscribe();
         loop {
@@ -96,7 +111,7 @@ impl Run {
                 ConcurrencyPolicy::Allow => return None,
                 ConcurrencyPolicy::Forbid => {
                     tracing::info!(job = %self.job.name, scheduled = rfc3339(&self.scheduled), active_job = %first_name, "a Kubernetes Job of the job is still active (created by an earlier term): not starting (Forbid)");
-                    return Some(SkipReason::Overlap);
+                    return Some(Hold::Skip(SkipReason::Overlap));
                 }
                 ConcurrencyPolicy::Queue => {
                     tracing::info!(job = %self.job.name, scheduled = rfc3339(&self.scheduled), active_job = %first_name, "slot queued: a Kubernetes Job of the job created by an earlier term is still active; this one starts when it ends");
@@ -112,7 +127,7 @@ impl Run {
                             Ok(()) => self.cluster_event(&name, ClusterAction::Deleted),
                             Err(error) => {
                                 tracing::warn!(job = %self.job.name, active_job = %name, %error, "cannot delete the active Kubernetes Job (Replace): not creating the next");
-                                return Some(SkipReason::Overlap);
+                                return Some(Hold::Skip(SkipReason::Overlap));
                             }
                         }
                     }
@@ -120,9 +135,9 @@ impl Run {
             }
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() {
-                    return Some(SkipReason::NotLeader);
+                    return Some(Hold::Skip(SkipReason::NotLeader));
                 },
-                () = self.cancel.cancelled() => return Some(SkipReason::NotLeader),
+                () = self.cancel.cancelled() => return Some(Hold::Skip(SkipReason::NotLeader)),
             }
         }
     }
@@ -322,6 +337,14 @@ impl Run {
         labels_of(&job).is_some_and(|labels| labels.fencing_token == self.term.fencing_token().0)
     }
 
+    /// Reports (only) a run that failed before it claimed its slot.
+    pub(super) fn fail_unclaimed(&self, outcome: Outcome) {
+        let at = self.runner.clock.now();
+        tracing::warn!(job = %self.job.name, scheduled = rfc3339(&self.scheduled), detail = %outcome, "the slot's Kubernetes Job cannot be created");
+        let report = self.report(outcome, 0, at, at);
+        self.finish(report);
+    }
+
     /// Ends a run whose Job was never created: records and reports `outcome`.
     async fn end_unstarted(&self, outcome: Outcome, at: DateTime<Utc>) {
         self.record_completion_at(&outcome, 0, at).await;
@@ -379,6 +402,14 @@ impl Run {
             action,
         });
     }
+}
+
+/// Why [`Run::cluster_policy`] holds a slot back.
+pub(super) enum Hold {
+    /// The slot is skipped.
+    Skip(SkipReason),
+    /// The run fails before it claims its slot (reported, not recorded in the run state).
+    Fail(Outcome),
 }
 
 /// Why a create did not give the run a Job.
@@ -513,8 +544,15 @@ impl Runner {
             return;
         };
         let ended = term.child_token();
-        if !cluster.ready(&ended).await {
-            return;
+        // Until the first list: retried while the term lives (each run reports its own failure).
+        while let Err(not_ready) = cluster.ready(&ended).await {
+            if not_ready == NotReady::Stopped {
+                return;
+            }
+            tokio::select! {
+                () = term.ended() => return,
+                () = tokio::time::sleep(cluster.ready_limit()) => {}
+            }
         }
         let mut changes = cluster.subscribe();
         let mut cleaned = false;

@@ -594,3 +594,163 @@ async fn finished_jobs_beyond_the_history_limits_are_deleted_oldest_first() {
     .await;
     handle.end().await;
 }
+
+/// A user of `real` whose only rights in `env`'s namespace are `verbs` on jobs.batch.
+async fn restricted_client(
+    real: &RealApiServer,
+    env: &Env,
+    user: &str,
+    verbs: &[&str],
+) -> kube::Client {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": user},
+        "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": verbs}],
+    }))
+    .expect("a Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .expect("a RoleBinding");
+    Api::<Role>::namespaced(env.client.clone(), &env.namespace)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("create the Role");
+    Api::<RoleBinding>::namespaced(env.client.clone(), &env.namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create the RoleBinding");
+    let kubeconfig = real.user_kubeconfig(user, &[]);
+    let client = real::client_from(&kubeconfig, Some(&env.namespace)).await;
+    // RBAC reads bindings through an informer: wait until the first granted verb is allowed.
+    let jobs: Api<KubeJob> = Api::namespaced(client.clone(), &env.namespace);
+    if verbs.contains(&"list") {
+        env.until("the binding applies", || async {
+            jobs.list(&ListParams::default()).await.is_ok()
+        })
+        .await;
+    } else {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_rules_fail_the_runs_with_the_rule_to_grant_and_start_nothing() {
+    let Some(env) = Env::start("kjobs-rbac").await else {
+        return;
+    };
+    let real = tokio::task::spawn_blocking(real::shared)
+        .await
+        .expect("join")
+        .expect("the real server");
+    let set = jobs_with("guarded", "");
+    let job = the_job(&set);
+    let params = |client: kube::Client| {
+        Cluster::new(
+            client,
+            batch::Params {
+                namespace: env.namespace.clone(),
+                lease: LEASE.to_owned(),
+                request_timeout: Duration::from_secs(2),
+            },
+        )
+    };
+    let replica = |client: kube::Client| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let runner = Runner::new(
+            "replica-a".to_owned(),
+            Arc::new(SystemClock),
+            Some(tx),
+            ledger("replica-a"),
+        );
+        let cluster = params(client);
+        runner.attach_cluster(Arc::clone(&cluster));
+        Replica {
+            runner,
+            cluster,
+            events: rx,
+        }
+    };
+
+    // No list or watch: the policy cannot see the Jobs, so the run fails (an outcome, not a hang).
+    let blind = restricted_client(&real, &env, "kjobs-blind", &["create", "get"]).await;
+    let mut a = replica(blind);
+    let handle = term(60);
+    a.fire(&job, slot(1), handle.term());
+    let report = a.finished().await;
+    match &report.outcome {
+        Outcome::Failed(Failure::Refused(why)) => {
+            assert!(why.contains("list and watch jobs.batch"), "{why}");
+            assert!(why.contains("deploy/kubernetes-jobs"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(env.job_names().await.is_empty());
+    handle.end().await;
+
+    // List and watch but no create: the API server's refusal, with the rule to grant.
+    let mute = restricted_client(&real, &env, "kjobs-mute", &["list", "watch", "get"]).await;
+    let mut b = replica(mute);
+    let handle = term(61);
+    b.fire(&job, slot(2), handle.term());
+    let report = b.finished().await;
+    match &report.outcome {
+        Outcome::Failed(Failure::Refused(why)) => {
+            assert!(why.contains("not allowed to create jobs.batch"), "{why}");
+            assert!(why.contains("deploy/kubernetes-jobs"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(env.job_names().await.is_empty());
+    handle.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_waits_for_an_active_job_of_an_earlier_term_then_creates() {
+    let Some(env) = Env::start("kjobs-queue").await else {
+        return;
+    };
+    let set = jobs_with("serial", "    concurrencyPolicy: Queue\n");
+    let job = the_job(&set);
+    let mut replica = env.replica("replica-b", ledger("replica-b"));
+    let handle = term(71);
+    let config::Executor::Kubernetes(kubernetes) = job.executor() else {
+        unreachable!("a kubernetes job");
+    };
+    // A Job of the previous term (token 70), still active, not adopted (no keeper runs here).
+    let earlier = batch::manifest(
+        replica.cluster.params(),
+        &job,
+        kubernetes,
+        &batch::RunIdentity {
+            scheduled: slot(1),
+            fencing_token: FencingToken(70),
+            identity: "replica-a",
+            origin: &Origin::SCHEDULE,
+        },
+    );
+    env.jobs()
+        .create(&PostParams::default(), &earlier)
+        .await
+        .expect("create the earlier Job");
+    let earlier_name = job_name(&job, slot(1));
+
+    replica.fire(&job, slot(2), handle.term());
+    let queued = job_name(&job, slot(2));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        env.get(&queued).await.is_none(),
+        "created while the earlier Job is active"
+    );
+    assert_eq!(replica.runner.running("serial"), 1, "the queued run waits");
+
+    env.finish(&earlier_name, "Complete").await;
+    assert_eq!(
+        replica.cluster_action(&queued).await,
+        ClusterAction::Created
+    );
+    handle.end().await;
+}

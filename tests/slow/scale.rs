@@ -369,6 +369,7 @@ fn status_of(n: usize) -> leasecron::http::Status {
                 name: job.name.clone(),
                 schedule: job.schedule.expression().to_owned(),
                 zone: job.schedule.zone().to_string(),
+                executor: "process".to_owned(),
                 suspended,
                 suspension,
                 next_run: (!suspended).then(|| minutes(5)),

@@ -734,7 +734,7 @@ fn report_done(
                 out,
                 &format!(
                     "output: {}",
-                    opened.output_hint(identity, job, token, started)
+                    opened.output_hint(identity, job, token, started, run.map(|run| run.slot))
                 ),
             )?;
             if outcome == "succeeded" {
@@ -757,7 +757,7 @@ fn report_done(
                 out,
                 &format!(
                     "output: {}",
-                    opened.output_hint(&ack.identity, job, ack.fencing_token, since)
+                    opened.output_hint(&ack.identity, job, ack.fencing_token, since, None)
                 ),
             )?;
             if ack.failed == 0 {
