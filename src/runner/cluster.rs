@@ -539,10 +539,18 @@ impl Runner {
     /// (deleting instead one of an earlier term whose job has `cancelOnLeadershipLoss`), records the
     /// outcome of each finished Job whose run the run state still shows unfinished, and deletes finished
     /// Jobs beyond the history limits. Spawned by the dispatcher when a term begins; ends with the term.
-    pub async fn keep_cluster(self: Arc<Self>, term: Term, jobs: watch::Receiver<Arc<JobSet>>) {
+    /// Nothing is listed before a kubernetes job is in force: the narrow Role of a process-only
+    /// installation does not allow it.
+    pub async fn keep_cluster(self: Arc<Self>, term: Term, mut jobs: watch::Receiver<Arc<JobSet>>) {
         let Some(cluster) = self.cluster.get().cloned() else {
             return;
         };
+        while !jobs.borrow_and_update().jobs.iter().any(|job| job.kubernetes.is_some()) {
+            tokio::select! {
+                () = term.ended() => return,
+                changed = jobs.changed() => if changed.is_err() { return },
+            }
+        }
         let ended = term.child_token();
         // Until the first list: retried while the term lives (each run reports its own failure).
         while let Err(not_ready) = cluster.ready(&ended).await {

@@ -109,22 +109,11 @@ impl Env {
     }
 
     fn kubectl_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(self.real.program("kubectl"));
-        command
-            .arg("--kubeconfig")
-            .arg(self.real.admin_kubeconfig())
-            .args(["-n", &self.namespace])
-            .args(args);
-        command
+        self.real.kubectl_command(&self.namespace, args)
     }
 
     fn kubectl(&self, args: &[&str]) {
-        let output = self.kubectl_command(args).output().expect("kubectl");
-        assert!(
-            output.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        self.real.kubectl(&self.namespace, args);
     }
 
     fn replica(&self, identity: &str) -> Replica {

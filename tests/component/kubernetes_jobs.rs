@@ -58,29 +58,57 @@ impl Env {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// A cache of this namespace's Jobs, as a replica keeps it.
-    fn cluster(&self) -> Arc<Cluster> {
-        Cluster::new(
-            self.client.clone(),
-            batch::Params {
-                namespace: self.namespace.clone(),
-                lease: LEASE.to_owned(),
-                request_timeout: Duration::from_secs(10),
-            },
-        )
+    /// Where this namespace's Jobs are, for a replica's cache and for a manifest.
+    fn params(&self) -> batch::Params {
+        batch::Params {
+            namespace: self.namespace.clone(),
+            lease: LEASE.to_owned(),
+            request_timeout: Duration::from_secs(10),
+        }
     }
 
-    /// A replica's runner over `ledger`, creating its Jobs through a cache of its own.
+    /// A replica's runner over `ledger`, creating its Jobs as the admin through a cache of its own.
     fn replica(&self, identity: &str, ledger: Arc<Ledger>) -> Replica {
+        self.replica_as(self.client.clone(), identity, ledger)
+    }
+
+    /// [`Env::replica`] with the rights of `client`.
+    fn replica_as(&self, client: kube::Client, identity: &str, ledger: Arc<Ledger>) -> Replica {
         let (tx, rx) = mpsc::unbounded_channel();
         let runner = Runner::new(identity.to_owned(), Arc::new(SystemClock), Some(tx), ledger);
-        let cluster = self.cluster();
+        let cluster = Cluster::new(client, self.params());
         runner.attach_cluster(Arc::clone(&cluster));
         Replica {
             runner,
             cluster,
             events: rx,
         }
+    }
+
+    /// Creates the Job of `slot` as the term `token` of `identity` made it: a Job a former leader left
+    /// (or created late). Returns its name.
+    async fn create_as_earlier_term(
+        &self,
+        job: &Job,
+        slot: DateTime<Utc>,
+        token: u64,
+        identity: &str,
+    ) -> String {
+        let config::Executor::Kubernetes(kubernetes) = job.executor() else {
+            panic!("{} is not a kubernetes job", job.name);
+        };
+        let run = batch::RunIdentity {
+            scheduled: slot,
+            fencing_token: FencingToken(token),
+            identity,
+            origin: &Origin::SCHEDULE,
+        };
+        let manifest = batch::manifest(&self.params(), job, kubernetes, &run);
+        self.jobs()
+            .create(&PostParams::default(), &manifest)
+            .await
+            .expect("create the earlier term's Job");
+        job_name(job, slot)
     }
 
     /// The names of the Jobs in the namespace (from the API server, not a cache).
@@ -460,25 +488,9 @@ async fn forbid_counts_a_job_a_cut_off_leader_created_late() {
         .expect("the cache lists");
 
     // The former leader (token 20), partitioned, had a create in flight that lands now.
-    let late = batch::manifest(
-        b.cluster.params(),
-        &job,
-        match job.executor() {
-            config::Executor::Kubernetes(kubernetes) => kubernetes,
-            config::Executor::Process(_) => unreachable!("a kubernetes job"),
-        },
-        &batch::RunIdentity {
-            scheduled: slot(1),
-            fencing_token: FencingToken(20),
-            identity: "replica-a",
-            origin: &Origin::SCHEDULE,
-        },
-    );
-    env.jobs()
-        .create(&PostParams::default(), &late)
-        .await
-        .expect("the late create");
-    let late_name = job_name(&job, slot(1));
+    let late_name = env
+        .create_as_earlier_term(&job, slot(1), 20, "replica-a")
+        .await;
     env.until("the cache sees the late Job", || async {
         b.cluster.cached(&late_name).is_some()
     })
@@ -648,36 +660,9 @@ async fn missing_rules_fail_the_runs_with_the_rule_to_grant_and_start_nothing() 
         .expect("the real server");
     let set = jobs_with("guarded", "");
     let job = the_job(&set);
-    let params = |client: kube::Client| {
-        Cluster::new(
-            client,
-            batch::Params {
-                namespace: env.namespace.clone(),
-                lease: LEASE.to_owned(),
-                request_timeout: Duration::from_secs(2),
-            },
-        )
-    };
-    let replica = |client: kube::Client| {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let runner = Runner::new(
-            "replica-a".to_owned(),
-            Arc::new(SystemClock),
-            Some(tx),
-            ledger("replica-a"),
-        );
-        let cluster = params(client);
-        runner.attach_cluster(Arc::clone(&cluster));
-        Replica {
-            runner,
-            cluster,
-            events: rx,
-        }
-    };
-
     // No list or watch: the policy cannot see the Jobs, so the run fails (an outcome, not a hang).
     let blind = restricted_client(&real, &env, "kjobs-blind", &["create", "get"]).await;
-    let mut a = replica(blind);
+    let mut a = env.replica_as(blind, "replica-a", ledger("replica-a"));
     let handle = term(60);
     a.fire(&job, slot(1), handle.term());
     let report = a.finished().await;
@@ -693,7 +678,7 @@ async fn missing_rules_fail_the_runs_with_the_rule_to_grant_and_start_nothing() 
 
     // List and watch but no create: the API server's refusal, with the rule to grant.
     let mute = restricted_client(&real, &env, "kjobs-mute", &["list", "watch", "get"]).await;
-    let mut b = replica(mute);
+    let mut b = env.replica_as(mute, "replica-b", ledger("replica-b"));
     let handle = term(61);
     b.fire(&job, slot(2), handle.term());
     let report = b.finished().await;
@@ -717,26 +702,10 @@ async fn queue_waits_for_an_active_job_of_an_earlier_term_then_creates() {
     let job = the_job(&set);
     let mut replica = env.replica("replica-b", ledger("replica-b"));
     let handle = term(71);
-    let config::Executor::Kubernetes(kubernetes) = job.executor() else {
-        unreachable!("a kubernetes job");
-    };
     // A Job of the previous term (token 70), still active, not adopted (no keeper runs here).
-    let earlier = batch::manifest(
-        replica.cluster.params(),
-        &job,
-        kubernetes,
-        &batch::RunIdentity {
-            scheduled: slot(1),
-            fencing_token: FencingToken(70),
-            identity: "replica-a",
-            origin: &Origin::SCHEDULE,
-        },
-    );
-    env.jobs()
-        .create(&PostParams::default(), &earlier)
-        .await
-        .expect("create the earlier Job");
-    let earlier_name = job_name(&job, slot(1));
+    let earlier_name = env
+        .create_as_earlier_term(&job, slot(1), 70, "replica-a")
+        .await;
 
     replica.fire(&job, slot(2), handle.term());
     let queued = job_name(&job, slot(2));

@@ -224,6 +224,30 @@ impl RealApiServer {
         self.bin.join(name)
     }
 
+    /// `kubectl` as the admin, in `namespace`, with `args`.
+    pub fn kubectl_command(&self, namespace: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(self.program("kubectl"));
+        command
+            .arg("--kubeconfig")
+            .arg(self.admin_kubeconfig())
+            .args(["-n", namespace])
+            .args(args);
+        command
+    }
+
+    /// Runs [`RealApiServer::kubectl_command`]; panics with its stderr unless it succeeds.
+    pub fn kubectl(&self, namespace: &str, args: &[&str]) {
+        let output = self
+            .kubectl_command(namespace, args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// An admin client, default namespace `namespace`.
     pub async fn admin_client(&self, namespace: &str) -> kube::Client {
         client_from(self.admin_kubeconfig(), Some(namespace)).await
