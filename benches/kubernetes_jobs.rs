@@ -631,7 +631,7 @@ async fn measure(
     let expected = rate.expected(from);
     let missing = expected.saturating_sub(creates.len());
     let summary = |v: &[f64]| scale::Summary::of(v.to_vec());
-    let width = 34;
+    let width = 38;
     scale::Summary::header(width);
     scale::Summary::print(summary(&measured.created), "slot → Job created", width);
     scale::Summary::print(summary(&measured.sent), "slot → create received", width);
