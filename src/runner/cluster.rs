@@ -545,7 +545,12 @@ impl Runner {
         let Some(cluster) = self.cluster.get().cloned() else {
             return;
         };
-        while !jobs.borrow_and_update().jobs.iter().any(|job| job.kubernetes.is_some()) {
+        while !jobs
+            .borrow_and_update()
+            .jobs
+            .iter()
+            .any(|job| job.kubernetes.is_some())
+        {
             tokio::select! {
                 () = term.ended() => return,
                 changed = jobs.changed() => if changed.is_err() { return },
@@ -593,6 +598,13 @@ impl Runner {
     /// One pass of [`Runner::keep_cluster`] over the cache.
     async fn keep_pass(self: &Arc<Self>, cluster: &Arc<Cluster>, term: &Term, set: &JobSet) {
         let mut finished = Vec::new();
+        // Once per pass, not per Job: a pass over n Jobs stays O(n).
+        let tracked: HashSet<String> = self
+            .lock_runs()
+            .values()
+            .flatten()
+            .filter_map(|slot| slot.kubernetes_job.clone())
+            .collect();
         for kube_job in cluster.all() {
             let Some(labels) = labels_of(&kube_job) else {
                 continue;
@@ -603,7 +615,7 @@ impl Runner {
             let Executor::Kubernetes(kubernetes) = job.executor() else {
                 continue;
             };
-            if self.tracked_jobs(&job.name).contains(&labels.name) {
+            if tracked.contains(&labels.name) {
                 continue;
             }
             if state_of(&kube_job).is_finished() {

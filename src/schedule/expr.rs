@@ -59,6 +59,15 @@ impl Fields {
             _ => return Err(Error::FieldCount(parts.len())),
         };
         for (index, field) in fields.iter_mut().enumerate() {
+            // croner reads `,` and `1,,2` as lists with empty items; cron refuses them. A field of empty
+            // items matches nothing, and croner then searches thousands of years for a fire.
+            if field.split(',').any(str::is_empty) {
+                return Err(Error::InvalidField {
+                    field: FIELD_NAMES[index],
+                    text: field.clone(),
+                    reason: "a list item is empty".to_owned(),
+                });
+            }
             *field = replace_names(index, field)?;
         }
         for index in [DAY_OF_MONTH, DAY_OF_WEEK] {
@@ -208,6 +217,29 @@ mod tests {
             match Fields::parse(expr) {
                 Err(Error::UnexpectedWord { field: got, .. }) => assert_eq!(got, field, "{expr}"),
                 other => panic!("{expr}: expected UnexpectedWord, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn empty_list_items_are_rejected_naming_the_field() {
+        for (expr, field) in [
+            ("* , 4-8 * */3 *", "minute"),
+            ("0 1,,2 * * *", "hour"),
+            ("0 0 1, * *", "day-of-month"),
+            ("0 0 * * ,MON", "day-of-week"),
+        ] {
+            match Fields::parse(expr) {
+                Err(Error::InvalidField {
+                    field: got, reason, ..
+                }) => {
+                    assert_eq!(
+                        (got, reason.as_str()),
+                        (field, "a list item is empty"),
+                        "{expr}"
+                    );
+                }
+                other => panic!("{expr}: expected InvalidField, got {other:?}"),
             }
         }
     }
