@@ -25,7 +25,8 @@ use k8s_openapi::api::core::v1::{EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::watcher;
-use tokio::sync::watch;
+use tokio::sync::futures::Notified;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{kubernetes_job_name, Job, KubernetesJob};
@@ -413,6 +414,34 @@ struct Cache {
     jobs: HashMap<String, Arc<KubeJob>>,
     /// While a (re)list is in progress: the Jobs listed so far.
     listing: Option<HashMap<String, Arc<KubeJob>>>,
+    /// Who follows which Job ([`Cluster::follow_job`]): woken when that Job changes (and by a relist),
+    /// not by every change of the cache.
+    followers: HashMap<String, Arc<Notify>>,
+}
+
+/// Wakes its holder when one Job of the cache changes ([`Cluster::follow_job`]).
+pub struct JobFollower {
+    cluster: Arc<Cluster>,
+    name: String,
+    notify: Arc<Notify>,
+}
+
+impl JobFollower {
+    /// A change of the Job from now on. Create it before reading the cache, then await it: a change in
+    /// between is not missed.
+    pub fn changed(&self) -> Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+impl Drop for JobFollower {
+    fn drop(&mut self) {
+        let mut cache = self.cluster.lock();
+        // The map's and this one's: nobody else follows the Job.
+        if Arc::strong_count(&self.notify) <= 2 {
+            cache.followers.remove(&self.name);
+        }
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -495,6 +524,16 @@ impl Cluster {
     /// How long [`Cluster::ready`] waits for the first list: five request timeouts, at least 5 s.
     pub fn ready_limit(&self) -> Duration {
         (self.params.request_timeout * 5).max(Duration::from_secs(5))
+    }
+
+    /// Follows the Job `name`: [`JobFollower::changed`] wakes on its changes only.
+    pub fn follow_job(self: &Arc<Self>, name: &str) -> JobFollower {
+        let notify = Arc::clone(self.lock().followers.entry(name.to_owned()).or_default());
+        JobFollower {
+            cluster: Arc::clone(self),
+            name: name.to_owned(),
+            notify,
+        }
     }
 
     /// The cached Job `name`.
@@ -634,7 +673,7 @@ impl Cluster {
             return;
         };
         let job = Arc::new(trim(job));
-        {
+        let follower = {
             let mut cache = self.lock();
             // An older version than the one cached (the create's answer after the watch's update) is
             // not applied.
@@ -643,23 +682,31 @@ impl Cluster {
                     return;
                 }
             }
+            let follower = cache.followers.get(&name).cloned();
             cache.jobs.insert(name, job);
+            follower
+        };
+        if let Some(notify) = follower {
+            notify.notify_waiters();
         }
         self.bump(None);
     }
 
     fn event(&self, event: watcher::Event<KubeJob>) {
         let mut ready = None;
+        let mut wake = Vec::new();
         {
             let mut cache = self.lock();
             match event {
                 watcher::Event::Apply(job) => {
                     if let Some(name) = job.metadata.name.clone() {
+                        wake.extend(cache.followers.get(&name).cloned());
                         cache.jobs.insert(name, Arc::new(trim(job)));
                     }
                 }
                 watcher::Event::Delete(job) => {
                     if let Some(name) = &job.metadata.name {
+                        wake.extend(cache.followers.get(name).cloned());
                         cache.jobs.remove(name);
                     }
                 }
@@ -675,9 +722,14 @@ impl Cluster {
                     if let Some(listing) = cache.listing.take() {
                         cache.jobs = listing;
                     }
+                    // A relist may have changed (or dropped) any Job.
+                    wake.extend(cache.followers.values().cloned());
                     ready = Some(true);
                 }
             }
+        }
+        for notify in wake {
+            notify.notify_waiters();
         }
         self.bump(ready);
     }
@@ -852,6 +904,65 @@ mod tests {
                 message: "BackoffLimitExceeded happened".to_owned()
             }
         );
+    }
+
+    fn named(name: &str) -> KubeJob {
+        KubeJob {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..KubeJob::default()
+        }
+    }
+
+    /// True if `changed` has fired (polled once).
+    fn fired(changed: std::pin::Pin<&mut Notified<'_>>) -> bool {
+        let waker = futures_util::task::noop_waker();
+        let mut context = std::task::Context::from_waker(&waker);
+        std::future::Future::poll(changed, &mut context).is_ready()
+    }
+
+    #[tokio::test]
+    async fn a_follower_wakes_for_its_job_and_a_relist_only() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        let client = kube::Client::try_from(config).expect("a client");
+        let cluster = Cluster::new(
+            client,
+            Params {
+                namespace: "ns".to_owned(),
+                lease: "leasecron".to_owned(),
+                request_timeout: Duration::from_secs(1),
+            },
+        );
+        let follower = cluster.follow_job("a-1");
+        {
+            let changed = follower.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            cluster.event(watcher::Event::Apply(named("b-1")));
+            assert!(!fired(changed.as_mut()), "another Job's change");
+            cluster.event(watcher::Event::Apply(named("a-1")));
+            assert!(fired(changed.as_mut()), "its Job's change");
+        }
+
+        for event in [
+            watcher::Event::Delete(named("a-1")),
+            watcher::Event::InitDone,
+        ] {
+            let changed = follower.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            cluster.event(event);
+            assert!(fired(changed.as_mut()));
+        }
+
+        // Two followers of one Job share its entry; it goes with the last of them.
+        let second = cluster.follow_job("a-1");
+        drop(follower);
+        assert!(cluster.lock().followers.contains_key("a-1"));
+        drop(second);
+        assert!(cluster.lock().followers.is_empty());
     }
 
     #[test]

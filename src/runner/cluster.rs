@@ -430,7 +430,8 @@ fn pods_tried(job: &KubeJob) -> u32 {
     u32::try_from(count).unwrap_or(0).max(1)
 }
 
-/// Follows the Job `name` in the cache until it finishes, is gone, the run is cancelled, or the term ends.
+/// Follows the Job `name` in the cache until it finishes, is gone, the run is cancelled, or the term ends;
+/// woken by changes of that Job only.
 async fn follow(
     cluster: &Arc<Cluster>,
     name: &str,
@@ -438,9 +439,13 @@ async fn follow(
     term: &Term,
     runner: &Runner,
 ) -> Followed {
-    let mut changes: watch::Receiver<batch::Version> = cluster.subscribe();
+    let follower = cluster.follow_job(name);
     let mut seen = false;
     loop {
+        let changed = follower.changed();
+        tokio::pin!(changed);
+        // Registered before the cache is read: a change in between wakes this round.
+        changed.as_mut().enable();
         match cluster.cached(name) {
             Some(job) if state_of(&job).is_finished() => return Followed::Finished(job),
             Some(_) => seen = true,
@@ -455,9 +460,7 @@ async fn follow(
             None => {}
         }
         tokio::select! {
-            changed = changes.changed() => if changed.is_err() {
-                return Followed::TermEnded;
-            },
+            () = changed => {}
             () = cancel.cancelled() => {
                 return if term.is_live() && !runner.groups.is_killed() {
                     Followed::Replaced
