@@ -369,7 +369,7 @@ impl Run {
             (self.cluster(), self.job.executor())
         {
             if self.term.is_live() {
-                clean_history(&self.runner, &cluster, &self.job, kubernetes).await;
+                clean_history(&self.runner, &cluster, &self.job, kubernetes, &self.term).await;
             }
         }
     }
@@ -473,12 +473,14 @@ async fn follow(
 }
 
 /// Deletes the finished Jobs of `job` beyond its history limits (the oldest first: the newest
-/// `successfulJobsHistoryLimit` succeeded and `failedJobsHistoryLimit` failed ones stay), as CronJob does.
+/// `successfulJobsHistoryLimit` succeeded and `failedJobsHistoryLimit` failed ones stay), as CronJob does,
+/// while `term` lives: a backlog of deletions never holds the end of the term back.
 async fn clean_history(
     runner: &Runner,
     cluster: &Arc<Cluster>,
     job: &Job,
     kubernetes: &KubernetesJob,
+    term: &Term,
 ) {
     let mut succeeded = Vec::new();
     let mut failed = Vec::new();
@@ -502,6 +504,10 @@ async fn clean_history(
         finished.sort_by(|a, b| (b.0, &b.1.metadata.name).cmp(&(a.0, &a.1.metadata.name)));
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         for (_, old) in finished.into_iter().skip(limit) {
+            // Only while the term lives: its end waits for this task, and must not wait for a backlog.
+            if !term.is_live() {
+                return;
+            }
             let Some(labels) = labels_of(&old) else {
                 continue;
             };
@@ -582,7 +588,7 @@ impl Runner {
                 // Once a term: the history of every kubernetes job (later, after each run).
                 for job in &set.jobs {
                     if let Executor::Kubernetes(kubernetes) = job.executor() {
-                        clean_history(&self, &cluster, job, kubernetes).await;
+                        clean_history(&self, &cluster, job, kubernetes, &term).await;
                     }
                 }
                 cleaned = true;
