@@ -220,8 +220,9 @@ pub fn jitter_offset(name: &str, jitter: Duration) -> Duration {
 /// an `m` when it is not a whole second (`1700000000250m`; finer parts are ignored: slots are whole
 /// milliseconds at most), `n` before it when it is before 1970. A `{slot}` has no `-`, so the job is
 /// everything before the last `-`: two jobs never share a Job name. When `{job}-{slot}` is longer than 63
-/// characters, the job name is cut and followed by 8 hex digits of [`stable_name_hash`] of the whole name:
-/// `{job prefix}-{hash}-{slot}`, so that two long names with the same prefix still differ.
+/// characters, the job name is cut and followed by 8 hex digits of a stable hash of the whole name (the
+/// one [`jitter_offset`] uses): `{job prefix}-{hash}-{slot}`, so that two long names with the same prefix
+/// still differ.
 pub fn kubernetes_job_name(job: &str, slot: chrono::DateTime<chrono::Utc>) -> String {
     let millis = slot.timestamp_millis();
     let sign = if millis < 0 { "n" } else { "" };

@@ -387,7 +387,7 @@ pub struct Cluster {
     watching: OnceLock<()>,
 }
 
-/// The cache's version, as [`Cluster::changes`] publishes it.
+/// The cache's version, as [`Cluster::subscribe`] publishes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Version {
     /// Counts the changes.

@@ -544,7 +544,7 @@ impl Runner {
     }
 
     /// While `term` lives, keeps the Jobs of this lease in order, on every change of the cache (at most
-    /// once a [`KEEPER_PASS_INTERVAL`]): adopts each active Job of a kubernetes job that no run follows
+    /// once a second): adopts each active Job of a kubernetes job that no run follows
     /// (deleting instead one of an earlier term whose job has `cancelOnLeadershipLoss`), records the
     /// outcome of each finished Job whose run the run state still shows unfinished, and deletes finished
     /// Jobs beyond the history limits. Spawned by the dispatcher when a term begins; ends with the term.
