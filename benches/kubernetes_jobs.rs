@@ -40,6 +40,8 @@
 //! cargo bench --bench kubernetes_jobs    # ~5 min
 //! ```
 
+#[path = "support/audit.rs"]
+mod audit;
 #[path = "../tests/support/fake_apiserver/real.rs"]
 #[allow(dead_code)]
 mod real;
@@ -50,11 +52,11 @@ mod scale;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use audit::{AuditEvent, AuditTail};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -257,7 +259,7 @@ fn main() {
     report.raw("machine", machine());
     runtime.block_on(async {
         let kubeconfig = server.user_kubeconfig(USER, &["system:masters"]);
-        let mut audit = AuditTail::new(&ready.audit_log);
+        let mut audit = AuditTail::of_user(&ready.audit_log, USER);
         let mut summaries = Vec::new();
         for rate in &rates {
             let load = load_average();
@@ -603,7 +605,7 @@ async fn measure(
             continue;
         }
         let entry = by_class
-            .entry((e.object_class(), e.verb.clone()))
+            .entry((object_class(e), e.verb.clone()))
             .or_default();
         entry.0 += 1;
         if e.code.is_some_and(|c| c >= 400) {
@@ -734,108 +736,17 @@ fn machine() -> Value {
 
 // === the audit log ===
 
-/// One line of the audit log, the fields this bench reads.
-struct AuditEvent {
-    id: String,
-    stage: String,
-    verb: String,
-    namespace: Option<String>,
-    group: Option<String>,
-    resource: Option<String>,
-    name: Option<String>,
-    code: Option<u16>,
-    received: DateTime<Utc>,
-    completed: DateTime<Utc>,
-}
-
-impl AuditEvent {
-    /// The event on `line` if it is a request of [`USER`].
-    fn parse(line: &str) -> Option<AuditEvent> {
-        let v: Value = serde_json::from_str(line).ok()?;
-        if v.pointer("/user/username").and_then(Value::as_str) != Some(USER) {
-            return None;
-        }
-        let text = |pointer: &str| {
-            v.pointer(pointer)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        let time = |pointer: &str| {
-            DateTime::parse_from_rfc3339(v.pointer(pointer)?.as_str()?)
-                .ok()
-                .map(|t| t.with_timezone(&Utc))
-        };
-        Some(AuditEvent {
-            id: text("/auditID")?,
-            stage: text("/stage")?,
-            verb: text("/verb")?,
-            namespace: text("/objectRef/namespace"),
-            group: text("/objectRef/apiGroup"),
-            resource: text("/objectRef/resource"),
-            name: text("/objectRef/name"),
-            code: v
-                .pointer("/responseStatus/code")
-                .and_then(Value::as_u64)
-                .map(|c| c as u16),
-            received: time("/requestReceivedTimestamp")?,
-            completed: time("/stageTimestamp")?,
-        })
-    }
-
-    /// What the request was about, as the report groups them.
-    fn object_class(&self) -> &'static str {
-        match (
-            self.resource.as_deref(),
-            self.group.as_deref(),
-            self.name.as_deref(),
-        ) {
-            (Some("jobs"), _, _) => "Job",
-            (Some("leases"), _, _) => "Lease",
-            (Some("configmaps"), _, Some(STATE_CONFIG_MAP)) => "state ConfigMap",
-            (Some("configmaps"), _, Some(CONTROLS_CONFIG_MAP)) => "controls ConfigMap",
-            (Some("configmaps"), _, _) => "other ConfigMap",
-            (Some("events"), Some("events.k8s.io"), _) => "Events (events.k8s.io)",
-            (Some("events"), _, _) => "Events (core)",
-            (Some("selfsubjectaccessreviews"), _, _) => "SelfSubjectAccessReview",
-            _ => "other",
-        }
-    }
-}
-
-/// The audit log read as it grows, keeping [`USER`]'s requests.
-struct AuditTail {
-    path: PathBuf,
-    offset: u64,
-    events: Vec<AuditEvent>,
-}
-
-impl AuditTail {
-    fn new(path: &Path) -> AuditTail {
-        AuditTail {
-            path: path.to_owned(),
-            offset: 0,
-            events: Vec::new(),
-        }
-    }
-
-    /// Reads the complete lines written since the last poll.
-    fn poll(&mut self) {
-        let Ok(mut file) = fs::File::open(&self.path) else {
-            return;
-        };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut bytes = Vec::new();
-        if file.read_to_end(&mut bytes).is_err() {
-            return;
-        }
-        let Some(end) = bytes.iter().rposition(|&b| b == b'\n') else {
-            return;
-        };
-        let text = String::from_utf8_lossy(&bytes[..=end]);
-        self.events
-            .extend(text.lines().filter_map(AuditEvent::parse));
-        self.offset += end as u64 + 1;
+/// What the request was about, as the report groups them.
+fn object_class(e: &AuditEvent) -> &'static str {
+    match (e.resource.as_deref(), e.group.as_deref(), e.name.as_deref()) {
+        (Some("jobs"), _, _) => "Job",
+        (Some("leases"), _, _) => "Lease",
+        (Some("configmaps"), _, Some(STATE_CONFIG_MAP)) => "state ConfigMap",
+        (Some("configmaps"), _, Some(CONTROLS_CONFIG_MAP)) => "controls ConfigMap",
+        (Some("configmaps"), _, _) => "other ConfigMap",
+        (Some("events"), Some("events.k8s.io"), _) => "Events (events.k8s.io)",
+        (Some("events"), _, _) => "Events (core)",
+        (Some("selfsubjectaccessreviews"), _, _) => "SelfSubjectAccessReview",
+        _ => "other",
     }
 }

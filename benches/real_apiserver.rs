@@ -36,6 +36,8 @@
 //! REAL_COLD_BUILD=0 cargo bench --bench real_apiserver   # ~5 min
 //! ```
 
+#[path = "support/audit.rs"]
+mod audit;
 #[path = "../tests/support/fake_apiserver/mod.rs"]
 pub mod fake_apiserver;
 #[path = "support/report.rs"]
@@ -45,11 +47,11 @@ mod scale;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use audit::{AuditEvent, AuditTail};
 use chrono::{DateTime, Utc};
 use fake_apiserver::real::{self, RealApiServer};
 use fake_apiserver::{FakeApiServer, Which};
@@ -585,7 +587,7 @@ impl Set {
                     ms(e.received),
                     e.user.trim_start_matches("token-"),
                     e.verb,
-                    e.object_class(),
+                    object_class(e),
                     e.code.map_or("-".to_owned(), |c| c.to_string()),
                     (e.completed - e.received)
                         .num_microseconds()
@@ -735,7 +737,7 @@ async fn steady_state(
                     continue;
                 }
                 let entry = by_class
-                    .entry((e.object_class().to_owned(), e.verb.clone()))
+                    .entry((object_class(e).to_owned(), e.verb.clone()))
                     .or_default();
                 entry.0 += 1;
                 if e.code.is_some_and(|c| c >= 400) {
@@ -788,107 +790,17 @@ async fn steady_state(
     Value::Object(out)
 }
 
-/// One line of the audit log, the fields this bench reads.
-struct AuditEvent {
-    id: String,
-    stage: String,
-    verb: String,
-    user: String,
-    namespace: Option<String>,
-    group: Option<String>,
-    resource: Option<String>,
-    name: Option<String>,
-    code: Option<u16>,
-    received: DateTime<Utc>,
-    completed: DateTime<Utc>,
-}
-
-impl AuditEvent {
-    fn parse(line: &str) -> Option<AuditEvent> {
-        let v: Value = serde_json::from_str(line).ok()?;
-        let text = |pointer: &str| {
-            v.pointer(pointer)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        let time = |pointer: &str| {
-            DateTime::parse_from_rfc3339(v.pointer(pointer)?.as_str()?)
-                .ok()
-                .map(|t| t.with_timezone(&Utc))
-        };
-        Some(AuditEvent {
-            id: text("/auditID")?,
-            stage: text("/stage")?,
-            verb: text("/verb")?,
-            user: text("/user/username")?,
-            namespace: text("/objectRef/namespace"),
-            group: text("/objectRef/apiGroup"),
-            resource: text("/objectRef/resource"),
-            name: text("/objectRef/name"),
-            code: v
-                .pointer("/responseStatus/code")
-                .and_then(Value::as_u64)
-                .map(|c| c as u16),
-            received: time("/requestReceivedTimestamp")?,
-            completed: time("/stageTimestamp")?,
-        })
-    }
-
-    /// What the request was about, as the report groups them (as benches/failover.rs).
-    fn object_class(&self) -> &'static str {
-        match (
-            self.resource.as_deref(),
-            self.group.as_deref(),
-            self.name.as_deref(),
-        ) {
-            (Some("leases"), _, _) => "Lease",
-            (Some("configmaps"), _, Some(STATE_CONFIG_MAP)) => "state ConfigMap",
-            (Some("configmaps"), _, Some(JOBS_CONFIG_MAP)) => "jobs ConfigMap",
-            (Some("configmaps"), _, _) => "other ConfigMap",
-            (Some("events"), Some("events.k8s.io"), _) => "Events (events.k8s.io)",
-            (Some("events"), _, _) => "Events (core)",
-            (Some("selfsubjectaccessreviews"), _, _) => "SelfSubjectAccessReview",
-            _ => "other",
-        }
-    }
-}
-
-/// The audit log read as it grows (the whole file re-read each time would cost a core while a failover
-/// is awaited).
-struct AuditTail {
-    path: PathBuf,
-    offset: u64,
-    events: Vec<AuditEvent>,
-}
-
-impl AuditTail {
-    fn new(path: &Path) -> AuditTail {
-        AuditTail {
-            path: path.to_owned(),
-            offset: 0,
-            events: Vec::new(),
-        }
-    }
-
-    /// Reads the complete lines written since the last poll.
-    fn poll(&mut self) {
-        let Ok(mut file) = fs::File::open(&self.path) else {
-            return;
-        };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut bytes = Vec::new();
-        if file.read_to_end(&mut bytes).is_err() {
-            return;
-        }
-        let Some(end) = bytes.iter().rposition(|&b| b == b'\n') else {
-            return;
-        };
-        let text = String::from_utf8_lossy(&bytes[..=end]);
-        self.events
-            .extend(text.lines().filter_map(AuditEvent::parse));
-        self.offset += end as u64 + 1;
+/// What the request was about, as the report groups them (as benches/failover.rs).
+fn object_class(e: &AuditEvent) -> &'static str {
+    match (e.resource.as_deref(), e.group.as_deref(), e.name.as_deref()) {
+        (Some("leases"), _, _) => "Lease",
+        (Some("configmaps"), _, Some(STATE_CONFIG_MAP)) => "state ConfigMap",
+        (Some("configmaps"), _, Some(JOBS_CONFIG_MAP)) => "jobs ConfigMap",
+        (Some("configmaps"), _, _) => "other ConfigMap",
+        (Some("events"), Some("events.k8s.io"), _) => "Events (events.k8s.io)",
+        (Some("events"), _, _) => "Events (core)",
+        (Some("selfsubjectaccessreviews"), _, _) => "SelfSubjectAccessReview",
+        _ => "other",
     }
 }
 
