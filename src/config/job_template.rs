@@ -257,7 +257,6 @@ impl Walker<'_> {
         path: &str,
         steps: &mut Vec<Step>,
     ) -> Option<Value> {
-        let at = Position::at(&node);
         let items = match node.value {
             Node::Seq(items) => items,
             Node::Null => return Some(Value::Null),
@@ -317,7 +316,6 @@ impl Walker<'_> {
                 None => ok = false,
             }
         }
-        let _ = at;
         ok.then_some(Value::Array(out))
     }
 
