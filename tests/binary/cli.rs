@@ -90,6 +90,31 @@ fn run_with_an_invalid_jobs_file_exits_2_before_touching_the_lease() {
 }
 
 #[test]
+fn run_on_a_lease_file_refuses_a_kubernetes_job_naming_it_before_touching_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write_file(
+        &dir,
+        "jobs.yaml",
+        "jobs:\n  - name: local\n    schedule: \"@daily\"\n    command: [\"/bin/true\"]\n  - name: pods\n    schedule: \"@daily\"\n    executor: kubernetes\n    jobTemplate:\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n            - name: main\n              image: busybox\n",
+    );
+    let lease = dir.path().join("lease.json");
+    let out = output(&[
+        "run",
+        "--jobs",
+        jobs.to_str().unwrap(),
+        "--lease-file",
+        lease.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("job pods: executor: kubernetes creates Kubernetes Jobs, which needs the Kubernetes backend"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!lease.exists(), "the lease file was not created");
+}
+
+#[test]
 fn bad_inputs_get_one_clear_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let jobs = write_file(&dir, "jobs.yaml", GOOD);
