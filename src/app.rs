@@ -181,12 +181,8 @@ impl App {
             Arc::clone(&ledger),
             Launcher::Supervised(Arc::clone(&supervisor)),
         );
+        // The dispatcher starts the cache's watch once a kubernetes job is in force (on every replica).
         if let Some(cluster) = cluster {
-            // Every replica keeps the cache of Jobs while a kubernetes job is in force, so that a new
-            // leader knows the active Jobs at once.
-            if jobs.set.jobs.iter().any(|job| job.kubernetes.is_some()) {
-                cluster.ensure_watching();
-            }
             runner.attach_cluster(cluster);
         }
         let health = Health::new(leadership.clone()).with_stall_watch(stall);

@@ -285,6 +285,11 @@ pub struct JobSet {
 }
 
 impl JobSet {
+    /// The first job with `executor: kubernetes`, if any.
+    pub fn kubernetes_job(&self) -> Option<&Arc<Job>> {
+        self.jobs.iter().find(|job| job.kubernetes.is_some())
+    }
+
     /// The job called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Job>> {
         self.jobs.iter().find(|job| job.name == name)

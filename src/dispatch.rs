@@ -185,7 +185,7 @@ impl Dispatcher {
                 let current = Arc::clone(&jobs.borrow_and_update());
                 if let Some(cluster) = self.runner.cluster() {
                     // executor: kubernetes: every replica keeps the cache of Jobs from then on.
-                    if current.jobs.iter().any(|job| job.kubernetes.is_some()) {
+                    if current.kubernetes_job().is_some() {
                         cluster.ensure_watching();
                     }
                 }

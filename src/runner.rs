@@ -41,12 +41,12 @@ use crate::term::{FencingToken, Term};
 
 pub use attempt::OUTPUT_DRAIN_TIMEOUT;
 pub use command::format_scheduled;
+pub(crate) use command::{leasecron_env, RunEnv};
 pub use launch::Launcher;
 pub use output::MAX_LINE_BYTES;
 pub use spawner::{raise_open_file_limit, OpenFileLimit};
 
 use attempt::{Attempt, AttemptSpec};
-use command::RunEnv;
 use group::ProcessGroups;
 use spawner::Refused;
 
@@ -484,8 +484,7 @@ impl Run {
         let (jitter_seconds, fires_at) = self.jitter();
         tracing::debug!(job = %self.job.name, run_id = self.slot.id, fencing_token = self.term.fencing_token().0, scheduled = rfc3339(&self.scheduled), jitter_seconds, fires_at, "run begins");
         if let Executor::Kubernetes(kubernetes) = self.job.executor() {
-            let kubernetes = kubernetes.clone();
-            self.execute_on_cluster(&kubernetes).await;
+            self.execute_on_cluster(kubernetes).await;
             return;
         }
         let mut attempts = 0;

@@ -271,7 +271,7 @@ impl Jobs {
 
 /// `Err` naming the first job with `executor: kubernetes`, which a lease file cannot run.
 pub(crate) fn without_kubernetes_jobs(set: &JobSet) -> Result<(), String> {
-    match set.jobs.iter().find(|job| job.kubernetes.is_some()) {
+    match set.kubernetes_job() {
         Some(job) => Err(format!(
             "job {}: executor: kubernetes creates Kubernetes Jobs, which needs the Kubernetes backend: \
              elect through a Lease (--lease-name), not a lease file",

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{kubernetes_job_name, Job, KubernetesJob};
 use crate::kubernetes::{self, bounded_request, CONFLICT, FORBIDDEN, NOT_FOUND};
 use crate::run_state::{Cause, Origin};
+use crate::runner::{leasecron_env, RunEnv};
 use crate::term::FencingToken;
 
 /// Label on every Job leasecron creates (and its pods): `leasecron`.
@@ -195,13 +196,21 @@ pub fn manifest(
     if spec.backoff_limit.is_none() {
         spec.backoff_limit = Some(i32::try_from(job.retries).unwrap_or(i32::MAX));
     }
-    let env = [
-        ("LEASECRON_JOB", job.name.clone()),
-        ("LEASECRON_SCHEDULED_TIME", scheduled),
-        ("LEASECRON_IDENTITY", run.identity.to_owned()),
-        ("LEASECRON_FENCING_TOKEN", run.fencing_token.0.to_string()),
-        (ENV_KUBERNETES_JOB, name.clone()),
-    ];
+    // A process's variables, but `LEASECRON_ATTEMPT`: the Job controller retries the pods.
+    let process_env = leasecron_env(
+        &job.name,
+        &RunEnv {
+            scheduled: run.scheduled,
+            identity: run.identity,
+            fencing_token: run.fencing_token,
+            attempt: 1,
+        },
+    );
+    let env: Vec<(&str, String)> = process_env
+        .into_iter()
+        .filter(|(name, _)| *name != "LEASECRON_ATTEMPT")
+        .chain([(ENV_KUBERNETES_JOB, name.clone())])
+        .collect();
     let template_meta = spec
         .template
         .metadata

@@ -193,18 +193,21 @@ impl Run {
             .unwrap_or(started_wall);
         tracing::info!(job = %self.job.name, run_id = self.slot.id, fencing_token = self.term.fencing_token().0, scheduled = rfc3339(&self.scheduled), kubernetes_job = %name, namespace = %cluster.params().namespace, create_seconds = created_after.as_secs_f64(), "Kubernetes Job created");
         self.cluster_event(&name, ClusterAction::Created);
-        self.follow_to_end(&cluster, kubernetes, &name, created_at)
-            .await;
+        self.follow_to_end(&cluster, &name, created_at).await;
     }
 
     /// Follows the Job `name` (created by this run, or adopted) to its end, then records and reports it.
     pub(super) async fn follow_to_end(
         &self,
         cluster: &Arc<Cluster>,
-        kubernetes: &KubernetesJob,
         name: &str,
         created_at: DateTime<Utc>,
     ) {
+        let cancel_on_leadership_loss = self
+            .job
+            .kubernetes
+            .as_ref()
+            .is_some_and(|kubernetes| kubernetes.cancel_on_leadership_loss);
         let outcome = match follow(cluster, name, &self.cancel, &self.term, &self.runner).await {
             Followed::Finished(job) => {
                 let finished = finished_at(&job).unwrap_or_else(|| self.runner.clock.now());
@@ -230,7 +233,7 @@ impl Run {
                 self.delete_and_wait(cluster, name).await;
                 Outcome::Cancelled
             }
-            Followed::TermEnded if kubernetes.cancel_on_leadership_loss => {
+            Followed::TermEnded if cancel_on_leadership_loss => {
                 tracing::info!(job = %self.job.name, kubernetes_job = %name, "the term ended: deleting the run's Kubernetes Job (cancelOnLeadershipLoss)");
                 match cluster.delete(name, true).await {
                     Ok(()) => self.cluster_event(name, ClusterAction::Deleted),
@@ -554,12 +557,7 @@ impl Runner {
         let Some(cluster) = self.cluster.get().cloned() else {
             return;
         };
-        while !jobs
-            .borrow_and_update()
-            .jobs
-            .iter()
-            .any(|job| job.kubernetes.is_some())
-        {
+        while jobs.borrow_and_update().kubernetes_job().is_none() {
             tokio::select! {
                 () = term.ended() => return,
                 changed = jobs.changed() => if changed.is_err() { return },
@@ -696,10 +694,6 @@ impl Runner {
             let Some(cluster) = run.cluster() else {
                 return;
             };
-            let Executor::Kubernetes(kubernetes) = run.job.executor() else {
-                return;
-            };
-            let kubernetes = kubernetes.clone();
             tracing::info!(job = %run.job.name, run_id = run.slot.id, fencing_token = run.term.fencing_token().0, scheduled = rfc3339(&run.scheduled), kubernetes_job = %labels.name, created_by_fencing_token = labels.fencing_token, created_by = %labels.identity, cause = labels.origin.cause.as_str(), "adopted a Kubernetes Job an earlier term created");
             run.cluster_event(
                 &labels.name,
@@ -712,8 +706,7 @@ impl Runner {
                 run.cancel.cancel();
             }
             let created_at = labels.created.unwrap_or_else(|| run.runner.clock.now());
-            run.follow_to_end(&cluster, &kubernetes, &labels.name, created_at)
-                .await;
+            run.follow_to_end(&cluster, &labels.name, created_at).await;
         });
     }
 }
