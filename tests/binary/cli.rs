@@ -64,14 +64,13 @@ fn validate_reports_every_error_of_every_file_with_its_position() {
     }
 }
 
-#[test]
-fn run_with_an_invalid_jobs_file_exits_2_before_touching_the_lease() {
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = write_file(
-        &dir,
-        "jobs.yaml",
-        "jobs:\n  - name: Bad_Name\n    schedule: \"* * * * *\"\n    command: [\"/bin/true\"]\n",
-    );
+/// `run` of the jobs `text` on a lease file in `dir`, which must exit 2 before creating the lease file;
+/// returns its stderr and the jobs file.
+fn run_refused_before_the_lease(
+    dir: &tempfile::TempDir,
+    text: &str,
+) -> (String, std::path::PathBuf) {
+    let jobs = write_file(dir, "jobs.yaml", text);
     let lease = dir.path().join("lease.json");
     let out = output(&[
         "run",
@@ -81,37 +80,33 @@ fn run_with_an_invalid_jobs_file_exits_2_before_touching_the_lease() {
         lease.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!("{}:2:", jobs.display())),
-        "{}",
-        stderr(&out)
-    );
     assert!(!lease.exists(), "the lease file was not created");
+    (stderr(&out), jobs)
+}
+
+#[test]
+fn run_with_an_invalid_jobs_file_exits_2_before_touching_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let (err, jobs) = run_refused_before_the_lease(
+        &dir,
+        "jobs:\n  - name: Bad_Name\n    schedule: \"* * * * *\"\n    command: [\"/bin/true\"]\n",
+    );
+    assert!(err.contains(&format!("{}:2:", jobs.display())), "{err}");
 }
 
 #[test]
 fn run_on_a_lease_file_refuses_a_kubernetes_job_naming_it_before_touching_the_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let jobs = write_file(
+    let (err, _) = run_refused_before_the_lease(
         &dir,
-        "jobs.yaml",
         "jobs:\n  - name: local\n    schedule: \"@daily\"\n    command: [\"/bin/true\"]\n  - name: pods\n    schedule: \"@daily\"\n    executor: kubernetes\n    jobTemplate:\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n            - name: main\n              image: busybox\n",
     );
-    let lease = dir.path().join("lease.json");
-    let out = output(&[
-        "run",
-        "--jobs",
-        jobs.to_str().unwrap(),
-        "--lease-file",
-        lease.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("job pods: executor: kubernetes creates Kubernetes Jobs, which needs the Kubernetes backend"),
-        "{}",
-        stderr(&out)
+        err.contains(
+            "job pods: executor: kubernetes creates Kubernetes Jobs, which needs the Kubernetes backend"
+        ),
+        "{err}"
     );
-    assert!(!lease.exists(), "the lease file was not created");
 }
 
 #[test]

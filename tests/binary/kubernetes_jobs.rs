@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job as KubeJob;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use nix::sys::signal::Signal;
-use serde_json::json;
 
 use crate::support::fake_apiserver::real::{self, RealApiServer};
+use crate::support::job_controller;
 use crate::support::replica::{wait_for, Replica};
 
 /// The group of the replicas' users, bound to both Roles.
@@ -174,19 +174,8 @@ impl Env {
         let namespace = self.namespace.clone();
         let name = name.to_owned();
         self.real.with_admin(move |admin| async move {
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let condition = |type_: &str| {
-                json!({"type": type_, "status": "True", "reason": "CompletionsReached",
-                       "lastProbeTime": now, "lastTransitionTime": now})
-            };
-            let status = json!({"status": {
-                "startTime": now, "completionTime": now, "succeeded": 1, "active": 0,
-                "ready": 0, "terminating": 0,
-                "conditions": [condition("SuccessCriteriaMet"), condition("Complete")]}});
-            Api::<KubeJob>::namespaced(admin, &namespace)
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                .await
-                .expect("set the Job's status");
+            let jobs = Api::<KubeJob>::namespaced(admin, &namespace);
+            job_controller::finish(&jobs, &name, "Complete").await;
         });
     }
 }

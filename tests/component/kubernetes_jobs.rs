@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::support::fake_apiserver::real::{self, RealApiServer};
+use crate::support::job_controller;
 
 /// Upper bound on any single wait.
 const WAIT: Duration = Duration::from_secs(60);
@@ -129,29 +130,7 @@ impl Env {
 
     /// Plays the Job controller: the Job `name` finished as `how` (`Complete`, or a `Failed` reason).
     async fn finish(&self, name: &str, how: &str) {
-        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let start = (Utc::now() - chrono::Duration::seconds(5))
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let condition = |type_: &str, reason: &str| {
-            json!({"type": type_, "status": "True", "reason": reason, "message": format!("{reason} (played)"),
-                   "lastProbeTime": now, "lastTransitionTime": now})
-        };
-        let status = if how == "Complete" {
-            json!({"startTime": start, "completionTime": now, "succeeded": 1, "active": 0, "ready": 0,
-                   "terminating": 0, "conditions": [condition("SuccessCriteriaMet", "CompletionsReached"),
-                                                    condition("Complete", "CompletionsReached")]})
-        } else {
-            json!({"startTime": start, "failed": 1, "active": 0, "ready": 0, "terminating": 0,
-                   "conditions": [condition("FailureTarget", how), condition("Failed", how)]})
-        };
-        self.jobs()
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("set the status of job {name}: {e}"));
+        job_controller::finish(&self.jobs(), name, how).await;
     }
 
     /// Plays the garbage collector: a Job deleted with foreground propagation is gone once its pods are.

@@ -38,6 +38,7 @@ pub mod election_faults;
 pub mod embedding;
 pub mod exposition;
 pub mod fake_apiserver;
+pub mod job_controller;
 pub mod kube_electors;
 pub mod logfmt;
 pub mod mount;
