@@ -41,7 +41,7 @@ use crate::event::{DispatchEvent, JobsDiff, SkipReason};
 use crate::logging::rfc3339;
 use crate::operator::Operator;
 use crate::run_state::{self, Cause, Keeper, Ledger, Origin};
-use crate::runner::{Runner, Start};
+use crate::runner::{Reservation, Runner, Start};
 use crate::schedule::{Tick, Timer};
 use crate::term::{Leadership, Term};
 
@@ -388,13 +388,28 @@ impl Dispatcher {
                 job: job.name.clone(),
                 at: timer.next_fire(),
             });
+            // With a durable run state, the slot is claimed a lead before it fires, so that the claim's
+            // write is off the start path (runner::ahead). Dropped unused, the reservation releases it.
+            let mut reservation = None;
+            if let Some(lead) = self.runner.claim_lead() {
+                let ahead = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    ahead = timer.ahead(lead) => ahead,
+                };
+                if let Some(slot) = ahead {
+                    reservation = self.reserve(&job, slot, timer.offset());
+                }
+            }
             let tick = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
                 tick = timer.next_tick() => tick,
             };
             match tick {
-                Some(Tick::Fire { scheduled, .. }) => self.fire(&job, scheduled),
+                Some(Tick::Fire { scheduled, .. }) => {
+                    self.fire_reserved(&job, scheduled, reservation);
+                }
                 Some(Tick::Missed {
                     scheduled,
                     lateness,
@@ -409,6 +424,17 @@ impl Dispatcher {
 
     /// Handles one on-time (or within-deadline) fire.
     pub fn fire(&self, job: &Arc<Job>, scheduled: DateTime<Utc>) {
+        self.fire_reserved(job, scheduled, None);
+    }
+
+    /// [`Dispatcher::fire`] for a slot that may have been claimed ahead (`reservation`, released if the
+    /// slot does not start under its term).
+    fn fire_reserved(
+        &self,
+        job: &Arc<Job>,
+        scheduled: DateTime<Utc>,
+        reservation: Option<Reservation>,
+    ) {
         if job.suspend || self.suspended_by_operator(&job.name) {
             self.skip(job, scheduled, SkipReason::Suspended, None);
             return;
@@ -419,7 +445,26 @@ impl Dispatcher {
             return;
         };
         // The runner logs and reports its own skips (overlap, term no longer live).
-        let _: Start = self.runner.start(Arc::clone(job), scheduled, term);
+        let _: Start = self
+            .runner
+            .start_reserved(Arc::clone(job), scheduled, term, reservation);
+    }
+
+    /// Claims `slot` of `job` ahead of its fire time (`slot + offset`), if this replica leads and the job
+    /// is not suspended (runner::ahead).
+    fn reserve(
+        &self,
+        job: &Job,
+        slot: DateTime<Utc>,
+        offset: std::time::Duration,
+    ) -> Option<Reservation> {
+        if job.suspend || self.suspended_by_operator(&job.name) {
+            return None;
+        }
+        let leadership = self.leadership.borrow().clone();
+        let term = leadership.live_term()?;
+        let fires_at = slot + chrono::Duration::from_std(offset).unwrap_or_default();
+        self.runner.reserve(job, slot, fires_at, term)
     }
 
     fn skip(

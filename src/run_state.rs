@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Job;
 
 pub use keeper::Keeper;
-pub use ledger::Ledger;
+pub use ledger::{Ledger, MAX_CLAIM_LEAD, MIN_CLAIM_LEAD};
 
 /// The record's format; a record with another `format` is rebuilt.
 pub const FORMAT: u32 = 1;
@@ -515,6 +515,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         record: &'a StateRecord,
         version: Option<&'a str>,
     ) -> StoreFuture<'a, Saved>;
+
+    /// True if a write takes long enough (an fsync, an API request) that scheduled slots are claimed
+    /// ahead of their fire time ([`Ledger::claim_lead`]); false for a store that writes as fast as a claim
+    /// inline costs nothing.
+    fn claims_ahead(&self) -> bool {
+        true
+    }
 }
 
 /// Implements [`Store`] for a store type whose inherent `describe`, `load` and `save` have the trait's

@@ -12,6 +12,7 @@
 //! `tracing`, `group` remembers the live process groups for [`Runner::kill_all`]. What a run reports (its
 //! [`RunReport`], [`RunEvent`]s, skips) is [`crate::event`]'s vocabulary.
 
+mod ahead;
 mod attempt;
 mod cluster;
 mod command;
@@ -39,6 +40,7 @@ use crate::logging::rfc3339;
 use crate::run_state::{Cause, Claim, Completion, Ledger, Origin, RunResult};
 use crate::term::{FencingToken, Term};
 
+pub use ahead::Reservation;
 pub use attempt::OUTPUT_DRAIN_TIMEOUT;
 pub use command::format_scheduled;
 pub(crate) use command::{leasecron_env, RunEnv};
@@ -182,6 +184,9 @@ struct Run {
     origin: Origin,
     /// An adopted Kubernetes Job: the fencing token of the (earlier) term that started the run.
     created_by: Option<u64>,
+    /// The slot's claim, made ahead of its fire time ([`Runner::reserve`]): taken where the run would
+    /// claim, released if the run ends before that.
+    reservation: Option<Reservation>,
 }
 
 // === impl Runner ===
@@ -248,6 +253,30 @@ impl Runner {
         }
     }
 
+    /// [`Runner::start`] for a slot claimed ahead ([`Runner::reserve`]) under `term`: the run takes the
+    /// claim instead of writing one (waiting for it if its write is still in flight). A reservation for
+    /// another slot or another term is released, and the run claims as [`Runner::start`] does.
+    pub fn start_reserved(
+        self: &Arc<Self>,
+        job: Arc<Job>,
+        scheduled: DateTime<Utc>,
+        term: &Term,
+        reservation: Option<Reservation>,
+    ) -> Start {
+        let reservation = reservation
+            .filter(|r| r.slot() == scheduled && r.term().fencing_token() == term.fencing_token());
+        match self.start_inner(
+            job,
+            scheduled,
+            term,
+            Origin::scheduled(Cause::Schedule),
+            reservation,
+        ) {
+            Ok(_) => Start::Spawned,
+            Err(reason) => Start::Skipped(reason),
+        }
+    }
+
     /// [`Runner::start`] for a run of any [`Origin`]: a catch-up, a retry of an interrupted slot (which
     /// may claim a slot an older term started and did not finish), a trigger or a backfill slot. Returns a
     /// handle that says when the run has ended, or why it was not started.
@@ -257,6 +286,18 @@ impl Runner {
         scheduled: DateTime<Utc>,
         term: &Term,
         origin: Origin,
+    ) -> Result<Running, SkipReason> {
+        self.start_inner(job, scheduled, term, origin, None)
+    }
+
+    /// [`Runner::start_with`], taking a claim made ahead if given.
+    fn start_inner(
+        self: &Arc<Self>,
+        job: Arc<Job>,
+        scheduled: DateTime<Utc>,
+        term: &Term,
+        origin: Origin,
+        reservation: Option<Reservation>,
     ) -> Result<Running, SkipReason> {
         if !term.is_live() {
             self.skip(&job.name, scheduled, SkipReason::NotLeader);
@@ -283,6 +324,7 @@ impl Runner {
             slot,
             origin,
             created_by: None,
+            reservation,
         };
         term.tracker().spawn(run.execute(predecessors));
         Ok(running)
@@ -454,7 +496,7 @@ impl Drop for SlotGuard {
 // === impl Run ===
 
 impl Run {
-    async fn execute(self, predecessors: Predecessors) {
+    async fn execute(mut self, predecessors: Predecessors) {
         if let Some(skip) = self.wait_for(predecessors).await {
             self.runner.skip(&self.job.name, self.scheduled, skip);
             return;
@@ -627,16 +669,28 @@ impl Run {
         }
     }
 
-    /// Records the slot as started in the run state; `Some` if the run must not start.
-    async fn claim_slot(&self) -> Option<SkipReason> {
+    /// Records the slot as started in the run state, or takes the claim made ahead of the slot; `Some`
+    /// if the run must not start.
+    async fn claim_slot(&mut self) -> Option<SkipReason> {
         let ledger = &self.runner.ledger;
         let token = self.term.fencing_token();
-        let now = self.runner.clock.now();
         let job = &self.job.name;
-        match ledger
-            .claim(job, self.scheduled, token, now, &self.origin)
-            .await
-        {
+        let claimed = match &mut self.reservation {
+            Some(reservation) => match reservation.claimed().await {
+                Ok(Claim::Claimed) if !reservation.keep() => {
+                    // Released first: the term ended while the claim was being written.
+                    return Some(SkipReason::NotLeader);
+                }
+                claimed => claimed,
+            },
+            None => {
+                let now = self.runner.clock.now();
+                ledger
+                    .claim(job, self.scheduled, token, now, &self.origin)
+                    .await
+            }
+        };
+        match claimed {
             Ok(Claim::Claimed) => None,
             Ok(Claim::AlreadyStarted {
                 slot,

@@ -3,9 +3,12 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{oneshot, Mutex};
+use tokio::time::Instant;
 
 use super::{
     Cause, Claim, Completion, Error, HistoryEntry, Loaded, Origin, RequestAck, RequestKind,
@@ -16,6 +19,20 @@ use crate::term::FencingToken;
 
 /// How often a claim retries after a conflicting write before giving up.
 const CLAIM_ATTEMPTS: u32 = 5;
+
+/// The shortest lead of a claim made ahead of its slot ([`Ledger::claim_lead`]).
+pub const MIN_CLAIM_LEAD: Duration = Duration::from_millis(10);
+
+/// The longest lead of a claim made ahead of its slot ([`Ledger::claim_lead`]).
+///
+/// Below the gap between the end of a term and the earliest instant another replica can acquire the lease
+/// (LD − RD, at least the election's safety margin of 1 s): a slot that a term claimed ahead and whose term
+/// was lost before it was due is therefore already due when the next term begins, and that term treats it
+/// as a run the failover cut off (docs/design.md, "Claims ahead of the slot").
+pub const MAX_CLAIM_LEAD: Duration = Duration::from_millis(500);
+
+/// The lead before any write has been timed: the first claims of a process.
+const INITIAL_CLAIM_LEAD: Duration = Duration::from_millis(50);
 
 /// The replica's view of the record, and its only writer.
 ///
@@ -37,6 +54,9 @@ pub struct Ledger {
     pending: std::sync::Mutex<Vec<Pending>>,
     /// The next change's id.
     next_change: AtomicU64,
+    /// A decaying maximum of the store's write time (µs; 0: none timed yet), from which the claim lead
+    /// is derived.
+    write_micros: AtomicU64,
 }
 
 /// The record as this replica knows it, and the version a write must replace.
@@ -101,7 +121,36 @@ impl Ledger {
             published: std::sync::Mutex::new(StateRecord::default()),
             pending: std::sync::Mutex::new(Vec::new()),
             next_change: AtomicU64::new(0),
+            write_micros: AtomicU64::new(0),
         }
+    }
+
+    /// How long before a slot's fire time to claim it ([`Ledger::claim_ahead`]), so that the claim's
+    /// write is done when the slot is due; `None` if the store claims as fast as it starts (memory).
+    ///
+    /// Twice a decaying maximum of the store's recent write times (a claim may wait for the write in
+    /// flight before its own), plus 5 ms, within [`MIN_CLAIM_LEAD`]..=[`MAX_CLAIM_LEAD`]. A slow write
+    /// widens it at once; it narrows by an eighth per write after.
+    pub fn claim_lead(&self) -> Option<Duration> {
+        if !self.store.claims_ahead() {
+            return None;
+        }
+        let micros = self.write_micros.load(Ordering::Relaxed);
+        if micros == 0 {
+            return Some(INITIAL_CLAIM_LEAD);
+        }
+        let lead = Duration::from_micros(micros.saturating_mul(2)) + Duration::from_millis(5);
+        Some(lead.clamp(MIN_CLAIM_LEAD, MAX_CLAIM_LEAD))
+    }
+
+    /// Times one write of the store, for [`Ledger::claim_lead`].
+    fn timed_write(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .write_micros
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(sample.max(old - old / 8))
+            });
     }
 
     /// The store, for logs.
@@ -157,6 +206,84 @@ impl Ledger {
         token: FencingToken,
         now: DateTime<Utc>,
         origin: &Origin,
+    ) -> Result<Claim, Error> {
+        self.claim_recording(job, slot, token, now, origin, None)
+            .await
+    }
+
+    /// [`Ledger::claim`] for a scheduled slot ahead of its fire time (`fires_at`, which the record keeps
+    /// as the run's start): the slot is then started as far as the run state is concerned. Also returns
+    /// what the job's `lastStarted` was before, which [`Ledger::release`] puts back if the slot is not
+    /// started after all.
+    pub async fn claim_ahead(
+        &self,
+        job: &str,
+        slot: DateTime<Utc>,
+        token: FencingToken,
+        fires_at: DateTime<Utc>,
+    ) -> Result<(Claim, Option<SlotStart>), Error> {
+        let previous = Arc::new(std::sync::Mutex::new(None));
+        let origin = Origin::scheduled(Cause::Schedule);
+        let claim = self
+            .claim_recording(
+                job,
+                slot,
+                token,
+                fires_at,
+                &origin,
+                Some(Arc::clone(&previous)),
+            )
+            .await?;
+        let previous = previous
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        Ok((claim, previous))
+    }
+
+    /// Undoes [`Ledger::claim_ahead`] of `slot` under `token` for a run that was not started (its term
+    /// ended before the slot was due, or the slot was skipped when it was): the job's `lastStarted` goes
+    /// back to `previous` and the run leaves the history, so the slot is free for the next term. Does
+    /// nothing if the record no longer holds that claim; answers [`Claim::Stale`], writing nothing, if a
+    /// newer term has written the record (the claim then stands, and that term treats it as a run cut off
+    /// by the failover).
+    pub async fn release(
+        &self,
+        job: &str,
+        slot: DateTime<Utc>,
+        token: FencingToken,
+        previous: Option<SlotStart>,
+    ) -> Result<Claim, Error> {
+        let job = job.to_owned();
+        self.decide(token, move |record| {
+            let Some(entry) = record.jobs.get_mut(&job) else {
+                return Verdict::Answer(Claim::Claimed);
+            };
+            let ours = entry
+                .last_started
+                .as_ref()
+                .is_some_and(|start| start.slot == slot && start.fencing_token == token.0);
+            if !ours {
+                return Verdict::Answer(Claim::Claimed);
+            }
+            entry.last_started.clone_from(&previous);
+            entry.history.retain(|run| {
+                !(run.slot == slot && run.fencing_token == token.0 && run.finished_at.is_none())
+            });
+            Verdict::Write
+        })
+        .await
+    }
+
+    /// [`Ledger::claim`], handing the job's `lastStarted` before the claim to `previous` if given.
+    async fn claim_recording(
+        &self,
+        job: &str,
+        slot: DateTime<Utc>,
+        token: FencingToken,
+        now: DateTime<Utc>,
+        origin: &Origin,
+        previous: Option<Arc<std::sync::Mutex<Option<SlotStart>>>>,
     ) -> Result<Claim, Error> {
         let start = SlotStart {
             slot,
@@ -244,6 +371,12 @@ impl Ledger {
                                 fencing_token: started.fencing_token,
                             });
                         }
+                    }
+                    if let Some(previous) = &previous {
+                        *previous
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            entry.last_started.clone();
                     }
                     entry.last_started = Some(start.clone());
                 }
@@ -441,7 +574,10 @@ impl Ledger {
             }
             record.fencing_token = token.0;
             record.format = FORMAT;
-            match self.store.save(&record, version.as_deref()).await {
+            let began = Instant::now();
+            let saved = self.store.save(&record, version.as_deref()).await;
+            self.timed_write(began.elapsed());
+            match saved {
                 Ok(Saved::Written(version)) => {
                     self.publish(&record);
                     *current = Some(Known {
@@ -531,7 +667,10 @@ impl Ledger {
                 return Ok(verdicts.into_iter().map(Verdict::claim).collect());
             }
             record.format = FORMAT;
-            match self.store.save(&record, version.as_deref()).await {
+            let began = Instant::now();
+            let saved = self.store.save(&record, version.as_deref()).await;
+            self.timed_write(began.elapsed());
+            match saved {
                 Ok(Saved::Written(version)) => {
                     self.publish(&record);
                     *current = Some(Known {
@@ -655,7 +794,117 @@ fn answer_batch(batch: Vec<Pending>, written: Result<Vec<Claim>, BatchFailure>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run_state::memory::MemoryStore;
     use crate::run_state::JobRecord;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("RFC 3339")
+    }
+
+    #[tokio::test]
+    async fn a_claim_ahead_is_released_back_to_the_previous_start_unless_a_newer_term_wrote() {
+        let store = MemoryStore::new();
+        let ledger = Ledger::new(store.clone(), "me".to_owned());
+        let (one, two) = (at("2026-12-06T10:00:01Z"), at("2026-12-06T10:00:02Z"));
+        let (claim, previous) = ledger
+            .claim_ahead("j", one, FencingToken(3), one)
+            .await
+            .expect("writes");
+        assert_eq!((claim, previous), (Claim::Claimed, None));
+        ledger
+            .complete(
+                "j",
+                FencingToken(3),
+                &Origin::scheduled(Cause::Schedule),
+                Completion {
+                    slot: one,
+                    outcome: "succeeded".to_owned(),
+                    finished_at: one,
+                },
+                RunResult::default(),
+            )
+            .await
+            .expect("writes");
+        let (claim, previous) = ledger
+            .claim_ahead("j", two, FencingToken(3), two)
+            .await
+            .expect("writes");
+        assert_eq!(claim, Claim::Claimed);
+        let previous = previous.expect("the slot before");
+        assert_eq!(previous.slot, one);
+        let record = ledger.snapshot();
+        assert_eq!(record.jobs["j"].history.len(), 2);
+        assert_eq!(record.jobs["j"].history[1].started_at, two, "the fire time");
+
+        assert_eq!(
+            ledger
+                .release("j", two, FencingToken(3), Some(previous.clone()))
+                .await
+                .expect("writes"),
+            Claim::Claimed
+        );
+        let record = ledger.refresh().await.expect("reads");
+        assert_eq!(record.jobs["j"].last_started.as_ref(), Some(&previous));
+        assert_eq!(
+            record.jobs["j"].history.len(),
+            1,
+            "the unstarted run is gone"
+        );
+        assert!(!record.jobs["j"].has_started(two), "free for the next term");
+
+        // Claimed again, then a newer term stamps the record: the release is refused, the claim stands.
+        ledger
+            .claim_ahead("j", two, FencingToken(3), two)
+            .await
+            .expect("writes");
+        let newer = Ledger::new(store, "peer".to_owned());
+        assert!(matches!(
+            newer.begin_term(FencingToken(4)).await.expect("writes"),
+            TermStart::Begun(_)
+        ));
+        assert_eq!(
+            ledger
+                .release("j", two, FencingToken(3), Some(previous))
+                .await
+                .expect("answers"),
+            Claim::Stale { record_token: 4 }
+        );
+        let record = newer.refresh().await.expect("reads");
+        assert!(
+            record.jobs["j"].has_started(two),
+            "the newer term sees the claim"
+        );
+    }
+
+    #[test]
+    fn the_lead_is_twice_the_slowest_recent_write_within_its_bounds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Ledger::new(
+            crate::local::run_state::StateFile::beside(&dir.path().join("lease.json")),
+            "me".to_owned(),
+        );
+        assert_eq!(
+            ledger.claim_lead(),
+            Some(INITIAL_CLAIM_LEAD),
+            "before any write"
+        );
+        ledger.timed_write(Duration::from_millis(20));
+        assert_eq!(ledger.claim_lead(), Some(Duration::from_millis(45)));
+        ledger.timed_write(Duration::from_millis(1));
+        assert_eq!(
+            ledger.claim_lead(),
+            Some(Duration::from_micros(2 * 17_500) + Duration::from_millis(5)),
+            "a fast write narrows it by an eighth"
+        );
+        ledger.timed_write(Duration::from_secs(2));
+        assert_eq!(ledger.claim_lead(), Some(MAX_CLAIM_LEAD), "at most");
+        for _ in 0..200 {
+            ledger.timed_write(Duration::from_micros(10));
+        }
+        assert_eq!(ledger.claim_lead(), Some(MIN_CLAIM_LEAD), "at least");
+        let memory = Ledger::new(MemoryStore::new(), "me".to_owned());
+        assert_eq!(memory.claim_lead(), None, "memory claims when due");
+    }
 
     #[tokio::test]
     async fn the_token_floor_is_the_largest_token_in_the_record() {

@@ -72,6 +72,11 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Saved> {
         Box::pin(std::future::ready(Ok(self.write(record, version))))
     }
+
+    /// A write costs nothing: slots are claimed when due.
+    fn claims_ahead(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

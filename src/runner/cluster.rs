@@ -688,6 +688,7 @@ impl Runner {
             },
             origin: labels.origin.clone(),
             created_by: Some(labels.fencing_token),
+            reservation: None,
             job,
         };
         term.tracker().spawn(async move {

@@ -154,6 +154,22 @@ impl Timer {
         }
     }
 
+    /// Sleeps until `lead` before the next slot's fire time (returns at once if that is past) and returns
+    /// the slot, without consuming it: [`Timer::next_tick`] still hands it out when it is due. Cancel-safe.
+    /// Returns None when the schedule has no future fire.
+    pub async fn ahead(&mut self, lead: Duration) -> Option<DateTime<Utc>> {
+        loop {
+            let target = self.next?;
+            match (target - self.now()).to_std() {
+                Ok(wait) if wait > lead => {
+                    let sleep = (wait - lead).min(MAX_SLEEP);
+                    tokio::time::sleep_until(Instant::now() + sleep).await;
+                }
+                _ => return Some(target),
+            }
+        }
+    }
+
     /// Consumes every slot up to `now` (`target` being the first) and returns the tick for the latest.
     fn take_due(&mut self, target: DateTime<Utc>, now: DateTime<Utc>) -> Tick {
         let scheduled = match self.schedule.next_after(target) {

@@ -98,6 +98,12 @@ pub struct Events {
     rx: mpsc::UnboundedReceiver<RunEvent>,
 }
 
+impl From<mpsc::UnboundedReceiver<RunEvent>> for Events {
+    fn from(rx: mpsc::UnboundedReceiver<RunEvent>) -> Events {
+        Events { rx }
+    }
+}
+
 impl Events {
     /// The next event.
     pub async fn next(&mut self) -> RunEvent {
