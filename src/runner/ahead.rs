@@ -43,9 +43,10 @@ const KEPT: u8 = 1;
 /// It was dropped, or its term ended first: the claim is undone.
 const RELEASED: u8 = 2;
 
-/// A scheduled slot claimed ahead of its fire time under one term. See the [module documentation](self).
+/// A scheduled slot claimed ahead of its fire time under one term (docs/design.md, "Claims ahead of the
+/// slot"), handed to [`Runner::start_reserved`] when the slot is due.
 ///
-/// Dropping it without [`Reservation::keep`] releases the claim.
+/// The run takes the claim where it would have claimed; dropping the reservation before that releases it.
 #[derive(Debug)]
 pub struct Reservation {
     job: String,
