@@ -354,8 +354,16 @@ fn supercronic() -> Result<PathBuf, String> {
         "GOBIN={} go install {SUPERCRONIC_MODULE}@{SUPERCRONIC_VERSION}",
         bin.display()
     );
+    if let Err(e) = Command::new("go").arg("version").output() {
+        return Err(if e.kind() == std::io::ErrorKind::NotFound {
+            "Go is not installed (no `go` on PATH); supercronic is built with `go install`"
+                .to_owned()
+        } else {
+            format!("`go version` could not run: {e}")
+        });
+    }
     println!("building supercronic: {command} ...");
-    let output = match Command::new("go")
+    let output = Command::new("go")
         .args([
             "install",
             &format!("{SUPERCRONIC_MODULE}@{SUPERCRONIC_VERSION}"),
@@ -364,21 +372,13 @@ fn supercronic() -> Result<PathBuf, String> {
         // A module install ignores the working directory's go.mod, but not GOFLAGS=-mod=…
         .env_remove("GOFLAGS")
         .output()
-    {
-        Ok(output) => output,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(
-                "Go is not installed (no `go` on PATH); supercronic is built with `go install`"
-                    .into(),
-            )
-        }
-        Err(e) => return Err(format!("`{command}` could not run: {e}")),
-    };
+        .map_err(|e| format!("`{command}` could not run: {e}"))?;
     if !output.status.success() || !exe.is_file() {
+        // The last lines of go's message: the one that says why.
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(format!("`{command}` failed: {}", tail.join(" / ")));
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join(" / ");
+        return Err(format!("`{command}` failed: {tail}"));
     }
     Ok(exe)
 }
