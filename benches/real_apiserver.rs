@@ -229,10 +229,12 @@ fn main() {
         for (set, members) in sets.iter_mut().zip(members.iter_mut()) {
             let mut graceful = Vec::new();
             let mut released = Vec::new();
+            let mut graceful_leading = Vec::new();
             for _ in 0..graceful_samples {
                 let failover = set.failover(members, Signal::SIGTERM, &mut audit).await;
                 graceful.push(failover.takeover);
                 released.extend(failover.released);
+                graceful_leading.extend(failover.leading);
             }
             print_summary(
                 &format!(
@@ -242,12 +244,11 @@ fn main() {
                 &graceful,
             );
             let mut crash = Vec::new();
+            let mut crash_leading = Vec::new();
             for _ in 0..crash_samples {
-                crash.push(
-                    set.failover(members, Signal::SIGKILL, &mut audit)
-                        .await
-                        .takeover,
-                );
+                let failover = set.failover(members, Signal::SIGKILL, &mut audit).await;
+                crash.push(failover.takeover);
+                crash_leading.extend(failover.leading);
             }
             print_summary(
                 &format!("{}: graceful, SIGTERM → its release", set.kind.label()),
@@ -277,7 +278,17 @@ fn main() {
             report
                 .samples(&format!("{}.graceful", set.kind.key()), "ms", &graceful)
                 .samples(&format!("{}.crash", set.kind.key()), "ms", &crash)
-                .samples(&format!("{}.released", set.kind.key()), "ms", &released);
+                .samples(&format!("{}.released", set.kind.key()), "ms", &released)
+                .samples(
+                    &format!("{}.graceful_leading", set.kind.key()),
+                    "ms",
+                    &graceful_leading,
+                )
+                .samples(
+                    &format!("{}.crash_leading", set.kind.key()),
+                    "ms",
+                    &crash_leading,
+                );
         }
         drop(members);
         drop(sets);
@@ -717,6 +728,24 @@ impl Set {
                 trail.join(", ")
             }
         );
+        // When another member believed it led (its own log): after its write, or after its second one
+        // (kube-lease-manager's first write after an expiry clears the holder, its next one takes it).
+        let waited = Instant::now();
+        let leading = loop {
+            let first = members
+                .iter()
+                .filter_map(|m| {
+                    peers::beliefs(&self.dir.join(format!("{}.log", m.identity)))
+                        .into_iter()
+                        .find(|b| b.at > sent && b.leading)
+                        .map(|b| b.at)
+                })
+                .min();
+            if first.is_some() || waited.elapsed() > Duration::from_secs(20) {
+                break first;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let identity = leader.identity.clone();
         drop(leader);
         self.ended.insert(
@@ -741,6 +770,7 @@ impl Set {
         Failover {
             takeover: ms(written),
             released: released.map(ms),
+            leading: leading.map(ms),
         }
     }
 
@@ -940,6 +970,8 @@ struct Failover {
     takeover: f64,
     /// The old leader's last successful Lease write before that (its release).
     released: Option<f64>,
+    /// Another member's log saying it leads.
+    leading: Option<f64>,
 }
 
 /// The jobs' ConfigMap (as benches/failover.rs), created by the administrator.
