@@ -1,19 +1,26 @@
 //! leasecron on the real Kubernetes API server (tools/kube-testenv: kube-apiserver v1.37.2 on an embedded
-//! etcd, see tests/support/fake_apiserver/real.rs), beside client-go's own `LeaderElector` at the same timings,
-//! in one run:
+//! etcd, see tests/support/fake_apiserver/real.rs), beside its two peers at the same timings, in one run:
+//! client-go's own `LeaderElector` and the Rust crate kube-lease-manager.
 //!
-//! 1. failover: graceful (SIGTERM to the leader) and crash (SIGKILL) of three `leasecron run` replicas
-//!    (`--jobs-configmap`, a job that succeeds every `REAL_JOB_EVERY` s and one that fails every 30 s, so
-//!    the run state and Events are in use, as benches/failover.rs) and of three client-go electors
-//!    (tools/kube-testenv/elector: `leaderelection.RunOrDie` with a `LeaseLock`, `ReleaseOnCancel`), each
-//!    set on a Lease in a namespace of its own, behind the fake in proxy mode
-//!    (`FakeApiServer::start_on(Which::Real, ..)`: each process is a real user of its own). A failover is
-//!    timed from the signal to the first successful Lease write (update or create, 200/201) of another
-//!    member of the set, by its `requestReceivedTimestamp` in the real server's audit log;
-//! 2. steady state: API requests per minute of the leader and of each follower of both sets, counted from
-//!    the audit log (each request once, by `auditID`, when its `requestReceivedTimestamp` falls in the
+//! 1. failover: graceful (SIGTERM to the leader), crash (SIGKILL) and partition of three `leasecron run`
+//!    replicas (`--jobs-configmap`, a job that succeeds every `REAL_JOB_EVERY` s and one that fails every
+//!    30 s, so the run state and Events are in use, as benches/failover.rs), of three client-go electors
+//!    (tools/kube-testenv/elector: `leaderelection.RunOrDie` with a `LeaseLock`, `ReleaseOnCancel`) and of
+//!    three kube-lease-manager electors (this bench's binary run again as one, see
+//!    benches/support/peers.rs: `LeaseManager::watch()`, the Lease lasting LD and renewed every RP), each
+//!    set on a Lease in a namespace of its own on the real server (each process is a real user of its own,
+//!    a client certificate), through a TCP relay of its own. A failover is timed from the signal to the
+//!    first successful Lease write (update, create or patch, 200/201) of another member of the set, by
+//!    its `requestReceivedTimestamp` in the real server's audit log. The partition cuts the leader's relay
+//!    (its requests hang: nothing is refused or reset) and watches, for `REAL_PARTITION_SECONDS` (default
+//!    LD + 60 s), how long it goes on believing it leads (its own log: leasecron's `lost leadership`,
+//!    client-go's `OnStoppedLeading`, kube-lease-manager's watch channel turning false), when another
+//!    member writes the Lease and believes it leads, and the overlap of the two beliefs. Every member's
+//!    changes of belief and the events go into the report as a timeline;
+//! 2. steady state: API requests per minute of the leader and of each follower of the three sets, counted
+//!    from the audit log (each request once, by `auditID`, when its `requestReceivedTimestamp` falls in the
 //!    window; user = the process's token, namespace = its set's or none), by object and verb, over
-//!    `REAL_STEADY_SECONDS` (default 60), both sets at once; RSS and CPU of each process;
+//!    `REAL_STEADY_SECONDS` (default 60), all sets at once; RSS and CPU of each process;
 //! 3. the Kubernetes run state with etcd's fsync on (the default) and off (a second kube-testenv of this
 //!    bench's own, `-etcd-unsafe-no-fsync`), without the proxy, as a user bound to deploy/core/role.yaml:
 //!    claim latency (`Ledger::claim` on `StateConfigMap`, one `PUT` of `leasecron-state`; `REAL_CLAIMS`,
@@ -28,7 +35,8 @@
 //!    (unless `REAL_COLD_BUILD=0`) with an empty `GOCACHE` (modules already downloaded; about 5 min).
 //!
 //! `REAL_LD`, `REAL_RD`, `REAL_RP` (default 15s, 10s, 2s; Go's duration syntax, which the elector parses
-//! too), `REAL_GRACEFUL_SAMPLES` (3), `REAL_CRASH_SAMPLES` (2), `REAL_BUILDS=0` skips part 4,
+//! too), `REAL_GRACEFUL_SAMPLES` (3), `REAL_CRASH_SAMPLES` (2), `REAL_PARTITION_SAMPLES` (1),
+//! `REAL_PARTITION_SECONDS` (LD + 60), `REAL_BUILDS=0` skips part 4,
 //! `REAL_KEEP_DIR=1` keeps the processes' logs (the directory is printed).
 //!
 //! ```text
@@ -40,6 +48,8 @@
 mod audit;
 #[path = "../tests/support/fake_apiserver/mod.rs"]
 pub mod fake_apiserver;
+#[path = "support/peers.rs"]
+mod peers;
 #[path = "support/report.rs"]
 mod report;
 #[path = "support/scale.rs"]
@@ -85,7 +95,7 @@ const SPARSE_EVERY: u64 = 5;
 const PATIENCE: Duration = Duration::from_secs(120);
 
 fn main() {
-    if scale::probe_if_asked() {
+    if scale::probe_if_asked() || peers::lease_manager_elector_if_asked() {
         return;
     }
     let started = Instant::now();
@@ -94,6 +104,8 @@ fn main() {
     let rp = env_text("REAL_RP", "2s");
     let graceful_samples: usize = scale::env_or("REAL_GRACEFUL_SAMPLES", 3);
     let crash_samples: usize = scale::env_or("REAL_CRASH_SAMPLES", 2);
+    let partition_samples: usize = scale::env_or("REAL_PARTITION_SAMPLES", 1);
+    let partition_seconds: u64 = scale::env_or("REAL_PARTITION_SECONDS", whole_seconds(&ld) + 60);
     let steady_seconds: u64 = scale::env_or("REAL_STEADY_SECONDS", 60);
     let job_every: u64 = scale::env_or("REAL_JOB_EVERY", 10);
     let claims: usize = scale::env_or("REAL_CLAIMS", 50);
@@ -110,6 +122,8 @@ fn main() {
         .param("retry_period", rp.as_str())
         .param("graceful_samples", graceful_samples)
         .param("crash_samples", crash_samples)
+        .param("partition_samples", partition_samples)
+        .param("partition_window_seconds", partition_seconds)
         .param("steady_seconds", steady_seconds)
         .param("job_every_seconds", job_every)
         .param("failing_job_every_seconds", FAILING_EVERY)
@@ -140,6 +154,9 @@ fn main() {
         let elector_server = FakeApiServer::start_on(Which::Real, "bench-elector")
             .await
             .expect("the real API server");
+        let lease_manager_server = FakeApiServer::start_on(Which::Real, "bench-klm")
+            .await
+            .expect("the real API server");
         let real = leasecron_server.real().expect("proxy mode").clone();
         let ready = real.ready().clone();
         println!(
@@ -154,6 +171,7 @@ fn main() {
                 "startup_ms": ready.startup_ms,
                 "etcd": module_version("go.etcd.io/etcd/server/v3"),
                 "client_go": module_version("k8s.io/client-go =>"),
+                "kube_lease_manager": locked_version("kube-lease-manager"),
                 "go": command_output("go", &["version"]),
             }),
         );
@@ -175,6 +193,14 @@ fn main() {
             Set::new(
                 Kind::Elector,
                 elector_server,
+                dir.path(),
+                &timings,
+                job_every,
+            )
+            .await,
+            Set::new(
+                Kind::LeaseManager,
+                lease_manager_server,
                 dir.path(),
                 &timings,
                 job_every,
@@ -203,10 +229,12 @@ fn main() {
         for (set, members) in sets.iter_mut().zip(members.iter_mut()) {
             let mut graceful = Vec::new();
             let mut released = Vec::new();
+            let mut graceful_leading = Vec::new();
             for _ in 0..graceful_samples {
                 let failover = set.failover(members, Signal::SIGTERM, &mut audit).await;
                 graceful.push(failover.takeover);
                 released.extend(failover.released);
+                graceful_leading.extend(failover.leading);
             }
             print_summary(
                 &format!(
@@ -216,12 +244,11 @@ fn main() {
                 &graceful,
             );
             let mut crash = Vec::new();
+            let mut crash_leading = Vec::new();
             for _ in 0..crash_samples {
-                crash.push(
-                    set.failover(members, Signal::SIGKILL, &mut audit)
-                        .await
-                        .takeover,
-                );
+                let failover = set.failover(members, Signal::SIGKILL, &mut audit).await;
+                crash.push(failover.takeover);
+                crash_leading.extend(failover.leading);
             }
             print_summary(
                 &format!("{}: graceful, SIGTERM → its release", set.kind.label()),
@@ -231,10 +258,37 @@ fn main() {
                 &format!("{}: crash (SIGKILL → new holder's write)", set.kind.label()),
                 &crash,
             );
+            let mut partitions = Vec::new();
+            for _ in 0..partition_samples {
+                partitions.push(
+                    set.partition(members, Duration::from_secs(partition_seconds), &mut audit)
+                        .await,
+                );
+            }
+            report.raw(
+                &format!("{}.partition", set.kind.key()),
+                Value::Array(partitions),
+            );
+            // Let the replacement settle, so the timeline's last interval is the new leader's.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            report.raw(
+                &format!("{}.timeline", set.kind.key()),
+                set.timeline(Utc::now()),
+            );
             report
                 .samples(&format!("{}.graceful", set.kind.key()), "ms", &graceful)
                 .samples(&format!("{}.crash", set.kind.key()), "ms", &crash)
-                .samples(&format!("{}.released", set.kind.key()), "ms", &released);
+                .samples(&format!("{}.released", set.kind.key()), "ms", &released)
+                .samples(
+                    &format!("{}.graceful_leading", set.kind.key()),
+                    "ms",
+                    &graceful_leading,
+                )
+                .samples(
+                    &format!("{}.crash_leading", set.kind.key()),
+                    "ms",
+                    &crash_leading,
+                );
         }
         drop(members);
         drop(sets);
@@ -293,6 +347,7 @@ struct Timings {
 enum Kind {
     Leasecron,
     Elector,
+    LeaseManager,
 }
 
 impl Kind {
@@ -301,6 +356,7 @@ impl Kind {
         match self {
             Kind::Leasecron => "leasecron",
             Kind::Elector => "elector",
+            Kind::LeaseManager => "lease_manager",
         }
     }
 
@@ -308,6 +364,7 @@ impl Kind {
         match self {
             Kind::Leasecron => "leasecron",
             Kind::Elector => "client-go elector",
+            Kind::LeaseManager => "kube-lease-manager",
         }
     }
 
@@ -316,6 +373,7 @@ impl Kind {
         match self {
             Kind::Leasecron => "r",
             Kind::Elector => "e",
+            Kind::LeaseManager => "k",
         }
     }
 }
@@ -324,6 +382,8 @@ impl Kind {
 struct Member {
     identity: String,
     child: Child,
+    /// Its only way to the API server, which a partition cuts.
+    relay: peers::Relay,
 }
 
 impl Member {
@@ -358,6 +418,21 @@ struct Set {
     dir: PathBuf,
     args: Vec<String>,
     next_id: usize,
+    /// The real server's address, behind each member's relay.
+    upstream: std::net::SocketAddr,
+    /// The signals and cuts, in order, for the timeline.
+    events: Vec<SetEvent>,
+    /// When each member that is gone stopped (SIGKILL: at the signal; otherwise when it had exited).
+    ended: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// A signal or a cut, for the timeline: what, to whom, when, and when another member's Lease write
+/// followed.
+struct SetEvent {
+    kind: &'static str,
+    member: String,
+    at: DateTime<Utc>,
+    takeover: Option<DateTime<Utc>>,
 }
 
 impl Set {
@@ -401,7 +476,24 @@ impl Set {
             ]
             .map(str::to_owned)
             .to_vec(),
+            // NAMESPACE LEASE DURATION GRACE (after ID): the lease lasts LD, and the holder renews it
+            // every RP (GRACE = LD − RP before its expiry), as the other two leaders do; the crate has no
+            // renew deadline and no retry period of its own.
+            Kind::LeaseManager => {
+                let (ld, rp) = (whole_seconds(&timings.ld), whole_seconds(&timings.rp));
+                vec![
+                    namespace.clone(),
+                    LEASE.to_owned(),
+                    ld.to_string(),
+                    ld.saturating_sub(rp).max(1).to_string(),
+                ]
+            }
         };
+        let upstream = real
+            .server()
+            .trim_start_matches("https://")
+            .parse()
+            .expect("the real server's address");
         Set {
             kind,
             server,
@@ -410,6 +502,9 @@ impl Set {
             dir,
             args,
             next_id: 0,
+            upstream,
+            events: Vec::new(),
+            ended: BTreeMap::new(),
         }
     }
 
@@ -433,13 +528,25 @@ impl Set {
         // Not through the proxy: client-go reads a kubeconfig's credentials only for a TLS server
         // (clientcmd's `IsConfigTransportTLS`), so over the proxy's plain HTTP the elector would send no
         // token. Both kinds connect to the real server directly, as the user the token names.
+        // Through a relay of its own, which the partition cuts.
         let real = self.server.real().expect("proxy mode");
+        let relay = peers::Relay::start(self.upstream).await;
         let kubeconfig = real.kubeconfig_in_namespace(
             &real.user_kubeconfig(&token, &[]),
             &self.dir,
             &format!("kubeconfig-{identity}"),
             &self.namespace,
         );
+        let text = fs::read_to_string(&kubeconfig).expect("read the kubeconfig");
+        assert!(
+            text.contains(real.server()),
+            "the kubeconfig names the server"
+        );
+        fs::write(
+            &kubeconfig,
+            text.replace(real.server(), &format!("https://{}", relay.addr())),
+        )
+        .expect("write the kubeconfig");
         let log = fs::File::create(self.dir.join(format!("{identity}.log"))).expect("log");
         let mut command = match self.kind {
             Kind::Leasecron => {
@@ -447,10 +554,20 @@ impl Set {
                 command
                     .args(["run", "--jobs-configmap", JOBS_CONFIG_MAP])
                     .args(["--identity", &identity, "--http-addr", "127.0.0.1:0"])
+                    .args(["--log-format", "json"])
                     .env("KUBECONFIG", &kubeconfig)
                     .env("HOME", &self.dir)
                     .env_remove("POD_NAMESPACE")
                     .env_remove("POD_NAME");
+                command
+            }
+            Kind::LeaseManager => {
+                let mut command =
+                    Command::new(std::env::current_exe().expect("the bench's executable"));
+                command
+                    .args([peers::LEASE_MANAGER_ELECTOR, &identity])
+                    .env("KUBECONFIG", &kubeconfig)
+                    .env("HOME", &self.dir);
                 command
             }
             Kind::Elector => {
@@ -469,7 +586,11 @@ impl Set {
             .stderr(log)
             .spawn()
             .expect("spawn a member");
-        Member { identity, child }
+        Member {
+            identity,
+            child,
+            relay,
+        }
     }
 
     /// The last lines of every member's log, for a failure's message.
@@ -607,13 +728,240 @@ impl Set {
                 trail.join(", ")
             }
         );
+        // When another member believed it led (its own log): after its write, or after its second one
+        // (kube-lease-manager's first write after an expiry clears the holder, its next one takes it).
+        let waited = Instant::now();
+        let leading = loop {
+            let first = members
+                .iter()
+                .filter_map(|m| {
+                    peers::beliefs(&self.dir.join(format!("{}.log", m.identity)))
+                        .into_iter()
+                        .find(|b| b.at > sent && b.leading)
+                        .map(|b| b.at)
+                })
+                .min();
+            if first.is_some() || waited.elapsed() > Duration::from_secs(20) {
+                break first;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let identity = leader.identity.clone();
         drop(leader);
+        self.ended.insert(
+            identity.clone(),
+            if signal == Signal::SIGKILL {
+                sent
+            } else {
+                Utc::now()
+            },
+        );
+        self.events.push(SetEvent {
+            kind: if signal == Signal::SIGKILL {
+                "crash"
+            } else {
+                "graceful"
+            },
+            member: identity,
+            at: sent,
+            takeover: Some(written),
+        });
         members.push(self.spawn().await);
         Failover {
             takeover: ms(written),
             released: released.map(ms),
+            leading: leading.map(ms),
         }
     }
+
+    /// Cuts the leader off the API server (its relay: every request hangs) and watches, for up to
+    /// `window`, until it stops believing it leads (its own log) and another member has written the
+    /// Lease; then SIGKILLs it (a new member replaces it).
+    async fn partition(
+        &mut self,
+        members: &mut Vec<Member>,
+        window: Duration,
+        audit: &mut AuditTail,
+    ) -> Value {
+        let holder = self.wait_for_holder().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let index = members
+            .iter()
+            .position(|m| m.identity == holder)
+            .expect("the holder is one of the set");
+        let leader = members.remove(index);
+        let old = leader.token();
+        let prefix = token_of(self.kind.prefix());
+        let log = |identity: &str| self.dir.join(format!("{identity}.log"));
+        // It believes it leads when the cut comes: its last change of belief says so.
+        let believed_before = peers::beliefs(&log(&leader.identity))
+            .last()
+            .is_some_and(|b| b.leading);
+        let cut = Utc::now();
+        leader.relay.cut();
+        let start = Instant::now();
+        let (mut lost, mut takeover, mut other) = (None, None, None);
+        while start.elapsed() < window {
+            audit.poll();
+            if takeover.is_none() {
+                takeover = audit
+                    .events
+                    .iter()
+                    .find(|e| {
+                        e.received > cut
+                            && e.user != old
+                            && e.user.starts_with(&prefix)
+                            && e.namespace.as_deref() == Some(self.namespace.as_str())
+                            && e.resource.as_deref() == Some("leases")
+                            && e.name.as_deref() == Some(LEASE)
+                            && matches!(e.verb.as_str(), "update" | "create" | "patch")
+                            && e.stage == "ResponseComplete"
+                            && matches!(e.code, Some(200) | Some(201))
+                    })
+                    .map(|e| (e.received, e.user.trim_start_matches("token-").to_owned()));
+            }
+            if lost.is_none() {
+                lost = peers::beliefs(&log(&leader.identity))
+                    .into_iter()
+                    .find(|b| b.at > cut && !b.leading)
+                    .map(|b| b.at);
+            }
+            if other.is_none() {
+                other = members
+                    .iter()
+                    .filter_map(|m| {
+                        peers::beliefs(&log(&m.identity))
+                            .into_iter()
+                            .find(|b| b.at > cut && b.leading)
+                            .map(|b| (b.at, m.identity.clone()))
+                    })
+                    .min();
+            }
+            if lost.is_some() && takeover.is_some() && other.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let end = Utc::now();
+        let ms = |at: DateTime<Utc>| {
+            (at - cut)
+                .num_microseconds()
+                .map_or(f64::NAN, |us| us as f64 / 1e3)
+        };
+        // Both believed they led from the other's start until the cut-off one's end (or the window's).
+        let overlap = other.as_ref().map(|(at, _)| {
+            let until = lost.unwrap_or(end);
+            (ms(until) - ms(*at)).max(0.0)
+        });
+        println!(
+            "  {} partition of {} (requests hang): it believed it led for {}; another member's Lease \
+             write +{}; another believed it led +{}; overlap {}",
+            self.kind.label(),
+            leader.identity,
+            lost.map_or(
+                format!("the whole {:.0} s window (still leading at the end)", window.as_secs_f64()),
+                |at| format!("{:.1} ms", ms(at))
+            ),
+            takeover
+                .as_ref()
+                .map_or("never".to_owned(), |(at, who)| format!("{:.1} ms ({who})", ms(*at))),
+            other
+                .as_ref()
+                .map_or("never".to_owned(), |(at, who)| format!("{:.1} ms ({who})", ms(*at))),
+            overlap.map_or("–".to_owned(), |o| format!("{o:.1} ms")),
+        );
+        let identity = leader.identity.clone();
+        leader.signal(Signal::SIGKILL);
+        let killed = Utc::now();
+        drop(leader);
+        self.ended.insert(identity.clone(), killed);
+        self.events.push(SetEvent {
+            kind: "partition",
+            member: identity.clone(),
+            at: cut,
+            takeover: takeover.as_ref().map(|(at, _)| *at),
+        });
+        members.push(self.spawn().await);
+        json!({
+            "member": identity,
+            "believed_leading_at_cut": believed_before,
+            "window_ms": window.as_secs_f64() * 1e3,
+            "lost_ms": lost.map(ms),
+            "still_leading_at_end": lost.is_none(),
+            "takeover_ms": takeover.as_ref().map(|(at, _)| ms(*at)),
+            "takeover_by": takeover.map(|(_, who)| who),
+            "other_leading_ms": other.as_ref().map(|(at, _)| ms(*at)),
+            "other": other.map(|(_, who)| who),
+            "overlap_ms": overlap,
+            "overlap_to_window_end": lost.is_none() && overlap.is_some(),
+            "watched_ms": ms(end),
+        })
+    }
+
+    /// Who believed it led when, from every member's log, and the signals and cuts: in ms from the
+    /// set's first event less 5 s (the timeline's origin).
+    fn timeline(&self, until: DateTime<Utc>) -> Value {
+        let Some(first) = self.events.first() else {
+            return Value::Null;
+        };
+        let origin = first.at - chrono::Duration::seconds(5);
+        let ms = |at: DateTime<Utc>| {
+            (at - origin)
+                .num_microseconds()
+                .map_or(f64::NAN, |us| (us as f64 / 1e2).round() / 10.0)
+        };
+        let mut intervals = Vec::new();
+        for id in 0..self.next_id {
+            let identity = format!("{}{id}", self.kind.prefix());
+            let ended = self.ended.get(&identity).copied();
+            let mut from: Option<DateTime<Utc>> = None;
+            let mut push = |from: DateTime<Utc>, to: DateTime<Utc>, end: &str| {
+                intervals.push(json!({
+                    "member": identity, "from_ms": ms(from), "to_ms": ms(to), "end": end,
+                }));
+            };
+            for belief in peers::beliefs(&self.dir.join(format!("{identity}.log"))) {
+                match (from, belief.leading) {
+                    (None, true) => from = Some(belief.at),
+                    (Some(start), false) => {
+                        push(start, belief.at, "own");
+                        from = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(start) = from {
+                match ended {
+                    Some(at) => push(start, at, "killed"),
+                    None => push(start, until, "open"),
+                }
+            }
+        }
+        let events: Vec<Value> = self
+            .events
+            .iter()
+            .map(|e| {
+                json!({
+                    "kind": e.kind, "member": e.member, "at_ms": ms(e.at),
+                    "takeover_ms": e.takeover.map(ms),
+                })
+            })
+            .collect();
+        json!({
+            "origin": origin.to_rfc3339(),
+            "members": (0..self.next_id).map(|id| format!("{}{id}", self.kind.prefix())).collect::<Vec<_>>(),
+            "intervals": intervals,
+            "events": events,
+        })
+    }
+}
+
+/// `15s` (humantime) in whole seconds, at least 1.
+fn whole_seconds(text: &str) -> u64 {
+    humantime::parse_duration(text)
+        .expect("a duration such as 15s")
+        .as_secs()
+        .max(1)
 }
 
 /// One failover, in ms from the signal.
@@ -622,6 +970,8 @@ struct Failover {
     takeover: f64,
     /// The old leader's last successful Lease write before that (its release).
     released: Option<f64>,
+    /// Another member's log saying it leads.
+    leading: Option<f64>,
 }
 
 /// The jobs' ConfigMap (as benches/failover.rs), created by the administrator.
@@ -1223,6 +1573,16 @@ fn module_version(prefix: &str) -> String {
         .and_then(|rest| rest.split_whitespace().last())
         .unwrap_or("?")
         .to_owned()
+}
+
+/// The version of `package` in Cargo.lock.
+fn locked_version(package: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock");
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let needle = format!("name = \"{package}\"\nversion = \"");
+    text.split_once(&needle)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or("?".to_owned(), |(version, _)| version.to_owned())
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {
