@@ -26,7 +26,8 @@
 //!    claim latency (`Ledger::claim` on `StateConfigMap`, one `PUT` of `leasecron-state`; `REAL_CLAIMS`,
 //!    default 50, one after the other) as the client sees it and as the server logs it (audit
 //!    `stageTimestamp − requestReceivedTimestamp`), and the start lag of a `leasecron run` whose
-//!    every-second job records its own start (`REAL_LAG_SAMPLES`, default 30), and (fsync on only) of
+//!    every-second job is the start-lag bench's static probe (benches/support/lag_probe.c, which records
+//!    its own start; `REAL_LAG_SAMPLES`, default 60), and (fsync on only) of
 //!    one whose job runs every 5 s (`REAL_SPARSE_SAMPLES`, default 8): its claims find the run state's
 //!    client without an open connection;
 //! 4. the build of tools/kube-testenv: `tools/kube-testenv/build` when up to date, then on a copy of the
@@ -46,6 +47,8 @@
 
 #[path = "support/audit.rs"]
 mod audit;
+#[path = "support/lag_probe.rs"]
+mod lag_probe;
 #[path = "../tests/support/fake_apiserver/mod.rs"]
 pub mod fake_apiserver;
 #[path = "support/peers.rs"]
@@ -109,7 +112,7 @@ fn main() {
     let steady_seconds: u64 = scale::env_or("REAL_STEADY_SECONDS", 60);
     let job_every: u64 = scale::env_or("REAL_JOB_EVERY", 10);
     let claims: usize = scale::env_or("REAL_CLAIMS", 50);
-    let lag_samples: usize = scale::env_or("REAL_LAG_SAMPLES", 30);
+    let lag_samples: usize = scale::env_or("REAL_LAG_SAMPLES", 60);
     let sparse_samples: usize = scale::env_or("REAL_SPARSE_SAMPLES", 8);
     let builds = scale::env_or("REAL_BUILDS", 1) != 0;
     let cold_build = scale::env_or("REAL_COLD_BUILD", 1) != 0;
@@ -1326,7 +1329,8 @@ async fn start_lag(
     );
     let probes = dir.join(format!("probes-{key}"));
     let jobs = dir.join(format!("lag-{key}.yaml"));
-    let exe = std::env::current_exe().expect("current exe");
+    // The start-lag bench's static probe: the lag is leasecron's, not the child's start-up.
+    let probe = lag_probe::build_probe(dir);
     let schedule = if every == 1 {
         "* * * * * *".to_owned()
     } else {
@@ -1336,9 +1340,8 @@ async fn start_lag(
         &jobs,
         format!(
             "jobs:\n  - name: lag\n    schedule: \"{schedule}\"\n    concurrencyPolicy: Allow\n    \
-             command: [{:?}]\n    env: {{{}: {:?}}}\n",
-            exe.display().to_string(),
-            scale::PROBE_ENV,
+             command: [{:?}, {:?}]\n",
+            probe.display().to_string(),
             probes.display().to_string()
         ),
     )
@@ -1361,20 +1364,12 @@ async fn start_lag(
         .spawn()
         .expect("spawn leasecron");
     let start = Instant::now();
-    let first = loop {
-        if let Some(first) = scale::read_probes(&probes).first() {
-            break first.scheduled;
-        }
-        assert!(start.elapsed() < PATIENCE, "the lag job never ran");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
     // Warm-up: two slots of the 1-second job, the first run of a sparser one.
-    let from = first + chrono::Duration::seconds(if every == 1 { 2 } else { 1 });
+    let warm_up = if every == 1 { 2 } else { 1 };
     let lags: Vec<f64> = loop {
-        let lags: Vec<f64> = scale::read_probes(&probes)
-            .iter()
-            .filter(|p| p.scheduled >= from)
-            .map(scale::Probe::lag_ms)
+        let lags: Vec<f64> = lag_probe::lags_every(&probes, every)
+            .into_iter()
+            .skip(warm_up)
             .take(samples)
             .collect();
         if lags.len() >= samples {

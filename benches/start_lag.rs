@@ -59,9 +59,12 @@ use leasecron::supervisor::protocol::{self, Reply, Request, MAX_MESSAGE_BYTES};
 use leasecron::supervisor::{LogFormat, Supervisor};
 use leasecron::term::{FencingToken, Leadership, Term};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use lag_probe::{build_probe, probe_records};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/lag_probe.rs"]
+mod lag_probe;
 #[path = "support/report.rs"]
 mod report;
 
@@ -73,7 +76,6 @@ const DEFAULT_FLOOR_SAMPLES: usize = 200;
 /// The leasecron binary, which `leasecron supervise` runs.
 const LEASECRON: &str = env!("CARGO_BIN_EXE_leasecron");
 /// The probe's source.
-const PROBE_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/support/lag_probe.c");
 /// The supercronic release measured (the newest on the Go module proxy when this was written).
 const SUPERCRONIC_VERSION: &str = "v0.2.48";
 const SUPERCRONIC_MODULE: &str = "github.com/aptible/supercronic";
@@ -297,25 +299,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-/// Builds the probe into `dir` (fresh for every run: nothing stale is measured).
-fn build_probe(dir: &Path) -> PathBuf {
-    let probe = dir.join("lag-probe");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "gcc".to_owned());
-    let output = Command::new(&cc)
-        .args(["-static", "-O2", "-o"])
-        .arg(&probe)
-        .arg(PROBE_SOURCE)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cc} to build the probe {PROBE_SOURCE}: {e}"));
-    assert!(
-        output.status.success(),
-        "{cc} -static -O2 {PROBE_SOURCE} failed (a static libc is needed: Debian's libc6-dev has \
-         libc.a):\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    probe
 }
 
 /// Where this bench keeps what it builds between runs: `target/start-lag/` (the bench binary is
@@ -735,21 +718,9 @@ fn rss_mib(pid: u32, field: &str) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// The probes' clock reads, in ns since the epoch, in the order they were written.
-fn probe_records(out: &Path) -> Vec<u128> {
-    fs::read_to_string(out)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.parse::<u128>().ok())
-        .collect()
-}
-
 /// Lags in milliseconds, from the probe's records (slot = the whole second).
 fn lags(out: &Path) -> Vec<f64> {
-    probe_records(out)
-        .into_iter()
-        .map(|ns| (ns % 1_000_000_000) as f64 / 1e6)
-        .collect()
+    lag_probe::lags_every(out, 1)
 }
 
 /// The nearest-rank quantile, as benches/support/report.rs computes it.
