@@ -26,7 +26,8 @@
 //!   `ResponseComplete` (microseconds; the Job's `creationTimestamp` is whole seconds), minus the slot (the
 //!   Job's `leasecron.io/scheduled-time` annotation, read back with a list); **slot → request sent**: the
 //!   create's `requestReceivedTimestamp` minus the slot; and, where the time goes, the last run-state
-//!   `PUT` (the claim) before the create: slot → its `requestReceivedTimestamp` and → its `stageTimestamp`;
+//!   `PUT` (the claim) before the create, from `MAX_CLAIM_LEAD` before the slot on (a slot is claimed ahead):
+//!   slot → its `requestReceivedTimestamp` and → its `stageTimestamp`, negative when it came before the slot;
 //! - **API requests per Job**: every request of the process's user in its namespaces whose
 //!   `requestReceivedTimestamp` falls in `[T0 + 0.5 s, T0 + window + 0.5 s)` (each once, by `auditID`; a
 //!   watch counted when it starts), by object and verb, divided by the Jobs created in that window: the
@@ -61,6 +62,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
+use leasecron::run_state::MAX_CLAIM_LEAD;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use real::RealApiServer;
@@ -575,7 +577,9 @@ async fn measure(
         measured
             .create_server
             .push(ms(create.completed - create.received));
-        // The claim: the last run-state PUT of the same process between the slot and the create.
+        // The claim: the last run-state PUT of the same process before the create, from the longest lead
+        // of a claim made ahead of the slot on.
+        let earliest = *slot - chrono::Duration::from_std(MAX_CLAIM_LEAD).expect("small");
         let claim = ours
             .iter()
             .filter(|e| {
@@ -583,7 +587,7 @@ async fn measure(
                     && e.name.as_deref() == Some(STATE_CONFIG_MAP)
                     && e.verb == "update"
                     && e.stage == "ResponseComplete"
-                    && e.received >= *slot
+                    && e.received >= earliest
                     && e.completed <= create.received
             })
             .max_by_key(|e| e.completed);

@@ -47,10 +47,10 @@
 
 #[path = "support/audit.rs"]
 mod audit;
-#[path = "support/lag_probe.rs"]
-mod lag_probe;
 #[path = "../tests/support/fake_apiserver/mod.rs"]
 pub mod fake_apiserver;
+#[path = "support/lag_probe.rs"]
+mod lag_probe;
 #[path = "support/peers.rs"]
 mod peers;
 #[path = "support/report.rs"]

@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
+use lag_probe::{build_probe, probe_records};
 use leasecron::clock::{SharedClock, SystemClock};
 use leasecron::config::{self, LoadOptions};
 use leasecron::dispatch::Dispatcher;
@@ -59,7 +60,6 @@ use leasecron::supervisor::protocol::{self, Reply, Request, MAX_MESSAGE_BYTES};
 use leasecron::supervisor::{LogFormat, Supervisor};
 use leasecron::term::{FencingToken, Leadership, Term};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use lag_probe::{build_probe, probe_records};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
