@@ -15,11 +15,13 @@ extern "C" {
 /// `mi_option_purge_delay` of mimalloc 3's `mi_option_t`.
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
-/// Makes mimalloc give freed pages back to the system at once rather than a second later.
+/// Makes mimalloc give freed pages back to the system at once rather than a second later: for `run`
+/// only, before it loads the jobs.
 ///
 /// mimalloc purges a delayed page only on a later call into the allocator, so a replica that loaded its
 /// jobs and went idle kept what loading allocated and freed: at 10 000 jobs a quarter of its RSS
-/// (docs/decisions.md has the figures).
+/// (docs/decisions.md has the figures). The one-shot commands keep the delay: purging at once made
+/// `validate` of 10 000 jobs slower.
 #[allow(unsafe_code)]
 fn tune_allocator() {
     // SAFETY: `mi_option_set` only stores an integer in mimalloc's option table, which mimalloc reads
@@ -491,7 +493,6 @@ fn supervisor_program() -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -715,6 +716,7 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    tune_allocator();
     init_logging(args.log_format)?;
     let result = run_logged(args);
     // The last line of the log says how the replica ended; an error is also printed on its own after
