@@ -5,6 +5,13 @@
 //! (default 30: every timer re-reads the wall clock every 30 s), one `/metrics` and one `/status` (bytes,
 //! time), and the time from SIGTERM to exit.
 //!
+//! Wake-ups: over the same idle window, the sum over the process's threads of the growth of
+//! `voluntary_ctxt_switches` (`/proc/PID/task/TID/status`). A thread switches out voluntarily each time it
+//! blocks (a tokio worker parks, the log thread waits), and each such block ends in one wake-up, so the
+//! count per second is the rate at which the idle process is woken; the threads are listed by name with
+//! their share. Preemptions (`nonvoluntary_ctxt_switches`) are not wake-ups and are left out. The run
+//! supervisor (a child process) is reported beside the replica: its RSS and its wake-ups.
+//!
 //! ```text
 //! cargo bench --bench idle_scale                # ~1.5 min
 //! SCALE_JOBS=50000 SCALE_IDLE_SECONDS=60 cargo bench --bench idle_scale
@@ -36,11 +43,21 @@ const WIDTH: usize = 36;
 struct Figures {
     ready_ms: f64,
     rss_mib: f64,
+    /// Of the RSS: anonymous memory (heap, stacks) and file-backed pages (the binary's code and data).
+    rss_anon_mib: f64,
+    rss_file_mib: f64,
     hwm_mib: f64,
     cpu_ms_per_s: f64,
     metrics: (usize, f64),
     status: (usize, f64),
     exit_ms: f64,
+    /// Voluntary context switches per second over the idle window, all threads.
+    wakeups_per_s: f64,
+    /// The same by thread name (threads of one name summed), most first.
+    wakeups_by_thread: Vec<(String, f64)>,
+    threads: usize,
+    /// The run supervisor: RSS in MiB and wake-ups per second.
+    supervisor: (f64, f64),
 }
 
 fn main() {
@@ -73,6 +90,18 @@ fn main() {
         "ms",
     );
     row("RSS (VmRSS)", small.rss_mib, large.rss_mib, "Mi");
+    row(
+        "  anonymous (RssAnon)",
+        small.rss_anon_mib,
+        large.rss_anon_mib,
+        "Mi",
+    );
+    row(
+        "  file-backed (RssFile)",
+        small.rss_file_mib,
+        large.rss_file_mib,
+        "Mi",
+    );
     row("peak RSS (VmHWM)", small.hwm_mib, large.hwm_mib, "Mi");
     row(
         &format!("CPU per second, idle ({idle} s)"),
@@ -95,6 +124,33 @@ fn main() {
         "Ki",
     );
     row("SIGTERM → exit", small.exit_ms, large.exit_ms, "ms");
+    row(
+        &format!("wake-ups per second, idle ({idle} s)"),
+        small.wakeups_per_s,
+        large.wakeups_per_s,
+        "/s",
+    );
+    row("threads", small.threads as f64, large.threads as f64, "");
+    row(
+        "run supervisor: RSS",
+        small.supervisor.0,
+        large.supervisor.0,
+        "Mi",
+    );
+    row(
+        "run supervisor: wake-ups per second",
+        small.supervisor.1,
+        large.supervisor.1,
+        "/s",
+    );
+    for (key, figures) in [("10 jobs", &small), (&*format!("{jobs} jobs"), &large)] {
+        let threads: Vec<String> = figures
+            .wakeups_by_thread
+            .iter()
+            .map(|(name, rate)| format!("{name} {rate:.2}"))
+            .collect();
+        println!("wake-ups/s by thread, {key}: {}", threads.join(", "));
+    }
     println!(
         "per job: RSS {:.1} KiB",
         (large.rss_mib - small.rss_mib) * 1024.0 / (jobs - 10) as f64
@@ -109,6 +165,8 @@ fn main() {
         report
             .value(&format!("{key}.ready"), figures.ready_ms, "ms")
             .value(&format!("{key}.rss"), figures.rss_mib, "MiB")
+            .value(&format!("{key}.rss_anon"), figures.rss_anon_mib, "MiB")
+            .value(&format!("{key}.rss_file"), figures.rss_file_mib, "MiB")
             .value(&format!("{key}.hwm"), figures.hwm_mib, "MiB")
             .value(&format!("{key}.cpu_per_s"), figures.cpu_ms_per_s, "ms/s")
             .value(&format!("{key}.metrics_ms"), figures.metrics.1, "ms")
@@ -119,7 +177,33 @@ fn main() {
             )
             .value(&format!("{key}.status_ms"), figures.status.1, "ms")
             .value(&format!("{key}.status_bytes"), figures.status.0 as f64, "B")
-            .value(&format!("{key}.sigterm_to_exit"), figures.exit_ms, "ms");
+            .value(&format!("{key}.sigterm_to_exit"), figures.exit_ms, "ms")
+            .value(
+                &format!("{key}.wakeups_per_s"),
+                figures.wakeups_per_s,
+                "1/s",
+            )
+            .value(&format!("{key}.threads"), figures.threads as f64, "threads")
+            .value(
+                &format!("{key}.supervisor_rss"),
+                figures.supervisor.0,
+                "MiB",
+            )
+            .value(
+                &format!("{key}.supervisor_wakeups_per_s"),
+                figures.supervisor.1,
+                "1/s",
+            )
+            .raw(
+                &format!("{key}.wakeups_by_thread"),
+                serde_json::Value::Object(
+                    figures
+                        .wakeups_by_thread
+                        .iter()
+                        .map(|(name, rate)| (name.clone(), serde_json::json!(rate)))
+                        .collect(),
+                ),
+            );
     }
     report.write();
 }
@@ -152,10 +236,36 @@ fn measure(jobs: usize, idle: u64) -> Figures {
     std::thread::sleep(SETTLE);
     let pid = replica.child.id();
     let rss_mib = scale::rss_mib(pid);
+    let rss_anon_mib = scale::status_kib(pid, "RssAnon:") as f64 / 1024.0;
+    let rss_file_mib = scale::status_kib(pid, "RssFile:") as f64 / 1024.0;
     let hwm_mib = scale::status_kib(pid, "VmHWM:") as f64 / 1024.0;
+    let supervisor = children(pid).into_iter().next();
     let cpu_before = scale::cpu_ms(pid);
+    let switches_before = switches(pid);
+    let supervisor_before = supervisor.map(switches).unwrap_or_default();
     std::thread::sleep(Duration::from_secs(idle));
     let cpu_ms_per_s = (scale::cpu_ms(pid) - cpu_before) / idle as f64;
+    let switches_after = switches(pid);
+    let threads = switches_after.len();
+    let mut by_name: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for (tid, (name, after)) in &switches_after {
+        let before = switches_before.get(tid).map_or(0, |(_, count)| *count);
+        *by_name.entry(name.clone()).or_default() +=
+            after.saturating_sub(before) as f64 / idle as f64;
+    }
+    let wakeups_per_s = by_name.values().sum();
+    let mut wakeups_by_thread: Vec<(String, f64)> = by_name.into_iter().collect();
+    wakeups_by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let supervisor = supervisor.map_or((0.0, 0.0), |child| {
+        let after = switches(child);
+        let woken: u64 = after
+            .iter()
+            .map(|(tid, (_, count))| {
+                count.saturating_sub(supervisor_before.get(tid).map_or(0, |(_, c)| *c))
+            })
+            .sum();
+        (scale::rss_mib(child), woken as f64 / idle as f64)
+    });
     let addr = replica.http_addr().expect("the replica serves HTTP");
     let get = |path: &str| {
         let started = Instant::now();
@@ -177,12 +287,60 @@ fn measure(jobs: usize, idle: u64) -> Figures {
     Figures {
         ready_ms,
         rss_mib,
+        rss_anon_mib,
+        rss_file_mib,
         hwm_mib,
         cpu_ms_per_s,
         metrics,
         status,
         exit_ms,
+        wakeups_per_s,
+        wakeups_by_thread,
+        threads,
+        supervisor,
     }
+}
+
+/// Each thread of `pid`: its name and its `voluntary_ctxt_switches` so far.
+fn switches(pid: u32) -> std::collections::BTreeMap<u32, (String, u64)> {
+    let mut threads = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(str::trim)
+        };
+        let name = field("Name:").unwrap_or("?").to_owned();
+        let count = field("voluntary_ctxt_switches:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        threads.insert(tid, (name, count));
+    }
+    threads
+}
+
+/// The child processes of `pid` (`/proc/PID/task/*/children`).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// `jobs` jobs due half a year from now, each with a little env, as a file in `dir`.

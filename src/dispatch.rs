@@ -228,7 +228,8 @@ impl Dispatcher {
                     // The feed is gone (shutdown): keep the suspensions in force.
                     Err(_) => controls = None,
                 },
-                _ = refresh.tick() => self.refresh_state(),
+                // Only a follower refreshes: a leader's timer would wake it for nothing.
+                _ = refresh.tick(), if !self.leadership.borrow().is_leader() => self.refresh_state(),
             }
         }
         for timer in std::mem::take(&mut timers).into_values() {

@@ -12,11 +12,13 @@ use chrono::{DateTime, Utc};
 use prometheus::core::{Collector, Desc, Describer as _};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder as _, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+mod jobs;
 
 use crate::config::JobSet;
 use crate::controls::Controls;
@@ -64,8 +66,11 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// The jobs whose series exist; held across job-labelled updates, [`Metrics::set_jobs`] and encoding.
-    jobs: Mutex<BTreeSet<String>>,
+    /// The job-labelled series of the jobs in force (the jobs whose series exist), under one lock that
+    /// job-labelled updates, [`Metrics::set_jobs`] and a scrape's collection take.
+    jobs: Arc<jobs::JobSeries>,
+    /// Held by a scrape and by the swap of `leasecron_config_info`'s series: a scrape sees one of them.
+    scrape: Mutex<()>,
     is_leader: IntGauge,
     lease_transitions: IntGauge,
     acquired: IntCounter,
@@ -73,24 +78,12 @@ pub struct Metrics {
     renew_failures: IntCounter,
     token_regressions: IntCounter,
     request_duration: HistogramVec,
-    runs: IntCounterVec,
-    skipped: IntCounterVec,
-    running: IntGaugeVec,
-    duration: HistogramVec,
     start_delay: Histogram,
-    last_success: GaugeVec,
-    next_run: GaugeVec,
     config_reloads: IntCounterVec,
     config_successful: IntGauge,
     config_success_time: prometheus::Gauge,
     config_hash: prometheus::Gauge,
     config_info: IntGaugeVec,
-    leftovers: IntCounterVec,
-    /// `executor: kubernetes`: what happened to the runs' Jobs, by job and action (created on first use).
-    kubernetes_jobs: IntCounterVec,
-    job_count: IntGauge,
-    suspended: IntGaugeVec,
-    requests: IntCounterVec,
     /// The jobs suspended by the jobs file (`suspend: true`) and by operators (`leasecron suspend`).
     suspensions: Mutex<(BTreeSet<String>, BTreeSet<String>)>,
 }
@@ -132,8 +125,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let jobs = Arc::new(jobs::JobSeries::new()?);
+        r.register(Box::new(Shared(Arc::clone(&jobs))))?;
         let metrics = Self {
-            jobs: Mutex::new(BTreeSet::new()),
+            jobs,
+            scrape: Mutex::new(()),
             is_leader: register(&r, IntGauge::new("leasecron_is_leader", "1 while this replica holds the lease and leads a term, else 0."))?,
             lease_transitions: register(&r, IntGauge::new("leasecron_lease_transitions", "The Lease's leaseTransitions as last observed by this replica (survives restarts, for flapping alerts)."))?,
             acquired: register(&r, IntCounter::new("leasecron_leadership_acquired_total", "Leadership terms this replica began."))?,
@@ -141,23 +137,12 @@ impl Metrics {
             renew_failures: register(&r, IntCounter::new("leasecron_lease_renew_failures_total", "Lease renew attempts that failed (the term continues until its renew deadline)."))?,
             token_regressions: register(&r, IntCounter::new("leasecron_fencing_token_regressions_total", "Times the fencing tokens went backwards: a Lease observed with a lower leaseTransitions than before, or an acquisition that found the Lease and the run state both below a token this replica had seen (both deleted or rewritten). This replica's own terms continue above the largest token it has seen."))?,
             request_duration: register(&r, HistogramVec::new(histogram_opts("leasecron_lease_request_duration_seconds", "Duration of lease store requests, by verb.", &REQUEST_DURATION_BUCKETS), &["verb"]))?,
-            runs: register(&r, IntCounterVec::new(Opts::new("leasecron_job_runs_total", "Finished runs, by job and outcome."), &["job", "outcome"]))?,
-            skipped: register(&r, IntCounterVec::new(Opts::new("leasecron_job_skipped_total", "Fires that started no run, by job and reason."), &["job", "reason"]))?,
-            running: register(&r, IntGaugeVec::new(Opts::new("leasecron_job_running", "Runs of the job in flight (from the first attempt's start to the run's end)."), &["job"]))?,
-            duration: register(&r, HistogramVec::new(histogram_opts("leasecron_job_duration_seconds", "Duration of finished runs (all attempts and backoff), by job.", &JOB_DURATION_BUCKETS), &["job"]))?,
             start_delay: register(&r, Histogram::with_opts(histogram_opts("leasecron_job_start_delay_seconds", "How late a run's first attempt started after its slot fired (the slot plus the job's jitter offset).", &START_DELAY_BUCKETS)))?,
-            last_success: register(&r, GaugeVec::new(Opts::new("leasecron_job_last_success_timestamp_seconds", "Unix time at which the job's last successful run finished (absent until one succeeded here)."), &["job"]))?,
-            next_run: register(&r, GaugeVec::new(Opts::new("leasecron_job_next_run_timestamp_seconds", "Unix time of the job's next scheduled fire (absent if it has none)."), &["job"]))?,
             config_reloads: register(&r, IntCounterVec::new(Opts::new("leasecron_config_reloads_total", "Jobs file reloads, by result."), &["result"]))?,
             config_successful: register(&r, IntGauge::new("leasecron_config_last_reload_successful", "1 if the last load or reload of the jobs succeeded, 0 if it failed (the last good jobs stay in force)."))?,
             config_success_time: register(&r, prometheus::Gauge::new("leasecron_config_last_reload_success_timestamp_seconds", "Unix time at which the jobs in force were loaded."))?,
             config_hash: register(&r, prometheus::Gauge::new("leasecron_config_hash", "Hash of the jobs text in force as a number (the top 53 bits of the FNV-1a 64 that leasecron_config_info's hash label and /status show in hex), to compare replicas."))?,
             config_info: register(&r, IntGaugeVec::new(Opts::new("leasecron_config_info", "Always 1; the hash label is the hash of the jobs text in force (FNV-1a 64, 16 hex digits, as /status shows it): equal on replicas that run the same version. Absent until the jobs are loaded."), &["hash"]))?,
-            leftovers: register(&r, IntCounterVec::new(Opts::new("leasecron_job_leftover_processes_killed_total", "Processes the job's runs left behind, SIGKILLed as each attempt ended: alive in the attempt's process group after its process exited by itself, or outside the group carrying the attempt's LEASECRON_* variables."), &["job"]))?,
-            job_count: register(&r, IntGauge::new("leasecron_jobs", "Jobs in the loaded jobs file."))?,
-            kubernetes_jobs: register(&r, IntCounterVec::new(Opts::new("leasecron_kubernetes_jobs_total", "executor: kubernetes: the runs' Kubernetes Jobs this replica created, adopted (found active at the start of its term, created by an earlier one), handed over (still active when its term ended; the next leader adopts them) or deleted (Replace, cancelOnLeadershipLoss, history limits), by job and action."), &["job", "action"]))?,
-            suspended: register(&r, IntGaugeVec::new(Opts::new("leasecron_job_suspended", "1 while the job is suspended (suspend: true in the jobs file, or leasecron suspend), else 0."), &["job"]))?,
-            requests: register(&r, IntCounterVec::new(Opts::new("leasecron_operator_requests_total", "Operators' requests (leasecron trigger, backfill, suspend, resume) that this replica carried out (result done) or refused, by job and kind; counted by the leader that acknowledged each, once."), &["job", "kind", "result"]))?,
             suspensions: Mutex::new((BTreeSet::new(), BTreeSet::new())),
             registry: r,
         };
@@ -196,18 +181,8 @@ impl Metrics {
 
     /// Makes `jobs` the job set: creates its series at 0 and deletes the series of jobs not in it.
     pub fn set_jobs(&self, jobs: &JobSet) {
-        let mut known = self.lock_jobs();
-        let wanted: BTreeSet<String> = jobs.jobs.iter().map(|job| job.name.clone()).collect();
-        for gone in known.difference(&wanted) {
-            self.remove_job_series(gone);
-        }
-        for job in &wanted {
-            self.create_job_series(job);
-        }
-        self.job_count
-            .set(i64::try_from(wanted.len()).unwrap_or(i64::MAX));
-        *known = wanted;
-        drop(known);
+        // The suspensions' lock first, as in `set_controls`: a scrape sees the new set with its
+        // `leasecron_job_suspended` values.
         let mut suspensions = self.lock_suspensions();
         suspensions.0 = jobs
             .jobs
@@ -215,7 +190,15 @@ impl Metrics {
             .filter(|job| job.suspend)
             .map(|job| job.name.clone())
             .collect();
-        self.publish_suspensions(&suspensions);
+        let (by_file, by_operator) = &*suspensions;
+        let mut known = self.lock_jobs();
+        let mut next = BTreeMap::new();
+        for job in &jobs.jobs {
+            let mut cells = known.remove(&job.name).unwrap_or_default();
+            cells.set_suspended(by_file.contains(&job.name) || by_operator.contains(&job.name));
+            next.insert(job.name.clone(), cells);
+        }
+        *known = next;
     }
 
     /// Makes the operators' suspensions of `controls` the ones `leasecron_job_suspended` counts.
@@ -226,11 +209,8 @@ impl Metrics {
     }
 
     fn publish_suspensions(&self, (by_file, by_operator): &(BTreeSet<String>, BTreeSet<String>)) {
-        for job in self.lock_jobs().iter() {
-            let suspended = by_file.contains(job) || by_operator.contains(job);
-            self.suspended
-                .with_label_values(&[job.as_str()])
-                .set(i64::from(suspended));
+        for (job, cells) in self.lock_jobs().iter_mut() {
+            cells.set_suspended(by_file.contains(job) || by_operator.contains(job));
         }
     }
 
@@ -242,99 +222,57 @@ impl Metrics {
 
     /// Counts an operator's request that this replica carried out or refused.
     fn request(&self, job: &str, kind: RequestKind, state: RequestState) {
-        if self.lock_jobs().contains(job) {
-            self.requests
-                .with_label_values(&[job, kind.as_str(), state.as_str()])
-                .inc();
+        if let Some(cells) = self.lock_jobs().get_mut(job) {
+            cells.count_request(kind.as_str(), state.as_str());
         }
-    }
-
-    fn create_job_series(&self, job: &str) {
-        for outcome in Outcome::LABELS {
-            self.runs.with_label_values(&[job, outcome]);
-        }
-        for reason in SkipReason::ALL {
-            self.skipped.with_label_values(&[job, reason.as_str()]);
-        }
-        self.running.with_label_values(&[job]);
-        self.duration.with_label_values(&[job]);
-        self.leftovers.with_label_values(&[job]);
-    }
-
-    fn remove_job_series(&self, job: &str) {
-        // Err only means the series did not exist (never created, e.g. no success yet): nothing to delete.
-        for outcome in Outcome::LABELS {
-            let _ = self.runs.remove_label_values(&[job, outcome]);
-        }
-        for reason in SkipReason::ALL {
-            let _ = self.skipped.remove_label_values(&[job, reason.as_str()]);
-        }
-        let _ = self.running.remove_label_values(&[job]);
-        let _ = self.duration.remove_label_values(&[job]);
-        let _ = self.leftovers.remove_label_values(&[job]);
-        let _ = self.suspended.remove_label_values(&[job]);
-        for action in ClusterAction::LABELS {
-            let _ = self.kubernetes_jobs.remove_label_values(&[job, action]);
-        }
-        for kind in RequestKind::ALL {
-            for state in [RequestState::Done, RequestState::Refused] {
-                let _ = self
-                    .requests
-                    .remove_label_values(&[job, kind.as_str(), state.as_str()]);
-            }
-        }
-        let _ = self.last_success.remove_label_values(&[job]);
-        let _ = self.next_run.remove_label_values(&[job]);
     }
 
     /// Records a runner event: running attempts, finished runs by outcome, durations, start delay, last
     /// success, processes left behind, and the runner's own skips.
     pub fn observe_run(&self, event: &RunEvent) {
-        let known = self.lock_jobs();
+        let mut known = self.lock_jobs();
         match event {
             // A run counts as running from its first attempt's spawn to its end, backoff included.
             RunEvent::Started {
                 job, attempt: 1, ..
-            } if known.contains(job) => {
-                self.running.with_label_values(&[job.as_str()]).inc();
-            }
-            RunEvent::Cluster { job, action, .. } if known.contains(job) => {
-                self.kubernetes_jobs
-                    .with_label_values(&[job.as_str(), action.as_str()])
-                    .inc();
-                let running = self.running.with_label_values(&[job.as_str()]);
-                match action {
-                    ClusterAction::Created | ClusterAction::Adopted { .. } => running.inc(),
-                    ClusterAction::HandedOver => running.set((running.get() - 1).max(0)),
-                    ClusterAction::Deleted => {}
+            } => {
+                if let Some(cells) = known.get_mut(job) {
+                    *cells.running() += 1;
                 }
             }
-            RunEvent::Finished(report) if known.contains(&report.job) => {
-                let job = report.job.as_str();
+            RunEvent::Cluster { job, action, .. } => {
+                if let Some(cells) = known.get_mut(job) {
+                    cells.count_cluster(action);
+                    let running = cells.running();
+                    match action {
+                        ClusterAction::Created | ClusterAction::Adopted { .. } => *running += 1,
+                        ClusterAction::HandedOver => *running = (*running - 1).max(0),
+                        ClusterAction::Deleted => {}
+                    }
+                }
+            }
+            RunEvent::Finished(report) => {
+                let Some(cells) = known.get_mut(&report.job) else {
+                    return;
+                };
                 if report.attempts > 0 {
-                    let running = self.running.with_label_values(&[job]);
-                    running.set((running.get() - 1).max(0));
+                    let running = cells.running();
+                    *running = (*running - 1).max(0);
                     self.start_delay.observe(report.start_delay.as_secs_f64());
                 }
-                self.runs
-                    .with_label_values(&[job, report.outcome.as_str()])
-                    .inc();
-                self.duration
-                    .with_label_values(&[job])
-                    .observe(report.duration.as_secs_f64());
-                self.leftovers
-                    .with_label_values(&[job])
-                    .inc_by(u64::from(report.leftover_processes_killed));
+                cells.count_run(&report.outcome);
+                cells.observe_duration(report.duration.as_secs_f64());
+                cells.add_leftovers(u64::from(report.leftover_processes_killed));
                 if report.outcome == Outcome::Succeeded {
                     let finished = report.started_at
                         + chrono::Duration::from_std(report.duration).unwrap_or_default();
-                    self.last_success
-                        .with_label_values(&[job])
-                        .set(unix_seconds(finished));
+                    cells.set_last_success(unix_seconds(finished));
                 }
             }
             RunEvent::Skipped { job, reason, .. } => {
-                self.count_skip(&known, job, *reason, 1);
+                if let Some(cells) = known.get_mut(job) {
+                    cells.count_skips(*reason, 1);
+                }
             }
             _ => {}
         }
@@ -372,32 +310,15 @@ impl Metrics {
 
     /// Counts `count` fires of `job` that started nothing (slots missed while no replica led).
     pub fn skipped_many(&self, job: &str, reason: SkipReason, count: u64) {
-        let known = self.lock_jobs();
-        self.count_skip(&known, job, reason, count);
-    }
-
-    fn count_skip(&self, known: &BTreeSet<String>, job: &str, reason: SkipReason, count: u64) {
-        if known.contains(job) {
-            self.skipped
-                .with_label_values(&[job, reason.as_str()])
-                .inc_by(count);
+        if let Some(cells) = self.lock_jobs().get_mut(job) {
+            cells.count_skips(reason, count);
         }
     }
 
     /// Sets the job's next fire time; `None` (no future fire) removes the series.
     pub fn next_run(&self, job: &str, at: Option<DateTime<Utc>>) {
-        let known = self.lock_jobs();
-        if !known.contains(job) {
-            return;
-        }
-        match at {
-            Some(at) => self
-                .next_run
-                .with_label_values(&[job])
-                .set(unix_seconds(at)),
-            None => {
-                let _ = self.next_run.remove_label_values(&[job]);
-            }
+        if let Some(cells) = self.lock_jobs().get_mut(job) {
+            cells.set_next_run(at.map(unix_seconds));
         }
     }
 
@@ -413,7 +334,7 @@ impl Metrics {
                 // An f64 holds 53 bits exactly.
                 self.config_hash.set((hash >> 11) as f64);
                 // Under the scrape lock: a scrape sees the old hash or the new one, never none or both.
-                let _consistent = self.lock_jobs();
+                let _consistent = self.lock_scrape();
                 self.config_info.reset();
                 self.config_info
                     .with_label_values(&[&hash_hex(*hash)])
@@ -429,7 +350,7 @@ impl Metrics {
     /// The whole registry in the Prometheus text exposition format ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> Result<String, Error> {
         let families = {
-            let _consistent = self.lock_jobs();
+            let _consistent = self.lock_scrape();
             self.registry.gather()
         };
         let mut buf = Vec::new();
@@ -439,9 +360,25 @@ impl Metrics {
         String::from_utf8(buf).map_err(|e| Error::Encode(e.to_string()))
     }
 
-    fn lock_jobs(&self) -> MutexGuard<'_, BTreeSet<String>> {
-        // The set is replaced in one assignment: it is consistent even after a panic elsewhere.
-        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_jobs(&self) -> MutexGuard<'_, BTreeMap<String, jobs::Cells>> {
+        self.jobs.lock()
+    }
+
+    fn lock_scrape(&self) -> MutexGuard<'_, ()> {
+        self.scrape.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The registry's handle on the job-labelled series that [`Metrics`] updates.
+struct Shared(Arc<jobs::JobSeries>);
+
+impl Collector for Shared {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
     }
 }
 

@@ -43,8 +43,10 @@
 mod expr;
 mod timer;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::rc::Rc;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -116,11 +118,12 @@ pub enum Error {
 /// Two schedules are equal when their expressions are written the same and their zones are the same.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    /// Shared by the clones (each job's timer holds one): croner keeps a 5 000-byte table of years in
-    /// every `Cron`, which made each copy cost 5 KB.
-    cron: Arc<Cron>,
+    /// The parsed form without its table of years ([`compact`]), shared by the clones and by the
+    /// schedules of the same expression; [`Schedule::cron`] lends the whole form.
+    compact: Arc<Cron>,
     zone: Tz,
-    expression: String,
+    /// Shared by the clones (each job's timer holds one).
+    expression: Arc<str>,
     fixed_time: bool,
 }
 
@@ -230,7 +233,7 @@ impl Schedule {
     ) -> Option<DateTime<Utc>> {
         let mut cursor = wall;
         loop {
-            let matched = self.cron.find_next_occurrence(&cursor, false).ok()?;
+            let matched = self.cron().find_next_occurrence(&cursor, false).ok()?;
             cursor = matched;
             match self.zone.from_local_datetime(&matched) {
                 MappedLocalTime::Single(at) if at.to_utc() > t => return Some(at.to_utc()),
@@ -268,7 +271,7 @@ impl Schedule {
         }
         let change = self.offset_change(t, second.to_utc())?;
         let matched = self
-            .cron
+            .cron()
             .find_next_occurrence(&self.wall(change), true)
             .ok()?;
         if matched > wall {
@@ -290,7 +293,7 @@ impl Schedule {
         let mut inclusive = true;
         loop {
             let matched = self
-                .cron
+                .cron()
                 .find_previous_occurrence(&cursor, inclusive)
                 .ok()?;
             cursor = matched;
@@ -334,7 +337,10 @@ impl Schedule {
         }
         let change = self.offset_change(first.to_utc(), t)?;
         let range_end = self.wall(change - ONE_SECOND) + ONE_SECOND;
-        let matched = self.cron.find_previous_occurrence(&range_end, false).ok()?;
+        let matched = self
+            .cron()
+            .find_previous_occurrence(&range_end, false)
+            .ok()?;
         if matched <= wall {
             return None;
         }
@@ -381,6 +387,23 @@ impl Schedule {
         Some(hi)
     }
 
+    /// The whole parsed form, with the table of years every search reads: rebuilt from the compact one
+    /// when this thread last used another schedule (a clone of a few small tables and one copy of the
+    /// years'), else the one this thread kept.
+    fn cron(&self) -> Rc<Cron> {
+        WHOLE.with(|last| {
+            let mut last = last.borrow_mut();
+            if let Some((compact, whole)) = &*last {
+                if Arc::ptr_eq(compact, &self.compact) {
+                    return Rc::clone(whole);
+                }
+            }
+            let whole = Rc::new(whole(&self.compact));
+            *last = Some((Arc::clone(&self.compact), Rc::clone(&whole)));
+            whole
+        })
+    }
+
     fn offset_at(&self, t: DateTime<Utc>) -> FixedOffset {
         self.zone.offset_from_utc_datetime(&t.naive_utc()).fix()
     }
@@ -399,9 +422,30 @@ impl Schedule {
     }
 }
 
+thread_local! {
+    /// The compact form this thread last searched with, and its whole form ([`Schedule::cron`]).
+    static WHOLE: RefCell<Option<(Arc<Cron>, Rc<Cron>)>> = const { RefCell::new(None) };
+}
+
+/// `cron` without its table of years, which every schedule has the same (every year, [`EVERY_YEAR`]):
+/// croner sizes that table by the largest year it searches, 5 001 bytes, which was most of what a job
+/// cost at rest (benches/heap_scale.rs). [`whole`] puts it back.
+fn compact(mut cron: Cron) -> Cron {
+    cron.pattern.years = CronComponent::new(0, 0, 0, 0);
+    cron
+}
+
+/// The form croner searches with: `compact` with the years of `*`.
+fn whole(compact: &Cron) -> Cron {
+    let mut cron = compact.clone();
+    cron.pattern.years = EVERY_YEAR.clone();
+    cron
+}
+
 /// An expression parsed for croner, in no zone yet: what [`Parser`] keeps per distinct expression.
 #[derive(Debug, Clone)]
 struct Compiled {
+    /// Without its table of years ([`compact`]).
     cron: Arc<Cron>,
     fixed_time: bool,
 }
@@ -416,16 +460,16 @@ impl Compiled {
             return Err(Error::NeverFires);
         }
         Ok(Compiled {
-            cron: Arc::new(cron),
+            cron: Arc::new(compact(cron)),
             fixed_time: fields.is_fixed_time(),
         })
     }
 
     fn in_zone(&self, expr: &str, zone: Tz) -> Schedule {
         Schedule {
-            cron: Arc::clone(&self.cron),
+            compact: Arc::clone(&self.cron),
             zone,
-            expression: expr.trim().to_string(),
+            expression: Arc::from(expr.trim()),
             fixed_time: self.fixed_time,
         }
     }
@@ -661,7 +705,7 @@ mod tests {
         let a = parser.parse("@hourly", Tz::UTC).expect("valid");
         let b = parser.parse("@hourly", Tz::Asia__Tokyo).expect("valid");
         assert!(
-            Arc::ptr_eq(&a.cron, &b.cron),
+            Arc::ptr_eq(&a.compact, &b.compact),
             "one parsed form per expression"
         );
         assert_eq!(b.zone(), Tz::Asia__Tokyo);
