@@ -16,7 +16,7 @@ use leasecron::run_state::{
     Ledger, Loaded, Saved, StateRecord, Store, StoreFuture, TermStart, MAX_CLAIM_LEAD,
 };
 use leasecron::runner::Runner;
-use leasecron::term::{FencingToken, Leadership, Term};
+use leasecron::term::{FencingToken, Leadership, Term, TermHandle};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -391,6 +391,27 @@ fn slow_dispatcher(
     )
 }
 
+/// A term of `token` that stays live for an hour.
+fn hour_long_term(token: u64) -> TermHandle {
+    Term::begin(
+        FencingToken(token),
+        Utc::now(),
+        Instant::now() + Duration::from_secs(3600),
+    )
+}
+
+/// Stamps the run state with `token`, as a term's start does: a timed write, from which the lead is
+/// derived.
+async fn stamp(ledger: &Ledger, token: u64) {
+    assert!(matches!(
+        ledger
+            .begin_term(FencingToken(token))
+            .await
+            .expect("writes"),
+        TermStart::Begun(_)
+    ));
+}
+
 fn every_second(name: &str) -> Arc<JobSet> {
     let yaml = format!(
         "jobs:\n  - name: {name}\n    schedule: \"* * * * * *\"\n    command: [/bin/true]\n"
@@ -408,18 +429,11 @@ fn started_slot(record: &StateRecord, job: &str) -> Option<(DateTime<Utc>, u64)>
 
 #[tokio::test(start_paused = true)]
 async fn a_durable_run_state_claims_each_slot_before_it_is_due_and_the_run_starts_on_time() {
-    let handle = Term::begin(
-        FencingToken(5),
-        Utc::now(),
-        Instant::now() + Duration::from_secs(3600),
-    );
+    let handle = hour_long_term(5);
     let (store, ledger, dispatcher, mut events, _leadership) = slow_dispatcher(handle.term());
     let started = Instant::now();
     // The stamp of the term: a timed write, from which the lead is derived.
-    assert!(matches!(
-        ledger.begin_term(FencingToken(5)).await.expect("writes"),
-        TermStart::Begun(_)
-    ));
+    stamp(&ledger, 5).await;
     let lead = ledger.claim_lead().expect("a slow store claims ahead");
     assert!(
         lead >= WRITE_DELAY * 2 && lead <= MAX_CLAIM_LEAD,
@@ -491,16 +505,9 @@ async fn a_durable_run_state_claims_each_slot_before_it_is_due_and_the_run_start
 
 #[tokio::test(start_paused = true)]
 async fn a_slot_claimed_ahead_is_released_when_its_term_ends_first_and_the_next_term_runs_it() {
-    let first = Term::begin(
-        FencingToken(5),
-        Utc::now(),
-        Instant::now() + Duration::from_secs(3600),
-    );
+    let first = hour_long_term(5);
     let (store, ledger, dispatcher, mut events, leadership) = slow_dispatcher(first.term());
-    assert!(matches!(
-        ledger.begin_term(FencingToken(5)).await.expect("writes"),
-        TermStart::Begun(_)
-    ));
+    stamp(&ledger, 5).await;
     let stop = CancellationToken::new();
     let timers = tokio::spawn({
         let stop = stop.clone();
@@ -537,11 +544,7 @@ async fn a_slot_claimed_ahead_is_released_when_its_term_ends_first_and_the_next_
     );
 
     // The next term (a new leader) runs the slot on time, under its own token.
-    let second = Term::begin(
-        FencingToken(6),
-        Utc::now(),
-        Instant::now() + Duration::from_secs(3600),
-    );
+    let second = hour_long_term(6);
     leadership.send_replace(Leadership::Leader {
         term: second.term().clone(),
     });
@@ -556,16 +559,9 @@ async fn a_slot_claimed_ahead_is_released_when_its_term_ends_first_and_the_next_
 
 #[tokio::test(start_paused = true)]
 async fn a_slot_claimed_ahead_is_released_when_a_reload_changes_its_job_first() {
-    let handle = Term::begin(
-        FencingToken(5),
-        Utc::now(),
-        Instant::now() + Duration::from_secs(3600),
-    );
+    let handle = hour_long_term(5);
     let (store, ledger, dispatcher, mut events, _leadership) = slow_dispatcher(handle.term());
-    assert!(matches!(
-        ledger.begin_term(FencingToken(5)).await.expect("writes"),
-        TermStart::Begun(_)
-    ));
+    stamp(&ledger, 5).await;
     let stop = CancellationToken::new();
     let (jobs_tx, jobs_rx) = watch::channel(every_second("reloaded"));
     let timers = tokio::spawn({
