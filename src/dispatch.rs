@@ -109,6 +109,11 @@ impl Dispatcher {
         self
     }
 
+    /// True if `job` is suspended, by the jobs file or by an operator.
+    fn is_suspended(&self, job: &Job) -> bool {
+        job.suspend || self.suspended_by_operator(&job.name)
+    }
+
     /// True if an operator suspended `job`.
     fn suspended_by_operator(&self, job: &str) -> bool {
         self.suspended
@@ -436,7 +441,7 @@ impl Dispatcher {
         scheduled: DateTime<Utc>,
         reservation: Option<Reservation>,
     ) {
-        if job.suspend || self.suspended_by_operator(&job.name) {
+        if self.is_suspended(job) {
             self.skip(job, scheduled, SkipReason::Suspended, None);
             return;
         }
@@ -459,7 +464,7 @@ impl Dispatcher {
         slot: DateTime<Utc>,
         offset: std::time::Duration,
     ) -> Option<Reservation> {
-        if job.suspend || self.suspended_by_operator(&job.name) {
+        if self.is_suspended(job) {
             return None;
         }
         let leadership = self.leadership.borrow().clone();

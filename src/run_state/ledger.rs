@@ -143,6 +143,14 @@ impl Ledger {
         Some(lead.clamp(MIN_CLAIM_LEAD, MAX_CLAIM_LEAD))
     }
 
+    /// Writes `record` through the store, timing the write for [`Ledger::claim_lead`].
+    async fn save(&self, record: &StateRecord, version: Option<&str>) -> Result<Saved, Error> {
+        let began = Instant::now();
+        let saved = self.store.save(record, version).await;
+        self.timed_write(began.elapsed());
+        saved
+    }
+
     /// Times one write of the store, for [`Ledger::claim_lead`].
     fn timed_write(&self, took: Duration) {
         let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
@@ -574,10 +582,7 @@ impl Ledger {
             }
             record.fencing_token = token.0;
             record.format = FORMAT;
-            let began = Instant::now();
-            let saved = self.store.save(&record, version.as_deref()).await;
-            self.timed_write(began.elapsed());
-            match saved {
+            match self.save(&record, version.as_deref()).await {
                 Ok(Saved::Written(version)) => {
                     self.publish(&record);
                     *current = Some(Known {
@@ -667,10 +672,7 @@ impl Ledger {
                 return Ok(verdicts.into_iter().map(Verdict::claim).collect());
             }
             record.format = FORMAT;
-            let began = Instant::now();
-            let saved = self.store.save(&record, version.as_deref()).await;
-            self.timed_write(began.elapsed());
-            match saved {
+            match self.save(&record, version.as_deref()).await {
                 Ok(Saved::Written(version)) => {
                     self.publish(&record);
                     *current = Some(Known {

@@ -93,7 +93,7 @@ impl Run {
         }
         let mut changes = cluster.subscribe();
         loop {
-            let tracked = self.runner.tracked_jobs(&self.job.name);
+            let tracked = self.runner.tracked_jobs(Some(&self.job.name));
             let foreign: Vec<Arc<KubeJob>> = cluster
                 .jobs_of(&self.job.name)
                 .into_iter()
@@ -536,10 +536,14 @@ async fn clean_history(
 // === impl Runner ===
 
 impl Runner {
-    /// The names of the Jobs of `job` that runs of this process follow (or will create).
-    fn tracked_jobs(&self, job: &str) -> HashSet<String> {
-        self.lock_runs()
-            .get(job)
+    /// The names of the Jobs that runs of this process follow (or will create): of `job`, or of every job.
+    fn tracked_jobs(&self, job: Option<&str>) -> HashSet<String> {
+        let runs = self.lock_runs();
+        let slots: Vec<&Vec<RunSlot>> = match job {
+            Some(job) => runs.get(job).into_iter().collect(),
+            None => runs.values().collect(),
+        };
+        slots
             .into_iter()
             .flatten()
             .filter_map(|slot| slot.kubernetes_job.clone())
@@ -606,12 +610,7 @@ impl Runner {
     async fn keep_pass(self: &Arc<Self>, cluster: &Arc<Cluster>, term: &Term, set: &JobSet) {
         let mut finished = Vec::new();
         // Once per pass, not per Job: a pass over n Jobs stays O(n).
-        let tracked: HashSet<String> = self
-            .lock_runs()
-            .values()
-            .flatten()
-            .filter_map(|slot| slot.kubernetes_job.clone())
-            .collect();
+        let tracked = self.tracked_jobs(None);
         for kube_job in cluster.all() {
             let Some(labels) = labels_of(&kube_job) else {
                 continue;
