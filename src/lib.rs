@@ -121,6 +121,7 @@ pub mod metrics;
 pub mod observe;
 pub mod operator;
 pub(crate) mod process;
+pub use process::keep_huge_pages_off;
 mod rate_limit;
 pub mod reaper;
 pub mod reload;

@@ -522,6 +522,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Supervise { fd, log_format } => {
+            // Small and long-lived like the replica. A kernel without the flag only costs memory.
+            let _ = leasecron::keep_huge_pages_off();
             leasecron::supervisor::serve::serve_fd(fd, log_format.into())
                 .map_err(|error| anyhow::Error::new(cmd::Error::Internal(error.to_string())))
         }
@@ -717,7 +719,11 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     tune_allocator();
+    let huge_pages = leasecron::keep_huge_pages_off();
     init_logging(args.log_format)?;
+    if let Err(error) = huge_pages {
+        tracing::debug!(%error, "transparent huge pages stay as they were (PR_SET_THP_DISABLE)");
+    }
     let result = run_logged(args);
     // The last line of the log says how the replica ended; an error is also printed on its own after
     // the log (by main), for whoever reads the terminal. An error before anything was logged (bad flags

@@ -3,6 +3,7 @@
 //! signalling of a run's process group. A leaf: the runner and the supervisor both build on it.
 
 use std::io;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::prctl;
@@ -10,15 +11,43 @@ use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{killpg, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::unistd::{getppid, Pid};
 
+/// Transparent huge pages as this process found them, for its children: [`THP_UNTOUCHED`] until
+/// [`keep_huge_pages_off`] ran, then [`THP_WAS_ON`] or [`THP_WAS_OFF`].
+static THP_AT_START: AtomicU8 = AtomicU8::new(THP_UNTOUCHED);
+const THP_UNTOUCHED: u8 = 0;
+const THP_WAS_ON: u8 = 1;
+const THP_WAS_OFF: u8 = 2;
+
+/// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`), remembering how it found
+/// them so that the processes it starts get that back ([`die_with_parent`]).
+///
+/// An idle replica touches a few MiB here and there in mimalloc's 1 GiB arena; with huge pages each touch
+/// can make a whole 2 MiB page resident, which took a 10-job replica from 17 to 29 MiB of RSS
+/// (docs/decisions.md). The mimalloc build already leaves out its own `MADV_HUGEPAGE` (feature `no_thp`),
+/// which is what a kernel in `madvise` mode needs; this covers kernels in `always` mode. The flag only
+/// matters when a page is faulted in, so what was faulted before `main` stays as it is.
+pub fn keep_huge_pages_off() -> nix::Result<()> {
+    let was_off = prctl::get_thp_disable()?;
+    prctl::set_thp_disable(true)?;
+    THP_AT_START.store(
+        if was_off { THP_WAS_OFF } else { THP_WAS_ON },
+        Ordering::Relaxed,
+    );
+    Ok(())
+}
+
 /// Makes the child die with SIGKILL when its parent goes away, so no run's process outlives the process
 /// that started it; gives it an empty signal mask (the run supervisor blocks the signals it reads from a
 /// signalfd, and a mask survives `exec`); and gives it `open_files` (soft, hard) as its open file limits if
-/// set (leasecron raises its own, see `spawner`). Used by the runner and by the run supervisor.
+/// set (leasecron raises its own, see `spawner`); and gives it back transparent huge pages as this process
+/// found them if [`keep_huge_pages_off`] turned them off (the flag survives `exec`, and a job's own
+/// program may want them). Used by the runner and by the run supervisor.
 #[allow(unsafe_code)]
 pub(crate) fn die_with_parent(command: &mut std::process::Command, open_files: Option<(u64, u64)>) {
     let parent = Pid::this();
+    let restore_thp = THP_AT_START.load(Ordering::Relaxed) == THP_WAS_ON;
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe calls are
-    // allowed. It makes at most four system calls (prctl(2), getppid(2), sigprocmask(2), setrlimit(2)),
+    // allowed. It makes at most five system calls (prctl(2) twice, getppid(2), sigprocmask(2), setrlimit(2)),
     // all async-signal-safe; it allocates nothing
     // and takes no lock; the error it may return is built from a raw errno, without allocation.
     unsafe {
@@ -32,6 +61,9 @@ pub(crate) fn die_with_parent(command: &mut std::process::Command, open_files: O
                 .map_err(io::Error::from)?;
             if let Some((soft, hard)) = open_files {
                 setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(io::Error::from)?;
+            }
+            if restore_thp {
+                prctl::set_thp_disable(false).map_err(io::Error::from)?;
             }
             Ok(())
         });
