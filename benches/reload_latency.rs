@@ -2,7 +2,7 @@
 //! is visible in the filesystem (the `rename` returned) until the new schedule is active (the added job's
 //! timer has started and reported its next fire).
 //!
-//! The path measured is the production one, in this process: the `notify` watch on the mount directory,
+//! The path measured is the production one, in this process: the inotify watch on the mount directory,
 //! the debounce, the read, validation, the `Reloader`, and the dispatcher applying the diff. Each sample
 //! swaps in a version that adds one new job; samples are `RELOAD_GAP` apart so they do not debounce into
 //! each other.

@@ -2,9 +2,11 @@
 //!
 //! In a container leasecron is often PID 1, and elsewhere `run` makes itself a child subreaper
 //! ([`become_subreaper`]), so every orphaned grandchild of a job (a daemonised helper, a process that
-//! escaped its group) is reparented to it, and nobody else will ever `wait` for it. The [`Reaper`] does: on
-//! every SIGCHLD, and every [`REAP_INTERVAL`] in case a signal was coalesced, it scans `/proc/*/stat` for
-//! zombies whose parent is this process and `waitpid`s them.
+//! escaped its group) is reparented to it, and nobody else will ever `wait` for it. The [`Reaper`] does: at
+//! start and on every SIGCHLD it scans `/proc/*/stat` for zombies whose parent is this process and
+//! `waitpid`s them, and scans once more [`REAP_INTERVAL`] after the last SIGCHLD, in case a child ended
+//! while the scan ran (its signal coalesced with the one being handled). No child, no SIGCHLD: an idle
+//! replica never scans.
 //!
 //! A process that left its run's process group (`setsid`, `setpgid`) is not reached by the run's
 //! escalation, which signals the group. At the end of a term, [`signal_strays`] sends SIGTERM to every
@@ -34,7 +36,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// How often the reaper scans even without a SIGCHLD (signals of exiting children can coalesce).
+/// After a SIGCHLD, when the reaper scans once more even without another (signals of children that end
+/// together coalesce, and one may end while the scan runs). Without a SIGCHLD stream, how often it scans.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Where the kernel lists processes.
@@ -173,12 +176,20 @@ async fn reap_loop(shutdown: CancellationToken) {
             None
         }
     };
-    let mut interval = tokio::time::interval(REAP_INTERVAL);
+    // The scan due without a signal: at once (orphans from before the reaper started), then only
+    // REAP_INTERVAL after a SIGCHLD, or every REAP_INTERVAL if there is no SIGCHLD stream.
+    let mut follow_up = Some(tokio::time::Instant::now());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = interval.tick() => {}
-            _ = recv_or_never(&mut sigchld) => {}
+            () = sleep_until_some(follow_up) => {
+                follow_up = sigchld
+                    .is_none()
+                    .then(|| tokio::time::Instant::now() + REAP_INTERVAL);
+            }
+            _ = recv_or_never(&mut sigchld) => {
+                follow_up = Some(tokio::time::Instant::now() + REAP_INTERVAL);
+            }
         }
         match reap_orphans() {
             Ok(0) => {}
@@ -188,8 +199,16 @@ async fn reap_loop(shutdown: CancellationToken) {
     }
 }
 
+/// Sleeps until `deadline`, or forever if there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn recv_or_never(stream: &mut Option<tokio::signal::unix::Signal>) {
-    // A closed signal stream never yields again; the interval keeps the reaper going.
+    // A closed signal stream never yields again; the follow-up scans keep the reaper going.
     let signalled = match stream {
         Some(stream) => stream.recv().await.is_some(),
         None => false,

@@ -4,7 +4,7 @@
 //! Two sources, each a task that writes [`Snapshot`]s into a `watch` channel (latest wins, so a storm of
 //! changes costs one parse per version the reloader gets to see, and the last version always applies):
 //!
-//! - [`jobs_file`](crate::local::jobs_file): the mounted jobs file, watched with `notify` on its directory (kubelet swaps the `..data`
+//! - [`jobs_file`](crate::local::jobs_file): the mounted jobs file, watched through inotify on its directory (kubelet swaps the `..data`
 //!   symlink of a ConfigMap volume; editors write in place or rename over the file), debounced, with a
 //!   periodic re-read as the fallback for everything a watch can miss;
 //! - [`jobs_configmap`](crate::kubernetes::jobs_configmap): the ConfigMap itself, through a watch on the Kubernetes API (no kubelet sync delay).

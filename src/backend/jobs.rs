@@ -1,4 +1,4 @@
-//! The jobs at start, and the feed that keeps them current: the jobs file (watched with `notify`) or the
+//! The jobs at start, and the feed that keeps them current: the jobs file (watched through inotify) or the
 //! jobs ConfigMap (watched through the API), each feeding a [`Reloader`].
 
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ pub struct Jobs {
 
 /// What keeps the jobs current.
 enum Feed {
-    /// The jobs file, with `notify` and a periodic re-read.
+    /// The jobs file, with an inotify watch and a periodic re-read.
     File {
         /// The file.
         path: PathBuf,

@@ -16,9 +16,11 @@
 //! # The replicas' feed
 //!
 //! [`watch()`] keeps a `watch` channel at the document in the file, as [`crate::local::jobs_file`] keeps
-//! the jobs: a `notify` (inotify) watch of the lease file's directory, debounced, with a re-read every
-//! [`POLL_INTERVAL`] as the fallback (a write from another machine on a network file system, a watch that
-//! could not be set up). Only a document that differs from the one in force is published.
+//! the jobs: an inotify watch of the lease file's directory ([`crate::local::dir_watch`]), debounced, with
+//! a re-read as the fallback (a write from another machine on a network file system): every
+//! [`WATCHED_POLL_INTERVAL`], or every [`POLL_INTERVAL`] while the directory cannot be watched. The lease
+//! file's renewals beside it do not wake the feed. Only a document that differs from the one in force is
+//! published.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -33,12 +35,15 @@ use tokio_util::sync::CancellationToken;
 use crate::controls::feed::{self, Publisher};
 use crate::controls::{Controls, Invalid, Read, Saved, Store, StoreFuture};
 use crate::local::cas_file::{self, CasFile, Failure};
-use crate::local::jobs_file::{debounce, DirWatch};
+use crate::local::dir_watch::{self, feed_watch, renew_feed_watch};
+use crate::local::jobs_file::debounce;
 
 /// How long a write waits for a peer's lock.
 pub const LOCK_TIMEOUT: Duration = cas_file::LOCK_TIMEOUT;
-/// How often the feed re-reads the file whatever the directory watch says.
-pub const POLL_INTERVAL: Duration = crate::local::jobs_file::POLL_INTERVAL;
+/// How often the feed re-reads the file while its directory cannot be watched.
+pub const POLL_INTERVAL: Duration = dir_watch::UNWATCHED_POLL_INTERVAL;
+/// How often the feed re-reads the file all the same while its directory is watched.
+pub const WATCHED_POLL_INTERVAL: Duration = dir_watch::WATCHED_POLL_INTERVAL;
 /// The suffix of the file's name: `LEASE.controls`.
 pub const SUFFIX: &str = ".controls";
 
@@ -174,8 +179,7 @@ impl ControlsFile {
                 } else {
                     tracing::warn!(
                         %error,
-                        "cannot read the controls file; the controls in force stay, retrying every {}",
-                        humantime::format_duration(POLL_INTERVAL)
+                        "cannot read the controls file; the controls in force stay until it can be read again"
                     );
                 }
                 return;
@@ -232,18 +236,18 @@ impl Store for ControlsFile {
 
 /// Keeps `out` at the document in `file` until `stop` is cancelled or every receiver of `out` is gone:
 /// reads it at once (a change since the caller's read is not lost), then on every change in its
-/// directory (debounced) and every [`POLL_INTERVAL`]. Publishes only a document that differs from the one
+/// directory (debounced) and every [`WATCHED_POLL_INTERVAL`] ([`POLL_INTERVAL`] while it cannot be
+/// watched). Publishes only a document that differs from the one
 /// in `out`; an invalid one is logged once and the one in force stays; no file is the empty document.
 pub async fn watch(file: ControlsFile, out: watch::Sender<Arc<Controls>>, stop: CancellationToken) {
     let mut publisher = Publisher::new(out, file.describe());
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut dir_watch = DirWatch::start(file.path(), &events_tx, "controls file");
+    let mut watch = feed_watch(file.path(), &events_tx, "controls file");
     let mut down = false;
     file.refresh(&mut publisher, &mut down);
-    let mut poll = tokio::time::interval_at(Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let check_watch = tokio::select! {
+        let next_poll = Instant::now() + dir_watch::poll_interval(watch.as_ref());
+        tokio::select! {
             biased;
             () = stop.cancelled() => return,
             () = publisher.closed() => return,
@@ -251,13 +255,10 @@ pub async fn watch(file: ControlsFile, out: watch::Sender<Arc<Controls>>, stop: 
                 if !debounce(&mut events, &stop).await {
                     return;
                 }
-                false
             }
-            _ = poll.tick() => true,
-        };
-        if check_watch && !dir_watch.as_ref().is_some_and(DirWatch::is_current) {
-            dir_watch = DirWatch::start(file.path(), &events_tx, "controls file");
+            () = tokio::time::sleep_until(next_poll) => {}
         }
+        watch = renew_feed_watch(watch, file.path(), &events_tx, "controls file");
         file.refresh(&mut publisher, &mut down);
     }
 }

@@ -1,11 +1,12 @@
-//! The jobs file as a reload source: a `notify` watch on its directory, debounced, with a periodic re-read
-//! as the fallback.
+//! The jobs file as a reload source: an inotify watch on its directory ([`crate::local::dir_watch`]),
+//! debounced, with a periodic re-read as the fallback.
 //!
 //! Why the directory and not the file: kubelet updates a ConfigMap volume by writing a new timestamped
 //! directory and atomically renaming a `..data_tmp` symlink over `..data`; `jobs.yaml` is itself a symlink
 //! `jobs.yaml -> ..data/jobs.yaml` and is never written. A watch on the file (its inode) would see
-//! nothing; a watch on the directory sees the rename. Editors save in place (modify, close-write) or write
-//! a temporary file and rename it over the original: both are events in the directory too.
+//! nothing; a watch on the directory sees the rename. Editors save in place (close-write) or write
+//! a temporary file and rename it over the original: both are events in the directory too. A jobs file that
+//! is a symlink into another directory has that directory watched too.
 //!
 //! Events are filtered to the file's own name and kubelet's `..`-prefixed entries, then debounced: the
 //! file is read once the directory has been quiet for [`DEBOUNCE_QUIET`], or at the latest
@@ -13,9 +14,10 @@
 //! publishes a [`Snapshot`] only if the text differs from the last one, so spurious events cost a read of a
 //! small file and nothing else.
 //!
-//! The periodic re-read every [`POLL_INTERVAL`] catches what a watch cannot: a file that is a symlink into
-//! another directory, a watch that could not be set up (inotify limits), a watched directory that was
-//! replaced. Each re-read also re-establishes the watch if it is missing or the directory changed.
+//! The periodic re-read catches what a watch cannot: a write from another machine on a network file
+//! system, a writer that keeps the file open. It comes every [`WATCHED_POLL_INTERVAL`] while the directory
+//! is watched, and every [`POLL_INTERVAL`] while it cannot be (inotify limits). Every read also sets the
+//! watch up again if it is missing or the directory was replaced or removed (the watch reports that).
 //!
 //! A [`Reread`] request (SIGHUP) reads the file at once, as an event would, and re-establishes the watch
 //! if needed, as the periodic re-read does; if the text is unchanged, that is logged, since nothing else
@@ -33,21 +35,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
+use crate::local::dir_watch::{self, feed_watch, renew_feed_watch};
 use crate::reload::{publish, Reread, Snapshot};
 
 /// How long the directory must be quiet before the file is read.
 pub const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
 /// The longest a burst of events delays a read.
 pub const DEBOUNCE_MAX: Duration = Duration::from_millis(250);
-/// How often the file is re-read whatever the watch says.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the file is re-read while its directory cannot be watched.
+pub const POLL_INTERVAL: Duration = dir_watch::UNWATCHED_POLL_INTERVAL;
+/// How often the file is re-read all the same while its directory is watched.
+pub const WATCHED_POLL_INTERVAL: Duration = dir_watch::WATCHED_POLL_INTERVAL;
 /// How long a new version that fails the check is given to settle before it is read once more.
 pub const SETTLE_DELAY: Duration = Duration::from_millis(300);
 
@@ -81,26 +84,6 @@ impl std::fmt::Debug for Options {
             .field("is_valid", &self.is_valid.is_some())
             .finish()
     }
-}
-
-/// Why the file cannot be watched (it is re-read every [`POLL_INTERVAL`] all the same).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The path has no directory part or file name (`/`, `..`).
-    #[error("{}: not a file path", path.display())]
-    NotAFile {
-        /// The path given.
-        path: PathBuf,
-    },
-    /// The `notify` watch could not be set up.
-    #[error("{}: cannot watch the directory for changes: {source}", dir.display())]
-    Watch {
-        /// The directory.
-        dir: PathBuf,
-        /// What failed.
-        #[source]
-        source: notify::Error,
-    },
 }
 
 /// Reads the jobs file as a [`Snapshot`] (for the load at start, and for every check), bounded by
@@ -155,31 +138,28 @@ pub async fn watch_with(
     options: Options,
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut watch = DirWatch::start(&path, &events_tx, "jobs file");
+    let mut watch = feed_watch(&path, &events_tx, "jobs file");
     // A change between the load at start and the watch being set up would otherwise wait for the poll.
     let Some(snapshot) = settled_read(&path, &out, &mut events, &options, &stop).await else {
         return;
     };
     publish(&out, snapshot);
-    let mut poll = tokio::time::interval_at(Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Why the file is read now: asked to, and whether to check the watch first.
-        let (requested, check_watch) = tokio::select! {
+        let next_poll = Instant::now() + dir_watch::poll_interval(watch.as_ref());
+        // Why the file is read now: asked to, or not.
+        let requested = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            () = reread.requested() => (true, true),
+            () = reread.requested() => true,
             Some(()) = events.recv() => {
                 if !debounce(&mut events, &stop).await {
                     return;
                 }
-                (false, false)
+                false
             }
-            _ = poll.tick() => (false, true),
+            () = tokio::time::sleep_until(next_poll) => false,
         };
-        if check_watch && !watch.as_ref().is_some_and(DirWatch::is_current) {
-            watch = DirWatch::start(&path, &events_tx, "jobs file");
-        }
+        watch = renew_feed_watch(watch, &path, &events_tx, "jobs file");
         let Some(snapshot) = settled_read(&path, &out, &mut events, &options, &stop).await else {
             return;
         };
@@ -255,104 +235,6 @@ pub(crate) async fn debounce(
     }
 }
 
-/// A `notify` watch on the file's directory, sending `()` for each relevant event (also the controls
-/// file's, [`crate::local::controls`]).
-pub(crate) struct DirWatch {
-    /// Dropping it ends the watch.
-    _watcher: RecommendedWatcher,
-    dir: PathBuf,
-    /// The directory's identity when the watch was set up.
-    identity: Option<(u64, u64)>,
-}
-
-impl DirWatch {
-    /// Watches the directory of `path`; logs (naming the file `what`: "jobs file") and returns `None` if
-    /// that fails (polling goes on).
-    pub(crate) fn start(
-        path: &Path,
-        events: &mpsc::UnboundedSender<()>,
-        what: &'static str,
-    ) -> Option<DirWatch> {
-        match DirWatch::try_start(path, events, what) {
-            Ok(watch) => Some(watch),
-            Err(e) => {
-                tracing::warn!(error = %e, poll_interval_seconds = POLL_INTERVAL.as_secs_f64(), "{what}: no change notification; re-reading it periodically");
-                None
-            }
-        }
-    }
-
-    fn try_start(
-        path: &Path,
-        events: &mpsc::UnboundedSender<()>,
-        what: &'static str,
-    ) -> Result<DirWatch, Error> {
-        let not_a_file = || Error::NotAFile {
-            path: path.to_path_buf(),
-        };
-        let name = path.file_name().ok_or_else(not_a_file)?.to_os_string();
-        let dir = match path.parent() {
-            Some(dir) if dir.as_os_str().is_empty() => PathBuf::from("."),
-            Some(dir) => dir.to_path_buf(),
-            None => return Err(not_a_file()),
-        };
-        let identity = dir_identity(&dir);
-        let events = events.clone();
-        let watch_error = |source| Error::Watch {
-            dir: dir.clone(),
-            source,
-        };
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let relevant = match &event {
-                    Ok(event) => {
-                        is_change(&event.kind)
-                            && event.paths.iter().any(|p| {
-                                p.file_name().is_some_and(|n| {
-                                    n == name || n.as_encoded_bytes().starts_with(b"..")
-                                })
-                            })
-                    }
-                    // An error (a queue overflow) may hide a change: check.
-                    Err(_) => true,
-                };
-                if relevant {
-                    let _ = events.send(());
-                }
-            })
-            .map_err(watch_error)?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(watch_error)?;
-        tracing::debug!(dir = %dir.display(), "watching the {what}'s directory");
-        Ok(DirWatch {
-            _watcher: watcher,
-            dir,
-            identity,
-        })
-    }
-
-    /// True if the watched directory is still the one at its path.
-    pub(crate) fn is_current(&self) -> bool {
-        self.identity.is_some() && dir_identity(&self.dir) == self.identity
-    }
-}
-
-/// True for events that may change what reading the file returns (not reads, opens or closes after reading).
-fn is_change(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
-    }
-}
-
-/// The device and inode of a directory, to notice that it was replaced.
-fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,20 +285,6 @@ mod tests {
         assert!(!debounce(&mut rx, &stop).await);
     }
 
-    #[test]
-    fn reads_and_opens_are_not_changes() {
-        assert!(!is_change(&EventKind::Access(AccessKind::Read)));
-        assert!(!is_change(&EventKind::Access(AccessKind::Close(
-            AccessMode::Read
-        ))));
-        assert!(is_change(&EventKind::Access(AccessKind::Close(
-            AccessMode::Write
-        ))));
-        assert!(is_change(&EventKind::Create(
-            notify::event::CreateKind::Any
-        )));
-    }
-
     #[tokio::test]
     async fn a_change_made_before_the_watch_started_is_published_without_waiting_for_the_poll() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -461,29 +329,59 @@ mod tests {
     /// A jobs file `jobs.yaml` holding "one" that is a symlink to a file in another directory, so that
     /// writes to it are not events of the watched directory: the directories (keep them), the target, the
     /// link.
-    fn symlinked_jobs_file() -> ([tempfile::TempDir; 2], PathBuf, PathBuf) {
-        let elsewhere = tempfile::tempdir().expect("tempdir");
-        let target = elsewhere.path().join("real.yaml");
-        std::fs::write(&target, "one").expect("write");
+    /// Writes `text` over the file at `path` and keeps it open: no event the watch asks for (a write
+    /// is seen when it is closed). The write is seen once the returned file is dropped.
+    fn written_still_open(path: &Path, text: &str) -> std::fs::File {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .expect("open");
+        std::io::Write::write_all(&mut file, text.as_bytes()).expect("write");
+        file
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_poll_catches_what_the_watch_cannot_see() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("jobs.yaml");
-        std::os::unix::fs::symlink(&target, &path).expect("symlink");
-        ([elsewhere, dir], target, path)
+        std::fs::write(&path, "one").expect("write");
+        let (tx, mut rx) = watch::channel(read(&path).await);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch(path.clone(), tx, Reread::new(), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let _writer = written_still_open(&path, "two");
+        tokio::time::timeout(WATCHED_POLL_INTERVAL * 2, rx.changed())
+            .await
+            .expect("the poll reads it")
+            .expect("open");
+        assert_eq!(rx.borrow().text.as_deref(), Ok("two"));
+        assert!(
+            started.elapsed() >= WATCHED_POLL_INTERVAL - Duration::from_secs(1),
+            "read by the poll, not by an event: {:?}",
+            started.elapsed()
+        );
+        stop.cancel();
+        task.await.expect("the watch stops");
     }
 
     #[tokio::test]
-    async fn the_poll_catches_what_the_watch_cannot_see() {
-        // The jobs file is a symlink into another directory: writes there are not events of the watched
-        // directory.
-        let (_dirs, target, path) = symlinked_jobs_file();
+    async fn a_reread_request_reads_what_the_watch_cannot_see_without_waiting_for_the_poll() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.yaml");
+        std::fs::write(&path, "one").expect("write");
         let (tx, mut rx) = watch::channel(read(&path).await);
+        let reread = Reread::new();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(watch(path, tx, Reread::new(), stop.clone()));
+        let task = tokio::spawn(watch(path.clone(), tx, reread.clone(), stop.clone()));
+        // Let the watch read the file at its start, then write.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        std::fs::write(&target, "two").expect("write");
-        tokio::time::timeout(POLL_INTERVAL * 3, rx.changed())
+        let _writer = written_still_open(&path, "two");
+        reread.request();
+        tokio::time::timeout(POLL_INTERVAL / 2, rx.changed())
             .await
-            .expect("the poll reads it")
+            .expect("published before the first poll")
             .expect("open");
         assert_eq!(rx.borrow().text.as_deref(), Ok("two"));
         stop.cancel();
@@ -491,20 +389,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reread_request_reads_what_the_watch_cannot_see_without_waiting_for_the_poll() {
-        // As above, a write the watch does not see; a request reads it.
-        let (_dirs, target, path) = symlinked_jobs_file();
+    async fn an_edit_of_a_symlinks_target_in_another_directory_is_seen_at_once() {
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let target = elsewhere.path().join("real.yaml");
+        std::fs::write(&target, "one").expect("write");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.yaml");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
         let (tx, mut rx) = watch::channel(read(&path).await);
-        let reread = Reread::new();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(watch(path, tx, reread.clone(), stop.clone()));
-        // Let the watch read the file at its start, then write.
+        let task = tokio::spawn(watch(path, tx, Reread::new(), stop.clone()));
         tokio::time::sleep(Duration::from_millis(100)).await;
         std::fs::write(&target, "two").expect("write");
-        reread.request();
         tokio::time::timeout(POLL_INTERVAL / 2, rx.changed())
             .await
-            .expect("published before the first poll")
+            .expect("published before any poll")
             .expect("open");
         assert_eq!(rx.borrow().text.as_deref(), Ok("two"));
         stop.cancel();

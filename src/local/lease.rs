@@ -34,9 +34,9 @@
 //!
 //! # Change detection
 //!
-//! [`LeaseStore::changed`] reads the record at once, then again on every `notify` (inotify) event about
-//! `PATH` in its directory — the directory, not the file, because every write replaces the file (a rename)
-//! and a deletion removes it — and on a poll every `poll_interval` (`run` passes RP) as the fallback. It
+//! [`LeaseStore::changed`] reads the record at once, then again on every inotify event about `PATH` in its
+//! directory ([`crate::local::dir_watch`]) — the directory, not the file, because every write replaces
+//! the file (a rename) and a deletion removes it; reads raise no event — and on a poll every `poll_interval` (`run` passes RP) as the fallback. It
 //! resolves as soon as the version read differs from the caller's. A release thus wakes a follower within
 //! milliseconds, as the Lease's watch does on Kubernetes, without the follower reading the file more than
 //! once per RP while nothing happens. The watch starts with the first `changed` call and is set up again
@@ -44,7 +44,6 @@
 //! inotify), the poll runs every [`UNWATCHED_POLL_INTERVAL`] (RP if shorter). Changes made on another
 //! machine (a network file system) raise no local event: there the poll is what notices them.
 
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -54,13 +53,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::lease_store::{Change, Error, LeaseRecord, LeaseStore, Verb, Versioned};
+use crate::local::dir_watch::DirWatch;
 
 /// How long a request waits for a peer's lock before it gives up ([`Error::Timeout`]). Peers hold it for
 /// microseconds; this only matters when a peer was stopped inside its critical section.
@@ -98,15 +96,11 @@ pub struct FileStore {
     identity: Option<IdentityLock>,
 }
 
-/// A device and inode number: which directory is watched.
-type DirIdentity = Option<(u64, u64)>;
-
-/// The `notify` watch of the record's directory.
+/// The watch of the record's directory.
 #[derive(Debug, Default)]
 struct WatchState {
-    /// The watch (boxed: it is large), and the directory's
-    /// device and inode when it was set up.
-    current: Option<(Box<RecommendedWatcher>, DirIdentity)>,
+    /// The watch, once set up (boxed: it is large).
+    current: Option<Box<DirWatch>>,
     /// A failure to set it up was logged (at warn, once).
     warned: bool,
 }
@@ -374,19 +368,25 @@ impl FileStore {
         self.watch.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts the watch of the directory if it is not running, or if the directory was replaced since.
+    /// Starts the watch of the directory if it is not running, or if the directory was replaced or
+    /// removed since.
     fn ensure_watching(&self) {
-        let identity = dir_identity(&self.dir);
         let mut state = self.lock_watch();
-        if matches!(&state.current, Some((_, watched)) if watched.is_some() && *watched == identity)
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|watch| watch.is_current())
         {
             return;
         }
         state.current = None;
-        match self.start_watch() {
-            Ok(watcher) => {
+        let events = Arc::clone(&self.events);
+        match DirWatch::start(&self.path, move || {
+            events.send_modify(|count| *count = count.wrapping_add(1));
+        }) {
+            Ok(watch) => {
                 tracing::debug!(dir = %self.dir.display(), "watching the lease file's directory");
-                state.current = Some((Box::new(watcher), identity));
+                state.current = Some(Box::new(watch));
                 state.warned = false;
             }
             Err(error) if !state.warned => {
@@ -402,35 +402,6 @@ impl FileStore {
                 tracing::debug!(dir = %self.dir.display(), %error, "cannot watch the lease file's directory");
             }
         }
-    }
-
-    /// A `notify` watch of the directory that counts, on `events`, every change to the record file.
-    fn start_watch(&self) -> Result<RecommendedWatcher, notify::Error> {
-        let name: OsString = self
-            .path
-            .file_name()
-            .map(OsString::from)
-            .unwrap_or_default();
-        let events = Arc::clone(&self.events);
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let relevant = match &event {
-                    Ok(event) => {
-                        is_change(&event.kind)
-                            && event
-                                .paths
-                                .iter()
-                                .any(|p| p.file_name().is_some_and(|n| n == name))
-                    }
-                    // An error (a queue overflow) may hide a change: look.
-                    Err(_) => true,
-                };
-                if relevant {
-                    events.send_modify(|count| *count = count.wrapping_add(1));
-                }
-            })?;
-        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
-        Ok(watcher)
     }
 
     fn corrupt(&self, detail: impl ToString) -> Error {
@@ -515,22 +486,6 @@ impl LeaseStore for FileStore {
             waited = true;
         }
     }
-}
-
-/// True for events that may change what reading the file returns (not reads, opens, or closes after
-/// reading).
-fn is_change(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
-    }
-}
-
-/// The device and inode of a directory, to notice that it was replaced.
-fn dir_identity(dir: &Path) -> DirIdentity {
-    use std::os::unix::fs::MetadataExt as _;
-    fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 // === impl StoredLease ===
