@@ -1,9 +1,12 @@
 //! The per-job timer: sleeps on tokio's clock until the next wall-clock slot of a [`Schedule`].
 //!
 //! Slots are wall-clock instants, but sleeping happens on tokio's monotonic clock. The timer converts
-//! (`target - wall_now` added to `Instant::now()`) and sleeps at most [`MAX_SLEEP`] at a time, re-reading
-//! the wall clock after each chunk: a system suspend (the monotonic clock stops, the wall clock does not)
-//! or a wall-clock step is noticed within one chunk, and an early wake-up just sleeps again.
+//! (`target - wall_now` added to `Instant::now()`) and sleeps until then in one piece, waking early only
+//! when the clock reports a step ([`WallClock::steps`]: a wall-clock step or a system suspend, when the
+//! monotonic clock stops and the wall clock does not); it then converts again, and an early wake-up just
+//! sleeps again. An idle timer thus wakes once per slot, not periodically. With a clock that reports no
+//! steps it sleeps at most [`MAX_SLEEP`] at a time, re-reading the wall clock after each chunk, so a step
+//! is noticed within one chunk.
 //!
 //! A job with a `jitter` fires every slot a fixed offset late ([`Timer::with_offset`]): the timer then
 //! works on the wall clock minus the offset, so everything it decides (when a slot is due, how late a tick
@@ -13,6 +16,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Schedule;
@@ -24,8 +28,12 @@ use crate::clock::SharedClock;
 /// means the process or the host stalled.
 pub const ON_TIME_TOLERANCE: Duration = Duration::from_secs(1);
 
-/// Longest single sleep before the wall clock is read again.
+/// Longest single sleep before the wall clock is read again, with a clock that reports no steps.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// Longest single sleep with a clock that reports its steps (tokio's timer wheel spans about two years;
+/// a slot can be decades away).
+pub const MAX_SLEEP_WITH_STEPS: Duration = Duration::from_secs(24 * 3600);
 
 /// How early the timer wakes before a slot to approach it precisely.
 ///
@@ -84,6 +92,8 @@ pub struct Timer {
     next: Option<DateTime<Utc>>,
     /// How late after its slot each slot fires (the job's jitter offset); zero by default.
     offset: TimeDelta,
+    /// The clock's steps, if it reports them: the timer then sleeps until its slot in one piece.
+    steps: Option<watch::Receiver<u64>>,
 }
 
 // === impl Timer ===
@@ -96,12 +106,14 @@ impl Timer {
         clock: SharedClock,
     ) -> Timer {
         let next = schedule.next_after(clock.now());
+        let steps = clock.steps();
         Timer {
             schedule,
             starting_deadline,
             clock,
             next,
             offset: TimeDelta::zero(),
+            steps,
         }
     }
 
@@ -144,10 +156,7 @@ impl Timer {
             let target = self.next?;
             let now = self.now();
             match (target - now).to_std() {
-                Ok(wait) if wait > PRECISE_LEAD => {
-                    let sleep = (wait - PRECISE_LEAD).min(MAX_SLEEP);
-                    tokio::time::sleep_until(Instant::now() + sleep).await;
-                }
+                Ok(wait) if wait > PRECISE_LEAD => self.sleep(wait - PRECISE_LEAD).await,
                 Ok(wait) if !wait.is_zero() => approach(wait).await,
                 _ => return Some(self.take_due(target, now)),
             }
@@ -161,12 +170,26 @@ impl Timer {
         loop {
             let target = self.next?;
             match (target - self.now()).to_std() {
-                Ok(wait) if wait > lead => {
-                    let sleep = (wait - lead).min(MAX_SLEEP);
-                    tokio::time::sleep_until(Instant::now() + sleep).await;
-                }
+                Ok(wait) if wait > lead => self.sleep(wait - lead).await,
                 _ => return Some(target),
             }
+        }
+    }
+
+    /// Sleeps `wait` on tokio's clock, or until the clock reports a step; without steps, at most
+    /// [`MAX_SLEEP`]. Cancel-safe.
+    async fn sleep(&mut self, wait: Duration) {
+        let Some(steps) = &mut self.steps else {
+            tokio::time::sleep_until(Instant::now() + wait.min(MAX_SLEEP)).await;
+            return;
+        };
+        let deadline = Instant::now() + wait.min(MAX_SLEEP_WITH_STEPS);
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            changed = steps.changed() => if changed.is_err() {
+                // The feed closed: re-read the clock periodically from now on.
+                self.steps = None;
+            },
         }
     }
 

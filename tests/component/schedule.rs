@@ -509,10 +509,14 @@ fn walking_a_year_forward_and_backward_gives_the_same_fires() {
 // === Timer ===
 
 /// A wall clock that moves with tokio's paused clock and can also be stepped, as a suspend or NTP would.
+/// It reports its steps only if made [`SteppableClock::reporting`] (as the system clock does), and counts
+/// its reads.
 #[derive(Debug)]
 struct SteppableClock {
     base: PausedClock,
     step: Mutex<TimeDelta>,
+    reports: Option<tokio::sync::watch::Sender<u64>>,
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 impl SteppableClock {
@@ -520,18 +524,44 @@ impl SteppableClock {
         Arc::new(SteppableClock {
             base: PausedClock::starting_at(utc(wall)),
             step: Mutex::new(TimeDelta::zero()),
+            reports: None,
+            reads: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A clock whose steps are reported through [`WallClock::steps`].
+    fn reporting(wall: &str) -> Arc<SteppableClock> {
+        Arc::new(SteppableClock {
+            base: PausedClock::starting_at(utc(wall)),
+            step: Mutex::new(TimeDelta::zero()),
+            reports: Some(tokio::sync::watch::channel(0).0),
+            reads: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
     fn step(&self, by: TimeDelta) {
         let mut step = self.step.lock().expect("clock lock");
         *step += by;
+        if let Some(reports) = &self.reports {
+            reports.send_modify(|count| *count += 1);
+        }
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
 impl WallClock for SteppableClock {
     fn now(&self) -> DateTime<Utc> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.base.now() + *self.step.lock().expect("clock lock")
+    }
+
+    fn steps(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.reports
+            .as_ref()
+            .map(tokio::sync::watch::Sender::subscribe)
     }
 }
 
@@ -620,6 +650,56 @@ async fn a_stall_fires_once_for_the_latest_slot_within_the_starting_deadline() {
     let next = tick(&mut timer).await;
     assert_eq!(next.scheduled(), utc("2024-05-01T11:10:00Z"));
     assert!(matches!(next, Tick::Fire { lateness, .. } if lateness <= ON_TIME_TOLERANCE));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_clock_that_reports_steps_the_timer_sleeps_until_the_slot_in_one_piece() {
+    let quiet = SteppableClock::reporting("2024-05-01T10:00:30Z");
+    let mut hourly = timer("0 * * * *", None, &quiet);
+    let before = quiet.reads();
+    let first = tick(&mut hourly).await;
+    assert_eq!(first.scheduled(), utc("2024-05-01T11:00:00Z"));
+    assert!(matches!(first, Tick::Fire { lateness, .. } if lateness <= ON_TIME_TOLERANCE));
+    // A read to plan the sleep, one at its end, and the precise approach's: not one every 30 s (119).
+    let reads = quiet.reads() - before;
+    assert!(reads <= 6, "the clock was read {reads} times for one slot");
+
+    let chunked = SteppableClock::starting_at("2024-05-01T10:00:30Z");
+    let mut hourly = timer("0 * * * *", None, &chunked);
+    let before = chunked.reads();
+    tick(&mut hourly).await;
+    assert!(
+        chunked.reads() - before > 100,
+        "without steps reported, the clock is read every 30 s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reported_step_wakes_the_timer_at_once() {
+    let clock = SteppableClock::reporting("2024-05-01T10:00:30Z");
+    let mut timer = timer("*/5 * * * *", Some(Duration::from_secs(600)), &clock);
+    assert_eq!(
+        tick(&mut timer).await.scheduled(),
+        utc("2024-05-01T10:05:00Z")
+    );
+    // While the timer sleeps towards 10:10, the host is suspended for an hour; resuming reports a step.
+    let started = tokio::time::Instant::now();
+    let stepper = async {
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        clock.step(TimeDelta::hours(1));
+    };
+    let (after_stall, ()) = tokio::join!(tick(&mut timer), stepper);
+    assert_eq!(after_stall.scheduled(), utc("2024-05-01T11:05:00Z"));
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(45),
+        "woken by the step, not by a periodic re-read (at 60 s)"
+    );
+    // A step back is reported too, and no slot runs twice.
+    clock.step(-TimeDelta::minutes(30));
+    let next = tick(&mut timer).await;
+    assert_eq!(next.scheduled(), utc("2024-05-01T11:10:00Z"));
+    assert!(clock.now() >= next.scheduled());
 }
 
 #[tokio::test(start_paused = true)]
