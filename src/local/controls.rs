@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controls::feed::{self, Publisher};
 use crate::controls::{Controls, Invalid, Read, Saved, Store, StoreFuture};
 use crate::local::cas_file::{self, CasFile, Failure};
-use crate::local::dir_watch::{self, feed_watch, renew_feed_watch};
+use crate::local::dir_watch::{self, renew_feed_watch, DirWatch};
 use crate::local::jobs_file::debounce;
 
 /// How long a write waits for a peer's lock.
@@ -242,10 +242,18 @@ impl Store for ControlsFile {
 pub async fn watch(file: ControlsFile, out: watch::Sender<Arc<Controls>>, stop: CancellationToken) {
     let mut publisher = Publisher::new(out, file.describe());
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut watch = feed_watch(file.path(), &events_tx, "controls file");
+    let mut watch = None;
     let mut down = false;
-    file.refresh(&mut publisher, &mut down);
     loop {
+        // Set up again if not current, then read; once more if the watch ended meanwhile (its directory
+        // removed), since nothing watched the file after that.
+        loop {
+            watch = renew_feed_watch(watch, file.path(), &events_tx, "controls file");
+            file.refresh(&mut publisher, &mut down);
+            if watch.as_ref().is_none_or(DirWatch::is_alive) {
+                break;
+            }
+        }
         let next_poll = Instant::now() + dir_watch::poll_interval(watch.as_ref());
         tokio::select! {
             biased;
@@ -258,8 +266,6 @@ pub async fn watch(file: ControlsFile, out: watch::Sender<Arc<Controls>>, stop: 
             }
             () = tokio::time::sleep_until(next_poll) => {}
         }
-        watch = renew_feed_watch(watch, file.path(), &events_tx, "controls file");
-        file.refresh(&mut publisher, &mut down);
     }
 }
 

@@ -56,8 +56,8 @@ pub(crate) struct DirWatch {
     dir: PathBuf,
     /// The directory's device and inode when the watch was set up.
     identity: Option<(u64, u64)>,
-    /// Set when the watch ended by itself (the directory was removed or moved, the descriptor failed).
-    ended: Arc<AtomicBool>,
+    /// What happened to the watch since it was set up.
+    state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -101,12 +101,12 @@ impl DirWatch {
             }
         }
         let events = inotify.into_event_stream(vec![0_u8; BUFFER])?;
-        let ended = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(forward(events, names, Arc::clone(&ended), on_change));
+        let state = Arc::new(State::default());
+        let task = tokio::spawn(forward(events, names, Arc::clone(&state), on_change));
         Ok(DirWatch {
             dir,
             identity,
-            ended,
+            state,
             task,
         })
     }
@@ -116,11 +116,20 @@ impl DirWatch {
         &self.dir
     }
 
-    /// True if the watch still runs on the directory now at its path (not replaced, not removed).
+    /// True if the watch still runs on the directory now at its path (not replaced, not removed), and on
+    /// the directory of the symlink's target it found (not removed: kubelet removes the version directory
+    /// that `..data` pointed to at each update). A watch that is not current is set up again.
     pub(crate) fn is_current(&self) -> bool {
-        !self.ended.load(Ordering::Relaxed)
+        self.is_alive()
+            && !self.state.stale.load(Ordering::Relaxed)
             && self.identity.is_some()
             && dir_identity(&self.dir) == self.identity
+    }
+
+    /// True until the watch ended by itself (its directory removed or moved, the descriptor failed): a
+    /// change after that is seen by nothing but the poll.
+    pub(crate) fn is_alive(&self) -> bool {
+        !self.state.ended.load(Ordering::Relaxed)
     }
 }
 
@@ -165,6 +174,16 @@ pub(crate) fn renew_feed_watch(
     }
 }
 
+/// What happened to a watch, told by its task.
+#[derive(Debug, Default)]
+struct State {
+    /// The watch ended: the directory was removed or moved, or the descriptor failed.
+    ended: AtomicBool,
+    /// The directory of the symlink's target was removed or moved; the watch of the file's own directory
+    /// goes on.
+    stale: AtomicBool,
+}
+
 /// For the feeds: how long until the next re-read, as `watch` is set up or not.
 pub(crate) fn poll_interval(watch: Option<&DirWatch>) -> Duration {
     if watch.is_some() {
@@ -181,14 +200,15 @@ impl Drop for DirWatch {
 }
 
 /// Calls `on_change` once for each read of the descriptor that brought events about the file named for
-/// their watch in `names` (or events that may hide one), until a watched directory goes away or the
-/// descriptor fails.
+/// their watch in `names` (the file's own directory first), or events that may hide one, until the file's
+/// directory goes away or the descriptor fails.
 async fn forward(
     mut events: inotify::EventStream<Vec<u8>>,
     names: Vec<(WatchDescriptor, OsString)>,
-    ended: Arc<AtomicBool>,
+    state: Arc<State>,
     on_change: impl Fn(),
 ) {
+    let gone_mask = EventMask::IGNORED | EventMask::DELETE_SELF | EventMask::MOVE_SELF;
     loop {
         let Some(first) = events.next().await else {
             break;
@@ -201,13 +221,17 @@ async fn forward(
         while let Some(event) = next {
             match event {
                 Ok(event) => {
+                    let watch = names.iter().position(|(wd, _)| *wd == event.wd);
                     // An event of no watch of ours (one removed) may still hide a change: look.
-                    let name = names.iter().find(|(wd, _)| *wd == event.wd).map(|(_, n)| n);
-                    relevant |=
-                        name.is_none_or(|name| concerns(event.mask, event.name.as_deref(), name));
-                    gone |= event.mask.intersects(
-                        EventMask::IGNORED | EventMask::DELETE_SELF | EventMask::MOVE_SELF,
-                    );
+                    relevant |= watch.is_none_or(|watch| {
+                        concerns(event.mask, event.name.as_deref(), &names[watch].1)
+                    });
+                    if event.mask.intersects(gone_mask) {
+                        match watch {
+                            Some(0) => gone = true,
+                            _ => state.stale.store(true, Ordering::Relaxed),
+                        }
+                    }
                 }
                 Err(error) => {
                     tracing::debug!(%error, "reading the directory watch failed");
@@ -218,7 +242,7 @@ async fn forward(
             next = futures_util::FutureExt::now_or_never(events.next()).flatten();
         }
         if gone {
-            ended.store(true, Ordering::Relaxed);
+            state.ended.store(true, Ordering::Relaxed);
         }
         if relevant {
             on_change();
@@ -227,7 +251,7 @@ async fn forward(
             break;
         }
     }
-    ended.store(true, Ordering::Relaxed);
+    state.ended.store(true, Ordering::Relaxed);
 }
 
 /// True if an event with `mask` about `event_name` (none: the directory itself) may change what reading
@@ -340,6 +364,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_removed_target_directory_makes_the_watch_stale_but_it_goes_on() {
+        // kubelet's layout: jobs.yaml -> ..data/jobs.yaml, ..data -> ..VERSION; an update swaps ..data
+        // and removes the old version's directory.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let version = |n: u32| dir.path().join(format!("..v{n}"));
+        std::fs::create_dir(version(1)).expect("mkdir");
+        std::fs::write(version(1).join("jobs.yaml"), "a").expect("write");
+        std::os::unix::fs::symlink("..v1", dir.path().join("..data")).expect("symlink");
+        let path = dir.path().join("jobs.yaml");
+        std::os::unix::fs::symlink("..data/jobs.yaml", &path).expect("symlink");
+        let (watch, count) = counting(&path);
+        assert!(watch.is_current());
+
+        std::fs::create_dir(version(2)).expect("mkdir");
+        std::fs::write(version(2).join("jobs.yaml"), "b").expect("write");
+        std::os::unix::fs::symlink("..v2", dir.path().join("..data_tmp")).expect("symlink");
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).expect("swap");
+        std::fs::remove_dir_all(version(1)).expect("rm");
+        assert!(grows(&count, 0).await, "the swap was seen");
+        for _ in 0..100 {
+            if !watch.is_current() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!watch.is_current(), "set up again to follow the new target");
+        assert!(watch.is_alive(), "still watching the file's own directory");
+        let seen = count.load(Ordering::SeqCst);
+        std::fs::rename(dir.path().join("..data"), dir.path().join("..data_old")).expect("mv");
+        assert!(grows(&count, seen).await, "the next update is still seen");
+    }
+
+    #[tokio::test]
     async fn a_removed_directory_ends_the_watch() {
         let parent = tempfile::tempdir().expect("tempdir");
         let dir = parent.path().join("conf");
@@ -349,6 +406,7 @@ mod tests {
         std::fs::remove_dir(&dir).expect("rmdir");
         assert!(grows(&count, 0).await, "the removal was passed on");
         assert!(!watch.is_current());
+        assert!(!watch.is_alive());
         // Even with a directory of the same name back.
         std::fs::create_dir(&dir).expect("mkdir");
         assert!(!watch.is_current());

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
-use crate::local::dir_watch::{self, feed_watch, renew_feed_watch};
+use crate::local::dir_watch::{self, renew_feed_watch, DirWatch};
 use crate::reload::{publish, Reread, Snapshot};
 
 /// How long the directory must be quiet before the file is read.
@@ -138,9 +138,19 @@ pub async fn watch_with(
     options: Options,
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut watch = feed_watch(&path, &events_tx, "jobs file");
+    let mut watch = None;
     // A change between the load at start and the watch being set up would otherwise wait for the poll.
-    let Some(snapshot) = settled_read(&path, &out, &mut events, &options, &stop).await else {
+    let Some(snapshot) = watched_read(
+        &mut watch,
+        &path,
+        &events_tx,
+        &out,
+        &mut events,
+        &options,
+        &stop,
+    )
+    .await
+    else {
         return;
     };
     publish(&out, snapshot);
@@ -159,13 +169,43 @@ pub async fn watch_with(
             }
             () = tokio::time::sleep_until(next_poll) => false,
         };
-        watch = renew_feed_watch(watch, &path, &events_tx, "jobs file");
-        let Some(snapshot) = settled_read(&path, &out, &mut events, &options, &stop).await else {
+        let Some(snapshot) = watched_read(
+            &mut watch,
+            &path,
+            &events_tx,
+            &out,
+            &mut events,
+            &options,
+            &stop,
+        )
+        .await
+        else {
             return;
         };
         let changed = publish(&out, snapshot);
         if requested && !changed {
             tracing::info!(source = %path.display(), "re-read the jobs file on request: unchanged");
+        }
+    }
+}
+
+/// Sets the watch up again if it is not current, then reads the file ([`settled_read`]); reads it once
+/// more if the watch ended meanwhile (its directory removed), since nothing watched the file after that.
+/// `None` if stopped meanwhile.
+async fn watched_read(
+    watch: &mut Option<DirWatch>,
+    path: &Path,
+    events_tx: &mpsc::UnboundedSender<()>,
+    out: &watch::Sender<Snapshot>,
+    events: &mut mpsc::UnboundedReceiver<()>,
+    options: &Options,
+    stop: &CancellationToken,
+) -> Option<Snapshot> {
+    loop {
+        *watch = renew_feed_watch(watch.take(), path, events_tx, "jobs file");
+        let snapshot = settled_read(path, out, events, options, stop).await?;
+        if watch.as_ref().is_none_or(DirWatch::is_alive) {
+            return Some(snapshot);
         }
     }
 }
