@@ -62,16 +62,17 @@ COPY benches/ benches/
 COPY src/ src/
 # Static glibc (+crt-static): glibc >= 2.34 has its files and dns NSS modules inside libc, so name
 # resolution needs no shared module at run time. RUSTFLAGS with an explicit --target apply to the binary
-# only, not to build scripts and proc macros. No debug info (the release profile's line tables would make
-# the binary 88 MB instead of 21 MB); the symbols stay, so a backtrace still names its functions. The
+# only, not to build scripts and proc macros. The profile `dist` (Cargo.toml): release optimised as one
+# program, without debug info (the release profile's line tables would make the binary 88 MB instead of
+# 21 MB); the symbols stay, so a backtrace still names its functions. The
 # registry and target directory live in cache mounts: a source change recompiles leasecron alone.
 RUN --mount=type=cache,id=leasecron-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=leasecron-target,target=/src/target,sharing=locked \
     set -eu; \
     triple="$(cat /target-triple)"; \
-    RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_DEBUG=false \
-        cargo build --release --locked --bin leasecron --target "$triple"; \
-    install -m 0755 "target/$triple/release/leasecron" /rootfs/usr/local/bin/leasecron; \
+    RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build --profile dist --locked --bin leasecron --target "$triple"; \
+    install -m 0755 "target/$triple/dist/leasecron" /rootfs/usr/local/bin/leasecron; \
     readelf --program-headers --dynamic /rootfs/usr/local/bin/leasecron > /tmp/headers; \
     if grep -E 'INTERP|\(NEEDED\)' /tmp/headers; then \
         echo "leasecron is not statically linked" >&2; exit 1; \

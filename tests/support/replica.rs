@@ -8,9 +8,19 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// The binary under test.
+/// Names another build of `leasecron` to spawn instead of cargo's: `scripts/bench-report` points
+/// `idle_scale` at the shipped build (profile `dist`) with it.
+pub const BINARY_ENV: &str = "LEASECRON_BINARY";
+
+/// The binary under test: cargo's build for this target, or [`BINARY_ENV`]'s.
 pub fn leasecron() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_leasecron"))
+    Command::new(binary())
+}
+
+/// The path of the binary under test (see [`leasecron`]).
+pub fn binary() -> PathBuf {
+    std::env::var_os(BINARY_ENV)
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_leasecron")), PathBuf::from)
 }
 
 /// Runs `leasecron ARGS` to completion.
