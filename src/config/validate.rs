@@ -582,7 +582,7 @@ fn check_job(
         schedule: schedule?,
         program: program?,
         kubernetes,
-        env,
+        env: env.into(),
         working_dir,
         timeout: own.timeout.or(defaults.timeout),
         termination_grace,

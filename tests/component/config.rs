@@ -1,11 +1,10 @@
 //! The jobs file: one test per class of mistake, each pinned to its line and column, plus a full file.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use leasecron::config::{
-    self, ConcurrencyPolicy, Diagnostic, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
+    self, ConcurrencyPolicy, Diagnostic, Env, JobSet, LoadOptions, Program, DEFAULT_RETRY_BACKOFF,
     DEFAULT_TERMINATION_GRACE,
 };
 
@@ -956,7 +955,7 @@ fn a_full_file_round_trips_every_field() {
         report.program,
         Program::Command(vec!["/bin/report".into(), "--full".into()])
     );
-    let env: BTreeMap<String, String> = [
+    let env: Env = [
         ("LEVEL", "debug"),
         ("REPORT_BUCKET", "s3://reports"),
         ("SHARED", "from-defaults"),

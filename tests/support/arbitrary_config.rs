@@ -356,7 +356,7 @@ impl ModelFile {
                         .unwrap_or_else(|e| panic!("generated schedule {:?}: {e}", job.schedule)),
                     program: job.program.clone(),
                     kubernetes: None,
-                    env,
+                    env: env.into(),
                     working_dir: own
                         .working_dir
                         .as_ref()

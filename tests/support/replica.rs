@@ -19,8 +19,10 @@ pub fn leasecron() -> Command {
 
 /// The path of the binary under test (see [`leasecron`]).
 pub fn binary() -> PathBuf {
-    std::env::var_os(BINARY_ENV)
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_leasecron")), PathBuf::from)
+    std::env::var_os(BINARY_ENV).map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_leasecron")),
+        PathBuf::from,
+    )
 }
 
 /// Runs `leasecron ARGS` to completion.

@@ -4,7 +4,6 @@
 //! Every wait is bounded by [`TEST_TIMEOUT`], a generous limit that only turns a hang into a failure; no
 //! test asserts how long anything took.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -12,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use leasecron::clock::SystemClock;
-use leasecron::config::{ConcurrencyPolicy, Job, Program, DEFAULT_TERMINATION_GRACE};
+use leasecron::config::{ConcurrencyPolicy, Env, Job, Program, DEFAULT_TERMINATION_GRACE};
 use leasecron::event::{RunEvent, RunReport};
 use leasecron::run_state::memory::MemoryStore;
 use leasecron::run_state::Ledger;
@@ -45,7 +44,7 @@ pub fn job(name: &str, program: Program) -> Job {
         schedule: Schedule::parse("* * * * *", chrono_tz::UTC).expect("a valid schedule"),
         program,
         kubernetes: None,
-        env: BTreeMap::new(),
+        env: Env::default(),
         working_dir: None,
         timeout: None,
         termination_grace: DEFAULT_TERMINATION_GRACE,
