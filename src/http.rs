@@ -150,8 +150,9 @@ struct JobEntry {
     next_slot: Option<DateTime<Utc>>,
     /// The job's jitter offset, if it has a `jitter`.
     jitter: Option<Duration>,
-    /// The last run that finished on this replica.
-    last_run: Option<LastRun>,
+    /// The last run that finished on this replica (boxed: most jobs of a large set have none, and the
+    /// board keeps an entry per job).
+    last_run: Option<Box<LastRun>>,
     running: u32,
 }
 
@@ -407,7 +408,7 @@ impl Observer for StatusBoard {
                 if report.attempts > 0 {
                     s.running = s.running.saturating_sub(1);
                 }
-                s.last_run = Some(LastRun::finished_here(&self.identity, report));
+                s.last_run = Some(Box::new(LastRun::finished_here(&self.identity, report)));
             }),
             _ => {}
         }
@@ -455,7 +456,7 @@ fn job_status(
 ) -> JobStatus {
     let suspended = entry.suspended || suspension.is_some();
     let recorded = run_state.as_ref().and_then(LastRun::recorded);
-    let last_run = match (&entry.last_run, recorded) {
+    let last_run = match (entry.last_run.as_deref(), recorded) {
         (Some(here), Some(recorded)) if recorded.is_later_than(here) => Some(recorded),
         (Some(here), _) => Some(here.clone()),
         (None, recorded) => recorded,

@@ -52,6 +52,13 @@ const FAMILIES: [(&str, &str, MetricType, &[&str]); 11] = [
     ("leasecron_jobs", "Jobs in the loaded jobs file.", MetricType::GAUGE, &[]),
 ];
 
+/// The histogram of a job without a finished run.
+const NO_RUNS: Histogram = Histogram {
+    buckets: [0; super::JOB_DURATION_BUCKETS.len()],
+    sum: 0.0,
+    count: 0,
+};
+
 /// A histogram's cells: the count of each bucket (not cumulative), the sum and the count.
 #[derive(Debug, Clone, Default)]
 struct Histogram {
@@ -70,12 +77,14 @@ pub(super) struct Cells {
     /// By [`SkipReason::ALL`].
     skipped: [u64; SkipReason::ALL.len()],
     running: i64,
-    duration: Histogram,
+    /// `None` until the first run ends (boxed, as the Kubernetes actions: an idle job of a large set
+    /// keeps only a pointer for them).
+    duration: Option<Box<Histogram>>,
     last_success: Option<f64>,
     next_run: Option<f64>,
     leftovers: u64,
-    /// By [`ClusterAction::LABELS`]; `None` until first used.
-    kubernetes: [Option<u64>; ClusterAction::LABELS.len()],
+    /// By [`ClusterAction::LABELS`], each `None` until first used; all `None` until one is.
+    kubernetes: Option<Box<[Option<u64>; ClusterAction::LABELS.len()]>>,
     suspended: bool,
     /// (kind, result, count), created on first use.
     requests: Vec<(&'static str, &'static str, u64)>,
@@ -108,10 +117,11 @@ impl Cells {
             .iter()
             .position(|bound| value <= *bound)
         {
-            self.duration.buckets[index] += 1;
+            self.duration.get_or_insert_with(Box::default).buckets[index] += 1;
         }
-        self.duration.sum += value;
-        self.duration.count += 1;
+        let duration = self.duration.get_or_insert_with(Box::default);
+        duration.sum += value;
+        duration.count += 1;
     }
 
     pub(super) fn set_last_success(&mut self, at: f64) {
@@ -131,7 +141,7 @@ impl Cells {
             .iter()
             .position(|label| *label == action.as_str())
         {
-            *self.kubernetes[index].get_or_insert(0) += 1;
+            *self.kubernetes.get_or_insert_with(Box::default)[index].get_or_insert(0) += 1;
         }
     }
 
@@ -265,7 +275,8 @@ impl Collector for JobSeries {
                 ));
             }
             metrics[RUNNING].push(gauge(labels(&[("job", job)]), cells.running as f64));
-            metrics[DURATION].push(histogram(labels(&[("job", job)]), &cells.duration));
+            let duration = cells.duration.as_deref().unwrap_or(&NO_RUNS);
+            metrics[DURATION].push(histogram(labels(&[("job", job)]), duration));
             if let Some(at) = cells.last_success {
                 metrics[LAST_SUCCESS].push(gauge(labels(&[("job", job)]), at));
             }
@@ -273,8 +284,9 @@ impl Collector for JobSeries {
                 metrics[NEXT_RUN].push(gauge(labels(&[("job", job)]), at));
             }
             metrics[LEFTOVERS].push(counter(labels(&[("job", job)]), cells.leftovers as f64));
-            for (action, count) in ClusterAction::LABELS.iter().zip(cells.kubernetes) {
-                if let Some(count) = count {
+            let actions = cells.kubernetes.as_deref().into_iter().flatten();
+            for (action, count) in ClusterAction::LABELS.iter().zip(actions) {
+                if let Some(count) = *count {
                     metrics[KUBERNETES].push(counter(
                         labels(&[("job", job), ("action", action)]),
                         count as f64,
