@@ -485,7 +485,9 @@ fn deleting_the_lease_file_and_the_run_state_keeps_tokens_increasing_and_reports
     // The job is suspended first: otherwise a claim (ahead of a slot, every second) or a completion may
     // write the run state anew between the two deletions, and the leader then rightly sees no regression.
     let lease_arg = lease.to_str().expect("a UTF-8 path");
-    let suspend = replica::output(&["suspend", "tick", "--lease-file", lease_arg]);
+    let jobs_arg = jobs.to_str().expect("a UTF-8 path");
+    let place = ["--lease-file", lease_arg, "--jobs", jobs_arg];
+    let suspend = replica::output(&[&["suspend", "tick"][..], &place].concat());
     assert!(suspend.status.success(), "{suspend:?}");
     wait_for(WAIT, || {
         leader
@@ -503,7 +505,7 @@ fn deleting_the_lease_file_and_the_run_state_keeps_tokens_increasing_and_reports
         metric(&leader, "leasecron_fencing_token_regressions_total").filter(|v| *v >= 1.0)
     });
     assert_eq!(regressions, Some(1.0), "{}", leader.log_text());
-    let resume = replica::output(&["resume", "tick", "--lease-file", lease_arg]);
+    let resume = replica::output(&[&["resume", "tick"][..], &place].concat());
     assert!(resume.status.success(), "{resume:?}");
     let all = runs_above(&runs, 2, 2);
     assert_tokens_never_decrease(&all);
