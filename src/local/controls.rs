@@ -16,7 +16,7 @@
 //! # The replicas' feed
 //!
 //! [`watch()`] keeps a `watch` channel at the document in the file, as [`crate::local::jobs_file`] keeps
-//! the jobs: an inotify watch of the lease file's directory ([`crate::local::dir_watch`]), debounced, with
+//! the jobs: an inotify watch of the lease file's directory (`local::dir_watch`), debounced, with
 //! a re-read as the fallback (a write from another machine on a network file system): every
 //! [`WATCHED_POLL_INTERVAL`], or every [`POLL_INTERVAL`] while the directory cannot be watched. The lease
 //! file's renewals beside it do not wake the feed. Only a document that differs from the one in force is

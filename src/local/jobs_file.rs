@@ -1,4 +1,4 @@
-//! The jobs file as a reload source: an inotify watch on its directory ([`crate::local::dir_watch`]),
+//! The jobs file as a reload source: an inotify watch on its directory (`local::dir_watch`),
 //! debounced, with a periodic re-read as the fallback.
 //!
 //! Why the directory and not the file: kubelet updates a ConfigMap volume by writing a new timestamped

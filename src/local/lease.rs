@@ -35,7 +35,7 @@
 //! # Change detection
 //!
 //! [`LeaseStore::changed`] reads the record at once, then again on every inotify event about `PATH` in its
-//! directory ([`crate::local::dir_watch`]) — the directory, not the file, because every write replaces
+//! directory (`local::dir_watch`) — the directory, not the file, because every write replaces
 //! the file (a rename) and a deletion removes it; reads raise no event — and on a poll every `poll_interval` (`run` passes RP) as the fallback. It
 //! resolves as soon as the version read differs from the caller's. A release thus wakes a follower within
 //! milliseconds, as the Lease's watch does on Kubernetes, without the follower reading the file more than
