@@ -19,7 +19,7 @@ const THP_WAS_ON: u8 = 1;
 const THP_WAS_OFF: u8 = 2;
 
 /// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`), remembering how it found
-/// them so that the processes it starts get that back ([`die_with_parent`]).
+/// them so that the processes it starts get that back (`die_with_parent`).
 ///
 /// An idle replica touches a few MiB here and there in mimalloc's 1 GiB arena; with huge pages each touch
 /// can make a whole 2 MiB page resident, which took a 10-job replica from 17 to 29 MiB of RSS
