@@ -139,36 +139,10 @@ pub async fn watch_with(
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut watch = None;
-    // A change between the load at start and the watch being set up would otherwise wait for the poll.
-    let Some(snapshot) = watched_read(
-        &mut watch,
-        &path,
-        &events_tx,
-        &out,
-        &mut events,
-        &options,
-        &stop,
-    )
-    .await
-    else {
-        return;
-    };
-    publish(&out, snapshot);
+    // Read at once: a change between the load at start and the watch being set up would otherwise wait
+    // for the poll. Then again on each wake-up, saying whether it was asked for.
+    let mut requested = false;
     loop {
-        let next_poll = Instant::now() + dir_watch::poll_interval(watch.as_ref());
-        // Why the file is read now: asked to, or not.
-        let requested = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            () = reread.requested() => true,
-            Some(()) = events.recv() => {
-                if !debounce(&mut events, &stop).await {
-                    return;
-                }
-                false
-            }
-            () = tokio::time::sleep_until(next_poll) => false,
-        };
         let Some(snapshot) = watched_read(
             &mut watch,
             &path,
@@ -186,6 +160,19 @@ pub async fn watch_with(
         if requested && !changed {
             tracing::info!(source = %path.display(), "re-read the jobs file on request: unchanged");
         }
+        let next_poll = Instant::now() + dir_watch::poll_interval(watch.as_ref());
+        requested = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            () = reread.requested() => true,
+            Some(()) = events.recv() => {
+                if !debounce(&mut events, &stop).await {
+                    return;
+                }
+                false
+            }
+            () = tokio::time::sleep_until(next_poll) => false,
+        };
     }
 }
 
