@@ -36,6 +36,23 @@ pub fn keep_huge_pages_off() -> nix::Result<()> {
     Ok(())
 }
 
+/// Gives the child back transparent huge pages as this process found them, if [`keep_huge_pages_off`]
+/// turned them off: for the run supervisor, which `die_with_parent` does not set up, so that it records
+/// the setting leasecron was started with and gives that to the runs.
+#[allow(unsafe_code)]
+pub(crate) fn give_back_huge_pages(command: &mut std::process::Command) {
+    if THP_AT_START.load(Ordering::Relaxed) != THP_WAS_ON {
+        return;
+    }
+    // SAFETY: the closure runs in the forked child before exec and makes one prctl(2) call, which is
+    // async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, || {
+            prctl::set_thp_disable(false).map_err(io::Error::from)
+        });
+    }
+}
+
 /// Makes the child die with SIGKILL when its parent goes away, so no run's process outlives the process
 /// that started it; gives it an empty signal mask (the run supervisor blocks the signals it reads from a
 /// signalfd, and a mask survives `exec`); and gives it `open_files` (soft, hard) as its open file limits if

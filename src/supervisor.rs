@@ -223,6 +223,7 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         keep_open_across_exec(&mut command, fd);
+        crate::process::give_back_huge_pages(&mut command);
         let child = command.spawn().map_err(|source| Error::Start {
             program: program.to_owned(),
             source,

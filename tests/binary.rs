@@ -24,6 +24,7 @@ mod binary {
         mod file;
         mod kube;
     }
+    mod huge_pages;
     mod open_files;
     /// The operator commands: on a lease file, and on a Kubernetes Lease.
     mod operate {

@@ -162,7 +162,7 @@ impl Replica {
     }
 
     /// Spawns `command` with its output in `dir/IDENTITY.log`.
-    fn spawn(dir: &Path, identity: &str, mut command: Command) -> Replica {
+    pub fn spawn(dir: &Path, identity: &str, mut command: Command) -> Replica {
         let log = dir.join(format!("{identity}.log"));
         let file = fs::File::create(&log).expect("create log");
         let child = command
