@@ -3,7 +3,7 @@
 //! signalling of a run's process group. A leaf: the runner and the supervisor both build on it.
 
 use std::io;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::prctl;
@@ -11,12 +11,9 @@ use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{killpg, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::unistd::{getppid, Pid};
 
-/// Transparent huge pages as this process found them, for its children: [`THP_UNTOUCHED`] until
-/// [`keep_huge_pages_off`] ran, then [`THP_WAS_ON`] or [`THP_WAS_OFF`].
-static THP_AT_START: AtomicU8 = AtomicU8::new(THP_UNTOUCHED);
-const THP_UNTOUCHED: u8 = 0;
-const THP_WAS_ON: u8 = 1;
-const THP_WAS_OFF: u8 = 2;
+/// Set by [`keep_huge_pages_off`] if it turned transparent huge pages off where they were on: the
+/// processes this one starts then get them back.
+static GIVE_BACK_HUGE_PAGES: AtomicBool = AtomicBool::new(false);
 
 /// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`), remembering how it found
 /// them so that the processes it starts get that back (`die_with_parent`).
@@ -29,19 +26,17 @@ const THP_WAS_OFF: u8 = 2;
 pub fn keep_huge_pages_off() -> nix::Result<()> {
     let was_off = prctl::get_thp_disable()?;
     prctl::set_thp_disable(true)?;
-    THP_AT_START.store(
-        if was_off { THP_WAS_OFF } else { THP_WAS_ON },
-        Ordering::Relaxed,
-    );
+    GIVE_BACK_HUGE_PAGES.store(!was_off, Ordering::Relaxed);
     Ok(())
 }
 
 /// Gives the child back transparent huge pages as this process found them, if [`keep_huge_pages_off`]
-/// turned them off: for the run supervisor, which `die_with_parent` does not set up, so that it records
-/// the setting leasecron was started with and gives that to the runs.
+/// turned them off (the flag survives `exec`, and a job's own program may want them). Part of
+/// [`die_with_parent`]; on its own for the run supervisor, which records the setting leasecron was
+/// started with and gives that to the runs.
 #[allow(unsafe_code)]
 pub(crate) fn give_back_huge_pages(command: &mut std::process::Command) {
-    if THP_AT_START.load(Ordering::Relaxed) != THP_WAS_ON {
+    if !GIVE_BACK_HUGE_PAGES.load(Ordering::Relaxed) {
         return;
     }
     // SAFETY: the closure runs in the forked child before exec and makes one prctl(2) call, which is
@@ -57,14 +52,12 @@ pub(crate) fn give_back_huge_pages(command: &mut std::process::Command) {
 /// that started it; gives it an empty signal mask (the run supervisor blocks the signals it reads from a
 /// signalfd, and a mask survives `exec`); and gives it `open_files` (soft, hard) as its open file limits if
 /// set (leasecron raises its own, see `spawner`); and gives it back transparent huge pages as this process
-/// found them if [`keep_huge_pages_off`] turned them off (the flag survives `exec`, and a job's own
-/// program may want them). Used by the runner and by the run supervisor.
+/// found them ([`give_back_huge_pages`]). Used by the runner and by the run supervisor.
 #[allow(unsafe_code)]
 pub(crate) fn die_with_parent(command: &mut std::process::Command, open_files: Option<(u64, u64)>) {
     let parent = Pid::this();
-    let restore_thp = THP_AT_START.load(Ordering::Relaxed) == THP_WAS_ON;
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe calls are
-    // allowed. It makes at most five system calls (prctl(2) twice, getppid(2), sigprocmask(2), setrlimit(2)),
+    // allowed. It makes at most four system calls (prctl(2), getppid(2), sigprocmask(2), setrlimit(2)),
     // all async-signal-safe; it allocates nothing
     // and takes no lock; the error it may return is built from a raw errno, without allocation.
     unsafe {
@@ -79,12 +72,10 @@ pub(crate) fn die_with_parent(command: &mut std::process::Command, open_files: O
             if let Some((soft, hard)) = open_files {
                 setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(io::Error::from)?;
             }
-            if restore_thp {
-                prctl::set_thp_disable(false).map_err(io::Error::from)?;
-            }
             Ok(())
         });
     }
+    give_back_huge_pages(command);
 }
 
 /// Sends `signal` to process group `pgid`. A group that no longer exists is not an error.
