@@ -101,6 +101,15 @@ fn watch_steps() -> Option<watch::Receiver<u64>> {
     }
 }
 
+/// Sleeps on tokio's clock until `at`, or forever if `None`: for a `select!` branch that may have no
+/// deadline.
+pub(crate) async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A wall clock that starts at a given time and advances exactly as tokio's clock does.
 ///
 /// Under `#[tokio::test(start_paused = true)]` it moves only when the test (or auto-advance) moves tokio's

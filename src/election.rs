@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::SharedClock;
+use crate::clock::{sleep_until_some, SharedClock};
 use crate::event::{ElectionEvent, LossReason};
 use crate::lease_store::{self, Change, LeaseRecord, LeaseStore, Verb, Versioned};
 use crate::term::{FencingToken, Leadership, Term, TermHandle};
@@ -972,14 +972,6 @@ impl Leading {
 /// The fencing token of a record we wrote (`leaseTransitions` ≥ 1).
 fn fencing_token(lease_transitions: i32) -> FencingToken {
     FencingToken(u64::try_from(lease_transitions).unwrap_or(0))
-}
-
-/// Sleeps until `at`, or forever if `None`.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::sleep_until_some;
+
 /// After a SIGCHLD, when the reaper scans once more even without another (signals of children that end
 /// together coalesce, and one may end while the scan runs). Without a SIGCHLD stream, how often it scans.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(5);
@@ -187,7 +189,11 @@ async fn reap_loop(shutdown: CancellationToken) {
                     .is_none()
                     .then(|| tokio::time::Instant::now() + REAP_INTERVAL);
             }
-            _ = recv_or_never(&mut sigchld) => {
+            signalled = recv_signal(&mut sigchld) => {
+                if !signalled {
+                    // The stream closed and never yields again: scan every REAP_INTERVAL from now on.
+                    sigchld = None;
+                }
                 follow_up = Some(tokio::time::Instant::now() + REAP_INTERVAL);
             }
         }
@@ -199,22 +205,11 @@ async fn reap_loop(shutdown: CancellationToken) {
     }
 }
 
-/// Sleeps until `deadline`, or forever if there is none.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv_or_never(stream: &mut Option<tokio::signal::unix::Signal>) {
-    // A closed signal stream never yields again; the follow-up scans keep the reaper going.
-    let signalled = match stream {
+/// The next signal of `stream`: true, or false once it closed; never resolves without a stream.
+async fn recv_signal(stream: &mut Option<tokio::signal::unix::Signal>) -> bool {
+    match stream {
         Some(stream) => stream.recv().await.is_some(),
-        None => false,
-    };
-    if !signalled {
-        std::future::pending::<()>().await;
+        None => std::future::pending().await,
     }
 }
 
