@@ -34,12 +34,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{Datelike, Utc};
 use leasecron::backend::JobsSource;
 use leasecron::clock::SystemClock;
 use leasecron::cmd::run::RunOptions;
 use leasecron::cmd::Timings;
-use scale_jobs::JobSpec;
 use serde_json::Value;
 
 #[global_allocator]
@@ -376,7 +374,7 @@ fn print_and_report(jobs: usize, small: &Profile, large: &Profile) {
 
 /// The child: runs the replica in this process under the profiler, and writes the profile once idle.
 fn child(jobs: usize, dir: &Path) {
-    let jobs_path = jobs_file(dir, jobs);
+    let jobs_path = scale_jobs::far_away_jobs_file(dir, jobs);
     let addr = free_port();
     let opts = RunOptions {
         jobs: JobsSource::File(jobs_path),
@@ -452,22 +450,4 @@ fn child(jobs: usize, dir: &Path) {
 fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("its address")
-}
-
-/// `jobs` jobs due half a year from now, each with a little env, as in `idle_scale`.
-fn jobs_file(dir: &Path, jobs: usize) -> PathBuf {
-    let month = Utc::now().month();
-    let specs: Vec<JobSpec> = (0..jobs)
-        .map(|i| {
-            JobSpec::new(
-                format!("far-{i:05}"),
-                scale_jobs::far_away_schedule(i, month),
-                &["/usr/local/bin/report", "--shard", "3"],
-            )
-            .with_env("TEAM", "billing")
-        })
-        .collect();
-    let path = dir.join("jobs.yaml");
-    std::fs::write(&path, scale_jobs::jobs_file(&specs)).expect("write the jobs file");
-    path
 }

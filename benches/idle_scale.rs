@@ -26,13 +26,10 @@ mod scale;
 #[path = "../tests/support/scale_jobs.rs"]
 pub mod scale_jobs;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::{Datelike, Utc};
 use nix::sys::signal::Signal;
 use replica::{http_request, wait_for, Replica};
-use scale_jobs::JobSpec;
 
 const STARTUP_LIMIT: Duration = Duration::from_secs(120);
 /// After ready: let the start-up's allocations and first reports settle.
@@ -210,7 +207,7 @@ fn main() {
 
 fn measure(jobs: usize, idle: u64) -> Figures {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = jobs_file(dir.path(), jobs);
+    let file = scale_jobs::far_away_jobs_file(dir.path(), jobs);
     let started = Instant::now();
     let mut replica = Replica::start(
         dir.path(),
@@ -341,22 +338,4 @@ fn children(pid: u32) -> Vec<u32> {
                 .collect::<Vec<u32>>()
         })
         .collect()
-}
-
-/// `jobs` jobs due half a year from now, each with a little env, as a file in `dir`.
-fn jobs_file(dir: &Path, jobs: usize) -> std::path::PathBuf {
-    let month = Utc::now().month();
-    let specs: Vec<JobSpec> = (0..jobs)
-        .map(|i| {
-            JobSpec::new(
-                format!("far-{i:05}"),
-                scale_jobs::far_away_schedule(i, month),
-                &["/usr/local/bin/report", "--shard", "3"],
-            )
-            .with_env("TEAM", "billing")
-        })
-        .collect();
-    let path = dir.join("jobs.yaml");
-    std::fs::write(&path, scale_jobs::jobs_file(&specs)).expect("write the jobs file");
-    path
 }

@@ -236,6 +236,25 @@ pub fn far_away_schedule(index: usize, month: u32) -> String {
     format!("{m} {h} {d} {later} *")
 }
 
+/// Writes `dir/jobs.yaml` with `jobs` jobs due about half a year from now ([`far_away_schedule`]), each
+/// a command with a little env: an idle replica's load (`idle_scale`, `heap_scale`). Returns its path.
+pub fn far_away_jobs_file(dir: &std::path::Path, jobs: usize) -> std::path::PathBuf {
+    let month = chrono::Datelike::month(&chrono::Utc::now());
+    let specs: Vec<JobSpec> = (0..jobs)
+        .map(|i| {
+            JobSpec::new(
+                format!("far-{i:05}"),
+                far_away_schedule(i, month),
+                &["/usr/local/bin/report", "--shard", "3"],
+            )
+            .with_env("TEAM", "billing")
+        })
+        .collect();
+    let path = dir.join("jobs.yaml");
+    std::fs::write(&path, jobs_file(&specs)).expect("write the jobs file");
+    path
+}
+
 /// A 6-field schedule for job `index` of many that fires every `period_minutes` (a divisor of 60) at a
 /// second of its own: with `n` such jobs about `n / (60 × period_minutes)` fire in every second.
 pub fn spread_schedule(index: usize, period_minutes: usize) -> String {
