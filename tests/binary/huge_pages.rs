@@ -5,6 +5,7 @@
 use crate::support::replica;
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use replica::{every_second_job, wait_for, Replica};
@@ -27,6 +28,28 @@ fn first_child(pid: u32) -> Option<String> {
     children.split_whitespace().next().map(str::to_owned)
 }
 
+/// A job, every second, that writes its own `THP_enabled` line to `dir/seen` (the grep is the job's
+/// process, as its program would be).
+fn reporting_job(dir: &Path) -> PathBuf {
+    let seen = dir.join("seen");
+    every_second_job(
+        dir,
+        "thp",
+        "1s",
+        &format!("grep THP_enabled /proc/self/status > {}", seen.display()),
+    )
+}
+
+/// The line the job of [`reporting_job`] wrote, once it ran.
+fn reported(replica: &Replica, dir: &Path) -> String {
+    wait_for(PATIENCE, || {
+        fs::read_to_string(dir.join("seen"))
+            .ok()
+            .filter(|text| text.contains("THP_enabled"))
+    })
+    .unwrap_or_else(|| panic!("the job ran: {}", replica.log_text()))
+}
+
 #[test]
 fn leasecron_turns_huge_pages_off_for_itself_and_gives_its_jobs_the_setting_it_found() {
     let Some(inherited) = thp_enabled("self") else {
@@ -34,21 +57,9 @@ fn leasecron_turns_huge_pages_off_for_itself_and_gives_its_jobs_the_setting_it_f
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let seen = dir.path().join("seen");
-    // The job writes its own setting (the grep is the job's process, as its program would be).
-    let jobs = every_second_job(
-        dir.path(),
-        "thp",
-        "1s",
-        &format!("grep THP_enabled /proc/self/status > {}", seen.display()),
-    );
+    let jobs = reporting_job(dir.path());
     let mut replica = Replica::start(dir.path(), "a", &jobs, &dir.path().join("lease"), &[]);
-    let line = wait_for(PATIENCE, || {
-        fs::read_to_string(&seen)
-            .ok()
-            .filter(|text| text.contains("THP_enabled"))
-    })
-    .unwrap_or_else(|| panic!("the job ran: {}", replica.log_text()));
+    let line = reported(&replica, dir.path());
     let job_enabled = line.split_whitespace().nth(1) == Some("1");
     assert_eq!(
         job_enabled, inherited,
@@ -79,13 +90,7 @@ fn a_process_started_with_huge_pages_off_gives_its_jobs_them_off() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let seen = dir.path().join("seen");
-    let jobs = every_second_job(
-        dir.path(),
-        "thp",
-        "1s",
-        &format!("grep THP_enabled /proc/self/status > {}", seen.display()),
-    );
+    let jobs = reporting_job(dir.path());
     let mut command = replica::leasecron();
     command
         .args(["run", "--jobs"])
@@ -101,12 +106,7 @@ fn a_process_started_with_huge_pages_off_gives_its_jobs_them_off() {
         });
     }
     let mut replica = Replica::spawn(dir.path(), "a", command);
-    let line = wait_for(PATIENCE, || {
-        fs::read_to_string(&seen)
-            .ok()
-            .filter(|text| text.contains("THP_enabled"))
-    })
-    .unwrap_or_else(|| panic!("the job ran: {}", replica.log_text()));
+    let line = reported(&replica, dir.path());
     assert!(line.contains("THP_enabled:\t0"), "still off: {line}");
     replica.stop_cleanly();
 }
