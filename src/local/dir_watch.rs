@@ -135,7 +135,7 @@ impl DirWatch {
 
 /// For the feeds: a watch of `path` that sends `()` on `events` for each change, or `None` (logged at
 /// warn, naming the file `what`: "jobs file") if it cannot be set up: the feed then polls.
-pub(crate) fn feed_watch(
+fn feed_watch(
     path: &Path,
     events: &tokio::sync::mpsc::UnboundedSender<()>,
     what: &'static str,
@@ -268,7 +268,7 @@ fn concerns(mask: EventMask, event_name: Option<&std::ffi::OsStr>, name: &OsStri
 }
 
 /// The device and inode of a directory, to notice that it was replaced.
-pub(crate) fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }

@@ -521,20 +521,19 @@ struct SteppableClock {
 
 impl SteppableClock {
     fn starting_at(wall: &str) -> Arc<SteppableClock> {
-        Arc::new(SteppableClock {
-            base: PausedClock::starting_at(utc(wall)),
-            step: Mutex::new(TimeDelta::zero()),
-            reports: None,
-            reads: std::sync::atomic::AtomicUsize::new(0),
-        })
+        SteppableClock::new(wall, None)
     }
 
     /// A clock whose steps are reported through [`WallClock::steps`].
     fn reporting(wall: &str) -> Arc<SteppableClock> {
+        SteppableClock::new(wall, Some(tokio::sync::watch::channel(0).0))
+    }
+
+    fn new(wall: &str, reports: Option<tokio::sync::watch::Sender<u64>>) -> Arc<SteppableClock> {
         Arc::new(SteppableClock {
             base: PausedClock::starting_at(utc(wall)),
             step: Mutex::new(TimeDelta::zero()),
-            reports: Some(tokio::sync::watch::channel(0).0),
+            reports,
             reads: std::sync::atomic::AtomicUsize::new(0),
         })
     }

@@ -14,15 +14,10 @@ pub const BINARY_ENV: &str = "LEASECRON_BINARY";
 
 /// The binary under test: cargo's build for this target, or [`BINARY_ENV`]'s.
 pub fn leasecron() -> Command {
-    Command::new(binary())
-}
-
-/// The path of the binary under test (see [`leasecron`]).
-pub fn binary() -> PathBuf {
-    std::env::var_os(BINARY_ENV).map_or_else(
+    Command::new(std::env::var_os(BINARY_ENV).map_or_else(
         || PathBuf::from(env!("CARGO_BIN_EXE_leasecron")),
         PathBuf::from,
-    )
+    ))
 }
 
 /// Runs `leasecron ARGS` to completion.
