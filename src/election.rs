@@ -594,11 +594,21 @@ impl<S: LeaseStore> Elector<S> {
 
     async fn lead(&self, lead: Leading, shutdown: &CancellationToken) -> Result<State, Error> {
         let known = Some(lead.record.version.clone());
+        // One timer for the renew and the deadline (whichever comes first), so an idle leader's timer
+        // wheel holds one entry: each entry costs wake-ups of its own as the wheel sorts it down.
+        let deadline = lead.deadline();
         tokio::select! {
             biased;
-            () = sleep_until(lead.deadline()) => Ok(self.lose(lead, LossReason::RenewDeadline, None, None).await),
+            () = sleep_until(lead.next_renew_at.min(deadline)) => {
+                if Instant::now() >= deadline {
+                    Ok(self.lose(lead, LossReason::RenewDeadline, None, None).await)
+                } else if shutdown.is_cancelled() {
+                    Ok(self.shut_down(lead).await)
+                } else {
+                    self.renew(lead).await
+                }
+            }
             () = shutdown.cancelled() => Ok(self.shut_down(lead).await),
-            () = sleep_until(lead.next_renew_at) => self.renew(lead).await,
             change = self.store.changed(known) => self.on_change_while_leading(lead, change).await,
         }
     }

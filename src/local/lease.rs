@@ -85,9 +85,6 @@ pub struct FileStore {
     temp_path: PathBuf,
     dir: PathBuf,
     poll_interval: Duration,
-    /// When [`LeaseStore::changed`] polls next; shared by successive calls so that dropping one does not
-    /// postpone the poll.
-    next_poll: Mutex<Option<Instant>>,
     /// Counts the watch's events about the record file; [`LeaseStore::changed`] waits for it to move.
     events: Arc<watch::Sender<u64>>,
     /// The watch of the directory, once started (`None` before, or while it cannot be set up).
@@ -184,7 +181,6 @@ impl FileStore {
             path,
             dir,
             poll_interval,
-            next_poll: Mutex::new(None),
             events: Arc::new(watch::Sender::new(0)),
             watch: Mutex::new(WatchState::default()),
             identity: None,
@@ -330,25 +326,6 @@ impl FileStore {
             .map_err(|e| io_error(&self.dir, "syncing the directory", e))
     }
 
-    /// The next poll instant of [`LeaseStore::changed`].
-    fn next_poll(&self) -> Instant {
-        let interval = self.current_poll_interval();
-        let mut next = self
-            .next_poll
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *next.get_or_insert_with(|| Instant::now() + interval)
-    }
-
-    fn polled(&self) {
-        let interval = self.current_poll_interval();
-        let mut next = self
-            .next_poll
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *next = Some(Instant::now() + interval);
-    }
-
     /// `poll_interval` while the directory is watched, else at most [`UNWATCHED_POLL_INTERVAL`].
     fn current_poll_interval(&self) -> Duration {
         if self.lock_watch().current.is_some() {
@@ -463,7 +440,12 @@ impl LeaseStore for FileStore {
         self.ensure_watching();
         let mut waited = false;
         loop {
-            match self.read() {
+            let read = self.read();
+            // Each read is a poll: the next is due one interval after it. A leader calls this again after
+            // each renew, so its poll never comes due (the renew reads the file every RP anyway) and costs
+            // no wake-up of its own.
+            let next_poll = Instant::now() + self.current_poll_interval();
+            match read {
                 Ok(current) => {
                     let current = current.map(StoredLease::into_versioned);
                     if current.as_ref().map(|v| &v.version) != known.as_ref() {
@@ -478,10 +460,7 @@ impl LeaseStore for FileStore {
             tokio::select! {
                 // The sender lives as long as `self`: this never fails.
                 _ = events.changed() => {}
-                () = tokio::time::sleep_until(self.next_poll()) => {
-                    self.polled();
-                    self.ensure_watching();
-                }
+                () = tokio::time::sleep_until(next_poll) => self.ensure_watching(),
             }
             waited = true;
         }
