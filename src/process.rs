@@ -2,6 +2,8 @@
 //! run supervisor): the set-up a child gets before `exec` so that it never outlives its starter, and the
 //! signalling of a run's process group. A leaf: the runner and the supervisor both build on it.
 
+pub(crate) mod spawn;
+
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,13 +32,18 @@ pub fn keep_huge_pages_off() -> nix::Result<()> {
     Ok(())
 }
 
+/// True if the processes this one starts get transparent huge pages back ([`keep_huge_pages_off`]).
+pub(crate) fn gives_back_huge_pages() -> bool {
+    GIVE_BACK_HUGE_PAGES.load(Ordering::Relaxed)
+}
+
 /// Gives the child back transparent huge pages as this process found them, if [`keep_huge_pages_off`]
 /// turned them off (the flag survives `exec`, and a job's own program may want them). Part of
 /// [`die_with_parent`]; on its own for the run supervisor, which records the setting leasecron was
 /// started with and gives that to the runs.
 #[allow(unsafe_code)]
 pub(crate) fn give_back_huge_pages(command: &mut std::process::Command) {
-    if !GIVE_BACK_HUGE_PAGES.load(Ordering::Relaxed) {
+    if !gives_back_huge_pages() {
         return;
     }
     // SAFETY: the closure runs in the forked child before exec and makes one prctl(2) call, which is

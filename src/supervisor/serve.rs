@@ -4,7 +4,8 @@
 //! It is the child subreaper of everything it starts, so a job's process that daemonises (`setsid`, a
 //! double fork, `nohup … &`) is reparented here, not to init, and stays within reach.
 //!
-//! - A spawn request is served at once: deadline checked, fork, exec, reply.
+//! - A spawn request is served at once: deadline checked, the process started (`process::spawn`, which
+//!   does not copy the supervisor as `fork` does), reply.
 //! - On SIGCHLD it reaps. A run's process is first seen as a zombie (`waitid(WNOWAIT)`), its process group
 //!   stopped (SIGSTOP) while the zombie still pins the group id, then it is reaped; what is left of the
 //!   group (its live processes pin the id now) is counted and SIGKILLed, and the end reported with that
@@ -12,7 +13,7 @@
 //! - SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM are blocked and read from the signalfd:
 //!   a terminal's Ctrl-C or hang-up, or a `pkill leasecron`, reaches leasecron, which ends its runs in
 //!   order; the supervisor's life is bound to leasecron's, not to signals. (The run's processes get an
-//!   empty signal mask and default dispositions: `std::process::Command` resets both before `exec`.)
+//!   empty signal mask and default dispositions: `process::spawn` resets both before `exec`.)
 //! - End-of-file on the socket means leasecron is gone, whatever killed it (SIGKILL, the OOM killer, a
 //!   panic, a forced exit). Every descendant gets SIGTERM, then SIGKILL after the largest grace of the
 //!   runs in flight, pass after pass until none is left; then the supervisor exits.
@@ -20,8 +21,6 @@
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::CommandExt as _;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -35,7 +34,7 @@ use tracing::Level;
 
 use super::protocol::{self, Reply, Request, MAX_MESSAGE_BYTES};
 use super::{monotonic_now_ns, LogFormat};
-use crate::process::die_with_parent;
+use crate::process::spawn;
 use crate::reaper;
 
 /// The signals read from the signalfd instead of acting.
@@ -235,23 +234,18 @@ impl Supervisor {
                 message: format!("the request carried {} descriptors, 2 expected", fds.len()),
             }
         } else {
-            let mut fds = fds.into_iter();
-            let (stdout, stderr) = (fds.next(), fds.next());
-            let mut command = Command::new(&program);
-            command
-                .args(&args)
-                .envs(env)
-                .stdin(Stdio::null())
-                .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
-                .stderr(stderr.map_or_else(Stdio::null, Stdio::from))
-                .process_group(0);
-            if let Some(dir) = cwd {
-                command.current_dir(dir);
-            }
-            die_with_parent(&mut command, None);
-            match command.spawn() {
-                Ok(child) => {
-                    let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+            let spec = spawn::Spec {
+                program: &program,
+                args: &args,
+                env: &env,
+                cwd: cwd.as_deref(),
+                stdout: fds[0].as_fd(),
+                stderr: fds[1].as_fd(),
+                open_files: None,
+            };
+            match spawn::spawn(&spec) {
+                Ok(pid) => {
+                    let pid = pid.as_raw();
                     self.runs.insert(
                         pid,
                         Run {
