@@ -12,6 +12,12 @@
 //! their share. Preemptions (`nonvoluntary_ctxt_switches`) are not wake-ups and are left out. The run
 //! supervisor (a child process) is reported beside the replica: its RSS and its wake-ups.
 //!
+//! A thread also switches out voluntarily while it waits for the disk, and each renewal of the lease file
+//! waits for it (fsync of the file and of its directory). So the 10-job replica is measured once more with
+//! its lease file on tmpfs (`/dev/shm`, if there is one), where no write waits: what is left is the
+//! process's own wake-ups. The disk's share is measured apart: the switches of one such durable write
+//! made by the bench itself.
+//!
 //! ```text
 //! cargo bench --bench idle_scale                # ~1.5 min
 //! SCALE_JOBS=50000 SCALE_IDLE_SECONDS=60 cargo bench --bench idle_scale
@@ -60,8 +66,14 @@ struct Figures {
 fn main() {
     let jobs: usize = scale::env_or("SCALE_JOBS", 10_000);
     let idle: u64 = scale::env_or("SCALE_IDLE_SECONDS", 30);
-    let small = measure(10, idle);
-    let large = measure(jobs, idle);
+    let small = measure(10, idle, None);
+    let large = measure(jobs, idle, None);
+    // The lease file's renewals write it durably (fsync of the file and of its directory), and each wait for
+    // the disk is a voluntary switch as much as a wake-up is: on tmpfs, which has no disk to wait for, what
+    // is left is the process's own wake-ups. The disk's share is measured on its own below.
+    let shm = tmpfs_dir();
+    let small_tmpfs = shm.as_ref().map(|dir| measure(10, idle, Some(dir.path())));
+    let write_waits = durable_write_switches(&std::env::temp_dir());
     println!(
         "idle replica (`leasecron run`, lease file, leading), every job due half a year from now"
     );
@@ -140,7 +152,23 @@ fn main() {
         large.supervisor.1,
         "/s",
     );
-    for (key, figures) in [("10 jobs", &small), (&*format!("{jobs} jobs"), &large)] {
+    match &small_tmpfs {
+        Some(tmpfs) => println!(
+            "wake-ups per second, idle, 10 jobs, lease file on tmpfs: {:.2} /s",
+            tmpfs.wakeups_per_s
+        ),
+        None => println!("wake-ups on tmpfs: not measured (no tmpfs at /dev/shm)"),
+    }
+    println!(
+        "one durable write of a lease file (write, fsync, rename, fsync of the directory): {write_waits:.1} \
+         voluntary switches (waits for the disk)"
+    );
+    let large_key = format!("{jobs} jobs");
+    let mut by_thread = vec![("10 jobs", &small), (large_key.as_str(), &large)];
+    if let Some(tmpfs) = &small_tmpfs {
+        by_thread.push(("10 jobs, tmpfs", tmpfs));
+    }
+    for (key, figures) in by_thread {
         let threads: Vec<String> = figures
             .wakeups_by_thread
             .iter()
@@ -158,7 +186,12 @@ fn main() {
         .param("small_jobs", 10)
         .param("idle_seconds", idle)
         .param("settle_seconds", SETTLE.as_secs());
-    for (key, figures) in [("small", &small), ("large", &large)] {
+    report.value("durable_write.switches", write_waits, "switches");
+    let mut keyed = vec![("small", &small), ("large", &large)];
+    if let Some(tmpfs) = &small_tmpfs {
+        keyed.push(("small_tmpfs", tmpfs));
+    }
+    for (key, figures) in keyed {
         report
             .value(&format!("{key}.ready"), figures.ready_ms, "ms")
             .value(&format!("{key}.rss"), figures.rss_mib, "MiB")
@@ -205,7 +238,9 @@ fn main() {
     report.write();
 }
 
-fn measure(jobs: usize, idle: u64) -> Figures {
+/// Measures a replica with `jobs` jobs, idle for `idle` seconds, its lease file in `lease_dir` (by default
+/// beside the jobs file, in a temporary directory on disk).
+fn measure(jobs: usize, idle: u64, lease_dir: Option<&std::path::Path>) -> Figures {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = scale_jobs::far_away_jobs_file(dir.path(), jobs);
     let started = Instant::now();
@@ -213,7 +248,7 @@ fn measure(jobs: usize, idle: u64) -> Figures {
         dir.path(),
         "idle",
         &file,
-        &dir.path().join("lease"),
+        &lease_dir.unwrap_or(dir.path()).join("lease"),
         // 10 000 jobs are over the 1 MiB a ConfigMap holds, the default bound.
         &["--max-file-size", "16MiB"],
     );
@@ -296,6 +331,47 @@ fn measure(jobs: usize, idle: u64) -> Figures {
         threads,
         supervisor,
     }
+}
+
+/// A temporary directory on tmpfs (`/dev/shm`), if there is one.
+fn tmpfs_dir() -> Option<tempfile::TempDir> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let is_tmpfs = mounts.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"/dev/shm") && fields.get(2) == Some(&"tmpfs")
+    });
+    is_tmpfs
+        .then(|| tempfile::tempdir_in("/dev/shm").ok())
+        .flatten()
+}
+
+/// The voluntary switches of this thread for one durable write of a lease-sized file in `dir`, as the lease
+/// file's store makes it: temporary file, write, fsync, rename over, fsync of the directory (a mean of 50).
+fn durable_write_switches(dir: &std::path::Path) -> f64 {
+    use std::io::Write as _;
+    const WRITES: u32 = 50;
+    let dir = tempfile::tempdir_in(dir).expect("tempdir");
+    let own = || {
+        let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("voluntary_ctxt_switches")
+    };
+    let record = [b'x'; 200];
+    let before = own();
+    for _ in 0..WRITES {
+        let temp = dir.path().join("lease.tmp");
+        let mut file = std::fs::File::create(&temp).expect("create");
+        file.write_all(&record).expect("write");
+        file.sync_all().expect("fsync");
+        std::fs::rename(&temp, dir.path().join("lease")).expect("rename");
+        std::fs::File::open(dir.path())
+            .and_then(|d| d.sync_all())
+            .expect("fsync the directory");
+    }
+    (own() - before) as f64 / f64::from(WRITES)
 }
 
 /// Each thread of `pid`: its name and its `voluntary_ctxt_switches` so far.

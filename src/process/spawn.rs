@@ -212,7 +212,13 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         check(args, libc::setpgid(0, 0));
         check(
             args,
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0),
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ),
         );
         // The parent died before the signal was set: it will never come. Give up instead.
         if libc::getppid() != args.parent {
@@ -234,7 +240,14 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 _ => break,
             }
         }
-        fail(args, if denied && last != libc::ENOEXEC { libc::EACCES } else { last })
+        fail(
+            args,
+            if denied && last != libc::ENOEXEC {
+                libc::EACCES
+            } else {
+                last
+            },
+        )
     }
 }
 
@@ -254,7 +267,8 @@ unsafe fn reset_signals() {
             if libc::sigaction(signal, std::ptr::null(), &mut current) != 0 {
                 continue;
             }
-            let caught = current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN;
+            let caught =
+                current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN;
             if caught || signal == libc::SIGPIPE {
                 libc::sigaction(signal, &default, std::ptr::null_mut());
             }
@@ -275,7 +289,10 @@ fn check(args: &ChildArgs<'_>, returned: c_int) {
 /// Tells the parent `errno` and ends the child.
 #[allow(unsafe_code)]
 fn fail(args: &ChildArgs<'_>, errno: c_int) -> ! {
-    args.error.store(if errno == 0 { libc::EIO } else { errno }, Ordering::Release);
+    args.error.store(
+        if errno == 0 { libc::EIO } else { errno },
+        Ordering::Release,
+    );
     // SAFETY: _exit(2) ends the child at once, without running this process's exit handlers or flushing
     // its buffers (which are the parent's).
     unsafe { libc::_exit(EXEC_FAILED) }
@@ -304,7 +321,11 @@ fn candidates(program: &CString, path: Option<&OsString>) -> io::Result<Vec<CStr
     path.split(|&b| b == b':')
         .map(|dir| {
             // An empty entry is the working directory.
-            let mut full = if dir.is_empty() { b".".to_vec() } else { dir.to_vec() };
+            let mut full = if dir.is_empty() {
+                b".".to_vec()
+            } else {
+                dir.to_vec()
+            };
             full.push(b'/');
             full.extend_from_slice(name);
             c_string(full)
@@ -457,7 +478,12 @@ mod tests {
         let cwd = dir.path().to_str().expect("utf-8");
         let (out, code) = run(
             "/bin/sh",
-            &["-c", "echo \"$1 $LEASECRON_TEST_VAR $(pwd)\"; exit 3", "sh", "first arg"],
+            &[
+                "-c",
+                "echo \"$1 $LEASECRON_TEST_VAR $(pwd)\"; exit 3",
+                "sh",
+                "first arg",
+            ],
             &[("LEASECRON_TEST_VAR", "set")],
             Some(cwd),
         )
@@ -478,8 +504,13 @@ mod tests {
         // executed (ETXTBSY).
         std::os::unix::fs::symlink("/bin/echo", dir.path().join("leasecron-spawn-probe"))
             .expect("symlink");
-        let (out, _) =
-            run("leasecron-spawn-probe", &["probe"], &[("PATH", &path)], None).expect("spawn");
+        let (out, _) = run(
+            "leasecron-spawn-probe",
+            &["probe"],
+            &[("PATH", &path)],
+            None,
+        )
+        .expect("spawn");
         assert_eq!(out, "probe\n");
     }
 
