@@ -35,11 +35,13 @@
 //! # Change detection
 //!
 //! [`LeaseStore::changed`] reads the record at once, then again on every inotify event about `PATH` in its
-//! directory (`local::dir_watch`) — the directory, not the file, because every write replaces
-//! the file (a rename) and a deletion removes it; reads raise no event — and on a poll every `poll_interval` (`run` passes RP) as the fallback. It
-//! resolves as soon as the version read differs from the caller's. A release thus wakes a follower within
-//! milliseconds, as the Lease's watch does on Kubernetes, without the follower reading the file more than
-//! once per RP while nothing happens. The watch starts with the first `changed` call and is set up again
+//! directory (`local::dir_watch`) — the directory, not the file, because every write replaces the file (a
+//! rename) and a deletion removes it; reads raise no event — and, as the fallback, `poll_interval` (`run`
+//! passes RP) after its last read. It resolves as soon as the version read differs from the caller's. A
+//! release thus wakes a follower within milliseconds, as the Lease's watch does on Kubernetes, without the
+//! follower reading the file more than once per RP while nothing happens. The leader calls it again after
+//! each renew, so its poll never comes due (the renew has just read the file): an idle leader's only timer
+//! is the renew's. The watch starts with the first `changed` call and is set up again
 //! when the directory was replaced; while it cannot be set up (inotify limits, a file system without
 //! inotify), the poll runs every [`UNWATCHED_POLL_INTERVAL`] (RP if shorter). Changes made on another
 //! machine (a network file system) raise no local event: there the poll is what notices them.

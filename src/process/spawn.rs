@@ -119,7 +119,7 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Pid> {
         stdin: dev_null.as_raw_fd(),
         stdout: stdout.raw(),
         stderr: stderr.raw(),
-        parent: std::process::id() as libc::pid_t,
+        parent: nix::unistd::getpid().as_raw(),
         open_files: spec.open_files.map(|(soft, hard)| libc::rlimit {
             rlim_cur: soft,
             rlim_max: hard,
