@@ -1,6 +1,6 @@
 //! Starting a run's process without copying the starter: `clone(CLONE_VM | CLONE_VFORK)`, the way glibc's
 //! `posix_spawn` does it, with the set-up that `posix_spawn` cannot do (the parent-death signal and its
-//! check, the open file limits, transparent huge pages).
+//! check, transparent huge pages). The run supervisor starts every run of `leasecron run` with it.
 //!
 //! `fork` copies the page tables of the whole process and then takes a copy-on-write fault for each page
 //! the child touches before `exec`; with the set-up done in a `pre_exec` closure, `std::process::Command`
@@ -11,7 +11,7 @@
 //! The child does what `Command` does before `exec`, in the same order, and no more: handlers back to
 //! their defaults (a handler of the parent must never run in the child, on the parent's memory) and
 //! SIGPIPE too, an empty signal mask, stdin from `/dev/null`, stdout and stderr to the given descriptors,
-//! the working directory, its own process group; then the parent-death signal and the open file limits
+//! the working directory, its own process group; then the parent-death signal and its check
 //! (`process::die_with_parent`); then `execve` along `PATH` as `execvp` does. The huge-page setting is a
 //! property of the memory the child shares until `exec`: the parent sets it around the clone. It calls
 //! nothing but system-call wrappers: no allocation, no lock. Every byte it reads was prepared by the
@@ -53,8 +53,6 @@ pub(crate) struct Spec<'a> {
     /// Where its stdout and stderr go.
     pub(crate) stdout: BorrowedFd<'a>,
     pub(crate) stderr: BorrowedFd<'a>,
-    /// The open file limits (soft, hard) it gets, if not this process's.
-    pub(crate) open_files: Option<(u64, u64)>,
 }
 
 /// Everything the child reads, prepared by the parent. The pointers point into the parent's memory, which
@@ -70,7 +68,6 @@ struct ChildArgs<'a> {
     stdout: RawFd,
     stderr: RawFd,
     parent: libc::pid_t,
-    open_files: Option<libc::rlimit>,
     /// Set by the child to the errno that ended it, if it did not reach `exec`.
     error: AtomicI32,
 }
@@ -120,10 +117,6 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Pid> {
         stdout: stdout.raw(),
         stderr: stderr.raw(),
         parent: nix::unistd::getpid().as_raw(),
-        open_files: spec.open_files.map(|(soft, hard)| libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: hard,
-        }),
         error: AtomicI32::new(0),
     };
     let stack = Stack::new()?;
@@ -223,9 +216,6 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         // The parent died before the signal was set: it will never come. Give up instead.
         if libc::getppid() != args.parent {
             fail(args, libc::ESRCH);
-        }
-        if let Some(limit) = &args.open_files {
-            check(args, libc::setrlimit(libc::RLIMIT_NOFILE, limit));
         }
         // As execvp: a candidate that is missing is skipped, one without permission remembered, any
         // other error final.
@@ -458,7 +448,6 @@ mod tests {
             cwd,
             stdout: write.as_fd(),
             stderr: write.as_fd(),
-            open_files: None,
         })?;
         drop(write);
         let mut out = String::new();

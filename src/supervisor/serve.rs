@@ -241,7 +241,6 @@ impl Supervisor {
                 cwd: cwd.as_deref(),
                 stdout: fds[0].as_fd(),
                 stderr: fds[1].as_fd(),
-                open_files: None,
             };
             match spawn::spawn(&spec) {
                 Ok(pid) => {
