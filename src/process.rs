@@ -59,7 +59,8 @@ pub(crate) fn give_back_huge_pages(command: &mut std::process::Command) {
 /// that started it; gives it an empty signal mask (the run supervisor blocks the signals it reads from a
 /// signalfd, and a mask survives `exec`); and gives it `open_files` (soft, hard) as its open file limits if
 /// set (leasecron raises its own, see `spawner`); and gives it back transparent huge pages as this process
-/// found them ([`give_back_huge_pages`]). Used by the runner and by the run supervisor.
+/// found them ([`give_back_huge_pages`]). Used by the in-process runner; the run supervisor starts its
+/// children with [`spawn`], which does the same in its own child.
 #[allow(unsafe_code)]
 pub(crate) fn die_with_parent(command: &mut std::process::Command, open_files: Option<(u64, u64)>) {
     let parent = Pid::this();
@@ -69,11 +70,7 @@ pub(crate) fn die_with_parent(command: &mut std::process::Command, open_files: O
     // and takes no lock; the error it may return is built from a raw errno, without allocation.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(command, move || {
-            prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
-            // If the parent died before prctl took effect, the signal will never come: give up instead.
-            if getppid() != parent {
-                return Err(io::Error::from(Errno::ESRCH));
-            }
+            die_with(parent)?;
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
                 .map_err(io::Error::from)?;
             if let Some((soft, hard)) = open_files {
@@ -83,6 +80,17 @@ pub(crate) fn die_with_parent(command: &mut std::process::Command, open_files: O
         });
     }
     give_back_huge_pages(command);
+}
+
+/// In a child before `exec`: SIGKILL when `parent` goes away. If the parent died before the signal was set,
+/// the signal will never come: ESRCH, and the child gives up. Two async-signal-safe system calls
+/// (prctl(2), getppid(2)); nothing allocated.
+pub(crate) fn die_with(parent: Pid) -> Result<(), Errno> {
+    prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if getppid() != parent {
+        return Err(Errno::ESRCH);
+    }
+    Ok(())
 }
 
 /// Sends `signal` to process group `pgid`. A group that no longer exists is not an error.

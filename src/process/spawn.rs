@@ -12,7 +12,7 @@
 //! their defaults (a handler of the parent must never run in the child, on the parent's memory) and
 //! SIGPIPE too, an empty signal mask, stdin from `/dev/null`, stdout and stderr to the given descriptors,
 //! the working directory, its own process group; then the parent-death signal and its check
-//! (`process::die_with_parent`); then `execve` along `PATH` as `execvp` does. The huge-page setting is a
+//! (`process::die_with`, as the in-process runner's `pre_exec` does); then `execve` along `PATH` as `execvp` does. The huge-page setting is a
 //! property of the memory the child shares until `exec`: the parent sets it around the clone. It calls
 //! nothing but system-call wrappers: no allocation, no lock. Every byte it reads was prepared by the
 //! parent before the clone, and it writes one thing back: the error that ended it, if `exec` failed.
@@ -67,7 +67,7 @@ struct ChildArgs<'a> {
     stdin: RawFd,
     stdout: RawFd,
     stderr: RawFd,
-    parent: libc::pid_t,
+    parent: Pid,
     /// Set by the child to the errno that ended it, if it did not reach `exec`.
     error: AtomicI32,
 }
@@ -116,7 +116,7 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Pid> {
         stdin: dev_null.as_raw_fd(),
         stdout: stdout.raw(),
         stderr: stderr.raw(),
-        parent: nix::unistd::getpid().as_raw(),
+        parent: Pid::this(),
         error: AtomicI32::new(0),
     };
     let stack = Stack::new()?;
@@ -203,19 +203,8 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             check(args, libc::chdir(args.cwd));
         }
         check(args, libc::setpgid(0, 0));
-        check(
-            args,
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ),
-        );
-        // The parent died before the signal was set: it will never come. Give up instead.
-        if libc::getppid() != args.parent {
-            fail(args, libc::ESRCH);
+        if let Err(errno) = super::die_with(args.parent) {
+            fail(args, errno as c_int);
         }
         // As execvp: a candidate that is missing is skipped, one without permission remembered, any
         // other error final.
